@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the tests need, builds the binary, runs the whole suite (unit + integration against the
+# compiled binary), and ends with one plain summary line "tests: N passed, N failed".
+# Extra arguments go to `bun test` (e.g. a path filter).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test || exit 1
+BUN="$PWD/.tools/node_modules/@oven/bun-linux-x64/bin/bun"
+export PATH="$(dirname "$BUN"):$PATH"
+mkdir -p test-output
+"$BUN" x tsc --noEmit -p . || { echo "tests: 0 passed, 1 failed (typecheck)"; exit 1; }
+"$BUN" test "$@" 2>&1 | tee test-output/bun-test.log
+status=${PIPESTATUS[0]}
+pass=$(grep -Eo '^ *[0-9]+ pass' test-output/bun-test.log | tail -1 | grep -Eo '[0-9]+' || echo 0)
+fail=$(grep -Eo '^ *[0-9]+ fail' test-output/bun-test.log | tail -1 | grep -Eo '[0-9]+' || echo 0)
+[ "$pass" = 0 ] && [ "$status" = 0 ] && { echo "tests: 0 passed, 1 failed (no test ran)"; exit 1; }
+echo "tests: ${pass} passed, ${fail} failed"
+exit "$status"

@@ -1,0 +1,70 @@
+/**
+ * The contract between the control plane (rooms, participants, the libp2p audio protocol) and the media
+ * plane (the worker running the wasm core). The control plane never touches samples: it moves encoded
+ * Opus frames in bulk and reads statistics.
+ */
+import type { Registry } from "prom-client";
+import type { Logger } from "../log";
+
+/** One encoded Opus frame (48 kHz mono, 20 ms) as carried on the wire. */
+export interface AudioFrame {
+  /** uint32, wraps; per sender */
+  seq: number;
+  /** uint32 sample clock at 48 kHz (increments by 960 per 20 ms frame); wraps */
+  timestamp: number;
+  payload: Uint8Array;
+}
+
+export interface MediaSettings {
+  topKSpeakers: number;
+  sharedEncode: boolean;
+  bitrate: number;
+  jitterMinMs: number;
+  jitterMaxMs: number;
+  maxRooms: number;
+  maxParticipants: number;
+}
+
+export interface ParticipantStats {
+  id: string;
+  speaking: boolean;
+  /** true when this participant gets a personal mix-minus (top-K speaker) */
+  personalMix: boolean;
+  jitterMs: number;
+  bufferDepthMs: number;
+  lossPercent: number;
+  packetsIn: number;
+  packetsOut: number;
+  concealed: number;
+  late: number;
+}
+
+export interface RoomStats {
+  id: string;
+  createdAt: number;
+  participants: ParticipantStats[];
+}
+
+/** Receives the mix for one participant, one encoded frame every 20 ms. */
+export type FrameSink = (frame: AudioFrame) => void;
+
+export interface MediaEngineOptions {
+  settings: MediaSettings;
+  logger: Logger;
+  registry: Registry;
+}
+
+export interface MediaEngine {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Creates the room on first join. Throws AgoraError("CAPACITY") past max_mixers / max_connections. */
+  join(roomId: string, participantId: string, sink: FrameSink): void;
+  leave(roomId: string, participantId: string): void;
+  /** Queues a received frame; frames cross to the worker in bulk, never one message each. */
+  pushFrame(roomId: string, participantId: string, frame: AudioFrame): void;
+  rooms(): RoomStats[];
+  participantCount(): number;
+  updateSettings(settings: Partial<MediaSettings>): void;
+  /** How often the worker was restarted after a crash. */
+  readonly workerRestarts: number;
+}

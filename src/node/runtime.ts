@@ -1,0 +1,379 @@
+/**
+ * The running node: composes config, identity, metrics, HTTP, the libp2p network and (in dedicated mode)
+ * the media engine with its audio room service, and owns the node's state machine:
+ *   starting → ready → draining → stopping.
+ * It is also the DashboardSource the HTTP layer reads from.
+ */
+import { hostname } from "node:os";
+import { createMediaEngine, type MediaEngine } from "../audio";
+import { AudioRoomService } from "../audio/net";
+import { type AgoraConfig, type LoadedConfig, maskSecrets, restartRequiredChanges } from "../config";
+import { AgoraError, errorMessage } from "../errors";
+import {
+  DashboardServer,
+  type DashboardSource,
+  type DiscoverParams,
+  type HistorySample,
+  MetricsServer,
+  type NodeState,
+  type PeerReport,
+  type ReloadReport,
+  type RoomReport,
+  type StatusReport,
+} from "../http";
+import type { LogHandle, LogLevel } from "../log";
+import { createNodeMetrics, type NodeMetrics } from "../metrics";
+import { createNetworkNode, type LoadFigures, type NetworkNode } from "../p2p";
+import { type Identity, loadOrCreateIdentity } from "./identity";
+import { Lifecycle, type Service } from "./lifecycle";
+import { acquirePidLock, type PidLock } from "./pidfile";
+import { SystemSampler } from "./system";
+
+export const CAPABILITIES: Record<AgoraConfig["node"]["mode"], string[]> = {
+  dedicated: ["mixer"],
+  relay: ["relay"],
+  bootstrap: ["bootstrap"],
+};
+
+const HISTORY_INTERVAL_MS = 5_000;
+const HISTORY_SAMPLES = 120; // 10 minutes
+
+export interface NodeRuntimeOptions {
+  loaded: LoadedConfig;
+  /** Re-reads file + environment + the original CLI overrides (SIGHUP, POST /api/reload). */
+  reloadConfig: () => LoadedConfig;
+  logs: LogHandle;
+  version: string;
+}
+
+function service(name: string, start: () => Promise<void> | void, stop: () => Promise<void> | void): Service {
+  return { name, start: async () => void (await start()), stop: async () => void (await stop()) };
+}
+
+export class NodeRuntime implements DashboardSource {
+  private config: AgoraConfig;
+  private readonly log;
+  private readonly lifecycle;
+  private readonly sampler = new SystemSampler();
+  private stateValue: NodeState = "starting";
+  private startingReason = "starting";
+  private readonly startedAt = Date.now();
+  private identity?: Identity;
+  private metrics?: NodeMetrics;
+  private network?: NetworkNode;
+  private media?: MediaEngine;
+  private rooms_?: AudioRoomService;
+  private pidLock?: PidLock;
+  private dashboard?: DashboardServer;
+  private historyTimer?: ReturnType<typeof setInterval>;
+  private readonly historyRing: HistorySample[] = [];
+  private drainStartedAt: number | null = null;
+  private drainDeadline: number | null = null;
+  private drainWaiter?: Promise<void>;
+  private drainCancelled = false;
+
+  constructor(private readonly opts: NodeRuntimeOptions) {
+    this.config = opts.loaded.config;
+    this.log = opts.logs.logger;
+    this.lifecycle = new Lifecycle(this.log);
+  }
+
+  get peerId(): string {
+    return this.identity?.peerId ?? "";
+  }
+
+  dashboardUrl(): string | undefined {
+    return this.dashboard?.url();
+  }
+
+  async start(): Promise<void> {
+    const c = this.config;
+    try {
+      await this.lifecycle.start(
+        service(
+          "pidfile",
+          () => {
+            this.pidLock = acquirePidLock(c.node.pid_file, c.node.data_dir);
+            if (this.pidLock.replacedStale !== undefined)
+              this.log.warn({ pid_file: c.node.pid_file, stale_pid: this.pidLock.replacedStale }, "replaced a stale PID file");
+          },
+          () => this.pidLock?.release(),
+        ),
+      );
+      this.startingReason = "loading identity";
+      this.identity = await loadOrCreateIdentity(c.identity.key_file);
+      if (this.identity.created) this.log.info({ key_file: c.identity.key_file, peer_id: this.identity.peerId }, "created a new node identity");
+      if (this.identity.permissionWarning) this.log.warn(this.identity.permissionWarning);
+
+      this.metrics = createNodeMetrics({ version: this.opts.version, mode: c.node.mode, region: c.node.region, peer_id: this.identity.peerId }, this.startedAt);
+
+      // HTTP first, so /health answers 503 "starting" while the network comes up.
+      if (c.dashboard.enabled) {
+        const dashboard = new DashboardServer(this, c.dashboard.listen_addr, c.dashboard.port);
+        await this.lifecycle.start(dashboard);
+        this.dashboard = dashboard;
+      }
+      if (c.metrics.enabled) {
+        const m = this.metrics;
+        await this.lifecycle.start(new MetricsServer(m.render, m.contentType, c.metrics.listen_addr, c.metrics.port, c.metrics.endpoint));
+      }
+
+      this.startingReason = "joining the network";
+      this.network = createNetworkNode({
+        config: c,
+        privateKey: this.identity.privateKey,
+        logger: this.log.child({ subsystem: "p2p" }),
+        registry: this.metrics.registry,
+        dataDir: c.node.data_dir,
+        version: this.opts.version,
+        capabilities: CAPABILITIES[c.node.mode],
+        load: () => this.loadFigures(),
+      });
+      await this.lifecycle.start(this.network);
+
+      if (c.node.mode === "dedicated") {
+        this.startingReason = "starting the media engine";
+        this.media = createMediaEngine({
+          settings: this.mediaSettings(c),
+          logger: this.log.child({ subsystem: "audio" }),
+          registry: this.metrics.registry,
+        });
+        await this.lifecycle.start(this.media);
+        this.rooms_ = new AudioRoomService({
+          libp2p: this.network.libp2p,
+          engine: this.media,
+          logger: this.log.child({ subsystem: "rooms" }),
+          registry: this.metrics.registry,
+        });
+        await this.lifecycle.start(this.rooms_);
+      }
+
+      this.sampleHistory();
+      this.historyTimer = setInterval(() => this.sampleHistory(), HISTORY_INTERVAL_MS);
+      this.historyTimer.unref?.();
+      this.stateValue = "ready";
+      this.log.info(
+        {
+          mode: c.node.mode,
+          peer_id: this.identity.peerId,
+          listen: this.network.listenAddrs(),
+          dashboard: this.dashboard?.url(),
+          metrics: c.metrics.enabled ? `http://${c.metrics.listen_addr}:${c.metrics.port}${c.metrics.endpoint}` : undefined,
+          data_dir: c.node.data_dir,
+        },
+        "agora-node ready",
+      );
+    } catch (err) {
+      this.stateValue = "stopping";
+      await this.lifecycle.stopAll();
+      throw err;
+    }
+  }
+
+  private mediaSettings(c: AgoraConfig) {
+    return {
+      topKSpeakers: c.audio.top_k_speakers,
+      sharedEncode: c.audio.shared_encode,
+      bitrate: c.audio.bitrate,
+      jitterMinMs: c.audio.jitter_min_ms,
+      jitterMaxMs: c.audio.jitter_max_ms,
+      maxRooms: c.node.max_mixers,
+      maxParticipants: c.node.max_connections,
+    };
+  }
+
+  private loadFigures(): LoadFigures {
+    const sys = this.sampler.sample();
+    const c = this.config;
+    const current = this.currentLoad();
+    const status = this.stateValue === "draining" || this.stateValue === "stopping" ? "draining" : sys.cpu_percent > 90 || current >= c.node.max_connections ? "degraded" : "online";
+    return { current_load: current, max_clients: c.node.max_connections, cpu_percent: sys.cpu_percent, mem_percent: sys.mem_percent, status };
+  }
+
+  private currentLoad(): number {
+    if (this.config.node.mode === "dedicated") return this.media?.participantCount() ?? 0;
+    if (this.config.node.mode === "relay") return this.network?.status().relay?.circuits ?? 0;
+    return this.network?.peers().length ?? 0;
+  }
+
+  private sampleHistory(): void {
+    const sys = this.sampler.sample();
+    this.historyRing.push({
+      t: Date.now(),
+      peers: this.network?.peers().length ?? 0,
+      rooms: this.media?.rooms().length ?? 0,
+      participants: this.media?.participantCount() ?? 0,
+      cpu_percent: sys.cpu_percent,
+      rss_mb: Math.round(sys.rss_bytes / 1048576),
+    });
+    if (this.historyRing.length > HISTORY_SAMPLES) this.historyRing.shift();
+  }
+
+  // --- DashboardSource -------------------------------------------------------------------------
+
+  state(): NodeState {
+    return this.stateValue;
+  }
+
+  notReadyReason(): string | undefined {
+    if (this.stateValue === "starting") return this.startingReason;
+    if (this.stateValue === "draining") return "draining: not accepting new rooms or participants";
+    if (this.stateValue === "stopping") return "shutting down";
+    return undefined;
+  }
+
+  authToken(): string {
+    return this.config.dashboard.auth_token;
+  }
+
+  status(): StatusReport {
+    const c = this.config;
+    const sys = this.sampler.sample();
+    const masked = maskSecrets(c);
+    const rooms = this.media?.rooms() ?? [];
+    return {
+      name: c.identity.name || hostname(),
+      version: this.opts.version,
+      mode: c.node.mode,
+      state: this.stateValue,
+      peer_id: this.peerId,
+      region: c.node.region,
+      group: c.node.group,
+      labels: c.node.labels,
+      capabilities: CAPABILITIES[c.node.mode],
+      started_at: new Date(this.startedAt).toISOString(),
+      uptime_seconds: Math.round((Date.now() - this.startedAt) / 1000),
+      load: { current_load: this.currentLoad(), max_clients: c.node.max_connections, cpu_percent: sys.cpu_percent, mem_percent: sys.mem_percent, rss_bytes: sys.rss_bytes },
+      limits: { max_connections: c.node.max_connections, max_mixers: c.node.max_mixers, drain_timeout_seconds: c.node.drain_timeout },
+      rooms_active: rooms.length,
+      participants: this.media?.participantCount() ?? 0,
+      peers_connected: this.network?.peers().length ?? 0,
+      network: this.network ? (this.network.status() as unknown as Record<string, unknown>) : null,
+      turn: masked.turn,
+      stun_servers: c.network.stun_servers,
+      drain:
+        this.drainStartedAt === null
+          ? null
+          : { started_at: new Date(this.drainStartedAt).toISOString(), deadline: this.drainDeadline === null ? null : new Date(this.drainDeadline).toISOString() },
+      media: this.media ? { worker_restarts: this.media.workerRestarts } : null,
+    };
+  }
+
+  peers(): PeerReport[] {
+    return this.network?.peers() ?? [];
+  }
+
+  rooms(): RoomReport[] {
+    return (this.media?.rooms() ?? []).map((r) => ({
+      id: r.id,
+      created_at: r.createdAt,
+      participants: r.participants.map((p) => ({
+        id: p.id,
+        speaking: p.speaking,
+        personal_mix: p.personalMix,
+        jitter_ms: p.jitterMs,
+        buffer_depth_ms: p.bufferDepthMs,
+        loss_percent: p.lossPercent,
+        packets_in: p.packetsIn,
+        packets_out: p.packetsOut,
+        concealed: p.concealed,
+        late: p.late,
+      })),
+    }));
+  }
+
+  history(): HistorySample[] {
+    return [...this.historyRing];
+  }
+
+  async discover(q: DiscoverParams): Promise<unknown[]> {
+    if (!this.network) throw new AgoraError("SHUTTING_DOWN", "the network is not running");
+    return this.network.discover(q);
+  }
+
+  /**
+   * Enters draining: /health turns 503 at once, no new rooms or joins are accepted, the advertisement says
+   * "draining"; resolves when the last participant left or node.drain_timeout passed.
+   */
+  drain(): Promise<void> {
+    if (this.drainWaiter) return this.drainWaiter;
+    this.stateValue = "draining";
+    this.drainCancelled = false;
+    this.drainStartedAt = Date.now();
+    const timeoutMs = this.config.node.drain_timeout * 1000;
+    this.drainDeadline = this.drainStartedAt + timeoutMs;
+    this.rooms_?.setDraining(true);
+    this.log.info({ participants: this.media?.participantCount() ?? 0, drain_timeout_s: this.config.node.drain_timeout }, "draining: no new rooms or participants");
+    const announce = this.network?.announceDraining().catch((err) => this.log.warn({ err: errorMessage(err) }, "could not publish draining status"));
+    this.drainWaiter = (async () => {
+      await announce;
+      while (!this.drainCancelled) {
+        const left = this.media?.participantCount() ?? 0;
+        if (left === 0) {
+          this.log.info("drained: no participants left");
+          return;
+        }
+        if (Date.now() >= this.drainDeadline!) {
+          this.log.warn({ participants: left }, "drain timeout reached; remaining participants will be disconnected");
+          return;
+        }
+        await Bun.sleep(100);
+      }
+    })();
+    return this.drainWaiter;
+  }
+
+  cancelDrain(): boolean {
+    if (this.stateValue !== "draining") return false;
+    this.drainCancelled = true;
+    this.drainWaiter = undefined;
+    this.drainStartedAt = null;
+    this.drainDeadline = null;
+    this.rooms_?.setDraining(false);
+    this.stateValue = "ready";
+    void this.network?.publishNow().catch(() => undefined);
+    this.log.info("drain cancelled; accepting rooms again");
+    return true;
+  }
+
+  /** Graceful shutdown: drain, then stop every part in reverse order. */
+  async shutdown(): Promise<void> {
+    if (this.stateValue === "ready" || this.stateValue === "draining") {
+      if (this.drainCancelled) this.drainWaiter = undefined;
+      await this.drain();
+    }
+    this.stateValue = "stopping";
+    clearInterval(this.historyTimer);
+    const failures = await this.lifecycle.stopAll();
+    this.log.info({ failures }, failures.length ? "stopped with errors" : "stopped");
+  }
+
+  async reload(): Promise<ReloadReport> {
+    let next: LoadedConfig;
+    try {
+      next = this.opts.reloadConfig();
+    } catch (err) {
+      const errors = errorMessage(err).split("\n");
+      this.log.error({ errors }, "config reload rejected; keeping the running config");
+      return { ok: false, applied: [], restart_required: [], errors };
+    }
+    for (const w of next.warnings) this.log.warn({ source: w.source, key: w.path }, w.message);
+    const { live, restart } = restartRequiredChanges(this.config, next.config);
+    const c = this.config;
+    const n = next.config;
+    // Live keys are copied one by one; everything else keeps its running value until a restart.
+    c.logging.level = n.logging.level;
+    this.opts.logs.setLevel(n.logging.level as LogLevel);
+    c.node.max_connections = n.node.max_connections;
+    c.node.max_mixers = n.node.max_mixers;
+    c.node.drain_timeout = n.node.drain_timeout;
+    c.audio = { ...n.audio };
+    c.dashboard.auth_token = n.dashboard.auth_token;
+    c.dashboard.auth_token_file = n.dashboard.auth_token_file;
+    this.network?.setMaxConnections(c.node.max_connections);
+    this.media?.updateSettings(this.mediaSettings(c));
+    if (restart.length) this.log.warn({ keys: restart }, "changed keys need a restart to take effect");
+    this.log.info({ applied: live }, "config reloaded");
+    return { ok: true, applied: live, restart_required: restart, errors: [] };
+  }
+}

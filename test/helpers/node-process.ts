@@ -1,0 +1,186 @@
+/**
+ * Integration-test harness: starts real processes of the compiled binary (dist/agora-node) on free ports
+ * with their own data directories, waits for /health, and stops them.
+ */
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import type { Subprocess } from "bun";
+
+export const ROOT = resolve(import.meta.dir, "..", "..");
+export const BINARY = join(ROOT, "dist", "agora-node");
+
+/** Builds the binary when missing (scripts/test.sh builds it first; this serves `bun test` run by hand). */
+export function ensureBinary(): string {
+  if (!existsSync(BINARY)) {
+    const r = Bun.spawnSync([process.execPath, join(ROOT, "scripts", "build.ts")], { cwd: ROOT, stdout: "inherit", stderr: "inherit" });
+    if (r.exitCode !== 0) throw new Error("building dist/agora-node failed");
+  }
+  return BINARY;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on("error", rej);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      const port = typeof addr === "object" && addr ? addr.port : 0;
+      srv.close(() => res(port));
+    });
+  });
+}
+
+export function tempDir(prefix = "agora-test-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a one-shot CLI command of the binary. */
+export async function runCli(args: string[], opts: { env?: Record<string, string>; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+  const proc = Bun.spawn([ensureBinary(), ...args], {
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", ...opts.env },
+    cwd: opts.cwd,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const timer = setTimeout(() => proc.kill("SIGKILL"), opts.timeoutMs ?? 30_000);
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}
+
+export interface NodeHandle {
+  proc: Subprocess<"ignore", "pipe", "pipe">;
+  dataDir: string;
+  p2pPort: number;
+  dashboardPort: number;
+  metricsPort: number;
+  dashboardUrl: string;
+  metricsUrl: string;
+  /** Log lines captured so far (stdout + stderr). */
+  logs(): string;
+  /** Waits for the process to exit; returns its code. */
+  exited: Promise<number>;
+  peerId(): Promise<string>;
+  multiaddr(): Promise<string>;
+  stop(signal?: NodeJS.Signals): Promise<number>;
+  cleanup(): void;
+}
+
+export interface StartOptions {
+  args?: string[];
+  env?: Record<string, string>;
+  dataDir?: string;
+  ports?: { p2p?: number; dashboard?: number; metrics?: number };
+  waitHealthy?: boolean;
+  timeoutMs?: number;
+  /** Keep the data dir after cleanup (restart tests). */
+  keepDataDir?: boolean;
+}
+
+export async function startNode(opts: StartOptions = {}): Promise<NodeHandle> {
+  const dataDir = opts.dataDir ?? tempDir();
+  const p2pPort = opts.ports?.p2p ?? (await freePort());
+  const dashboardPort = opts.ports?.dashboard ?? (await freePort());
+  const metricsPort = opts.ports?.metrics ?? (await freePort());
+  const proc = Bun.spawn(
+    [
+      ensureBinary(), "start",
+      "--data-dir", dataDir,
+      "--listen-addr", "127.0.0.1",
+      "--listen-port", String(p2pPort),
+      "--dashboard-port", String(dashboardPort),
+      "--metrics-port", String(metricsPort),
+      "--log-format", "json",
+      ...(opts.args ?? []),
+    ],
+    {
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dataDir, ...opts.env },
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+    },
+  );
+  let captured = "";
+  const pump = async (s: ReadableStream<Uint8Array>) => {
+    const dec = new TextDecoder();
+    for await (const chunk of s) captured += dec.decode(chunk, { stream: true });
+  };
+  void pump(proc.stdout);
+  void pump(proc.stderr);
+  const dashboardUrl = `http://127.0.0.1:${dashboardPort}`;
+  let cachedStatus: { peer_id: string } | undefined;
+  const handle: NodeHandle = {
+    proc,
+    dataDir,
+    p2pPort,
+    dashboardPort,
+    metricsPort,
+    dashboardUrl,
+    metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
+    logs: () => captured,
+    exited: proc.exited,
+    async peerId() {
+      if (!cachedStatus) {
+        const token = opts.env?.AGORA_DASHBOARD_AUTH_TOKEN;
+        cachedStatus = (await (await fetch(`${dashboardUrl}/api/status`, { headers: token ? { authorization: `Bearer ${token}` } : {} })).json()) as { peer_id: string };
+      }
+      return cachedStatus.peer_id;
+    },
+    async multiaddr() {
+      return `/ip4/127.0.0.1/tcp/${p2pPort}/p2p/${await handle.peerId()}`;
+    },
+    async stop(signal = "SIGTERM") {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      const timer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
+      const code = await proc.exited;
+      clearTimeout(timer);
+      return code;
+    },
+    cleanup() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
+      if (!opts.keepDataDir && !opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  if (opts.waitHealthy !== false) await waitHealthy(handle, opts.timeoutMs ?? 20_000);
+  return handle;
+}
+
+export async function waitHealthy(h: NodeHandle, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (h.proc.exitCode !== null) throw new Error(`node exited with ${h.proc.exitCode} before becoming healthy:\n${h.logs()}`);
+    try {
+      const r = await fetch(`${h.dashboardUrl}/health`, { signal: AbortSignal.timeout(1000) });
+      if (r.status === 200) return;
+    } catch {
+      /* not listening yet */
+    }
+    await Bun.sleep(50);
+  }
+  throw new Error(`node not healthy within ${timeoutMs} ms:\n${h.logs()}`);
+}
+
+/** Polls `check` until it returns a truthy value or the time is up. */
+export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs: number, what: string, intervalMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    await Bun.sleep(intervalMs);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ""}`);
+}

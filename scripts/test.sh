@@ -9,7 +9,7 @@ BUN="$PWD/.tools/node_modules/@oven/bun-linux-x64/bin/bun"
 export PATH="$(dirname "$BUN"):$PATH"
 mkdir -p test-output
 "$BUN" x tsc --noEmit -p . || { echo "tests: 0 passed, 1 failed (typecheck)"; exit 1; }
-"$BUN" test "$@" 2>&1 | tee test-output/bun-test.log
+"$BUN" test --timeout 60000 "$@" 2>&1 | tee test-output/bun-test.log
 status=${PIPESTATUS[0]}
 pass=$(grep -Eo '^ *[0-9]+ pass' test-output/bun-test.log | tail -1 | grep -Eo '[0-9]+' || echo 0)
 fail=$(grep -Eo '^ *[0-9]+ fail' test-output/bun-test.log | tail -1 | grep -Eo '[0-9]+' || echo 0)

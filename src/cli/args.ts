@@ -173,7 +173,8 @@ export function parseCommand(argv: string[]): Parsed | { help: true } | { versio
   } catch (err) {
     throw new AgoraError("USAGE", `${command.name}: ${(err as Error).message.replace(/\. To specify a positional.*$/s, "")}; run agora-node ${command.name} --help`);
   }
-  if (parsed.values.help) return { command, values: parsed.values, positionals: parsed.positionals };
+  const values = parsed.values as Parsed["values"];
+  if (values.help) return { command, values, positionals: parsed.positionals };
   const p = command.positionals;
   if (p && (parsed.positionals.length < p.min || parsed.positionals.length > p.max))
     throw new AgoraError(
@@ -182,7 +183,7 @@ export function parseCommand(argv: string[]): Parsed | { help: true } | { versio
         ? `${command.name}: unexpected argument "${parsed.positionals[p.max]}"; usage: ${command.usage}`
         : `${command.name}: missing argument; usage: ${command.usage}`,
     );
-  return { command, values: parsed.values, positionals: parsed.positionals };
+  return { command, values, positionals: parsed.positionals };
 }
 
 export function commandHelp(c: CommandSpec): string {

@@ -2,7 +2,6 @@
  * The agora-node command line. Each command returns an exit code; only `start` keeps the process alive.
  */
 import { existsSync, writeFileSync } from "node:fs";
-import pkg from "../../package.json" with { type: "json" };
 import {
   type AgoraConfig,
   type LoadedConfig,
@@ -30,7 +29,9 @@ import { runStart } from "./start";
 import { runHealth, runStatus, runStop } from "./control";
 import { runIdentity } from "./identity";
 
-export const VERSION: string = pkg.version;
+import { VERSION } from "../version";
+
+export { VERSION };
 
 export interface Io {
   out: (s: string) => void;

@@ -37,7 +37,8 @@ export function renderDefaultConfig(): string {
     for (const spec of SCHEMA.filter((s) => s.section === section)) {
       out.push(`# ${spec.doc}`);
       out.push(`# (${describeType(spec)}${spec.live ? "; [live]" : ""}; env ${envName(`${spec.section}.${spec.key}`)})`);
-      if (typeof spec.default === "function") out.push(`# ${spec.key} = ${tomlValue(defaultValue(spec))}   # computed on this machine`);
+      // Machine-dependent defaults are not written out, so the file is the same on every machine.
+      if (typeof spec.default === "function") out.push(`# ${spec.key} = ${spec.example ?? '""'}   # default: computed when the node starts`);
       else if (spec.example) out.push(`${spec.key} = ${tomlValue(defaultValue(spec))}`, `# ${spec.key} = ${spec.example}`);
       else out.push(`${spec.key} = ${tomlValue(defaultValue(spec))}`);
     }

@@ -154,15 +154,15 @@ export const SCHEMA: readonly KeySpec[] = [
     doc: "Free-form labels advertised with the node." },
   { section: "node", key: "drain_timeout", type: { kind: "duration", min: 0, max: 86400, unit: "s" }, default: 30, live: true,
     doc: "On SIGTERM/SIGINT, how long to wait for rooms to empty before stopping (seconds, or a string like \"2m\")." },
-  { section: "node", key: "data_dir", type: { kind: "string", maxLength: 4096 }, default: defaultDataDir,
+  { section: "node", key: "data_dir", type: { kind: "string", maxLength: 4096 }, default: defaultDataDir, example: '"/var/lib/agora"',
     doc: "Directory for persistent state: identity, known peers, PID file. Default: /var/lib/agora as root, else ~/.local/share/agora-node." },
   { section: "node", key: "pid_file", type: { kind: "string", maxLength: 4096 }, default: "",
     doc: "PID file; empty means <data_dir>/agora-node.pid." },
   // [identity]
   { section: "identity", key: "key_file", type: { kind: "string", maxLength: 4096 }, default: "",
     doc: "Ed25519 libp2p identity key, created on first start (mode 0600). Empty means <data_dir>/identity.key." },
-  { section: "identity", key: "name", type: { kind: "string", maxLength: 64 }, default: () => hostname().slice(0, 64),
-    doc: "Display name shown on the dashboard." },
+  { section: "identity", key: "name", type: { kind: "string", maxLength: 64 }, default: () => hostname().slice(0, 64), example: '"Agora Node EU-West"',
+    doc: "Display name shown on the dashboard (default: the host name)." },
   // [network]
   { section: "network", key: "bootstrap_peers",
     type: { kind: "list", item: { patternDesc: "a multiaddr ending in /p2p/<peer id>", check: (v) => checkMultiaddrText(v, true) }, maxItems: 64 },

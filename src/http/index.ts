@@ -29,7 +29,12 @@ function listen(app: Elysia<any, any, any, any, any, any, any>, hostname: string
   }
   const server = app.server;
   if (!server) throw new AgoraError("LISTEN_FAILED", `cannot listen for the ${what} on ${hostname}:${port}`);
-  return { port: server.port ?? port, stop: () => app.stop(true) };
+  return {
+    port: server.port ?? port,
+    stop: async () => {
+      await app.stop(true);
+    },
+  };
 }
 
 export class DashboardServer {

@@ -37,6 +37,7 @@ export const CAPABILITIES: Record<AgoraConfig["node"]["mode"], string[]> = {
 
 const HISTORY_INTERVAL_MS = 5_000;
 const HISTORY_SAMPLES = 120; // 10 minutes
+const ANNOUNCE_WAIT_MS = 3_000;
 
 export interface NodeRuntimeOptions {
   loaded: LoadedConfig;
@@ -129,7 +130,8 @@ export class NodeRuntime implements DashboardSource {
         capabilities: CAPABILITIES[c.node.mode],
         load: () => this.loadFigures(),
       });
-      await this.lifecycle.start(this.network);
+      const network = this.network;
+      await this.lifecycle.start(service("p2p", () => network.start(), () => network.stop()));
 
       if (c.node.mode === "dedicated") {
         this.startingReason = "starting the media engine";
@@ -138,14 +140,16 @@ export class NodeRuntime implements DashboardSource {
           logger: this.log.child({ subsystem: "audio" }),
           registry: this.metrics.registry,
         });
-        await this.lifecycle.start(this.media);
-        this.rooms_ = new AudioRoomService({
+        const media = this.media;
+        await this.lifecycle.start(service("media", () => media.start(), () => media.stop()));
+        const rooms = new AudioRoomService({
           libp2p: this.network.libp2p,
           engine: this.media,
           logger: this.log.child({ subsystem: "rooms" }),
           registry: this.metrics.registry,
         });
-        await this.lifecycle.start(this.rooms_);
+        this.rooms_ = rooms;
+        await this.lifecycle.start(service("audio-rooms", () => rooms.start(), () => rooms.stop()));
       }
 
       this.sampleHistory();
@@ -305,22 +309,32 @@ export class NodeRuntime implements DashboardSource {
     this.rooms_?.setDraining(true);
     this.log.info({ participants: this.media?.participantCount() ?? 0, drain_timeout_s: this.config.node.drain_timeout }, "draining: no new rooms or participants");
     const announce = this.network?.announceDraining().catch((err) => this.log.warn({ err: errorMessage(err) }, "could not publish draining status"));
+    // Clients should see "draining" before the node leaves, but a DHT with no reachable peers must not
+    // hold the shutdown hostage: the announcement gets a bounded wait, in parallel with the drain.
+    const announced = (this.network?.peers().length ?? 0) === 0 ? Promise.resolve() : Promise.race([announce, Bun.sleep(ANNOUNCE_WAIT_MS)]);
     this.drainWaiter = (async () => {
-      await announce;
-      while (!this.drainCancelled) {
-        const left = this.media?.participantCount() ?? 0;
-        if (left === 0) {
-          this.log.info("drained: no participants left");
-          return;
-        }
-        if (Date.now() >= this.drainDeadline!) {
-          this.log.warn({ participants: left }, "drain timeout reached; remaining participants will be disconnected");
-          return;
-        }
-        await Bun.sleep(100);
+      try {
+        await this.waitForEmptyRooms();
+      } finally {
+        await announced;
       }
     })();
     return this.drainWaiter;
+  }
+
+  private async waitForEmptyRooms(): Promise<void> {
+    while (!this.drainCancelled) {
+      const left = this.media?.participantCount() ?? 0;
+      if (left === 0) {
+        this.log.info("drained: no participants left");
+        return;
+      }
+      if (Date.now() >= this.drainDeadline!) {
+        this.log.warn({ participants: left }, "drain timeout reached; remaining participants will be disconnected");
+        return;
+      }
+      await Bun.sleep(100);
+    }
   }
 
   cancelDrain(): boolean {

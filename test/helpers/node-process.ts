@@ -33,8 +33,16 @@ export async function freePort(): Promise<number> {
   });
 }
 
+const tempDirs: string[] = [];
+process.on("exit", () => {
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** A fresh directory, removed when the test process exits. */
 export function tempDir(prefix = "agora-test-"): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.push(d);
+  return d;
 }
 
 export interface RunResult {
@@ -112,7 +120,12 @@ export async function startNode(opts: StartOptions = {}): Promise<NodeHandle> {
   let captured = "";
   const pump = async (s: ReadableStream<Uint8Array>) => {
     const dec = new TextDecoder();
-    for await (const chunk of s) captured += dec.decode(chunk, { stream: true });
+    const reader = s.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      captured += dec.decode(value, { stream: true });
+    }
   };
   void pump(proc.stdout);
   void pump(proc.stderr);

@@ -1,0 +1,60 @@
+import { describe, expect, test } from "bun:test";
+import { main } from "../../src/cli";
+import { parseCommand } from "../../src/cli/args";
+import { AgoraError } from "../../src/errors";
+
+function capture() {
+  const out: string[] = [];
+  const err: string[] = [];
+  return { io: { out: (s: string) => void out.push(s), err: (s: string) => void err.push(s), env: {} }, out, err };
+}
+
+describe("CLI parsing", () => {
+  test("bare flags mean start; subcommands parse their own flags", () => {
+    const p = parseCommand(["--config", "/etc/agora/node.toml"]);
+    expect("command" in p && p.command.name).toBe("start");
+    const d = parseCommand(["discover", "--bootstrap", "/ip4/1.2.3.4/tcp/1/p2p/x", "--bootstrap", "/ip4/5.6.7.8/tcp/1/p2p/y", "--json"]);
+    expect("values" in d && d.values.bootstrap).toEqual(["/ip4/1.2.3.4/tcp/1/p2p/x", "/ip4/5.6.7.8/tcp/1/p2p/y"]);
+  });
+
+  test("unknown commands and flags are usage errors naming them", () => {
+    expect(() => parseCommand(["strat"])).toThrow('unknown command "strat" (did you mean "start"?)');
+    expect(() => parseCommand(["start", "--listen-prot", "1"])).toThrow(AgoraError);
+    expect(() => parseCommand(["start", "--listen-prot", "1"])).toThrow("--listen-prot");
+    expect(() => parseCommand(["config"])).toThrow("missing argument");
+  });
+
+  test("exit codes: 0 ok, 2 usage/config error", async () => {
+    let c = capture();
+    expect(await main(["--version"], c.io)).toBe(0);
+    expect(c.out[0]).toMatch(/^agora-node \d+\.\d+\.\d+/);
+    c = capture();
+    expect(await main(["--help"], c.io)).toBe(0);
+    for (const name of ["start", "stop", "status", "config", "identity", "discover", "join", "loadgen", "health"]) expect(c.out[0]).toContain(name);
+    c = capture();
+    expect(await main(["bogus"], c.io)).toBe(2);
+    c = capture();
+    expect(await main(["start", "--mode", "mixer"], c.io)).toBe(2);
+    expect(c.err.join("\n")).toContain('--mode node.mode: expected one of dedicated | relay | bootstrap, got "mixer"');
+    c = capture();
+    expect(await main(["config", "validate", "/nonexistent.toml"], c.io)).toBe(2);
+    expect(c.err.join("\n")).toContain("/nonexistent.toml: cannot read config: no such file");
+  });
+
+  test("every command has --help", async () => {
+    for (const name of ["start", "stop", "status", "health", "config", "identity", "discover", "join", "loadgen"]) {
+      const c = capture();
+      expect(await main([name, "--help"], c.io)).toBe(0);
+      expect(c.out[0]).toContain(`usage: agora-node ${name}`);
+    }
+  });
+
+  test("flag values are validated with the flag named", async () => {
+    const c = capture();
+    expect(await main(["discover", "--bootstrap", "/ip4/1.2.3.4/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN", "--limit", "0"], c.io)).toBe(2);
+    expect(c.err.join("\n")).toContain("--limit: expected an integer 1..100, got \"0\"");
+    const d = capture();
+    expect(await main(["join", "--room", "Bad Room", "--node", "/ip4/1.2.3.4/tcp/1"], d.io)).toBe(2);
+    expect(d.err.join("\n")).toContain("join --room");
+  });
+});

@@ -1,0 +1,65 @@
+/**
+ * The dashboard in a real browser (Debian's chromium driven by playwright-core): what a person sees,
+ * the auto-refresh, the login flow with a token; screenshots kept under test-output/.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { type Browser, chromium } from "playwright-core";
+import { type NodeHandle, ROOT, startNode } from "../helpers/node-process";
+
+const OUT = join(ROOT, "test-output");
+const TOKEN = "browser-token-0123456789";
+let browser: Browser;
+let open: NodeHandle;
+let locked: NodeHandle;
+
+beforeAll(async () => {
+  mkdirSync(OUT, { recursive: true });
+  [open, locked] = await Promise.all([startNode({ args: ["--region", "eu-west"] }), startNode({ env: { AGORA_DASHBOARD_AUTH_TOKEN: TOKEN } })]);
+  browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+}, 60_000);
+
+afterAll(async () => {
+  await browser?.close();
+  open?.cleanup();
+  locked?.cleanup();
+});
+
+test("a person sees state, mode, uptime, peers, rooms, load and charts; it refreshes by itself", async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const external: string[] = [];
+  page.on("request", (r) => {
+    if (!r.url().startsWith(open.dashboardUrl)) external.push(r.url());
+  });
+  await page.goto(open.dashboardUrl);
+  await expect(page.title()).resolves.toContain("agora-node");
+  expect(await page.locator("#state").innerText()).toBe("ready");
+  const text = await page.locator("main").innerText();
+  for (const s of ["STATE", "MODE", "UPTIME", "PEERS", "ROOMS", "LOAD", "dedicated", "mixer", "eu-west", "No active rooms."]) expect(text).toContain(s);
+  expect(await page.locator("#peer-id").innerText()).toBe(await open.peerId());
+  expect(await page.locator("figure.chart svg").count()).toBe(4);
+  // The inline script re-fetches the live part every 3 s.
+  await page.waitForFunction(() => document.getElementById("refreshed")?.textContent?.startsWith("updated"), undefined, { timeout: 10_000 });
+  await page.screenshot({ path: join(OUT, "dashboard.png"), fullPage: true });
+  expect(external).toEqual([]);
+  await page.close();
+}, 30_000);
+
+test("with a token, a browser signs in through the form", async () => {
+  const page = await browser.newPage();
+  await page.goto(locked.dashboardUrl);
+  expect(page.url()).toBe(`${locked.dashboardUrl}/login`);
+  await page.fill("input[name=token]", "wrong-token-wrong-token");
+  await page.click("button[type=submit]");
+  expect(await page.content()).toContain("That token is not valid.");
+  await page.fill("input[name=token]", TOKEN);
+  await page.click("button[type=submit]");
+  await page.waitForSelector("#state");
+  expect(await page.locator("#state").innerText()).toBe("ready");
+  await page.screenshot({ path: join(OUT, "dashboard-login.png") });
+  await page.close();
+}, 30_000);

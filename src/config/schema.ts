@@ -123,7 +123,17 @@ function isRoot(): boolean {
 export function defaultDataDir(): string {
   if (isRoot()) return "/var/lib/agora";
   const xdg = process.env.XDG_DATA_HOME;
-  return join(xdg && xdg.startsWith("/") ? xdg : join(homedir(), ".local", "share"), "agora-node");
+  if (xdg && xdg.startsWith("/")) return join(xdg, "agora-node");
+  let home = process.env.HOME;
+  if (!home) {
+    // A bare uid in a container may have neither HOME nor a passwd entry: homedir() then throws.
+    try {
+      home = homedir();
+    } catch {
+      return "/var/lib/agora";
+    }
+  }
+  return join(home, ".local", "share", "agora-node");
 }
 
 export function checkMultiaddrText(v: string, requirePeer: boolean): string | undefined {

@@ -9,8 +9,9 @@ import type { Io } from "./index";
 
 const TOKEN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
+/** Client commands print their result on stdout; their own log goes to stderr, warnings and worse only. */
 function cliLogger() {
-  return createLogger({ level: (process.env.AGORA_LOGGING_LEVEL as "info") ?? "warn", format: "text", stdout: process.stderr }).logger;
+  return createLogger({ level: "warn", format: "text", stdout: process.stderr }).logger;
 }
 
 function multiaddrFlag(command: string, name: string, v: unknown): string {
@@ -55,15 +56,45 @@ export async function runDiscover(p: Parsed, io: Io): Promise<number> {
   return EXIT_OK;
 }
 
+/**
+ * A dial target that follows discovery: each (re)connect asks the DHT for the best live mixer, skipping the
+ * nodes this client already failed on (a dead node's record lingers until its TTL runs out).
+ */
+export function discoveredMixer(bootstrap: string[], region: string | undefined, logger: ReturnType<typeof cliLogger>): () => Promise<string> {
+  const failed = new Set<string>();
+  let current: string | undefined;
+  return async () => {
+    if (current) failed.add(current);
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const nodes = await discoverOnce({ bootstrap, query: { region, capability: "mixer", limit: 20 }, logger, timeoutMs: 5_000 });
+      const next = nodes.find((n) => !failed.has(n.advertisement.peer_id) && n.advertisement.listen_addr.length > 0);
+      if (next) {
+        current = next.advertisement.peer_id;
+        logger.info({ peer_id: current, score: next.score, reasons: next.reasons }, "joining the best mixer found");
+        return `${next.advertisement.listen_addr[0]}/p2p/${current}`;
+      }
+      // Every known mixer failed: the oldest failure may have recovered; retry it after a pause.
+      if (failed.size > 0 && nodes.length > 0) failed.clear();
+      await Bun.sleep(500);
+    }
+    throw new AgoraError("P2P", `no live mixer found${region ? ` in region ${region}` : ""} through ${bootstrap.join(", ")}`);
+  };
+}
+
 export async function runJoin(p: Parsed, io: Io): Promise<number> {
   const room = requireFlag("join", "room", p.values.room);
   if (!TOKEN.test(room)) throw new AgoraError("USAGE", `join --room: expected a room id like daily-standup (lowercase, digits, - and _), got "${room}"`);
-  const node = multiaddrFlag("join", "node", p.values.node);
+  const boots = (p.values.bootstrap as string[] | undefined) ?? [];
+  if (boots.length > 0 && p.values.node !== undefined) throw new AgoraError("USAGE", "join: give either --node or --bootstrap, not both");
+  for (const b of boots) multiaddrFlag("join", "bootstrap", b);
+  const region = tokenFlag("region", p.values.region);
+  const logger = cliLogger();
+  const node = boots.length > 0 ? discoveredMixer(boots, region, logger) : multiaddrFlag("join", "node", p.values.node);
   const input = typeof p.values.input === "string" ? p.values.input : undefined;
   const output = typeof p.values.output === "string" ? p.values.output : undefined;
   const durationSec = numberFlag("duration", p.values.duration, 0.1, 86400);
   if (!input && durationSec === undefined) throw new AgoraError("USAGE", "join: give --input FILE or --duration S (how long to listen)");
-  const summary = await runJoinClient({ node, room, input, output, durationSec, name: typeof p.values.name === "string" ? p.values.name : undefined, logger: cliLogger() });
+  const summary = await runJoinClient({ node, room, input, output, durationSec, name: typeof p.values.name === "string" ? p.values.name : undefined, logger });
   io.out(JSON.stringify(summary));
   return EXIT_OK;
 }

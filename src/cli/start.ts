@@ -5,6 +5,8 @@ import { NodeRuntime } from "../node";
 import { EXIT_FAILURE, EXIT_OK, type Parsed } from "./args";
 import { flagOverrides, type Io, loadForCommand } from "./index";
 
+const TRANSIENT_SOCKET_ERRORS = new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNREFUSED", "ECONNABORTED", "EHOSTUNREACH", "ENETUNREACH", "ABORT_ERR", "ERR_STREAM_DESTROYED"]);
+
 export async function runStart(p: Parsed, io: Io, version: string): Promise<number> {
   const overrides = flagOverrides(p.values);
   const loaded = loadForCommand(p.values, io.env, overrides);
@@ -46,9 +48,27 @@ export async function runStart(p: Parsed, io: Io, version: string): Promise<numb
     log.info({ signal: "SIGHUP" }, "reloading the configuration");
     void runtime.reload();
   };
+  // Last line of defence. A socket error that escaped its owner (a peer resetting a connection mid-write)
+  // must not end every call on the node: log it and go on. Anything else leaves the process in an unknown
+  // state: log it as fatal and exit 1 so the supervisor (systemd, the container runtime) restarts us.
+  const onUncaught = (err: unknown) => {
+    const e = err as NodeJS.ErrnoException;
+    if (TRANSIENT_SOCKET_ERRORS.has(e?.code ?? "") || e?.name === "AbortError") {
+      log.warn({ code: e.code, err: e.message }, "ignored a stray network error");
+      return;
+    }
+    log.fatal({ err: e?.message, stack: e?.stack }, "uncaught exception; exiting so the supervisor restarts the node");
+    logs.close();
+    process.exit(EXIT_FAILURE);
+  };
+  const onRejection = (reason: unknown) => {
+    log.error({ err: reason instanceof Error ? reason.message : String(reason) }, "unhandled promise rejection");
+  };
   process.on("SIGTERM", onTerm);
   process.on("SIGINT", onInt);
   process.on("SIGHUP", onHup);
+  process.on("uncaughtException", onUncaught);
+  process.on("unhandledRejection", onRejection);
 
   try {
     await runtime.start();

@@ -92,6 +92,10 @@ export interface StartOptions {
   timeoutMs?: number;
   /** Keep the data dir after cleanup (restart tests). */
   keepDataDir?: boolean;
+  /** Command prefix, e.g. ["ip", "netns", "exec", "ns1"] to run the node on a test host. */
+  exec?: string[];
+  /** Address the node binds everything to (a test host's IP); 127.0.0.1 by default. Non-loopback needs a token in env. */
+  host?: string;
 }
 
 export async function startNode(opts: StartOptions = {}): Promise<NodeHandle> {
@@ -99,11 +103,14 @@ export async function startNode(opts: StartOptions = {}): Promise<NodeHandle> {
   const p2pPort = opts.ports?.p2p ?? (await freePort());
   const dashboardPort = opts.ports?.dashboard ?? (await freePort());
   const metricsPort = opts.ports?.metrics ?? (await freePort());
+  const host = opts.host ?? "127.0.0.1";
   const proc = Bun.spawn(
     [
+      ...(opts.exec ?? []),
       ensureBinary(), "start",
       "--data-dir", dataDir,
-      "--listen-addr", "127.0.0.1",
+      "--listen-addr", host,
+      ...(host === "127.0.0.1" ? [] : ["--dashboard-addr", host, "--metrics-addr", host]),
       "--listen-port", String(p2pPort),
       "--dashboard-port", String(dashboardPort),
       "--metrics-port", String(metricsPort),
@@ -129,7 +136,7 @@ export async function startNode(opts: StartOptions = {}): Promise<NodeHandle> {
   };
   void pump(proc.stdout);
   void pump(proc.stderr);
-  const dashboardUrl = `http://127.0.0.1:${dashboardPort}`;
+  const dashboardUrl = `http://${host}:${dashboardPort}`;
   let cachedStatus: { peer_id: string } | undefined;
   const handle: NodeHandle = {
     proc,
@@ -138,7 +145,7 @@ export async function startNode(opts: StartOptions = {}): Promise<NodeHandle> {
     dashboardPort,
     metricsPort,
     dashboardUrl,
-    metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
+    metricsUrl: `http://${host}:${metricsPort}/metrics`,
     logs: () => captured,
     exited: proc.exited,
     async peerId() {
@@ -149,7 +156,7 @@ export async function startNode(opts: StartOptions = {}): Promise<NodeHandle> {
       return cachedStatus.peer_id;
     },
     async multiaddr() {
-      return `/ip4/127.0.0.1/tcp/${p2pPort}/p2p/${await handle.peerId()}`;
+      return `/ip4/${host}/tcp/${p2pPort}/p2p/${await handle.peerId()}`;
     },
     async stop(signal = "SIGTERM") {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);

@@ -1,0 +1,203 @@
+/**
+ * bench/mixer-latency: latency ADDED by the mixer on loopback, p50 and p99, against the direct path.
+ *
+ *   bun bench/mixer-latency.ts [--duration 20] [--rooms 4] [--participants 3] [--probe-period-ms 250]
+ *                              [--jitter-min-ms N]   (engine jitter-buffer floor; default: config default)
+ *
+ * A server subprocess (its own event loop, like a real node) runs a libp2p node on 127.0.0.1 with the real
+ * media engine behind AudioRoomService, plus an echo protocol that reflects AUDIO frames untouched. This
+ * process then runs the loadgen probe measurement (see src/audio/protocol.md, "Measuring latency") twice
+ * over the same kind of connection:
+ *   direct: each probe speaker's frames come straight back from the echo protocol (no jitter buffer, no mix);
+ *   mixer:  rooms × participants through the mixer; the probe listener hears the speaker in its mix-minus.
+ * Added latency = mixer − direct at each percentile. Targets: added p50 ≤ 30 ms, p99 ≤ 60 ms.
+ * Prints a table, then ONE JSON line.
+ */
+import type { Libp2p, Stream } from "@libp2p/interface";
+import { Registry } from "prom-client";
+import { runLoadgen, type LatencySummary, type LoadgenReport } from "../src/audio/loadgen";
+import { AudioRoomService } from "../src/audio/room-service";
+import { agoraNoise, agoraTcp } from "../src/p2p";
+import {
+  CHANNELS,
+  chunkBytes,
+  CODEC_OPUS,
+  encodeAudio,
+  encodeMessage,
+  FRAME_SAMPLES,
+  MessageDecoder,
+  SAMPLE_RATE,
+  WIRE_VERSION,
+} from "../src/audio/wire";
+import { defaultConfig } from "../src/config/schema";
+import { createLogger, silentLogger } from "../src/log";
+
+const ECHO_PROTOCOL = "/agora/audio-echo/1.0.0";
+
+function arg(name: string, dflt: number, allowZero = false): number {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i < 0) return dflt;
+  const v = Number(process.argv[i + 1]);
+  if (!Number.isFinite(v) || v < 0 || (v === 0 && !allowZero)) {
+    console.error(`--${name} needs a positive number`);
+    process.exit(2);
+  }
+  return v;
+}
+
+/** Same wire as the audio protocol; JOIN → JOINED, every AUDIO reflected as is, PING → PONG. */
+function echoHandler(stream: Stream): void {
+  const decoder = new MessageDecoder();
+  stream.addEventListener("message", (evt) => {
+    const { messages, error } = decoder.push(chunkBytes(evt.data));
+    try {
+      for (const m of messages) {
+        if (m.type === "JOIN")
+          stream.send(
+            encodeMessage({
+              type: "JOINED",
+              version: WIRE_VERSION,
+              participantId: "echo",
+              sampleRate: SAMPLE_RATE,
+              channels: CHANNELS,
+              frameSamples: FRAME_SAMPLES,
+              codec: CODEC_OPUS,
+              bitrate: 32_000,
+              serverTimeMs: Date.now(),
+            }),
+          );
+        else if (m.type === "AUDIO") stream.send(encodeAudio(m));
+        else if (m.type === "PING") stream.send(encodeMessage({ type: "PONG", nonce: m.nonce }));
+        else if (m.type === "LEAVE") void stream.close().catch(() => {});
+      }
+    } catch {
+      stream.abort(new Error("echo send failed"));
+    }
+    if (error) stream.abort(error);
+  });
+  stream.addEventListener("remoteCloseWrite", () => void stream.close().catch(() => {}));
+}
+
+async function serve(): Promise<void> {
+  const { createLibp2p } = await import("libp2p");
+  const { yamux } = await import("@chainsafe/libp2p-yamux");
+  const { identify } = await import("@libp2p/identify");
+  const { createMediaEngine } = await import("../src/audio/index");
+  const log = createLogger({ level: "warn", format: "json", stdout: process.stderr }).logger;
+  const node: Libp2p = await createLibp2p({
+    addresses: { listen: ["/ip4/127.0.0.1/tcp/0"] },
+    transports: [agoraTcp()],
+    connectionEncrypters: [agoraNoise()],
+    streamMuxers: [yamux()],
+    services: { identify: identify() },
+  });
+  const cfg = defaultConfig();
+  const registry = new Registry();
+  const engine = await createMediaEngine({
+    settings: {
+      topKSpeakers: cfg.audio.top_k_speakers,
+      sharedEncode: cfg.audio.shared_encode,
+      bitrate: cfg.audio.bitrate,
+      jitterMinMs: process.argv.includes("--jitter-min-ms") ? arg("jitter-min-ms", cfg.audio.jitter_min_ms, true) : cfg.audio.jitter_min_ms,
+      jitterMaxMs: cfg.audio.jitter_max_ms,
+      maxRooms: 100,
+      maxParticipants: 2000,
+    },
+    logger: log,
+    registry,
+  });
+  await engine.start();
+  const service = new AudioRoomService({ libp2p: node, engine, registry, logger: log, limits: { maxStreamsPerConnection: 4096 } });
+  await service.start();
+  await node.handle(ECHO_PROTOCOL, (stream) => echoHandler(stream), { maxInboundStreams: 4096 });
+  process.stdout.write(`${JSON.stringify({ addr: node.getMultiaddrs()[0]!.toString() })}\n`);
+  // Engine view of the mixer run (jitter-buffer depth per participant), for diagnosing latency.
+  const statsTimer = setInterval(() => {
+    const rooms = engine.rooms().filter((r) => r.id.startsWith("bench-"));
+    if (rooms.length > 0 && process.env.AGORA_BENCH_STATS)
+      process.stderr.write(
+        `${rooms.map((r) => `${r.id}: ${r.participants.map((p) => `${p.bufferDepthMs.toFixed(0)}/${p.jitterMs.toFixed(1)}`).join(" ")}`).join(" | ")}\n`,
+      );
+  }, 2000);
+  statsTimer.unref();
+  const stop = async () => {
+    await service.stop();
+    await engine.stop();
+    await node.stop();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void stop());
+  process.stdin.on("end", () => void stop());
+  process.stdin.resume();
+}
+
+async function main(): Promise<void> {
+  const duration = arg("duration", 20);
+  // 4 rooms = 4 sender phases within the 20 ms frame (see loadgen), so the mixer-tick alignment averages out.
+  const rooms = Math.round(arg("rooms", 4));
+  const participants = Math.max(2, Math.round(arg("participants", 3)));
+  const probePeriodMs = arg("probe-period-ms", 250);
+
+  const jitterMinMs = arg("jitter-min-ms", defaultConfig().audio.jitter_min_ms, true);
+  const server = Bun.spawn([process.execPath, import.meta.path, "--serve", "--jitter-min-ms", String(jitterMinMs)], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+  const killTimer = setTimeout(() => server.kill(), (duration * 2 + 120) * 1000);
+  try {
+    const reader = server.stdout.getReader();
+    let buf = "";
+    const deadline = Date.now() + 30_000;
+    while (!buf.includes("\n")) {
+      if (Date.now() > deadline) throw new Error("server did not start within 30 s");
+      const { value, done } = await reader.read();
+      if (done) throw new Error("server exited before printing its address");
+      buf += new TextDecoder().decode(value);
+    }
+    reader.releaseLock();
+    const addr = (JSON.parse(buf.split("\n")[0]!) as { addr: string }).addr;
+    const logger = silentLogger();
+    const common = { node: addr, durationSec: duration, logger, probePeriodMs };
+    // Direct path: one "room" per probe, each a single participant talking to the echo.
+    const direct = await runLoadgen({ ...common, rooms, participants: 1, protocol: ECHO_PROTOCOL, roomPrefix: "echo" });
+    const mixer = await runLoadgen({ ...common, rooms, participants, roomPrefix: "bench" });
+    report(direct, mixer, { duration, rooms, participants, probePeriodMs, jitterMinMs });
+  } finally {
+    clearTimeout(killTimer);
+    server.stdin.end();
+    await Promise.race([server.exited, Bun.sleep(10_000)]);
+    server.kill();
+  }
+}
+
+function report(direct: LoadgenReport, mixer: LoadgenReport, params: Record<string, number>): void {
+  const d = direct.latencyMs;
+  const m = mixer.latencyMs;
+  const diff = (k: keyof LatencySummary) => (m[k] !== null && d[k] !== null ? Math.round(((m[k] as number) - (d[k] as number)) * 10) / 10 : null);
+  const added = { p50: diff("p50"), p90: diff("p90"), p99: diff("p99") };
+  const targets = { p50: 30, p99: 60 };
+  const pass = added.p50 !== null && added.p99 !== null && added.p50 <= targets.p50 && added.p99 <= targets.p99;
+  const fmt = (v: number | null) => (v === null ? "-" : v.toFixed(1).padStart(7));
+  console.log(
+    `mixer latency on loopback: ${params.rooms} rooms × ${params.participants} participants, ${params.duration} s per path, engine jitter_min_ms ${params.jitterMinMs}`,
+  );
+  console.log("path          samples     p50     p90     p99     max   loss%");
+  console.log(`direct (echo) ${String(d.samples).padStart(7)} ${fmt(d.p50)} ${fmt(d.p90)} ${fmt(d.p99)} ${fmt(d.max)} ${direct.totals.lossPercent.toFixed(2).padStart(7)}`);
+  console.log(`mixer         ${String(m.samples).padStart(7)} ${fmt(m.p50)} ${fmt(m.p90)} ${fmt(m.p99)} ${fmt(m.max)} ${mixer.totals.lossPercent.toFixed(2).padStart(7)}`);
+  for (const r of mixer.perRoom) {
+    const l = r.latencyMs;
+    console.log(`  ${r.room.padEnd(11)} ${String(l.samples).padStart(7)} ${fmt(l.p50)} ${fmt(l.p90)} ${fmt(l.p99)} ${fmt(l.max)} ${r.lossPercent.toFixed(2).padStart(7)}`);
+  }
+  console.log(`added         ${"".padStart(7)} ${fmt(added.p50)} ${fmt(added.p90)} ${fmt(added.p99)}          (targets p50 ≤ ${targets.p50}, p99 ≤ ${targets.p99} ms: ${pass ? "PASS" : "FAIL"})`);
+  console.log(
+    JSON.stringify({
+      bench: "mixer-latency",
+      params,
+      direct: { latencyMs: d, lossPercent: direct.totals.lossPercent, joined: direct.totals.joined },
+      mixer: { latencyMs: m, lossPercent: mixer.totals.lossPercent, joined: mixer.totals.joined, unmatched: mixer.perRoom.reduce((n, r) => n + r.probesUnmatched, 0) },
+      addedMs: added,
+      targetsMs: targets,
+      pass,
+    }),
+  );
+}
+
+if (process.argv.includes("--serve")) await serve();
+else await main();

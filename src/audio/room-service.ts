@@ -1,0 +1,544 @@
+/**
+ * AudioRoomService: binds the libp2p audio protocol (`/agora/audio/1.0.0`, see protocol.md) to the media
+ * engine. One stream is one participant: JOIN → engine.join, AUDIO → engine.pushFrame, the engine's mix
+ * for the participant → AUDIO back on the same stream, LEAVE/close → engine.leave.
+ *
+ * Each stream is isolated: a malformed, oversized, flooding or silent stream is closed with an ERROR that
+ * carries a code, counted in `agora_audio_stream_errors_total{reason}`, and nothing else is touched. All
+ * per-stream work is synchronous inside event handlers wrapped in try/catch, so one stream's failure can
+ * never surface as an unhandled rejection or stall another stream. Timeouts are checked by one sweep
+ * timer for all streams rather than one timer per stream (50 frames/s × N streams of setTimeout churn).
+ */
+import { randomBytes } from "node:crypto";
+import type { Connection, Libp2p, Stream } from "@libp2p/interface";
+import { Counter, Gauge, type Registry } from "prom-client";
+import { AgoraError, errorMessage } from "../errors";
+import type { Logger } from "../log";
+import type { AudioFrame, MediaEngine, RoomStats } from "./types";
+import {
+  AUDIO_PROTOCOL,
+  CHANNELS,
+  chunkBytes,
+  CODEC_OPUS,
+  encodeAudio,
+  encodeMessage,
+  FRAME_SAMPLES,
+  MessageDecoder,
+  OutboundQueue,
+  SAMPLE_RATE,
+  seqDiff,
+  WIRE_VERSION,
+  WireErrorCode,
+  wireErrorCodeFor,
+  type JoinMessage,
+  type WireMessage,
+} from "./wire";
+
+export interface AudioServiceLimits {
+  /** A joined stream that sends nothing (no audio, no PING) for this long is half-open: closed. */
+  idleTimeoutMs: number;
+  /** A stream must JOIN within this long after opening. */
+  joinTimeoutMs: number;
+  /**
+   * Token bucket on received messages: sustained rate (3× the nominal 50 frames/s) and burst size. The
+   * burst lets a client catch up after a network stall (TCP delivers the backlog at once).
+   */
+  maxMessagesPerSecond: number;
+  burstMessages: number;
+  /** Outbound audio frames held while the stream cannot keep up (10 = 200 ms); beyond, oldest dropped. */
+  sendQueueFrames: number;
+  /** Frames this far behind the newest one received are "late" (the jitter buffer can't use them). */
+  reorderWindow: number;
+  /** Bound on waiting for a stream to flush/close before it is reset. */
+  closeTimeoutMs: number;
+  /** Concurrent audio streams per libp2p connection (loadgen multiplexes many participants on one). */
+  maxStreamsPerConnection: number;
+}
+
+export const DEFAULT_AUDIO_SERVICE_LIMITS: Readonly<AudioServiceLimits> = Object.freeze({
+  idleTimeoutMs: 15_000,
+  joinTimeoutMs: 10_000,
+  maxMessagesPerSecond: 150,
+  burstMessages: 150,
+  sendQueueFrames: 10,
+  reorderWindow: 64,
+  closeTimeoutMs: 2_000,
+  maxStreamsPerConnection: 1024,
+});
+
+export interface AudioRoomServiceOptions {
+  libp2p: Pick<Libp2p, "handle" | "unhandle">;
+  engine: MediaEngine;
+  registry: Registry;
+  logger: Logger;
+  /** Uplink bitrate suggested to clients in JOINED (bit/s); usually config audio.bitrate. */
+  bitrate?: number;
+  limits?: Partial<AudioServiceLimits>;
+}
+
+/** Values of the `reason` label of agora_audio_stream_errors_total (bounded set). */
+export type StreamErrorReason =
+  | "truncated"
+  | "empty"
+  | "bad_type"
+  | "oversize"
+  | "bad_version"
+  | "bad_room"
+  | "payload_too_big"
+  | "bad_field"
+  | "trailing_bytes"
+  | "flood"
+  | "idle_timeout"
+  | "join_timeout"
+  | "unexpected_message"
+  | "reset"
+  | "engine"
+  | "internal";
+
+interface NetMetrics {
+  streamErrors: Counter<"reason">;
+  streamsActive: Gauge;
+  joins: Counter<"result">;
+  framesIn: Counter;
+  framesOut: Counter;
+  framesDropped: Counter<"reason">;
+  framesReordered: Counter;
+}
+
+/** Get-or-create, so a service restarted on the same registry (tests, reload) does not throw on re-registration. */
+function counter<L extends string>(registry: Registry, name: string, help: string, labelNames: L[] = []): Counter<L> {
+  const existing = registry.getSingleMetric(name);
+  if (existing) return existing as Counter<L>;
+  return new Counter<L>({ name, help, labelNames, registers: [registry] });
+}
+
+function gauge(registry: Registry, name: string, help: string): Gauge {
+  const existing = registry.getSingleMetric(name);
+  if (existing) return existing as Gauge;
+  return new Gauge({ name, help, registers: [registry] });
+}
+
+function createMetrics(registry: Registry): NetMetrics {
+  return {
+    streamErrors: counter(registry, "agora_audio_stream_errors_total", "Audio protocol streams closed because of an error, by reason", ["reason"]),
+    streamsActive: gauge(registry, "agora_audio_net_streams_active", "Open audio protocol streams (joined or awaiting JOIN)"),
+    joins: counter(registry, "agora_audio_net_joins_total", "JOIN requests by result (ok, capacity, draining, error)", ["result"]),
+    framesIn: counter(registry, "agora_audio_net_frames_received_total", "Audio frames received from participants and queued to the engine"),
+    framesOut: counter(registry, "agora_audio_net_frames_sent_total", "Mixed audio frames written to participant streams"),
+    framesDropped: counter(
+      registry,
+      "agora_audio_net_frames_dropped_total",
+      "Audio frames dropped by the network layer: send_queue (receiver too slow, oldest dropped), duplicate, late",
+      ["reason"],
+    ),
+    framesReordered: counter(registry, "agora_audio_net_frames_reordered_total", "Audio frames received out of order and still forwarded"),
+  };
+}
+
+/**
+ * Duplicate / late detection over uint32 sequence numbers (RFC 1982 arithmetic, so wrap-around is fine).
+ * Reordered frames inside the window are forwarded (the engine's jitter buffer puts them in place).
+ */
+export class SeqWindow {
+  private highest: number | undefined;
+  private readonly seen: Uint8Array;
+  private lateRun = 0;
+
+  constructor(private readonly size: number) {
+    this.seen = new Uint8Array(size);
+  }
+
+  /** "ok" | "reordered": forward; "duplicate" | "late": drop. */
+  accept(seq: number): "ok" | "reordered" | "duplicate" | "late" {
+    if (this.highest === undefined) return this.reset(seq);
+    const d = seqDiff(seq, this.highest);
+    if (d > 0) {
+      if (d >= this.size) this.seen.fill(0);
+      else for (let i = 1; i < d; i++) this.seen[(this.highest + i) % this.size] = 0;
+      this.highest = seq >>> 0;
+      this.seen[this.highest % this.size] = 1;
+      this.lateRun = 0;
+      return "ok";
+    }
+    if (-d >= this.size) {
+      // A sender that restarted its sequence (new encoder, bug) would otherwise be dropped forever: after
+      // half a second of consistently "late" frames, resynchronise on the new numbering.
+      if (++this.lateRun > 25) return this.reset(seq);
+      return "late";
+    }
+    const slot = (seq >>> 0) % this.size;
+    if (this.seen[slot]) return "duplicate";
+    this.seen[slot] = 1;
+    this.lateRun = 0;
+    return "reordered";
+  }
+
+  private reset(seq: number): "ok" {
+    this.seen.fill(0);
+    this.highest = seq >>> 0;
+    this.seen[this.highest % this.size] = 1;
+    this.lateRun = 0;
+    return "ok";
+  }
+}
+
+type SessionState = "awaiting_join" | "joined" | "closing" | "closed";
+
+/** Re-reads the state (a handler may have closed the session; TS would keep an earlier narrowing). */
+function isEnded(s: { state: SessionState }): boolean {
+  return s.state === "closing" || s.state === "closed";
+}
+
+interface Session {
+  readonly stream: Stream;
+  readonly peer: string;
+  readonly openedAt: number;
+  state: SessionState;
+  log: Logger;
+  room?: string;
+  participantId?: string;
+  name?: string;
+  lastRxAt: number;
+  tokens: number;
+  tokensAt: number;
+  readonly decoder: MessageDecoder;
+  readonly queue: OutboundQueue;
+  readonly seq: SeqWindow;
+}
+
+export class AudioRoomService {
+  private readonly limits: AudioServiceLimits;
+  private readonly metrics: NetMetrics;
+  private readonly log: Logger;
+  private readonly sessions = new Set<Session>();
+  private readonly participantIds = new Set<string>();
+  private sweepTimer: ReturnType<typeof setInterval> | undefined;
+  private running = false;
+  private draining = false;
+
+  constructor(private readonly opts: AudioRoomServiceOptions) {
+    this.limits = { ...DEFAULT_AUDIO_SERVICE_LIMITS, ...opts.limits };
+    for (const [k, v] of Object.entries(this.limits))
+      if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw new AgoraError("CONFIG_INVALID", `audio service limit ${k} must be a positive number, got ${v}`);
+    this.metrics = createMetrics(opts.registry);
+    this.log = opts.logger.child({ component: "audio-net" });
+  }
+
+  get protocol(): string {
+    return AUDIO_PROTOCOL;
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    await this.opts.libp2p.handle(AUDIO_PROTOCOL, (stream, connection) => this.onStream(stream, connection), {
+      maxInboundStreams: this.limits.maxStreamsPerConnection,
+      // Voice through a relay is the point of relay mode (its limits are sized for calls).
+      runOnLimitedConnection: true,
+    });
+    this.running = true;
+    const sweepMs = Math.max(50, Math.min(1000, Math.floor(Math.min(this.limits.idleTimeoutMs, this.limits.joinTimeoutMs) / 4)));
+    this.sweepTimer = setInterval(() => this.sweep(), sweepMs);
+    this.sweepTimer.unref?.();
+    this.log.info({ protocol: AUDIO_PROTOCOL }, "audio protocol registered");
+  }
+
+  /** Unregisters the protocol and closes every stream with SHUTTING_DOWN; bounded by closeTimeoutMs. */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
+    try {
+      await this.opts.libp2p.unhandle(AUDIO_PROTOCOL);
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, "unhandle audio protocol failed");
+    }
+    const closing = [...this.sessions].map((s) => this.closeSession(s, { code: WireErrorCode.SHUTTING_DOWN, message: "node is shutting down" }));
+    await Promise.allSettled(closing);
+    this.log.info("audio protocol stopped");
+  }
+
+  /** While draining, new JOINs are refused with DRAINING; joined participants stay. */
+  setDraining(draining: boolean): void {
+    if (this.draining !== draining) this.log.info({ draining }, draining ? "audio: refusing new joins (draining)" : "audio: accepting joins again");
+    this.draining = draining;
+  }
+
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  rooms(): RoomStats[] {
+    return this.opts.engine.rooms();
+  }
+
+  participantCount(): number {
+    return this.opts.engine.participantCount();
+  }
+
+  /** Open audio streams, joined or still awaiting JOIN. */
+  streamCount(): number {
+    return this.sessions.size;
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+
+  private onStream(stream: Stream, connection: Connection): void {
+    const peer = connection.remotePeer.toString();
+    if (!this.running) {
+      stream.abort(new AgoraError("SHUTTING_DOWN", "audio service stopped"));
+      return;
+    }
+    const now = performance.now();
+    const s: Session = {
+      stream,
+      peer,
+      openedAt: now,
+      state: "awaiting_join",
+      log: this.log.child({ peer, stream: stream.id }),
+      lastRxAt: now,
+      tokens: this.limits.burstMessages,
+      tokensAt: now,
+      decoder: new MessageDecoder(),
+      queue: new OutboundQueue(stream, this.limits.sendQueueFrames, () => this.metrics.framesDropped.inc({ reason: "send_queue" })),
+      seq: new SeqWindow(this.limits.reorderWindow),
+    };
+    this.sessions.add(s);
+    this.metrics.streamsActive.inc();
+    // Bounded read buffer: we never pause the stream, so anything piling up here means we stopped reading
+    // (closing) and the peer keeps pushing.
+    stream.maxReadBufferLength = 64 * 1024;
+    stream.addEventListener("message", (evt) => this.guard(s, () => this.onData(s, chunkBytes(evt.data))));
+    stream.addEventListener("remoteCloseWrite", () => this.guard(s, () => this.onRemoteCloseWrite(s)));
+    stream.addEventListener("close", (evt) => this.guard(s, () => this.onClosed(s, evt.error)));
+    s.log.debug("audio stream opened");
+  }
+
+  /** Last line of isolation: a bug in one session's handling closes that session, nothing else. */
+  private guard(s: Session, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      s.log.error({ err: errorMessage(err) }, "audio session failed");
+      this.fail(s, WireErrorCode.INTERNAL, "internal error", "internal");
+    }
+  }
+
+  private onData(s: Session, bytes: Uint8Array): void {
+    if (s.state === "closing" || s.state === "closed") return;
+    const now = performance.now();
+    s.lastRxAt = now;
+    const { messages, error } = s.decoder.push(bytes);
+    for (const m of messages) {
+      if (!this.takeToken(s, now)) {
+        this.fail(s, WireErrorCode.RATE_LIMITED, `more than ${this.limits.maxMessagesPerSecond} messages/s sustained`, "flood");
+        return;
+      }
+      this.onMessage(s, m);
+      if (isEnded(s)) return;
+    }
+    if (error) this.fail(s, wireErrorCodeFor(error.reason), error.message, error.reason);
+  }
+
+  private takeToken(s: Session, now: number): boolean {
+    s.tokens = Math.min(this.limits.burstMessages, s.tokens + ((now - s.tokensAt) * this.limits.maxMessagesPerSecond) / 1000);
+    s.tokensAt = now;
+    if (s.tokens < 1) return false;
+    s.tokens -= 1;
+    return true;
+  }
+
+  private onMessage(s: Session, m: WireMessage): void {
+    switch (m.type) {
+      case "AUDIO": {
+        if (s.state !== "joined") return this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "AUDIO before JOIN", "unexpected_message");
+        const verdict = s.seq.accept(m.seq);
+        if (verdict === "duplicate" || verdict === "late") {
+          this.metrics.framesDropped.inc({ reason: verdict });
+          return;
+        }
+        if (verdict === "reordered") this.metrics.framesReordered.inc();
+        const frame: AudioFrame = { seq: m.seq, timestamp: m.timestamp, payload: m.payload };
+        this.opts.engine.pushFrame(s.room!, s.participantId!, frame);
+        this.metrics.framesIn.inc();
+        return;
+      }
+      case "PING":
+        s.queue.send(encodeMessage({ type: "PONG", nonce: m.nonce }), false);
+        return;
+      case "PONG":
+        return;
+      case "JOIN":
+        if (s.state !== "awaiting_join") return this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "second JOIN on one stream", "unexpected_message");
+        return this.join(s, m);
+      case "LEAVE":
+        s.log.debug("participant left");
+        void this.closeSession(s);
+        return;
+      case "ERROR":
+        // A client giving up with a reason: log it and close quietly; it is not our error to count.
+        s.log.info({ code: m.code, message: m.message }, "client sent ERROR");
+        void this.closeSession(s);
+        return;
+      case "JOINED":
+        return this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "JOINED is sent by servers only", "unexpected_message");
+    }
+  }
+
+  private join(s: Session, m: JoinMessage): void {
+    if (this.draining) {
+      this.metrics.joins.inc({ result: "draining" });
+      void this.closeSession(s, { code: WireErrorCode.DRAINING, message: "node is draining and accepts no new participants; join another node" });
+      return;
+    }
+    const participantId = this.newParticipantId();
+    const sink = (frame: AudioFrame): void => this.onEngineFrame(s, frame);
+    try {
+      this.opts.engine.join(m.room, participantId, sink);
+    } catch (err) {
+      if (err instanceof AgoraError && err.code === "CAPACITY") {
+        this.metrics.joins.inc({ result: "capacity" });
+        void this.closeSession(s, { code: WireErrorCode.CAPACITY, message: err.message });
+        return;
+      }
+      this.metrics.joins.inc({ result: "error" });
+      s.log.error({ err: errorMessage(err), room: m.room }, "engine.join failed");
+      this.fail(s, WireErrorCode.INTERNAL, "the media engine could not add this participant", "engine");
+      return;
+    }
+    s.state = "joined";
+    s.room = m.room;
+    s.participantId = participantId;
+    s.name = m.name;
+    this.participantIds.add(participantId);
+    s.log = s.log.child({ room: m.room, participant: participantId });
+    this.metrics.joins.inc({ result: "ok" });
+    s.queue.send(
+      encodeMessage({
+        type: "JOINED",
+        version: WIRE_VERSION,
+        participantId,
+        sampleRate: SAMPLE_RATE,
+        channels: CHANNELS,
+        frameSamples: FRAME_SAMPLES,
+        codec: CODEC_OPUS,
+        bitrate: this.opts.bitrate ?? 32_000,
+        serverTimeMs: Date.now(),
+      }),
+      false,
+    );
+    s.log.info({ name: m.name || undefined }, "participant joined");
+  }
+
+  private onEngineFrame(s: Session, frame: AudioFrame): void {
+    // The worker may still deliver a frame or two after leave(): ignore them.
+    if (s.state !== "joined") return;
+    let bytes: Uint8Array;
+    try {
+      bytes = encodeAudio(frame);
+    } catch (err) {
+      s.log.warn({ err: errorMessage(err) }, "engine produced an unsendable frame; dropped");
+      this.metrics.framesDropped.inc({ reason: "invalid" });
+      return;
+    }
+    const before = s.queue.sent;
+    if (!s.queue.send(bytes, true)) return;
+    if (s.queue.sent > before) this.metrics.framesOut.inc();
+  }
+
+  private onRemoteCloseWrite(s: Session): void {
+    if (s.state === "closing" || s.state === "closed") return;
+    if (s.decoder.bufferedBytes > 0) {
+      this.fail(s, WireErrorCode.MALFORMED, `stream ended inside a message (${s.decoder.bufferedBytes} bytes pending)`, "truncated");
+      return;
+    }
+    // The client closed its side without LEAVE: the same thing for us.
+    void this.closeSession(s);
+  }
+
+  private onClosed(s: Session, error: Error | undefined): void {
+    if (s.state === "closed") return;
+    if (s.state !== "closing") {
+      // Reset or connection lost without LEAVE (client crash, network cut).
+      this.metrics.streamErrors.inc({ reason: "reset" });
+      s.log.info({ err: error ? errorMessage(error) : undefined }, "audio stream reset by peer");
+    }
+    this.release(s);
+  }
+
+  private sweep(): void {
+    const now = performance.now();
+    for (const s of this.sessions) {
+      if (s.state === "awaiting_join" && now - s.openedAt > this.limits.joinTimeoutMs)
+        this.fail(s, WireErrorCode.JOIN_TIMEOUT, `no JOIN within ${this.limits.joinTimeoutMs} ms`, "join_timeout");
+      else if (s.state === "joined" && now - s.lastRxAt > this.limits.idleTimeoutMs)
+        this.fail(s, WireErrorCode.IDLE_TIMEOUT, `nothing received for ${this.limits.idleTimeoutMs} ms`, "idle_timeout");
+    }
+  }
+
+  private fail(s: Session, code: number, message: string, reason: StreamErrorReason): void {
+    if (s.state === "closing" || s.state === "closed") return;
+    this.metrics.streamErrors.inc({ reason });
+    s.log.warn({ reason, code }, `closing audio stream: ${message}`);
+    void this.closeSession(s, { code, message });
+  }
+
+  /**
+   * Leaves the engine, sends the ERROR (if any) ahead of any queued audio, closes our write end and then
+   * resets the stream, every step bounded: a peer that stopped reading cannot keep the session alive.
+   */
+  private async closeSession(s: Session, error?: { code: number; message: string }): Promise<void> {
+    if (s.state === "closing" || s.state === "closed") return;
+    s.state = "closing";
+    this.leaveEngine(s);
+    s.queue.close(); // queued audio is stale now; the ERROR must not wait behind it
+    const stream = s.stream;
+    if (error && stream.writeStatus === "writable") {
+      try {
+        stream.send(encodeMessage({ type: "ERROR", code: error.code, message: error.message }));
+      } catch {
+        /* write end already gone; the close below still releases the session */
+      }
+    }
+    try {
+      await stream.close({ signal: AbortSignal.timeout(this.limits.closeTimeoutMs) });
+    } catch {
+      /* timed out flushing or already reset */
+    }
+    if (error || stream.status !== "closed") {
+      // Our data is with the muxer (ordered before the reset), so the peer reads the ERROR first. Resetting
+      // rather than waiting for the peer's close frees the read side of a peer that never closes.
+      if (!error) await new Promise((r) => setTimeout(r, Math.min(250, this.limits.closeTimeoutMs)).unref?.());
+      if (stream.status !== "closed") stream.abort(new AgoraError("WIRE_PROTOCOL", error ? `closed: ${error.message}` : "closed"));
+    }
+    this.release(s);
+  }
+
+  private leaveEngine(s: Session): void {
+    if (s.participantId === undefined || s.room === undefined) return;
+    const { room, participantId } = s;
+    s.participantId = undefined;
+    this.participantIds.delete(participantId);
+    try {
+      this.opts.engine.leave(room, participantId);
+    } catch (err) {
+      s.log.warn({ err: errorMessage(err) }, "engine.leave failed");
+    }
+    s.log.info("participant left");
+  }
+
+  private release(s: Session): void {
+    if (s.state === "closed") return;
+    this.leaveEngine(s);
+    s.state = "closed";
+    s.queue.close();
+    if (this.sessions.delete(s)) this.metrics.streamsActive.dec();
+  }
+
+  private newParticipantId(): string {
+    for (;;) {
+      const id = `p${randomBytes(6).toString("hex")}`;
+      if (!this.participantIds.has(id)) return id;
+    }
+  }
+}

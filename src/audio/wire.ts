@@ -1,0 +1,692 @@
+/**
+ * Wire format of the libp2p audio protocol `/agora/audio/1.0.0` (documented in ./protocol.md).
+ *
+ * Every message travels as `u16 length (big-endian) | body`, the body starting with a one-byte message
+ * type so the protocol can grow without a new framing. A 16-bit length (not libp2p's usual varint) keeps
+ * the header at 2 bytes for ~100-byte Opus frames and makes the size bound obvious: a peer can never make
+ * us buffer more than MAX_MESSAGE_LENGTH bytes for one message, and an oversized length is rejected
+ * before any of its body is read.
+ *
+ * Decoding never throws: every path returns either a message or a WireError (an AgoraError with code
+ * "WIRE_PROTOCOL") that names the offending field and carries a machine-readable `reason`, which the room
+ * service maps onto the error code it sends back and onto the `reason` label of its error counter.
+ */
+import { AgoraError } from "../errors";
+import type { AudioFrame } from "./types";
+
+export const AUDIO_PROTOCOL = "/agora/audio/1.0.0";
+/** Version carried in JOIN/JOINED; bumped with incompatible layout changes (the protocol id follows). */
+export const WIRE_VERSION = 1;
+export const SUPPORTED_WIRE_VERSIONS: readonly number[] = [WIRE_VERSION];
+
+/** Codec parameters fixed by version 1: Opus, 48 kHz, mono, 20 ms frames. */
+export const SAMPLE_RATE = 48_000;
+export const CHANNELS = 1;
+export const FRAME_SAMPLES = 960;
+export const FRAME_MS = 20;
+/** RFC 6716 §3.2.1: the largest Opus packet for one 20 ms frame. */
+export const MAX_OPUS_PAYLOAD = 1275;
+export const MAX_ROOM_ID_LENGTH = 64;
+export const MAX_NAME_BYTES = 64;
+export const MAX_PARTICIPANT_ID_LENGTH = 64;
+export const MAX_ERROR_MESSAGE_BYTES = 512;
+/** Largest body of any v1 message (ERROR with the longest message: 1 + 2 + 2 + 512). */
+export const MAX_MESSAGE_LENGTH = 1536;
+export const LENGTH_PREFIX_BYTES = 2;
+
+export const MessageType = {
+  JOIN: 0x01,
+  JOINED: 0x02,
+  ERROR: 0x03,
+  LEAVE: 0x04,
+  PING: 0x05,
+  PONG: 0x06,
+  AUDIO: 0x10,
+} as const;
+export type MessageTypeName = keyof typeof MessageType;
+
+export const CODEC_OPUS = 1;
+
+/**
+ * Error codes carried in ERROR messages. Stable numbers: clients switch on them. `retryable` tells a
+ * client whether trying again (later, or on another node) can succeed.
+ */
+export const WireErrorCode = {
+  UNSUPPORTED_VERSION: 1,
+  BAD_ROOM: 2,
+  CAPACITY: 3,
+  DRAINING: 4,
+  MALFORMED: 5,
+  RATE_LIMITED: 6,
+  IDLE_TIMEOUT: 7,
+  JOIN_TIMEOUT: 8,
+  UNEXPECTED_MESSAGE: 9,
+  SHUTTING_DOWN: 10,
+  INTERNAL: 11,
+} as const;
+export type WireErrorCodeName = keyof typeof WireErrorCode;
+
+const RETRYABLE: ReadonlySet<number> = new Set([
+  WireErrorCode.CAPACITY,
+  WireErrorCode.DRAINING,
+  WireErrorCode.IDLE_TIMEOUT,
+  WireErrorCode.JOIN_TIMEOUT,
+  WireErrorCode.SHUTTING_DOWN,
+  WireErrorCode.INTERNAL,
+  WireErrorCode.RATE_LIMITED,
+]);
+
+export function isRetryableErrorCode(code: number): boolean {
+  return RETRYABLE.has(code);
+}
+
+export function errorCodeName(code: number): string {
+  for (const [name, value] of Object.entries(WireErrorCode)) if (value === code) return name;
+  return `UNKNOWN_${code}`;
+}
+
+export interface JoinMessage {
+  type: "JOIN";
+  version: number;
+  room: string;
+  /** empty when the client sent none */
+  name: string;
+}
+
+export interface JoinedMessage {
+  type: "JOINED";
+  version: number;
+  participantId: string;
+  sampleRate: number;
+  channels: number;
+  frameSamples: number;
+  codec: number;
+  /** Suggested uplink bitrate (bit/s). */
+  bitrate: number;
+  /** Server wall clock, ms since the Unix epoch. */
+  serverTimeMs: number;
+}
+
+export interface ErrorMessage {
+  type: "ERROR";
+  code: number;
+  message: string;
+}
+
+export interface LeaveMessage {
+  type: "LEAVE";
+}
+
+export interface PingMessage {
+  type: "PING";
+  nonce: number;
+}
+
+export interface PongMessage {
+  type: "PONG";
+  nonce: number;
+}
+
+export interface AudioMessage extends AudioFrame {
+  type: "AUDIO";
+}
+
+export type WireMessage = JoinMessage | JoinedMessage | ErrorMessage | LeaveMessage | PingMessage | PongMessage | AudioMessage;
+
+/** Why a decode failed; also the `reason` label of `agora_audio_stream_errors_total`. */
+export type WireErrorReason =
+  | "truncated"
+  | "empty"
+  | "bad_type"
+  | "oversize"
+  | "bad_version"
+  | "bad_room"
+  | "payload_too_big"
+  | "bad_field"
+  | "trailing_bytes";
+
+export class WireError extends AgoraError {
+  readonly reason: WireErrorReason;
+  readonly field: string;
+  constructor(reason: WireErrorReason, field: string, message: string) {
+    super("WIRE_PROTOCOL", message, { where: field });
+    this.name = "WireError";
+    this.reason = reason;
+    this.field = field;
+  }
+}
+
+export type DecodeResult<T> = { ok: true; value: T } | { ok: false; error: WireError };
+
+function fail<T>(reason: WireErrorReason, field: string, message: string): DecodeResult<T> {
+  return { ok: false, error: new WireError(reason, field, message) };
+}
+
+const ROOM_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const PARTICIPANT_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+// C0/C1 controls, DEL, and bidi overrides that could spoof how a name renders on a dashboard.
+// eslint-disable-next-line no-control-regex
+const NAME_FORBIDDEN_RE = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
+
+/** Room ids are tokens: 1–64 chars of [A-Za-z0-9._-], starting alphanumeric. Returns why not, or undefined. */
+export function checkRoomId(room: string): string | undefined {
+  if (room.length === 0) return "room id is empty";
+  if (room.length > MAX_ROOM_ID_LENGTH) return `room id is ${room.length} characters long, at most ${MAX_ROOM_ID_LENGTH} allowed`;
+  if (!ROOM_ID_RE.test(room)) return `room id "${room}" must be 1-64 characters of A-Z a-z 0-9 . _ - starting with a letter or digit`;
+  return undefined;
+}
+
+export function isValidRoomId(room: string): boolean {
+  return checkRoomId(room) === undefined;
+}
+
+export function checkDisplayName(name: string): string | undefined {
+  const bytes = utf8.encode(name).byteLength;
+  if (bytes > MAX_NAME_BYTES) return `display name is ${bytes} bytes of UTF-8, at most ${MAX_NAME_BYTES} allowed`;
+  if (NAME_FORBIDDEN_RE.test(name)) return "display name contains control or bidi-override characters";
+  return undefined;
+}
+
+const utf8 = new TextEncoder();
+const utf8Strict = new TextDecoder("utf-8", { fatal: true });
+const ascii = new TextDecoder("latin1");
+
+// ---------------------------------------------------------------------------------------------------------
+// Encoding. Inputs come from our own code, so an invalid one is a programming error; it still surfaces as a
+// typed WireError rather than silently producing a frame the peer would reject.
+
+function invalid(field: string, message: string): never {
+  throw new WireError("bad_field", field, message);
+}
+
+function checkU32(field: string, v: number): void {
+  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) invalid(field, `must be a uint32, got ${v}`);
+}
+
+function frameBuffer(bodyLength: number): { buf: Uint8Array; view: DataView } {
+  if (bodyLength > MAX_MESSAGE_LENGTH) invalid("length", `message body of ${bodyLength} bytes exceeds ${MAX_MESSAGE_LENGTH}`);
+  const buf = new Uint8Array(LENGTH_PREFIX_BYTES + bodyLength);
+  const view = new DataView(buf.buffer);
+  view.setUint16(0, bodyLength);
+  return { buf, view };
+}
+
+/** Encodes one message including its length prefix, ready for `stream.send`. */
+export function encodeMessage(msg: WireMessage): Uint8Array {
+  switch (msg.type) {
+    case "JOIN": {
+      const roomErr = checkRoomId(msg.room);
+      if (roomErr) invalid("join.room", roomErr);
+      const nameErr = checkDisplayName(msg.name);
+      if (nameErr) invalid("join.name", nameErr);
+      if (!Number.isInteger(msg.version) || msg.version < 0 || msg.version > 255) invalid("join.version", `must be a uint8, got ${msg.version}`);
+      const room = utf8.encode(msg.room);
+      const name = utf8.encode(msg.name);
+      const { buf, view } = frameBuffer(1 + 1 + 1 + room.length + 1 + name.length);
+      let o = LENGTH_PREFIX_BYTES;
+      view.setUint8(o++, MessageType.JOIN);
+      view.setUint8(o++, msg.version);
+      view.setUint8(o++, room.length);
+      buf.set(room, o);
+      o += room.length;
+      view.setUint8(o++, name.length);
+      buf.set(name, o);
+      return buf;
+    }
+    case "JOINED": {
+      if (!PARTICIPANT_ID_RE.test(msg.participantId)) invalid("joined.participantId", `"${msg.participantId}" is not a valid participant id`);
+      checkU32("joined.sampleRate", msg.sampleRate);
+      checkU32("joined.bitrate", msg.bitrate);
+      if (!Number.isSafeInteger(msg.serverTimeMs) || msg.serverTimeMs < 0) invalid("joined.serverTimeMs", `must be a non-negative integer, got ${msg.serverTimeMs}`);
+      const pid = utf8.encode(msg.participantId);
+      const { buf, view } = frameBuffer(1 + 1 + 1 + pid.length + 4 + 1 + 2 + 1 + 4 + 8);
+      let o = LENGTH_PREFIX_BYTES;
+      view.setUint8(o++, MessageType.JOINED);
+      view.setUint8(o++, msg.version);
+      view.setUint8(o++, pid.length);
+      buf.set(pid, o);
+      o += pid.length;
+      view.setUint32(o, msg.sampleRate);
+      o += 4;
+      view.setUint8(o++, msg.channels);
+      view.setUint16(o, msg.frameSamples);
+      o += 2;
+      view.setUint8(o++, msg.codec);
+      view.setUint32(o, msg.bitrate);
+      o += 4;
+      view.setBigUint64(o, BigInt(msg.serverTimeMs));
+      return buf;
+    }
+    case "ERROR": {
+      if (!Number.isInteger(msg.code) || msg.code < 0 || msg.code > 0xffff) invalid("error.code", `must be a uint16, got ${msg.code}`);
+      let text = utf8.encode(msg.message);
+      // Truncate rather than fail: an over-long diagnostic must not stop the error from being delivered.
+      if (text.length > MAX_ERROR_MESSAGE_BYTES) text = utf8.encode(truncateUtf8(msg.message, MAX_ERROR_MESSAGE_BYTES));
+      const { buf, view } = frameBuffer(1 + 2 + 2 + text.length);
+      let o = LENGTH_PREFIX_BYTES;
+      view.setUint8(o++, MessageType.ERROR);
+      view.setUint16(o, msg.code);
+      o += 2;
+      view.setUint16(o, text.length);
+      o += 2;
+      buf.set(text, o);
+      return buf;
+    }
+    case "LEAVE": {
+      const { buf, view } = frameBuffer(1);
+      view.setUint8(LENGTH_PREFIX_BYTES, MessageType.LEAVE);
+      return buf;
+    }
+    case "PING":
+    case "PONG": {
+      checkU32(`${msg.type.toLowerCase()}.nonce`, msg.nonce);
+      const { buf, view } = frameBuffer(5);
+      view.setUint8(LENGTH_PREFIX_BYTES, MessageType[msg.type]);
+      view.setUint32(LENGTH_PREFIX_BYTES + 1, msg.nonce);
+      return buf;
+    }
+    case "AUDIO":
+      return encodeAudio(msg);
+  }
+}
+
+/** Hot path (50 frames/s per participant and direction): one allocation, one copy of the payload. */
+export function encodeAudio(frame: AudioFrame): Uint8Array {
+  const n = frame.payload.byteLength;
+  if (n === 0) invalid("audio.payload", "Opus payload is empty");
+  if (n > MAX_OPUS_PAYLOAD) throw new WireError("payload_too_big", "audio.payload", `Opus payload of ${n} bytes exceeds ${MAX_OPUS_PAYLOAD}`);
+  checkU32("audio.seq", frame.seq);
+  checkU32("audio.timestamp", frame.timestamp);
+  const { buf, view } = frameBuffer(9 + n);
+  view.setUint8(2, MessageType.AUDIO);
+  view.setUint32(3, frame.seq);
+  view.setUint32(7, frame.timestamp);
+  buf.set(frame.payload, 11);
+  return buf;
+}
+
+function truncateUtf8(s: string, maxBytes: number): string {
+  let out = "";
+  let bytes = 0;
+  for (const ch of s) {
+    const b = utf8.encode(ch).length;
+    if (bytes + b > maxBytes) break;
+    out += ch;
+    bytes += b;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Decoding
+
+/** Bounds-checked cursor over one message body; every read names the field it reads. */
+class Reader {
+  private o = 1; // byte 0 is the type
+  constructor(
+    private readonly body: Uint8Array,
+    private readonly view: DataView,
+    readonly msg: string,
+  ) {}
+  get remaining(): number {
+    return this.body.length - this.o;
+  }
+  private need(n: number, field: string): WireError | undefined {
+    if (this.remaining < n)
+      return new WireError("truncated", `${this.msg}.${field}`, `${this.msg} truncated: ${field} needs ${n} bytes, ${this.remaining} left`);
+    return undefined;
+  }
+  u8(field: string): number | WireError {
+    const e = this.need(1, field);
+    if (e) return e;
+    return this.view.getUint8(this.o++);
+  }
+  u16(field: string): number | WireError {
+    const e = this.need(2, field);
+    if (e) return e;
+    const v = this.view.getUint16(this.o);
+    this.o += 2;
+    return v;
+  }
+  u32(field: string): number | WireError {
+    const e = this.need(4, field);
+    if (e) return e;
+    const v = this.view.getUint32(this.o);
+    this.o += 4;
+    return v;
+  }
+  u64(field: string): number | WireError {
+    const e = this.need(8, field);
+    if (e) return e;
+    const v = this.view.getBigUint64(this.o);
+    this.o += 8;
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) return new WireError("bad_field", `${this.msg}.${field}`, `${field} ${v} exceeds 2^53-1`);
+    return Number(v);
+  }
+  bytes(n: number, field: string): Uint8Array | WireError {
+    const e = this.need(n, field);
+    if (e) return e;
+    const v = this.body.subarray(this.o, this.o + n);
+    this.o += n;
+    return v;
+  }
+  rest(): Uint8Array {
+    const v = this.body.subarray(this.o);
+    this.o = this.body.length;
+    return v;
+  }
+  end(): WireError | undefined {
+    if (this.remaining > 0)
+      return new WireError("trailing_bytes", this.msg, `${this.msg} has ${this.remaining} unexpected trailing bytes`);
+    return undefined;
+  }
+}
+
+function isErr(v: unknown): v is WireError {
+  return v instanceof WireError;
+}
+
+/**
+ * Decodes one message body (without its length prefix). The returned AUDIO payload is a view into `body`;
+ * callers that keep it beyond the current event must copy it.
+ */
+export function decodeMessage(body: Uint8Array): DecodeResult<WireMessage> {
+  if (body.length === 0) return fail("empty", "type", "empty message (length 0)");
+  if (body.length > MAX_MESSAGE_LENGTH) return fail("oversize", "length", `message of ${body.length} bytes exceeds ${MAX_MESSAGE_LENGTH}`);
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  const type = body[0]!;
+  switch (type) {
+    case MessageType.AUDIO: {
+      if (body.length < 9) return fail("truncated", "audio.header", `AUDIO truncated: ${body.length} bytes, header needs 9`);
+      const payloadLength = body.length - 9;
+      if (payloadLength === 0) return fail("truncated", "audio.payload", "AUDIO has an empty Opus payload");
+      if (payloadLength > MAX_OPUS_PAYLOAD)
+        return fail("payload_too_big", "audio.payload", `Opus payload of ${payloadLength} bytes exceeds ${MAX_OPUS_PAYLOAD}`);
+      return { ok: true, value: { type: "AUDIO", seq: view.getUint32(1), timestamp: view.getUint32(5), payload: body.subarray(9) } };
+    }
+    case MessageType.JOIN:
+      return decodeJoin(new Reader(body, view, "join"));
+    case MessageType.JOINED:
+      return decodeJoined(new Reader(body, view, "joined"));
+    case MessageType.ERROR: {
+      const r = new Reader(body, view, "error");
+      const code = r.u16("code");
+      if (isErr(code)) return { ok: false, error: code };
+      const len = r.u16("messageLength");
+      if (isErr(len)) return { ok: false, error: len };
+      if (len > MAX_ERROR_MESSAGE_BYTES) return fail("bad_field", "error.messageLength", `message of ${len} bytes exceeds ${MAX_ERROR_MESSAGE_BYTES}`);
+      const text = r.bytes(len, "message");
+      if (isErr(text)) return { ok: false, error: text };
+      const end = r.end();
+      if (end) return { ok: false, error: end };
+      const message = decodeUtf8(text);
+      if (message === undefined) return fail("bad_field", "error.message", "message is not valid UTF-8");
+      return { ok: true, value: { type: "ERROR", code, message } };
+    }
+    case MessageType.LEAVE: {
+      const end = new Reader(body, view, "leave").end();
+      if (end) return { ok: false, error: end };
+      return { ok: true, value: { type: "LEAVE" } };
+    }
+    case MessageType.PING:
+    case MessageType.PONG: {
+      const name = type === MessageType.PING ? "PING" : "PONG";
+      const r = new Reader(body, view, name.toLowerCase());
+      const nonce = r.u32("nonce");
+      if (isErr(nonce)) return { ok: false, error: nonce };
+      const end = r.end();
+      if (end) return { ok: false, error: end };
+      return { ok: true, value: { type: name, nonce } };
+    }
+    default:
+      return fail("bad_type", "type", `unknown message type 0x${type.toString(16).padStart(2, "0")}`);
+  }
+}
+
+function decodeUtf8(bytes: Uint8Array): string | undefined {
+  try {
+    return utf8Strict.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+function decodeJoin(r: Reader): DecodeResult<WireMessage> {
+  const version = r.u8("version");
+  if (isErr(version)) return { ok: false, error: version };
+  // Checked before anything else: a future version may lay the rest out differently, and its client
+  // deserves "unsupported version", not a confusing parse error.
+  if (!SUPPORTED_WIRE_VERSIONS.includes(version))
+    return fail("bad_version", "join.version", `unsupported protocol version ${version}; this node speaks ${SUPPORTED_WIRE_VERSIONS.join(", ")}`);
+  const roomLen = r.u8("roomLength");
+  if (isErr(roomLen)) return { ok: false, error: roomLen };
+  if (roomLen === 0 || roomLen > MAX_ROOM_ID_LENGTH)
+    return fail("bad_room", "join.room", `room id length ${roomLen} is outside 1-${MAX_ROOM_ID_LENGTH}`);
+  const roomBytes = r.bytes(roomLen, "room");
+  if (isErr(roomBytes)) return { ok: false, error: roomBytes };
+  const room = ascii.decode(roomBytes);
+  const roomErr = checkRoomId(room);
+  if (roomErr) return fail("bad_room", "join.room", roomErr);
+  const nameLen = r.u8("nameLength");
+  if (isErr(nameLen)) return { ok: false, error: nameLen };
+  if (nameLen > MAX_NAME_BYTES) return fail("bad_field", "join.name", `display name of ${nameLen} bytes exceeds ${MAX_NAME_BYTES}`);
+  const nameBytes = r.bytes(nameLen, "name");
+  if (isErr(nameBytes)) return { ok: false, error: nameBytes };
+  const name = decodeUtf8(nameBytes);
+  if (name === undefined) return fail("bad_field", "join.name", "display name is not valid UTF-8");
+  const nameErr = checkDisplayName(name);
+  if (nameErr) return fail("bad_field", "join.name", nameErr);
+  const end = r.end();
+  if (end) return { ok: false, error: end };
+  return { ok: true, value: { type: "JOIN", version, room, name } };
+}
+
+function decodeJoined(r: Reader): DecodeResult<WireMessage> {
+  const version = r.u8("version");
+  if (isErr(version)) return { ok: false, error: version };
+  if (!SUPPORTED_WIRE_VERSIONS.includes(version))
+    return fail("bad_version", "joined.version", `unsupported protocol version ${version}; this client speaks ${SUPPORTED_WIRE_VERSIONS.join(", ")}`);
+  const pidLen = r.u8("participantIdLength");
+  if (isErr(pidLen)) return { ok: false, error: pidLen };
+  const pidBytes = r.bytes(pidLen, "participantId");
+  if (isErr(pidBytes)) return { ok: false, error: pidBytes };
+  const participantId = ascii.decode(pidBytes);
+  if (!PARTICIPANT_ID_RE.test(participantId)) return fail("bad_field", "joined.participantId", `"${participantId}" is not a valid participant id`);
+  const sampleRate = r.u32("sampleRate");
+  if (isErr(sampleRate)) return { ok: false, error: sampleRate };
+  const channels = r.u8("channels");
+  if (isErr(channels)) return { ok: false, error: channels };
+  const frameSamples = r.u16("frameSamples");
+  if (isErr(frameSamples)) return { ok: false, error: frameSamples };
+  const codec = r.u8("codec");
+  if (isErr(codec)) return { ok: false, error: codec };
+  const bitrate = r.u32("bitrate");
+  if (isErr(bitrate)) return { ok: false, error: bitrate };
+  const serverTimeMs = r.u64("serverTimeMs");
+  if (isErr(serverTimeMs)) return { ok: false, error: serverTimeMs };
+  const end = r.end();
+  if (end) return { ok: false, error: end };
+  // v1 fixes the codec parameters; a server announcing others is one this client cannot talk to.
+  if (sampleRate !== SAMPLE_RATE || channels !== CHANNELS || frameSamples !== FRAME_SAMPLES || codec !== CODEC_OPUS)
+    return fail(
+      "bad_field",
+      "joined.codec",
+      `unsupported codec parameters: codec ${codec}, ${sampleRate} Hz, ${channels} channel(s), ${frameSamples} samples/frame`,
+    );
+  return { ok: true, value: { type: "JOINED", version, participantId, sampleRate, channels, frameSamples, codec, bitrate, serverTimeMs } };
+}
+
+/**
+ * Incremental splitter for a byte stream of length-prefixed messages. Chunks arrive cut anywhere (yamux and
+ * TCP do not preserve message boundaries); partial messages are carried over. At most one message worth of
+ * bytes (MAX_MESSAGE_LENGTH + 2) is ever held, however the peer sends.
+ */
+export class MessageDecoder {
+  private pending: Uint8Array = new Uint8Array(0);
+  private failed: WireError | undefined;
+
+  /** Bytes of an incomplete message held back (non-zero at end of stream means a truncated message). */
+  get bufferedBytes(): number {
+    return this.pending.length;
+  }
+
+  /**
+   * Feeds one chunk. Returns the messages completed by it, in order, and the first error if the stream is
+   * malformed; messages before the error are valid and returned. After an error the decoder refuses more
+   * input (the stream must be closed: message boundaries can no longer be trusted).
+   */
+  push(chunk: Uint8Array): { messages: WireMessage[]; error?: WireError } {
+    const messages: WireMessage[] = [];
+    if (this.failed) return { messages, error: this.failed };
+    let data: Uint8Array;
+    if (this.pending.length === 0) data = chunk;
+    else {
+      data = new Uint8Array(this.pending.length + chunk.length);
+      data.set(this.pending, 0);
+      data.set(chunk, this.pending.length);
+    }
+    let o = 0;
+    while (data.length - o >= LENGTH_PREFIX_BYTES) {
+      const len = (data[o]! << 8) | data[o + 1]!;
+      if (len === 0) return this.fail(messages, new WireError("empty", "length", "message length is 0"));
+      if (len > MAX_MESSAGE_LENGTH)
+        return this.fail(messages, new WireError("oversize", "length", `message length ${len} exceeds ${MAX_MESSAGE_LENGTH}`));
+      if (data.length - o - LENGTH_PREFIX_BYTES < len) break;
+      // Copy so that the message (and an AUDIO payload view into it) never aliases the transport's buffers.
+      const body = data.slice(o + LENGTH_PREFIX_BYTES, o + LENGTH_PREFIX_BYTES + len);
+      o += LENGTH_PREFIX_BYTES + len;
+      const r = decodeMessage(body);
+      if (!r.ok) return this.fail(messages, r.error);
+      messages.push(r.value);
+    }
+    this.pending = o === data.length ? new Uint8Array(0) : data.slice(o);
+    return { messages };
+  }
+
+  private fail(messages: WireMessage[], error: WireError): { messages: WireMessage[]; error: WireError } {
+    this.failed = error;
+    this.pending = new Uint8Array(0);
+    return { messages, error };
+  }
+}
+
+/** Serial-number distance `a - b` of two uint32 sequence numbers (RFC 1982), in (-2^31, 2^31]. */
+export function seqDiff(a: number, b: number): number {
+  return (a - b) | 0;
+}
+
+/** Maps a decode failure to the ERROR code sent back to the peer. */
+export function wireErrorCodeFor(reason: WireErrorReason): number {
+  switch (reason) {
+    case "bad_version":
+      return WireErrorCode.UNSUPPORTED_VERSION;
+    case "bad_room":
+      return WireErrorCode.BAD_ROOM;
+    default:
+      return WireErrorCode.MALFORMED;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Stream helpers shared by the room service and the clients.
+
+/** `message` events carry a Uint8Array or a Uint8ArrayList; both have a `subarray()` giving contiguous bytes. */
+export function chunkBytes(data: { subarray(): Uint8Array }): Uint8Array {
+  return data.subarray();
+}
+
+/** The part of a libp2p `Stream` the outbound queue needs (structural, so tests can fake it). */
+export interface DrainableStream {
+  readonly writableNeedsDrain: boolean;
+  readonly writeStatus: string;
+  send(data: Uint8Array): boolean;
+  addEventListener(type: "drain", listener: () => void): void;
+  removeEventListener(type: "drain", listener: () => void): void;
+}
+
+/**
+ * Real-time send queue on top of a stream's backpressure. While the transport says "drain needed", messages
+ * wait here; when more than `capacity` are waiting, the OLDEST droppable one (audio) is discarded: late
+ * audio is worth less than current audio, and an unbounded queue would turn a slow receiver into ever
+ * growing latency and memory. Control messages (PONG, ERROR) are never dropped. Nothing is passed to
+ * `stream.send` while it needs a drain, so the stream's own buffer holds at most one message.
+ */
+export class OutboundQueue {
+  private readonly queue: { bytes: Uint8Array; droppable: boolean }[] = [];
+  private listening = false;
+  private closed = false;
+  /** audio messages discarded because the peer could not keep up */
+  dropped = 0;
+  sent = 0;
+
+  constructor(
+    private readonly stream: DrainableStream,
+    private readonly capacity: number,
+    private readonly onDrop?: () => void,
+  ) {}
+
+  get depth(): number {
+    return this.queue.length;
+  }
+
+  /** Returns false when the stream can no longer be written (the caller should tear the session down). */
+  send(bytes: Uint8Array, droppable = true): boolean {
+    if (this.closed || this.stream.writeStatus !== "writable") return false;
+    if (this.queue.length === 0 && !this.stream.writableNeedsDrain) return this.write(bytes);
+    if (this.queue.length >= this.capacity) {
+      const i = this.queue.findIndex((e) => e.droppable);
+      if (i >= 0) {
+        this.queue.splice(i, 1);
+        this.dropped++;
+        this.onDrop?.();
+      } else if (droppable) {
+        // Queue full of control messages: drop the new audio instead.
+        this.dropped++;
+        this.onDrop?.();
+        return true;
+      }
+    }
+    this.queue.push({ bytes, droppable });
+    if (!this.listening) {
+      this.listening = true;
+      this.stream.addEventListener("drain", this.flush);
+    }
+    return true;
+  }
+
+  private write(bytes: Uint8Array): boolean {
+    try {
+      this.stream.send(bytes);
+      this.sent++;
+      return true;
+    } catch {
+      // send throws once the write end is closed/reset; the 'close' event tears the session down.
+      this.close();
+      return false;
+    }
+  }
+
+  private readonly flush = (): void => {
+    while (this.queue.length > 0 && !this.stream.writableNeedsDrain && !this.closed) {
+      if (this.stream.writeStatus !== "writable") {
+        this.close();
+        return;
+      }
+      const e = this.queue.shift()!;
+      if (!this.write(e.bytes)) return;
+    }
+    if (this.queue.length === 0 && this.listening) {
+      this.listening = false;
+      this.stream.removeEventListener("drain", this.flush);
+    }
+  };
+
+  close(): void {
+    this.closed = true;
+    this.queue.length = 0;
+    if (this.listening) {
+      this.listening = false;
+      this.stream.removeEventListener("drain", this.flush);
+    }
+  }
+}

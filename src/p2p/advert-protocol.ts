@@ -1,0 +1,45 @@
+/**
+ * `/agora/advert/1.0.0`: ask a node for its current signed advertisement. The answer is the stored record
+ * bytes, verified by the caller exactly like a DHT record (signature, freshness, key consistency), so the
+ * transport adds no trust. discover() uses it when it cannot build the DHT key itself (a query without a
+ * region: the key contains the region) and as a fallback when a DHT get finds nothing.
+ *
+ * Wire: the requester opens the stream and closes its writing side; the node writes the record (≤ 4 KiB)
+ * and closes. No record (not published yet) = the stream is closed empty.
+ */
+import type { Libp2p, PeerId, Stream } from "@libp2p/interface";
+import { MAX_RECORD_BYTES } from "./advertisement";
+import { PROTOCOL_ADVERT } from "./namespaces";
+import { readAll } from "./stream-util";
+
+export async function serveAdvertisements(libp2p: Libp2p, current: () => Uint8Array | null): Promise<void> {
+  await libp2p.handle(
+    PROTOCOL_ADVERT,
+    async (stream: Stream) => {
+      const signal = AbortSignal.timeout(5_000);
+      try {
+        const rec = current();
+        if (rec) stream.send(rec);
+        await stream.close({ signal });
+      } catch (err) {
+        stream.abort(err instanceof Error ? err : new Error(String(err)));
+      }
+    },
+    // A NAT'd node reachable only through a relay must still answer.
+    { runOnLimitedConnection: true, maxInboundStreams: 4 },
+  );
+}
+
+/** Fetches a peer's record bytes (unverified). Throws on timeout, protocol error or an oversized answer. */
+export async function fetchAdvertisement(libp2p: Libp2p, peer: PeerId, signal: AbortSignal): Promise<Uint8Array | null> {
+  const stream = await libp2p.dialProtocol(peer, PROTOCOL_ADVERT, { signal, runOnLimitedConnection: true });
+  // Start reading before anything else is awaited: see stream-util.ts for why.
+  const reading = readAll(stream, MAX_RECORD_BYTES, signal);
+  try {
+    await stream.close({ signal });
+  } catch (err) {
+    stream.abort(err instanceof Error ? err : new Error(String(err)));
+  }
+  const bytes = await reading;
+  return bytes.byteLength > 0 ? bytes : null;
+}

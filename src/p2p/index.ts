@@ -1,0 +1,23 @@
+/**
+ * Public surface of the network subsystem (see node.ts for the node, client.ts for the transient discover
+ * client, advertisement.ts for the record format and its checks).
+ */
+export type { LoadFigures, NetworkNode, NetworkNodeInternals, NetworkNodeOptions, NetworkStatus, PeerSummary } from "./node";
+export { createNetworkNode } from "./node";
+export { createDiscoveryClient, type DiscoveryClient, type DiscoveryClientOptions, discoverOnce, type DiscoverOnceOptions } from "./client";
+export type { DiscoverQuery } from "./discovery";
+export type { RankedNode } from "./ranking";
+export { loadScore, rankNodes, scoreNode } from "./ranking";
+export type { NodeAdvertisement, NodeStatus, RejectReason, UnsignedAdvertisement } from "./advertisement";
+export {
+  advertisementKey,
+  encodeAdvertisement,
+  MAX_RECORD_BYTES,
+  RecordRejectedError,
+  signAdvertisement,
+  verifyAdvertisementRecord,
+} from "./advertisement";
+export { PROTOCOL_ADVERT, PROTOCOL_DHT } from "./namespaces";
+export { RELAYED_STREAM_OPTIONS } from "../relay";
+export { agoraNoise } from "./noise";
+export { agoraTcp } from "./tcp";

@@ -1,0 +1,122 @@
+/** Loopback-only libp2p networks for the p2p and relay tests (ephemeral ports, temp data dirs, 127.0.0.1). */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { generateKeyPair } from "@libp2p/crypto/keys";
+import type { PrivateKey } from "@libp2p/interface";
+import { Registry } from "prom-client";
+import { type AgoraConfig, defaultConfig } from "../../src/config/schema";
+import { silentLogger } from "../../src/log";
+import { createNetworkNode, type LoadFigures, type NetworkNode, type NetworkNodeInternals } from "../../src/p2p";
+
+export interface TestNodeOptions {
+  mode?: AgoraConfig["node"]["mode"];
+  region?: string;
+  group?: string;
+  labels?: string[];
+  capabilities?: string[];
+  bootstrap?: string[];
+  heartbeat?: number;
+  load?: Partial<LoadFigures>;
+  relay?: Partial<AgoraConfig["relay"]>;
+  internal?: NetworkNodeInternals;
+  dataDir?: string;
+  privateKey?: PrivateKey;
+}
+
+export interface TestNode {
+  node: NetworkNode;
+  registry: Registry;
+  dataDir: string;
+  config: AgoraConfig;
+  load: LoadFigures;
+  privateKey: PrivateKey;
+  /** Multiaddr with /p2p/ of the loopback listener. */
+  addr: string;
+}
+
+const dirs: string[] = [];
+
+export function tempDir(prefix = "agora-p2p-"): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  dirs.push(d);
+  return d;
+}
+
+export function cleanupDirs(): void {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+}
+
+export function testConfig(o: TestNodeOptions, dataDir: string): AgoraConfig {
+  const c = defaultConfig();
+  c.node.mode = o.mode ?? "dedicated";
+  c.node.listen_addr = "127.0.0.1";
+  c.node.region = o.region ?? "eu-west";
+  c.node.group = o.group ?? "default";
+  c.node.labels = o.labels ?? [];
+  c.node.data_dir = dataDir;
+  c.network.bootstrap_peers = o.bootstrap ?? [];
+  c.network.heartbeat_interval = o.heartbeat ?? 0.5;
+  c.network.enable_upnp = false;
+  Object.assign(c.relay, o.relay ?? {});
+  return c;
+}
+
+export async function startTestNode(o: TestNodeOptions = {}): Promise<TestNode> {
+  const dataDir = o.dataDir ?? tempDir();
+  const config = testConfig(o, dataDir);
+  const registry = new Registry();
+  const privateKey = o.privateKey ?? (await generateKeyPair("Ed25519"));
+  const load: LoadFigures = { current_load: 0, max_clients: 100, cpu_percent: 10, mem_percent: 20, status: "online", ...o.load };
+  const capabilities = o.capabilities ?? (config.node.mode === "dedicated" ? ["mixer"] : config.node.mode === "relay" ? ["relay"] : ["bootstrap"]);
+  const node = createNetworkNode({
+    config,
+    privateKey,
+    logger: silentLogger(),
+    registry,
+    dataDir,
+    version: "0.1.0-test",
+    capabilities,
+    load: () => load,
+    internal: {
+      listenPort: 0,
+      backoff: { baseMs: 100, capMs: 1_000 },
+      // Every test node connects from 127.0.0.1: libp2p's default of 5 inbound connections/s per host is too few.
+      inboundConnectionThreshold: 1_000,
+      relayClient: "never",
+      knownPeersSaveIntervalMs: 500,
+      ...o.internal,
+    },
+  });
+  await node.start();
+  const addr = node.listenAddrs().find((a) => a.startsWith("/ip4/127.0.0.1/tcp/")) ?? "";
+  return { node, registry, dataDir, config, load, privateKey, addr };
+}
+
+export async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 15_000, everyMs = 100): Promise<NonNullable<T>> {
+  const end = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v as NonNullable<T>;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+    await Bun.sleep(everyMs);
+  }
+}
+
+export async function stopAll(nodes: (TestNode | undefined)[]): Promise<void> {
+  await Promise.all(nodes.map((n) => n?.node.stop().catch(() => undefined)));
+}
+
+/** Value of one sample of a metric in the registry (undefined if absent). */
+export async function metricValue(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
+  const m = registry.getSingleMetric(name);
+  if (!m) return undefined;
+  const got = await m.get();
+  const v = got.values.find((s) => Object.entries(labels).every(([k, val]) => String((s.labels as Record<string, unknown>)[k]) === val));
+  return v?.value;
+}

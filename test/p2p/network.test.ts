@@ -1,0 +1,343 @@
+/**
+ * Real libp2p nodes on 127.0.0.1 (ephemeral ports): DHT put/get through the validator, discovery and its
+ * filters, heartbeat expiry, draining, a hostile DHT peer, bootstrap redial and rejoin from known peers.
+ */
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { agoraNoise } from "../../src/p2p/noise";
+import { yamux } from "@chainsafe/libp2p-yamux";
+import { generateKeyPair } from "@libp2p/crypto/keys";
+import { identify } from "@libp2p/identify";
+import type { Libp2p } from "@libp2p/interface";
+import { type KadDHT, kadDHT, passthroughMapper } from "@libp2p/kad-dht";
+import { peerIdFromPrivateKey } from "@libp2p/peer-id";
+import { ping } from "@libp2p/ping";
+import { agoraTcp } from "../../src/p2p/tcp";
+import { multiaddr } from "@multiformats/multiaddr";
+import { createLibp2p } from "libp2p";
+import { silentLogger } from "../../src/log";
+import { discoverOnce, type NetworkNode } from "../../src/p2p";
+import {
+  advertisementKey,
+  encodeAdvertisement,
+  type NodeAdvertisement,
+  signAdvertisement,
+  type UnsignedAdvertisement,
+  verifyAdvertisementRecord,
+} from "../../src/p2p/advertisement";
+import { PROTOCOL_DHT } from "../../src/p2p/namespaces";
+import { cleanupDirs, metricValue, startTestNode, stopAll, type TestNode, waitFor } from "./helpers";
+
+// Several nodes on 2 noisy cores; every wait inside is bounded on its own.
+setDefaultTimeout(45_000);
+
+const enc = (s: string) => new TextEncoder().encode(s);
+const dhtOf = (n: NetworkNode) => (n.libp2p as Libp2p<{ dht: KadDHT }>).services.dht;
+const ids = (r: { advertisement: NodeAdvertisement }[]) => r.map((x) => x.advertisement.peer_id).sort();
+
+/** All valid values a DHT get returns for a key (kad-dht has already validated each). */
+async function dhtValues(dht: KadDHT, key: string, timeoutMs = 5_000): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = [];
+  try {
+    for await (const ev of dht.get(enc(key), { signal: AbortSignal.timeout(timeoutMs) })) {
+      if (ev.name === "VALUE") out.push(ev.value);
+    }
+  } catch {
+    /* NotFound / timeout */
+  }
+  return out;
+}
+
+async function published(...nodes: TestNode[]): Promise<void> {
+  await waitFor("advertisements published", () => nodes.every((n) => n.node.status().last_published_at !== null), 20_000);
+}
+
+describe("loopback Agora network", () => {
+  let boot: TestNode;
+  let a: TestNode;
+  let b: TestNode;
+  let us: TestNode;
+  let relay: TestNode;
+
+  beforeAll(async () => {
+    boot = await startTestNode({ mode: "bootstrap" });
+    const bs = [boot.addr];
+    [a, b, us, relay] = await Promise.all([
+      startTestNode({ region: "eu-west", group: "alpha", bootstrap: bs, load: { current_load: 10 } }),
+      startTestNode({ region: "eu-west", group: "beta", bootstrap: bs, load: { current_load: 60, cpu_percent: 85 } }),
+      startTestNode({ region: "us-east", bootstrap: bs }),
+      startTestNode({ mode: "relay", region: "eu-west", bootstrap: bs }),
+    ]);
+    await published(a, b, us, relay);
+  });
+
+  afterAll(async () => {
+    await stopAll([a, b, us, relay, boot]);
+  });
+
+  test("bootstrap node is a DHT server without an advertisement; others are connected to it", async () => {
+    const s = boot.node.status();
+    expect(s.advertisement).toBeNull();
+    expect(s.dht).toMatchObject({ protocol: "/agora/kad/1.0.0", mode: "server" });
+    await waitFor("bootstrap routing table", () => boot.node.status().dht.routing_table_size >= 4);
+    for (const n of [a, b, us, relay]) {
+      expect(n.node.status().bootstrap).toEqual({ configured: 1, connected: 1 });
+      expect(n.node.status().dht.mode).toBe("server");
+    }
+    expect(boot.node.peers().map((p) => p.peer_id)).toEqual(expect.arrayContaining([a.node.peerId, b.node.peerId]));
+    const p = a.node.peers().find((x) => x.peer_id === boot.node.peerId)!;
+    expect(p).toMatchObject({ direction: "outbound", relayed: false });
+    expect(p.addrs[0]).toStartWith("/ip4/127.0.0.1/tcp/");
+  });
+
+  test("the published record is in the DHT, signed, and carries the node's figures", async () => {
+    const key = advertisementKey("eu-west", a.node.peerId);
+    const values = await waitFor("record reachable from another node", () => dhtValues(dhtOf(us.node), key).then((v) => (v.length > 0 ? v : null)));
+    const rec = await verifyAdvertisementRecord(key, values[0]!);
+    expect(rec).toMatchObject({ peer_id: a.node.peerId, region: "eu-west", group: "alpha", capabilities: ["mixer"], current_load: 10, max_clients: 100, status: "online", version: "0.1.0-test" });
+    expect(rec.ttl_seconds).toBe(1.5);
+    expect(rec.listen_addr.length).toBeGreaterThan(0);
+    expect(rec.listen_addr[0]).toStartWith("/ip4/127.0.0.1/tcp/");
+    expect(rec.reputation).toBeGreaterThan(0);
+    expect(rec.reputation).toBeLessThanOrEqual(1);
+  });
+
+  test("raw DHT put/get between nodes goes through the validator", async () => {
+    // A valid record written by one node through the DHT API is readable from another.
+    const key = await generateKeyPair("Ed25519");
+    const id = peerIdFromPrivateKey(key).toString();
+    const u: UnsignedAdvertisement = {
+      peer_id: id, version: "x", region: "test-zone", capabilities: ["mixer"], max_clients: 1, current_load: 0, uptime_seconds: 0,
+      reputation: 0.5, last_seen: Date.now() / 1000, listen_addr: [], group: "default", labels: [], status: "online",
+      cpu_percent: 0, mem_percent: 0, seq: 1, ttl_seconds: 60,
+    };
+    const good = encodeAdvertisement(await signAdvertisement(u, key));
+    let stored = 0;
+    for await (const ev of dhtOf(a.node).put(enc(advertisementKey("test-zone", id)), good, { signal: AbortSignal.timeout(10_000) })) {
+      if (ev.name === "PEER_RESPONSE" && ev.messageName === "PUT_VALUE") stored++;
+    }
+    expect(stored).toBeGreaterThan(0);
+    const got = await dhtValues(dhtOf(b.node), advertisementKey("test-zone", id));
+    expect(got.length).toBe(1);
+    expect(Buffer.from(got[0]!).equals(Buffer.from(good))).toBe(true);
+    // A key outside the record's region: every server refuses the PUT.
+    let accepted = 0;
+    for await (const ev of dhtOf(a.node).put(enc(advertisementKey("other-zone", id)), good, { signal: AbortSignal.timeout(10_000) })) {
+      if (ev.name === "PEER_RESPONSE" && ev.messageName === "PUT_VALUE") accepted++;
+    }
+    expect(accepted).toBe(0);
+    expect(await dhtValues(dhtOf(b.node), advertisementKey("other-zone", id))).toEqual([]);
+  });
+
+  test("discovery by region returns exactly that region's publishing nodes, ranked, with latency", async () => {
+    const eu = await us.node.discover({ region: "eu-west" });
+    expect(ids(eu)).toEqual([a.node.peerId, b.node.peerId, relay.node.peerId].sort());
+    for (const r of eu) {
+      expect(r.latency_ms).not.toBeNull();
+      expect(r.reasons[0]).toMatch(/^latency \d+ ms/);
+      expect(r.reasons.some((x) => x.startsWith("load "))).toBe(true);
+    }
+    // b is loaded (60 %) with CPU 85 %: it must rank after a.
+    expect(eu.findIndex((r) => r.advertisement.peer_id === a.node.peerId)).toBeLessThan(eu.findIndex((r) => r.advertisement.peer_id === b.node.peerId));
+    expect(eu.find((r) => r.advertisement.peer_id === b.node.peerId)!.reasons).toContain("cpu 85% (+0.5)");
+    expect(ids(await a.node.discover({ region: "us-east" }))).toEqual([us.node.peerId]);
+    expect(await a.node.discover({ region: "ap-south", timeoutMs: 2_000 })).toEqual([]);
+  });
+
+  test("capability and group filters are exact", async () => {
+    expect(ids(await us.node.discover({ capability: "relay" }))).toEqual([relay.node.peerId]);
+    expect(ids(await us.node.discover({ region: "eu-west", capability: "mixer" }))).toEqual([a.node.peerId, b.node.peerId].sort());
+    expect(ids(await us.node.discover({ region: "eu-west", group: "beta" }))).toEqual([b.node.peerId]);
+    // no filter at all: every publishing node but the asking one; includeSelf adds it
+    expect(ids(await us.node.discover({}))).toEqual([a.node.peerId, b.node.peerId, relay.node.peerId].sort());
+    expect(ids(await us.node.discover({ includeSelf: true }))).toContain(us.node.peerId);
+    expect(await us.node.discover({ region: "eu-west", limit: 1 })).toHaveLength(1);
+    await expect(us.node.discover({ region: "EU WEST" })).rejects.toMatchObject({ code: "BAD_REQUEST" });
+  });
+
+  test("the transient discover client (DHT client mode) finds the same nodes", async () => {
+    const found = await discoverOnce({ bootstrap: [boot.addr], query: { region: "eu-west" }, logger: silentLogger(), timeoutMs: 10_000 });
+    expect(ids(found)).toEqual([a.node.peerId, b.node.peerId, relay.node.peerId].sort());
+    expect(found.every((f) => f.latency_ms !== null)).toBe(true);
+    await expect(
+      discoverOnce({ bootstrap: ["/ip4/127.0.0.1/tcp/1/p2p/12D3KooWKDStZZgYnA7uRggHUq1EZyxtknJX2q8AziLsnaTSswaf"], query: {}, logger: silentLogger(), timeoutMs: 3_000 }),
+    ).rejects.toMatchObject({ code: "P2P" });
+  });
+
+  test("a draining node is no longer returned", async () => {
+    const d = await startTestNode({ region: "drain-zone", bootstrap: [boot.addr] });
+    try {
+      await published(d);
+      await waitFor("draining node found", async () => (await a.node.discover({ region: "drain-zone" })).length === 1);
+      await d.node.announceDraining();
+      expect(d.node.status().advertisement?.status).toBe("draining");
+      // stays draining across heartbeats
+      await Bun.sleep(700);
+      expect(d.node.status().advertisement?.status).toBe("draining");
+      await waitFor("draining node dropped", async () => (await a.node.discover({ region: "drain-zone" })).length === 0);
+    } finally {
+      await d.node.stop();
+    }
+  });
+
+  test("a stopped node drops out once 3 heartbeat intervals pass without a publish", async () => {
+    const gone = await startTestNode({ region: "gone-zone", bootstrap: [boot.addr] });
+    await published(gone);
+    await waitFor("node found", async () => (await us.node.discover({ region: "gone-zone" })).length === 1);
+    const key = advertisementKey("gone-zone", gone.node.peerId);
+    const last = gone.node.status().advertisement!;
+    await gone.node.stop();
+    // The DHT copies outlive the node; they become invalid exactly at last_seen + ttl (1.5 s).
+    const expiry = (last.last_seen + last.ttl_seconds) * 1000;
+    await Bun.sleep(Math.max(0, expiry - Date.now()) + 250);
+    expect(await us.node.discover({ region: "gone-zone", timeoutMs: 3_000 })).toEqual([]);
+    expect(await dhtValues(dhtOf(a.node), key)).toEqual([]);
+  });
+
+  test("a hostile DHT peer's forged, oversized and stale records are refused by honest nodes", async () => {
+    const evilKey = await generateKeyPair("Ed25519");
+    const evilId = peerIdFromPrivateKey(evilKey).toString();
+    // A raw kad-dht client that accepts anything itself.
+    const evil = (await createLibp2p({
+      privateKey: evilKey,
+      addresses: { listen: [] },
+      transports: [agoraTcp()],
+      connectionEncrypters: [agoraNoise()],
+      streamMuxers: [yamux()],
+      services: {
+        identify: identify(),
+        ping: ping(),
+        dht: kadDHT({ protocol: PROTOCOL_DHT, clientMode: true, peerInfoMapper: passthroughMapper, validators: { agora: () => {} }, selectors: { agora: () => 0 } }),
+      },
+    })) as unknown as Libp2p<{ dht: KadDHT }>;
+    const honest = [boot, a, b, us, relay];
+    const before = async (reason: string) => (await Promise.all(honest.map((n) => metricValue(n.registry, "agora_dht_records_rejected_total", { reason })))).reduce((s, v) => s! + (v ?? 0), 0)!;
+    const base = { bad_signature: await before("bad_signature"), oversized: await before("oversized"), stale: await before("stale") };
+    try {
+      for (const n of honest) await evil.dial(multiaddr(n.addr));
+      await waitFor("hostile routing table", () => (evil.services.dht as unknown as { routingTable: { size: number } }).routingTable.size >= 3);
+      const putCount = async (key: string, value: Uint8Array) => {
+        let ok = 0;
+        for await (const ev of evil.services.dht.put(enc(key), value, { signal: AbortSignal.timeout(10_000) })) {
+          if (ev.name === "PEER_RESPONSE" && ev.messageName === "PUT_VALUE") ok++;
+        }
+        return ok;
+      };
+      const now = Date.now() / 1000;
+      const u = (peer: string, over: Partial<UnsignedAdvertisement>): UnsignedAdvertisement => ({
+        peer_id: peer, version: "evil", region: "eu-west", capabilities: ["mixer"], max_clients: 1000, current_load: 0, uptime_seconds: 1e7,
+        reputation: 1, last_seen: now, listen_addr: ["/ip4/6.6.6.6/tcp/1"], group: "alpha", labels: [], status: "online",
+        cpu_percent: 0, mem_percent: 0, seq: Number.MAX_SAFE_INTEGER, ttl_seconds: 60, ...over,
+      });
+      // 1. forged: claims to be node a (huge seq, zero load), signed with the attacker's key
+      const aKey = advertisementKey("eu-west", a.node.peerId);
+      expect(await putCount(aKey, encodeAdvertisement(await signAdvertisement(u(a.node.peerId, {}), evilKey)))).toBe(0);
+      // 2. oversized, under the attacker's own key and properly signed
+      const bigKey = advertisementKey("eu-west", evilId);
+      const big = await signAdvertisement(u(evilId, { labels: Array.from({ length: 32 }, (_, i) => `l${i}-${"x".repeat(120)}`) }), evilKey);
+      expect(await putCount(bigKey, encodeAdvertisement(big))).toBe(0);
+      // 3. stale, under the attacker's own key and properly signed
+      const stale = await signAdvertisement(u(evilId, { region: "stale-zone", last_seen: now - 3600 }), evilKey);
+      expect(await putCount(advertisementKey("stale-zone", evilId), encodeAdvertisement(stale))).toBe(0);
+
+      // Honest readers still get a's own record, and nothing for the attacker's keys.
+      const got = await dhtValues(dhtOf(us.node), aKey);
+      expect(got.length).toBe(1);
+      const rec = await verifyAdvertisementRecord(aKey, got[0]!);
+      expect(rec.version).toBe("0.1.0-test");
+      expect(rec.seq).toBeLessThan(Number.MAX_SAFE_INTEGER);
+      expect(await dhtValues(dhtOf(us.node), bigKey)).toEqual([]);
+      expect(await dhtValues(dhtOf(us.node), advertisementKey("stale-zone", evilId))).toEqual([]);
+
+      expect(await before("bad_signature")).toBeGreaterThan(base.bad_signature);
+      expect(await before("oversized")).toBeGreaterThan(base.oversized);
+      expect(await before("stale")).toBeGreaterThan(base.stale);
+      // and every honest node is still serving
+      expect(ids(await us.node.discover({ region: "eu-west" }))).toEqual([a.node.peerId, b.node.peerId, relay.node.peerId].sort());
+    } finally {
+      await evil.stop();
+    }
+  });
+
+  test("connection metrics and live max_connections", async () => {
+    expect(await metricValue(a.registry, "agora_connections_total", { type: "outgoing" })).toBeGreaterThan(0);
+    expect(await metricValue(boot.registry, "agora_connections_total", { type: "incoming" })).toBeGreaterThan(0);
+    expect(await metricValue(boot.registry, "agora_connections_active", { type: "incoming" })).toBeGreaterThanOrEqual(4);
+    const cm = (a.node.libp2p as unknown as { components: { connectionManager: { getMaxConnections(): number } } }).components.connectionManager;
+    expect(cm.getMaxConnections()).toBe(100);
+    a.node.setMaxConnections(42);
+    expect(cm.getMaxConnections()).toBe(42);
+    expect(() => a.node.setMaxConnections(0)).toThrow();
+    a.node.setMaxConnections(100);
+  });
+
+  test("status reports the network view", () => {
+    const s = relay.node.status();
+    expect(s.peer_id).toBe(relay.node.peerId);
+    expect(s.listen_addrs[0]).toContain(`/p2p/${relay.node.peerId}`);
+    expect(["private", "unknown"]).toContain(s.reachability);
+    expect(s.upnp).toBe(false);
+    expect(s.advertisement?.capabilities).toEqual(["relay"]);
+    expect(s.last_published_at).toBeNumber();
+    expect(s.relay).toMatchObject({ enabled: true });
+    expect(a.node.status().relay).toBeNull();
+  });
+});
+
+describe("staying attached", () => {
+  afterAll(() => cleanupDirs());
+
+  test("bootstrap peers are redialed with backoff after they restart", async () => {
+    const bootKey = await generateKeyPair("Ed25519");
+    let boot = await startTestNode({ mode: "bootstrap", privateKey: bootKey });
+    const port = Number(boot.addr.split("/")[4]);
+    const n = await startTestNode({ bootstrap: [boot.addr] });
+    try {
+      await waitFor("connected to bootstrap", () => n.node.status().bootstrap.connected === 1);
+      await boot.node.stop();
+      await waitFor("bootstrap gone", () => n.node.status().bootstrap.connected === 0);
+      await Bun.sleep(500); // a few failed redials
+      boot = await startTestNode({ mode: "bootstrap", privateKey: bootKey, internal: { listenPort: port } });
+      await waitFor("reconnected without help", () => n.node.status().bootstrap.connected === 1, 10_000);
+    } finally {
+      await stopAll([n, boot]);
+    }
+  });
+
+  test("a restarted node rejoins from known-peers.json without a bootstrap list", async () => {
+    const boot = await startTestNode({ mode: "bootstrap" });
+    const other = await startTestNode({ region: "kp-zone", bootstrap: [boot.addr] });
+    const first = await startTestNode({ region: "kp-home", bootstrap: [boot.addr] });
+    const dataDir = first.dataDir;
+    const key = first.privateKey;
+    let again: TestNode | undefined;
+    try {
+      const file = join(dataDir, "known-peers.json");
+      await waitFor("known peers saved", () => existsSync(file) && readFileSync(file, "utf8").includes(boot.node.peerId));
+      const saved = JSON.parse(readFileSync(file, "utf8")) as { version: number; peers: { peer_id: string; addrs: string[] }[] };
+      expect(saved.version).toBe(1);
+      expect(saved.peers.find((p) => p.peer_id === boot.node.peerId)!.addrs[0]).toStartWith("/ip4/127.0.0.1/tcp/");
+      const seqBefore = first.node.status().advertisement!.seq;
+      await first.node.stop();
+      again = await startTestNode({ region: "kp-home", dataDir, privateKey: key, bootstrap: [] });
+      expect(again.node.status().bootstrap.configured).toBe(0);
+      await waitFor("rejoined", () => again!.node.peers().length > 0);
+      await published(again);
+      expect(again.node.status().advertisement!.seq).toBeGreaterThan(seqBefore);
+      await waitFor("discovers after rejoin", async () => (await again!.node.discover({ region: "kp-zone" })).length === 1);
+    } finally {
+      await stopAll([again, other, first, boot]);
+    }
+  });
+
+  test("a port in use is a LISTEN_FAILED error", async () => {
+    const n = await startTestNode({});
+    try {
+      const port = Number(n.addr.split("/")[4]);
+      await expect(startTestNode({ internal: { listenPort: port } })).rejects.toMatchObject({ code: "LISTEN_FAILED" });
+    } finally {
+      await n.node.stop();
+    }
+  });
+});

@@ -711,6 +711,8 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
       } catch (err) {
         if (stopping) return;
         if (err instanceof AudioRemoteError && !err.retryable) throw err;
+        // A draining node will not take us back; only a target chosen anew (discovery) can help.
+        if (err instanceof AudioRemoteError && err.wireCode === WireErrorCode.DRAINING && typeof opts.node !== "function") throw err;
         if (err instanceof AgoraError && err.code === "USAGE") throw err; // a bad multiaddr will not get better
         if (++attempt >= reconnect.maxAttempts)
           throw new AgoraError("P2P", `giving up after ${attempt} attempts to join room ${opts.room}: ${errorMessage(err)}`, { cause: err });

@@ -37,6 +37,8 @@ export interface ParticipantStats {
   packetsOut: number;
   concealed: number;
   late: number;
+  /** Current adaptive playout target of this participant's jitter buffer (ms); depth settles near it. */
+  jitterTargetMs?: number;
 }
 
 export interface RoomStats {

@@ -322,13 +322,25 @@ describe("runJoinClient", () => {
     }
   });
 
-  test("a draining node is retried until it accepts", async () => {
+  test("a draining node: a pinned client gives up at once, a re-homing one retries until accepted", async () => {
     const s = await startServer();
     try {
       s.service.setDraining(true);
+      const pinned = await client(s, "r", { durationSec: 0.5, reconnect: { initialDelayMs: 100, maxAttempts: 20 } }).catch((e) => e);
+      expect(pinned).toBeInstanceOf(AgoraError);
+      expect((pinned as AgoraError).message).toMatch(/DRAINING/);
       setTimeout(() => s.service.setDraining(false), 400);
-      const r = await client(s, "r", { durationSec: 0.5, reconnect: { initialDelayMs: 100, maxAttempts: 20 } });
+      let asked = 0;
+      const r = await client(s, "r", {
+        node: () => {
+          asked++;
+          return s.addr;
+        },
+        durationSec: 0.5,
+        reconnect: { initialDelayMs: 100, maxAttempts: 20 },
+      });
       expect(r.participantIds).toHaveLength(1);
+      expect(asked).toBeGreaterThan(1);
     } finally {
       await stopServer(s);
     }

@@ -1,0 +1,341 @@
+/**
+ * The media worker (a Bun Worker; also an entrypoint of the compiled executable). It owns the wasm core
+ * and a drift-free 20 ms clock. Each tick it drains the inbound ring into the rooms' jitter buffers,
+ * runs every room's mixer, writes the encoded frames into the outbound ring and posts ONE small report
+ * (which is also the control thread's cue to drain the ring). A shared heartbeat counter lets the
+ * control thread detect a hung worker without relying on message delivery.
+ *
+ * Any exception escaping a tick is fatal on purpose: after a wasm trap the core's memory may be
+ * inconsistent, so the engine's supervisor restarts a fresh worker and restores the rooms.
+ */
+import { errorMessage } from "../errors";
+import { CoreRoom, MediaCore } from "./core";
+import { readInbound, RingReader, RingWriter, writeOutbound, type InboundRecord } from "./rings";
+import type { FromWorker, RestoreRoom, ToWorker, WorkerRoomStats, WorkerSettings } from "./worker-protocol";
+
+declare const self: Worker;
+
+const TICK_MS = 20;
+/** Ticks run back to back at most when late; beyond that the clock jumps ahead (and counts it). */
+const MAX_CATCHUP = 3;
+/** Frames for a participant whose join message has not arrived yet wait this many ticks. */
+const PENDING_TICKS = 50;
+const PENDING_MAX = 4096;
+
+interface WRoom {
+  handle: number;
+  core: CoreRoom;
+  seq: number;
+  concealed: number;
+  late: number;
+  participants: Set<number>;
+}
+interface WPart {
+  room: WRoom;
+  slot: number;
+}
+interface Pending {
+  rec: InboundRecord;
+  payload: Uint8Array;
+  tick: number;
+}
+
+let core: MediaCore | undefined;
+let inbound: RingReader | undefined;
+let outbound: RingWriter | undefined;
+let heartbeat: Int32Array | undefined;
+let settings: WorkerSettings | undefined;
+let testHooks = false;
+const rooms = new Map<number, WRoom>();
+const parts = new Map<number, WPart>();
+/** Highest participant handle ever joined: larger unknown handles are joins still in flight. */
+let maxJoined = 0;
+let pending: Pending[] = [];
+let stopped = false;
+let timer: ReturnType<typeof setTimeout> | undefined;
+let origin = 0;
+let ticksDone = 0;
+let report = { concealed: 0, late: 0, delivered: 0, outboundDropped: 0, unknownDropped: 0, skipped: 0 };
+const scratchRec: InboundRecord = { room: 0, participant: 0, seq: 0, ts: 0, arrivalMs: 0, payloadOffset: 0, payloadLength: 0 };
+
+function post(m: FromWorker): void {
+  self.postMessage(m);
+}
+
+function log(level: "debug" | "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>): void {
+  post({ t: "log", level, msg, fields });
+}
+
+function nowEpochMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+function roomConfig(s: WorkerSettings) {
+  return {
+    topK: s.topK,
+    sharedEncode: s.sharedEncode,
+    bitrate: s.bitrate,
+    complexity: s.complexity,
+    jitterMinMs: s.jitterMinMs,
+    jitterMaxMs: s.jitterMaxMs,
+    fec: s.fec,
+  };
+}
+
+function need<T>(v: T | undefined, what: string): T {
+  if (v === undefined) throw new Error(`media worker: ${what} used before init`);
+  return v;
+}
+
+function createRoom(handle: number, seqBase: number): WRoom {
+  const existing = rooms.get(handle);
+  if (existing) return existing;
+  const r: WRoom = {
+    handle,
+    core: need(core, "core").createRoom(roomConfig(need(settings, "settings"))),
+    seq: seqBase >>> 0,
+    concealed: 0,
+    late: 0,
+    participants: new Set(),
+  };
+  rooms.set(handle, r);
+  return r;
+}
+
+function removeRoom(handle: number): void {
+  const r = rooms.get(handle);
+  if (!r) return;
+  for (const p of r.participants) parts.delete(p);
+  r.core.destroy();
+  rooms.delete(handle);
+}
+
+function join(roomHandle: number, participant: number): void {
+  const r = rooms.get(roomHandle) ?? createRoom(roomHandle, 0);
+  if (parts.has(participant)) return;
+  const slot = r.core.add(participant);
+  parts.set(participant, { room: r, slot });
+  r.participants.add(participant);
+  if (participant > maxJoined) maxJoined = participant;
+  // Frames that overtook this join in the ring.
+  if (pending.length > 0) {
+    const rest: Pending[] = [];
+    for (const p of pending) {
+      if (p.rec.participant === participant) {
+        r.core.push(slot, p.rec.seq, p.rec.ts, p.rec.arrivalMs, p.payload);
+      } else {
+        rest.push(p);
+      }
+    }
+    pending = rest;
+  }
+}
+
+function leave(participant: number): void {
+  const p = parts.get(participant);
+  if (!p) return;
+  p.room.core.remove(p.slot);
+  p.room.participants.delete(participant);
+  parts.delete(participant);
+}
+
+function drainInbound(): void {
+  const ring = need(inbound, "inbound ring");
+  const rec = scratchRec;
+  for (;;) {
+    const off = ring.next();
+    if (off < 0) break;
+    readInbound(ring, off, rec);
+    const payload = ring.bytes.subarray(rec.payloadOffset, rec.payloadOffset + rec.payloadLength);
+    const p = parts.get(rec.participant);
+    if (p) {
+      // Late, duplicate and invalid packets are counted per participant by the core.
+      p.room.core.push(p.slot, rec.seq, rec.ts, rec.arrivalMs, payload);
+    } else if (rec.participant > maxJoined && pending.length < PENDING_MAX) {
+      pending.push({ rec: { ...rec }, payload: payload.slice(), tick: ticksDone });
+    } else {
+      report.unknownDropped++;
+    }
+    ring.release();
+  }
+  if (pending.length > 0) {
+    const before = pending.length;
+    pending = pending.filter((p) => ticksDone - p.tick < PENDING_TICKS);
+    report.unknownDropped += before - pending.length;
+  }
+}
+
+/** One 20 ms tick over all rooms; returns its duration in seconds. */
+function runTick(): number {
+  const t0 = performance.now();
+  drainInbound();
+  const out = need(outbound, "outbound ring");
+  const now = nowEpochMs();
+  for (const r of rooms.values()) {
+    const n = r.core.tick(now);
+    const ts = Math.imul(r.seq, 960) >>> 0;
+    for (let i = 0; i < n; i++) {
+      const o = r.core.output(i);
+      const written = writeOutbound(out, r.handle, r.seq, ts, o.data, o.recipients);
+      report.delivered += written;
+      report.outboundDropped += o.recipients.length - written;
+    }
+    r.seq = (r.seq + 1) >>> 0;
+    const c = r.core.counters();
+    report.concealed += c.concealed - r.concealed;
+    report.late += c.late - r.late;
+    r.concealed = c.concealed;
+    r.late = c.late;
+  }
+  return (performance.now() - t0) / 1000;
+}
+
+function loop(): void {
+  if (stopped) return;
+  const durations: number[] = [];
+  const behind = Math.floor((performance.now() - (origin + (ticksDone + 1) * TICK_MS)) / TICK_MS);
+  if (behind > MAX_CATCHUP) {
+    // Far behind (the machine stalled): running every missed tick would only add latency.
+    ticksDone += behind - MAX_CATCHUP;
+    report.skipped += behind - MAX_CATCHUP;
+  }
+  let ran = 0;
+  while (origin + (ticksDone + 1) * TICK_MS <= performance.now() && ran <= MAX_CATCHUP) {
+    ran++;
+    try {
+      // Idle ticks (no room) still drain the inbound ring but are not reported: they would only
+      // dilute the tick-duration histogram and cost a message every 20 ms.
+      const busy = rooms.size > 0;
+      const d = runTick();
+      if (busy) durations.push(d);
+    } catch (err) {
+      log("error", "mixer tick failed; the media worker stops and will be restarted", { err: errorMessage(err) });
+      throw err;
+    }
+    ticksDone++;
+  }
+  if (heartbeat) Atomics.store(heartbeat, 0, ticksDone | 0);
+  if (durations.length > 0 || report.unknownDropped > 0) {
+    post({ t: "tick", tickSeconds: durations, ...report });
+    report = { concealed: 0, late: 0, delivered: 0, outboundDropped: 0, unknownDropped: 0, skipped: 0 };
+  }
+  const next = origin + (ticksDone + 1) * TICK_MS;
+  timer = setTimeout(loop, Math.max(0, next - performance.now()));
+}
+
+function statsSnapshot(): WorkerRoomStats[] {
+  const out: WorkerRoomStats[] = [];
+  for (const r of rooms.values()) {
+    const participants = [];
+    for (const handle of r.participants) {
+      const p = parts.get(handle);
+      const s = p ? r.core.stats(p.slot) : null;
+      if (s) participants.push({ participant: handle, ...s });
+    }
+    out.push({ room: r.handle, counters: r.core.counters(), participants });
+  }
+  return out;
+}
+
+function applySettings(s: WorkerSettings): void {
+  settings = s;
+  for (const r of rooms.values()) r.core.configure(roomConfig(s));
+}
+
+async function init(m: Extract<ToWorker, { t: "init" }>): Promise<void> {
+  core = await MediaCore.create(m.module);
+  inbound = new RingReader(m.inbound);
+  outbound = new RingWriter(m.outbound);
+  heartbeat = new Int32Array(m.heartbeat);
+  settings = m.settings;
+  testHooks = m.testHooks;
+  restore(m.rooms);
+  origin = performance.now();
+  ticksDone = 0;
+  timer = setTimeout(loop, TICK_MS);
+}
+
+function restore(list: RestoreRoom[]): void {
+  for (const r of list) {
+    createRoom(r.room, r.seqBase);
+    for (const p of r.participants) join(r.room, p);
+  }
+}
+
+function crash(mode: "throw" | "exit" | "hang"): void {
+  if (!testHooks) throw new Error("crash test hook is disabled (enable testHooks / AGORA_MEDIA_TEST_HOOKS=1)");
+  switch (mode) {
+    case "throw":
+      setTimeout(() => {
+        throw new Error("media worker crash requested by the test hook");
+      }, 0);
+      return;
+    case "exit":
+      setTimeout(() => process.exit(70), 0);
+      return;
+    case "hang":
+      setTimeout(() => {
+        const until = Number.POSITIVE_INFINITY;
+        while (performance.now() < until) {
+          /* spin: the heartbeat stops, the supervisor must notice */
+        }
+      }, 0);
+      return;
+  }
+}
+
+function handle(m: ToWorker): unknown {
+  switch (m.t) {
+    case "init":
+      return undefined; // handled in onmessage
+    case "createRoom":
+      createRoom(m.room, m.seqBase);
+      return undefined;
+    case "removeRoom":
+      removeRoom(m.room);
+      return undefined;
+    case "join":
+      join(m.room, m.participant);
+      return undefined;
+    case "leave":
+      leave(m.participant);
+      return undefined;
+    case "settings":
+      applySettings(m.settings);
+      return undefined;
+    case "stats":
+      return statsSnapshot();
+    case "crash":
+      crash(m.mode);
+      return undefined;
+    case "stop":
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      for (const h of [...rooms.keys()]) removeRoom(h);
+      return undefined;
+  }
+}
+
+let ready: Promise<void> = Promise.resolve();
+
+self.onmessage = (e: MessageEvent<ToWorker>) => {
+  const m = e.data;
+  if (m.t === "init") {
+    ready = init(m).then(
+      () => post({ t: "reply", id: m.id, ok: true }),
+      (err: unknown) => {
+        post({ t: "reply", id: m.id, ok: false, error: errorMessage(err) });
+        throw err;
+      },
+    );
+    return;
+  }
+  void ready.then(() => {
+    try {
+      const result = handle(m);
+      post({ t: "reply", id: m.id, ok: true, result });
+    } catch (err) {
+      post({ t: "reply", id: m.id, ok: false, error: errorMessage(err) });
+    }
+  });
+};

@@ -1,0 +1,122 @@
+/** Signal helpers for the media-plane tests: tones, Goertzel power, SNR, engine settings. */
+import type { MediaSettings } from "../../src/audio/types";
+
+export const SR = 48_000;
+export const FRAME = 960;
+
+/** One 20 ms frame `index` of a sine at `hz` (continuous phase across frames). */
+export function toneFrame(hz: number, index: number, amplitude = 8000): Int16Array {
+  const out = new Int16Array(FRAME);
+  for (let i = 0; i < FRAME; i++) out[i] = Math.round(amplitude * Math.sin((2 * Math.PI * hz * (index * FRAME + i)) / SR));
+  return out;
+}
+
+/** Square-ish full-scale wave: the worst case for a limiter (its peak is its RMS). */
+export function squareFrame(hz: number, index: number, amplitude = 32000): Int16Array {
+  const out = new Int16Array(FRAME);
+  for (let i = 0; i < FRAME; i++) {
+    const s = Math.sin((2 * Math.PI * hz * (index * FRAME + i)) / SR);
+    out[i] = s >= 0 ? amplitude : -amplitude;
+  }
+  return out;
+}
+
+export function concat(frames: Int16Array[]): Int16Array {
+  const out = new Int16Array(frames.length * FRAME);
+  frames.forEach((f, i) => out.set(f, i * FRAME));
+  return out;
+}
+
+/** Goertzel: power of `hz` in `x` (normalised by length², so comparable across lengths). */
+export function goertzel(x: ArrayLike<number>, hz: number, sr = SR): number {
+  const w = (2 * Math.PI * hz) / sr;
+  const c = 2 * Math.cos(w);
+  let s1 = 0;
+  let s2 = 0;
+  for (let i = 0; i < x.length; i++) {
+    const s0 = x[i]! + c * s1 - s2;
+    s2 = s1;
+    s1 = s0;
+  }
+  const p = s1 * s1 + s2 * s2 - c * s1 * s2;
+  return p / (x.length * x.length);
+}
+
+export function db(ratio: number): number {
+  return 10 * Math.log10(Math.max(ratio, 1e-30));
+}
+
+export function rms(x: ArrayLike<number>): number {
+  let e = 0;
+  for (let i = 0; i < x.length; i++) e += x[i]! * x[i]!;
+  return Math.sqrt(e / Math.max(1, x.length));
+}
+
+export function peak(x: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]!));
+  return m;
+}
+
+/** The frequency (step `step` Hz) with the most Goertzel power in [lo, hi]. */
+export function dominantHz(x: ArrayLike<number>, lo: number, hi: number, step = 2): number {
+  let best = lo;
+  let bestP = -1;
+  for (let f = lo; f <= hi; f += step) {
+    const p = goertzel(x, f);
+    if (p > bestP) {
+      bestP = p;
+      best = f;
+    }
+  }
+  return best;
+}
+
+/**
+ * SNR of `decoded` against `ref` after compensating the codec delay: the lag in [0, maxLag] with the
+ * best correlation is used (Opus adds a few ms of look-ahead).
+ */
+export function snrDb(ref: Int16Array, decoded: Int16Array, maxLag = 960): { snr: number; lag: number } {
+  let bestLag = 0;
+  let best = -Infinity;
+  const n = ref.length - maxLag;
+  for (let lag = 0; lag <= maxLag; lag++) {
+    let c = 0;
+    for (let i = 0; i < n; i += 4) c += ref[i]! * decoded[i + lag]!;
+    if (c > best) {
+      best = c;
+      bestLag = lag;
+    }
+  }
+  let sig = 0;
+  let err = 0;
+  for (let i = 0; i < n; i++) {
+    const d = ref[i]! - decoded[i + bestLag]!;
+    sig += ref[i]! * ref[i]!;
+    err += d * d;
+  }
+  return { snr: db(sig / Math.max(err, 1)), lag: bestLag };
+}
+
+export function mediaSettings(over: Partial<MediaSettings> = {}): MediaSettings {
+  return {
+    topKSpeakers: 3,
+    sharedEncode: true,
+    bitrate: 32000,
+    jitterMinMs: 20,
+    jitterMaxMs: 200,
+    maxRooms: 5,
+    maxParticipants: 100,
+    ...over,
+  };
+}
+
+/** Polls `cond` every 20 ms until it holds or `timeoutMs` passes (a bound for waiting, not a timing assertion). */
+export async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<boolean> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (cond()) return true;
+    await Bun.sleep(20);
+  }
+  return cond();
+}

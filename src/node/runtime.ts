@@ -5,7 +5,7 @@
  * It is also the DashboardSource the HTTP layer reads from.
  */
 import { hostname } from "node:os";
-import { createMediaEngine, type MediaEngine } from "../audio";
+import { createMediaEngine, type MediaEngine, mediaMetrics } from "../audio";
 import { AudioRoomService } from "../audio/net";
 import { type AgoraConfig, type LoadedConfig, maskSecrets, restartRequiredChanges } from "../config";
 import { AgoraError, errorMessage } from "../errors";
@@ -107,6 +107,9 @@ export class NodeRuntime implements DashboardSource {
       if (this.identity.permissionWarning) this.log.warn(this.identity.permissionWarning);
 
       this.metrics = createNodeMetrics({ version: this.opts.version, mode: c.node.mode, region: c.node.region, peer_id: this.identity.peerId }, this.startedAt);
+      // The seed's audio series exist in every mode (zero on relay and bootstrap nodes), so one dashboard
+      // and one set of alerts serve the whole mesh.
+      mediaMetrics(this.metrics.registry);
 
       // HTTP first, so /health answers 503 "starting" while the network comes up.
       if (c.dashboard.enabled) {

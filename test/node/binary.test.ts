@@ -176,6 +176,9 @@ describe("modes, auth, reload, logging", () => {
       const s = await json(`${h.dashboardUrl}/api/status`);
       expect(s.mode).toBe(mode);
       expect(s.capabilities).toEqual([cap]);
+      const metrics = await (await fetch(h.metricsUrl)).text();
+      expect(metrics).toContain("agora_rooms_active 0");
+      expect(metrics).toContain('agora_audio_packets_total{direction="in"} 0');
       expect(await h.stop()).toBe(0);
     }
   });

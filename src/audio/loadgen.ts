@@ -28,6 +28,7 @@ import {
   createClientNode,
   loadOpusCodec,
   PacedTimer,
+  sleep,
   type DialTarget,
   type DialTargetProvider,
   type OpusCodecLike,
@@ -438,15 +439,3 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
   return report;
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-    signal?.addEventListener("abort", done, { once: true });
-  });
-}

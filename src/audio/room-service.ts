@@ -31,6 +31,7 @@ import {
   WireErrorCode,
   wireErrorCodeFor,
   type JoinMessage,
+  type WireErrorReason,
   type WireMessage,
 } from "./wire";
 
@@ -78,15 +79,7 @@ export interface AudioRoomServiceOptions {
 
 /** Values of the `reason` label of agora_audio_stream_errors_total (bounded set). */
 export type StreamErrorReason =
-  | "truncated"
-  | "empty"
-  | "bad_type"
-  | "oversize"
-  | "bad_version"
-  | "bad_room"
-  | "payload_too_big"
-  | "bad_field"
-  | "trailing_bytes"
+  | WireErrorReason
   | "flood"
   | "idle_timeout"
   | "join_timeout"

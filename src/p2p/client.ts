@@ -8,7 +8,7 @@ import { yamux } from "@chainsafe/libp2p-yamux";
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import { identify } from "@libp2p/identify";
 import type { Libp2p } from "@libp2p/interface";
-import { kadDHT, passthroughMapper } from "@libp2p/kad-dht";
+import { kadDHT } from "@libp2p/kad-dht";
 import { ping } from "@libp2p/ping";
 import { agoraTcp } from "./tcp";
 import { multiaddr } from "@multiformats/multiaddr";
@@ -16,8 +16,8 @@ import { createLibp2p } from "libp2p";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
 import { type DiscoverQuery, type DiscoveryServices, runDiscovery } from "./discovery";
-import { PROTOCOL_DHT } from "./namespaces";
 import type { RankedNode } from "./ranking";
+import { agoraDhtInit } from "./dht";
 import { createRecordValidation } from "./validator";
 
 export interface DiscoverOnceOptions {
@@ -61,18 +61,7 @@ export async function createDiscoveryClient(opts: DiscoveryClientOptions): Promi
     services: {
       identify: identify(),
       ping: ping(),
-      dht: kadDHT({
-        protocol: PROTOCOL_DHT,
-        clientMode: true,
-        peerInfoMapper: passthroughMapper,
-        validators: validation.validators,
-        selectors: validation.selectors,
-        logPrefix: "libp2p:agora-dht",
-        datastorePrefix: "/agora-dht",
-        // Run the first self-query as soon as a peer is known instead of 1 s after start: every query
-        // waits for it, which made a transient discover client ~1 s slower for nothing.
-        initialQuerySelfInterval: 0,
-      }),
+      dht: kadDHT(agoraDhtInit(validation, true)),
     },
   })) as unknown as Libp2p<DiscoveryServices>;
   const stop = async () => {

@@ -105,7 +105,7 @@ const ISOLATED_LOOKUP_MS = 250;
 
 export async function runDiscovery(ctx: DiscoveryContext, q: DiscoverQuery): Promise<RankedNode[]> {
   checkQuery(q);
-  const { libp2p, validation, logger } = ctx;
+  const { libp2p, logger } = ctx;
   const timeoutMs = q.timeoutMs ?? DEFAULT_DISCOVER_TIMEOUT_MS;
   const deadline = AbortSignal.timeout(timeoutMs);
   const selfId = libp2p.peerId.toString();

@@ -9,7 +9,7 @@ import { autoNAT } from "@libp2p/autonat";
 import { circuitRelayServer, circuitRelayTransport, type CircuitRelayService } from "@libp2p/circuit-relay-v2";
 import { identify } from "@libp2p/identify";
 import type { Connection, Libp2p, PeerId, PrivateKey } from "@libp2p/interface";
-import { kadDHT, type KadDHT, passthroughMapper, type SingleKadDHT } from "@libp2p/kad-dht";
+import { kadDHT, type KadDHT, type SingleKadDHT } from "@libp2p/kad-dht";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
 import { ping } from "@libp2p/ping";
 import { agoraTcp } from "./tcp";
@@ -42,6 +42,7 @@ import { type KnownPeer, knownPeersPath, loadKnownPeers, saveKnownPeers } from "
 import { ConnectionMetrics, libp2pMetrics } from "./metrics";
 import { ALL_NODES_NAMESPACE, capabilityNamespace, namespaceCid, PROTOCOL_ADVERT, PROTOCOL_DHT, regionNamespace } from "./namespaces";
 import type { RankedNode } from "./ranking";
+import { agoraDhtInit } from "./dht";
 import { createRecordValidation, type RecordValidation } from "./validator";
 
 export interface LoadFigures {
@@ -221,18 +222,7 @@ class AgoraNetworkNode implements NetworkNode {
       identify: identify(),
       ping: ping(),
       dht: kadDHT({
-        protocol: PROTOCOL_DHT,
-        // Nodes are DHT servers from the first second; without this kad-dht waits to see a public address.
-        clientMode: false,
-        // The default mapper strips private addresses, which would make LAN and loopback deployments unusable.
-        peerInfoMapper: passthroughMapper,
-        validators: validation.validators,
-        selectors: validation.selectors,
-        logPrefix: "libp2p:agora-dht",
-        datastorePrefix: "/agora-dht",
-        // Run the first self-query as soon as a peer is known instead of 1 s after start: every query
-        // waits for it, which made a transient discover client ~1 s slower for nothing.
-        initialQuerySelfInterval: 0,
+        ...agoraDhtInit(validation, false),
         metricsPrefix: "libp2p_agora_dht",
         // Provider records expire after providerValidity unless refreshed; we refresh them ourselves with the
         // heartbeat, kad-dht's reprovider is only the backstop (it fires within the last third of validity).

@@ -7,18 +7,10 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { yamux } from "@chainsafe/libp2p-yamux";
-import { generateKeyPair } from "@libp2p/crypto/keys";
-import { identify } from "@libp2p/identify";
-import type { Libp2p } from "@libp2p/interface";
-import { type KadDHT, kadDHT, passthroughMapper } from "@libp2p/kad-dht";
-import { peerIdFromPrivateKey } from "@libp2p/peer-id";
-import { ping } from "@libp2p/ping";
 import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
-import { createLibp2p } from "libp2p";
-import { advertisementKey, agoraNoise, agoraTcp, encodeAdvertisement, PROTOCOL_DHT, signAdvertisement, type UnsignedAdvertisement } from "../../src/p2p";
+import { advertisementKey, encodeAdvertisement, signAdvertisement, type UnsignedAdvertisement } from "../../src/p2p";
 import { type NodeHandle, runCli, startNode } from "../helpers/node-process";
-import { cleanupDirs, startTestNode, stopAll, type TestNode, waitFor } from "./helpers";
+import { cleanupDirs, createHostilePeer, startTestNode, stopAll, type TestNode, waitFor } from "./helpers";
 import { sendBulk, serveBulk } from "../relay/bulk";
 
 const HEARTBEAT_S = 1;
@@ -79,32 +71,14 @@ describe("discovery across binary nodes", () => {
 
 describe("a hostile DHT peer against binary nodes", () => {
   test("forged, oversized and stale records are refused and counted; honest records survive", async () => {
-    const evilKey = await generateKeyPair("Ed25519");
-    const evilId = peerIdFromPrivateKey(evilKey).toString();
-    const evil = (await createLibp2p({
-      privateKey: evilKey,
-      addresses: { listen: [] },
-      transports: [agoraTcp()],
-      connectionEncrypters: [agoraNoise()],
-      streamMuxers: [yamux()],
-      services: {
-        identify: identify(),
-        ping: ping(),
-        // accepts anything itself, so it really sends the bad records out
-        dht: kadDHT({ protocol: PROTOCOL_DHT, clientMode: true, peerInfoMapper: passthroughMapper, validators: { agora: async () => {} }, selectors: { agora: () => 0 } }),
-      },
-    })) as unknown as Libp2p<{ dht: KadDHT }>;
+    const evil = await createHostilePeer();
+    const [evilKey, evilId] = [evil.key, evil.peerId];
     const honest = [procs.boot!, procs.b!, procs.u!, procs.r!];
     const rejected = async (reason: string) => (await Promise.all(honest.map((h) => metric(h, "agora_dht_records_rejected_total", `reason="${reason}"`)))).reduce((s, v) => s + v, 0);
     const base = { bad_signature: await rejected("bad_signature"), oversized: await rejected("oversized"), stale: await rejected("stale") };
     try {
-      for (const h of honest) await evil.dial(multiaddr(await h.multiaddr()));
-      const put = async (key: string, value: Uint8Array) => {
-        let accepted = 0;
-        for await (const ev of evil.services.dht.put(new TextEncoder().encode(key), value, { signal: AbortSignal.timeout(10_000) }))
-          if (ev.name === "PEER_RESPONSE" && ev.messageName === "PUT_VALUE") accepted++;
-        return accepted;
-      };
+      for (const h of honest) await evil.libp2p.dial(multiaddr(await h.multiaddr()));
+      const put = evil.put;
       const now = Date.now() / 1000;
       const rec = (peer: string, over: Partial<UnsignedAdvertisement>): UnsignedAdvertisement => ({
         peer_id: peer, version: "evil", region: "eu-west", capabilities: ["mixer"], max_clients: 1000, current_load: 0, uptime_seconds: 1e7,

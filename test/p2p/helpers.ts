@@ -2,12 +2,18 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { yamux } from "@chainsafe/libp2p-yamux";
 import { generateKeyPair } from "@libp2p/crypto/keys";
-import type { PrivateKey } from "@libp2p/interface";
+import { identify } from "@libp2p/identify";
+import type { Libp2p, PrivateKey } from "@libp2p/interface";
+import { type KadDHT, kadDHT, passthroughMapper } from "@libp2p/kad-dht";
+import { peerIdFromPrivateKey } from "@libp2p/peer-id";
+import { ping } from "@libp2p/ping";
+import { createLibp2p } from "libp2p";
 import { Registry } from "prom-client";
 import { type AgoraConfig, defaultConfig } from "../../src/config/schema";
 import { silentLogger } from "../../src/log";
-import { createNetworkNode, type LoadFigures, type NetworkNode, type NetworkNodeInternals } from "../../src/p2p";
+import { agoraNoise, agoraTcp, createNetworkNode, type LoadFigures, type NetworkNode, type NetworkNodeInternals, PROTOCOL_DHT } from "../../src/p2p";
 
 export interface TestNodeOptions {
   mode?: AgoraConfig["node"]["mode"];
@@ -119,4 +125,46 @@ export async function metricValue(registry: Registry, name: string, labels: Reco
   const got = await m.get();
   const v = got.values.find((s) => Object.entries(labels).every(([k, val]) => String((s.labels as Record<string, unknown>)[k]) === val));
   return v?.value;
+}
+
+/**
+ * A hostile DHT participant: a raw kad-dht client on Agora's protocol that accepts anything itself, so it
+ * really sends out whatever records a test hands it. `put` answers how many peers accepted the record.
+ */
+export interface HostilePeer {
+  libp2p: Libp2p<{ dht: KadDHT }>;
+  key: PrivateKey;
+  peerId: string;
+  put(key: string, value: Uint8Array): Promise<number>;
+  stop(): Promise<void>;
+}
+
+export async function createHostilePeer(): Promise<HostilePeer> {
+  const key = await generateKeyPair("Ed25519");
+  const libp2p = (await createLibp2p({
+    privateKey: key,
+    addresses: { listen: [] },
+    transports: [agoraTcp()],
+    connectionEncrypters: [agoraNoise()],
+    streamMuxers: [yamux()],
+    services: {
+      identify: identify(),
+      ping: ping(),
+      dht: kadDHT({ protocol: PROTOCOL_DHT, clientMode: true, peerInfoMapper: passthroughMapper, validators: { agora: async () => {} }, selectors: { agora: () => 0 } }),
+    },
+  })) as unknown as Libp2p<{ dht: KadDHT }>;
+  return {
+    libp2p,
+    key,
+    peerId: peerIdFromPrivateKey(key).toString(),
+    async put(k, value) {
+      let accepted = 0;
+      for await (const ev of libp2p.services.dht.put(new TextEncoder().encode(k), value, { signal: AbortSignal.timeout(10_000) }))
+        if (ev.name === "PEER_RESPONSE" && ev.messageName === "PUT_VALUE") accepted++;
+      return accepted;
+    },
+    stop: async () => {
+      await libp2p.stop();
+    },
+  };
 }

@@ -5,17 +5,11 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { agoraNoise } from "../../src/p2p/noise";
-import { yamux } from "@chainsafe/libp2p-yamux";
 import { generateKeyPair } from "@libp2p/crypto/keys";
-import { identify } from "@libp2p/identify";
 import type { Libp2p } from "@libp2p/interface";
-import { type KadDHT, kadDHT, passthroughMapper } from "@libp2p/kad-dht";
+import type { KadDHT } from "@libp2p/kad-dht";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
-import { ping } from "@libp2p/ping";
-import { agoraTcp } from "../../src/p2p/tcp";
 import { multiaddr } from "@multiformats/multiaddr";
-import { createLibp2p } from "libp2p";
 import { silentLogger } from "../../src/log";
 import { discoverOnce, type NetworkNode } from "../../src/p2p";
 import {
@@ -26,8 +20,7 @@ import {
   type UnsignedAdvertisement,
   verifyAdvertisementRecord,
 } from "../../src/p2p/advertisement";
-import { PROTOCOL_DHT } from "../../src/p2p/namespaces";
-import { cleanupDirs, metricValue, startTestNode, stopAll, type TestNode, waitFor } from "./helpers";
+import { cleanupDirs, createHostilePeer, metricValue, startTestNode, stopAll, type TestNode, waitFor } from "./helpers";
 
 // Several nodes on 2 noisy cores; every wait inside is bounded on its own.
 setDefaultTimeout(45_000);
@@ -196,34 +189,15 @@ describe("loopback Agora network", () => {
   });
 
   test("a hostile DHT peer's forged, oversized and stale records are refused by honest nodes", async () => {
-    const evilKey = await generateKeyPair("Ed25519");
-    const evilId = peerIdFromPrivateKey(evilKey).toString();
-    // A raw kad-dht client that accepts anything itself.
-    const evil = (await createLibp2p({
-      privateKey: evilKey,
-      addresses: { listen: [] },
-      transports: [agoraTcp()],
-      connectionEncrypters: [agoraNoise()],
-      streamMuxers: [yamux()],
-      services: {
-        identify: identify(),
-        ping: ping(),
-        dht: kadDHT({ protocol: PROTOCOL_DHT, clientMode: true, peerInfoMapper: passthroughMapper, validators: { agora: () => {} }, selectors: { agora: () => 0 } }),
-      },
-    })) as unknown as Libp2p<{ dht: KadDHT }>;
+    const evil = await createHostilePeer();
+    const [evilKey, evilId] = [evil.key, evil.peerId];
     const honest = [boot, a, b, us, relay];
     const before = async (reason: string) => (await Promise.all(honest.map((n) => metricValue(n.registry, "agora_dht_records_rejected_total", { reason })))).reduce((s, v) => s! + (v ?? 0), 0)!;
     const base = { bad_signature: await before("bad_signature"), oversized: await before("oversized"), stale: await before("stale") };
     try {
-      for (const n of honest) await evil.dial(multiaddr(n.addr));
-      await waitFor("hostile routing table", () => (evil.services.dht as unknown as { routingTable: { size: number } }).routingTable.size >= 3);
-      const putCount = async (key: string, value: Uint8Array) => {
-        let ok = 0;
-        for await (const ev of evil.services.dht.put(enc(key), value, { signal: AbortSignal.timeout(10_000) })) {
-          if (ev.name === "PEER_RESPONSE" && ev.messageName === "PUT_VALUE") ok++;
-        }
-        return ok;
-      };
+      for (const n of honest) await evil.libp2p.dial(multiaddr(n.addr));
+      await waitFor("hostile routing table", () => (evil.libp2p.services.dht as unknown as { routingTable: { size: number } }).routingTable.size >= 3);
+      const putCount = evil.put;
       const now = Date.now() / 1000;
       const u = (peer: string, over: Partial<UnsignedAdvertisement>): UnsignedAdvertisement => ({
         peer_id: peer, version: "evil", region: "eu-west", capabilities: ["mixer"], max_clients: 1000, current_load: 0, uptime_seconds: 1e7,

@@ -30,6 +30,8 @@ if [ $want_test = 1 ]; then
   have_cmd ip || need+=(iproute2)
   have_cmd tc || need+=(iproute2)
   have_cmd systemd-analyze || need+=(systemd)
+  have_cmd nft || need+=(nftables)
+  have_cmd unshare || need+=(util-linux)
   have_cmd gcc || need+=(gcc)
 fi
 if [ ${#need[@]} -gt 0 ]; then

@@ -107,7 +107,7 @@ h2{font-size:1rem;margin:1.25rem 0 .5rem}table{width:100%;border-collapse:collap
 th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid var(--line)}th{color:var(--muted);font-weight:500;font-size:.8rem}
 .mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.8rem;word-break:break-all}.muted{color:var(--muted)}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem;background:var(--card);border:1px solid var(--line);border-radius:8px;padding:.75rem 1rem}dt{color:var(--muted)}dd{margin:0}
-footer{color:var(--muted);padding:1rem 1.5rem;font-size:.8rem}
+footer{color:var(--muted);padding:1rem 1.5rem;font-size:.8rem}a{color:var(--accent)}
 `;
 
 /** Re-fetches the live fragment; keeps the last good view and says so when the node stops answering. */

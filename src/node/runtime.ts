@@ -35,8 +35,8 @@ export const CAPABILITIES: Record<AgoraConfig["node"]["mode"], string[]> = {
   bootstrap: ["bootstrap"],
 };
 
-const HISTORY_INTERVAL_MS = 5_000;
-const HISTORY_SAMPLES = 120; // 10 minutes
+const HISTORY_INTERVAL_MS = 2_000;
+const HISTORY_SAMPLES = 300; // 10 minutes
 const ANNOUNCE_WAIT_MS = 3_000;
 
 export interface NodeRuntimeOptions {

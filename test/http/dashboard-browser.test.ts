@@ -44,6 +44,8 @@ test("a person sees state, mode, uptime, peers, rooms, load and charts; it refre
   expect(await page.locator("figure.chart svg").count()).toBe(4);
   // The inline script re-fetches the live part every 3 s.
   await page.waitForFunction(() => document.getElementById("refreshed")?.textContent?.startsWith("updated"), undefined, { timeout: 10_000 });
+  // Once two samples exist, every chart draws its line (the history is sampled every 2 s).
+  await page.waitForFunction(() => document.querySelectorAll("figure.chart polyline").length === 4, undefined, { timeout: 15_000 });
   await page.screenshot({ path: join(OUT, "dashboard.png"), fullPage: true });
   expect(external).toEqual([]);
   await page.close();

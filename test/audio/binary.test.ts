@@ -104,4 +104,18 @@ describe("three join processes in one room on a binary node", () => {
     expect(node.logs()).toContain("second signal: exiting immediately");
     await client; // its node vanished: it ends at its duration, whatever it printed
   }, 90_000);
+
+  test("agora-node loadgen drives rooms × participants against the node and reports loss and latency", async () => {
+    const node = await startNode();
+    started.push(node);
+    const r = await runCli(["loadgen", "--node", await node.multiaddr(), "--rooms", "2", "--participants", "3", "--duration", "4", "--json"], { timeoutMs: 60_000 });
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.stdout) as { totals: { sessions: number; joined: number; framesReceived: number; lossPercent: number }; latencyMs: { samples: number; p50: number | null } };
+    expect(report.totals.sessions).toBe(6);
+    expect(report.totals.joined).toBe(6);
+    expect(report.totals.framesReceived).toBeGreaterThan(6 * 100);
+    expect(report.totals.lossPercent).toBeLessThan(5);
+    expect(report.latencyMs.samples).toBeGreaterThan(0);
+    expect(report.latencyMs.p50).toBeGreaterThan(0);
+  }, 60_000);
 });

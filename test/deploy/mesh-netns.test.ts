@@ -108,6 +108,22 @@ describe.skipIf(!available)("self-healing mesh in network namespaces", () => {
     console.log(`mesh-netns: partition healed, reconverged in ${ms.toFixed(0)} ms`);
   }, 120_000);
 
+  test("lossy link: with 10 % random packet loss on a mixer's link it keeps serving and stays discoverable", async () => {
+    const [a, b] = [await nodes.a!.peerId(), await nodes.b!.peerId()];
+    net.loss("b", 10);
+    try {
+      // Several heartbeats under loss: TCP retransmits, the record keeps being refreshed.
+      await Bun.sleep(4 * HEARTBEAT_S * 1000);
+      const ms = await until(async () => JSON.stringify(await discovered()) === JSON.stringify([a, b].sort()), 30_000, "both mixers under loss");
+      console.log(`mesh-netns: under 10 % loss on b, both mixers discovered (${ms.toFixed(0)} ms of retries)`);
+      const r = await fetch(`${nodes.b!.dashboardUrl}/health`, { signal: AbortSignal.timeout(10_000) });
+      expect(r.status).toBe(200);
+      expect(net.lossDrops("b")).toBeGreaterThan(0); // the loss was real
+    } finally {
+      net.clearLoss("b");
+    }
+  }, 90_000);
+
   test("a dedicated node dies mid-room: its join clients re-home through discovery and the gap is short", async () => {
     // Only a is up while the clients join, so both pick it; b then comes up as the standby.
     nodes.b!.proc.kill("SIGKILL");

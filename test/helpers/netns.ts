@@ -94,8 +94,18 @@ export class TestNetwork {
     sh(["ip", "netns", "exec", ns, "nft", "add", "table", "inet", "agora_loss"]);
     for (const hook of ["input", "output"]) {
       sh(["ip", "netns", "exec", ns, "nft", `add chain inet agora_loss ${hook} { type filter hook ${hook} priority 0; }`]);
-      sh(["ip", "netns", "exec", ns, "nft", `add rule inet agora_loss ${hook} numgen random mod 100 < ${percent} drop`]);
+      sh(["ip", "netns", "exec", ns, "nft", `add rule inet agora_loss ${hook} numgen random mod 100 < ${percent} counter drop`]);
     }
+  }
+
+  /** Packets the loss rules of a host have dropped so far (proves the shaping took effect). */
+  lossDrops(name: string): number {
+    const out = sh(["ip", "netns", "exec", this.host(name).ns, "nft", "list", "table", "inet", "agora_loss"], false).out;
+    return [...out.matchAll(/counter packets (\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+  }
+
+  clearLoss(name: string): void {
+    sh(["ip", "netns", "exec", this.host(name).ns, "nft", "delete", "table", "inet", "agora_loss"], false);
   }
 
   teardown(): void {

@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { createOpusCodec, type OpusDecoder, type OpusEncoder } from "../../src/audio/codec";
 import { CoreRoom, MediaCore, PushResult, type RoomConfig } from "../../src/audio/core";
-import { concat, db, FRAME, goertzel, peak, rms, snrDb, toneFrame } from "./media-helpers";
+import { concat, db, FRAME, FSK_TONES, fskFrame, fskSymbol, goertzel, maxStep, peak, rms, snrDb, toneFrame } from "./media-helpers";
 
 const codec = await createOpusCodec();
 const core = await MediaCore.create();
@@ -83,6 +83,12 @@ class Driver {
     this.received.push(got);
     this.t++;
     return got;
+  }
+
+  /** The mixer misses this tick (a stalled worker): packets keep arriving, nothing is played. */
+  skipTick(): void {
+    this.received.push(new Map());
+    this.t++;
   }
 
   slot(name: string): number {
@@ -480,6 +486,246 @@ describe("jitter buffer", () => {
     expect(d.pushRaw("a", 4, new Uint8Array(1400))).toBe(PushResult.INVALID); // > 1275 bytes
     d.step();
     expect(d.stats("a").invalid).toBe(2); // the empty and oversized ones are refused before the core
+    d.destroy();
+  });
+});
+
+/** Per tick: what the jitter buffer played for one participant, and its figures. */
+interface Played {
+  tick: number;
+  pcm: Int16Array;
+  depthMs: number;
+  targetMs: number;
+  dropped: number;
+  /** frames between the one played and the newest one sent (fskFrame input; undefined when unreadable) */
+  latency?: number;
+}
+
+function played(d: Driver, name: string, fsk: boolean): Played {
+  const tick = d.t - 1;
+  const pcm = d.room.debugInput(d.slot(name));
+  const st = d.stats(name);
+  const p: Played = { tick, pcm, depthMs: st.bufferDepthMs, targetMs: st.targetMs, dropped: st.dropped };
+  if (fsk && rms(pcm) > 2000) p.latency = (((tick - fskSymbol(pcm)) % FSK_TONES) + FSK_TONES) % FSK_TONES;
+  return p;
+}
+
+/** First tick from `from` on after which `ok` holds for every recorded tick (undefined: never settles). */
+function settledAt(rec: Played[], from: number, ok: (p: Played) => boolean): number | undefined {
+  let at: number | undefined;
+  for (const p of rec) {
+    if (p.tick < from) continue;
+    if (ok(p)) at ??= p.tick;
+    else at = undefined;
+  }
+  return at;
+}
+
+/** Ticks in which a frame was dropped to shrink the buffer (two frames cross-faded into one). */
+function dropTicks(rec: Played[]): Set<number> {
+  const out = new Set<number>();
+  for (let i = 1; i < rec.length; i++) if (rec[i]!.dropped > rec[i - 1]!.dropped) out.add(rec[i]!.tick);
+  return out;
+}
+
+describe("jitter buffer: latency converges back to the target", () => {
+  // Packets leave every 20 ms and arrive 3 ms after a tick: with no jitter each is played at the next
+  // tick, one frame after it was sent (the floor: jitter_min_ms 20 = one frame).
+
+  test("after a 200 ms network stall ended by a burst, continuous talk is played at the target again within 2 s", () => {
+    const d = new Driver();
+    d.add("a");
+    d.add("l");
+    const STALL = 150;
+    const BURST = 160; // frames 150-159 are held up and arrive together with frame 160
+    const rec: Played[] = [];
+    for (let k = 0; k < 320; k++) {
+      d.send("a", fskFrame(k), k >= STALL && k < BURST ? (BURST - k) * 20 + 3 : 3);
+      d.step();
+      rec.push(played(d, "a", true));
+    }
+    // Before: one frame of latency, and the figures say so.
+    for (const p of rec.filter((p) => p.tick >= 40 && p.tick < STALL)) {
+      expect(p.latency).toBe(1);
+      expect(p.targetMs).toBe(20);
+      expect(p.depthMs).toBeCloseTo(20, 0);
+    }
+    // After: back to one frame of latency (measured on the audio) within 2 s of steady arrivals, and
+    // staying there; target and depth figures agree. (Before this buffer: ~11 frames for > 2.5 s.)
+    const back = settledAt(rec, BURST, (p) => p.latency !== undefined && p.latency <= 1);
+    expect(back).toBeDefined();
+    expect(back! - BURST).toBeLessThanOrEqual(100);
+    const end = rec.filter((p) => p.tick >= BURST + 100);
+    for (const p of end) {
+      expect(p.targetMs).toBe(20);
+      expect(p.depthMs).toBeLessThanOrEqual(p.targetMs + 20);
+      expect(Math.abs(p.depthMs - 20 * p.latency!)).toBeLessThanOrEqual(20);
+    }
+    const st = d.stats("a");
+    expect(st.late).toBe(0); // nothing was thrown away as late: the burst was buffered, then skipped
+    // The stall itself: ~100 ms of concealment fading out, silence, then playout resumes: no step beyond
+    // the signal's own anywhere.
+    const steps = (from: number, to: number) => {
+      let prev: number | undefined;
+      let m = 0;
+      for (const p of rec.filter((p) => p.tick >= from && p.tick < to)) {
+        m = Math.max(m, maxStep(p.pcm, prev));
+        prev = p.pcm[FRAME - 1];
+      }
+      return m;
+    };
+    expect(steps(STALL - 5, BURST + 20)).toBeLessThanOrEqual(1.1 * steps(40, STALL));
+    d.destroy();
+  });
+
+  test("playout resuming mid-waveform after a stall fades in: no click", () => {
+    const d = new Driver();
+    d.add("a");
+    d.add("l");
+    const BURST = 163; // frame 163 of a 440 Hz tone starts at 0.4 cycle: sin = 0.59, a step of ~4700 from silence
+    const rec: Played[] = [];
+    for (let k = 0; k < 220; k++) {
+      d.send("a", toneFrame(440, k), k >= 150 && k < BURST ? (BURST - k) * 20 + 3 : 3);
+      d.step();
+      rec.push(played(d, "a", false));
+    }
+    const steady = concat(rec.filter((p) => p.tick >= 40 && p.tick < 150).map((p) => p.pcm));
+    const resumed = rec.find((p) => p.tick > BURST - 5 && rms(p.pcm) > 1000 && rec[p.tick - 1]!.pcm.every((v) => v === 0))!;
+    expect(resumed).toBeDefined();
+    // Measured: 466 with the 2.5 ms fade-in, 3467 without (the tone's own largest step: 468).
+    expect(maxStep(resumed.pcm, 0)).toBeLessThanOrEqual(1.1 * maxStep(steady));
+    d.destroy();
+  });
+
+  test("after a mixer stall left 200 ms queued, continuous talk sheds it one cross-faded frame at a time, without clicks", () => {
+    const d = new Driver();
+    d.add("a");
+    d.add("l");
+    const STALL = 150;
+    const rec: Played[] = [];
+    for (let k = 0; k < 350; k++) {
+      d.send("a", toneFrame(440, k), 3);
+      if (k >= STALL && k < STALL + 10) d.skipTick(); // 10 ticks missed: 10 frames pile up
+      else {
+        d.step();
+        rec.push(played(d, "a", false));
+      }
+    }
+    const after = STALL + 10;
+    const back = settledAt(rec, after, (p) => p.depthMs <= p.targetMs + 20);
+    expect(back).toBeDefined();
+    expect(back! - after).toBeLessThanOrEqual(100); // within 2 s
+    for (const p of rec.filter((p) => p.tick >= after + 100)) expect(p.targetMs).toBe(20);
+    const drops = dropTicks(rec);
+    expect(drops.size).toBeGreaterThanOrEqual(8);
+    expect(drops.size).toBeLessThanOrEqual(11);
+    // Mid-speech drops are spaced (≥ 100 ms apart).
+    const at = [...drops].sort((x, y) => x - y);
+    for (let i = 1; i < at.length; i++) expect(at[i]! - at[i - 1]!).toBeGreaterThanOrEqual(5);
+
+    // No click: the largest sample-to-sample step anywhere in the played audio stays within 10 % of the
+    // tone's own largest step (A·2π·f/48000 ≈ 461 at 8000 and 440 Hz; the decoded tone's, measured over
+    // ticks 40-149: 468; measured with the drops: 468). Dropping the frame without the cross-fade (decode
+    // it, play the next one) steps by up to 2A·sin(0.8π) ≈ 9400: measured 8736, the test fails.
+    const steady = concat(rec.filter((p) => p.tick >= 40 && p.tick < STALL).map((p) => p.pcm));
+    const bound = 1.1 * maxStep(steady);
+    let prev: number | undefined;
+    let worst = 0;
+    for (const p of rec.filter((p) => p.tick >= 40)) {
+      worst = Math.max(worst, maxStep(p.pcm, prev));
+      prev = p.pcm[FRAME - 1];
+    }
+    expect(worst).toBeLessThanOrEqual(bound);
+    // No hole either: every 5 ms block around the drops keeps ≥ 70 % of the tone's level (the cross-fade
+    // of two frames 8.8 cycles apart, i.e. 0.8 cycle out of phase, dips to |cos(0.8π)| ≈ 81 % at its
+    // centre; measured minimum block level 82 %).
+    const level = rms(steady);
+    for (const t of drops) {
+      for (const tt of [t - 1, t, t + 1]) {
+        const pcm = rec.find((p) => p.tick === tt)!.pcm;
+        for (let b = 0; b < FRAME; b += 240) expect(rms(pcm.subarray(b, b + 240))).toBeGreaterThan(0.7 * level);
+      }
+    }
+    d.destroy();
+  });
+
+  test("frames stretched in during start-up (a stall while settling) are shed again during continuous talk", () => {
+    const d = new Driver();
+    d.add("a");
+    d.add("l");
+    const rec: Played[] = [];
+    for (let k = 0; k < 200; k++) {
+      // Frames 5-8 are held up 80 ms and arrive with frame 9: while settling, every underrun stretches.
+      d.send("a", fskFrame(k), k >= 5 && k < 9 ? (9 - k) * 20 + 3 : 3);
+      d.step();
+      rec.push(played(d, "a", true));
+    }
+    const grown = Math.max(...rec.filter((p) => p.tick >= 10 && p.tick < 20).map((p) => p.latency ?? 0));
+    expect(grown).toBeGreaterThanOrEqual(4); // it did grow (the stall was absorbed, not lost)
+    expect(d.stats("a").late).toBe(0);
+    const back = settledAt(rec, 10, (p) => p.latency !== undefined && p.latency <= 1);
+    expect(back).toBeDefined();
+    expect(back! - 10).toBeLessThanOrEqual(100);
+    expect(rec.at(-1)!.targetMs).toBe(20);
+    d.destroy();
+  });
+
+  test("drops prefer quiet frames: a talker with short gaps loses only gap frames", () => {
+    const d = new Driver();
+    d.add("a");
+    d.add("l");
+    // Like the latency probe: 100 ms at -6 dBFS, 140 ms near-silence (-60 dBFS), continuous packets.
+    const frame = (k: number) => (k % 12 < 5 ? toneFrame(1000, k, 16000) : toneFrame(300, k, 30));
+    const stalls = [150, 250]; // the mixer misses 2 ticks twice: 40 ms to shed each time
+    const rec: Played[] = [];
+    for (let k = 0; k < 400; k++) {
+      d.send("a", frame(k), 3);
+      if (stalls.some((s) => k >= s && k < s + 2)) d.skipTick();
+      else {
+        d.step();
+        rec.push(played(d, "a", false));
+      }
+    }
+    expect(d.stats("a").speaking).toBe(true); // the gaps are shorter than the talk hangover
+    const drops = dropTicks(rec);
+    expect(drops.size).toBe(4);
+    // Every frame dropped was a gap frame: the whole tick (the two frames cross-faded) is near-silent
+    // (a burst frame is ~11000 RMS; a gap frame ~20, or a few hundred right after a burst's tail).
+    for (const t of drops) expect(rms(rec.find((p) => p.tick === t)!.pcm)).toBeLessThan(1000);
+    for (const s of stalls) {
+      const back = settledAt(rec.filter((p) => p.tick < s + 100), s + 2, (p) => p.depthMs <= p.targetMs + 20);
+      expect(back! - (s + 2)).toBeLessThanOrEqual(50);
+    }
+    d.destroy();
+  });
+
+  test("the target follows jitter up at once and back down within seconds once the network is calm", () => {
+    let seed = 7;
+    const rnd = (): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    const d = new Driver({ jitterMaxMs: 400 });
+    d.add("a");
+    d.add("l");
+    const JITTER = 100;
+    const CALM = 300;
+    const rec: Played[] = [];
+    for (let k = 0; k < 550; k++) {
+      d.send("a", fskFrame(k), k >= JITTER && k < CALM ? 3 + rnd() * 60 : 3);
+      d.step();
+      rec.push(played(d, "a", true));
+    }
+    const tgt = (t: number) => rec.find((p) => p.tick === t)!.targetMs;
+
+    expect(tgt(JITTER - 1)).toBe(20);
+    // Fast attack: within 200 ms of the jitter starting, the target covers it.
+    expect(Math.max(...rec.filter((p) => p.tick >= JITTER && p.tick < JITTER + 10).map((p) => p.targetMs))).toBeGreaterThanOrEqual(60);
+    for (const p of rec.filter((p) => p.tick >= JITTER + 25 && p.tick < CALM)) expect(p.targetMs).toBeGreaterThanOrEqual(60);
+    expect(d.stats("a").late).toBeLessThan(12); // < 6 % of the 200 jittered packets, start of the jitter included
+    // Slow decay, but seconds, not tens: target back to the floor within 2.5 s of calm, and the latency
+    // measured on the audio back to one frame within 3.5 s (continuous talk: drops mid-speech).
+    const tDown = settledAt(rec, CALM, (p) => p.targetMs === 20);
+    expect(tDown! - CALM).toBeLessThanOrEqual(125);
+    const lDown = settledAt(rec, CALM, (p) => p.latency !== undefined && p.latency <= 1);
+    expect(lDown! - CALM).toBeLessThanOrEqual(175);
     d.destroy();
   });
 });

@@ -120,3 +120,42 @@ export async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<bo
   }
   return cond();
 }
+
+/** Frequencies of fskFrame: 16 tones 100 Hz apart, each a whole number of cycles per 10 ms. */
+export const FSK_TONES = 16;
+const fskHz = (symbol: number) => 500 + 100 * symbol;
+
+/**
+ * Frame `index` of a "numbered" continuous tone: frame k is a sine at 500 + 100·(k mod 16) Hz. Every
+ * frequency has a whole number of cycles per frame, so the phase is 0 at every frame boundary and the
+ * signal never steps (continuous talk, no pauses). fskSymbol() reads k mod 16 back from decoded audio,
+ * which tells which input frame a tick played: latency measured on the audio itself.
+ */
+export function fskFrame(index: number, amplitude = 8000): Int16Array {
+  const hz = fskHz(index % FSK_TONES);
+  const out = new Int16Array(FRAME);
+  for (let i = 0; i < FRAME; i++) out[i] = Math.round(amplitude * Math.sin((2 * Math.PI * hz * i) / SR));
+  return out;
+}
+
+/** The fskFrame symbol (k mod 16) dominating a decoded frame, read after the codec delay (samples 400-879). */
+export function fskSymbol(decoded: Int16Array): number {
+  const x = decoded.subarray(400, 880);
+  let best = 0;
+  let bestP = -1;
+  for (let s = 0; s < FSK_TONES; s++) {
+    const p = goertzel(x, fskHz(s));
+    if (p > bestP) {
+      bestP = p;
+      best = s;
+    }
+  }
+  return best;
+}
+
+/** Largest sample-to-sample step: a click is a step far above what the signal's own slope allows. */
+export function maxStep(x: ArrayLike<number>, prev?: number): number {
+  let m = prev === undefined ? 0 : Math.abs(x[0]! - prev);
+  for (let i = 1; i < x.length; i++) m = Math.max(m, Math.abs(x[i]! - x[i - 1]!));
+  return m;
+}

@@ -15,8 +15,11 @@
 #define JB_FRAME_MS 20
 /* Power of two, larger than the largest target (jitter_max_ms 2000 → 100 frames) plus headroom. */
 #define JB_SLOTS 128
-/* Window of relative transit delays the target is computed from (≈ 2.5 s of packets). */
-#define JB_DELAY_WINDOW 128
+/* Window of relative transit delays the transit baseline (fastest recent packet) is taken from:
+ * 100 packets ≈ 2 s. */
+#define JB_DELAY_WINDOW 100
+/* Delays above the baseline the jitter estimate is a weighted percentile of: the last 100 packets (2 s). */
+#define JB_JIT_WINDOW 100
 
 typedef enum {
   JB_SILENCE = 0, /* nothing to play (not started / paused): the caller outputs silence, no decode */
@@ -49,6 +52,13 @@ typedef enum {
   JB_PUSH_NOMEM = 4,
 } JbPushResult;
 
+/* What jb_pull asks of the caller after the frame it returned (see jb_drop_next). */
+typedef enum {
+  JB_SHRINK_NONE = 0,
+  JB_SHRINK_QUIET = 1,  /* the buffer is a frame or more over its target: drop the next frame if this one is quiet */
+  JB_SHRINK_FORCED = 2, /* over target for long enough: drop the next frame even mid-speech */
+} JbShrink;
+
 typedef struct {
   JbSlot slots[JB_SLOTS];
   int started;        /* at least one packet seen */
@@ -58,27 +68,49 @@ typedef struct {
   uint32_t max_seq;   /* highest sequence number received */
   uint32_t last_played_seq; /* the last frame decoded from a real packet */
   int count;          /* packets currently buffered */
-  double first_arrival_ms; /* arrival of the first packet of the current prefill */
   int empty_run;      /* consecutive ticks with nothing buffered while playing */
   int covered;        /* frames of the current underrun already filled by concealment */
   int playing_ticks;  /* ticks since playout (re)started */
   int old_run;        /* consecutive packets far in the past (sender restarted its sequence) */
 
-  /* Interarrival jitter, RFC 3550 §6.4.1, in ms. */
+  /* Interarrival jitter, RFC 3550 §6.4.1, in ms (reported; the target uses the window below). */
   double jitter_ms;
   double last_arrival_ms;
   uint32_t last_ts;
   int64_t last_ts_ext; /* last_ts unwrapped: media time of the last packet, in samples */
   int have_last;
 
-  /* Relative transit delays (arrival - media time) of recent packets: the target is their spread. */
+  /* Relative transit delays d = arrival − media time (ms) of the last JB_DELAY_WINDOW packets of the
+   * current epoch; their minimum is the baseline: the transit of the fastest recent packet. */
   double delays[JB_DELAY_WINDOW];
   int delay_n, delay_pos;
-  int target_frames;  /* current playout target */
+  double base_ms;
+
+  /* Delays above the baseline of the last JB_JIT_WINDOW packets (kept across epochs: they describe the
+   * path, not the clock). Their high percentile, newer packets weighing more, is the jitter to absorb. */
+  float jit[JB_JIT_WINDOW];
+  int jit_n, jit_pos;
+  double jitter_est_ms; /* that percentile */
+  int est_dirty;        /* a packet arrived above it: recompute at the next tick (fast attack) */
+  int est_tick;
+
+  /* Playout position: media time (samples, same unwrapped clock as last_ts_ext) of the frame at
+   * next_seq. Playout delay P = now − media − base_ms: how long after the fastest possible arrival a
+   * frame is played. P ≥ the jitter quantile means ~all packets arrive in time. */
+  int64_t next_media;
+  int media_ok;            /* 0 after a timestamp jump, until a packet of the new clock plays */
+  uint32_t media_epoch_seq; /* the first packet of the new clock */
+  uint32_t pending_seq;     /* the packet jb_push is processing */
+  double playout_ms; /* last P measured (diagnostics) */
+
+  double target_ms;   /* playout delay aimed at: clamp(jitter quantile + margin) */
+  int target_frames;  /* the same as a buffer depth (reported): the depth the fastest packets see */
   int min_frames, max_frames;
-  int target_tick;    /* ticks since the target was last recomputed */
-  int excess_run;     /* ticks the buffer has been deeper than the target */
-  int shortfall_run;  /* ticks the buffer has been shallower than the target */
+  int excess_run;     /* ticks P has been ≥ one frame over target_ms */
+  int shortfall_run;  /* ticks P has been under target_ms */
+  int since_drop;     /* ticks since the last frame dropped to shrink */
+  JbShrink shrink;    /* set by jb_pull: whether the caller should drop the next frame */
+  int shrink_wait;    /* ticks a shrink has been offered and declined (no quiet frame) */
   double depth_avg_frames; /* smoothed depth, reported as bufferDepthMs */
 
   /* Counters (cumulative for the participant's lifetime). */
@@ -97,12 +129,20 @@ JbPushResult jb_push(Jb *jb, uint32_t seq, uint32_t ts, double arrival_ms, const
 /* Frames buffered from next_seq up to the newest packet (gaps included). */
 int jb_depth(const Jb *jb);
 /*
- * What to play this tick. `may_adapt` is true when the participant is not talking, so that
- * inserting or dropping a frame to move towards the target is inaudible.
- * `*discard` is set to one extra frame the caller must decode and throw away (shrinking latency)
- * before decoding the returned one; JbOut.action is then the frame to play.
+ * What to play this tick. `may_adapt` is true when the participant is not talking, so that inserting a
+ * concealment frame to grow towards the target is inaudible.
+ * `*warmup` is set to a frame the caller should decode and throw away before decoding the returned one:
+ * the last frame skipped when playout (re)starts deeper than the target (decoder warm-up).
+ * Afterwards `jb->shrink` says whether the buffer wants to lose a frame (see jb_drop_next).
  */
-JbOut jb_pull(Jb *jb, double now_ms, int may_adapt, JbOut *discard);
+JbOut jb_pull(Jb *jb, double now_ms, int may_adapt, JbOut *warmup);
+/*
+ * Shrinking by one frame: when jb->shrink is set (after a jb_pull that returned JB_PLAY) and the caller
+ * decides to drop, this consumes the NEXT frame too and returns 1 with it in `*out`; the caller decodes it
+ * (decoder continuity) and cross-fades it into the frame it is playing, so two frames of media are played
+ * in one tick. Returns 0 (nothing consumed) when the next frame is not buffered or no shrink is wanted.
+ */
+int jb_drop_next(Jb *jb, JbOut *out);
 double jb_loss_percent(const Jb *jb);
 
 #endif

@@ -4,6 +4,8 @@
  *  1. every participant's jitter buffer yields a packet, an FEC recovery, a concealment or silence,
  *     which its own Opus decoder turns into 960 samples (decoder state stays continuous, PLC is the
  *     real Opus PLC);
+ *     when the buffer is a frame over its target, two consecutive frames are decoded and cross-faded
+ *     into one (in a quiet frame when possible) to shed 20 ms of latency without a click;
  *  2. talk detection: frame energy against a tracked noise floor, 40 ms attack, 300 ms hangover;
  *  3. the top-K talkers (ranked by smoothed level, incumbents favoured by 6 dB so the set does not
  *     flap) are mixed; entering or leaving the mix is a 20 ms gain ramp, never a click;
@@ -41,6 +43,8 @@
 #define NOISE_RISE_DB 0.02f /* per frame: 1 dB/s, slow enough that a talker never becomes "noise" */
 #define INCUMBENT_BONUS_DB 6.0f
 #define SILENT_DB -120.0f
+#define ONSET_RAMP 120      /* samples */
+#define QUIET_BELOW_DB 15.0f /* a frame this far under the talker's smoothed level is a good place to drop */
 
 typedef struct MixOut {
   OpusEncoder *enc;
@@ -289,12 +293,49 @@ int am_room_push(AmRoom *r, int slot, uint32_t seq, uint32_t ts, double arrival_
   }
 }
 
+static float frame_level_db(const int16_t *pcm) {
+  int64_t e = 0;
+  for (int i = 0; i < AM_FRAME; i++) e += (int32_t)pcm[i] * (int32_t)pcm[i];
+  double ms = (double)e / AM_FRAME / (32768.0 * 32768.0);
+  return (float)(10.0 * log10(ms + 1e-12));
+}
+
+/* A frame whose loss nobody would notice: below the talk threshold, or well under the talker's level. */
+static int frame_quiet(const AmPart *p) {
+  if (!p->speaking) return 1;
+  float lvl = frame_level_db(p->pcm);
+  float thr = p->noise_db + VAD_MARGIN_DB;
+  if (thr < VAD_ABS_FLOOR_DB) thr = VAD_ABS_FLOOR_DB;
+  return lvl <= thr || lvl <= p->smooth_db - QUIET_BELOW_DB;
+}
+
+/* Raised-cosine fade-in over one frame, g[i] from ~0 to ~1. */
+static float xfade_gain[AM_FRAME];
+static int xfade_ready;
+
+/* Two consecutive frames played in the time of one: out = a faded out while b fades in. Starts exactly
+ * where `a` starts (continuous with the previous frame) and ends where `b` ends (continuous with the
+ * next), so the splice makes no click; on a steady tone the only trace is a brief level dip where the
+ * two frames' phases disagree. */
+static void crossfade(int16_t *a, const int16_t *b) {
+  if (!xfade_ready) {
+    for (int i = 0; i < AM_FRAME; i++) xfade_gain[i] = 0.5f - 0.5f * cosf((float)M_PI * ((float)i + 0.5f) / (float)AM_FRAME);
+    xfade_ready = 1;
+  }
+  for (int i = 0; i < AM_FRAME; i++) {
+    float g = xfade_gain[i];
+    a[i] = (int16_t)lrintf((float)a[i] * (1.0f - g) + (float)b[i] * g);
+  }
+}
+
 static void decode_part(AmPart *p, double now_ms) {
-  JbOut discard;
-  JbOut o = jb_pull(&p->jb, now_ms, !p->speaking, &discard);
-  if (discard.action == JB_PLAY) {
-    /* Frame dropped to shrink latency: decoded all the same so the decoder state stays continuous. */
-    if (opus_decode(p->dec, discard.data, discard.len, p->pcm, AM_FRAME, 0) < 0) p->decode_errors++;
+  int had_audio = p->has_audio;
+  JbOut warmup;
+  JbOut o = jb_pull(&p->jb, now_ms, !p->speaking, &warmup);
+  if (warmup.action == JB_PLAY) {
+    /* The frame right before the playout point when playout (re)starts past skipped frames: decoded
+     * and thrown away so the decoder's state leads into the first frame played. */
+    if (opus_decode(p->dec, warmup.data, warmup.len, p->pcm, AM_FRAME, 0) < 0) p->decode_errors++;
   }
   int n;
   switch (o.action) {
@@ -318,16 +359,27 @@ static void decode_part(AmPart *p, double now_ms) {
     }
   }
   p->has_audio = 1;
+  if (!had_audio) {
+    /* Playout resumes after silence (a pause, a stall) possibly mid-waveform: a 2.5 ms fade-in instead
+     * of a step. */
+    for (int i = 0; i < ONSET_RAMP; i++) p->pcm[i] = (int16_t)lrintf((float)p->pcm[i] * ((float)(i + 1) / (ONSET_RAMP + 1)));
+  }
+  /* Latency shrink: the buffer is a frame over its target. Drop one in a quiet frame, or anyway after a
+   * while (continuous talk). The next frame is decoded too (decoder continuity) and both are played in
+   * this tick's 20 ms, cross-faded. */
+  if (o.action == JB_PLAY && p->jb.shrink != JB_SHRINK_NONE && (p->jb.shrink == JB_SHRINK_FORCED || frame_quiet(p))) {
+    JbOut nx;
+    if (jb_drop_next(&p->jb, &nx)) {
+      int16_t next[AM_FRAME];
+      if (opus_decode(p->dec, nx.data, nx.len, next, AM_FRAME, 0) == AM_FRAME) crossfade(p->pcm, next);
+      else p->decode_errors++;
+    }
+  }
 }
 
 static void vad_update(AmPart *p) {
   float lvl = SILENT_DB;
-  if (p->has_audio) {
-    int64_t e = 0;
-    for (int i = 0; i < AM_FRAME; i++) e += (int32_t)p->pcm[i] * (int32_t)p->pcm[i];
-    double ms = (double)e / AM_FRAME / (32768.0 * 32768.0);
-    lvl = (float)(10.0 * log10(ms + 1e-12));
-  }
+  if (p->has_audio) lvl = frame_level_db(p->pcm);
   p->level_db = lvl;
   if (lvl < p->noise_db) p->noise_db = lvl; /* minimum tracking: fall at once ... */
   else p->noise_db += NOISE_RISE_DB;        /* ... rise slowly */

@@ -17,7 +17,7 @@ import type { Libp2p, Stream } from "@libp2p/interface";
 import { Registry } from "prom-client";
 import { runLoadgen, type LatencySummary, type LoadgenReport } from "../src/audio/loadgen";
 import { AudioRoomService } from "../src/audio/room-service";
-import { agoraNoise, agoraTcp } from "../src/p2p";
+import { agoraTransportStack } from "../src/p2p";
 import {
   CHANNELS,
   chunkBytes,
@@ -80,15 +80,12 @@ function echoHandler(stream: Stream): void {
 
 async function serve(): Promise<void> {
   const { createLibp2p } = await import("libp2p");
-  const { yamux } = await import("@chainsafe/libp2p-yamux");
   const { identify } = await import("@libp2p/identify");
   const { createMediaEngine } = await import("../src/audio/index");
   const log = createLogger({ level: "warn", format: "json", stdout: process.stderr }).logger;
   const node: Libp2p = await createLibp2p({
     addresses: { listen: ["/ip4/127.0.0.1/tcp/0"] },
-    transports: [agoraTcp()],
-    connectionEncrypters: [agoraNoise()],
-    streamMuxers: [yamux()],
+    ...agoraTransportStack(),
     services: { identify: identify() },
   });
   const cfg = defaultConfig();

@@ -8,8 +8,7 @@
  * frame, Opus packet-loss concealment for a missing one, or silence for a long gap — so the output WAV is a
  * continuous timeline, like a speaker would play it, whatever the network did.
  */
-import { agoraNoise, agoraTcp } from "../p2p";
-import { yamux } from "@chainsafe/libp2p-yamux";
+import { agoraTransportStack } from "../p2p";
 import { identify } from "@libp2p/identify";
 import type { Libp2p, Stream } from "@libp2p/interface";
 import { ping } from "@libp2p/ping";
@@ -76,9 +75,7 @@ export async function createClientNode(): Promise<Libp2p> {
   return createLibp2p({
     addresses: { listen: [] },
     // Bun needs the p2p subsystem's transport and encrypter (tcp abort crash, noise cipher gap): see there.
-    transports: [agoraTcp()],
-    connectionEncrypters: [agoraNoise()],
-    streamMuxers: [yamux()],
+    ...agoraTransportStack(),
     services: { identify: identify(), ping: ping() },
   });
 }

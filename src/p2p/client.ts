@@ -3,14 +3,12 @@
  * listener, DHT in client mode (it answers no DHT queries and is not added to anyone's routing table).
  * It connects to the bootstrap peers, runs one discovery and stops, all within `timeoutMs`.
  */
-import { agoraNoise } from "./noise";
-import { yamux } from "@chainsafe/libp2p-yamux";
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import { identify } from "@libp2p/identify";
 import type { Libp2p } from "@libp2p/interface";
 import { kadDHT } from "@libp2p/kad-dht";
 import { ping } from "@libp2p/ping";
-import { agoraTcp } from "./tcp";
+import { agoraTransportStack } from "./stack";
 import { multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
 import { AgoraError, errorMessage } from "../errors";
@@ -55,9 +53,7 @@ export async function createDiscoveryClient(opts: DiscoveryClientOptions): Promi
   const lib = (await createLibp2p({
     privateKey: await generateKeyPair("Ed25519"),
     addresses: { listen: [] },
-    transports: [agoraTcp()],
-    connectionEncrypters: [agoraNoise()],
-    streamMuxers: [yamux()],
+    ...agoraTransportStack(),
     services: {
       identify: identify(),
       ping: ping(),

@@ -21,3 +21,4 @@ export { PROTOCOL_ADVERT, PROTOCOL_DHT } from "./namespaces";
 export { RELAYED_STREAM_OPTIONS } from "../relay";
 export { agoraNoise } from "./noise";
 export { agoraTcp } from "./tcp";
+export { agoraTransportStack } from "./stack";

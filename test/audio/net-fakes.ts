@@ -3,7 +3,6 @@
  * (so network/client logic is testable without wasm), libp2p nodes on 127.0.0.1, tone generation and
  * Goertzel analysis.
  */
-import { yamux } from "@chainsafe/libp2p-yamux";
 import { identify } from "@libp2p/identify";
 import type { Libp2p, Stream } from "@libp2p/interface";
 import type { Multiaddr } from "@multiformats/multiaddr";
@@ -12,7 +11,7 @@ import { Registry } from "prom-client";
 import { AgoraError } from "../../src/errors";
 import type { AudioFrame, FrameSink, MediaEngine, MediaSettings, RoomStats } from "../../src/audio/types";
 import type { OpusCodecLike } from "../../src/audio/client";
-import { agoraNoise, agoraTcp } from "../../src/p2p";
+import { agoraTransportStack } from "../../src/p2p";
 import { AUDIO_PROTOCOL, chunkBytes, MessageDecoder, type WireMessage } from "../../src/audio/wire";
 
 /**
@@ -181,9 +180,7 @@ export function createFakeCodec(stats: FakeCodecStats = { encoded: 0, decoded: 0
 export async function createServerNode(): Promise<{ node: Libp2p; addr: Multiaddr }> {
   const node = await createLibp2p({
     addresses: { listen: ["/ip4/127.0.0.1/tcp/0"] },
-    transports: [agoraTcp()],
-    connectionEncrypters: [agoraNoise()],
-    streamMuxers: [yamux()],
+    ...agoraTransportStack(),
     services: { identify: identify() },
   });
   const addr = node.getMultiaddrs().find((a) => a.toString().includes("/ip4/127.0.0.1/"));
@@ -194,9 +191,7 @@ export async function createServerNode(): Promise<{ node: Libp2p; addr: Multiadd
 export async function createBareClientNode(): Promise<Libp2p> {
   return createLibp2p({
     addresses: { listen: [] },
-    transports: [agoraTcp()],
-    connectionEncrypters: [agoraNoise()],
-    streamMuxers: [yamux()],
+    ...agoraTransportStack(),
     services: { identify: identify() },
   });
 }

@@ -2,7 +2,6 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { yamux } from "@chainsafe/libp2p-yamux";
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import { identify } from "@libp2p/identify";
 import type { Libp2p, PrivateKey } from "@libp2p/interface";
@@ -13,7 +12,7 @@ import { createLibp2p } from "libp2p";
 import { Registry } from "prom-client";
 import { type AgoraConfig, defaultConfig } from "../../src/config/schema";
 import { silentLogger } from "../../src/log";
-import { agoraNoise, agoraTcp, createNetworkNode, type LoadFigures, type NetworkNode, type NetworkNodeInternals, PROTOCOL_DHT } from "../../src/p2p";
+import { agoraTransportStack, createNetworkNode, type LoadFigures, type NetworkNode, type NetworkNodeInternals, PROTOCOL_DHT } from "../../src/p2p";
 
 export interface TestNodeOptions {
   mode?: AgoraConfig["node"]["mode"];
@@ -144,9 +143,7 @@ export async function createHostilePeer(): Promise<HostilePeer> {
   const libp2p = (await createLibp2p({
     privateKey: key,
     addresses: { listen: [] },
-    transports: [agoraTcp()],
-    connectionEncrypters: [agoraNoise()],
-    streamMuxers: [yamux()],
+    ...agoraTransportStack(),
     services: {
       identify: identify(),
       ping: ping(),

@@ -10,6 +10,7 @@
  */
 import wasmPath from "../../wasm/build/agora_media.wasm" with { type: "file" };
 import { AgoraError, errorMessage } from "../errors";
+import type { ParticipantStats } from "./types";
 
 export const SAMPLE_RATE = 48_000;
 export const FRAME_SAMPLES = 960;
@@ -22,16 +23,7 @@ export const PushResult = { OK: 0, LATE: 1, DUPLICATE: 2, RESYNC: 3, INVALID: 4 
 export type PushResultCode = (typeof PushResult)[keyof typeof PushResult];
 
 /** Per-participant figures of the core (AM_ST_* order). */
-export interface CoreParticipantStats {
-  speaking: boolean;
-  personalMix: boolean;
-  jitterMs: number;
-  bufferDepthMs: number;
-  lossPercent: number;
-  packetsIn: number;
-  packetsOut: number;
-  concealed: number;
-  late: number;
+export interface CoreParticipantStats extends Omit<ParticipantStats, "id" | "jitterTargetMs"> {
   targetMs: number;
   levelDb: number;
   inMix: boolean;

@@ -3,17 +3,10 @@
  * are id-tagged requests, each answered by one `reply`; audio never travels here (see rings.ts).
  * Kept apart from worker.ts so the engine can import the types without running worker code.
  */
-import type { CoreParticipantStats, RoomCounters } from "./core";
+import type { CoreParticipantStats, RoomConfig, RoomCounters } from "./core";
 
-export interface WorkerSettings {
-  topK: number;
-  sharedEncode: boolean;
-  bitrate: number;
-  complexity: number;
-  jitterMinMs: number;
-  jitterMaxMs: number;
-  fec: boolean;
-}
+/** The worker applies settings to every room exactly as the core takes them. */
+export type WorkerSettings = RoomConfig;
 
 /** A room the worker must (re)create at init: used on first start (none) and after a restart. */
 export interface RestoreRoom {

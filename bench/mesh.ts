@@ -11,19 +11,14 @@
  */
 import { runLoadgen } from "../src/audio/net";
 import { createLogger } from "../src/log";
+import { positiveArg } from "./args";
 import { type NodeHandle, startNode } from "../test/helpers/node-process";
 
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  const v = i > 0 ? Number(process.argv[i + 1]) : def;
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name}: expected a positive number`);
-  return v;
-}
-const HTTP_SECONDS = arg("http-seconds", 10);
-const CONCURRENCY = arg("concurrency", 16);
-const AUDIO_SECONDS = arg("audio-seconds", 15);
-const ROOMS = arg("rooms", 2);
-const PARTICIPANTS = arg("participants", 4);
+const HTTP_SECONDS = positiveArg("http-seconds", 10);
+const CONCURRENCY = positiveArg("concurrency", 16);
+const AUDIO_SECONDS = positiveArg("audio-seconds", 15);
+const ROOMS = positiveArg("rooms", 2);
+const PARTICIPANTS = positiveArg("participants", 4);
 
 const pct = (sorted: number[], p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! : NaN);
 

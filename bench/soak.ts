@@ -8,17 +8,12 @@
 import { readFileSync } from "node:fs";
 import { runLoadgen } from "../src/audio/net";
 import { createLogger } from "../src/log";
+import { positiveArg } from "./args";
 import { startNode } from "../test/helpers/node-process";
 
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  const v = i > 0 ? Number(process.argv[i + 1]) : def;
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name}: expected a positive number`);
-  return v;
-}
-const MINUTES = arg("minutes", 10);
-const ROOMS = arg("rooms", 4);
-const PARTICIPANTS = arg("participants", 5);
+const MINUTES = positiveArg("minutes", 10);
+const ROOMS = positiveArg("rooms", 4);
+const PARTICIPANTS = positiveArg("participants", 5);
 const SAMPLE_S = Math.max(5, Math.min(60, (MINUTES * 60) / 40));
 
 const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024;

@@ -75,19 +75,23 @@ export interface LatencySummary {
   mean: number | null;
 }
 
-export interface LoadgenRoomReport {
-  room: string;
-  participants: number;
+/** Counters reported per room and, summed, for the whole run. */
+export interface LoadgenCounts {
   joined: number;
   joinErrors: number;
-  /** first join error message, if any */
-  joinError?: string;
   /** sessions that ended before the run did (server closed or connection lost) */
   sessionsLost: number;
   framesSent: number;
   framesReceived: number;
   framesExpected: number;
   lossPercent: number;
+}
+
+export interface LoadgenRoomReport extends LoadgenCounts {
+  room: string;
+  participants: number;
+  /** first join error message, if any */
+  joinError?: string;
   latencyMs: LatencySummary;
   /** onsets that could not be attributed to a burst (latency ≥ probe period, or spurious) */
   probesUnmatched: number;
@@ -104,16 +108,7 @@ export interface LoadgenReport {
   probePeriodMs: number;
   startedAt: string;
   joinMs: LatencySummary;
-  totals: {
-    sessions: number;
-    joined: number;
-    joinErrors: number;
-    sessionsLost: number;
-    framesSent: number;
-    framesReceived: number;
-    framesExpected: number;
-    lossPercent: number;
-  };
+  totals: LoadgenCounts & { sessions: number };
   /** over all rooms' probes */
   latencyMs: LatencySummary;
   perRoom: LoadgenRoomReport[];

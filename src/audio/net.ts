@@ -49,5 +49,5 @@ export {
   type OpusEncoderLike,
   type OpusDecoderLike,
 } from "./client";
-export { runLoadgen, type LoadgenOptions, type LoadgenReport, type LoadgenRoomReport, type LatencySummary } from "./loadgen";
+export { runLoadgen, type LoadgenOptions, type LoadgenReport, type LoadgenRoomReport, type LoadgenCounts, type LatencySummary } from "./loadgen";
 export { readWav, writeWav, decodeWav, encodeWav, resample, downmix, WavWriter, WavError, WAV_TARGET_RATE, type WavInfo } from "./wav";

@@ -29,6 +29,10 @@
  * shaping is equivalent to full-duplex N Mbit/s links here. No added delay: netem is not on this kernel,
  * so link RTTs are near zero and the rtt figures show the relay's processing cost, not distance.
  *
+ * History: this figure was 50 % until yamux data frames were capped (patches/@chainsafe%2Flibp2p-yamux…):
+ * yamux sent frames as large as its send window (up to 16 MiB) and a receiver delivers nothing of a frame
+ * before all of it has arrived, so the relay took in 16 MiB, then sent 16 MiB, with the sender idle meanwhile.
+ *
  * Also a voice-shaped load on loopback (N echo streams × one 160-byte frame per 20 ms ≈ 64 kbit/s each):
  * the share of frames delivered and their round trip, direct vs relayed — what a call through a relay needs.
  *

@@ -29,7 +29,7 @@ function newestMtime(path: string): number {
 
 run(["bash", join(root, "wasm", "build.sh")], "the wasm media core");
 
-const inputs = ["src", "package.json", "bun.lock", "wasm/build/agora_media.wasm"].map((p) => newestMtime(join(root, p)));
+const inputs = ["src", "package.json", "bun.lock", "patches", "wasm/build/agora_media.wasm"].map((p) => newestMtime(join(root, p)));
 if (!force && existsSync(out) && statSync(out).mtimeMs > Math.max(...inputs)) {
   console.error(`build: ${out} is up to date`);
   process.exit(0);

@@ -44,7 +44,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # 3. npm dependencies, exactly as locked.
-if [ ! -d node_modules ] || [ bun.lock -nt node_modules/.setup-stamp ] || [ package.json -nt node_modules/.setup-stamp ]; then
+if [ ! -d node_modules ] || [ bun.lock -nt node_modules/.setup-stamp ] || [ package.json -nt node_modules/.setup-stamp ] \
+  || [ -n "$(find patches -newer node_modules/.setup-stamp 2>/dev/null | head -1)" ]; then
   log "installing npm dependencies (bun install --frozen-lockfile)"
   "$BUN" install --frozen-lockfile >&2
   touch node_modules/.setup-stamp

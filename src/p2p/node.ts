@@ -3,8 +3,6 @@
  * DHT (`/agora/kad/1.0.0`, server mode), AutoNAT, optional UPnP, the circuit relay transport (server in relay
  * mode), signed advertisements with a heartbeat, provider records for enumeration, and discovery.
  */
-import { agoraNoise } from "./noise";
-import { yamux } from "@chainsafe/libp2p-yamux";
 import { autoNAT } from "@libp2p/autonat";
 import { circuitRelayServer, circuitRelayTransport, type CircuitRelayService } from "@libp2p/circuit-relay-v2";
 import { identify } from "@libp2p/identify";
@@ -12,7 +10,7 @@ import type { Connection, Libp2p, PeerId, PrivateKey } from "@libp2p/interface";
 import { kadDHT, type KadDHT, type SingleKadDHT } from "@libp2p/kad-dht";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
 import { ping } from "@libp2p/ping";
-import { agoraTcp } from "./tcp";
+import { agoraTransportStack } from "./stack";
 import { uPnPNAT } from "@libp2p/upnp-nat";
 import { multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
@@ -235,6 +233,7 @@ class AgoraNetworkNode implements NetworkNode {
     if (relayMonitor) services.relay = circuitRelayServer(relayServerInit(cfg.relay));
 
     const gater = { ...(relayMonitor?.gater() ?? {}), ...(this.internal.connectionGater ?? {}) };
+    const stack = agoraTransportStack();
     let lib: Libp2p<Services>;
     try {
       lib = (await createLibp2p({
@@ -245,9 +244,8 @@ class AgoraNetworkNode implements NetworkNode {
           listen: listen,
           ...(cfg.network.announce_addrs.length > 0 ? { announce: cfg.network.announce_addrs } : {}),
         },
-        transports: [agoraTcp(), ...(cfg.node.mode === "relay" ? [] : [circuitRelayTransport()])],
-        connectionEncrypters: [agoraNoise()],
-        streamMuxers: [yamux()],
+        ...stack,
+        transports: [...stack.transports, ...(cfg.node.mode === "relay" ? [] : [circuitRelayTransport()])],
         connectionGater: gater,
         connectionManager: {
           maxConnections: this.maxConnections,

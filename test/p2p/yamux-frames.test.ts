@@ -1,0 +1,100 @@
+/**
+ * Yamux data frames are capped (patches/@chainsafe%2Flibp2p-yamux@8.0.1.patch).
+ *
+ * @chainsafe/libp2p-yamux 8.0.1 documents `maxMessageSize` (default 64 KiB) but sends data frames as large
+ * as the whole send window (256 KiB at first, up to 16 MiB). A receiver can deliver nothing of a frame until
+ * all of it has arrived, so a circuit relay forwarded in 16 MiB store-and-forward gulps (half a link's rate),
+ * and a voice frame on another stream of the same connection waited behind up to 16 MiB of bulk.
+ * Measured on the wire here: the frames a muxer really sends, on a yamux pair over an in-memory connection.
+ */
+import { describe, expect, test } from "bun:test";
+import { yamux } from "@chainsafe/libp2p-yamux";
+import type { Stream, StreamMuxer } from "@libp2p/interface";
+import { multiaddrConnectionPair } from "@libp2p/utils";
+import { agoraTransportStack, YAMUX_MAX_FRAME_BYTES } from "../../src/p2p";
+
+const HEADER = 12;
+const TYPE_DATA = 0;
+
+/** Data-frame payload lengths seen on the wire, in order; parses the yamux headers of everything `conn` sends. */
+function tapDataFrames(conn: { send(data: Uint8Array | { subarray(): Uint8Array }): boolean }): number[] {
+  const lengths: number[] = [];
+  let pending = new Uint8Array(0);
+  let skip = 0; // payload bytes of the current frame still to pass
+  const orig = conn.send.bind(conn);
+  conn.send = (data) => {
+    const bytes = data instanceof Uint8Array ? data : data.subarray();
+    let buf = new Uint8Array(pending.byteLength + bytes.byteLength);
+    buf.set(pending);
+    buf.set(bytes, pending.byteLength);
+    for (;;) {
+      if (skip > 0) {
+        const n = Math.min(skip, buf.byteLength);
+        skip -= n;
+        buf = buf.subarray(n);
+        if (skip > 0) break;
+      }
+      if (buf.byteLength < HEADER) break;
+      const view = new DataView(buf.buffer, buf.byteOffset, HEADER);
+      const length = view.getUint32(8);
+      buf = buf.subarray(HEADER);
+      if (view.getUint8(1) === TYPE_DATA) {
+        lengths.push(length);
+        skip = length;
+      }
+    }
+    pending = buf.slice();
+    return orig(data);
+  };
+  return lengths;
+}
+
+type MuxerFactory = ReturnType<ReturnType<typeof yamux>>;
+
+async function sendThrough(factory: MuxerFactory, bytes: number): Promise<{ frames: number[]; received: number }> {
+  const [outConn, inConn] = multiaddrConnectionPair();
+  const frames = tapDataFrames(outConn as never);
+  const dialer: StreamMuxer = factory.createStreamMuxer(outConn);
+  const listener: StreamMuxer = factory.createStreamMuxer(inConn);
+  let received = 0;
+  const done = Promise.withResolvers<void>();
+  listener.addEventListener("stream", (evt) => {
+    const s = (evt as unknown as { detail: Stream }).detail;
+    s.addEventListener("message", (m) => {
+      received += m.data.byteLength;
+      if (received >= bytes) done.resolve();
+    });
+  });
+  const stream = await dialer.createStream();
+  // one send of everything: the muxer alone decides how to frame it
+  stream.send(new Uint8Array(bytes).fill(7));
+  const timer = setTimeout(() => done.reject(new Error(`only ${received} of ${bytes} bytes arrived`)), 10_000);
+  await done.promise.finally(() => clearTimeout(timer));
+  await stream.close().catch(() => undefined);
+  dialer.abort(new Error("test over"));
+  listener.abort(new Error("test over"));
+  return { frames, received };
+}
+
+describe("yamux data frames", () => {
+  test("default: no data frame over 64 KiB, even with a 256 KiB window and a 1 MiB send", async () => {
+    const { frames, received } = await sendThrough(yamux()(), 1024 * 1024);
+    expect(received).toBe(1024 * 1024);
+    expect(frames.reduce((a, b) => a + b, 0)).toBe(1024 * 1024);
+    expect(Math.max(...frames)).toBe(64 * 1024);
+  });
+
+  test("a configured maxMessageSize is the cap", async () => {
+    const { frames } = await sendThrough(yamux({ maxMessageSize: 16 * 1024 })(), 512 * 1024);
+    expect(Math.max(...frames)).toBe(16 * 1024);
+    expect(frames.length).toBe(32);
+  });
+
+  test("agora's transport stack sends frames of at most YAMUX_MAX_FRAME_BYTES", async () => {
+    const factory = agoraTransportStack().streamMuxers[0]!();
+    const { frames, received } = await sendThrough(factory, 256 * 1024);
+    expect(received).toBe(256 * 1024);
+    expect(YAMUX_MAX_FRAME_BYTES).toBe(16 * 1024);
+    expect(Math.max(...frames)).toBe(YAMUX_MAX_FRAME_BYTES);
+  });
+});

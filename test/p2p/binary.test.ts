@@ -8,9 +8,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
-import { advertisementKey, encodeAdvertisement, signAdvertisement, type UnsignedAdvertisement } from "../../src/p2p";
+import { advertisementKey, encodeAdvertisement, signAdvertisement } from "../../src/p2p";
 import { type NodeHandle, runCli, startNode } from "../helpers/node-process";
-import { cleanupDirs, createHostilePeer, startTestNode, stopAll, type TestNode, waitFor } from "./helpers";
+import { cleanupDirs, createHostilePeer, hostileAdvertisement, startTestNode, stopAll, type TestNode, waitFor } from "./helpers";
 import { sendBulk, serveBulk } from "../relay/bulk";
 
 const HEARTBEAT_S = 1;
@@ -80,16 +80,11 @@ describe("a hostile DHT peer against binary nodes", () => {
       for (const h of honest) await evil.libp2p.dial(multiaddr(await h.multiaddr()));
       const put = evil.put;
       const now = Date.now() / 1000;
-      const rec = (peer: string, over: Partial<UnsignedAdvertisement>): UnsignedAdvertisement => ({
-        peer_id: peer, version: "evil", region: "eu-west", capabilities: ["mixer"], max_clients: 1000, current_load: 0, uptime_seconds: 1e7,
-        reputation: 1, last_seen: now, listen_addr: ["/ip4/6.6.6.6/tcp/1"], group: "default", labels: [], status: "online",
-        cpu_percent: 0, mem_percent: 0, seq: Number.MAX_SAFE_INTEGER, ttl_seconds: 60, ...over,
-      });
       const b = await procs.b!.peerId();
-      expect(await put(advertisementKey("eu-west", b), encodeAdvertisement(await signAdvertisement(rec(b, {}), evilKey)))).toBe(0);
-      const big = rec(evilId, { labels: Array.from({ length: 32 }, (_, i) => `l${i}-${"x".repeat(120)}`) });
+      expect(await put(advertisementKey("eu-west", b), encodeAdvertisement(await signAdvertisement(hostileAdvertisement(b), evilKey)))).toBe(0);
+      const big = hostileAdvertisement(evilId, { labels: Array.from({ length: 32 }, (_, i) => `l${i}-${"x".repeat(120)}`) });
       expect(await put(advertisementKey("eu-west", evilId), encodeAdvertisement(await signAdvertisement(big, evilKey)))).toBe(0);
-      const stale = rec(evilId, { last_seen: now - 3600 });
+      const stale = hostileAdvertisement(evilId, { last_seen: now - 3600 });
       expect(await put(advertisementKey("eu-west", evilId), encodeAdvertisement(await signAdvertisement(stale, evilKey)))).toBe(0);
 
       expect(await rejected("bad_signature")).toBeGreaterThan(base.bad_signature);

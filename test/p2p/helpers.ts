@@ -4,15 +4,24 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import { identify } from "@libp2p/identify";
-import type { Libp2p, PrivateKey } from "@libp2p/interface";
+import type { Libp2p, PrivateKey, Stream, StreamMuxer, MultiaddrConnection } from "@libp2p/interface";
 import { type KadDHT, kadDHT, passthroughMapper } from "@libp2p/kad-dht";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
 import { ping } from "@libp2p/ping";
+import { multiaddrConnectionPair } from "@libp2p/utils";
 import { createLibp2p } from "libp2p";
 import { Registry } from "prom-client";
 import { type AgoraConfig, defaultConfig } from "../../src/config/schema";
 import { silentLogger } from "../../src/log";
-import { agoraTransportStack, createNetworkNode, type LoadFigures, type NetworkNode, type NetworkNodeInternals, PROTOCOL_DHT } from "../../src/p2p";
+import {
+  agoraTransportStack,
+  createNetworkNode,
+  type LoadFigures,
+  type NetworkNode,
+  type NetworkNodeInternals,
+  PROTOCOL_DHT,
+  type UnsignedAdvertisement,
+} from "../../src/p2p";
 
 export interface TestNodeOptions {
   mode?: AgoraConfig["node"]["mode"];
@@ -162,6 +171,55 @@ export async function createHostilePeer(): Promise<HostilePeer> {
     },
     stop: async () => {
       await libp2p.stop();
+    },
+  };
+}
+
+/**
+ * The record a hostile peer puts: fresh, zero load and the largest possible `seq`, so that it would win
+ * every ranking and every selector if a DHT server accepted it. `over` changes any field.
+ */
+export function hostileAdvertisement(peer: string, over: Partial<UnsignedAdvertisement> = {}): UnsignedAdvertisement {
+  return {
+    peer_id: peer, version: "evil", region: "eu-west", capabilities: ["mixer"], max_clients: 1000, current_load: 0, uptime_seconds: 1e7,
+    reputation: 1, last_seen: Date.now() / 1000, listen_addr: ["/ip4/6.6.6.6/tcp/1"], group: "default", labels: [], status: "online",
+    cpu_percent: 0, mem_percent: 0, seq: Number.MAX_SAFE_INTEGER, ttl_seconds: 60, ...over,
+  };
+}
+
+type MuxerFactory = ReturnType<ReturnType<typeof agoraTransportStack>["streamMuxers"][number]>;
+
+export interface YamuxLink {
+  /** the opening side's connection, under its muxer (to watch what it sends) */
+  nearConn: MultiaddrConnection;
+  /** opens streams */
+  near: StreamMuxer;
+  /** the next stream the far side received */
+  nextFarStream(): Promise<Stream>;
+  close(): void;
+}
+
+/** Two muxers (Agora's yamux settings unless given) over an in-memory connection: muxing without sockets. */
+export function yamuxLink(factory: MuxerFactory = agoraTransportStack().streamMuxers[0]!()): YamuxLink {
+  const [nearConn, farConn] = multiaddrConnectionPair();
+  const near = factory.createStreamMuxer(nearConn);
+  const far = factory.createStreamMuxer(farConn);
+  const arrived: Stream[] = [];
+  let wake: (() => void) | undefined;
+  far.addEventListener("stream", (evt) => {
+    arrived.push((evt as unknown as { detail: Stream }).detail);
+    wake?.();
+  });
+  return {
+    nearConn,
+    near,
+    async nextFarStream() {
+      while (arrived.length === 0) await new Promise<void>((r) => (wake = r));
+      return arrived.shift()!;
+    },
+    close() {
+      near.abort(new Error("test over"));
+      far.abort(new Error("test over"));
     },
   };
 }

@@ -20,7 +20,7 @@ import {
   type UnsignedAdvertisement,
   verifyAdvertisementRecord,
 } from "../../src/p2p/advertisement";
-import { cleanupDirs, createHostilePeer, metricValue, startTestNode, stopAll, type TestNode, waitFor } from "./helpers";
+import { cleanupDirs, createHostilePeer, hostileAdvertisement, metricValue, startTestNode, stopAll, type TestNode, waitFor } from "./helpers";
 
 // Several nodes on 2 noisy cores; every wait inside is bounded on its own.
 setDefaultTimeout(45_000);
@@ -199,11 +199,7 @@ describe("loopback Agora network", () => {
       await waitFor("hostile routing table", () => (evil.libp2p.services.dht as unknown as { routingTable: { size: number } }).routingTable.size >= 3);
       const putCount = evil.put;
       const now = Date.now() / 1000;
-      const u = (peer: string, over: Partial<UnsignedAdvertisement>): UnsignedAdvertisement => ({
-        peer_id: peer, version: "evil", region: "eu-west", capabilities: ["mixer"], max_clients: 1000, current_load: 0, uptime_seconds: 1e7,
-        reputation: 1, last_seen: now, listen_addr: ["/ip4/6.6.6.6/tcp/1"], group: "alpha", labels: [], status: "online",
-        cpu_percent: 0, mem_percent: 0, seq: Number.MAX_SAFE_INTEGER, ttl_seconds: 60, ...over,
-      });
+      const u = (peer: string, over: Partial<UnsignedAdvertisement>) => hostileAdvertisement(peer, { group: "alpha", last_seen: now, ...over });
       // 1. forged: claims to be node a (huge seq, zero load), signed with the attacker's key
       const aKey = advertisementKey("eu-west", a.node.peerId);
       expect(await putCount(aKey, encodeAdvertisement(await signAdvertisement(u(a.node.peerId, {}), evilKey)))).toBe(0);

@@ -9,9 +9,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { yamux } from "@chainsafe/libp2p-yamux";
-import type { Stream, StreamMuxer } from "@libp2p/interface";
-import { multiaddrConnectionPair } from "@libp2p/utils";
 import { agoraTransportStack, YAMUX_MAX_FRAME_BYTES } from "../../src/p2p";
+import { yamuxLink } from "./helpers";
 
 const HEADER = 12;
 const TYPE_DATA = 0;
@@ -49,30 +48,25 @@ function tapDataFrames(conn: { send(data: Uint8Array | { subarray(): Uint8Array 
   return lengths;
 }
 
-type MuxerFactory = ReturnType<ReturnType<typeof yamux>>;
+type MuxerFactory = Parameters<typeof yamuxLink>[0];
 
 async function sendThrough(factory: MuxerFactory, bytes: number): Promise<{ frames: number[]; received: number }> {
-  const [outConn, inConn] = multiaddrConnectionPair();
-  const frames = tapDataFrames(outConn as never);
-  const dialer: StreamMuxer = factory.createStreamMuxer(outConn);
-  const listener: StreamMuxer = factory.createStreamMuxer(inConn);
+  const link = yamuxLink(factory);
+  const frames = tapDataFrames(link.nearConn as never);
   let received = 0;
   const done = Promise.withResolvers<void>();
-  listener.addEventListener("stream", (evt) => {
-    const s = (evt as unknown as { detail: Stream }).detail;
-    s.addEventListener("message", (m) => {
-      received += m.data.byteLength;
-      if (received >= bytes) done.resolve();
-    });
-  });
-  const stream = await dialer.createStream();
+  const stream = await link.near.createStream();
   // one send of everything: the muxer alone decides how to frame it
   stream.send(new Uint8Array(bytes).fill(7));
+  const far = await link.nextFarStream();
+  far.addEventListener("message", (m) => {
+    received += m.data.byteLength;
+    if (received >= bytes) done.resolve();
+  });
   const timer = setTimeout(() => done.reject(new Error(`only ${received} of ${bytes} bytes arrived`)), 10_000);
   await done.promise.finally(() => clearTimeout(timer));
   await stream.close().catch(() => undefined);
-  dialer.abort(new Error("test over"));
-  listener.abort(new Error("test over"));
+  link.close();
   return { frames, received };
 }
 

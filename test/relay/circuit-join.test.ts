@@ -9,42 +9,14 @@
  */
 import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import type { Stream, StreamMuxer } from "@libp2p/interface";
+import type { Stream } from "@libp2p/interface";
 import { defaultLogger } from "@libp2p/logger";
-import { multiaddrConnectionPair } from "@libp2p/utils";
 // not in the package's exports map: the function under test is internal to the relay server
 import { createLimitedRelay } from "../../node_modules/@libp2p/circuit-relay-v2/dist/src/utils.js";
-import { agoraTransportStack, YAMUX_MAX_WINDOW_BYTES } from "../../src/p2p";
+import { YAMUX_MAX_WINDOW_BYTES } from "../../src/p2p";
+import { yamuxLink } from "../p2p/helpers";
 
 const MIB = 1024 * 1024;
-
-/** A yamux connection between two in-memory ends: `near` opens streams, the far side's arrive as `far`. */
-function muxedLink(): { near: StreamMuxer; farStreams: AsyncIterator<Stream>; close(): void } {
-  const [a, b] = multiaddrConnectionPair();
-  const factory = agoraTransportStack().streamMuxers[0]!();
-  const near = factory.createStreamMuxer(a);
-  const far = factory.createStreamMuxer(b);
-  const queue: Stream[] = [];
-  let wake: (() => void) | undefined;
-  far.addEventListener("stream", (evt) => {
-    queue.push((evt as unknown as { detail: Stream }).detail);
-    wake?.();
-  });
-  const farStreams: AsyncIterator<Stream> = {
-    async next() {
-      while (queue.length === 0) await new Promise<void>((r) => (wake = r));
-      return { value: queue.shift()!, done: false };
-    },
-  };
-  return {
-    near,
-    farStreams,
-    close() {
-      near.abort(new Error("test over"));
-      far.abort(new Error("test over"));
-    },
-  };
-}
 
 interface Circuit {
   /** the dialing peer's end */
@@ -59,14 +31,14 @@ interface Circuit {
 }
 
 async function relayedCircuit(dataLimit = 1n << 40n): Promise<Circuit> {
-  const hop = muxedLink(); // sender → relay
-  const stop = muxedLink(); // relay → receiver
+  const hop = yamuxLink(); // sender → relay
+  const stop = yamuxLink(); // relay → receiver
   const sender = await hop.near.createStream();
   sender.send(new Uint8Array([0])); // yamux opens a stream with its first frame
-  const src = (await hop.farStreams.next()).value;
+  const src = await hop.nextFarStream();
   const dst = await stop.near.createStream();
   dst.send(new Uint8Array([0]));
-  const receiver = (await stop.farStreams.next()).value;
+  const receiver = await stop.nextFarStream();
   // drop the opening bytes on both ends before anything else is read
   await Promise.all([nextMessage(src), nextMessage(receiver)]);
   const shutdown = new AbortController();
@@ -93,7 +65,6 @@ function nextMessage(s: Stream): Promise<void> {
 function pump(stream: Stream, total: number, chunk = 64 * 1024) {
   const state = { accepted: 0, done: false, error: undefined as unknown };
   const data = pattern(total);
-  state.done = false;
   const finished = (async () => {
     try {
       for (let off = 0; off < total; off += chunk) {

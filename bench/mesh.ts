@@ -9,7 +9,7 @@
  * The defaults finish in about a minute; pass larger values for a soak (e.g. --audio-seconds 600).
  * Prints a table, then one JSON line. Traffic goes to 127.0.0.1 only, bounded in count and time.
  */
-import { runLoadgen } from "../src/audio/net";
+import { runLoadgen } from "../src/client";
 import { createLogger } from "../src/log";
 import { positiveArg } from "./args";
 import { type NodeHandle, startNode } from "../test/helpers/node-process";

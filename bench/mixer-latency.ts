@@ -6,7 +6,7 @@
  *
  * A server subprocess (its own event loop, like a real node) runs a libp2p node on 127.0.0.1 with the real
  * media engine behind AudioRoomService, plus an echo protocol that reflects AUDIO frames untouched. This
- * process then runs the loadgen probe measurement (see src/audio/protocol.md, "Measuring latency") twice
+ * process then runs the loadgen probe measurement (see src/protocol/protocol.md, "Measuring latency") twice
  * over the same kind of connection:
  *   direct: each probe speaker's frames come straight back from the echo protocol (no jitter buffer, no mix);
  *   mixer:  rooms × participants through the mixer; the probe listener hears the speaker in its mix-minus.
@@ -15,9 +15,9 @@
  */
 import type { Libp2p, Stream } from "@libp2p/interface";
 import { Registry } from "prom-client";
-import { runLoadgen, type LatencySummary, type LoadgenReport } from "../src/audio/loadgen";
-import { AudioRoomService } from "../src/audio/room-service";
-import { agoraTransportStack } from "../src/p2p";
+import { runLoadgen, type LatencySummary, type LoadgenReport } from "../src/client";
+import { AudioRoomService } from "../src/rooms";
+import { agoraTransportStack } from "../src/transport";
 import {
   CHANNELS,
   chunkBytes,
@@ -28,7 +28,7 @@ import {
   MessageDecoder,
   SAMPLE_RATE,
   WIRE_VERSION,
-} from "../src/audio/wire";
+} from "../src/protocol";
 import { defaultConfig } from "../src/config/schema";
 import { createLogger, silentLogger } from "../src/log";
 
@@ -81,7 +81,7 @@ function echoHandler(stream: Stream): void {
 async function serve(): Promise<void> {
   const { createLibp2p } = await import("libp2p");
   const { identify } = await import("@libp2p/identify");
-  const { createMediaEngine } = await import("../src/audio/index");
+  const { createMediaEngine } = await import("../src/audio");
   const log = createLogger({ level: "warn", format: "json", stdout: process.stderr }).logger;
   const node: Libp2p = await createLibp2p({
     addresses: { listen: ["/ip4/127.0.0.1/tcp/0"] },

@@ -21,7 +21,8 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { FRAME_SAMPLES, MediaCore } from "../src/audio/core";
+import { MediaCore } from "../src/audio";
+import { FRAME_SAMPLES } from "../src/protocol";
 
 const root = resolve(import.meta.dir, "..");
 const outDir = join(root, "bench", "output");

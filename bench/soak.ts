@@ -6,7 +6,7 @@
  * Prints a table of samples, then one JSON line.
  */
 import { readFileSync } from "node:fs";
-import { runLoadgen } from "../src/audio/net";
+import { runLoadgen } from "../src/client";
 import { createLogger } from "../src/log";
 import { positiveArg } from "./args";
 import { startNode } from "../test/helpers/node-process";

@@ -4,40 +4,10 @@
  * thread share one wasm instance; each encoder/decoder owns its state in it until destroy().
  */
 import { AgoraError } from "../errors";
+import type { OpusCodec, OpusDecoder, OpusEncoder, OpusEncoderOptions } from "../protocol";
 import { FRAME_SAMPLES, MAX_PACKET, MediaCore } from "./core";
 
-export interface OpusEncoder {
-  /** 960 samples (20 ms at 48 kHz, mono) → one Opus packet (a fresh copy). */
-  encode(pcm: Int16Array): Uint8Array;
-  setBitrate(bitrate: number): void;
-  destroy(): void;
-}
-
-export interface OpusDecoder {
-  /**
-   * One packet → 960 samples (a fresh array). `null` = the packet was lost: Opus packet loss concealment.
-   * Throws AgoraError("MEDIA_ENGINE") on a malformed packet or one that is not 20 ms long.
-   */
-  decode(packet: Uint8Array | null): Int16Array;
-  /**
-   * The frame BEFORE `next` was lost: recover it from `next`'s in-band FEC (falls back to PLC when
-   * `next` carries none). Decode `next` itself afterwards as usual.
-   */
-  decodeFec(next: Uint8Array): Int16Array;
-  destroy(): void;
-}
-
-export interface OpusEncoderOptions {
-  /** 0..10, default 10 (libopus default). */
-  complexity?: number;
-  /** In-band FEC (LBRR) for lossy transports; default off. */
-  fec?: boolean;
-}
-
-export interface OpusCodec {
-  encoder(bitrate: number, options?: OpusEncoderOptions): OpusEncoder;
-  decoder(): OpusDecoder;
-}
+export type { OpusCodec, OpusDecoder, OpusEncoder, OpusEncoderOptions };
 
 let corePromise: Promise<MediaCore> | undefined;
 

@@ -10,12 +10,11 @@
  */
 import wasmPath from "../../wasm/build/agora_media.wasm" with { type: "file" };
 import { AgoraError, errorMessage } from "../errors";
+import { FRAME_SAMPLES, MAX_OPUS_PAYLOAD } from "../protocol";
 import type { ParticipantStats } from "./types";
 
-export const SAMPLE_RATE = 48_000;
-export const FRAME_SAMPLES = 960;
-export const FRAME_MS = 20;
-export const MAX_PACKET = 1275;
+export { FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE } from "../protocol";
+export const MAX_PACKET = MAX_OPUS_PAYLOAD;
 export const MAX_TOP_K = 16;
 
 /** Results of CoreRoom.push (wasm/src/agora_media.h AM_PUSH_*). */

@@ -5,15 +5,9 @@
  */
 import type { Registry } from "prom-client";
 import type { Logger } from "../log";
+import type { AudioFrame } from "../protocol";
 
-/** One encoded Opus frame (48 kHz mono, 20 ms) as carried on the wire. */
-export interface AudioFrame {
-  /** uint32, wraps; per sender */
-  seq: number;
-  /** uint32 sample clock at 48 kHz (increments by 960 per 20 ms frame); wraps */
-  timestamp: number;
-  payload: Uint8Array;
-}
+export type { AudioFrame };
 
 export interface MediaSettings {
   topKSpeakers: number;

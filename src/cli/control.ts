@@ -3,7 +3,7 @@ import { AgoraError } from "../errors";
 import { formatDuration } from "../http";
 import { isAgoraProcess, readPid } from "../node";
 import { EXIT_FAILURE, EXIT_OK, numberFlag, type Parsed } from "./args";
-import { type Io, loadForCommand } from "./index";
+import { type Io, loadForCommand } from "./context";
 
 function dashboardEndpoint(p: Parsed, io: Io): { url: string; token: string; pidFile: string; enabled: boolean } {
   const explicit = typeof p.values.endpoint === "string" ? p.values.endpoint : undefined;

@@ -2,7 +2,7 @@
 import { AgoraError } from "../errors";
 import { createIdentity, readIdentity } from "../node";
 import { EXIT_OK, type Parsed } from "./args";
-import { type Io, loadForCommand } from "./index";
+import { type Io, loadForCommand } from "./context";
 
 export async function runIdentity(p: Parsed, io: Io): Promise<number> {
   const sub = p.positionals[0];

@@ -2,13 +2,7 @@
  * The agora-node command line. Each command returns an exit code; only `start` keeps the process alive.
  */
 import { existsSync, writeFileSync } from "node:fs";
-import {
-  type AgoraConfig,
-  type LoadedConfig,
-  loadConfig,
-  renderDefaultConfig,
-  renderEffectiveConfig,
-} from "../config";
+import { type AgoraConfig, loadConfig, renderDefaultConfig, renderEffectiveConfig } from "../config";
 import { AgoraError, ConfigError, errorMessage, formatIssue } from "../errors";
 import { createLogger } from "../log";
 import {
@@ -28,48 +22,13 @@ import { runDiscover, runJoin, runLoadgen } from "./network-commands";
 import { runStart } from "./start";
 import { runHealth, runStatus, runStop } from "./control";
 import { runIdentity } from "./identity";
+import { defaultIo, flagOverrides, type Io, loadForCommand } from "./context";
+
+export { flagOverrides, type Io, loadForCommand };
 
 import { VERSION } from "../version";
 
 export { VERSION };
-
-export interface Io {
-  out: (s: string) => void;
-  err: (s: string) => void;
-  env: Record<string, string | undefined>;
-}
-
-const defaultIo: Io = {
-  out: (s) => process.stdout.write(s.endsWith("\n") ? s : `${s}\n`),
-  err: (s) => process.stderr.write(s.endsWith("\n") ? s : `${s}\n`),
-  env: process.env,
-};
-
-/** Builds the config overrides a `start`-style command gives on its flags. */
-export function flagOverrides(values: Parsed["values"]): { path: string; value: string; source: string }[] {
-  const out: { path: string; value: string; source: string }[] = [];
-  for (const [flag, path] of Object.entries(START_FLAG_KEYS)) {
-    const v = values[flag];
-    if (typeof v === "string") out.push({ path, value: v, source: `--${flag}` });
-  }
-  const boots = values.bootstrap;
-  if (Array.isArray(boots)) out.push({ path: "network.bootstrap_peers", value: JSON.stringify(boots), source: "--bootstrap" });
-  const sets = values.set;
-  if (Array.isArray(sets))
-    for (const s of sets) {
-      const eq = s.indexOf("=");
-      if (eq <= 0) throw new AgoraError("USAGE", `--set: expected KEY=VALUE, got "${s}"`);
-      out.push({ path: s.slice(0, eq).trim(), value: s.slice(eq + 1), source: "--set" });
-    }
-  return out;
-}
-
-/** Loads the config a command names (--config, else AGORA_CONFIG, else embedded defaults). */
-export function loadForCommand(values: Parsed["values"], env: Io["env"], extra: { path: string; value: string; source: string }[] = []): LoadedConfig {
-  const file = typeof values.config === "string" ? values.config : env.AGORA_CONFIG || undefined;
-  const dataDir = typeof values["data-dir"] === "string" ? [{ path: "node.data_dir", value: values["data-dir"], source: "--data-dir" }] : [];
-  return loadConfig({ file, env, overrides: [...dataDir, ...extra] });
-}
 
 function reportConfigError(io: Io, err: ConfigError): void {
   for (const w of err.warnings) io.err(`warning: ${formatIssue(w)}`);

@@ -1,13 +1,14 @@
 /** `discover`, `join` and `loadgen`: client-side commands that start a transient libp2p node. */
-import { runJoinClient, runLoadgen as runLoadgenClients } from "../audio/net";
-import { checkMultiaddrText } from "../config/schema";
+import { runJoinClient, runLoadgen as runLoadgenClients } from "../client";
+import { checkMultiaddrText } from "../config";
 import { AgoraError } from "../errors";
 import { createLogger } from "../log";
 import { discoverOnce, type RankedNode } from "../p2p";
+import { checkRoomId, REGION_TOKEN_PATTERN } from "../protocol";
 import { EXIT_FAILURE, EXIT_OK, numberFlag, type Parsed, requireFlag } from "./args";
-import type { Io } from "./index";
+import type { Io } from "./context";
 
-const TOKEN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+const TOKEN = REGION_TOKEN_PATTERN;
 
 /** Client commands print their result on stdout; their own log goes to stderr, warnings and worse only. */
 function cliLogger() {
@@ -83,7 +84,9 @@ export function discoveredMixer(bootstrap: string[], region: string | undefined,
 
 export async function runJoin(p: Parsed, io: Io): Promise<number> {
   const room = requireFlag("join", "room", p.values.room);
-  if (!TOKEN.test(room)) throw new AgoraError("USAGE", `join --room: expected a room id like daily-standup (lowercase, digits, - and _), got "${room}"`);
+  // The protocol's own rule (src/protocol), so the CLI accepts exactly the room ids a node accepts.
+  const roomProblem = checkRoomId(room);
+  if (roomProblem) throw new AgoraError("USAGE", `join --room: ${roomProblem}`);
   const boots = (p.values.bootstrap as string[] | undefined) ?? [];
   if (boots.length > 0 && p.values.node !== undefined) throw new AgoraError("USAGE", "join: give either --node or --bootstrap, not both");
   for (const b of boots) multiaddrFlag("join", "bootstrap", b);

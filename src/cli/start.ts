@@ -3,7 +3,7 @@ import { formatIssue } from "../errors";
 import { createLogger, type LogLevel } from "../log";
 import { NodeRuntime } from "../node";
 import { EXIT_FAILURE, EXIT_OK, type Parsed } from "./args";
-import { flagOverrides, type Io, loadForCommand } from "./index";
+import { flagOverrides, type Io, loadForCommand } from "./context";
 
 const TRANSIENT_SOCKET_ERRORS = new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNREFUSED", "ECONNABORTED", "EHOSTUNREACH", "ENETUNREACH", "ABORT_ERR", "ERR_STREAM_DESTROYED"]);
 

@@ -5,6 +5,7 @@
  */
 import { homedir, hostname } from "node:os";
 import { join } from "node:path";
+import { LABEL_PATTERN, REGION_TOKEN_PATTERN } from "../protocol";
 
 export type NodeMode = "dedicated" | "relay" | "bootstrap";
 export const NODE_MODES: readonly NodeMode[] = ["dedicated", "relay", "bootstrap"];
@@ -111,8 +112,8 @@ export interface KeySpec {
   example?: string;
 }
 
-const TOKEN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
-const LABEL = /^[A-Za-z0-9][A-Za-z0-9_.:=\/-]{0,127}$/;
+const TOKEN = REGION_TOKEN_PATTERN;
+const LABEL = LABEL_PATTERN;
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/;
 
 function isRoot(): boolean {

@@ -6,7 +6,7 @@
  */
 import { hostname } from "node:os";
 import { createMediaEngine, type MediaEngine, mediaMetrics } from "../audio";
-import { AudioRoomService } from "../audio/net";
+import { AudioRoomService } from "../rooms";
 import { type AgoraConfig, type LoadedConfig, maskSecrets, restartRequiredChanges } from "../config";
 import { AgoraError, errorMessage } from "../errors";
 import {

@@ -14,6 +14,7 @@ import { peerIdFromString } from "@libp2p/peer-id";
 import { multiaddr } from "@multiformats/multiaddr";
 import { AgoraError } from "../errors";
 import { canonicalJson } from "./canonical";
+import { LABEL_PATTERN, REGION_TOKEN_PATTERN } from "../protocol";
 
 export type NodeStatus = "online" | "degraded" | "draining";
 export const NODE_STATUSES: readonly NodeStatus[] = ["online", "degraded", "draining"];
@@ -71,8 +72,8 @@ export const MAX_TTL_SECONDS = 3 * 3600;
  */
 export const SIGNATURE_DOMAIN = "agora-node-advertisement/v1\n";
 
-const TOKEN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
-const LABEL = /^[A-Za-z0-9][A-Za-z0-9_.:=\/-]{0,127}$/;
+const TOKEN = REGION_TOKEN_PATTERN;
+const LABEL = LABEL_PATTERN;
 
 /** Why a record was refused; the value of the `reason` label of agora_dht_records_rejected_total. */
 export type RejectReason =

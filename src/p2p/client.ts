@@ -8,7 +8,7 @@ import { identify } from "@libp2p/identify";
 import type { Libp2p } from "@libp2p/interface";
 import { kadDHT } from "@libp2p/kad-dht";
 import { ping } from "@libp2p/ping";
-import { agoraTransportStack } from "./stack";
+import { agoraTransportStack } from "../transport";
 import { multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
 import { AgoraError, errorMessage } from "../errors";

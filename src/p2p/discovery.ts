@@ -23,6 +23,7 @@ import { advertisementKey, type NodeAdvertisement } from "./advertisement";
 import { ALL_NODES_NAMESPACE, capabilityNamespace, namespaceCid, regionNamespace } from "./namespaces";
 import { type RankedNode, rankNodes } from "./ranking";
 import type { RecordValidation } from "./validator";
+import { REGION_TOKEN_PATTERN } from "../protocol";
 
 export interface DiscoverQuery {
   region?: string;
@@ -58,7 +59,7 @@ const CANDIDATE_TIMEOUT_MS = 3_000;
 const PING_TIMEOUT_MS = 2_000;
 /** Valid DHT answers collected before a get stops early. */
 const QUORUM = 2;
-const TOKEN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+const TOKEN = REGION_TOKEN_PATTERN;
 
 function checkQuery(q: DiscoverQuery): void {
   for (const f of ["region", "capability", "group", "preferGroup"] as const) {

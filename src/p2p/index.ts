@@ -19,6 +19,4 @@ export {
 } from "./advertisement";
 export { PROTOCOL_ADVERT, PROTOCOL_DHT } from "./namespaces";
 export { RELAYED_STREAM_OPTIONS } from "../relay";
-export { agoraNoise } from "./noise";
-export { agoraTcp } from "./tcp";
-export { agoraTransportStack, YAMUX_MAX_FRAME_BYTES, YAMUX_MAX_WINDOW_BYTES } from "./stack";
+export { agoraNoise, agoraTcp, agoraTransportStack, YAMUX_MAX_FRAME_BYTES, YAMUX_MAX_WINDOW_BYTES } from "../transport";

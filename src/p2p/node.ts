@@ -10,14 +10,14 @@ import type { Connection, Libp2p, PeerId, PrivateKey } from "@libp2p/interface";
 import { kadDHT, type KadDHT, type SingleKadDHT } from "@libp2p/kad-dht";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
 import { ping } from "@libp2p/ping";
-import { agoraTransportStack } from "./stack";
+import { agoraTransportStack } from "../transport";
 import { uPnPNAT } from "@libp2p/upnp-nat";
 import { multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Registry } from "prom-client";
-import type { AgoraConfig } from "../config/schema";
+import type { AgoraConfig } from "../config";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
 import { RelayMonitor, relayServerInit } from "../relay";
@@ -42,6 +42,7 @@ import { ALL_NODES_NAMESPACE, capabilityNamespace, namespaceCid, PROTOCOL_ADVERT
 import type { RankedNode } from "./ranking";
 import { agoraDhtInit } from "./dht";
 import { createRecordValidation, type RecordValidation } from "./validator";
+import { REGION_TOKEN_PATTERN } from "../protocol";
 
 export interface LoadFigures {
   current_load: number;
@@ -135,7 +136,7 @@ const STABILITY_HORIZON_S = 7 * 86400;
 const SEQ_FILE = "advertisement-seq.json";
 const REACHABILITY_GRACE_MS = 30_000;
 const STOP_TIMEOUT_MS = 10_000;
-const TOKEN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+const TOKEN = REGION_TOKEN_PATTERN;
 
 export function createNetworkNode(opts: NetworkNodeOptions): NetworkNode {
   return new AgoraNetworkNode(opts);

@@ -26,7 +26,7 @@
 import type { CircuitRelayServerInit, CircuitRelayService } from "@libp2p/circuit-relay-v2";
 import type { ConnectionGater, Libp2p, PeerId, Stream } from "@libp2p/interface";
 import { Counter, Gauge, type Registry } from "prom-client";
-import type { AgoraConfig } from "../config/schema";
+import type { AgoraConfig } from "../config";
 import { ipOf, isCircuit } from "../p2p/addrs";
 
 export const RELAY_HOP_PROTOCOL = "/libp2p/circuit/relay/0.2.0/hop";

@@ -6,7 +6,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { readWav, writeWav } from "../../src/audio/net";
+import { readWav, writeWav } from "../../src/client";
 import { type NodeHandle, runCli, startNode, tempDir } from "../helpers/node-process";
 
 const RATE = 48_000;

@@ -4,8 +4,8 @@
  * adaptation, pauses) and input validation. Every figure is measured on the audio itself.
  */
 import { describe, expect, test } from "bun:test";
-import { createOpusCodec, type OpusDecoder, type OpusEncoder } from "../../src/audio/codec";
-import { CoreRoom, MediaCore, PushResult, type RoomConfig } from "../../src/audio/core";
+import { createOpusCodec, type OpusDecoder, type OpusEncoder } from "../../src/audio";
+import { CoreRoom, MediaCore, PushResult, type RoomConfig } from "../../src/audio";
 import { concat, db, FRAME, FSK_TONES, fskFrame, fskSymbol, goertzel, maxStep, peak, rms, snrDb, toneFrame } from "./media-helpers";
 
 const codec = await createOpusCodec();

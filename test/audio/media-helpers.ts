@@ -1,5 +1,5 @@
 /** Signal helpers for the media-plane tests: tones, Goertzel power, SNR, engine settings. */
-import type { MediaSettings } from "../../src/audio/types";
+import type { MediaSettings } from "../../src/audio";
 
 export const SR = 48_000;
 export const FRAME = 960;

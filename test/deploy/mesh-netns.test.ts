@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { readWav, writeWav } from "../../src/audio/net";
+import { readWav, writeWav } from "../../src/client";
 import { BINARY, type NodeHandle, runCli, startNode, tempDir } from "../helpers/node-process";
 import { netnsAvailable, TestNetwork } from "../helpers/netns";
 

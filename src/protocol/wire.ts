@@ -19,14 +19,8 @@ export const AUDIO_PROTOCOL = "/agora/audio/1.0.0";
 export const WIRE_VERSION = 1;
 export const SUPPORTED_WIRE_VERSIONS: readonly number[] = [WIRE_VERSION];
 
-/** Codec parameters fixed by version 1: Opus, 48 kHz, mono, 20 ms frames. */
-export const SAMPLE_RATE = 48_000;
-export const CHANNELS = 1;
-export const FRAME_SAMPLES = 960;
-export const FRAME_MS = 20;
-/** RFC 6716 §3.2.1: the largest Opus packet for one 20 ms frame. */
-export const MAX_OPUS_PAYLOAD = 1275;
-export const MAX_ROOM_ID_LENGTH = 64;
+import { CHANNELS, FRAME_MS, FRAME_SAMPLES, MAX_OPUS_PAYLOAD, MAX_ROOM_ID_LENGTH, PARTICIPANT_ID_PATTERN, ROOM_ID_PATTERN, SAMPLE_RATE } from "./constants";
+
 export const MAX_NAME_BYTES = 64;
 export const MAX_PARTICIPANT_ID_LENGTH = 64;
 export const MAX_ERROR_MESSAGE_BYTES = 512;
@@ -162,8 +156,8 @@ function fail<T>(reason: WireErrorReason, field: string, message: string): Decod
   return { ok: false, error: new WireError(reason, field, message) };
 }
 
-const ROOM_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-const PARTICIPANT_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const ROOM_ID_RE = ROOM_ID_PATTERN;
+const PARTICIPANT_ID_RE = PARTICIPANT_ID_PATTERN;
 // C0/C1 controls, DEL, and bidi overrides that could spoof how a name renders on a dashboard.
 // eslint-disable-next-line no-control-regex
 const NAME_FORBIDDEN_RE = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
@@ -584,109 +578,5 @@ export function wireErrorCodeFor(reason: WireErrorReason): number {
       return WireErrorCode.BAD_ROOM;
     default:
       return WireErrorCode.MALFORMED;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Stream helpers shared by the room service and the clients.
-
-/** `message` events carry a Uint8Array or a Uint8ArrayList; both have a `subarray()` giving contiguous bytes. */
-export function chunkBytes(data: { subarray(): Uint8Array }): Uint8Array {
-  return data.subarray();
-}
-
-/** The part of a libp2p `Stream` the outbound queue needs (structural, so tests can fake it). */
-export interface DrainableStream {
-  readonly writableNeedsDrain: boolean;
-  readonly writeStatus: string;
-  send(data: Uint8Array): boolean;
-  addEventListener(type: "drain", listener: () => void): void;
-  removeEventListener(type: "drain", listener: () => void): void;
-}
-
-/**
- * Real-time send queue on top of a stream's backpressure. While the transport says "drain needed", messages
- * wait here; when more than `capacity` are waiting, the OLDEST droppable one (audio) is discarded: late
- * audio is worth less than current audio, and an unbounded queue would turn a slow receiver into ever
- * growing latency and memory. Control messages (PONG, ERROR) are never dropped. Nothing is passed to
- * `stream.send` while it needs a drain, so the stream's own buffer holds at most one message.
- */
-export class OutboundQueue {
-  private readonly queue: { bytes: Uint8Array; droppable: boolean }[] = [];
-  private listening = false;
-  private closed = false;
-  /** audio messages discarded because the peer could not keep up */
-  dropped = 0;
-  sent = 0;
-
-  constructor(
-    private readonly stream: DrainableStream,
-    private readonly capacity: number,
-    private readonly onDrop?: () => void,
-  ) {}
-
-  get depth(): number {
-    return this.queue.length;
-  }
-
-  /** Returns false when the stream can no longer be written (the caller should tear the session down). */
-  send(bytes: Uint8Array, droppable = true): boolean {
-    if (this.closed || this.stream.writeStatus !== "writable") return false;
-    if (this.queue.length === 0 && !this.stream.writableNeedsDrain) return this.write(bytes);
-    if (this.queue.length >= this.capacity) {
-      const i = this.queue.findIndex((e) => e.droppable);
-      if (i >= 0) {
-        this.queue.splice(i, 1);
-        this.dropped++;
-        this.onDrop?.();
-      } else if (droppable) {
-        // Queue full of control messages: drop the new audio instead.
-        this.dropped++;
-        this.onDrop?.();
-        return true;
-      }
-    }
-    this.queue.push({ bytes, droppable });
-    if (!this.listening) {
-      this.listening = true;
-      this.stream.addEventListener("drain", this.flush);
-    }
-    return true;
-  }
-
-  private write(bytes: Uint8Array): boolean {
-    try {
-      this.stream.send(bytes);
-      this.sent++;
-      return true;
-    } catch {
-      // send throws once the write end is closed/reset; the 'close' event tears the session down.
-      this.close();
-      return false;
-    }
-  }
-
-  private readonly flush = (): void => {
-    while (this.queue.length > 0 && !this.stream.writableNeedsDrain && !this.closed) {
-      if (this.stream.writeStatus !== "writable") {
-        this.close();
-        return;
-      }
-      const e = this.queue.shift()!;
-      if (!this.write(e.bytes)) return;
-    }
-    if (this.queue.length === 0 && this.listening) {
-      this.listening = false;
-      this.stream.removeEventListener("drain", this.flush);
-    }
-  };
-
-  close(): void {
-    this.closed = true;
-    this.queue.length = 0;
-    if (this.listening) {
-      this.listening = false;
-      this.stream.removeEventListener("drain", this.flush);
-    }
   }
 }

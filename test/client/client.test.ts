@@ -5,14 +5,14 @@ import { join } from "node:path";
 import type { Libp2p } from "@libp2p/interface";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import { Registry } from "prom-client";
-import { loadOpusCodec, PacedTimer, PlayoutBuffer, runJoinClient, type JoinClientOptions } from "../../src/audio/client";
-import { runLoadgen, summarize } from "../../src/audio/loadgen";
-import { AudioRoomService } from "../../src/audio/room-service";
-import { decodeWav, encodeWav, readWav, resample, WavError, WavWriter, writeWav } from "../../src/audio/wav";
-import { WireErrorCode } from "../../src/audio/wire";
+import { loadOpusCodec, PacedTimer, PlayoutBuffer, runJoinClient, type JoinClientOptions } from "../../src/client";
+import { runLoadgen, summarize } from "../../src/client";
+import { AudioRoomService } from "../../src/rooms";
+import { decodeWav, encodeWav, readWav, resample, WavError, WavWriter, writeWav } from "../../src/client";
+import { WireErrorCode } from "../../src/protocol";
 import { AgoraError } from "../../src/errors";
 import { silentLogger } from "../../src/log";
-import { createFakeCodec, createServerNode, db, FakeMediaEngine, goertzelPower, rms, tone, waitFor } from "./net-fakes";
+import { createFakeCodec, createServerNode, db, FakeMediaEngine, goertzelPower, rms, tone, waitFor } from "../helpers/net-fakes";
 
 // Real-time tests (audio is paced at 20 ms/frame) on a shared 2-core machine: well above bun's 5 s default.
 setDefaultTimeout(20_000);

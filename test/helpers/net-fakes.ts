@@ -9,10 +9,10 @@ import type { Multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
 import { Registry } from "prom-client";
 import { AgoraError } from "../../src/errors";
-import type { AudioFrame, FrameSink, MediaEngine, MediaSettings, RoomStats } from "../../src/audio/types";
-import type { OpusCodecLike } from "../../src/audio/client";
-import { agoraTransportStack } from "../../src/p2p";
-import { AUDIO_PROTOCOL, chunkBytes, MessageDecoder, type WireMessage } from "../../src/audio/wire";
+import type { AudioFrame, FrameSink, MediaEngine, MediaSettings, RoomStats } from "../../src/audio";
+import type { OpusCodec } from "../../src/protocol";
+import { agoraTransportStack } from "../../src/transport";
+import { AUDIO_PROTOCOL, chunkBytes, MessageDecoder, type WireMessage } from "../../src/protocol";
 
 /**
  * Forwards every pushed frame, unchanged and synchronously, to every OTHER participant of the room: the
@@ -140,7 +140,7 @@ export interface FakeCodecStats {
   concealed: number;
 }
 
-export function createFakeCodec(stats: FakeCodecStats = { encoded: 0, decoded: 0, concealed: 0 }): OpusCodecLike & { stats: FakeCodecStats } {
+export function createFakeCodec(stats: FakeCodecStats = { encoded: 0, decoded: 0, concealed: 0 }): OpusCodec & { stats: FakeCodecStats } {
   return {
     stats,
     encoder: () => ({
@@ -151,6 +151,7 @@ export function createFakeCodec(stats: FakeCodecStats = { encoded: 0, decoded: 0
         for (let i = 0; i < 960; i++) out[i] = linearToUlaw(pcm[i]!);
         return out;
       },
+      setBitrate() {},
       destroy() {},
     }),
     decoder: () => {
@@ -168,6 +169,10 @@ export function createFakeCodec(stats: FakeCodecStats = { encoded: 0, decoded: 0
           for (let i = 0; i < 960 && i < packet.length; i++) out[i] = ulawToLinear(packet[i]!);
           last = out;
           return out;
+        },
+        decodeFec(): Int16Array {
+          // The fake format carries no FEC: recover as concealment does.
+          return this.decode(null);
         },
         destroy() {},
       };

@@ -2,13 +2,13 @@ import { afterEach, beforeEach, describe, expect, setDefaultTimeout, test } from
 import type { Libp2p } from "@libp2p/interface";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import { Registry } from "prom-client";
-import { AudioRemoteError, AudioSession } from "../../src/audio/client";
-import { AudioRoomService, SeqWindow, type AudioServiceLimits } from "../../src/audio/room-service";
-import type { AudioFrame } from "../../src/audio/types";
-import { encodeAudio, encodeMessage, isRetryableErrorCode, MessageType, WireErrorCode, type WireMessage } from "../../src/audio/wire";
+import { AudioRemoteError, AudioSession } from "../../src/client";
+import { AudioRoomService, SeqWindow, type AudioServiceLimits } from "../../src/rooms";
+import type { AudioFrame } from "../../src/audio";
+import { encodeAudio, encodeMessage, isRetryableErrorCode, MessageType, WireErrorCode, type WireMessage } from "../../src/protocol";
 import { AgoraError } from "../../src/errors";
 import { silentLogger } from "../../src/log";
-import { createBareClientNode, createServerNode, FakeMediaEngine, metricValue, openRaw, waitFor } from "./net-fakes";
+import { createBareClientNode, createServerNode, FakeMediaEngine, metricValue, openRaw, waitFor } from "../helpers/net-fakes";
 
 // Real-time tests (audio is paced at 20 ms/frame) on a shared 2-core machine: well above bun's 5 s default.
 setDefaultTimeout(20_000);

@@ -23,19 +23,12 @@
 import type { Libp2p } from "@libp2p/interface";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
-import {
-  AudioSession,
-  createClientNode,
-  loadOpusCodec,
-  PacedTimer,
-  sleep,
-  type DialTarget,
-  type DialTargetProvider,
-  type OpusCodecLike,
-  type OpusDecoderLike,
-} from "./client";
 import { multiaddr } from "@multiformats/multiaddr";
-import { FRAME_MS, FRAME_SAMPLES, seqDiff, SAMPLE_RATE } from "./wire";
+import { FRAME_MS, FRAME_SAMPLES, type OpusCodec, type OpusDecoder, SAMPLE_RATE, seqDiff } from "../protocol";
+import { loadOpusCodec } from "./codec";
+import { createClientNode, type DialTarget, type DialTargetProvider } from "./node";
+import { AudioSession } from "./session";
+import { PacedTimer, sleep } from "./timing";
 
 export interface LoadgenOptions {
   /** node multiaddr (…/p2p/<peer id>) or a function returning one */
@@ -60,7 +53,7 @@ export interface LoadgenOptions {
   warmupSec?: number;
   /** reuse a libp2p node instead of starting one */
   libp2p?: Libp2p;
-  codec?: OpusCodecLike;
+  codec?: OpusCodec;
   /** protocol id to dial (default the audio protocol; the latency bench uses an echo protocol) */
   protocol?: string;
   signal?: AbortSignal;
@@ -141,7 +134,7 @@ function round1(x: number): number {
 }
 
 /** Encodes one period of a looping signal; the second pass is kept so encoder state is steady-state. */
-function preEncode(codec: OpusCodecLike, bitrate: number, periodFrames: number, sample: (i: number) => number): Uint8Array[] {
+function preEncode(codec: OpusCodec, bitrate: number, periodFrames: number, sample: (i: number) => number): Uint8Array[] {
   const enc = codec.encoder(bitrate);
   try {
     const pcm = new Int16Array(FRAME_SAMPLES);
@@ -208,7 +201,7 @@ interface RoomState {
   latencies: number[];
   unmatched: number;
   undecodable: number;
-  decoder?: OpusDecoderLike;
+  decoder?: OpusDecoder;
   detector: OnsetDetector;
 }
 

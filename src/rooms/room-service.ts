@@ -14,8 +14,9 @@ import type { Connection, Libp2p, Stream } from "@libp2p/interface";
 import { Counter, Gauge, type Registry } from "prom-client";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
-import type { AudioFrame, MediaEngine, RoomStats } from "./types";
+import type { MediaEngine, RoomStats } from "../audio";
 import {
+  type AudioFrame,
   AUDIO_PROTOCOL,
   CHANNELS,
   chunkBytes,
@@ -33,7 +34,7 @@ import {
   type JoinMessage,
   type WireErrorReason,
   type WireMessage,
-} from "./wire";
+} from "../protocol";
 
 export interface AudioServiceLimits {
   /** A joined stream that sends nothing (no audio, no PING) for this long is half-open: closed. */

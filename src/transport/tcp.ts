@@ -12,7 +12,7 @@
  * the socket itself (without an error) when the signal fires: the options handed to the internal
  * `_connect` carry `signal` as a non-enumerable property, so the `{ ...options }` that builds net.connect's
  * options drops it while libp2p's direct `options.signal` reads still see it. The dial/upgrade path keeps
- * the original options object. Pinned to @libp2p/tcp 11.0.28; test/p2p/tcp-abort.test.ts guards it.
+ * the original options object. Pinned to @libp2p/tcp 11.0.28; test/transport/tcp-abort.test.ts guards it.
  *
  * Every libp2p node in agora-node must use `agoraTcp()` instead of `tcp()`.
  */
@@ -29,7 +29,7 @@ export function agoraTcp(init?: Parameters<typeof tcp>[0]): TcpFactory {
     const connect = transport._connect;
     if (typeof connect !== "function") {
       // A different @libp2p/tcp: fail loudly rather than silently run with the crash.
-      throw new Error("@libp2p/tcp internals changed (_connect missing): re-check src/p2p/tcp.ts");
+      throw new Error("@libp2p/tcp internals changed (_connect missing): re-check src/transport/tcp.ts");
     }
     transport._connect = function (ma, options) {
       const copy: Record<string, unknown> = { ...options };

@@ -14,7 +14,7 @@ import {
   WireErrorCode,
   wireErrorCodeFor,
   type WireMessage,
-} from "../../src/audio/wire";
+} from "../../src/protocol";
 
 function body(framed: Uint8Array): Uint8Array {
   return framed.subarray(LENGTH_PREFIX_BYTES);

@@ -1,0 +1,361 @@
+/**
+ * runJoinClient: one participant for a whole call, as the `join` command runs it: a WAV (or nothing) in,
+ * what it hears out as a WAV, reconnecting (to the same node, or to one a function picks anew) when the
+ * session is lost.
+ *
+ * Timing model: audio is sent paced by an absolute clock (frame k leaves at t0 + 20·k ms; a late timer
+ * sends what is due at once instead of drifting), and received audio is played out by a second absolute
+ * clock behind a small jitter buffer. Every playout tick produces exactly 20 ms of output — the decoded
+ * frame, Opus packet-loss concealment for a missing one, or silence for a long gap — so the output WAV is a
+ * continuous timeline, like a speaker would play it, whatever the network did.
+ */
+import type { Libp2p } from "@libp2p/interface";
+import { AgoraError, errorMessage } from "../errors";
+import type { Logger } from "../log";
+import { type AudioFrame, checkRoomId, FRAME_MS, FRAME_SAMPLES, type OpusCodec, type OpusEncoder, SAMPLE_RATE, WireErrorCode } from "../protocol";
+import { loadOpusCodec } from "./codec";
+import { createClientNode, type DialTargetProvider, resolveTarget } from "./node";
+import { PlayoutBuffer } from "./playout";
+import { seededRandom } from "./random";
+import { AudioRemoteError, AudioSession } from "./session";
+import { PacedTimer, sleep } from "./timing";
+import { readWav, WavWriter } from "./wav";
+
+export interface SimulateOptions {
+  /** fraction of frames never sent (0..1) */
+  dropRate?: number;
+  /** fraction of frames sent after their successor (adjacent swap, 0..1) */
+  reorderRate?: number;
+  seed?: number;
+}
+
+export interface ReconnectOptions {
+  /** consecutive failed attempts before giving up (default 10) */
+  maxAttempts?: number;
+  initialDelayMs?: number;
+  maxDelayMs?: number;
+}
+
+export interface JoinClientOptions {
+  /** node multiaddr (…/p2p/<peer id>), or a function returning one, asked again on every reconnect */
+  node: DialTargetProvider;
+  room: string;
+  name?: string;
+  /** WAV to send (any rate/channels of 16-bit PCM; converted to 48 kHz mono); none = listen only */
+  input?: string;
+  /** WAV to write what is heard (48 kHz mono 16-bit), written continuously */
+  output?: string;
+  /** stop after this long; default: end of input + tail, or until `signal` aborts */
+  durationSec?: number;
+  logger: Logger;
+  /** uplink bitrate; default: the server's suggestion from JOINED */
+  bitrate?: number;
+  /** keep receiving this long after the input ends (default 1000 ms) */
+  tailMs?: number;
+  /** playout delay behind the first received frame (default 60 ms) */
+  jitterMs?: number;
+  simulate?: SimulateOptions;
+  reconnect?: ReconnectOptions;
+  /** PING interval: keeps a silent client alive and measures RTT (default 5000 ms) */
+  keepaliveMs?: number;
+  /** no data from the server for this long → connection considered dead, reconnect (default 15 000 ms) */
+  deadAfterMs?: number;
+  signal?: AbortSignal;
+  /** reuse this libp2p node instead of starting (and stopping) a private one */
+  libp2p?: Libp2p;
+  /** codec implementation; default: wasm libopus from ./codec */
+  codec?: OpusCodec;
+}
+
+export interface JoinClientReport {
+  room: string;
+  /** one per successful JOIN (reconnects add more) */
+  participantIds: string[];
+  endReason: "input_end" | "duration" | "aborted";
+  inputSeconds: number;
+  outputSeconds: number;
+  framesSent: number;
+  /** not sent because of `simulate.dropRate` */
+  framesDroppedSimulated: number;
+  /** sent after their successor because of `simulate.reorderRate` */
+  framesReorderedSimulated: number;
+  /** due while disconnected (reconnecting) */
+  framesNotSent: number;
+  framesReceived: number;
+  /** playout ticks with no frame: concealed by PLC, or silence in long gaps */
+  framesConcealed: number;
+  framesLate: number;
+  framesSkipped: number;
+  /** received but rejected by the decoder (concealed instead) */
+  framesUndecodable: number;
+  reconnects: number;
+  rttMs?: number;
+}
+
+const LONG_GAP_FRAMES = 5; // beyond 100 ms of loss, Opus PLC has faded out anyway: write silence
+
+export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClientReport> {
+  const log = opts.logger.child({ component: "join", room: opts.room });
+  const tailMs = opts.tailMs ?? 1000;
+  const jitterFrames = Math.max(1, Math.round((opts.jitterMs ?? 60) / FRAME_MS));
+  const keepaliveMs = opts.keepaliveMs ?? 5000;
+  const deadAfterMs = opts.deadAfterMs ?? 15_000;
+  const reconnect = { maxAttempts: 10, initialDelayMs: 250, maxDelayMs: 5000, ...opts.reconnect };
+  if (opts.durationSec !== undefined && !(opts.durationSec > 0)) throw new AgoraError("USAGE", `durationSec must be > 0, got ${opts.durationSec}`);
+  const roomErr = checkRoomId(opts.room);
+  if (roomErr) throw new AgoraError("USAGE", roomErr, { where: "room" });
+  if (!opts.input && opts.durationSec === undefined && !opts.signal)
+    throw new AgoraError("USAGE", "runJoinClient needs an input, a duration or an abort signal to know when to stop");
+
+  const input = opts.input ? readWav(opts.input).samples : undefined;
+  const totalFrames = input ? Math.ceil(input.length / FRAME_SAMPLES) : 0;
+  const codec = opts.codec ?? (await loadOpusCodec());
+  const output = opts.output ? WavWriter.open(opts.output) : undefined;
+  const ownNode = !opts.libp2p;
+  const node = opts.libp2p ?? (await createClientNode());
+
+  const rand = seededRandom(opts.simulate?.seed ?? 0x5eed);
+  const dropRate = opts.simulate?.dropRate ?? 0;
+  const reorderRate = opts.simulate?.reorderRate ?? 0;
+
+  const report: JoinClientReport = {
+    room: opts.room,
+    participantIds: [],
+    endReason: "aborted",
+    inputSeconds: input ? input.length / SAMPLE_RATE : 0,
+    outputSeconds: 0,
+    framesSent: 0,
+    framesDroppedSimulated: 0,
+    framesReorderedSimulated: 0,
+    framesNotSent: 0,
+    framesReceived: 0,
+    framesConcealed: 0,
+    framesLate: 0,
+    framesSkipped: 0,
+    framesUndecodable: 0,
+    reconnects: 0,
+  };
+
+  let session: AudioSession | undefined;
+  let stopping = false;
+  let fatal: AgoraError | undefined;
+  let encoder: OpusEncoder | undefined;
+  const decoder = codec.decoder();
+  const playout = new PlayoutBuffer(jitterFrames, jitterFrames + 10);
+  let missRun = 0;
+  const silence = new Int16Array(FRAME_SAMPLES);
+
+  // Aborted when the run ends, so a dial or backoff in progress does not hold up the shutdown.
+  const stopCtl = new AbortController();
+  const runSignal = opts.signal ? AbortSignal.any([opts.signal, stopCtl.signal]) : stopCtl.signal;
+  let finishRun: (reason: JoinClientReport["endReason"]) => void = () => {};
+  const finished = new Promise<JoinClientReport["endReason"]>((resolve) => {
+    finishRun = (r) => {
+      if (!stopping) {
+        stopping = true;
+        stopCtl.abort();
+        resolve(r);
+      }
+    };
+  });
+  const onAbort = () => finishRun("aborted");
+  opts.signal?.addEventListener("abort", onAbort, { once: true });
+  if (opts.signal?.aborted) finishRun("aborted");
+
+  // --- playout: one 20 ms output frame per tick, whatever arrived ---
+  const playoutTimer = new PacedTimer(FRAME_MS, () => {
+    const p = playout.pop();
+    if (p === undefined) return;
+    let pcm: Int16Array | undefined;
+    if (p) {
+      try {
+        pcm = decoder.decode(p);
+        missRun = 0;
+      } catch (err) {
+        // A packet the decoder rejects (corrupt, not 20 ms) is treated as lost: conceal, keep playing.
+        report.framesUndecodable++;
+        if (report.framesUndecodable === 1) log.warn({ err: errorMessage(err) }, "undecodable audio frame (concealed)");
+      }
+    }
+    if (!pcm) {
+      report.framesConcealed++;
+      missRun++;
+      pcm = silence;
+      if (missRun <= LONG_GAP_FRAMES) {
+        try {
+          pcm = decoder.decode(null);
+        } catch {
+          /* PLC unavailable: silence keeps the timeline */
+        }
+      }
+    }
+    try {
+      output?.write(pcm);
+    } catch (err) {
+      // Disk full, file removed…: the run cannot do what it was asked; end it with the error.
+      fatal ??= err instanceof AgoraError ? err : new AgoraError("USAGE", errorMessage(err));
+      playoutTimer.stop();
+      finishRun("aborted");
+      return;
+    }
+    report.outputSeconds += FRAME_MS / 1000;
+  });
+
+  const onAudio = (frame: AudioFrame, receivedAt: number) => {
+    if (stopping) return;
+    report.framesReceived++;
+    playout.push(frame.seq, frame.payload);
+    // The playout clock starts jitterMs after the very first frame and then never stops, so reconnect
+    // gaps show up as concealment/silence in the output rather than as a shorter file.
+    playoutTimer.begin(receivedAt + jitterFrames * FRAME_MS);
+  };
+
+  // --- connection management with reconnect ---
+  let connectLoop: Promise<void> = Promise.resolve();
+  let onSessionLost: () => void = () => {};
+  const connect = async (): Promise<void> => {
+    let attempt = 0;
+    let delay = reconnect.initialDelayMs;
+    while (!stopping) {
+      try {
+        const target = await resolveTarget(opts.node);
+        const s = await AudioSession.open({
+          libp2p: node,
+          target,
+          room: opts.room,
+          name: opts.name,
+          onAudio,
+          signal: runSignal,
+          onClose: (err) => {
+            if (err && !stopping) {
+              log.warn({ err: err.message }, "audio session lost");
+              if (err instanceof AudioRemoteError && !err.retryable) fatal = err;
+              onSessionLost();
+            }
+          },
+        });
+        session = s;
+        playout.reset(); // the new stream has its own sequence numbering
+        report.participantIds.push(s.participantId);
+        if (!encoder) encoder = codec.encoder(opts.bitrate ?? s.joined.bitrate);
+        log.info({ participant: s.participantId, target: target.toString() }, "joined");
+        return;
+      } catch (err) {
+        if (stopping) return;
+        if (err instanceof AudioRemoteError && !err.retryable) throw err;
+        // A draining node will not take us back; only a target chosen anew (discovery) can help.
+        if (err instanceof AudioRemoteError && err.wireCode === WireErrorCode.DRAINING && typeof opts.node !== "function") throw err;
+        if (err instanceof AgoraError && err.code === "USAGE") throw err; // a bad multiaddr will not get better
+        if (++attempt >= reconnect.maxAttempts)
+          throw new AgoraError("P2P", `giving up after ${attempt} attempts to join room ${opts.room}: ${errorMessage(err)}`, { cause: err });
+        log.warn({ err: errorMessage(err), attempt, retryInMs: delay }, "join failed; retrying");
+        await sleep(delay, runSignal);
+        delay = Math.min(reconnect.maxDelayMs, delay * 2);
+      }
+    }
+  };
+  onSessionLost = () => {
+    session = undefined;
+    if (stopping) return;
+    if (fatal) return finishRun("aborted");
+    report.reconnects++;
+    connectLoop = connect().catch((err) => {
+      fatal = err instanceof AgoraError ? err : new AgoraError("P2P", errorMessage(err));
+      finishRun("aborted");
+    });
+  };
+
+  // --- sender: frame k leaves at t0 + 20·k ---
+  let seq = (rand() * 0x100000000) >>> 0;
+  let ts = (rand() * 0x100000000) >>> 0;
+  let held: AudioFrame | undefined; // reorder simulation: frame waiting for its successor
+  const frameBuf = new Int16Array(FRAME_SAMPLES);
+  const sendOne = (f: AudioFrame) => {
+    if (session?.sendAudio(f)) report.framesSent++;
+    else report.framesNotSent++;
+  };
+  const sendTimer = new PacedTimer(FRAME_MS, (k) => {
+    if (!input || !encoder) return;
+    if (k >= totalFrames) {
+      if (held) sendOne(held);
+      held = undefined;
+      sendTimer.stop();
+      setTimeout(() => finishRun("input_end"), tailMs).unref?.();
+      return;
+    }
+    frameBuf.fill(0);
+    frameBuf.set(input.subarray(k * FRAME_SAMPLES, Math.min(input.length, (k + 1) * FRAME_SAMPLES)));
+    // Copy: an encoder may return a view of its own memory that the next call overwrites.
+    const frame: AudioFrame = { seq, timestamp: ts, payload: encoder.encode(frameBuf).slice() };
+    seq = (seq + 1) >>> 0;
+    ts = (ts + FRAME_SAMPLES) >>> 0;
+    if (dropRate > 0 && rand() < dropRate) {
+      report.framesDroppedSimulated++;
+      return;
+    }
+    if (held) {
+      sendOne(frame);
+      sendOne(held);
+      held = undefined;
+      return;
+    }
+    if (reorderRate > 0 && rand() < reorderRate) {
+      held = frame;
+      report.framesReorderedSimulated++;
+      return;
+    }
+    sendOne(frame);
+  });
+
+  const keepalive = setInterval(() => {
+    const s = session;
+    if (!s) return;
+    if (performance.now() - s.lastRxAt > deadAfterMs) s.abort(`no data from the server for ${deadAfterMs} ms`);
+    else s.ping();
+  }, Math.min(keepaliveMs, deadAfterMs / 3));
+  keepalive.unref?.();
+
+  let durationTimer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    connectLoop = connect();
+    await Promise.race([connectLoop, finished]);
+    if (fatal) throw fatal;
+    if (!stopping) {
+      sendTimer.begin();
+      if (opts.durationSec !== undefined) durationTimer = setTimeout(() => finishRun("duration"), opts.durationSec * 1000);
+    }
+    report.endReason = await finished;
+    if (fatal) throw fatal;
+  } finally {
+    stopping = true;
+    stopCtl.abort();
+    sendTimer.stop();
+    playoutTimer.stop();
+    clearInterval(keepalive);
+    if (durationTimer) clearTimeout(durationTimer);
+    opts.signal?.removeEventListener("abort", onAbort);
+    await connectLoop.catch(() => {});
+    if (session) {
+      report.rttMs = session.rttMs;
+      await session.leave().catch(() => {});
+    }
+    report.framesLate = playout.late;
+    report.framesSkipped = playout.skipped;
+    try {
+      output?.close();
+    } finally {
+      encoder?.destroy();
+      decoder.destroy();
+      if (ownNode) {
+        try {
+          await node.stop();
+        } catch (err) {
+          log.warn({ err: errorMessage(err) }, "libp2p stop failed");
+        }
+      }
+    }
+  }
+  log.info({ ...report, participantIds: undefined }, "join client finished");
+  return report;
+}
+

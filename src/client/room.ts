@@ -1,0 +1,163 @@
+/**
+ * RoomConnection: the SDK's handle on one room. It joins over one AudioSession and gives a program the
+ * room as PCM or as Opus: send 20 ms frames of either, receive the server's mix of everyone else as
+ * `audio` (Opus) and, when asked to decode, `pcm` events; `left` tells once how and why it ended.
+ *
+ * Sequence numbers and timestamps of what it sends are its own (random start, +1 and +960 per frame, as
+ * protocol.md asks), so a program only supplies samples or packets.
+ */
+import type { Libp2p } from "@libp2p/interface";
+import { AgoraError } from "../errors";
+import { type AudioFrame, FRAME_SAMPLES, type JoinedMessage, type OpusCodec, type OpusDecoder, type OpusEncoder } from "../protocol";
+import { loadOpusCodec } from "./codec";
+import { SafeEmitter } from "./events";
+import { createClientNode, type DialTarget, resolveTarget } from "./node";
+import { type AudioRemoteError, AudioSession } from "./session";
+
+export interface JoinRoomOptions {
+  /** the node's multiaddr (…/p2p/<peer id>); `discover()` finds one */
+  node: DialTarget;
+  room: string;
+  /** display name, up to 64 bytes of UTF-8 */
+  name?: string;
+  /** decode the received mix and emit `pcm` events (default false: `audio` events only) */
+  decode?: boolean;
+  /** uplink bitrate of `sendPcm`; default: the server's suggestion in JOINED */
+  bitrate?: number;
+  /** codec implementation (default: the wasm libopus, loaded on first use) */
+  codec?: OpusCodec;
+  /** reuse this libp2p node; default: a private dial-only node, stopped on leave */
+  libp2p?: Libp2p;
+  /** bound on dial + JOIN/JOINED (default 10 s) */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /** where an exception thrown by an event listener goes (default: console.error, once per listener) */
+  onListenerError?: (event: keyof RoomEvents, err: unknown) => void;
+}
+
+export interface RoomEvents extends Record<string, unknown> {
+  /** one Opus frame of the mix for us (payload owned by the listener) */
+  audio: { frame: AudioFrame; receivedAt: number };
+  /** the same frame decoded: 960 samples of 48 kHz mono (only with `decode: true`) */
+  pcm: { pcm: Int16Array; seq: number };
+  /** the session ended: `error` unset after our own leave(); an AudioRemoteError carries the server's code */
+  left: { error?: AgoraError | AudioRemoteError };
+}
+
+export class RoomConnection extends SafeEmitter<RoomEvents> {
+  private session!: AudioSession;
+  private encoder: OpusEncoder | undefined;
+  private decoder: OpusDecoder | undefined;
+  private seq = (Math.random() * 0x1_0000_0000) >>> 0;
+  private timestamp = (Math.random() * 0x1_0000_0000) >>> 0;
+  private ended = false;
+
+  private constructor(
+    private readonly codec: OpusCodec | undefined,
+    private readonly bitrate: number | undefined,
+    private readonly ownNode: Libp2p | undefined,
+    onListenerError: JoinRoomOptions["onListenerError"],
+  ) {
+    super(onListenerError);
+  }
+
+  /** Dials the node, joins the room and resolves once JOINED arrived; throws AudioRemoteError on ERROR. */
+  static async join(opts: JoinRoomOptions): Promise<RoomConnection> {
+    const codec = opts.codec ?? (opts.decode ? await loadOpusCodec() : undefined);
+    const ownNode = opts.libp2p ? undefined : await createClientNode();
+    const conn = new RoomConnection(codec, opts.bitrate, ownNode, opts.onListenerError);
+    try {
+      conn.decoder = opts.decode ? codec?.decoder() : undefined;
+      conn.session = await AudioSession.open({
+        libp2p: opts.libp2p ?? ownNode!,
+        target: await resolveTarget(opts.node),
+        room: opts.room,
+        name: opts.name,
+        timeoutMs: opts.timeoutMs,
+        signal: opts.signal,
+        onAudio: (frame, receivedAt) => conn.onAudio(frame, receivedAt),
+        onClose: (error) => void conn.end(error),
+      });
+    } catch (err) {
+      conn.decoder?.destroy();
+      await Promise.resolve(ownNode?.stop()).catch(() => {});
+      throw err;
+    }
+    return conn;
+  }
+
+  /** What the server said in JOINED: our participant id, the bitrate it suggests, the codec parameters. */
+  get joined(): JoinedMessage {
+    return this.session.joined;
+  }
+
+  get participantId(): string {
+    return this.session.participantId;
+  }
+
+  get isOpen(): boolean {
+    return !this.ended && this.session.isOpen;
+  }
+
+  /** Smoothed round-trip time to the node (ms), once a PING was answered. */
+  get rttMs(): number | undefined {
+    return this.session.rttMs;
+  }
+
+  /** Sends one 20 ms Opus packet; false once the connection has ended. */
+  sendOpus(payload: Uint8Array): boolean {
+    const frame: AudioFrame = { seq: this.seq, timestamp: this.timestamp, payload };
+    this.seq = (this.seq + 1) >>> 0;
+    this.timestamp = (this.timestamp + FRAME_SAMPLES) >>> 0;
+    return this.session.sendAudio(frame);
+  }
+
+  /** Encodes and sends 960 samples (20 ms of 48 kHz mono); false once the connection has ended. */
+  async sendPcm(pcm: Int16Array): Promise<boolean> {
+    if (pcm.length !== FRAME_SAMPLES) throw new AgoraError("USAGE", `sendPcm: expected ${FRAME_SAMPLES} samples (20 ms at 48 kHz), got ${pcm.length}`);
+    if (!this.isOpen) return false;
+    if (!this.encoder) {
+      const codec = this.codec ?? (await loadOpusCodec());
+      this.encoder = codec.encoder(this.bitrate ?? this.session.joined.bitrate);
+    }
+    return this.sendOpus(this.encoder.encode(pcm));
+  }
+
+  /** Keepalive and RTT probe; the caller decides the period (protocol.md asks for at least one per 5 s of silence). */
+  ping(): void {
+    this.session.ping();
+  }
+
+  /** Sends LEAVE and waits (bounded) for the server to close; emits `left` without an error. */
+  async leave(): Promise<void> {
+    await this.session.leave();
+    await this.end(undefined);
+  }
+
+  private onAudio(frame: AudioFrame, receivedAt: number): void {
+    this.emit("audio", { frame, receivedAt });
+    if (!this.decoder) return;
+    let pcm: Int16Array;
+    try {
+      pcm = this.decoder.decode(frame.payload);
+    } catch {
+      pcm = this.decoder.decode(null); // a packet the decoder rejects is concealed, as a lost one
+    }
+    this.emit("pcm", { pcm, seq: frame.seq });
+  }
+
+  private async end(error: AgoraError | undefined): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    this.encoder?.destroy();
+    this.decoder?.destroy();
+    this.encoder = this.decoder = undefined;
+    this.emit("left", { error });
+    await Promise.resolve(this.ownNode?.stop()).catch(() => {});
+  }
+}
+
+/** Joins a room on a known node. */
+export function joinRoom(opts: JoinRoomOptions): Promise<RoomConnection> {
+  return RoomConnection.join(opts);
+}

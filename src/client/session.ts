@@ -1,0 +1,274 @@
+/**
+ * AudioSession: one participant on one `/agora/audio/1.0.0` stream (see src/protocol/protocol.md). It dials,
+ * JOINs, waits for JOINED, then sends and receives AUDIO, answers PINGs, measures RTT with its own PINGs and
+ * ends on LEAVE, an ERROR, or the stream's end. Outbound audio goes through the protocol's real-time send
+ * queue, so a slow connection drops old frames rather than growing latency.
+ */
+import type { Libp2p, Stream } from "@libp2p/interface";
+import { multiaddr } from "@multiformats/multiaddr";
+import { AgoraError, type ErrorCode, errorMessage } from "../errors";
+import {
+  AUDIO_PROTOCOL,
+  type AudioFrame,
+  checkDisplayName,
+  checkRoomId,
+  chunkBytes,
+  encodeAudio,
+  encodeMessage,
+  errorCodeName,
+  isRetryableErrorCode,
+  type JoinedMessage,
+  MessageDecoder,
+  OutboundQueue,
+  WIRE_VERSION,
+  WireErrorCode,
+  type WireMessage,
+} from "../protocol";
+import type { DialTarget } from "./node";
+
+/** A server refused or ended the session with an ERROR message. */
+export class AudioRemoteError extends AgoraError {
+  readonly wireCode: number;
+  readonly retryable: boolean;
+  constructor(wireCode: number, message: string) {
+    super(agoraCodeFor(wireCode), `server error ${errorCodeName(wireCode)}: ${message}`);
+    this.name = "AudioRemoteError";
+    this.wireCode = wireCode;
+    this.retryable = isRetryableErrorCode(wireCode);
+  }
+}
+
+function agoraCodeFor(wireCode: number): ErrorCode {
+  switch (wireCode) {
+    case WireErrorCode.CAPACITY:
+      return "CAPACITY";
+    case WireErrorCode.DRAINING:
+    case WireErrorCode.SHUTTING_DOWN:
+      return "SHUTTING_DOWN";
+    case WireErrorCode.BAD_ROOM:
+      return "BAD_REQUEST";
+    case WireErrorCode.UNSUPPORTED_VERSION:
+    case WireErrorCode.MALFORMED:
+    case WireErrorCode.UNEXPECTED_MESSAGE:
+      return "WIRE_PROTOCOL";
+    default:
+      return "P2P";
+  }
+}
+
+export interface AudioSessionOptions {
+  libp2p: Libp2p;
+  target: DialTarget;
+  room: string;
+  name?: string;
+  /** defaults to AUDIO_PROTOCOL; the latency bench points it at an echo protocol */
+  protocol?: string;
+  /** bound on dial + protocol negotiation + JOIN/JOINED (default 10 s) */
+  timeoutMs?: number;
+  /** outbound audio frames held while the connection cannot keep up before the oldest is dropped */
+  sendQueueFrames?: number;
+  /** called for every received AUDIO; `payload` is owned by the callee */
+  onAudio?: (frame: AudioFrame, receivedAt: number) => void;
+  /** called once when the session ends; `error` unset after a clean leave() */
+  onClose?: (error: AgoraError | undefined) => void;
+  signal?: AbortSignal;
+  /** many sessions over one connection (loadgen) need more than libp2p's default 64 outbound streams */
+  maxOutboundStreams?: number;
+}
+
+export class AudioSession {
+  readonly joined: JoinedMessage;
+  private readonly queue: OutboundQueue;
+  private closedWith: AgoraError | undefined | null = null; // null = open
+  private pingNonce = 0;
+  private readonly pings = new Map<number, number>();
+  /** performance.now() of the last message from the server */
+  lastRxAt: number;
+  /** smoothed round-trip time from PING/PONG, ms */
+  rttMs: number | undefined;
+  framesSent = 0;
+  framesReceived = 0;
+
+  private constructor(
+    private readonly stream: Stream,
+    joined: JoinedMessage,
+    private readonly opts: AudioSessionOptions,
+    /** the handshake's decoder: bytes after JOINED may already be buffered in it */
+    private readonly decoder: MessageDecoder,
+  ) {
+    this.joined = joined;
+    this.lastRxAt = performance.now();
+    this.queue = new OutboundQueue(stream, opts.sendQueueFrames ?? 10);
+  }
+
+  get participantId(): string {
+    return this.joined.participantId;
+  }
+
+  get isOpen(): boolean {
+    return this.closedWith === null;
+  }
+
+  /** Dials, negotiates the protocol, JOINs and waits for JOINED; throws AudioRemoteError on ERROR. */
+  static async open(opts: AudioSessionOptions): Promise<AudioSession> {
+    const roomErr = checkRoomId(opts.room);
+    if (roomErr) throw new AgoraError("USAGE", roomErr, { where: "room" });
+    const nameErr = checkDisplayName(opts.name ?? "");
+    if (nameErr) throw new AgoraError("USAGE", nameErr, { where: "name" });
+    const timeoutMs = opts.timeoutMs ?? 10_000;
+    const signal = opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(timeoutMs)]) : AbortSignal.timeout(timeoutMs);
+    const target = typeof opts.target === "string" ? multiaddr(opts.target) : opts.target;
+    let stream: Stream;
+    try {
+      stream = await opts.libp2p.dialProtocol(target, opts.protocol ?? AUDIO_PROTOCOL, {
+        signal,
+        maxOutboundStreams: opts.maxOutboundStreams,
+      });
+    } catch (err) {
+      throw new AgoraError("P2P", `cannot open ${opts.protocol ?? AUDIO_PROTOCOL} to ${target.toString()}: ${errorMessage(err)}`, { cause: err });
+    }
+    const decoder = new MessageDecoder();
+    const early: WireMessage[] = [];
+    let settled = false;
+    let resolveResult: (r: JoinedMessage | AgoraError) => void = () => {};
+    const result = new Promise<JoinedMessage | AgoraError>((resolve) => (resolveResult = resolve));
+    const settle = (r: JoinedMessage | AgoraError) => {
+      if (settled) return;
+      settled = true;
+      resolveResult(r);
+    };
+    const onMessage = (evt: { data: { subarray(): Uint8Array } }) => {
+      const { messages, error } = decoder.push(chunkBytes(evt.data));
+      for (const m of messages) {
+        // Anything after JOINED (AUDIO in the same chunk, even an ERROR) is replayed once attached.
+        if (settled) early.push(m);
+        else if (m.type === "JOINED") settle(m);
+        else if (m.type === "ERROR") settle(new AudioRemoteError(m.code, m.message));
+        else settle(new AgoraError("WIRE_PROTOCOL", `expected JOINED or ERROR, got ${m.type}`));
+      }
+      if (error) {
+        if (settled) early.push({ type: "ERROR", code: WireErrorCode.MALFORMED, message: error.message });
+        else settle(error);
+      }
+    };
+    const onClose = (evt: { error?: Error }) =>
+      settle(new AgoraError("P2P", `stream closed before JOINED${evt.error ? `: ${errorMessage(evt.error)}` : ""}`));
+    const onAbort = () =>
+      settle(opts.signal?.aborted ? new AgoraError("P2P", "join aborted") : new AgoraError("P2P", `no JOINED within ${timeoutMs} ms`));
+    stream.addEventListener("message", onMessage);
+    stream.addEventListener("close", onClose);
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      stream.send(encodeMessage({ type: "JOIN", version: WIRE_VERSION, room: opts.room, name: opts.name ?? "" }));
+    } catch (err) {
+      settle(new AgoraError("P2P", `cannot send JOIN: ${errorMessage(err)}`));
+    }
+    const r = await result;
+    stream.removeEventListener("message", onMessage);
+    stream.removeEventListener("close", onClose);
+    signal.removeEventListener("abort", onAbort);
+    if (r instanceof AgoraError) {
+      stream.abort(r);
+      throw r;
+    }
+    const session = new AudioSession(stream, r, opts, decoder);
+    session.attach(early);
+    return session;
+  }
+
+  private attach(early: WireMessage[]): void {
+    this.stream.addEventListener("message", (evt) => {
+      const { messages, error } = this.decoder.push(chunkBytes(evt.data));
+      for (const m of messages) this.onMessage(m);
+      if (error) this.finish(error, true);
+    });
+    this.stream.addEventListener("close", (evt) =>
+      this.finish(new AgoraError("P2P", `audio stream closed by ${evt.local ? "us" : "the server"}${evt.error ? `: ${errorMessage(evt.error)}` : ""}`), false),
+    );
+    this.stream.addEventListener("remoteCloseWrite", () => this.finish(new AgoraError("P2P", "server closed the audio stream"), true));
+    for (const m of early) this.onMessage(m);
+    // The stream may have ended between JOINED and now (no listener saw it).
+    if (this.isOpen && this.stream.status !== "open") this.finish(new AgoraError("P2P", `audio stream ${this.stream.status} right after JOINED`), false);
+  }
+
+  private onMessage(m: WireMessage): void {
+    const now = performance.now();
+    this.lastRxAt = now;
+    switch (m.type) {
+      case "AUDIO":
+        this.framesReceived++;
+        this.opts.onAudio?.({ seq: m.seq, timestamp: m.timestamp, payload: m.payload }, now);
+        return;
+      case "PONG": {
+        const sentAt = this.pings.get(m.nonce);
+        if (sentAt !== undefined) {
+          this.pings.delete(m.nonce);
+          const rtt = now - sentAt;
+          this.rttMs = this.rttMs === undefined ? rtt : this.rttMs * 0.8 + rtt * 0.2;
+        }
+        return;
+      }
+      case "PING":
+        this.queue.send(encodeMessage({ type: "PONG", nonce: m.nonce }), false);
+        return;
+      case "ERROR":
+        this.finish(new AudioRemoteError(m.code, m.message), true);
+        return;
+      default:
+        this.finish(new AgoraError("WIRE_PROTOCOL", `unexpected ${m.type} from server`), true);
+    }
+  }
+
+  /** Queues one frame; false once the session is closed. */
+  sendAudio(frame: AudioFrame): boolean {
+    if (!this.isOpen) return false;
+    const ok = this.queue.send(encodeAudio(frame), true);
+    if (ok) this.framesSent++;
+    return ok;
+  }
+
+  /** Keepalive and RTT probe. */
+  ping(): void {
+    if (!this.isOpen) return;
+    const nonce = (this.pingNonce = (this.pingNonce + 1) >>> 0);
+    this.pings.set(nonce, performance.now());
+    if (this.pings.size > 16) this.pings.delete(this.pings.keys().next().value!);
+    this.queue.send(encodeMessage({ type: "PING", nonce }), false);
+  }
+
+  /** Sends LEAVE and closes; bounded by `timeoutMs` (default 2 s), after which the stream is reset. */
+  async leave(timeoutMs = 2_000): Promise<void> {
+    if (!this.isOpen) return;
+    this.closedWith = undefined;
+    this.queue.close();
+    try {
+      this.stream.send(encodeMessage({ type: "LEAVE" }));
+      await this.stream.close({ signal: AbortSignal.timeout(timeoutMs) });
+    } catch {
+      /* bounded: fall through to abort */
+    }
+    if (this.stream.status !== "closed") {
+      // Wait (bounded) for the server's close so it sees LEAVE rather than a reset.
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, timeoutMs);
+        this.stream.addEventListener("close", () => (clearTimeout(t), resolve()), { once: true });
+      });
+      if ((this.stream.status as string) !== "closed") this.stream.abort(new AgoraError("P2P", "leave timed out"));
+    }
+    this.opts.onClose?.(undefined);
+  }
+
+  /** Drops the session without LEAVE (used when the connection is already known dead). */
+  abort(reason: string): void {
+    this.finish(new AgoraError("P2P", reason), true);
+  }
+
+  private finish(error: AgoraError, abortStream: boolean): void {
+    if (!this.isOpen) return;
+    this.closedWith = error;
+    this.queue.close();
+    if (abortStream && this.stream.status !== "closed") this.stream.abort(error);
+    this.opts.onClose?.(error);
+  }
+}
+

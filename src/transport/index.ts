@@ -1,0 +1,8 @@
+/**
+ * The libp2p transport stack every Agora node, client, test and bench uses (TCP, Noise, Yamux, each with its
+ * Bun fix or tuning: see the files). A leaf module: the participant SDK takes it from here without loading
+ * the node's network subsystem.
+ */
+export { agoraNoise, bunSafeNoiseCrypto } from "./noise";
+export { agoraTcp } from "./tcp";
+export { agoraTransportStack, YAMUX_MAX_FRAME_BYTES, YAMUX_MAX_WINDOW_BYTES } from "./stack";

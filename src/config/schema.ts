@@ -7,85 +7,12 @@ import { homedir, hostname } from "node:os";
 import { join } from "node:path";
 import { LABEL_PATTERN, REGION_TOKEN_PATTERN } from "../protocol";
 
-export type NodeMode = "dedicated" | "relay" | "bootstrap";
-export const NODE_MODES: readonly NodeMode[] = ["dedicated", "relay", "bootstrap"];
+export const NODE_MODES = ["dedicated", "relay", "bootstrap"] as const;
+export type NodeMode = (typeof NODE_MODES)[number];
 
-export interface AgoraConfig {
-  node: {
-    mode: NodeMode;
-    listen_addr: string;
-    listen_port: number;
-    max_connections: number;
-    max_mixers: number;
-    region: string;
-    group: string;
-    labels: string[];
-    /** seconds */
-    drain_timeout: number;
-    data_dir: string;
-    /** empty: `<data_dir>/agora-node.pid` */
-    pid_file: string;
-  };
-  identity: {
-    /** empty: `<data_dir>/identity.key` */
-    key_file: string;
-    name: string;
-  };
-  network: {
-    bootstrap_peers: string[];
-    announce_addrs: string[];
-    enable_upnp: boolean;
-    stun_servers: string[];
-    /** seconds */
-    heartbeat_interval: number;
-  };
-  relay: {
-    max_reservations: number;
-    max_reservations_per_peer: number;
-    /** seconds */
-    reservation_ttl: number;
-    /** seconds; 0 = unlimited */
-    max_circuit_duration: number;
-    /** bytes per direction; 0 = unlimited */
-    max_circuit_bytes: number;
-    max_circuits: number;
-  };
-  turn: {
-    enabled: boolean;
-    url: string;
-    username: string;
-    password: string;
-  };
-  audio: {
-    top_k_speakers: number;
-    shared_encode: boolean;
-    bitrate: number;
-    /** milliseconds */
-    jitter_min_ms: number;
-    /** milliseconds */
-    jitter_max_ms: number;
-  };
-  dashboard: {
-    enabled: boolean;
-    listen_addr: string;
-    port: number;
-    auth_token: string;
-    auth_token_file: string;
-  };
-  metrics: {
-    enabled: boolean;
-    listen_addr: string;
-    port: number;
-    endpoint: string;
-  };
-  logging: {
-    level: "trace" | "debug" | "info" | "warn" | "error" | "fatal";
-    file: string;
-    format: "json" | "text";
-  };
-}
-
-export type SectionName = keyof AgoraConfig;
+/** The config file's sections, in the order `config init` writes them. */
+export const SECTIONS = ["node", "identity", "network", "relay", "turn", "audio", "dashboard", "metrics", "logging"] as const;
+export type SectionName = (typeof SECTIONS)[number];
 
 export type KeyType =
   | { kind: "string"; pattern?: RegExp; patternDesc?: string; maxLength?: number }
@@ -96,7 +23,7 @@ export type KeyType =
   | { kind: "duration"; min: number; max: number; unit: "s" | "ms" }
   | { kind: "address" };
 
-export type ConfigValue = string | number | boolean | string[];
+export type ConfigValue = string | number | boolean | readonly string[];
 
 export interface KeySpec {
   section: SectionName;
@@ -145,7 +72,12 @@ export function checkMultiaddrText(v: string, requirePeer: boolean): string | un
   return undefined;
 }
 
-export const SCHEMA: readonly KeySpec[] = [
+/**
+ * Every key of the configuration. `as const` keeps each entry's section, key and type literal, so that
+ * AgoraConfig below is computed from this table: a key added here exists in the type, the file, the
+ * environment, the flags and `config init` at once, and nowhere else.
+ */
+const SCHEMA_TABLE = [
   // [node]
   { section: "node", key: "mode", type: { kind: "enum", values: NODE_MODES }, default: "dedicated",
     doc: "What this node does for the network: dedicated (audio mixer), relay (circuit relay for peers behind NAT) or bootstrap (stable DHT entry point)." },
@@ -242,7 +174,31 @@ export const SCHEMA: readonly KeySpec[] = [
   { section: "logging", key: "file", type: { kind: "string", maxLength: 4096 }, default: "",
     example: '"/var/log/agora/node.log"', doc: "Also append logs to this file (empty: stdout only)." },
   { section: "logging", key: "format", type: { kind: "enum", values: ["json", "text"] }, default: "json", doc: "json (one object per line) or text." },
-];
+] as const satisfies readonly KeySpec[];
+
+/** The same table, as the loader, the renderer and the CLI iterate it. */
+export const SCHEMA: readonly KeySpec[] = SCHEMA_TABLE;
+
+/** The TypeScript type of a key's value, from its KeyType. */
+type ValueOfKey<T> = T extends { kind: "integer" | "duration" }
+  ? number
+  : T extends { kind: "boolean" }
+    ? boolean
+    : T extends { kind: "enum"; values: readonly (infer V)[] }
+      ? V
+      : T extends { kind: "list" }
+        ? string[]
+        : string;
+type SchemaEntry = (typeof SCHEMA_TABLE)[number];
+
+/**
+ * The effective configuration: one object per section, one field per key, typed from SCHEMA. Durations are
+ * seconds (or ms where their unit says so), lists are string arrays.
+ */
+export type AgoraConfig = {
+  [S in SectionName]: { [E in Extract<SchemaEntry, { section: S }> as E["key"]]: ValueOfKey<E["type"]> };
+};
+
 
 export const SECTION_DOCS: Record<SectionName, string> = {
   node: "What the node is and how much it takes on.",
@@ -256,7 +212,6 @@ export const SECTION_DOCS: Record<SectionName, string> = {
   logging: "Structured logs.",
 };
 
-export const SECTIONS: readonly SectionName[] = ["node", "identity", "network", "relay", "turn", "audio", "dashboard", "metrics", "logging"];
 
 export function specFor(path: string): KeySpec | undefined {
   return SCHEMA.find((s) => `${s.section}.${s.key}` === path);
@@ -264,7 +219,7 @@ export function specFor(path: string): KeySpec | undefined {
 
 export function defaultValue(spec: KeySpec): ConfigValue {
   const v = typeof spec.default === "function" ? spec.default() : spec.default;
-  return Array.isArray(v) ? [...v] : v;
+  return Array.isArray(v) ? [...(v as readonly string[])] : v;
 }
 
 /** The effective config when no file, environment or flag says otherwise (the embedded default). */

@@ -7,61 +7,8 @@ import { Elysia, t } from "elysia";
 import { AgoraError } from "../errors";
 import { authorize, SESSION_COOKIE, sessionValue, tokensEqual } from "./auth";
 import { renderLive, renderLogin, renderPage } from "./dashboard";
+import { DiscoverQueryModel, DrainReplyModel, ErrorModel, PeerModel, ReloadModel, RoomModel, StatusModel } from "./models";
 import type { DashboardSource } from "./types";
-
-export const PeerModel = t.Object({
-  peer_id: t.String(),
-  addrs: t.Array(t.String()),
-  direction: t.String(),
-  opened_at: t.Number(),
-  latency_ms: t.Union([t.Number(), t.Null()]),
-  relayed: t.Boolean(),
-});
-
-export const RoomModel = t.Object({
-  id: t.String(),
-  created_at: t.Number(),
-  participants: t.Array(
-    t.Object({
-      id: t.String(),
-      speaking: t.Boolean(),
-      personal_mix: t.Boolean(),
-      jitter_ms: t.Number(),
-      buffer_depth_ms: t.Number(),
-      loss_percent: t.Number(),
-      packets_in: t.Number(),
-      packets_out: t.Number(),
-      concealed: t.Number(),
-      late: t.Number(),
-    }),
-  ),
-});
-
-export const StatusModel = t.Object({
-  name: t.String(),
-  version: t.String(),
-  mode: t.String(),
-  state: t.Union([t.Literal("starting"), t.Literal("ready"), t.Literal("draining"), t.Literal("stopping")]),
-  peer_id: t.String(),
-  region: t.String(),
-  group: t.String(),
-  labels: t.Array(t.String()),
-  capabilities: t.Array(t.String()),
-  started_at: t.String(),
-  uptime_seconds: t.Number(),
-  load: t.Object({ current_load: t.Number(), max_clients: t.Number(), cpu_percent: t.Number(), mem_percent: t.Number(), rss_bytes: t.Number() }),
-  limits: t.Object({ max_connections: t.Number(), max_mixers: t.Number(), drain_timeout_seconds: t.Number() }),
-  rooms_active: t.Number(),
-  participants: t.Number(),
-  peers_connected: t.Number(),
-  network: t.Union([t.Record(t.String(), t.Unknown()), t.Null()]),
-  turn: t.Object({ enabled: t.Boolean(), url: t.String(), username: t.String(), password: t.String() }),
-  stun_servers: t.Array(t.String()),
-  drain: t.Union([t.Object({ started_at: t.Union([t.String(), t.Null()]), deadline: t.Union([t.String(), t.Null()]) }), t.Null()]),
-  media: t.Union([t.Object({ worker_restarts: t.Number() }), t.Null()]),
-});
-
-const ErrorModel = t.Object({ error: t.Object({ code: t.String(), message: t.String() }) });
 
 function jsonError(status: number, code: string, message: string): Response {
   return new Response(JSON.stringify({ error: { code, message } }), {
@@ -173,24 +120,19 @@ export function createDashboardApp(source: DashboardSource) {
       "/api/discover",
       async ({ query }) => source.discover({ region: query.region, capability: query.capability, group: query.group, limit: query.limit }),
       {
-        query: t.Object({
-          region: t.Optional(t.String({ pattern: "^[a-z0-9][a-z0-9_-]{0,62}$" })),
-          capability: t.Optional(t.String({ pattern: "^[a-z0-9][a-z0-9_-]{0,31}$" })),
-          group: t.Optional(t.String({ pattern: "^[a-z0-9][a-z0-9_-]{0,62}$" })),
-          limit: t.Optional(t.Numeric({ minimum: 1, maximum: 100 })),
-        }),
+        query: DiscoverQueryModel,
       },
     )
     .post("/api/drain", async () => {
       await source.drain();
       return { ok: true, state: source.state() };
-    }, { response: { 200: t.Object({ ok: t.Boolean(), state: t.String() }), 403: ErrorModel } })
-    .delete("/api/drain", () => ({ ok: source.cancelDrain(), state: source.state() }))
+    }, { response: { 200: DrainReplyModel, 403: ErrorModel } })
+    .delete("/api/drain", () => ({ ok: source.cancelDrain(), state: source.state() }), { response: { 200: DrainReplyModel } })
     .post("/api/reload", async ({ set }) => {
       const r = await source.reload();
       if (!r.ok) set.status = 422;
       return r;
-    });
+    }, { response: { 200: ReloadModel, 422: ReloadModel } });
 }
 
 export type DashboardApp = ReturnType<typeof createDashboardApp>;

@@ -9,6 +9,7 @@ import type { DashboardSource } from "./types";
 
 export type * from "./types";
 export { createDashboardApp } from "./app";
+export { participantReport } from "./models";
 export { formatDuration, sparkline } from "./dashboard";
 
 /** Request bodies are tiny (a login form); anything larger is refused before it is read. */

@@ -20,6 +20,7 @@ import {
   type ReloadReport,
   type RoomReport,
   type StatusReport,
+  participantReport,
 } from "../http";
 import type { LogHandle, LogLevel } from "../log";
 import { createNodeMetrics, type NodeMetrics } from "../metrics";
@@ -274,18 +275,7 @@ export class NodeRuntime implements DashboardSource {
     return (this.media?.rooms() ?? []).map((r) => ({
       id: r.id,
       created_at: r.createdAt,
-      participants: r.participants.map((p) => ({
-        id: p.id,
-        speaking: p.speaking,
-        personal_mix: p.personalMix,
-        jitter_ms: p.jitterMs,
-        buffer_depth_ms: p.bufferDepthMs,
-        loss_percent: p.lossPercent,
-        packets_in: p.packetsIn,
-        packets_out: p.packetsOut,
-        concealed: p.concealed,
-        late: p.late,
-      })),
+      participants: r.participants.map(participantReport),
     }));
   }
 

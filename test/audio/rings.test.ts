@@ -185,7 +185,7 @@ describe("rings", () => {
     const off = r.next();
     readInbound(r, off, rec);
     expect(rec).toMatchObject({ room: 3, participant: 0xfffffff0, seq: 0xffffffff, ts: 5, arrivalMs: 1_700_000_000_123.25, payloadLength: 99 });
-    expect(r.bytes.slice(rec.payloadOffset, rec.payloadOffset + rec.payloadLength)).toEqual(payload);
+    expect([...r.bytes.subarray(rec.payloadOffset, rec.payloadOffset + rec.payloadLength)]).toEqual([...payload]);
   });
 
   test("outbound: a packet for more than MAX_RECIPIENTS_PER_RECORD listeners is split into several records", () => {

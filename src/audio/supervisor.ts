@@ -221,7 +221,7 @@ export class WorkerSupervisor extends EventEmitter<WorkerSupervisorEvents> {
     if (!gen) return;
     // Frames pushed until the next worker exists are dropped (counted), not queued into a dead ring.
     this.gen = undefined;
-    this.emit("retiring", gen);
+    this.notify("retiring", gen);
     gen.worker.onerror = null;
     gen.channel.close(reason);
     gen.worker.terminate();
@@ -242,7 +242,7 @@ export class WorkerSupervisor extends EventEmitter<WorkerSupervisorEvents> {
     const quick = performance.now() - (this.gen?.startedAt ?? 0) < CRASH_LOOP_WINDOW_MS;
     this.crashStreak = quick ? this.crashStreak + 1 : 1;
     this.retire(`media worker died: ${reason}`);
-    this.emit("died", reason);
+    this.notify("died", reason);
     const t0 = performance.now();
     void (async () => {
       let backoff = this.crashStreak > 2 ? Math.min(MAX_BACKOFF_MS, 100 * 2 ** (this.crashStreak - 2)) : 0;
@@ -256,7 +256,7 @@ export class WorkerSupervisor extends EventEmitter<WorkerSupervisorEvents> {
             break;
           }
           this.restarting = false;
-          this.emit("restarted", Math.round(performance.now() - t0), this.generations);
+          this.notify("restarted", Math.round(performance.now() - t0), this.generations);
           break;
         } catch (err) {
           this.log.error({ err: errorMessage(err) }, "media worker restart failed; retrying");
@@ -266,6 +266,15 @@ export class WorkerSupervisor extends EventEmitter<WorkerSupervisorEvents> {
       }
       this.restarting = false;
     })();
+  }
+
+  /** Emits to the listeners; one that throws is logged, never allowed to stop a retirement or a restart. */
+  private notify<E extends keyof WorkerSupervisorEvents>(event: E, ...args: WorkerSupervisorEvents[E]): void {
+    try {
+      (this.emit as (e: E, ...a: WorkerSupervisorEvents[E]) => boolean)(event, ...args);
+    } catch (err) {
+      this.log.error({ err: errorMessage(err), event }, "media worker supervisor listener threw");
+    }
   }
 
   private checkHeartbeat(): void {

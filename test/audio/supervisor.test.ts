@@ -106,6 +106,25 @@ describe("WorkerSupervisor", () => {
     });
   }
 
+  test("listeners that throw (died, retiring) neither keep the dead worker alive nor stop the restart", async () => {
+    const r = supervise();
+    r.sup.on("died", () => {
+      throw new Error("listener bug");
+    });
+    r.sup.on("retiring", () => {
+      throw new Error("drain bug");
+    });
+    await r.sup.start();
+    const first = r.sup.current!;
+    const closed = closedSignal(first.worker);
+    await first.channel.request({ t: "crash", mode: "exit" });
+    expect(await waitFor(() => r.restarted.length === 1, 15_000)).toBe(true);
+    expect(r.died).toHaveLength(1);
+    expect(first.channel.closed).toBe(true);
+    expect(await waitFor(() => closed.closed, 10_000)).toBe(true);
+    expect(await r.sup.current!.channel.request({ t: "stats" })).toEqual([]);
+  });
+
   test("stop: the worker is asked to stop, then terminated; no restart follows, and stop is idempotent", async () => {
     const r = supervise();
     const retired: number[] = [];

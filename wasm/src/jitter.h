@@ -47,7 +47,7 @@ typedef struct {
 /* Result of jb_push, also what the caller counts. */
 typedef enum {
   JB_PUSH_OK = 0,
-  JB_PUSH_LATE = 1,      /* its frame was already played or concealed (or a lone packet from far back): dropped */
+  JB_PUSH_LATE = 1,      /* its frame was already played or concealed (or a stray packet from far in the past): dropped */
   JB_PUSH_DUPLICATE = 2, /* already buffered: dropped */
   JB_PUSH_RESYNC = 3,    /* a jump too large to buffer, or a sender that restarted its sequence numbers:
                           * the buffer was flushed and restarted at it */
@@ -110,7 +110,7 @@ typedef struct {
   double target_ms;   /* playout delay aimed at: clamp(jitter quantile + margin) */
   int target_frames;  /* the same as a buffer depth (reported): the depth the fastest packets see */
   int min_frames, max_frames;
-  int excess_run;     /* ticks P has been ≥ one frame (+ JB_SHRINK_HYST_MS) over target_ms */
+  int excess_run;     /* ticks P has been ≥ one frame (+ 1 ms hysteresis) over target_ms */
   int shortfall_run;  /* ticks P has been under target_ms */
   int since_drop;     /* ticks since the last frame dropped to shrink */
   JbShrink shrink;    /* set by jb_pull: whether the caller should drop the next frame */

@@ -62,7 +62,7 @@ export function resolveWorkerUrl(): string {
 
 /** One spawned worker and what belongs to it alone. */
 export interface WorkerGeneration {
-  /** 1 for the first worker, +1 per replacement. */
+  /** 1 for the first worker, +1 per spawn (a replacement whose init failed counts too). */
   readonly generation: number;
   readonly worker: Worker;
   readonly channel: WorkerChannel;

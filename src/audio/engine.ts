@@ -13,25 +13,24 @@
  *    counter is terminated and replaced; every room and participant (same ids, same sinks) is restored
  *    in the new worker's init message, and each room's sequence numbers continue where they stopped.
  *  - rooms() is synchronous: it answers from a stats snapshot polled from the worker every second.
+ *
+ * It composes three parts (the shape of mediasoup's Worker and Channel): WorkerSupervisor (supervisor.ts)
+ * spawns, watches and restarts the worker; each worker generation's WorkerChannel (channel.ts) carries
+ * the id-tagged requests; RoomRegistry (room-registry.ts) holds the rooms and participants. The engine
+ * wires them, moves audio through the rings and keeps the metrics.
  */
-import { readdirSync } from "node:fs";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
-import { loadCoreModule, MAX_PACKET, MAX_TOP_K } from "./core";
+import type { WorkerChannel } from "./channel";
+import { MAX_PACKET, MAX_TOP_K } from "./core";
 import { mediaMetrics, type DropReason, type MediaMetrics } from "./metrics";
-import { createRingBuffer, readOutbound, RingReader, RingWriter, writeInbound } from "./rings";
-import type { AudioFrame, FrameSink, MediaEngine, MediaEngineOptions, MediaSettings, ParticipantStats, RoomStats } from "./types";
-import type {
-  CrashMode,
-  FromWorker,
-  RestoreRoom,
-  TickReport,
-  ToWorker,
-  ToWorkerRequest,
-  WorkerParticipantStats,
-  WorkerRoomStats,
-  WorkerSettings,
-} from "./worker-protocol";
+import { readOutbound, writeInbound } from "./rings";
+import { RoomRegistry } from "./room-registry";
+import { WorkerSupervisor, type WorkerGeneration } from "./supervisor";
+import type { AudioFrame, FrameSink, MediaEngine, MediaEngineOptions, MediaSettings, RoomStats } from "./types";
+import type { CrashMode, TickReport, ToWorkerRequest, WorkerRoomStats, WorkerSettings } from "./worker-protocol";
+
+export { resolveWorkerUrl } from "./supervisor";
 
 export interface WorkerMediaEngineOptions extends MediaEngineOptions {
   /** Opus encoder complexity 0..10 of the mixes (default 10, libopus's default). */
@@ -50,47 +49,7 @@ export interface WorkerMediaEngineOptions extends MediaEngineOptions {
   workerUrl?: string | URL;
 }
 
-interface PartEntry {
-  id: string;
-  handle: number;
-  room: RoomEntry;
-  sink: FrameSink;
-  packetsIn: number;
-  packetsOut: number;
-  /** Worker-side counters of previous worker generations (they restart from zero after a restart). */
-  baseConcealed: number;
-  baseLate: number;
-  last?: WorkerParticipantStats;
-  sinkErrors: number;
-}
-
-interface RoomEntry {
-  id: string;
-  handle: number;
-  createdAt: number;
-  participants: Map<string, PartEntry>;
-  /** Sequence number of the last frame drained for this room, and when (for restarts). */
-  lastSeq: number;
-  lastSeqAt: number;
-  seqBase: number;
-}
-
-interface PendingRequest {
-  resolve: (v: unknown) => void;
-  reject: (e: Error) => void;
-  timer: ReturnType<typeof setTimeout>;
-}
-
 type State = "idle" | "starting" | "running" | "stopping" | "stopped";
-
-const TICK_MS = 20;
-const DEFAULT_RING_BYTES = 4 * 1024 * 1024;
-const INIT_TIMEOUT_MS = 10_000;
-const REQUEST_TIMEOUT_MS = 5_000;
-const WATCHDOG_PERIOD_MS = 100;
-/** A worker that dies within this long after its start counts as a crash loop: back off. */
-const CRASH_LOOP_WINDOW_MS = 5_000;
-const MAX_BACKOFF_MS = 5_000;
 
 function validateSettings(s: MediaSettings): void {
   const bad = (what: string): never => {
@@ -109,69 +68,19 @@ function validateSettings(s: MediaSettings): void {
   if (typeof s.sharedEncode !== "boolean") bad(`sharedEncode=${String(s.sharedEncode)} (expected a boolean)`);
 }
 
-/** Where the worker entry is: next to this file under bun run/test; inside a compiled executable, the
- * copy `bun build --compile … src/audio/worker.ts` embedded (…/audio/worker.js in the /$bunfs tree).
- * The environment variable AGORA_MEDIA_WORKER overrides both (a path or URL). */
-export function resolveWorkerUrl(): string {
-  const override = process.env.AGORA_MEDIA_WORKER;
-  if (override) return override;
-  if (!import.meta.url.includes("/$bunfs/")) return new URL("./worker.ts", import.meta.url).href;
-  const root = "/$bunfs/root";
-  let found: string | undefined;
-  try {
-    const entries = readdirSync(root, { recursive: true }) as string[];
-    for (const e of entries) {
-      const p = e.replaceAll("\\", "/");
-      if (p === "audio/worker.js" || p.endsWith("/audio/worker.js")) {
-        if (!found || p.length < found.length) found = p;
-      }
-    }
-  } catch {
-    /* fall through to the error below */
-  }
-  if (!found) {
-    throw new AgoraError(
-      "MEDIA_ENGINE",
-      "the media worker is not embedded in this executable: build it with `bun build --compile src/main.ts src/audio/worker.ts`",
-    );
-  }
-  return `${root}/${found}`;
-}
-
 export class WorkerMediaEngine implements MediaEngine {
   private settings: MediaSettings;
   private readonly log: Logger;
   private readonly metrics: MediaMetrics;
   private readonly opts: WorkerMediaEngineOptions;
   private readonly testHooks: boolean;
-  private readonly heartbeatTimeoutMs: number;
-  private readonly ringBytes: number;
+  private readonly registry = new RoomRegistry();
+  private readonly supervisor: WorkerSupervisor;
 
   private state: State = "idle";
-  private worker?: Worker;
-  private generation = 0;
-  private inWriter?: RingWriter;
-  private outReader?: RingReader;
-  private heartbeat?: Int32Array;
-  private beat = { value: -1, at: 0 };
-  private workerStartedAt = 0;
-  private restarting = false;
-  private crashStreak = 0;
-  private module?: WebAssembly.Module;
-  private workerUrl?: string | URL;
-  private nextId = 1;
-  private readonly pending = new Map<number, PendingRequest>();
-  private watchdog?: ReturnType<typeof setInterval>;
   private statsTimer?: ReturnType<typeof setInterval>;
   private statsInFlight = false;
   private removeRoomSource?: () => void;
-
-  private readonly roomsById = new Map<string, RoomEntry>();
-  private readonly roomsByHandle = new Map<number, RoomEntry>();
-  private readonly partsByHandle = new Map<number, PartEntry>();
-  private nextRoomHandle = 1;
-  private nextPartHandle = 1;
-  private participants = 0;
   private restartCount = 0;
   private pendingIn = 0;
   private lastRingWarn = 0;
@@ -183,11 +92,23 @@ export class WorkerMediaEngine implements MediaEngine {
     this.log = opts.logger;
     this.metrics = mediaMetrics(opts.registry);
     this.testHooks = opts.testHooks ?? process.env.AGORA_MEDIA_TEST_HOOKS === "1";
-    this.heartbeatTimeoutMs = opts.heartbeatTimeoutMs ?? 600;
-    this.ringBytes = opts.ringBytes ?? DEFAULT_RING_BYTES;
     if (opts.complexity !== undefined && (!Number.isInteger(opts.complexity) || opts.complexity < 0 || opts.complexity > 10)) {
       throw new AgoraError("MEDIA_ENGINE", `invalid Opus complexity ${opts.complexity} (0..10)`);
     }
+    this.supervisor = new WorkerSupervisor({
+      logger: this.log,
+      init: () => ({ settings: this.workerSettings(), rooms: this.registry.restoreList() }),
+      workerUrl: opts.workerUrl,
+      ringBytes: opts.ringBytes,
+      heartbeatTimeoutMs: opts.heartbeatTimeoutMs,
+      testHooks: this.testHooks,
+    });
+    this.supervisor.on("spawned", (gen) => this.attach(gen));
+    this.supervisor.on("retiring", (gen) => this.drainOutbound(gen));
+    this.supervisor.on("died", (reason) => this.onWorkerDied(reason));
+    this.supervisor.on("restarted", (ms) => {
+      this.log.info({ ms, rooms: this.registry.roomCount, participants: this.registry.participantCount }, "media worker restarted; rooms restored");
+    });
   }
 
   get workerRestarts(): number {
@@ -203,37 +124,25 @@ export class WorkerMediaEngine implements MediaEngine {
     }
     this.state = "starting";
     try {
-      this.module = await loadCoreModule();
-      this.workerUrl = this.opts.workerUrl ?? resolveWorkerUrl();
-      await this.spawn();
+      await this.supervisor.start(); // leaves no worker behind when it fails
     } catch (err) {
       this.state = "idle";
-      this.killWorker();
-      throw err instanceof AgoraError ? err : new AgoraError("MEDIA_ENGINE", `media worker failed to start: ${errorMessage(err)}`, { cause: err });
+      throw err;
     }
-    this.removeRoomSource = this.metrics.addRoomSource(() => this.roomsById.size);
-    this.watchdog = setInterval(() => this.checkHeartbeat(), WATCHDOG_PERIOD_MS);
+    this.removeRoomSource = this.metrics.addRoomSource(() => this.registry.roomCount);
     this.statsTimer = setInterval(() => void this.pollStats(), this.opts.statsIntervalMs ?? 1000);
     this.state = "running";
-    this.log.info({ worker: String(this.workerUrl), settings: this.settings }, "media engine started");
+    this.log.info({ worker: String(this.supervisor.workerEntry), settings: this.settings }, "media engine started");
   }
 
   async stop(): Promise<void> {
     if (this.state !== "running" && this.state !== "starting") return;
     this.state = "stopping";
-    clearInterval(this.watchdog);
     clearInterval(this.statsTimer);
-    try {
-      await this.request({ t: "stop" }, 1000);
-    } catch (err) {
-      this.log.debug({ err: errorMessage(err) }, "media worker did not acknowledge stop; terminating it");
-    }
-    this.drainOutbound();
-    this.killWorker();
-    this.failPending("media engine stopped");
+    await this.supervisor.stop("media engine stopped"); // the last frames are drained as it retires the worker
     this.removeRoomSource?.();
     this.state = "stopped";
-    this.log.info({ rooms: this.roomsById.size, participants: this.participants }, "media engine stopped");
+    this.log.info({ rooms: this.registry.roomCount, participants: this.registry.participantCount }, "media engine stopped");
   }
 
   private assertRunning(): void {
@@ -242,7 +151,7 @@ export class WorkerMediaEngine implements MediaEngine {
     throw new AgoraError("NOT_RUNNING", "media engine is not started");
   }
 
-  // ---- worker management --------------------------------------------------------------------------
+  // ---- worker generations -------------------------------------------------------------------------
 
   private workerSettings(): WorkerSettings {
     return {
@@ -256,191 +165,40 @@ export class WorkerMediaEngine implements MediaEngine {
     };
   }
 
-  /** Room list for a (re)started worker; sequence numbers continue across the gap. */
-  private restoreList(): RestoreRoom[] {
-    const now = performance.now();
-    const list: RestoreRoom[] = [];
-    for (const r of this.roomsById.values()) {
-      if (r.lastSeqAt > 0) {
-        const missed = Math.max(0, Math.round((now - r.lastSeqAt) / TICK_MS));
-        r.seqBase = (r.lastSeq + 1 + missed) >>> 0;
-      }
-      list.push({ room: r.handle, seqBase: r.seqBase, participants: [...r.participants.values()].map((p) => p.handle) });
-    }
-    return list;
-  }
-
-  private async spawn(): Promise<void> {
-    const gen = ++this.generation;
-    const inbound = createRingBuffer(this.ringBytes);
-    const outbound = createRingBuffer(this.ringBytes);
-    const heartbeat = new SharedArrayBuffer(16);
-    const url = this.workerUrl ?? resolveWorkerUrl();
-    const w = new Worker(url);
-    // Everything below up to postMessage(init) is synchronous: a join() racing with a restart either
-    // lands in the restore list or is posted after init to this worker, never lost in between.
-    this.worker = w;
-    this.inWriter = new RingWriter(inbound);
-    this.outReader = new RingReader(outbound);
-    this.heartbeat = new Int32Array(heartbeat);
-    this.beat = { value: -1, at: performance.now() };
-    this.workerStartedAt = performance.now();
-    w.onmessage = (e: MessageEvent<FromWorker>) => {
-      if (gen === this.generation) this.onMessage(e.data);
-    };
-    w.onerror = (e: ErrorEvent) => {
-      e.preventDefault();
-      if (gen === this.generation) this.onWorkerFailure(`uncaught error in the media worker: ${e.message}`);
-    };
-    w.addEventListener("close", (e: Event) => {
-      const code = (e as CloseEvent).code;
-      if (gen === this.generation) this.onWorkerFailure(`media worker exited (code ${code})`);
+  /** A new worker generation: listen to its channel (before its init is posted). */
+  private attach(gen: WorkerGeneration): void {
+    const channel: WorkerChannel = gen.channel;
+    channel.on("tick", (r) => this.onTick(r, gen));
+    channel.on("log", (m) => this.log[m.level]({ ...m.fields, subsystem: "media-worker" }, m.msg));
+    channel.on("notifyFailed", (err, request) => {
+      if (this.state === "running" && this.supervisor.healthy) this.log.warn({ err: err.message, request }, "media worker request failed");
     });
-    const settings = this.workerSettings();
-    await this.request(
-      { t: "init", module: this.module, inbound, outbound, heartbeat, settings, rooms: this.restoreList(), testHooks: this.testHooks },
-      INIT_TIMEOUT_MS,
-    );
   }
 
-  private killWorker(): void {
-    const w = this.worker;
-    this.worker = undefined;
-    // Frames pushed until the next worker exists are dropped (counted), not queued into a dead ring.
-    this.inWriter = undefined;
-    this.outReader = undefined;
-    this.generation++;
-    if (w) {
-      w.onmessage = null;
-      w.onerror = null;
-      w.terminate();
-    }
-  }
-
-  private failPending(reason: string): void {
-    for (const [id, p] of this.pending) {
-      clearTimeout(p.timer);
-      p.reject(new AgoraError("MEDIA_ENGINE", reason));
-      this.pending.delete(id);
-    }
-  }
-
-  private onWorkerFailure(reason: string): void {
-    if (this.state === "starting" || this.restarting) {
-      // A worker dying during its init: fail the pending init now rather than at its timeout.
-      this.failPending(reason);
-      return;
-    }
-    this.onWorkerDeath(reason);
-  }
-
-  private onWorkerDeath(reason: string): void {
-    if (this.state !== "running" || this.restarting) return;
-    this.restarting = true;
-    const quick = performance.now() - this.workerStartedAt < CRASH_LOOP_WINDOW_MS;
-    this.crashStreak = quick ? this.crashStreak + 1 : 1;
+  private onWorkerDied(reason: string): void {
     this.log.error(
-      { reason, restarts: this.restartCount + 1, rooms: this.roomsById.size, participants: this.participants },
+      { reason, restarts: this.restartCount + 1, rooms: this.registry.roomCount, participants: this.registry.participantCount },
       "media worker died; restarting it and restoring every room",
     );
-    this.drainOutbound();
-    this.killWorker();
-    this.failPending("media worker restarted");
     // Worker-side counters restart from zero: fold what we know into the participants' baselines.
-    for (const p of this.partsByHandle.values()) {
-      if (p.last) {
-        p.baseConcealed += p.last.concealed;
-        p.baseLate += p.last.late;
-        p.last = { ...p.last, concealed: 0, late: 0 };
-      }
-    }
+    this.registry.foldBaselines();
     this.restartCount++;
     this.metrics.restarts.inc();
-    const t0 = performance.now();
-    void (async () => {
-      let backoff = this.crashStreak > 2 ? Math.min(MAX_BACKOFF_MS, 100 * 2 ** (this.crashStreak - 2)) : 0;
-      while (this.state === "running") {
-        if (backoff > 0) await Bun.sleep(backoff);
-        if (this.state !== "running") break;
-        try {
-          await this.spawn();
-          if (this.state !== "running") {
-            this.killWorker(); // stopped while the replacement was starting
-            break;
-          }
-          this.log.info(
-            { ms: Math.round(performance.now() - t0), rooms: this.roomsById.size, participants: this.participants },
-            "media worker restarted; rooms restored",
-          );
-          break;
-        } catch (err) {
-          this.log.error({ err: errorMessage(err) }, "media worker restart failed; retrying");
-          this.killWorker();
-          backoff = Math.min(MAX_BACKOFF_MS, Math.max(100, backoff * 2));
-        }
-      }
-      this.restarting = false;
-    })();
   }
 
-  private checkHeartbeat(): void {
-    if (this.state !== "running" || this.restarting || !this.heartbeat) return;
-    const v = Atomics.load(this.heartbeat, 0);
-    const now = performance.now();
-    if (v !== this.beat.value) {
-      this.beat = { value: v, at: now };
-      return;
-    }
-    // Before the first tick, allow the (longer) init; afterwards, the heartbeat timeout.
-    const limit = v <= 0 ? INIT_TIMEOUT_MS : this.heartbeatTimeoutMs;
-    if (now - this.beat.at > limit) {
-      this.onWorkerDeath(`media worker heartbeat missing for ${Math.round(now - this.beat.at)} ms`);
-    }
-  }
-
-  private request(msg: ToWorkerRequest, timeoutMs = REQUEST_TIMEOUT_MS): Promise<unknown> {
-    const w = this.worker;
-    if (!w) return Promise.reject(new AgoraError("MEDIA_ENGINE", "no media worker"));
-    const id = this.nextId++;
-    return new Promise<unknown>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new AgoraError("MEDIA_ENGINE", `media worker did not answer ${msg.t} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.pending.set(id, { resolve, reject, timer });
-      w.postMessage({ ...msg, id } as ToWorker);
-    });
+  private request(msg: ToWorkerRequest): Promise<unknown> {
+    const channel = this.supervisor.current?.channel;
+    if (!channel) return Promise.reject(new AgoraError("MEDIA_ENGINE", "no media worker"));
+    return channel.request(msg);
   }
 
   /** Fire-and-forget request: failures are logged (the restore path repairs a lost one). */
   private send(msg: ToWorkerRequest): void {
-    if (!this.worker) return; // restarting: the restore list carries the change
-    this.request(msg).catch((err: unknown) => {
-      if (this.state === "running" && !this.restarting) this.log.warn({ err: errorMessage(err), request: msg.t }, "media worker request failed");
-    });
+    // No worker (restarting): the restore list carries the change.
+    this.supervisor.current?.channel.notify(msg);
   }
 
-  private onMessage(m: FromWorker): void {
-    switch (m.t) {
-      case "tick":
-        this.onTick(m);
-        return;
-      case "reply": {
-        const p = this.pending.get(m.id);
-        if (!p) return;
-        this.pending.delete(m.id);
-        clearTimeout(p.timer);
-        if (m.ok) p.resolve(m.result);
-        else p.reject(new AgoraError("MEDIA_ENGINE", `media worker: ${m.error}`));
-        return;
-      }
-      case "log":
-        this.log[m.level]({ ...m.fields, subsystem: "media-worker" }, m.msg);
-        return;
-    }
-  }
-
-  private onTick(r: TickReport): void {
+  private onTick(r: TickReport, gen: WorkerGeneration): void {
     for (const s of r.tickSeconds) this.metrics.tickSeconds.observe(s);
     if (r.concealed > 0) this.metrics.concealed.inc(r.concealed);
     if (r.late > 0) this.metrics.late.inc(r.late);
@@ -454,26 +212,20 @@ export class WorkerMediaEngine implements MediaEngine {
       this.metrics.packets.inc({ direction: "in" }, this.pendingIn);
       this.pendingIn = 0;
     }
-    this.drainOutbound();
+    this.drainOutbound(gen);
   }
 
-  private drainOutbound(): void {
-    const ring = this.outReader;
-    if (!ring) return;
+  private drainOutbound(gen: WorkerGeneration): void {
+    const ring = gen.outbound;
     let delivered = 0;
-    const now = performance.now();
     for (;;) {
       const off = ring.next();
       if (off < 0) break;
       const rec = readOutbound(ring, off);
-      const room = this.roomsByHandle.get(rec.room);
-      if (room) {
-        room.lastSeq = rec.seq;
-        room.lastSeqAt = now;
-      }
+      this.registry.noteFrame(rec.room, rec.seq);
       const frame: AudioFrame = { seq: rec.seq, timestamp: rec.ts, payload: rec.payload };
       for (let i = 0; i < rec.recipientCount; i++) {
-        const p = this.partsByHandle.get(ring.view.getUint32(rec.recipientsOffset + i * 4, true));
+        const p = this.registry.participantByHandle(ring.view.getUint32(rec.recipientsOffset + i * 4, true));
         if (!p) continue;
         p.packetsOut++;
         delivered++;
@@ -498,12 +250,12 @@ export class WorkerMediaEngine implements MediaEngine {
   }
 
   private async pollStats(): Promise<void> {
-    if (this.state !== "running" || this.restarting || this.statsInFlight) return;
+    if (this.state !== "running" || !this.supervisor.healthy || this.statsInFlight) return;
     this.statsInFlight = true;
     try {
       await this.refreshStats();
     } catch (err) {
-      if (this.state === "running" && !this.restarting) this.log.debug({ err: errorMessage(err) }, "stats poll failed");
+      if (this.state === "running" && this.supervisor.healthy) this.log.debug({ err: errorMessage(err) }, "stats poll failed");
     } finally {
       this.statsInFlight = false;
     }
@@ -513,88 +265,27 @@ export class WorkerMediaEngine implements MediaEngine {
 
   join(roomId: string, participantId: string, sink: FrameSink): void {
     this.assertRunning();
-    if (typeof roomId !== "string" || roomId.length === 0) throw new AgoraError("BAD_REQUEST", "room id must be a non-empty string");
-    if (typeof participantId !== "string" || participantId.length === 0) throw new AgoraError("BAD_REQUEST", "participant id must be a non-empty string");
-    if (typeof sink !== "function") throw new AgoraError("BAD_REQUEST", "sink must be a function");
-    let room = this.roomsById.get(roomId);
-    if (room?.participants.has(participantId)) {
-      throw new AgoraError("BAD_REQUEST", `participant ${participantId} is already in room ${roomId}`);
-    }
-    if (this.participants >= this.settings.maxParticipants) {
-      throw new AgoraError(
-        "CAPACITY",
-        `this node is at its participant limit (${this.settings.maxParticipants}, node.max_connections); join another node`,
-      );
-    }
-    if (!room) {
-      if (this.roomsById.size >= this.settings.maxRooms) {
-        throw new AgoraError(
-          "CAPACITY",
-          `this node already mixes its maximum of ${this.settings.maxRooms} rooms (node.max_mixers); room ${roomId} cannot be created here, join another node`,
-        );
-      }
-      room = {
-        id: roomId,
-        handle: this.nextRoomHandle++,
-        createdAt: Date.now(),
-        participants: new Map(),
-        lastSeq: 0,
-        lastSeqAt: 0,
-        // Random initial sequence number (as RTP does), so a re-created room is not mistaken for the old one.
-        seqBase: (Math.random() * 0x1_0000_0000) >>> 0,
-      };
-      this.roomsById.set(roomId, room);
-      this.roomsByHandle.set(room.handle, room);
-      this.send({ t: "createRoom", room: room.handle, seqBase: room.seqBase });
-    }
-    const p: PartEntry = {
-      id: participantId,
-      handle: this.nextPartHandle++,
-      room,
-      sink,
-      packetsIn: 0,
-      packetsOut: 0,
-      baseConcealed: 0,
-      baseLate: 0,
-      sinkErrors: 0,
-    };
-    room.participants.set(participantId, p);
-    this.partsByHandle.set(p.handle, p);
-    this.participants++;
-    this.send({ t: "join", room: room.handle, participant: p.handle });
+    const { room, participant, createdRoom } = this.registry.join(roomId, participantId, sink, this.settings);
+    if (createdRoom) this.send({ t: "createRoom", room: room.handle, seqBase: room.seqBase });
+    this.send({ t: "join", room: room.handle, participant: participant.handle });
   }
 
   leave(roomId: string, participantId: string): void {
-    const room = this.roomsById.get(roomId);
-    const p = room?.participants.get(participantId);
-    if (!room || !p) return; // idempotent: a stream closing twice must not throw
-    room.participants.delete(participantId);
-    this.partsByHandle.delete(p.handle);
-    this.participants--;
-    if (this.state !== "running") {
-      if (room.participants.size === 0) this.dropRoom(room);
-      return;
-    }
-    this.send({ t: "leave", room: room.handle, participant: p.handle });
-    if (room.participants.size === 0) {
-      this.dropRoom(room);
-      this.send({ t: "removeRoom", room: room.handle });
-    }
-  }
-
-  private dropRoom(room: RoomEntry): void {
-    this.roomsById.delete(room.id);
-    this.roomsByHandle.delete(room.handle);
+    const left = this.registry.leave(roomId, participantId);
+    if (!left || this.state !== "running") return; // idempotent: a stream closing twice must not throw
+    this.send({ t: "leave", room: left.room.handle, participant: left.participant.handle });
+    if (left.removedRoom) this.send({ t: "removeRoom", room: left.room.handle });
   }
 
   pushFrame(roomId: string, participantId: string, frame: AudioFrame): void {
-    const p = this.roomsById.get(roomId)?.participants.get(participantId);
+    const p = this.registry.participant(roomId, participantId);
     if (!p) return this.drop("unknown_participant");
-    if (this.state !== "running" || !this.inWriter) return this.drop("not_running");
+    const gen = this.supervisor.current;
+    if (this.state !== "running" || !gen) return this.drop("not_running");
     const len = frame.payload.length;
     if (len === 0 || len > MAX_PACKET) return this.drop("invalid");
     const arrival = performance.timeOrigin + performance.now();
-    if (!writeInbound(this.inWriter, p.room.handle, p.handle, frame.seq, frame.timestamp, arrival, frame.payload)) {
+    if (!writeInbound(gen.inbound, p.room.handle, p.handle, frame.seq, frame.timestamp, arrival, frame.payload)) {
       this.warnRing("inbound", 1);
       return this.drop("ring_full");
     }
@@ -607,48 +298,20 @@ export class WorkerMediaEngine implements MediaEngine {
   }
 
   participantCount(): number {
-    return this.participants;
+    return this.registry.participantCount;
   }
 
   rooms(): RoomStats[] {
-    const out: RoomStats[] = [];
-    for (const r of this.roomsById.values()) {
-      out.push({ id: r.id, createdAt: r.createdAt, participants: [...r.participants.values()].map((p) => this.participantStats(p)) });
-    }
-    return out;
+    return this.registry.stats();
   }
 
   /** Like rooms(), after fetching fresh figures from the worker (dashboards, tests). */
   async refreshStats(): Promise<RoomStats[]> {
-    if (this.state === "running" && !this.restarting) {
+    if (this.state === "running" && this.supervisor.healthy) {
       const snap = (await this.request({ t: "stats" })) as WorkerRoomStats[];
-      for (const room of snap) {
-        for (const s of room.participants) {
-          const p = this.partsByHandle.get(s.participant);
-          if (!p) continue;
-          p.last = s;
-          this.metrics.jitterDepthSeconds.observe(s.bufferDepthMs / 1000);
-        }
-      }
+      for (const s of this.registry.applyWorkerStats(snap)) this.metrics.jitterDepthSeconds.observe(s.bufferDepthMs / 1000);
     }
     return this.rooms();
-  }
-
-  private participantStats(p: PartEntry): ParticipantStats {
-    const s = p.last;
-    return {
-      id: p.id,
-      speaking: s?.speaking ?? false,
-      personalMix: s?.personalMix ?? false,
-      jitterMs: s?.jitterMs ?? 0,
-      bufferDepthMs: s?.bufferDepthMs ?? 0,
-      lossPercent: s?.lossPercent ?? 0,
-      packetsIn: p.packetsIn,
-      packetsOut: p.packetsOut,
-      concealed: p.baseConcealed + (s?.concealed ?? 0),
-      late: p.baseLate + (s?.late ?? 0),
-      jitterTargetMs: s?.targetMs ?? 0,
-    };
   }
 
   updateSettings(partial: Partial<MediaSettings>): void {

@@ -2,12 +2,16 @@
  * Single-producer/single-consumer byte rings over a SharedArrayBuffer: how audio crosses between the
  * control thread and the media worker in bulk (never one postMessage per packet).
  *
- * Layout: a 64-byte header of Int32 slots, then `capacity` bytes of data (a power of two).
- *   HEAD  bytes ever written (uint32, wraps), published by the producer with Atomics.store
- *   TAIL  bytes ever consumed (uint32, wraps), published by the consumer with Atomics.store
- *   DROPS records the producer could not write because the ring was full
- * Records are `u32 body length | body`, padded to 4 bytes. A record never straddles the end of the
- * data area: when it does not fit, the producer writes a WRAP marker and continues at offset 0.
+ * Layout: a 64-byte header of Int32 slots (three used), then `capacity` bytes of data (a power of two,
+ * at least 4096).
+ *   HEAD  bytes ever written or skipped (uint32, wraps), published by the producer with Atomics.store
+ *   TAIL  bytes ever consumed or skipped (uint32, wraps), published by the consumer with Atomics.store
+ *   DROPS records the producer refused because the free space was not there in one piece
+ * Records are `u32 body length | body`, padded to 4 bytes, at most capacity/2 bytes in all. A record
+ * never straddles the end of the data area: when it does not fit in the bytes left before the end, the
+ * producer writes a WRAP marker (0xffffffff) there and puts the whole record at offset 0; the skipped
+ * tail counts as used until the consumer passes it. So a record fits only when the free space holds the
+ * skipped tail plus the record; otherwise it is dropped and counted.
  * Atomics give the ordering: body bytes written before the HEAD store are visible after the consumer's
  * HEAD load (and likewise for TAIL), so no lock is needed.
  *
@@ -76,7 +80,8 @@ export class RingWriter extends RingBase {
 
   /**
    * Reserves a record with a body of `bodyBytes`; returns the body's offset into `bytes`/`view`, or -1
-   * when the ring is full (the record is dropped and counted). Call commit() after filling it.
+   * when the ring is full (the record is dropped and counted in DROPS). Call commit() after filling it.
+   * Throws when the record could never fit (more than capacity/2 bytes).
    */
   reserve(bodyBytes: number): number {
     const need = align4(4 + bodyBytes);
@@ -117,8 +122,10 @@ export class RingReader extends RingBase {
     this.tail = Atomics.load(this.hdr, TAIL) >>> 0;
   }
 
-  /** Offset of the next record's body into `bytes`/`view` (its length in `length`), or -1 when empty. */
+  /** Body length of the record last returned by next(). */
   length = 0;
+
+  /** Offset of the next record's body into `bytes`/`view` (its length in `length`), or -1 when empty. */
   next(): number {
     const head = Atomics.load(this.hdr, HEAD) >>> 0;
     for (;;) {
@@ -184,7 +191,11 @@ export function readInbound(r: RingReader, off: number, out: InboundRecord): voi
   out.payloadLength = r.length - INBOUND_HEADER_BYTES;
 }
 
-/** Writes one outbound packet for `recipients` (split into several records past MAX_RECIPIENTS_PER_RECORD). */
+/**
+ * Writes one outbound packet for `recipients`, split into several records past MAX_RECIPIENTS_PER_RECORD.
+ * Returns how many recipients were written: a record that finds the ring full is dropped (counted) and
+ * the following, smaller, ones may still fit.
+ */
 export function writeOutbound(
   w: RingWriter, room: number, seq: number, ts: number, payload: Uint8Array, recipients: Uint32Array,
 ): number {

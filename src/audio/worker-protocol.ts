@@ -1,6 +1,7 @@
 /**
- * Messages between the control thread (engine.ts) and the media worker (worker.ts). Control messages
- * are id-tagged requests, each answered by one `reply`; audio never travels here (see rings.ts).
+ * Messages between the control thread (channel.ts, supervisor.ts) and the media worker (worker.ts).
+ * Control messages are id-tagged requests, each answered by one `reply`; audio never travels here
+ * (see rings.ts).
  * Kept apart from worker.ts so the engine can import the types without running worker code.
  */
 import type { CoreParticipantStats, RoomConfig, RoomCounters } from "./core";

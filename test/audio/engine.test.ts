@@ -258,6 +258,30 @@ describe("media engine (worker)", () => {
     expect(engine.rooms()[0]!.participants.map((p) => p.id).sort()).toEqual(["a", "b"]);
   });
 
+  test("init failure: with AGORA_MEDIA_WORKER naming a worker that throws at init, start() rejects with a typed error and the engine stays stopped", async () => {
+    const saved = process.env.AGORA_MEDIA_WORKER;
+    process.env.AGORA_MEDIA_WORKER = new URL("./fixtures/throwing-worker.ts", import.meta.url).href;
+    try {
+      const e = new WorkerMediaEngine({ settings: mediaSettings(), logger: silentLogger(), registry: new Registry() });
+      for (let attempt = 0; attempt < 2; attempt++) {
+        // Twice: a failed start leaves the engine idle (not "starting"), so it can be tried again.
+        const err = await e.start().then(
+          () => undefined,
+          (x: unknown) => x,
+        );
+        expect(err).toBeInstanceOf(AgoraError);
+        expect((err as AgoraError).code).toBe("MEDIA_ENGINE");
+        expect((err as AgoraError).message).toContain("this worker refuses to initialise");
+        expect(() => e.join("r", "a", () => {})).toThrow(/not started/);
+      }
+      expect(e.workerRestarts).toBe(0);
+      await e.stop(); // nothing to stop: no-op
+    } finally {
+      if (saved === undefined) delete process.env.AGORA_MEDIA_WORKER;
+      else process.env.AGORA_MEDIA_WORKER = saved;
+    }
+  });
+
   test("crashWorker is refused without test hooks; calls before start are refused", async () => {
     const e = new WorkerMediaEngine({ settings: mediaSettings(), logger: silentLogger(), registry: new Registry() });
     expect(() => e.join("r", "a", () => {})).toThrow(/not started/);

@@ -2,7 +2,7 @@
  * Adaptive jitter buffer for one participant's incoming Opus stream (48 kHz, 20 ms frames).
  *
  * The buffer only orders and times packets; decoding (and therefore PLC/FEC) is done by the caller
- * (core.c), which asks once per 20 ms tick what to play. Keeping decode out of here lets the caller
+ * (room.c), which asks once per 20 ms tick what to play. Keeping decode out of here lets the caller
  * keep one decoder per participant and decode dropped frames too, so decoder state stays continuous.
  *
  * Sequence numbers are uint32 and wrap; every comparison goes through a signed 32-bit difference.
@@ -13,7 +13,8 @@
 #include <stdint.h>
 
 #define JB_FRAME_MS 20
-/* Power of two, larger than the largest target (jitter_max_ms 2000 → 100 frames) plus headroom. */
+/* Power of two, larger than the largest target (jitter_max_ms 2000 → 100 frames) plus headroom: the
+ * largest target is capped at JB_SLOTS − 16 frames. */
 #define JB_SLOTS 128
 /* Window of relative transit delays the transit baseline (fastest recent packet) is taken from:
  * 100 packets ≈ 2 s. */
@@ -22,10 +23,10 @@
 #define JB_JIT_WINDOW 100
 
 typedef enum {
-  JB_SILENCE = 0, /* nothing to play (not started / paused): the caller outputs silence, no decode */
+  JB_SILENCE = 0, /* nothing to play (not started, prefilling, paused): the caller outputs silence, no decode */
   JB_PLAY = 1,    /* decode `data` normally */
   JB_FEC = 2,     /* the frame is missing but the next one is here: decode `data` with decode_fec=1 */
-  JB_PLC = 3,     /* the frame is missing: decode NULL (packet loss concealment) */
+  JB_PLC = 3,     /* the frame is missing, or the buffer grows by one: decode NULL (packet loss concealment) */
 } JbAction;
 
 typedef struct {
@@ -46,17 +47,20 @@ typedef struct {
 /* Result of jb_push, also what the caller counts. */
 typedef enum {
   JB_PUSH_OK = 0,
-  JB_PUSH_LATE = 1,      /* its frame was already played or concealed: dropped */
+  JB_PUSH_LATE = 1,      /* its frame was already played or concealed (or a stray packet from far in the past): dropped */
   JB_PUSH_DUPLICATE = 2, /* already buffered: dropped */
-  JB_PUSH_RESYNC = 3,    /* a jump too large to buffer: the buffer was flushed and restarted at it */
-  JB_PUSH_NOMEM = 4,
+  JB_PUSH_RESYNC = 3,    /* a jump too large to buffer, or a sender that restarted its sequence numbers:
+                          * the buffer was flushed and restarted at it */
+  JB_PUSH_NOMEM = 4,     /* length not in 1..65535, or no memory for it: dropped */
 } JbPushResult;
 
 /* What jb_pull asks of the caller after the frame it returned (see jb_drop_next). */
 typedef enum {
   JB_SHRINK_NONE = 0,
-  JB_SHRINK_QUIET = 1,  /* the buffer is a frame or more over its target: drop the next frame if this one is quiet */
-  JB_SHRINK_FORCED = 2, /* over target for long enough: drop the next frame even mid-speech */
+  JB_SHRINK_QUIET = 1,  /* the playout delay has been a frame or more over target_ms for 200 ms: drop the
+                         * next frame if this one is quiet */
+  JB_SHRINK_FORCED = 2, /* offered and declined long enough (160 ms; 60 ms at 3+ frames over): drop the next
+                         * frame even mid-speech */
 } JbShrink;
 
 typedef struct {
@@ -106,7 +110,7 @@ typedef struct {
   double target_ms;   /* playout delay aimed at: clamp(jitter quantile + margin) */
   int target_frames;  /* the same as a buffer depth (reported): the depth the fastest packets see */
   int min_frames, max_frames;
-  int excess_run;     /* ticks P has been ≥ one frame over target_ms */
+  int excess_run;     /* ticks P has been ≥ one frame (+ 1 ms hysteresis) over target_ms */
   int shortfall_run;  /* ticks P has been under target_ms */
   int since_drop;     /* ticks since the last frame dropped to shrink */
   JbShrink shrink;    /* set by jb_pull: whether the caller should drop the next frame */
@@ -132,7 +136,8 @@ int jb_depth(const Jb *jb);
  * What to play this tick. `may_adapt` is true when the participant is not talking, so that inserting a
  * concealment frame to grow towards the target is inaudible.
  * `*warmup` is set to a frame the caller should decode and throw away before decoding the returned one:
- * the last frame skipped when playout (re)starts deeper than the target (decoder warm-up).
+ * the last frame skipped when the buffer skips to its target (playout (re)starting deeper than the
+ * target, or a burst far beyond the largest target), so the decoder leads into the frame played.
  * Afterwards `jb->shrink` says whether the buffer wants to lose a frame (see jb_drop_next).
  */
 JbOut jb_pull(Jb *jb, double now_ms, int may_adapt, JbOut *warmup);

@@ -2,7 +2,6 @@
  * The dashboard/API application (Elysia). Every error leaves as JSON `{ error: { code, message } }` with
  * the right status; no stack trace ever reaches a client.
  */
-import { html } from "@elysiajs/html";
 import { Elysia, t } from "elysia";
 import { AgoraError } from "../errors";
 import { authorize, SESSION_COOKIE, sessionValue, tokensEqual } from "./auth";
@@ -28,7 +27,6 @@ const SECURITY_HEADERS = {
 
 export function createDashboardApp(source: DashboardSource) {
   return new Elysia()
-    .use(html({ autoDetect: false }))
     .onRequest(({ set }) => {
       Object.assign(set.headers, SECURITY_HEADERS);
     })

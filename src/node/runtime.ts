@@ -8,7 +8,7 @@ import { hostname } from "node:os";
 import { createMediaEngine, type MediaEngine, mediaMetrics } from "../audio";
 import { AudioRoomService } from "../audio/net";
 import { type AgoraConfig, type LoadedConfig, maskSecrets, restartRequiredChanges } from "../config";
-import { AgoraError, errorMessage } from "../errors";
+import { AgoraError, errorMessage, isAddressInUse, portInUse } from "../errors";
 import {
   DashboardServer,
   type DashboardSource,
@@ -134,7 +134,21 @@ export class NodeRuntime implements DashboardSource {
         load: () => this.loadFigures(),
       });
       const network = this.network;
-      await this.lifecycle.start(service("p2p", () => network.start(), () => network.stop()));
+      await this.lifecycle.start(
+        service(
+          "p2p",
+          async () => {
+            try {
+              await network.start();
+            } catch (err) {
+              // libp2p's own message spans lines with a stack trace; the operator needs the key and the port.
+              if (isAddressInUse(err)) throw portInUse("node.listen_port", c.node.listen_addr, c.node.listen_port, err);
+              throw err;
+            }
+          },
+          () => network.stop(),
+        ),
+      );
 
       if (c.node.mode === "dedicated") {
         this.startingReason = "starting the media engine";

@@ -43,6 +43,13 @@ export const START_FLAG_KEYS: Record<string, string> = {
   "drain-timeout": "node.drain_timeout",
 };
 
+/** The flags of `start` that change the config; `config show` takes the same so it shows what `start` runs. */
+const START_CONFIG_OPTIONS: Options = {
+  ...Object.fromEntries(Object.keys(START_FLAG_KEYS).map((k) => [k, { type: "string" as const }])),
+  bootstrap: { type: "string", multiple: true },
+  set: { type: "string", multiple: true },
+};
+
 export const COMMANDS: CommandSpec[] = [
   {
     name: "start",
@@ -51,9 +58,7 @@ export const COMMANDS: CommandSpec[] = [
     options: {
       ...CONFIG_OPT,
       ...HELP_OPT,
-      ...Object.fromEntries(Object.keys(START_FLAG_KEYS).map((k) => [k, { type: "string" as const }])),
-      bootstrap: { type: "string", multiple: true },
-      set: { type: "string", multiple: true },
+      ...START_CONFIG_OPTIONS,
     },
     help: [
       "  -c, --config FILE          TOML config (default: the embedded defaults; also AGORA_CONFIG)",
@@ -97,9 +102,14 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: "config",
     summary: "init | validate | show the configuration",
-    usage: "agora-node config init [PATH] [--force] | config validate PATH | config show [--config FILE]",
-    options: { ...CONFIG_OPT, ...HELP_OPT, force: { type: "boolean" } },
-    help: ["  init [PATH]      write the fully commented default config (stdout without PATH)", "  validate PATH    check a config; exit 2 with every problem found", "  show             print the effective config (secrets masked)"],
+    usage: "agora-node config init [PATH] [--force] | config validate PATH | config show [--config FILE] [start flags]",
+    options: { ...CONFIG_OPT, ...HELP_OPT, force: { type: "boolean" }, ...START_CONFIG_OPTIONS },
+    help: [
+      "  init [PATH]      write the fully commented default config (stdout without PATH)",
+      "  validate PATH    check a config; exit 2 with every problem found",
+      "  show             print the effective config (secrets masked); takes the flags `start` takes",
+      "                   (--mode, --set KEY=VALUE, --data-dir, --bootstrap …) and shows what `start` would run",
+    ],
     positionals: { min: 1, max: 2 },
   },
   {

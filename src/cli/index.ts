@@ -79,6 +79,9 @@ function reportConfigError(io: Io, err: ConfigError): void {
 
 function runConfig(p: Parsed, io: Io): number {
   const [sub, arg] = p.positionals;
+  const overrides = flagOverrides(p.values);
+  if (sub !== "show" && overrides.length > 0)
+    throw new AgoraError("USAGE", `config ${sub}: ${overrides[0]!.source} applies to config show (and start) only`);
   switch (sub) {
     case "init": {
       const text = renderDefaultConfig();
@@ -101,7 +104,7 @@ function runConfig(p: Parsed, io: Io): number {
     }
     case "show": {
       if (arg) throw new AgoraError("USAGE", `config show: unexpected argument "${arg}" (use --config FILE)`);
-      const loaded = loadForCommand(p.values, io.env);
+      const loaded = loadForCommand(p.values, io.env, overrides);
       for (const w of loaded.warnings) io.err(`warning: ${formatIssue(w)}`);
       io.out(renderEffectiveConfig(loaded.config, loaded.origins));
       return EXIT_OK;

@@ -117,7 +117,9 @@ function shown(v: unknown): string {
 const DURATION = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/;
 
 /** Validates one value against its spec. Returns the normalized value or an "expected …, got …" message. */
-export function validateValue(spec: KeySpec, value: unknown): { ok: true; value: ConfigValue } | { ok: false; message: string } {
+export type ValidationResult = { ok: true; value: ConfigValue } | { ok: false; message: string; messages?: string[] };
+
+export function validateValue(spec: KeySpec, value: unknown): ValidationResult {
   const t = spec.type;
   const fail = (expected: string) => ({ ok: false as const, message: `expected ${expected}, got ${shown(value)}` });
   switch (t.kind) {
@@ -166,22 +168,35 @@ export function validateValue(spec: KeySpec, value: unknown): { ok: true; value:
       if (!Array.isArray(value)) return fail(`an array of strings (${t.item.patternDesc})`);
       if (value.length > t.maxItems) return fail(`at most ${t.maxItems} entries`);
       const out: string[] = [];
+      // Every bad entry is reported, each with its index, so a list is fixed in one pass.
+      const problems: string[] = [];
       for (let i = 0; i < value.length; i++) {
         const item = value[i];
-        if (typeof item !== "string") return { ok: false, message: `entry ${i + 1}: expected a string (${t.item.patternDesc}), got ${typeName(item)}` };
-        if (t.item.pattern && !t.item.pattern.test(item))
-          return { ok: false, message: `entry ${i + 1}: expected ${t.item.patternDesc}, got ${shown(item)}` };
+        if (typeof item !== "string") {
+          problems.push(`entry ${i + 1}: expected a string (${t.item.patternDesc}), got ${typeName(item)}`);
+          continue;
+        }
+        if (t.item.pattern && !t.item.pattern.test(item)) {
+          problems.push(`entry ${i + 1}: expected ${t.item.patternDesc}, got ${shown(item)}`);
+          continue;
+        }
         const problem = t.item.check?.(item);
-        if (problem) return { ok: false, message: `entry ${i + 1}: ${problem}` };
-        out.push(item);
+        if (problem) problems.push(`entry ${i + 1}: ${problem}`);
+        else out.push(item);
       }
+      if (problems.length > 0) return { ok: false, message: problems.join("; "), messages: problems };
       return { ok: true, value: out };
     }
   }
 }
 
+/** One issue per problem of a failed validation (a list reports each bad entry on its own). */
+function failures(r: { message: string; messages?: string[] }): string[] {
+  return r.messages ?? [r.message];
+}
+
 /** Parses an environment or flag value (text) into the value type the spec wants, then validates it. */
-export function parseTextValue(spec: KeySpec, text: string): { ok: true; value: ConfigValue } | { ok: false; message: string } {
+export function parseTextValue(spec: KeySpec, text: string): ValidationResult {
   const t = spec.type;
   let value: unknown = text;
   if (t.kind === "integer") {
@@ -259,7 +274,7 @@ function applyDocument(
       if (r.ok) {
         setValue(cfg, spec, r.value);
         origins[path] = at(path);
-      } else errors.push({ source: at(path), path, message: r.message });
+      } else for (const message of failures(r)) errors.push({ source: at(path), path, message });
     }
   }
 }
@@ -350,7 +365,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
     if (r.ok) {
       setValue(cfg, spec, r.value);
       origins[path] = `env ${name}`;
-    } else errors.push({ source: `env ${name}`, path, message: r.message });
+    } else for (const message of failures(r)) errors.push({ source: `env ${name}`, path, message });
   }
 
   for (const o of opts.overrides ?? []) {
@@ -363,7 +378,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
     if (r.ok) {
       setValue(cfg, spec, r.value);
       origins[o.path] = o.source;
-    } else errors.push({ source: o.source, path: o.path, message: r.message });
+    } else for (const message of failures(r)) errors.push({ source: o.source, path: o.path, message });
   }
 
   if (errors.length === 0) crossCheck(cfg, errors, warnings, origins);

@@ -53,7 +53,8 @@ function distance(a: string, b: string): number {
   return dp[a.length]![b.length]!;
 }
 
-function hint(candidate: string, known: readonly string[]): string {
+/** The known name closest to `candidate` by edit distance, when it is close enough to be a typo. */
+export function closestName(candidate: string, known: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestD = Infinity;
   for (const k of known) {
@@ -63,7 +64,12 @@ function hint(candidate: string, known: readonly string[]): string {
       best = k;
     }
   }
-  return best !== undefined && bestD <= Math.max(2, Math.floor(candidate.length / 4)) ? ` (did you mean "${best}"?)` : "";
+  return best !== undefined && bestD <= Math.max(2, Math.floor(candidate.length / 4)) ? best : undefined;
+}
+
+function hint(candidate: string, known: readonly string[]): string {
+  const best = closestName(candidate, known);
+  return best !== undefined ? ` (did you mean "${best}"?)` : "";
 }
 
 const ALL_PATHS = SCHEMA.map((s) => `${s.section}.${s.key}`);

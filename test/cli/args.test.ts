@@ -78,3 +78,21 @@ describe("config show takes the flags start takes", () => {
     expect(init.err.join("\n")).toContain("applies to config show");
   });
 });
+
+describe("CLI polish", () => {
+  test("unknown commands get the closest command by edit distance", () => {
+    expect(() => parseCommand(["statu"])).toThrow('unknown command "statu" (did you mean "status"?)');
+    expect(() => parseCommand(["stpo"])).toThrow('(did you mean "stop"?)');
+    expect(() => parseCommand(["helth"])).toThrow('(did you mean "health"?)');
+    expect(() => parseCommand(["discvoer"])).toThrow('(did you mean "discover"?)');
+    expect(() => parseCommand(["xyzzy"])).not.toThrow("did you mean");
+  });
+
+  test("stop and status list --data-dir in their help", async () => {
+    for (const name of ["stop", "status"]) {
+      const c = capture();
+      expect(await main([name, "--help"], c.io)).toBe(0);
+      expect(c.out[0]).toMatch(/^\s+--data-dir DIR\s+\S/m);
+    }
+  });
+});

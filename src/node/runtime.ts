@@ -7,7 +7,7 @@
 import { hostname } from "node:os";
 import { createMediaEngine, type MediaEngine, mediaMetrics } from "../audio";
 import { AudioRoomService } from "../audio/net";
-import { type AgoraConfig, type LoadedConfig, maskSecrets, restartRequiredChanges } from "../config";
+import { type AgoraConfig, type LoadedConfig, maskSecrets, restartRequiredChanges, specFor } from "../config";
 import { AgoraError, errorMessage, isAddressInUse, portInUse } from "../errors";
 import {
   DashboardServer,
@@ -390,21 +390,76 @@ export class NodeRuntime implements DashboardSource {
     }
     for (const w of next.warnings) this.log.warn({ source: w.source, key: w.path }, w.message);
     const { live, restart } = restartRequiredChanges(this.config, next.config);
-    const c = this.config;
-    const n = next.config;
-    // Live keys are copied one by one; everything else keeps its running value until a restart.
-    c.logging.level = n.logging.level;
-    this.opts.logs.setLevel(n.logging.level as LogLevel);
-    c.node.max_connections = n.node.max_connections;
-    c.node.max_mixers = n.node.max_mixers;
-    c.node.drain_timeout = n.node.drain_timeout;
-    c.audio = { ...n.audio };
-    c.dashboard.auth_token = n.dashboard.auth_token;
-    c.dashboard.auth_token_file = n.dashboard.auth_token_file;
-    this.network?.setMaxConnections(c.node.max_connections);
-    this.media?.updateSettings(this.mediaSettings(c));
+    // Every key the schema marks live is copied into the running config; the others keep their running
+    // value until a restart. Then each changed key's effect is applied (see LIVE_EFFECTS).
+    const effects = new Set<LiveEffect>();
+    for (const path of live) {
+      const spec = specFor(path)!;
+      const running = this.config[spec.section] as unknown as Record<string, unknown>;
+      const value = (next.config[spec.section] as unknown as Record<string, unknown>)[spec.key];
+      running[spec.key] = Array.isArray(value) ? [...value] : value;
+      effects.add(liveEffectOf(path));
+    }
+    for (const effect of effects) this.applyLiveEffect(effect);
     if (restart.length) this.log.warn({ keys: restart }, "changed keys need a restart to take effect");
     this.log.info({ applied: live }, "config reloaded");
     return { ok: true, applied: live, restart_required: restart, errors: [] };
   }
+
+  private applyLiveEffect(effect: LiveEffect): void {
+    const c = this.config;
+    switch (effect) {
+      case "log-level":
+        this.opts.logs.setLevel(c.logging.level as LogLevel);
+        return;
+      case "limits":
+        this.network?.setMaxConnections(c.node.max_connections);
+        this.media?.updateSettings(this.mediaSettings(c));
+        // The advertisement carries max_clients: publish the new figure now, not at the next heartbeat.
+        void this.network?.publishNow().catch(() => undefined);
+        return;
+      case "media":
+        this.media?.updateSettings(this.mediaSettings(c));
+        this.onAudioBitrateReload(c.audio.bitrate);
+        return;
+      case "read-on-use":
+        return;
+    }
+  }
+
+  /**
+   * Hook for the audio room service: the bitrate it suggests to clients in JOINED follows audio.bitrate on
+   * SIGHUP. The room service owns that value; it picks it up here once it offers `setBitrate`.
+   */
+  private onAudioBitrateReload(bitrate: number): void {
+    const rooms = this.rooms_ as (AudioRoomService & { setBitrate?: (bitrate: number) => void }) | undefined;
+    rooms?.setBitrate?.(bitrate);
+  }
+}
+
+/**
+ * What applying a changed live key takes. "read-on-use": the running config is read where the value is
+ * used (drain timeout when a drain starts, admin token per request), so copying it is the whole effect.
+ */
+export type LiveEffect = "log-level" | "limits" | "media" | "read-on-use";
+
+/** The effect of each live key of the schema; a live key missing here fails the reload test. */
+export const LIVE_EFFECTS: Readonly<Record<string, LiveEffect>> = {
+  "logging.level": "log-level",
+  "node.max_connections": "limits",
+  "node.max_mixers": "limits",
+  "node.drain_timeout": "read-on-use",
+  "audio.top_k_speakers": "media",
+  "audio.shared_encode": "media",
+  "audio.bitrate": "media",
+  "audio.jitter_min_ms": "media",
+  "audio.jitter_max_ms": "media",
+  "dashboard.auth_token": "read-on-use",
+  "dashboard.auth_token_file": "read-on-use",
+};
+
+function liveEffectOf(path: string): LiveEffect {
+  const effect = LIVE_EFFECTS[path];
+  if (!effect) throw new AgoraError("INTERNAL", `config key ${path} is marked live but has no live effect (src/node/runtime.ts LIVE_EFFECTS)`);
+  return effect;
 }

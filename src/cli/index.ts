@@ -1,7 +1,7 @@
 /**
  * The agora-node command line. Each command returns an exit code; only `start` keeps the process alive.
  */
-import { existsSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, writeFileSync } from "node:fs";
 import {
   type AgoraConfig,
   type LoadedConfig,
@@ -90,7 +90,10 @@ function runConfig(p: Parsed, io: Io): number {
         return EXIT_OK;
       }
       if (existsSync(arg) && !p.values.force) throw new AgoraError("USAGE", `${arg} exists; use --force to overwrite it`);
-      writeFileSync(arg, text, { mode: 0o640 });
+      // 0644: the service reads it as an unprivileged (systemd: dynamic) user; the default holds no secret,
+      // and secrets belong in dashboard.auth_token_file or root-only environment files, not here.
+      writeFileSync(arg, text, { mode: 0o644 });
+      chmodSync(arg, 0o644);
       io.err(`wrote the default configuration to ${arg}`);
       return EXIT_OK;
     }

@@ -239,7 +239,13 @@ function readConfigFile(file: string): string {
   } catch (err) {
     if (err instanceof AgoraError) throw err;
     const e = err as NodeJS.ErrnoException;
-    const why = e.code === "ENOENT" ? "no such file" : e.code === "EACCES" ? "permission denied" : e.message;
+    const uid = typeof process.getuid === "function" ? process.getuid() : undefined;
+    const why =
+      e.code === "ENOENT"
+        ? "no such file"
+        : e.code === "EACCES"
+          ? `permission denied: the node runs as uid ${uid} and must be able to read it (chmod 644 ${file}; keep secrets in dashboard.auth_token_file or a root-only EnvironmentFile=, not in the config)`
+          : e.message;
     throw new AgoraError("CONFIG_IO", `cannot read config: ${why}`, { where: file, cause: err });
   }
 }
@@ -282,6 +288,30 @@ function applyDocument(
         origins[path] = at(path);
       } else for (const message of failures(r)) errors.push({ source: at(path), path, message });
     }
+  }
+}
+
+/** Keys whose value must not sit in a file other users can read. */
+const SECRET_PATHS = SCHEMA.filter((s) => s.secret).map((s) => `${s.section}.${s.key}`);
+
+/** A config readable by every user (as the service needs it) must not carry secrets inline. */
+function warnReadableSecrets(cfg: AgoraConfig, file: string, label: string, origins: Record<string, string>, warnings: ConfigIssue[]): void {
+  let mode: number;
+  try {
+    mode = statSync(file).mode;
+  } catch {
+    return;
+  }
+  if ((mode & 0o004) === 0) return;
+  for (const path of SECRET_PATHS) {
+    const from = origins[path];
+    const [section, key] = path.split(".") as [SectionName, string];
+    if (!from?.startsWith(label) || !(cfg[section] as unknown as Record<string, unknown>)[key]) continue;
+    warnings.push({
+      source: from,
+      path,
+      message: `a secret in a file every user can read (mode ${(mode & 0o777).toString(8)}): put it in ${path === "dashboard.auth_token" ? "dashboard.auth_token_file (mode 0600) or " : ""}${envName(path)} from a root-only EnvironmentFile=`,
+    });
   }
 }
 
@@ -357,6 +387,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
       } else errors.push({ source: label, path: "", message: `TOML syntax error: ${(err as Error).message}` });
     }
     if (doc) applyDocument(cfg, doc, text, label, errors, warnings, origins);
+    warnReadableSecrets(cfg, opts.file, label, origins, warnings);
   }
 
   for (const [name, text] of Object.entries(env)) {

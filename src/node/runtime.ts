@@ -27,6 +27,7 @@ import { createNetworkNode, type LoadFigures, type NetworkNode } from "../p2p";
 import { type Identity, loadOrCreateIdentity } from "./identity";
 import { Lifecycle, type Service } from "./lifecycle";
 import { acquirePidLock, type PidLock } from "./pidfile";
+import { type ServiceNotifier, systemdNotifier } from "./sd-notify";
 import { SystemSampler } from "./system";
 
 export const CAPABILITIES: Record<AgoraConfig["node"]["mode"], string[]> = {
@@ -45,6 +46,8 @@ export interface NodeRuntimeOptions {
   reloadConfig: () => LoadedConfig;
   logs: LogHandle;
   version: string;
+  /** systemd notifications (READY, RELOADING, STOPPING, WATCHDOG); from $NOTIFY_SOCKET by default. */
+  notifier?: ServiceNotifier;
 }
 
 function service(name: string, start: () => Promise<void> | void, stop: () => Promise<void> | void): Service {
@@ -72,11 +75,13 @@ export class NodeRuntime implements DashboardSource {
   private drainDeadline: number | null = null;
   private drainWaiter?: Promise<void>;
   private drainCancelled = false;
+  private readonly notifier: ServiceNotifier;
 
   constructor(private readonly opts: NodeRuntimeOptions) {
     this.config = opts.loaded.config;
     this.log = opts.logs.logger;
     this.lifecycle = new Lifecycle(this.log);
+    this.notifier = opts.notifier ?? systemdNotifier(this.log);
   }
 
   get peerId(): string {
@@ -89,6 +94,8 @@ export class NodeRuntime implements DashboardSource {
 
   async start(): Promise<void> {
     const c = this.config;
+    // The watchdog runs from the first moment: a start that hangs is as dead as a node that hangs.
+    this.notifier.startWatchdog();
     try {
       await this.lifecycle.start(
         service(
@@ -184,11 +191,19 @@ export class NodeRuntime implements DashboardSource {
         },
         "agora-node ready",
       );
+      this.notifier.ready(this.readyStatus());
     } catch (err) {
+      this.notifier.status(`failed to start: ${errorMessage(err)}`);
       this.stateValue = "stopping";
       await this.lifecycle.stopAll();
       throw err;
     }
+  }
+
+  /** One line for `systemctl status`. */
+  private readyStatus(): string {
+    const c = this.config;
+    return `ready: ${c.node.mode} node ${this.peerId}${this.dashboard ? `, dashboard ${this.dashboard.url()}` : ""}`;
   }
 
   private mediaSettings(c: AgoraConfig) {
@@ -324,6 +339,7 @@ export class NodeRuntime implements DashboardSource {
     const timeoutMs = this.config.node.drain_timeout * 1000;
     this.drainDeadline = this.drainStartedAt + timeoutMs;
     this.rooms_?.setDraining(true);
+    this.notifier.status(`draining: ${this.media?.participantCount() ?? 0} participants, deadline in ${this.config.node.drain_timeout}s`);
     this.log.info({ participants: this.media?.participantCount() ?? 0, drain_timeout_s: this.config.node.drain_timeout }, "draining: no new rooms or participants");
     const announce = this.network?.announceDraining().catch((err) => this.log.warn({ err: errorMessage(err) }, "could not publish draining status"));
     // Clients should see "draining" before the node leaves, but a DHT with no reachable peers must not
@@ -363,12 +379,15 @@ export class NodeRuntime implements DashboardSource {
     this.rooms_?.setDraining(false);
     this.stateValue = "ready";
     void this.network?.publishNow().catch(() => undefined);
+    this.notifier.status(this.readyStatus());
     this.log.info("drain cancelled; accepting rooms again");
     return true;
   }
 
   /** Graceful shutdown: drain, then stop every part in reverse order. */
   async shutdown(): Promise<void> {
+    // STOPPING=1 only here: a drain through POST /api/drain can be cancelled, a shutdown cannot.
+    this.notifier.stopping(`stopping: draining up to ${this.config.node.drain_timeout}s`);
     if (this.stateValue === "ready" || this.stateValue === "draining") {
       if (this.drainCancelled) this.drainWaiter = undefined;
       await this.drain();
@@ -376,10 +395,23 @@ export class NodeRuntime implements DashboardSource {
     this.stateValue = "stopping";
     clearInterval(this.historyTimer);
     const failures = await this.lifecycle.stopAll();
+    this.notifier.close();
     this.log.info({ failures }, failures.length ? "stopped with errors" : "stopped");
   }
 
   async reload(): Promise<ReloadReport> {
+    // A node already stopping tells systemd nothing more than STOPPING=1.
+    const tell = this.stateValue !== "stopping";
+    if (tell) this.notifier.reloading();
+    try {
+      return this.reloadNow();
+    } finally {
+      // Back to READY=1 whatever the outcome: a rejected config leaves the running one in force.
+      if (tell) this.notifier.ready(this.stateValue === "ready" ? this.readyStatus() : this.stateValue);
+    }
+  }
+
+  private reloadNow(): ReloadReport {
     let next: LoadedConfig;
     try {
       next = this.opts.reloadConfig();

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { writeFileSync } from "node:fs";
+import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse } from "smol-toml";
 import { defaultConfig, keyLines, loadConfig, renderDefaultConfig, renderEffectiveConfig, SCHEMA } from "../../src/config";
@@ -227,5 +227,16 @@ describe("list and multiaddr validation", () => {
     expect(issuesOf(() => loadConfig({ env: { AGORA_NETWORK_ANNOUNCE_ADDRS: "/ip4/1.2.3.4/tcp/70010" } }))[0]).toContain('tcp port "70010" is not in 1..65535');
     // Good ones still pass.
     expect(loadConfig({ env: { AGORA_NETWORK_BOOTSTRAP_PEERS: `/ip4/1.2.3.4/tcp/7001/p2p/${PEER},/dns4/boot.example.com/tcp/7001/p2p/${PEER}`, AGORA_NETWORK_ANNOUNCE_ADDRS: "/ip6/::1/tcp/7001" } }).config.network.bootstrap_peers).toHaveLength(2);
+  });
+});
+
+describe("secrets and file modes", () => {
+  test("an inline secret in a file every user can read is a warning naming the safer place", () => {
+    const file = write('[dashboard]\nauth_token = "0123456789abcdef0123"\n[turn]\npassword = ""\n');
+    chmodSync(file, 0o644);
+    const w = loadConfig({ file, env: {} }).warnings.map((i) => `${i.source} ${i.path}: ${i.message}`);
+    expect(w).toEqual([expect.stringContaining("node.toml:2 dashboard.auth_token: a secret in a file every user can read (mode 644)")]);
+    chmodSync(file, 0o600);
+    expect(loadConfig({ file, env: {} }).warnings).toEqual([]);
   });
 });

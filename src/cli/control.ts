@@ -1,6 +1,6 @@
 /** `stop`, `status` and `health`: talk to a running node through its PID file and dashboard. */
 import { AgoraError } from "../errors";
-import { formatDuration } from "../http";
+import { formatBytes, formatDuration } from "../http";
 import { isAgoraProcess, readPid } from "../node";
 import { EXIT_FAILURE, EXIT_OK, numberFlag, type Parsed } from "./args";
 import { type Io, loadForCommand } from "./index";
@@ -133,6 +133,15 @@ export async function runStatus(p: Parsed, io: Io): Promise<number> {
     return EXIT_OK;
   }
   const net = (s.network ?? {}) as Record<string, any>;
+  const d = (s.discovery ?? {}) as Record<string, any>;
+  const since = (iso: unknown) => (typeof iso === "string" ? `${formatDuration(Math.max(0, (Date.now() - Date.parse(iso)) / 1000))} ago (${iso})` : "not yet");
+  const discovery = [
+    `  bootstrap    ${d.bootstrap_connected ?? 0}/${d.bootstrap_configured ?? 0} connected, ${d.known_peers ?? 0} known peers`,
+    `  dht          ${d.routing_table_size ?? 0} peers in the routing table`,
+    `  advertised   ${d.publishes === false ? "never (bootstrap mode advertises nothing)" : since(d.last_published_at)}`,
+    ...(s.relay ? [`  relay        ${s.relay.reservations} reservations, ${s.relay.circuits} circuits, ${formatBytes(Number(s.relay.bytes_relayed) || 0)} relayed`] : []),
+    ...(d.isolated ? ["  WARNING      no bootstrap peers, no known peers, no connection: no other node can find this one (set network.bootstrap_peers)"] : []),
+  ];
   io.out(
     [
       `agora-node ${s.version}  ${s.name}`,
@@ -146,6 +155,7 @@ export async function runStatus(p: Parsed, io: Io): Promise<number> {
       `  load         ${s.load?.current_load}/${s.load?.max_clients}, cpu ${s.load?.cpu_percent}%, rss ${Math.round((s.load?.rss_bytes ?? 0) / 1048576)} MB`,
       `  listen       ${(net.listen_addrs ?? []).join(" ")}`,
       `  reachability ${net.reachability ?? "unknown"}`,
+      ...discovery,
       `  dashboard    ${ep.url}`,
     ].join("\n"),
   );

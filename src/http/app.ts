@@ -59,6 +59,16 @@ export const StatusModel = t.Object({
   stun_servers: t.Array(t.String()),
   drain: t.Union([t.Object({ started_at: t.Union([t.String(), t.Null()]), deadline: t.Union([t.String(), t.Null()]) }), t.Null()]),
   media: t.Union([t.Object({ worker_restarts: t.Number() }), t.Null()]),
+  discovery: t.Object({
+    bootstrap_configured: t.Number(),
+    bootstrap_connected: t.Number(),
+    known_peers: t.Number(),
+    routing_table_size: t.Number(),
+    publishes: t.Boolean(),
+    last_published_at: t.Union([t.String(), t.Null()]),
+    isolated: t.Boolean(),
+  }),
+  relay: t.Union([t.Object({ reservations: t.Number(), circuits: t.Number(), bytes_relayed: t.Number() }), t.Null()]),
 });
 
 const ErrorModel = t.Object({ error: t.Object({ code: t.String(), message: t.String() }) });

@@ -44,6 +44,29 @@ export interface StatusReport {
   stun_servers: string[];
   drain: { started_at: string | null; deadline: string | null } | null;
   media: { worker_restarts: number } | null;
+  discovery: DiscoveryReport;
+  /** Relay mode only. */
+  relay: RelayReport | null;
+}
+
+/** Whether other nodes can find this one, for the operator. */
+export interface DiscoveryReport {
+  bootstrap_configured: number;
+  bootstrap_connected: number;
+  known_peers: number;
+  routing_table_size: number;
+  /** False in bootstrap mode: a bootstrap node advertises nothing. */
+  publishes: boolean;
+  /** When the signed advertisement last reached at least one DHT peer; null = not yet. */
+  last_published_at: string | null;
+  /** No bootstrap peer configured, no known peer and no connection: no other node can find this one. */
+  isolated: boolean;
+}
+
+export interface RelayReport {
+  reservations: number;
+  circuits: number;
+  bytes_relayed: number;
 }
 
 export interface PeerReport {

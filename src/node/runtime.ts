@@ -13,10 +13,12 @@ import {
   DashboardServer,
   type DashboardSource,
   type DiscoverParams,
+  type DiscoveryReport,
   type HistorySample,
   MetricsServer,
   type NodeState,
   type PeerReport,
+  type RelayReport,
   type ReloadReport,
   type RoomReport,
   type StatusReport,
@@ -176,6 +178,11 @@ export class NodeRuntime implements DashboardSource {
         await this.lifecycle.start(service("audio-rooms", () => rooms.start(), () => rooms.stop()));
       }
 
+      if (this.isolated(c.network.bootstrap_peers.length, this.network.status().known_peers))
+        this.log.warn(
+          { bootstrap_peers: 0, known_peers: 0 },
+          "no bootstrap peers configured and no known peers: no other node can find this one (set network.bootstrap_peers)",
+        );
       this.sampleHistory();
       this.historyTimer = setInterval(() => this.sampleHistory(), HISTORY_INTERVAL_MS);
       this.historyTimer.unref?.();
@@ -292,7 +299,38 @@ export class NodeRuntime implements DashboardSource {
           ? null
           : { started_at: new Date(this.drainStartedAt).toISOString(), deadline: this.drainDeadline === null ? null : new Date(this.drainDeadline).toISOString() },
       media: this.media ? { worker_restarts: this.media.workerRestarts } : null,
+      discovery: this.discoveryReport(),
+      relay: this.relayReport(),
     };
+  }
+
+  private discoveryReport(): DiscoveryReport {
+    const net = this.network?.status();
+    const configured = this.config.network.bootstrap_peers.length;
+    const known = net?.known_peers ?? 0;
+    return {
+      bootstrap_configured: configured,
+      bootstrap_connected: net?.bootstrap.connected ?? 0,
+      known_peers: known,
+      routing_table_size: net?.dht.routing_table_size ?? 0,
+      publishes: this.config.node.mode !== "bootstrap",
+      last_published_at: net?.last_published_at ? new Date(net.last_published_at).toISOString() : null,
+      isolated: this.isolated(configured, known),
+    };
+  }
+
+  /**
+   * A node nobody can find: no bootstrap peer to join through, no remembered peer, no connection. A
+   * bootstrap node is exempt: the first one of a network starts that way, and others list it.
+   */
+  private isolated(bootstrapConfigured: number, knownPeers: number): boolean {
+    return this.config.node.mode !== "bootstrap" && bootstrapConfigured === 0 && knownPeers === 0 && (this.network?.peers().length ?? 0) === 0;
+  }
+
+  private relayReport(): RelayReport | null {
+    const r = this.network?.status().relay;
+    if (this.config.node.mode !== "relay") return null;
+    return { reservations: r?.reservations ?? 0, circuits: r?.circuits ?? 0, bytes_relayed: r?.bytes_relayed ?? 0 };
   }
 
   peers(): PeerReport[] {

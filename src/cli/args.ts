@@ -3,6 +3,7 @@
  * Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { closestName } from "../config";
 import { AgoraError } from "../errors";
 
 export const EXIT_OK = 0;
@@ -43,6 +44,13 @@ export const START_FLAG_KEYS: Record<string, string> = {
   "drain-timeout": "node.drain_timeout",
 };
 
+/** The flags of `start` that change the config; `config show` takes the same so it shows what `start` runs. */
+const START_CONFIG_OPTIONS: Options = {
+  ...Object.fromEntries(Object.keys(START_FLAG_KEYS).map((k) => [k, { type: "string" as const }])),
+  bootstrap: { type: "string", multiple: true },
+  set: { type: "string", multiple: true },
+};
+
 export const COMMANDS: CommandSpec[] = [
   {
     name: "start",
@@ -51,9 +59,7 @@ export const COMMANDS: CommandSpec[] = [
     options: {
       ...CONFIG_OPT,
       ...HELP_OPT,
-      ...Object.fromEntries(Object.keys(START_FLAG_KEYS).map((k) => [k, { type: "string" as const }])),
-      bootstrap: { type: "string", multiple: true },
-      set: { type: "string", multiple: true },
+      ...START_CONFIG_OPTIONS,
     },
     help: [
       "  -c, --config FILE          TOML config (default: the embedded defaults; also AGORA_CONFIG)",
@@ -73,17 +79,33 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: "stop",
     summary: "stop the running node gracefully (SIGTERM, waits for the drain)",
-    usage: "agora-node stop [--config FILE | --pid-file FILE] [--timeout SECONDS]",
-    options: { ...CONFIG_OPT, ...HELP_OPT, "pid-file": { type: "string" }, "data-dir": { type: "string" }, timeout: { type: "string" } },
-    help: ["  --pid-file FILE   PID file of the node (default: from the config)", "  --timeout S       how long to wait (default: drain_timeout + 15 s)"],
+    usage: "agora-node stop [--config FILE | --data-dir DIR | --pid-file FILE] [--timeout SECONDS] [--endpoint URL]",
+    options: {
+      ...CONFIG_OPT,
+      ...HELP_OPT,
+      "pid-file": { type: "string" },
+      "data-dir": { type: "string" },
+      timeout: { type: "string" },
+      endpoint: { type: "string" },
+      token: { type: "string" },
+    },
+    help: [
+      "  --data-dir DIR    data directory of the node (its PID file is DIR/agora-node.pid)",
+      "  --pid-file FILE   PID file of the node (default: from the config)",
+      "  --timeout S       how long to wait (default: drain_timeout + 15 s)",
+      "  --endpoint URL    dashboard URL to follow the drain on (default: from the config)",
+      "  --token TOKEN     admin token (default: from the config)",
+      "While the node drains, a line per change says how many rooms and participants are left and the time",
+      "to the drain deadline.",
+    ],
     positionals: { min: 0, max: 0 },
   },
   {
     name: "status",
     summary: "ask the running node for its status",
-    usage: "agora-node status [--config FILE] [--endpoint URL] [--token TOKEN] [--json]",
+    usage: "agora-node status [--config FILE] [--data-dir DIR] [--endpoint URL] [--token TOKEN] [--json]",
     options: { ...CONFIG_OPT, ...HELP_OPT, endpoint: { type: "string" }, token: { type: "string" }, json: { type: "boolean" }, "data-dir": { type: "string" } },
-    help: ["  --endpoint URL   dashboard URL (default: from the config)", "  --token TOKEN    admin token (default: from the config; also AGORA_DASHBOARD_AUTH_TOKEN)", "  --json           print the raw JSON"],
+    help: ["  --data-dir DIR   data directory of the node (where its PID file is)", "  --endpoint URL   dashboard URL (default: from the config)", "  --token TOKEN    admin token (default: from the config; also AGORA_DASHBOARD_AUTH_TOKEN)", "  --json           print the raw JSON"],
     positionals: { min: 0, max: 0 },
   },
   {
@@ -97,9 +119,14 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: "config",
     summary: "init | validate | show the configuration",
-    usage: "agora-node config init [PATH] [--force] | config validate PATH | config show [--config FILE]",
-    options: { ...CONFIG_OPT, ...HELP_OPT, force: { type: "boolean" } },
-    help: ["  init [PATH]      write the fully commented default config (stdout without PATH)", "  validate PATH    check a config; exit 2 with every problem found", "  show             print the effective config (secrets masked)"],
+    usage: "agora-node config init [PATH] [--force] | config validate PATH | config show [--config FILE] [start flags]",
+    options: { ...CONFIG_OPT, ...HELP_OPT, force: { type: "boolean" }, ...START_CONFIG_OPTIONS },
+    help: [
+      "  init [PATH]      write the fully commented default config (stdout without PATH)",
+      "  validate PATH    check a config; exit 2 with every problem found",
+      "  show             print the effective config (secrets masked); takes the flags `start` takes",
+      "                   (--mode, --set KEY=VALUE, --data-dir, --bootstrap …) and shows what `start` would run",
+    ],
     positionals: { min: 1, max: 2 },
   },
   {
@@ -183,7 +210,7 @@ export function parseCommand(argv: string[]): Parsed | { help: true } | { versio
   const command = COMMANDS.find((c) => c.name === name);
   if (!command) {
     const names = COMMANDS.map((c) => c.name);
-    const close = names.find((n) => n.startsWith(name.slice(0, 2)));
+    const close = closestName(name, [...names, "version", "help"]);
     throw new AgoraError("USAGE", `unknown command "${name}"${close ? ` (did you mean "${close}"?)` : ""}; run agora-node --help`);
   }
   let parsed;

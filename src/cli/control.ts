@@ -1,6 +1,6 @@
 /** `stop`, `status` and `health`: talk to a running node through its PID file and dashboard. */
 import { AgoraError } from "../errors";
-import { formatDuration } from "../http";
+import { formatBytes, formatDuration } from "../http";
 import { isAgoraProcess, readPid } from "../node";
 import { EXIT_FAILURE, EXIT_OK, numberFlag, type Parsed } from "./args";
 import { type Io, loadForCommand } from "./context";
@@ -28,6 +28,48 @@ async function fetchJson(url: string, token: string, timeoutMs: number): Promise
   }
 }
 
+/** One line of drain progress from /api/status, e.g. `draining: 1 room, 2 participants left, 27s to the deadline`. */
+export function drainLine(s: { state?: string; rooms_active?: number; participants?: number; drain?: { deadline: string | null } | null }, now: number): { key: string; text: string } {
+  const rooms = Number(s.rooms_active) || 0;
+  const participants = Number(s.participants) || 0;
+  const deadline = s.drain?.deadline ? Date.parse(s.drain.deadline) : NaN;
+  const left = Number.isFinite(deadline) ? `, ${Math.max(0, Math.ceil((deadline - now) / 1000))}s to the deadline` : "";
+  const what = `${rooms} room${rooms === 1 ? "" : "s"}, ${participants} participant${participants === 1 ? "" : "s"} left`;
+  return { key: `${s.state}/${rooms}/${participants}`, text: `${s.state ?? "unknown"}: ${what}${left}` };
+}
+
+/**
+ * Follows the drain through the dashboard while `stop` waits: one line each time the state, the rooms or
+ * the participants left change. Silent when the dashboard is off or does not answer (the PID still decides).
+ */
+function drainProgress(p: Parsed, io: Io): { poll(): Promise<void> } | undefined {
+  let ep: ReturnType<typeof dashboardEndpoint>;
+  try {
+    ep = dashboardEndpoint(p, io);
+  } catch {
+    return undefined;
+  }
+  if (!ep.enabled) return undefined;
+  let lastKey = "";
+  let nextAt = 0;
+  return {
+    async poll() {
+      if (Date.now() < nextAt) return;
+      nextAt = Date.now() + 250;
+      try {
+        const r = await fetchJson(`${ep.url}/api/status`, ep.token, 1000);
+        if (r.status !== 200 || typeof r.body !== "object" || r.body === null) return;
+        const line = drainLine(r.body as Record<string, any>, Date.now());
+        if (line.key === lastKey) return;
+        lastKey = line.key;
+        io.err(line.text);
+      } catch {
+        /* the dashboard closes as the node stops: the PID decides */
+      }
+    },
+  };
+}
+
 export async function runStop(p: Parsed, io: Io): Promise<number> {
   const loaded = typeof p.values["pid-file"] === "string" ? undefined : loadForCommand(p.values, io.env);
   const pidFile = typeof p.values["pid-file"] === "string" ? p.values["pid-file"] : loaded!.config.node.pid_file;
@@ -43,12 +85,14 @@ export async function runStop(p: Parsed, io: Io): Promise<number> {
     throw new AgoraError("NOT_RUNNING", `cannot signal pid ${pid}: ${(err as Error).message}`);
   }
   io.err(`sent SIGTERM to agora-node (pid ${pid}); waiting up to ${timeoutS}s for it to drain and exit…`);
+  const progress = drainProgress(p, io);
   const t0 = Date.now();
   while (Date.now() - t0 < timeoutS * 1000) {
     if (!isAgoraProcess(pid)) {
       io.out(`agora-node (pid ${pid}) stopped after ${((Date.now() - t0) / 1000).toFixed(1)}s`);
       return EXIT_OK;
     }
+    await progress?.poll();
     await Bun.sleep(100);
   }
   io.err(`agora-node (pid ${pid}) is still running after ${timeoutS}s (draining rooms?); run stop again to wait more, or kill -TERM ${pid} twice to force`);
@@ -89,6 +133,15 @@ export async function runStatus(p: Parsed, io: Io): Promise<number> {
     return EXIT_OK;
   }
   const net = (s.network ?? {}) as Record<string, any>;
+  const d = (s.discovery ?? {}) as Record<string, any>;
+  const since = (iso: unknown) => (typeof iso === "string" ? `${formatDuration(Math.max(0, (Date.now() - Date.parse(iso)) / 1000))} ago (${iso})` : "not yet");
+  const discovery = [
+    `  bootstrap    ${d.bootstrap_connected ?? 0}/${d.bootstrap_configured ?? 0} connected, ${d.known_peers ?? 0} known peers`,
+    `  dht          ${d.routing_table_size ?? 0} peers in the routing table`,
+    `  advertised   ${d.publishes === false ? "never (bootstrap mode advertises nothing)" : since(d.last_published_at)}`,
+    ...(s.relay ? [`  relay        ${s.relay.reservations} reservations, ${s.relay.circuits} circuits, ${formatBytes(Number(s.relay.bytes_relayed) || 0)} relayed`] : []),
+    ...(d.isolated ? ["  WARNING      no bootstrap peers, no known peers, no connection: no other node can find this one (set network.bootstrap_peers)"] : []),
+  ];
   io.out(
     [
       `agora-node ${s.version}  ${s.name}`,
@@ -102,6 +155,7 @@ export async function runStatus(p: Parsed, io: Io): Promise<number> {
       `  load         ${s.load?.current_load}/${s.load?.max_clients}, cpu ${s.load?.cpu_percent}%, rss ${Math.round((s.load?.rss_bytes ?? 0) / 1048576)} MB`,
       `  listen       ${(net.listen_addrs ?? []).join(" ")}`,
       `  reachability ${net.reachability ?? "unknown"}`,
+      ...discovery,
       `  dashboard    ${ep.url}`,
     ].join("\n"),
   );

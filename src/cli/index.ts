@@ -1,7 +1,7 @@
 /**
  * The agora-node command line. Each command returns an exit code; only `start` keeps the process alive.
  */
-import { existsSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, writeFileSync } from "node:fs";
 import { type AgoraConfig, loadConfig, renderDefaultConfig, renderEffectiveConfig } from "../config";
 import { AgoraError, ConfigError, errorMessage, formatIssue } from "../errors";
 import { createLogger } from "../log";
@@ -38,6 +38,9 @@ function reportConfigError(io: Io, err: ConfigError): void {
 
 function runConfig(p: Parsed, io: Io): number {
   const [sub, arg] = p.positionals;
+  const overrides = flagOverrides(p.values);
+  if (sub !== "show" && overrides.length > 0)
+    throw new AgoraError("USAGE", `config ${sub}: ${overrides[0]!.source} applies to config show (and start) only`);
   switch (sub) {
     case "init": {
       const text = renderDefaultConfig();
@@ -46,7 +49,10 @@ function runConfig(p: Parsed, io: Io): number {
         return EXIT_OK;
       }
       if (existsSync(arg) && !p.values.force) throw new AgoraError("USAGE", `${arg} exists; use --force to overwrite it`);
-      writeFileSync(arg, text, { mode: 0o640 });
+      // 0644: the service reads it as an unprivileged (systemd: dynamic) user; the default holds no secret,
+      // and secrets belong in dashboard.auth_token_file or root-only environment files, not here.
+      writeFileSync(arg, text, { mode: 0o644 });
+      chmodSync(arg, 0o644);
       io.err(`wrote the default configuration to ${arg}`);
       return EXIT_OK;
     }
@@ -60,7 +66,7 @@ function runConfig(p: Parsed, io: Io): number {
     }
     case "show": {
       if (arg) throw new AgoraError("USAGE", `config show: unexpected argument "${arg}" (use --config FILE)`);
-      const loaded = loadForCommand(p.values, io.env);
+      const loaded = loadForCommand(p.values, io.env, overrides);
       for (const w of loaded.warnings) io.err(`warning: ${formatIssue(w)}`);
       io.out(renderEffectiveConfig(loaded.config, loaded.origins));
       return EXIT_OK;

@@ -45,6 +45,8 @@ export async function runStart(p: Parsed, io: Io, version: string): Promise<numb
   const onTerm = () => onStop("SIGTERM");
   const onInt = () => onStop("SIGINT");
   const onHup = () => {
+    // logrotate renames the file and sends SIGHUP: from here on, lines go to a new file of the same name.
+    logs.reopen();
     log.info({ signal: "SIGHUP" }, "reloading the configuration");
     void runtime.reload();
   };

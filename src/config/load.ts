@@ -53,7 +53,8 @@ function distance(a: string, b: string): number {
   return dp[a.length]![b.length]!;
 }
 
-function hint(candidate: string, known: readonly string[]): string {
+/** The known name closest to `candidate` by edit distance, when it is close enough to be a typo. */
+export function closestName(candidate: string, known: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestD = Infinity;
   for (const k of known) {
@@ -63,7 +64,12 @@ function hint(candidate: string, known: readonly string[]): string {
       best = k;
     }
   }
-  return best !== undefined && bestD <= Math.max(2, Math.floor(candidate.length / 4)) ? ` (did you mean "${best}"?)` : "";
+  return best !== undefined && bestD <= Math.max(2, Math.floor(candidate.length / 4)) ? best : undefined;
+}
+
+function hint(candidate: string, known: readonly string[]): string {
+  const best = closestName(candidate, known);
+  return best !== undefined ? ` (did you mean "${best}"?)` : "";
 }
 
 const ALL_PATHS = SCHEMA.map((s) => `${s.section}.${s.key}`);
@@ -117,7 +123,9 @@ function shown(v: unknown): string {
 const DURATION = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/;
 
 /** Validates one value against its spec. Returns the normalized value or an "expected …, got …" message. */
-export function validateValue(spec: KeySpec, value: unknown): { ok: true; value: ConfigValue } | { ok: false; message: string } {
+export type ValidationResult = { ok: true; value: ConfigValue } | { ok: false; message: string; messages?: string[] };
+
+export function validateValue(spec: KeySpec, value: unknown): ValidationResult {
   const t = spec.type;
   const fail = (expected: string) => ({ ok: false as const, message: `expected ${expected}, got ${shown(value)}` });
   switch (t.kind) {
@@ -166,22 +174,35 @@ export function validateValue(spec: KeySpec, value: unknown): { ok: true; value:
       if (!Array.isArray(value)) return fail(`an array of strings (${t.item.patternDesc})`);
       if (value.length > t.maxItems) return fail(`at most ${t.maxItems} entries`);
       const out: string[] = [];
+      // Every bad entry is reported, each with its index, so a list is fixed in one pass.
+      const problems: string[] = [];
       for (let i = 0; i < value.length; i++) {
         const item = value[i];
-        if (typeof item !== "string") return { ok: false, message: `entry ${i + 1}: expected a string (${t.item.patternDesc}), got ${typeName(item)}` };
-        if (t.item.pattern && !t.item.pattern.test(item))
-          return { ok: false, message: `entry ${i + 1}: expected ${t.item.patternDesc}, got ${shown(item)}` };
+        if (typeof item !== "string") {
+          problems.push(`entry ${i + 1}: expected a string (${t.item.patternDesc}), got ${typeName(item)}`);
+          continue;
+        }
+        if (t.item.pattern && !t.item.pattern.test(item)) {
+          problems.push(`entry ${i + 1}: expected ${t.item.patternDesc}, got ${shown(item)}`);
+          continue;
+        }
         const problem = t.item.check?.(item);
-        if (problem) return { ok: false, message: `entry ${i + 1}: ${problem}` };
-        out.push(item);
+        if (problem) problems.push(`entry ${i + 1}: ${problem}`);
+        else out.push(item);
       }
+      if (problems.length > 0) return { ok: false, message: problems.join("; "), messages: problems };
       return { ok: true, value: out };
     }
   }
 }
 
+/** One issue per problem of a failed validation (a list reports each bad entry on its own). */
+function failures(r: { message: string; messages?: string[] }): string[] {
+  return r.messages ?? [r.message];
+}
+
 /** Parses an environment or flag value (text) into the value type the spec wants, then validates it. */
-export function parseTextValue(spec: KeySpec, text: string): { ok: true; value: ConfigValue } | { ok: false; message: string } {
+export function parseTextValue(spec: KeySpec, text: string): ValidationResult {
   const t = spec.type;
   let value: unknown = text;
   if (t.kind === "integer") {
@@ -218,7 +239,13 @@ function readConfigFile(file: string): string {
   } catch (err) {
     if (err instanceof AgoraError) throw err;
     const e = err as NodeJS.ErrnoException;
-    const why = e.code === "ENOENT" ? "no such file" : e.code === "EACCES" ? "permission denied" : e.message;
+    const uid = typeof process.getuid === "function" ? process.getuid() : undefined;
+    const why =
+      e.code === "ENOENT"
+        ? "no such file"
+        : e.code === "EACCES"
+          ? `permission denied: the node runs as uid ${uid} and must be able to read it (chmod 644 ${file}; keep secrets in dashboard.auth_token_file or a root-only EnvironmentFile=, not in the config)`
+          : e.message;
     throw new AgoraError("CONFIG_IO", `cannot read config: ${why}`, { where: file, cause: err });
   }
 }
@@ -259,8 +286,32 @@ function applyDocument(
       if (r.ok) {
         setValue(cfg, spec, r.value);
         origins[path] = at(path);
-      } else errors.push({ source: at(path), path, message: r.message });
+      } else for (const message of failures(r)) errors.push({ source: at(path), path, message });
     }
+  }
+}
+
+/** Keys whose value must not sit in a file other users can read. */
+const SECRET_PATHS = SCHEMA.filter((s) => s.secret).map((s) => `${s.section}.${s.key}`);
+
+/** A config readable by every user (as the service needs it) must not carry secrets inline. */
+function warnReadableSecrets(cfg: AgoraConfig, file: string, label: string, origins: Record<string, string>, warnings: ConfigIssue[]): void {
+  let mode: number;
+  try {
+    mode = statSync(file).mode;
+  } catch {
+    return;
+  }
+  if ((mode & 0o004) === 0) return;
+  for (const path of SECRET_PATHS) {
+    const from = origins[path];
+    const [section, key] = path.split(".") as [SectionName, string];
+    if (!from?.startsWith(label) || !(cfg[section] as unknown as Record<string, unknown>)[key]) continue;
+    warnings.push({
+      source: from,
+      path,
+      message: `a secret in a file every user can read (mode ${(mode & 0o777).toString(8)}): put it in ${path === "dashboard.auth_token" ? "dashboard.auth_token_file (mode 0600) or " : ""}${envName(path)} from a root-only EnvironmentFile=`,
+    });
   }
 }
 
@@ -336,6 +387,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
       } else errors.push({ source: label, path: "", message: `TOML syntax error: ${(err as Error).message}` });
     }
     if (doc) applyDocument(cfg, doc, text, label, errors, warnings, origins);
+    warnReadableSecrets(cfg, opts.file, label, origins, warnings);
   }
 
   for (const [name, text] of Object.entries(env)) {
@@ -350,7 +402,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
     if (r.ok) {
       setValue(cfg, spec, r.value);
       origins[path] = `env ${name}`;
-    } else errors.push({ source: `env ${name}`, path, message: r.message });
+    } else for (const message of failures(r)) errors.push({ source: `env ${name}`, path, message });
   }
 
   for (const o of opts.overrides ?? []) {
@@ -363,7 +415,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
     if (r.ok) {
       setValue(cfg, spec, r.value);
       origins[o.path] = o.source;
-    } else errors.push({ source: o.source, path: o.path, message: r.message });
+    } else for (const message of failures(r)) errors.push({ source: o.source, path: o.path, message });
   }
 
   if (errors.length === 0) crossCheck(cfg, errors, warnings, origins);

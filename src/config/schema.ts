@@ -4,8 +4,11 @@
  * and `config show` are all driven from this table, so a key exists in exactly one place.
  */
 import { homedir, hostname } from "node:os";
+import { isIP } from "node:net";
 import { join } from "node:path";
 import { LABEL_PATTERN, REGION_TOKEN_PATTERN } from "../protocol";
+import { peerIdFromString } from "@libp2p/peer-id";
+import { multiaddr } from "@multiformats/multiaddr";
 
 export const NODE_MODES = ["dedicated", "relay", "bootstrap"] as const;
 export type NodeMode = (typeof NODE_MODES)[number];
@@ -64,11 +67,38 @@ export function defaultDataDir(): string {
   return join(home, ".local", "share", "agora-node");
 }
 
+/** Components whose value the config checks itself, so each problem gets its own message. */
+const VALUED_PROTOCOLS = new Set(["ip4", "ip6", "tcp", "udp", "dns", "dns4", "dns6", "dnsaddr", "p2p", "ipfs", "sni", "certhash"]);
+
 export function checkMultiaddrText(v: string, requirePeer: boolean): string | undefined {
   if (!v.startsWith("/")) return `expected a multiaddr such as /ip4/1.2.3.4/tcp/7001/p2p/12D3KooW…, got "${v}"`;
   const parts = v.split("/").slice(1);
   if (parts.length < 2 || parts.some((p) => p === "")) return `malformed multiaddr "${v}"`;
-  if (requirePeer && !/\/p2p\/[1-9A-HJ-NP-Za-km-z]{40,}$/.test(v)) return `multiaddr "${v}" must end in /p2p/<peer id>`;
+  // Walk the components: an address, a port and a peer id each get their own message naming the bad part.
+  for (let i = 0; i < parts.length; i++) {
+    const name = parts[i]!;
+    if (!VALUED_PROTOCOLS.has(name)) continue;
+    const value = parts[i + 1];
+    if (value === undefined) return `multiaddr "${v}": /${name} needs a value`;
+    i++;
+    if (name === "ip4" && isIP(value) !== 4) return `multiaddr "${v}": "${value}" is not an IPv4 address`;
+    if (name === "ip6" && isIP(value) !== 6) return `multiaddr "${v}": "${value}" is not an IPv6 address`;
+    if ((name === "tcp" || name === "udp") && !(/^\d{1,5}$/.test(value) && Number(value) >= 1 && Number(value) <= 65535))
+      return `multiaddr "${v}": ${name} port "${value}" is not in 1..65535`;
+    if (name === "p2p" || name === "ipfs") {
+      try {
+        peerIdFromString(value);
+      } catch {
+        return `multiaddr "${v}": "${value}" is not a valid peer id (expected a base58 id like 12D3KooW…)`;
+      }
+    }
+  }
+  try {
+    multiaddr(v);
+  } catch (err) {
+    return `malformed multiaddr "${v}": ${(err as Error).message}`;
+  }
+  if (requirePeer && !(parts.length >= 2 && (parts[parts.length - 2] === "p2p" || parts[parts.length - 2] === "ipfs"))) return `multiaddr "${v}" must end in /p2p/<peer id>`;
   return undefined;
 }
 

@@ -15,6 +15,7 @@ export type ErrorCode =
   | "NOT_RUNNING"
   | "SHUTTING_DOWN"
   | "LISTEN_FAILED"
+  | "PORT_IN_USE"
   | "UNAUTHORIZED"
   | "BAD_REQUEST"
   | "NOT_FOUND"
@@ -63,6 +64,20 @@ export class ConfigError extends AgoraError {
 
 export function formatIssue(i: ConfigIssue): string {
   return i.path ? `${i.source} ${i.path}: ${i.message}` : `${i.source}: ${i.message}`;
+}
+
+/**
+ * A listener whose port another process holds: one line naming the config key, the port and the address,
+ * e.g. `dashboard.port 8080 on 127.0.0.1 is in use`.
+ */
+export function portInUse(setting: string, hostname: string, port: number, cause?: unknown): AgoraError {
+  return new AgoraError("PORT_IN_USE", `${setting} ${port} on ${hostname} is in use (another agora-node or another program listens there); choose another port or stop that process`, { cause });
+}
+
+/** Whether an error (or its text) is the kernel's EADDRINUSE, as Node, Bun and libp2p report it. */
+export function isAddressInUse(err: unknown): boolean {
+  const e = err as NodeJS.ErrnoException | undefined;
+  return e?.code === "EADDRINUSE" || /EADDRINUSE|address already in use/i.test(errorMessage(err));
 }
 
 export function errorMessage(err: unknown): string {

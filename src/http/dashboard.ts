@@ -46,9 +46,33 @@ function card(title: string, value: string, sub = ""): string {
   return `<div class="card"><div class="k">${e(title)}</div><div class="v">${value}</div>${sub ? `<div class="s">${sub}</div>` : ""}</div>`;
 }
 
-export function renderLive(s: StatusReport, peers: PeerReport[], rooms: RoomReport[], history: HistorySample[]): string {
+/** "1.2 MB" style byte counts for the relay card. */
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+/** "12s ago", measured against the server's clock when the page was rendered. */
+function ago(iso: string | null, now: number): string {
+  if (!iso) return "never";
+  return `${formatDuration(Math.max(0, (now - Date.parse(iso)) / 1000))} ago`;
+}
+
+export function renderLive(s: StatusReport, peers: PeerReport[], rooms: RoomReport[], history: HistorySample[], now = Date.now()): string {
   const loadPct = s.load.max_clients > 0 ? Math.round((s.load.current_load / s.load.max_clients) * 100) : 0;
   const net = s.network as { reachability?: string; listen_addrs?: string[] } | null;
+  const d = s.discovery;
+  const bootstrapClass = d.bootstrap_configured === 0 ? "" : d.bootstrap_connected === 0 ? "bad" : d.bootstrap_connected < d.bootstrap_configured ? "warn" : "ok";
+  const isolated = d.isolated
+    ? `<div class="banner warn" id="isolated"><b>No other node can find this one.</b> No bootstrap peers are configured, no peers are remembered from earlier runs, and no peer is connected. Set <code>network.bootstrap_peers</code> in the config.</div>`
+    : "";
   const cards = [
     card("State", `<span class="pill ${STATE_CLASS[s.state] ?? "warn"}" id="state">${e(s.state)}</span>`, s.drain?.deadline ? `drain deadline ${e(s.drain.deadline)}` : ""),
     card("Mode", e(s.mode), e(s.capabilities.join(", ") || "—")),
@@ -56,6 +80,25 @@ export function renderLive(s: StatusReport, peers: PeerReport[], rooms: RoomRepo
     card("Peers", `<span id="peers-count">${s.peers_connected}</span>`, `max ${s.limits.max_connections}`),
     card("Rooms", `<span id="rooms-count">${s.rooms_active}</span>`, `${s.participants} participants · max ${s.limits.max_mixers} rooms`),
     card("Load", `<span id="load">${loadPct}%</span>`, `${s.load.current_load}/${s.load.max_clients} · CPU ${s.load.cpu_percent}% · RSS ${Math.round(s.load.rss_bytes / 1048576)} MB`),
+    card(
+      "Bootstrap",
+      `<span id="bootstrap" class="${bootstrapClass}">${d.bootstrap_connected}/${d.bootstrap_configured}</span>`,
+      `connected · ${d.known_peers} known peer${d.known_peers === 1 ? "" : "s"}`,
+    ),
+    card(
+      "DHT",
+      `<span id="dht-size">${d.routing_table_size}</span>`,
+      `peers in the routing table · ${d.publishes ? `advertised <span id="advertised">${e(ago(d.last_published_at, now))}</span>` : "bootstrap: no advertisement"}`,
+    ),
+    ...(s.relay
+      ? [
+          card(
+            "Relay",
+            `<span id="relay-circuits">${s.relay.circuits}</span>`,
+            `circuits · <span id="relay-reservations">${s.relay.reservations}</span> reservations · <span id="relay-bytes">${e(formatBytes(s.relay.bytes_relayed))}</span> relayed`,
+          ),
+        ]
+      : []),
   ].join("");
   const charts = [
     sparkline("Peers", history.map((h) => h.peers), ""),
@@ -79,7 +122,7 @@ export function renderLive(s: StatusReport, peers: PeerReport[], rooms: RoomRepo
         )
         .join("")
     : `<tr><td colspan="5" class="muted">No active rooms.</td></tr>`;
-  return `<section class="cards">${cards}</section>
+  return `${isolated}<section class="cards">${cards}</section>
 <section class="charts">${charts}</section>
 <section><h2>Rooms</h2><table id="rooms"><thead><tr><th>Room</th><th>Participants</th><th>Speaking</th><th>Jitter (max)</th><th>Loss (max)</th></tr></thead><tbody>${roomRows}</tbody></table></section>
 <section><h2>Peers</h2><table id="peers"><thead><tr><th>Peer</th><th>Direction</th><th>Address</th><th>Latency</th></tr></thead><tbody>${peerRows}</tbody></table></section>
@@ -108,21 +151,38 @@ th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid var(--line)}th
 .mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.8rem;word-break:break-all}.muted{color:var(--muted)}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem;background:var(--card);border:1px solid var(--line);border-radius:8px;padding:.75rem 1rem}dt{color:var(--muted)}dd{margin:0}
 footer{color:var(--muted);padding:1rem 1.5rem;font-size:.8rem}a{color:var(--accent)}
+.card .v .ok{color:var(--ok)}.card .v .warn{color:var(--warn)}.card .v .bad{color:var(--bad)}
+.banner{border-radius:8px;padding:.6rem 1rem;margin:0 0 .75rem}.banner.warn{background:#3a2c0b;color:var(--warn);border:1px solid var(--warn)}
+.banner.bad{background:#3d1214;color:var(--bad);border:1px solid var(--bad)}code{font-family:ui-monospace,monospace}
+#stale{margin:.75rem 1.5rem 0}body.stale main{opacity:.45;filter:grayscale(1)}body.stale .pill{background:#3d1214;color:var(--bad)}
 `;
 
-/** Re-fetches the live fragment; keeps the last good view and says so when the node stops answering. */
+/** Refresh period of the live fragment, and the age of the last good answer past which the page is stale. */
+export const REFRESH_MS = 3000;
+export const STALE_AFTER_MS = 10_000;
+
+/**
+ * Re-fetches the live fragment; keeps the last good view, and once the last successful fetch is older
+ * than STALE_AFTER_MS, greys it out under a red banner and replaces the state with "no answer", so a
+ * dead node never keeps showing a green "ready".
+ */
 const SCRIPT = `
-(function(){var live=document.getElementById('live'),stamp=document.getElementById('refreshed');
-function tick(){fetch('/fragment',{credentials:'same-origin',cache:'no-store'}).then(function(r){if(!r.ok)throw new Error('HTTP '+r.status);return r.text()})
-.then(function(h){live.innerHTML=h;stamp.textContent='updated '+new Date().toLocaleTimeString()})
-.catch(function(err){stamp.textContent='node not answering ('+err.message+'), retrying…'})}
-setInterval(tick,${3000});})();
+(function(){var live=document.getElementById('live'),stamp=document.getElementById('refreshed'),banner=document.getElementById('stale');
+var lastOk=Date.now(),STALE=${STALE_AFTER_MS};
+function check(){var age=Date.now()-lastOk,stale=age>STALE;document.body.classList.toggle('stale',stale);banner.hidden=!stale;
+if(stale){banner.textContent='No answer from the node for '+Math.round(age/1000)+' s: the figures below are from '+new Date(lastOk).toLocaleTimeString()+' and may be out of date.';
+var st=document.getElementById('state');if(st)st.textContent='no answer';}}
+function tick(){fetch('/fragment',{credentials:'same-origin',cache:'no-store',signal:AbortSignal.timeout(${REFRESH_MS})}).then(function(r){if(!r.ok)throw new Error('HTTP '+r.status);return r.text()})
+.then(function(h){live.innerHTML=h;lastOk=Date.now();stamp.textContent='updated '+new Date().toLocaleTimeString();check()})
+.catch(function(err){stamp.textContent='node not answering ('+err.message+'), retrying…';check()})}
+setInterval(tick,${REFRESH_MS});setInterval(check,1000);})();
 `;
 
 export function renderPage(s: StatusReport, peers: PeerReport[], rooms: RoomReport[], history: HistorySample[]): string {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>agora-node · ${e(s.name)}</title><style>${CSS}</style></head>
 <body><header><h1>agora-node · ${e(s.name)}</h1><span class="muted">${e(s.mode)} · ${e(s.region)} · v${e(s.version)}</span><span class="muted" id="refreshed"></span></header>
+<div class="banner bad" id="stale" role="alert" hidden></div>
 <main id="live">${renderLive(s, peers, rooms, history)}</main>
 <footer>JSON: <a href="/api/status">/api/status</a> · <a href="/api/peers">/api/peers</a> · <a href="/api/rooms">/api/rooms</a> · <a href="/health">/health</a></footer>
 <script>${SCRIPT}</script></body></html>`;

@@ -3,14 +3,14 @@
  * (start/stop); a port that cannot be bound is a clear LISTEN_FAILED error naming address and port.
  */
 import { Elysia } from "elysia";
-import { AgoraError } from "../errors";
+import { AgoraError, isAddressInUse, portInUse } from "../errors";
 import { createDashboardApp } from "./app";
 import type { DashboardSource } from "./types";
 
 export type * from "./types";
 export { createDashboardApp } from "./app";
 export { participantReport } from "./models";
-export { formatDuration, sparkline } from "./dashboard";
+export { formatBytes, formatDuration, sparkline } from "./dashboard";
 
 /** Request bodies are tiny (a login form); anything larger is refused before it is read. */
 const MAX_BODY = 64 * 1024;
@@ -20,13 +20,14 @@ interface Listening {
   port: number;
 }
 
-function listen(app: Elysia<any, any, any, any, any, any, any>, hostname: string, port: number, what: string): Listening {
+function listen(app: Elysia<any, any, any, any, any, any, any>, hostname: string, port: number, what: string, setting: string): Listening {
   try {
-    app.listen({ hostname, port, maxRequestBodySize: MAX_BODY, idleTimeout: 30 });
+    // Elysia turns SO_REUSEPORT on by default: a second node on the same port would then start and the
+    // kernel would split requests between both. Off, the second bind fails with EADDRINUSE as it should.
+    app.listen({ hostname, port, maxRequestBodySize: MAX_BODY, idleTimeout: 30, reusePort: false });
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    const why = e.code === "EADDRINUSE" || /in use/i.test(e.message) ? "address already in use" : e.message;
-    throw new AgoraError("LISTEN_FAILED", `cannot listen for the ${what} on ${hostname}:${port}: ${why}`, { cause: err });
+    if (isAddressInUse(err)) throw portInUse(setting, hostname, port, err);
+    throw new AgoraError("LISTEN_FAILED", `cannot listen for the ${what} on ${hostname}:${port}: ${(err as Error).message}`, { cause: err });
   }
   const server = app.server;
   if (!server) throw new AgoraError("LISTEN_FAILED", `cannot listen for the ${what} on ${hostname}:${port}`);
@@ -47,7 +48,7 @@ export class DashboardServer {
   ) {}
   readonly name = "dashboard";
   async start(): Promise<void> {
-    this.running = listen(createDashboardApp(this.source), this.hostname, this.port, "dashboard");
+    this.running = listen(createDashboardApp(this.source), this.hostname, this.port, "dashboard", "dashboard.port");
   }
   async stop(): Promise<void> {
     await this.running?.stop();
@@ -81,7 +82,7 @@ export class MetricsServer {
           headers: { "content-type": "application/json" },
         }),
       );
-    this.running = listen(app, this.hostname, this.port, "metrics");
+    this.running = listen(app, this.hostname, this.port, "metrics", "metrics.port");
   }
   async stop(): Promise<void> {
     await this.running?.stop();

@@ -27,6 +27,22 @@ export const HistorySampleModel = t.Object({
   rss_mb: t.Number(),
 });
 
+/** Whether other nodes can find this one, for the operator. */
+export const DiscoveryModel = t.Object({
+  bootstrap_configured: t.Number(),
+  bootstrap_connected: t.Number(),
+  known_peers: t.Number(),
+  routing_table_size: t.Number(),
+  /** False in bootstrap mode: a bootstrap node advertises nothing. */
+  publishes: t.Boolean(),
+  /** When the signed advertisement last reached at least one DHT peer; null = not yet. */
+  last_published_at: t.Union([t.String(), t.Null()]),
+  /** No bootstrap peer configured, no known peer and no connection: no other node can find this one. */
+  isolated: t.Boolean(),
+});
+
+export const RelayModel = t.Object({ reservations: t.Number(), circuits: t.Number(), bytes_relayed: t.Number() });
+
 export const PeerModel = t.Object({
   peer_id: t.String(),
   addrs: t.Array(t.String()),
@@ -83,6 +99,9 @@ export const StatusModel = t.Object({
   stun_servers: t.Array(t.String()),
   drain: t.Union([t.Object({ started_at: t.Union([t.String(), t.Null()]), deadline: t.Union([t.String(), t.Null()]) }), t.Null()]),
   media: t.Union([t.Object({ worker_restarts: t.Number() }), t.Null()]),
+  discovery: DiscoveryModel,
+  /** Relay mode only. */
+  relay: t.Union([RelayModel, t.Null()]),
 });
 
 export const ErrorModel = t.Object({ error: t.Object({ code: t.String(), message: t.String() }) });

@@ -4,10 +4,12 @@
  */
 import type {
   DiscoverQueryModel,
+  DiscoveryModel,
   HistorySampleModel,
   LoadModel,
   NodeStateModel,
   PeerModel,
+  RelayModel,
   ReloadModel,
   RoomModel,
   StatusModel,
@@ -23,6 +25,8 @@ export type RoomReport = typeof RoomModel.static;
 export type ReloadReport = typeof ReloadModel.static;
 
 export type DiscoverParams = typeof DiscoverQueryModel.static;
+export type DiscoveryReport = typeof DiscoveryModel.static;
+export type RelayReport = typeof RelayModel.static;
 
 export interface DashboardSource {
   state(): NodeState;

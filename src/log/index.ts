@@ -38,6 +38,11 @@ export interface LogHandle {
   logger: Logger;
   /** Change the level of every stream at once (SIGHUP reload). */
   setLevel(level: LogLevel): void;
+  /**
+   * Reopens the log file by its path (SIGHUP): after logrotate renamed it, lines go to a new file of that
+   * name instead of the rotated one. No-op without a log file.
+   */
+  reopen(): void;
   /** Flush file output; call before exit. */
   close(): void;
 }
@@ -46,20 +51,31 @@ export function createLogger(opts: LoggerOptions): LogHandle {
   const streams: pino.StreamEntry[] = [];
   const console = opts.stdout ?? pino.destination({ fd: 1, sync: true });
   streams.push({ level: "trace", stream: formatStream(opts.format, console) });
-  let fileDest: pino.DestinationStream & { flushSync?: () => void; end?: () => void } | undefined;
+  let fileDest: pino.DestinationStream & { flushSync?: () => void; end?: () => void; reopen?: (file?: string) => void } | undefined;
   if (opts.file) {
     mkdirSync(dirname(opts.file), { recursive: true });
     fileDest = pino.destination({ dest: opts.file, sync: true, mkdir: true, append: true });
     streams.push({ level: "trace", stream: formatStream(opts.format, fileDest) });
   }
   const logger = pino(
-    { level: opts.level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
+    {
+      level: opts.level,
+      base: { pid: process.pid },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      // "info", not 30: journald, log shippers and people read level names; numbers made every line look alike.
+      formatters: { level: (label) => ({ level: label }) },
+    },
     pino.multistream(streams),
   );
   return {
     logger,
     setLevel(level) {
       logger.level = level;
+    },
+    reopen() {
+      if (!fileDest?.reopen) return;
+      fileDest.flushSync?.();
+      fileDest.reopen();
     },
     close() {
       try {

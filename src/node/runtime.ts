@@ -7,16 +7,18 @@
 import { hostname } from "node:os";
 import { createMediaEngine, type MediaEngine, mediaMetrics } from "../audio";
 import { AudioRoomService } from "../rooms";
-import { type AgoraConfig, type LoadedConfig, maskSecrets, restartRequiredChanges } from "../config";
-import { AgoraError, errorMessage } from "../errors";
+import { type AgoraConfig, type LoadedConfig, maskSecrets, restartRequiredChanges, specFor } from "../config";
+import { AgoraError, errorMessage, isAddressInUse, portInUse } from "../errors";
 import {
   DashboardServer,
   type DashboardSource,
   type DiscoverParams,
+  type DiscoveryReport,
   type HistorySample,
   MetricsServer,
   type NodeState,
   type PeerReport,
+  type RelayReport,
   type ReloadReport,
   type RoomReport,
   type StatusReport,
@@ -28,6 +30,7 @@ import { createNetworkNode, type LoadFigures, type NetworkNode } from "../p2p";
 import { type Identity, loadOrCreateIdentity } from "./identity";
 import { Lifecycle, type Service } from "./lifecycle";
 import { acquirePidLock, type PidLock } from "./pidfile";
+import { type ServiceNotifier, systemdNotifier } from "./sd-notify";
 import { SystemSampler } from "./system";
 
 export const CAPABILITIES: Record<AgoraConfig["node"]["mode"], string[]> = {
@@ -46,6 +49,8 @@ export interface NodeRuntimeOptions {
   reloadConfig: () => LoadedConfig;
   logs: LogHandle;
   version: string;
+  /** systemd notifications (READY, RELOADING, STOPPING, WATCHDOG); from $NOTIFY_SOCKET by default. */
+  notifier?: ServiceNotifier;
 }
 
 function service(name: string, start: () => Promise<void> | void, stop: () => Promise<void> | void): Service {
@@ -73,11 +78,13 @@ export class NodeRuntime implements DashboardSource {
   private drainDeadline: number | null = null;
   private drainWaiter?: Promise<void>;
   private drainCancelled = false;
+  private readonly notifier: ServiceNotifier;
 
   constructor(private readonly opts: NodeRuntimeOptions) {
     this.config = opts.loaded.config;
     this.log = opts.logs.logger;
     this.lifecycle = new Lifecycle(this.log);
+    this.notifier = opts.notifier ?? systemdNotifier(this.log);
   }
 
   get peerId(): string {
@@ -90,6 +97,8 @@ export class NodeRuntime implements DashboardSource {
 
   async start(): Promise<void> {
     const c = this.config;
+    // The watchdog runs from the first moment: a start that hangs is as dead as a node that hangs.
+    this.notifier.startWatchdog();
     try {
       await this.lifecycle.start(
         service(
@@ -135,7 +144,21 @@ export class NodeRuntime implements DashboardSource {
         load: () => this.loadFigures(),
       });
       const network = this.network;
-      await this.lifecycle.start(service("p2p", () => network.start(), () => network.stop()));
+      await this.lifecycle.start(
+        service(
+          "p2p",
+          async () => {
+            try {
+              await network.start();
+            } catch (err) {
+              // libp2p's own message spans lines with a stack trace; the operator needs the key and the port.
+              if (isAddressInUse(err)) throw portInUse("node.listen_port", c.node.listen_addr, c.node.listen_port, err);
+              throw err;
+            }
+          },
+          () => network.stop(),
+        ),
+      );
 
       if (c.node.mode === "dedicated") {
         this.startingReason = "starting the media engine";
@@ -156,6 +179,11 @@ export class NodeRuntime implements DashboardSource {
         await this.lifecycle.start(service("audio-rooms", () => rooms.start(), () => rooms.stop()));
       }
 
+      if (this.isolated(c.network.bootstrap_peers.length, this.network.status().known_peers))
+        this.log.warn(
+          { bootstrap_peers: 0, known_peers: 0 },
+          "no bootstrap peers configured and no known peers: no other node can find this one (set network.bootstrap_peers)",
+        );
       this.sampleHistory();
       this.historyTimer = setInterval(() => this.sampleHistory(), HISTORY_INTERVAL_MS);
       this.historyTimer.unref?.();
@@ -171,11 +199,19 @@ export class NodeRuntime implements DashboardSource {
         },
         "agora-node ready",
       );
+      this.notifier.ready(this.readyStatus());
     } catch (err) {
+      this.notifier.status(`failed to start: ${errorMessage(err)}`);
       this.stateValue = "stopping";
       await this.lifecycle.stopAll();
       throw err;
     }
+  }
+
+  /** One line for `systemctl status`. */
+  private readyStatus(): string {
+    const c = this.config;
+    return `ready: ${c.node.mode} node ${this.peerId}${this.dashboard ? `, dashboard ${this.dashboard.url()}` : ""}`;
   }
 
   private mediaSettings(c: AgoraConfig) {
@@ -264,7 +300,38 @@ export class NodeRuntime implements DashboardSource {
           ? null
           : { started_at: new Date(this.drainStartedAt).toISOString(), deadline: this.drainDeadline === null ? null : new Date(this.drainDeadline).toISOString() },
       media: this.media ? { worker_restarts: this.media.workerRestarts } : null,
+      discovery: this.discoveryReport(),
+      relay: this.relayReport(),
     };
+  }
+
+  private discoveryReport(): DiscoveryReport {
+    const net = this.network?.status();
+    const configured = this.config.network.bootstrap_peers.length;
+    const known = net?.known_peers ?? 0;
+    return {
+      bootstrap_configured: configured,
+      bootstrap_connected: net?.bootstrap.connected ?? 0,
+      known_peers: known,
+      routing_table_size: net?.dht.routing_table_size ?? 0,
+      publishes: this.config.node.mode !== "bootstrap",
+      last_published_at: net?.last_published_at ? new Date(net.last_published_at).toISOString() : null,
+      isolated: this.isolated(configured, known),
+    };
+  }
+
+  /**
+   * A node nobody can find: no bootstrap peer to join through, no remembered peer, no connection. A
+   * bootstrap node is exempt: the first one of a network starts that way, and others list it.
+   */
+  private isolated(bootstrapConfigured: number, knownPeers: number): boolean {
+    return this.config.node.mode !== "bootstrap" && bootstrapConfigured === 0 && knownPeers === 0 && (this.network?.peers().length ?? 0) === 0;
+  }
+
+  private relayReport(): RelayReport | null {
+    const r = this.network?.status().relay;
+    if (this.config.node.mode !== "relay") return null;
+    return { reservations: r?.reservations ?? 0, circuits: r?.circuits ?? 0, bytes_relayed: r?.bytes_relayed ?? 0 };
   }
 
   peers(): PeerReport[] {
@@ -300,6 +367,7 @@ export class NodeRuntime implements DashboardSource {
     const timeoutMs = this.config.node.drain_timeout * 1000;
     this.drainDeadline = this.drainStartedAt + timeoutMs;
     this.rooms_?.setDraining(true);
+    this.notifier.status(`draining: ${this.media?.participantCount() ?? 0} participants, deadline in ${this.config.node.drain_timeout}s`);
     this.log.info({ participants: this.media?.participantCount() ?? 0, drain_timeout_s: this.config.node.drain_timeout }, "draining: no new rooms or participants");
     const announce = this.network?.announceDraining().catch((err) => this.log.warn({ err: errorMessage(err) }, "could not publish draining status"));
     // Clients should see "draining" before the node leaves, but a DHT with no reachable peers must not
@@ -339,12 +407,15 @@ export class NodeRuntime implements DashboardSource {
     this.rooms_?.setDraining(false);
     this.stateValue = "ready";
     void this.network?.publishNow().catch(() => undefined);
+    this.notifier.status(this.readyStatus());
     this.log.info("drain cancelled; accepting rooms again");
     return true;
   }
 
   /** Graceful shutdown: drain, then stop every part in reverse order. */
   async shutdown(): Promise<void> {
+    // STOPPING=1 only here: a drain through POST /api/drain can be cancelled, a shutdown cannot.
+    this.notifier.stopping(`stopping: draining up to ${this.config.node.drain_timeout}s`);
     if (this.stateValue === "ready" || this.stateValue === "draining") {
       if (this.drainCancelled) this.drainWaiter = undefined;
       await this.drain();
@@ -352,10 +423,23 @@ export class NodeRuntime implements DashboardSource {
     this.stateValue = "stopping";
     clearInterval(this.historyTimer);
     const failures = await this.lifecycle.stopAll();
+    this.notifier.close();
     this.log.info({ failures }, failures.length ? "stopped with errors" : "stopped");
   }
 
   async reload(): Promise<ReloadReport> {
+    // A node already stopping tells systemd nothing more than STOPPING=1.
+    const tell = this.stateValue !== "stopping";
+    if (tell) this.notifier.reloading();
+    try {
+      return this.reloadNow();
+    } finally {
+      // Back to READY=1 whatever the outcome: a rejected config leaves the running one in force.
+      if (tell) this.notifier.ready(this.stateValue === "ready" ? this.readyStatus() : this.stateValue);
+    }
+  }
+
+  private reloadNow(): ReloadReport {
     let next: LoadedConfig;
     try {
       next = this.opts.reloadConfig();
@@ -366,21 +450,76 @@ export class NodeRuntime implements DashboardSource {
     }
     for (const w of next.warnings) this.log.warn({ source: w.source, key: w.path }, w.message);
     const { live, restart } = restartRequiredChanges(this.config, next.config);
-    const c = this.config;
-    const n = next.config;
-    // Live keys are copied one by one; everything else keeps its running value until a restart.
-    c.logging.level = n.logging.level;
-    this.opts.logs.setLevel(n.logging.level as LogLevel);
-    c.node.max_connections = n.node.max_connections;
-    c.node.max_mixers = n.node.max_mixers;
-    c.node.drain_timeout = n.node.drain_timeout;
-    c.audio = { ...n.audio };
-    c.dashboard.auth_token = n.dashboard.auth_token;
-    c.dashboard.auth_token_file = n.dashboard.auth_token_file;
-    this.network?.setMaxConnections(c.node.max_connections);
-    this.media?.updateSettings(this.mediaSettings(c));
+    // Every key the schema marks live is copied into the running config; the others keep their running
+    // value until a restart. Then each changed key's effect is applied (see LIVE_EFFECTS).
+    const effects = new Set<LiveEffect>();
+    for (const path of live) {
+      const spec = specFor(path)!;
+      const running = this.config[spec.section] as unknown as Record<string, unknown>;
+      const value = (next.config[spec.section] as unknown as Record<string, unknown>)[spec.key];
+      running[spec.key] = Array.isArray(value) ? [...value] : value;
+      effects.add(liveEffectOf(path));
+    }
+    for (const effect of effects) this.applyLiveEffect(effect);
     if (restart.length) this.log.warn({ keys: restart }, "changed keys need a restart to take effect");
     this.log.info({ applied: live }, "config reloaded");
     return { ok: true, applied: live, restart_required: restart, errors: [] };
   }
+
+  private applyLiveEffect(effect: LiveEffect): void {
+    const c = this.config;
+    switch (effect) {
+      case "log-level":
+        this.opts.logs.setLevel(c.logging.level as LogLevel);
+        return;
+      case "limits":
+        this.network?.setMaxConnections(c.node.max_connections);
+        this.media?.updateSettings(this.mediaSettings(c));
+        // The advertisement carries max_clients: publish the new figure now, not at the next heartbeat.
+        void this.network?.publishNow().catch(() => undefined);
+        return;
+      case "media":
+        this.media?.updateSettings(this.mediaSettings(c));
+        this.onAudioBitrateReload(c.audio.bitrate);
+        return;
+      case "read-on-use":
+        return;
+    }
+  }
+
+  /**
+   * Hook for the audio room service: the bitrate it suggests to clients in JOINED follows audio.bitrate on
+   * SIGHUP. The room service owns that value; it picks it up here once it offers `setBitrate`.
+   */
+  private onAudioBitrateReload(bitrate: number): void {
+    const rooms = this.rooms_ as (AudioRoomService & { setBitrate?: (bitrate: number) => void }) | undefined;
+    rooms?.setBitrate?.(bitrate);
+  }
+}
+
+/**
+ * What applying a changed live key takes. "read-on-use": the running config is read where the value is
+ * used (drain timeout when a drain starts, admin token per request), so copying it is the whole effect.
+ */
+export type LiveEffect = "log-level" | "limits" | "media" | "read-on-use";
+
+/** The effect of each live key of the schema; a live key missing here fails the reload test. */
+export const LIVE_EFFECTS: Readonly<Record<string, LiveEffect>> = {
+  "logging.level": "log-level",
+  "node.max_connections": "limits",
+  "node.max_mixers": "limits",
+  "node.drain_timeout": "read-on-use",
+  "audio.top_k_speakers": "media",
+  "audio.shared_encode": "media",
+  "audio.bitrate": "media",
+  "audio.jitter_min_ms": "media",
+  "audio.jitter_max_ms": "media",
+  "dashboard.auth_token": "read-on-use",
+  "dashboard.auth_token_file": "read-on-use",
+};
+
+function liveEffectOf(path: string): LiveEffect {
+  const effect = LIVE_EFFECTS[path];
+  if (!effect) throw new AgoraError("INTERNAL", `config key ${path} is marked live but has no live effect (src/node/runtime.ts LIVE_EFFECTS)`);
+  return effect;
 }

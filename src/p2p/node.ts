@@ -106,6 +106,8 @@ export interface NetworkStatus {
   upnp: boolean;
   dht: { protocol: string; mode: "server" | "client"; routing_table_size: number };
   bootstrap: { configured: number; connected: number };
+  /** Peers remembered in the data directory, redialed when the bootstrap list is gone. */
+  known_peers: number;
   advertisement: NodeAdvertisement | null;
   last_published_at: number | null;
   relay: { enabled: boolean; reservations: number; circuits: number; bytes_relayed: number } | null;
@@ -639,6 +641,7 @@ class AgoraNetworkNode implements NetworkNode {
         routing_table_size: (this.running && dht?.routingTable?.size) || 0,
       },
       bootstrap: { configured: this.cfg.network.bootstrap_peers.length, connected: this.running ? (this.redialer?.connectedBootstrapCount() ?? 0) : 0 },
+      known_peers: this.knownPeers.length,
       advertisement: this.record,
       last_published_at: this.lastPublishedAt,
       relay: this.cfg.node.mode === "relay" ? (this.relayMonitor?.stats() ?? { enabled: true, reservations: 0, circuits: 0, bytes_relayed: 0 }) : null,

@@ -58,3 +58,41 @@ describe("CLI parsing", () => {
     expect(d.err.join("\n")).toContain("join --room");
   });
 });
+
+describe("config show takes the flags start takes", () => {
+  test("--mode, --set, --bootstrap and --data-dir change what config show prints, with the flag as origin", async () => {
+    const c = capture();
+    const code = await main(["config", "show", "--mode", "relay", "--set", "audio.top_k_speakers=5", "--data-dir", "/tmp/agora-show", "--listen-port", "7100"], c.io);
+    expect(c.err).toEqual([]);
+    expect(code).toBe(0);
+    const text = c.out.join("\n");
+    expect(text).toContain('mode = "relay"   # --mode');
+    expect(text).toContain("top_k_speakers = 5   # --set");
+    expect(text).toContain("listen_port = 7100   # --listen-port");
+    expect(text).toContain('data_dir = "/tmp/agora-show"');
+    const bad = capture();
+    expect(await main(["config", "show", "--set", "audio.top_k_speakers=99"], bad.io)).toBe(2);
+    expect(bad.err.join("\n")).toContain("--set audio.top_k_speakers: expected integer 1..16");
+    const init = capture();
+    expect(await main(["config", "validate", "x.toml", "--mode", "relay"], init.io)).toBe(2);
+    expect(init.err.join("\n")).toContain("applies to config show");
+  });
+});
+
+describe("CLI polish", () => {
+  test("unknown commands get the closest command by edit distance", () => {
+    expect(() => parseCommand(["statu"])).toThrow('unknown command "statu" (did you mean "status"?)');
+    expect(() => parseCommand(["stpo"])).toThrow('(did you mean "stop"?)');
+    expect(() => parseCommand(["helth"])).toThrow('(did you mean "health"?)');
+    expect(() => parseCommand(["discvoer"])).toThrow('(did you mean "discover"?)');
+    expect(() => parseCommand(["xyzzy"])).not.toThrow("did you mean");
+  });
+
+  test("stop and status list --data-dir in their help", async () => {
+    for (const name of ["stop", "status"]) {
+      const c = capture();
+      expect(await main([name, "--help"], c.io)).toBe(0);
+      expect(c.out[0]).toMatch(/^\s+--data-dir DIR\s+\S/m);
+    }
+  });
+});

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { writeFileSync } from "node:fs";
+import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse } from "smol-toml";
 import { defaultConfig, keyLines, loadConfig, renderDefaultConfig, renderEffectiveConfig, SCHEMA } from "../../src/config";
@@ -192,5 +192,51 @@ format = "json"
     expect(lines.get("node.mode")).toBe(3);
     expect(lines.get("node.region")).toBe(4);
     expect(lines.get("logging.level")).toBe(7);
+  });
+});
+
+describe("list and multiaddr validation", () => {
+  const PEER = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+
+  test("every bad entry of a list is reported with its index, not only the first", () => {
+    const file = write(`[network]\nbootstrap_peers = ["/ip4/1.2.3.4/tcp/7001/p2p/${PEER}", "nope", "/ip4/1.2.3.4/tcp/99999/p2p/${PEER}"]\nstun_servers = ["a", "stun.example.com:3478", "b"]\n`);
+    const lines = issuesOf(() => loadConfig({ file, env: {} }));
+    expect(lines.filter((l) => l.includes("network.bootstrap_peers"))).toEqual([
+      expect.stringContaining("node.toml:2 network.bootstrap_peers: entry 2: expected a multiaddr"),
+      expect.stringContaining("node.toml:2 network.bootstrap_peers: entry 3:"),
+    ]);
+    expect(lines.filter((l) => l.includes("network.stun_servers"))).toEqual([
+      'node.toml:3 network.stun_servers: entry 1: expected host:port, got "a"',
+      'node.toml:3 network.stun_servers: entry 3: expected host:port, got "b"',
+    ]);
+    // The same from the environment and from flags.
+    const env = issuesOf(() => loadConfig({ env: { AGORA_NETWORK_STUN_SERVERS: "x,y" } }));
+    expect(env).toEqual(['env AGORA_NETWORK_STUN_SERVERS network.stun_servers: entry 1: expected host:port, got "x"', 'env AGORA_NETWORK_STUN_SERVERS network.stun_servers: entry 2: expected host:port, got "y"']);
+  });
+
+  test("a port out of range, a bad IP and a bad peer id each get their own message", () => {
+    const one = (addr: string) => issuesOf(() => loadConfig({ env: { AGORA_NETWORK_BOOTSTRAP_PEERS: addr } }))[0]!;
+    expect(one(`/ip4/1.2.3.4/tcp/99999/p2p/${PEER}`)).toContain('tcp port "99999" is not in 1..65535');
+    expect(one(`/ip4/1.2.3.4/tcp/0/p2p/${PEER}`)).toContain('tcp port "0" is not in 1..65535');
+    expect(one(`/ip4/1.2.3.999/tcp/7001/p2p/${PEER}`)).toContain('"1.2.3.999" is not an IPv4 address');
+    expect(one(`/ip6/zz::1/tcp/7001/p2p/${PEER}`)).toContain('"zz::1" is not an IPv6 address');
+    expect(one("/ip4/1.2.3.4/tcp/7001/p2p/12D3KooWnotapeerid0OIl")).toContain('"12D3KooWnotapeerid0OIl" is not a valid peer id');
+    for (const m of [one(`/ip4/1.2.3.4/tcp/99999/p2p/${PEER}`), one(`/ip4/1.2.3.999/tcp/7001/p2p/${PEER}`), one("/ip4/1.2.3.4/tcp/7001/p2p/12D3KooWnotapeerid0OIl")])
+      expect(m).not.toContain("must end in /p2p/");
+    expect(one("/ip4/1.2.3.4/tcp/7001")).toContain("must end in /p2p/<peer id>");
+    expect(issuesOf(() => loadConfig({ env: { AGORA_NETWORK_ANNOUNCE_ADDRS: "/ip4/1.2.3.4/tcp/70010" } }))[0]).toContain('tcp port "70010" is not in 1..65535');
+    // Good ones still pass.
+    expect(loadConfig({ env: { AGORA_NETWORK_BOOTSTRAP_PEERS: `/ip4/1.2.3.4/tcp/7001/p2p/${PEER},/dns4/boot.example.com/tcp/7001/p2p/${PEER}`, AGORA_NETWORK_ANNOUNCE_ADDRS: "/ip6/::1/tcp/7001" } }).config.network.bootstrap_peers).toHaveLength(2);
+  });
+});
+
+describe("secrets and file modes", () => {
+  test("an inline secret in a file every user can read is a warning naming the safer place", () => {
+    const file = write('[dashboard]\nauth_token = "0123456789abcdef0123"\n[turn]\npassword = ""\n');
+    chmodSync(file, 0o644);
+    const w = loadConfig({ file, env: {} }).warnings.map((i) => `${i.source} ${i.path}: ${i.message}`);
+    expect(w).toEqual([expect.stringContaining("node.toml:2 dashboard.auth_token: a secret in a file every user can read (mode 644)")]);
+    chmodSync(file, 0o600);
+    expect(loadConfig({ file, env: {} }).warnings).toEqual([]);
   });
 });

@@ -5,10 +5,10 @@
  * Grafana dashboard querying only metrics a live node exports.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { envName, SCHEMA } from "../../src/config";
-import { BINARY, ensureBinary, freePort, type NodeHandle, ROOT, startNode, tempDir } from "../helpers/node-process";
+import { BINARY, ensureBinary, freePort, type NodeHandle, ROOT, runCli, startNode, tempDir } from "../helpers/node-process";
 
 const read = (p: string) => readFileSync(join(ROOT, p), "utf8");
 
@@ -156,6 +156,34 @@ describe("systemd unit", () => {
     expect(value("DynamicUser")[0]).toBe("yes");
     for (const k of ["StateDirectory", "LogsDirectory", "ConfigurationDirectory"]) expect(value(k)[0]).toBe("agora");
     expect(value("Environment")).toContain("AGORA_NODE_DATA_DIR=/var/lib/agora");
+  });
+
+  test("notify type with a watchdog; a config error (exit 2) is not restarted", () => {
+    expect(value("Type")[0]).toBe("notify");
+    expect(value("NotifyAccess")[0]).toBe("main");
+    expect(value("WatchdogSec")[0]).toMatch(/^\d+s$/);
+    expect(value("RestartPreventExitStatus")[0]).toBe("2");
+    expect(value("ExecStart")[0]).toBe("/usr/local/bin/agora-node start --config /etc/agora/node.toml");
+  });
+
+  test("the documented install: the config `config init` writes is readable by an unprivileged (dynamic) user", async () => {
+    const dir = tempDir();
+    chmodSync(dir, 0o755);
+    const file = join(dir, "node.toml");
+    const init = await runCli(["config", "init", file]);
+    expect(init.code).toBe(0);
+    expect(statSync(file).mode & 0o777).toBe(0o644);
+    // As DynamicUser would run it: an unused uid and gid, no supplementary groups.
+    const asService = (args: string[]) =>
+      Bun.spawnSync(["setpriv", "--reuid=61999", "--regid=61999", "--clear-groups", BINARY, ...args], { env: { PATH: "/usr/bin:/bin", HOME: "/nonexistent" } });
+    const ok = asService(["config", "validate", file]);
+    expect(ok.stderr.toString()).toBe("");
+    expect(ok.exitCode).toBe(0);
+    // A config the service cannot read: exit 2 (RestartPreventExitStatus) with what to do.
+    chmodSync(file, 0o640);
+    const denied = asService(["start", "--config", file]);
+    expect(denied.exitCode).toBe(2);
+    expect(denied.stderr.toString()).toContain("permission denied: the node runs as uid 61999 and must be able to read it (chmod 644");
   });
 });
 

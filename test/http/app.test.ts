@@ -5,7 +5,7 @@ import { SESSION_COOKIE, sessionValue } from "../../src/http/auth";
 
 const TOKEN = "test-token-0123456789";
 
-function fakeSource(opts: { token?: string; state?: NodeState } = {}) {
+function fakeSource(opts: { token?: string; state?: NodeState; isolated?: boolean; relay?: boolean } = {}) {
   let state: NodeState = opts.state ?? "ready";
   let drains = 0;
   let reloads = 0;
@@ -16,6 +16,8 @@ function fakeSource(opts: { token?: string; state?: NodeState } = {}) {
     limits: { max_connections: 100, max_mixers: 5, drain_timeout_seconds: 30 }, rooms_active: 1, participants: 3, peers_connected: 2,
     network: { listen_addrs: ["/ip4/127.0.0.1/tcp/7001"], reachability: "private" }, turn: { enabled: false, url: "", username: "", password: "" },
     stun_servers: [], drain: null, media: { worker_restarts: 0 },
+    discovery: { bootstrap_configured: 2, bootstrap_connected: 1, known_peers: 4, routing_table_size: 7, publishes: true, last_published_at: new Date(Date.now() - 12_000).toISOString(), isolated: opts.isolated ?? false },
+    relay: opts.relay ? { reservations: 3, circuits: 2, bytes_relayed: 5 * 1048576 } : null,
   };
   const source: DashboardSource = {
     state: () => state,
@@ -137,5 +139,33 @@ describe("dashboard app with a token", () => {
     const d = await app.handle(req("/api/drain", { method: "POST", headers: bearer }));
     expect(await d.json()).toEqual({ ok: true, state: "draining" });
     expect(counts()).toEqual({ drains: 1, reloads: 1 });
+  });
+});
+
+describe("dashboard: discovery and relay figures", () => {
+  test("bootstrap n/m, DHT routing table, last publish; the isolated banner only when isolated", async () => {
+    const html = await (await createDashboardApp(fakeSource().source).handle(req("/fragment"))).text();
+    expect(html).toContain('<span id="bootstrap" class="warn">1/2</span>');
+    expect(html).toContain("4 known peers");
+    expect(html).toContain('<span id="dht-size">7</span>');
+    expect(html).toMatch(/advertised <span id="advertised">1[23]s ago<\/span>/);
+    expect(html).not.toContain('id="isolated"');
+    expect(html).not.toContain("relay-circuits");
+    const lonely = await (await createDashboardApp(fakeSource({ isolated: true }).source).handle(req("/fragment"))).text();
+    expect(lonely).toContain('id="isolated"');
+    expect(lonely).toContain("No other node can find this one.");
+  });
+
+  test("relay mode: reservations, circuits and bytes relayed", async () => {
+    const html = await (await createDashboardApp(fakeSource({ relay: true }).source).handle(req("/fragment"))).text();
+    expect(html).toContain('<span id="relay-circuits">2</span>');
+    expect(html).toContain('<span id="relay-reservations">3</span> reservations');
+    expect(html).toContain('<span id="relay-bytes">5.0 MiB</span> relayed');
+  });
+
+  test("the page carries the stale banner and the script that shows it", async () => {
+    const html = await (await createDashboardApp(fakeSource().source).handle(req("/"))).text();
+    expect(html).toContain('<div class="banner bad" id="stale" role="alert" hidden></div>');
+    expect(html).toContain("STALE=10000");
   });
 });

@@ -13,10 +13,11 @@ const TOKEN = "browser-token-0123456789";
 let browser: Browser;
 let open: NodeHandle;
 let locked: NodeHandle;
+let frozen: NodeHandle;
 
 beforeAll(async () => {
   mkdirSync(OUT, { recursive: true });
-  [open, locked] = await Promise.all([startNode({ args: ["--region", "eu-west"] }), startNode({ env: { AGORA_DASHBOARD_AUTH_TOKEN: TOKEN } })]);
+  [open, locked, frozen] = await Promise.all([startNode({ args: ["--region", "eu-west"] }), startNode({ env: { AGORA_DASHBOARD_AUTH_TOKEN: TOKEN } }), startNode()]);
   browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
@@ -27,6 +28,10 @@ afterAll(async () => {
   await browser?.close();
   open?.cleanup();
   locked?.cleanup();
+  if (frozen) {
+    frozen.proc.kill("SIGCONT");
+    frozen.cleanup();
+  }
 });
 
 test("a person sees state, mode, uptime, peers, rooms, load and charts; it refreshes by itself", async () => {
@@ -65,3 +70,23 @@ test("with a token, a browser signs in through the form", async () => {
   await page.screenshot({ path: join(OUT, "dashboard-login.png") });
   await page.close();
 }, 30_000);
+
+test("a node that stops answering turns the page visibly stale; it recovers when the node answers again", async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await page.goto(frozen.dashboardUrl);
+  expect(await page.locator("#state").innerText()).toBe("ready");
+  expect(await page.locator("#stale").isVisible()).toBe(false);
+  await page.waitForFunction(() => document.getElementById("refreshed")?.textContent?.startsWith("updated"), undefined, { timeout: 10_000 });
+  // SIGSTOP: the process holds its sockets but answers nothing, like a hung node.
+  frozen.proc.kill("SIGSTOP");
+  await page.waitForFunction(() => document.body.classList.contains("stale"), undefined, { timeout: 30_000 });
+  expect(await page.locator("#stale").isVisible()).toBe(true);
+  expect(await page.locator("#stale").innerText()).toMatch(/^No answer from the node for \d+ s/);
+  expect(await page.locator("#state").innerText()).toBe("no answer");
+  await page.screenshot({ path: join(OUT, "dashboard-stale.png"), fullPage: true });
+  frozen.proc.kill("SIGCONT");
+  await page.waitForFunction(() => !document.body.classList.contains("stale"), undefined, { timeout: 30_000 });
+  expect(await page.locator("#state").innerText()).toBe("ready");
+  expect(await page.locator("#stale").isVisible()).toBe(false);
+  await page.close();
+}, 90_000);

@@ -70,6 +70,8 @@ export interface AgoraConfig {
     port: number;
     auth_token: string;
     auth_token_file: string;
+    /** Origins (scheme://host[:port]) whose pages may read the read-only API; empty: same-origin only. */
+    cors_origins: string[];
   };
   metrics: {
     enabled: boolean;
@@ -141,6 +143,24 @@ export function checkMultiaddrText(v: string, requirePeer: boolean): string | un
   const parts = v.split("/").slice(1);
   if (parts.length < 2 || parts.some((p) => p === "")) return `malformed multiaddr "${v}"`;
   if (requirePeer && !/\/p2p\/[1-9A-HJ-NP-Za-km-z]{40,}$/.test(v)) return `multiaddr "${v}" must end in /p2p/<peer id>`;
+  return undefined;
+}
+
+/**
+ * One web origin exactly as a browser sends it in `Origin` (RFC 6454 serialization): http or https, a host,
+ * an optional non-default port, nothing after. Comparing serialized origins as strings is then exact.
+ */
+export function checkOrigin(v: string): string | undefined {
+  if (v === "*" || v === "null") return `"${v}" is not allowed: list each origin (like https://directory.example.org) explicitly`;
+  if (!/^https?:\/\/[^\s/?#]+$/.test(v)) return `expected an origin like https://directory.example.org (scheme://host[:port], no path), got "${v}"`;
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    return `"${v}" is not a valid origin`;
+  }
+  if (url.username || url.password) return `an origin carries no user info, got "${v}"`;
+  if (url.origin !== v) return `write the origin as browsers send it: "${url.origin}", got "${v}"`;
   return undefined;
 }
 
@@ -228,6 +248,10 @@ export const SCHEMA: readonly KeySpec[] = [
     doc: "Admin token: with one set, everything but /health needs 'Authorization: Bearer <token>'. At least 16 characters." },
   { section: "dashboard", key: "auth_token_file", type: { kind: "string", maxLength: 4096 }, default: "", live: true,
     doc: "File holding the admin token (preferred over auth_token: keeps the secret out of the config)." },
+  { section: "dashboard", key: "cors_origins",
+    type: { kind: "list", item: { patternDesc: "an origin like https://directory.example.org", check: checkOrigin }, maxItems: 32 },
+    default: [], live: true, example: '["https://directory.example.org"]',
+    doc: "Web origins whose pages may read the read-only API (GET /api/status, /api/peers, /api/rooms, /api/discover, /health) from a browser. Mutating endpoints are never opened to other origins. Empty: same-origin only." },
   // [metrics]
   { section: "metrics", key: "enabled", type: { kind: "boolean" }, default: true, doc: "Serve Prometheus metrics." },
   { section: "metrics", key: "listen_addr", type: { kind: "address" }, default: "127.0.0.1",

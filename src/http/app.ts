@@ -6,6 +6,7 @@ import { html } from "@elysiajs/html";
 import { Elysia, t } from "elysia";
 import { AgoraError } from "../errors";
 import { authorize, SESSION_COOKIE, sessionValue, tokensEqual } from "./auth";
+import { corsPlugin } from "./cors";
 import { renderLive, renderLogin, renderPage } from "./dashboard";
 import type { DashboardSource } from "./types";
 
@@ -85,6 +86,7 @@ export function createDashboardApp(source: DashboardSource) {
     .onRequest(({ set }) => {
       Object.assign(set.headers, SECURITY_HEADERS);
     })
+    .use(corsPlugin(() => source.corsOrigins?.() ?? []))
     .onError(({ code, error }) => {
       if (error instanceof AgoraError) {
         const status = error.code === "BAD_REQUEST" ? 400 : error.code === "UNAUTHORIZED" ? 401 : error.code === "NOT_FOUND" ? 404 : error.code === "SHUTTING_DOWN" ? 503 : 500;

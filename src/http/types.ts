@@ -100,4 +100,6 @@ export interface DashboardSource {
   reload(): Promise<ReloadReport>;
   /** Current admin token ('' = none); read per request so SIGHUP can rotate it. */
   authToken(): string;
+  /** Origins allowed to read the read-only API (dashboard.cors_origins); read per request so SIGHUP applies. */
+  corsOrigins?(): readonly string[];
 }

@@ -233,6 +233,10 @@ export class NodeRuntime implements DashboardSource {
     return this.config.dashboard.auth_token;
   }
 
+  corsOrigins(): readonly string[] {
+    return this.config.dashboard.cors_origins;
+  }
+
   status(): StatusReport {
     const c = this.config;
     const sys = this.sampler.sample();
@@ -387,6 +391,7 @@ export class NodeRuntime implements DashboardSource {
     c.audio = { ...n.audio };
     c.dashboard.auth_token = n.dashboard.auth_token;
     c.dashboard.auth_token_file = n.dashboard.auth_token_file;
+    c.dashboard.cors_origins = [...n.dashboard.cors_origins];
     this.network?.setMaxConnections(c.node.max_connections);
     this.media?.updateSettings(this.mediaSettings(c));
     if (restart.length) this.log.warn({ keys: restart }, "changed keys need a restart to take effect");

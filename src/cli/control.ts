@@ -1,6 +1,6 @@
 /** `stop`, `status` and `health`: talk to a running node through its PID file and dashboard. */
 import { AgoraError } from "../errors";
-import { formatDuration } from "../http";
+import { formatDuration, formatStun } from "../http";
 import { isAgoraProcess, readPid } from "../node";
 import { EXIT_FAILURE, EXIT_OK, numberFlag, type Parsed } from "./args";
 import { type Io, loadForCommand } from "./index";
@@ -102,6 +102,7 @@ export async function runStatus(p: Parsed, io: Io): Promise<number> {
       `  load         ${s.load?.current_load}/${s.load?.max_clients}, cpu ${s.load?.cpu_percent}%, rss ${Math.round((s.load?.rss_bytes ?? 0) / 1048576)} MB`,
       `  listen       ${(net.listen_addrs ?? []).join(" ")}`,
       `  reachability ${net.reachability ?? "unknown"}`,
+      `  public udp   ${formatStun(s.stun)}`,
       `  dashboard    ${ep.url}`,
     ].join("\n"),
   );

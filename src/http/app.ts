@@ -8,7 +8,7 @@ import { AgoraError } from "../errors";
 import { authorize, SESSION_COOKIE, sessionValue, tokensEqual } from "./auth";
 import { corsPlugin } from "./cors";
 import { renderLive, renderLogin, renderPage } from "./dashboard";
-import type { DashboardSource } from "./types";
+import { type DashboardSource, StunModel } from "./types";
 
 export const PeerModel = t.Object({
   peer_id: t.String(),
@@ -58,6 +58,7 @@ export const StatusModel = t.Object({
   network: t.Union([t.Record(t.String(), t.Unknown()), t.Null()]),
   turn: t.Object({ enabled: t.Boolean(), url: t.String(), username: t.String(), password: t.String() }),
   stun_servers: t.Array(t.String()),
+  stun: t.Union([StunModel, t.Null()]),
   drain: t.Union([t.Object({ started_at: t.Union([t.String(), t.Null()]), deadline: t.Union([t.String(), t.Null()]) }), t.Null()]),
   media: t.Union([t.Object({ worker_restarts: t.Number() }), t.Null()]),
 });

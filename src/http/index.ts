@@ -9,7 +9,7 @@ import type { DashboardSource } from "./types";
 
 export type * from "./types";
 export { createDashboardApp } from "./app";
-export { formatDuration, sparkline } from "./dashboard";
+export { formatDuration, formatStun, sparkline } from "./dashboard";
 
 /** Request bodies are tiny (a login form); anything larger is refused before it is read. */
 const MAX_BODY = 64 * 1024;

@@ -2,7 +2,39 @@
  * What the HTTP layer needs from the running node. The node runtime implements it; the HTTP layer never
  * reaches into other subsystems directly.
  */
+import { type Static, t } from "elysia";
+
 export type NodeState = "starting" | "ready" | "draining" | "stopping";
+
+/** What STUN (network.stun_servers) learned about the node's UDP socket; `stun` in /api/status. */
+export const StunServerModel = t.Object({
+  server: t.String(),
+  ok: t.Boolean(),
+  /** The mapping this server reported last (kept through later failures). */
+  address: t.Union([t.String(), t.Null()]),
+  port: t.Union([t.Number(), t.Null()]),
+  rtt_ms: t.Union([t.Number(), t.Null()]),
+  error: t.Union([t.String(), t.Null()]),
+  last_ok_at: t.Union([t.String(), t.Null()]),
+});
+
+export const StunModel = t.Object({
+  local_address: t.String(),
+  local_port: t.Number(),
+  public_address: t.Union([t.String(), t.Null()]),
+  public_port: t.Union([t.Number(), t.Null()]),
+  /** endpoint-independent: two servers saw the same public address and port (RFC 4787 §4.1). */
+  mapping: t.Union([t.Literal("endpoint-independent"), t.Literal("endpoint-dependent"), t.Literal("unknown")]),
+  /** True when AutoNAT confirmed the same public IP; the UDP address is then advertised. */
+  autonat_agrees: t.Boolean(),
+  checked_at: t.Union([t.String(), t.Null()]),
+  next_check_at: t.Union([t.String(), t.Null()]),
+  servers: t.Array(StunServerModel),
+});
+
+export type StunReport = Static<typeof StunModel>;
+export type StunServerReport = Static<typeof StunServerModel>;
+export type StunMappingBehaviour = StunReport["mapping"];
 
 export interface LoadSnapshot {
   current_load: number;
@@ -42,6 +74,7 @@ export interface StatusReport {
   network: Record<string, unknown> | null;
   turn: { enabled: boolean; url: string; username: string; password: string };
   stun_servers: string[];
+  stun: StunReport | null;
   drain: { started_at: string | null; deadline: string | null } | null;
   media: { worker_restarts: number } | null;
 }

@@ -24,6 +24,7 @@ import {
 import type { LogHandle, LogLevel } from "../log";
 import { createNodeMetrics, type NodeMetrics } from "../metrics";
 import { createNetworkNode, type LoadFigures, type NetworkNode } from "../p2p";
+import { StunService } from "../stun";
 import { type Identity, loadOrCreateIdentity } from "./identity";
 import { Lifecycle, type Service } from "./lifecycle";
 import { acquirePidLock, type PidLock } from "./pidfile";
@@ -62,6 +63,7 @@ export class NodeRuntime implements DashboardSource {
   private identity?: Identity;
   private metrics?: NodeMetrics;
   private network?: NetworkNode;
+  private stun?: StunService;
   private media?: MediaEngine;
   private rooms_?: AudioRoomService;
   private pidLock?: PidLock;
@@ -123,6 +125,15 @@ export class NodeRuntime implements DashboardSource {
       }
 
       this.startingReason = "joining the network";
+      // The node's UDP socket (STUN now, the UDP media endpoint later) on the P2P port's number.
+      const stun = new StunService({
+        servers: c.network.stun_servers,
+        listenAddr: c.node.listen_addr,
+        listenPort: c.node.listen_port,
+        logger: this.log.child({ subsystem: "stun" }),
+        registry: this.metrics.registry,
+      });
+      this.stun = stun;
       this.network = createNetworkNode({
         config: c,
         privateKey: this.identity.privateKey,
@@ -132,9 +143,12 @@ export class NodeRuntime implements DashboardSource {
         version: this.opts.version,
         capabilities: CAPABILITIES[c.node.mode],
         load: () => this.loadFigures(),
+        extraAddrs: (autonatIps) => stun.advertisableAddrs(autonatIps),
       });
       const network = this.network;
       await this.lifecycle.start(service("p2p", () => network.start(), () => network.stop()));
+      await this.lifecycle.start(stun);
+      stun.onChange(() => void network.publishNow().catch(() => undefined));
 
       if (c.node.mode === "dedicated") {
         this.startingReason = "starting the media engine";
@@ -262,6 +276,7 @@ export class NodeRuntime implements DashboardSource {
       network: this.network ? (this.network.status() as unknown as Record<string, unknown>) : null,
       turn: masked.turn,
       stun_servers: c.network.stun_servers,
+      stun: this.stun?.endpoint ? this.stun.report() : null,
       drain:
         this.drainStartedAt === null
           ? null

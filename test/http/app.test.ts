@@ -15,7 +15,7 @@ function fakeSource(opts: { token?: string; state?: NodeState } = {}) {
     load: { current_load: 3, max_clients: 100, cpu_percent: 5, mem_percent: 40, rss_bytes: 50e6 },
     limits: { max_connections: 100, max_mixers: 5, drain_timeout_seconds: 30 }, rooms_active: 1, participants: 3, peers_connected: 2,
     network: { listen_addrs: ["/ip4/127.0.0.1/tcp/7001"], reachability: "private" }, turn: { enabled: false, url: "", username: "", password: "" },
-    stun_servers: [], drain: null, media: { worker_restarts: 0 },
+    stun_servers: [], stun: null, drain: null, media: { worker_restarts: 0 },
   };
   const source: DashboardSource = {
     state: () => state,

@@ -19,7 +19,7 @@ function source(origins: string[], token = ""): { source: DashboardSource; calls
     capabilities: ["mixer"], started_at: new Date().toISOString(), uptime_seconds: 1,
     load: { current_load: 0, max_clients: 100, cpu_percent: 5, mem_percent: 40, rss_bytes: 50e6 },
     limits: { max_connections: 100, max_mixers: 5, drain_timeout_seconds: 30 }, rooms_active: 0, participants: 0, peers_connected: 0,
-    network: null, turn: { enabled: false, url: "", username: "", password: "" }, stun_servers: [], drain: null, media: null,
+    network: null, turn: { enabled: false, url: "", username: "", password: "" }, stun_servers: [], stun: null, drain: null, media: null,
   };
   return {
     calls,

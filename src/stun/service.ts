@@ -109,6 +109,7 @@ export class StunService {
       metrics: this.metrics,
       onReject: (reason, message, from) => this.opts.logger.debug({ reason, from: `${from.address}:${from.port}` }, `STUN response ignored: ${message}`),
     });
+    this.endpointValue.onError((err) => this.opts.logger.debug({ err: errorMessage(err) }, "UDP socket error (a STUN server's port is closed?)"));
     this.running = true;
     // The first round runs in the background: start-up must not wait for (possibly unreachable) servers.
     if (this.servers.length > 0) void this.refresh();

@@ -17,12 +17,15 @@ export interface UdpEndpoint {
   send(data: Uint8Array, to: UdpPeer): void;
   /** Adds a receiver of every datagram; returns the function that removes it. */
   onDatagram(receiver: (data: Uint8Array, from: UdpPeer) => void): () => void;
+  /** Adds a listener for socket errors (ICMP unreachable as ECONNREFUSED); returns the remover. */
+  onError(listener: (err: Error) => void): () => void;
   close(): void;
 }
 
 /** Binds a UDP socket; a port in use is a LISTEN_FAILED error naming address and port. */
 export async function bindUdp(address: string, port: number): Promise<UdpEndpoint> {
   const receivers = new Set<(data: Uint8Array, from: UdpPeer) => void>();
+  const errorHandlers = new Set<(err: Error) => void>();
   let socket: import("bun").udp.Socket<"uint8array">;
   try {
     socket = await Bun.udpSocket({
@@ -40,6 +43,12 @@ export async function bindUdp(address: string, port: number): Promise<UdpEndpoin
             }
           }
         },
+        // An ICMP "port unreachable" for an earlier datagram surfaces here as ECONNREFUSED. On an unconnected
+        // socket it says only that one destination is closed; the STUN transaction times out on its own.
+        // Without this handler Bun raises it as an uncaught error and the node would die.
+        error(_s, err) {
+          for (const h of errorHandlers) h(err);
+        },
       },
     });
   } catch (err) {
@@ -56,8 +65,13 @@ export async function bindUdp(address: string, port: number): Promise<UdpEndpoin
       receivers.add(receiver);
       return () => void receivers.delete(receiver);
     },
+    onError(listener) {
+      errorHandlers.add(listener);
+      return () => void errorHandlers.delete(listener);
+    },
     close() {
       receivers.clear();
+      errorHandlers.clear();
       socket.close();
     },
   };

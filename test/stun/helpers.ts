@@ -54,6 +54,7 @@ export async function fakeStunServer(reply: Reply) {
         requests++;
         for (const out of current(data, { address, port }) ?? []) s.send(out, port, address);
       },
+      error() {},
     },
   });
   return {

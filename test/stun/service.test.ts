@@ -159,6 +159,25 @@ describe("StunService", () => {
     await until(() => clock.nextIn() === 300_000, "the interval after recovery");
   });
 
+  test("a server whose port is closed (ICMP unreachable): a timeout on the clock, no uncaught socket error", async () => {
+    const closed = await bindUdp("127.0.0.1", 0);
+    const port = closed.local.port;
+    closed.close();
+    const { service, clock, registry } = await setup([`127.0.0.1:${port}`]);
+    await service.start();
+    // Let the kernel's ICMP answers for all three sends arrive before the timeout.
+    await until(() => clock.nextIn() === 500, "the first send");
+    await Bun.sleep(20);
+    clock.advance(500);
+    await Bun.sleep(20);
+    clock.advance(1000);
+    await Bun.sleep(20);
+    clock.advance(2000);
+    await until(() => service.report().checked_at !== null, "the round to end");
+    expect(service.report().servers[0]!.error).toContain("no STUN answer");
+    expect(await metric(registry, "agora_stun_failures_total", { reason: "timeout" })).toBe(1);
+  });
+
   test("advertisableAddrs: the UDP address only when AutoNAT confirmed the same IP", async () => {
     const a = await server((req) => [encodeBindingSuccess(txidOf(req), { family: "IPv4", address: "203.0.113.7", port: 40123 })]);
     const { service } = await setup([a.label]);

@@ -205,7 +205,7 @@ export const SCHEMA: readonly KeySpec[] = [
     doc: "Ask the home router for a port mapping via UPnP. Off by default: datacenter hosts have no UPnP gateway." },
   { section: "network", key: "stun_servers", type: { kind: "list", item: { pattern: HOST_PORT, patternDesc: "host:port" }, maxItems: 16 },
     default: [], example: '["stun.l.google.com:19302"]',
-    doc: "STUN servers handed to clients for NAT detection of their WebRTC legs (shown in /api/status)." },
+    doc: "STUN servers (host:port) the node asks for the public address of its UDP socket (node.listen_port, UDP) at start and every 5 min; shown in /api/status and, when AutoNAT agrees, advertised." },
   { section: "network", key: "heartbeat_interval", type: { kind: "duration", min: 0.2, max: 3600, unit: "s" }, default: 30,
     doc: "How often the node re-publishes its signed DHT advertisement; it is treated as offline after 3 missed intervals." },
   // [relay]

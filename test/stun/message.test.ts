@@ -80,3 +80,29 @@ describe("STUN messages (RFC 5389)", () => {
     expect(decodeResponse(errorResp)).toMatchObject({ kind: "error", code: 400, reason: "Bad Requ" });
   });
 });
+
+describe("STUN decoder fuzz", () => {
+  test("random and mutated datagrams never throw anything but StunDecodeError", () => {
+    let seed = 12345;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const base = [RFC5769_IPV4, RFC5769_IPV6, encodeBindingSuccess(TXID, { family: "IPv4", address: "1.2.3.4", port: 5 })];
+    let accepted = 0;
+    for (let i = 0; i < 20_000; i++) {
+      let d: Uint8Array;
+      if (i % 2 === 0) {
+        d = base[i % base.length]!.slice(0, Math.floor(rnd() * 80) + 1);
+        for (let k = 0; k < 3; k++) d[Math.floor(rnd() * d.length)] = Math.floor(rnd() * 256);
+      } else {
+        d = crypto.getRandomValues(new Uint8Array(Math.floor(rnd() * 120)));
+        if (d.length >= 8) d.set([0x01, 0x01, 0, (d.length - 20) & 0xfc, 0x21, 0x12, 0xa4, 0x42], 0);
+      }
+      try {
+        decodeResponse(d);
+        accepted++;
+      } catch (err) {
+        expect(err).toBeInstanceOf(StunDecodeError);
+      }
+    }
+    expect(accepted).toBeLessThan(20_000);
+  });
+});

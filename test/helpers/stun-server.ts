@@ -44,7 +44,12 @@ export async function startCoturn(opts: { host?: string; port: number; exec?: st
   for (const s of [proc.stdout, proc.stderr])
     void (async () => {
       const dec = new TextDecoder();
-      for await (const chunk of s) captured += dec.decode(chunk, { stream: true });
+      const reader = s.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        captured += dec.decode(value, { stream: true });
+      }
     })();
   const handle: StunServerHandle = {
     host,

@@ -90,6 +90,10 @@ describe("CORS on the dashboard API", () => {
     expect(r.headers.get("access-control-max-age")).toBe("600");
     expect(r.headers.get("vary")).toBe("Origin");
     expect(r.headers.get("access-control-allow-credentials")).toBeNull();
+    // Without the token the page can still read why it was refused.
+    const denied = await app.handle(req("/api/status", { headers: { origin: ALLOWED } }));
+    expect(denied.status).toBe(401);
+    expect(denied.headers.get("access-control-allow-origin")).toBe(ALLOWED);
     // With the token, the real request is allowed and readable.
     const g = await app.handle(req("/api/status", { headers: { origin: ALLOWED, authorization: `Bearer ${TOKEN}` } }));
     expect(g.status).toBe(200);

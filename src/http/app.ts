@@ -87,7 +87,7 @@ export function createDashboardApp(source: DashboardSource) {
     .onRequest(({ set }) => {
       Object.assign(set.headers, SECURITY_HEADERS);
     })
-    .use(corsPlugin(() => source.corsOrigins?.() ?? []))
+    .use(corsPlugin(() => source.corsOrigins?.() ?? [], (reason) => source.corsRefused?.(reason)))
     .onError(({ code, error }) => {
       if (error instanceof AgoraError) {
         const status = error.code === "BAD_REQUEST" ? 400 : error.code === "UNAUTHORIZED" ? 401 : error.code === "NOT_FOUND" ? 404 : error.code === "SHUTTING_DOWN" ? 503 : 500;

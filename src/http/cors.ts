@@ -5,7 +5,7 @@
  *   allowed origin, read-only path  → `Access-Control-Allow-Origin: <that origin>`, `Vary: Origin`
  *   preflight for the above         → 204 with the allowed method and header (authorization) and a max age
  *   any other preflight             → 403 `CORS_REFUSED`, no CORS headers (mutating endpoints, login, other
- *                                     paths, other methods, unlisted origins)
+ *                                     paths, other methods, unlisted origins), counted by reason
  *
  * Credentials are never allowed (no `Access-Control-Allow-Credentials`): the session cookie is SameSite=Strict
  * and a cross-origin page that holds the admin token sends it as `Authorization: Bearer`, which needs no
@@ -28,17 +28,20 @@ const ALLOW_HEADERS = new Set(["authorization"]);
 /** Seconds a browser may cache a preflight answer; short, so a removed origin loses access soon. */
 const PREFLIGHT_MAX_AGE = 600;
 
-export type CorsVerdict = "not-cors" | "allowed" | "refused";
+/** Why a cross-origin request or preflight was refused (the `reason` of agora_http_cors_refused_total). */
+export type CorsRefusal = "origin" | "path" | "method" | "header";
+export type CorsVerdict = "not-cors" | "allowed" | CorsRefusal;
 
 /** The policy on its own, for tests and for the plugin: is this cross-origin request or preflight allowed? */
 export function corsVerdict(origins: readonly string[], origin: string | null, method: string, path: string, requestHeaders?: string | null): CorsVerdict {
   if (origin === null) return "not-cors";
-  if (!origins.includes(origin)) return "refused";
-  if (!CORS_READ_ONLY_PATHS.has(path) || !CORS_METHODS.has(method)) return "refused";
+  if (!origins.includes(origin)) return "origin";
+  if (!CORS_READ_ONLY_PATHS.has(path)) return "path";
+  if (!CORS_METHODS.has(method)) return "method";
   if (requestHeaders) {
     for (const h of requestHeaders.split(",")) {
       const name = h.trim().toLowerCase();
-      if (name !== "" && !ALLOW_HEADERS.has(name)) return "refused";
+      if (name !== "" && !ALLOW_HEADERS.has(name)) return "header";
     }
   }
   return "allowed";
@@ -51,20 +54,24 @@ function pathOf(url: string): string {
   return end === -1 ? url.slice(start) : url.slice(start, start + end);
 }
 
-export function corsPlugin(origins: () => readonly string[]) {
+/** `refused` is told about every refused preflight (the node counts them). */
+export function corsPlugin(origins: () => readonly string[], refused?: (reason: CorsRefusal) => void) {
   return new Elysia({ name: "agora-cors" }).onRequest(({ request, set }) => {
     const list = origins();
-    if (list.length === 0) return;
-    const path = pathOf(request.url);
     const origin = request.headers.get("origin");
     const preflightMethod = request.method === "OPTIONS" ? request.headers.get("access-control-request-method") : null;
+    // Nothing listed: plain requests are untouched (same-origin only); preflights are still refused below.
+    if (list.length === 0 && preflightMethod === null) return;
+    const path = pathOf(request.url);
     if (preflightMethod !== null && origin !== null) {
       const verdict = corsVerdict(list, origin, preflightMethod.toUpperCase(), path, request.headers.get("access-control-request-headers"));
-      if (verdict !== "allowed")
+      if (verdict !== "allowed") {
+        refused?.(verdict === "not-cors" ? "origin" : verdict);
         return new Response(JSON.stringify({ error: { code: "CORS_REFUSED", message: `cross-origin ${preflightMethod} ${path} from ${origin} is not allowed` } }), {
           status: 403,
           headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store", vary: "Origin" },
         });
+      }
       return new Response(null, {
         status: 204,
         headers: {

@@ -135,4 +135,6 @@ export interface DashboardSource {
   authToken(): string;
   /** Origins allowed to read the read-only API (dashboard.cors_origins); read per request so SIGHUP applies. */
   corsOrigins?(): readonly string[];
+  /** A cross-origin preflight was refused (counted in agora_http_cors_refused_total{reason}). */
+  corsRefused?(reason: "origin" | "path" | "method" | "header"): void;
 }

@@ -23,6 +23,7 @@ import {
 } from "../http";
 import type { LogHandle, LogLevel } from "../log";
 import { createNodeMetrics, type NodeMetrics } from "../metrics";
+import { Counter } from "prom-client";
 import { createNetworkNode, type LoadFigures, type NetworkNode } from "../p2p";
 import { StunService } from "../stun";
 import { type Identity, loadOrCreateIdentity } from "./identity";
@@ -64,6 +65,7 @@ export class NodeRuntime implements DashboardSource {
   private metrics?: NodeMetrics;
   private network?: NetworkNode;
   private stun?: StunService;
+  private corsRefusedTotal?: Counter<"reason">;
   private media?: MediaEngine;
   private rooms_?: AudioRoomService;
   private pidLock?: PidLock;
@@ -112,6 +114,12 @@ export class NodeRuntime implements DashboardSource {
       // The seed's audio series exist in every mode (zero on relay and bootstrap nodes), so one dashboard
       // and one set of alerts serve the whole mesh.
       mediaMetrics(this.metrics.registry);
+      this.corsRefusedTotal = new Counter({
+        name: "agora_http_cors_refused_total",
+        help: "Cross-origin preflights refused, by reason (origin not listed, path not read-only, method, header)",
+        labelNames: ["reason"] as const,
+        registers: [this.metrics.registry],
+      });
 
       // HTTP first, so /health answers 503 "starting" while the network comes up.
       if (c.dashboard.enabled) {
@@ -249,6 +257,10 @@ export class NodeRuntime implements DashboardSource {
 
   corsOrigins(): readonly string[] {
     return this.config.dashboard.cors_origins;
+  }
+
+  corsRefused(reason: "origin" | "path" | "method" | "header"): void {
+    this.corsRefusedTotal?.inc({ reason });
   }
 
   status(): StatusReport {

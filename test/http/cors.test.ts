@@ -12,8 +12,8 @@ const ALLOWED = "https://directory.example.org";
 const OTHER = "https://evil.example.com";
 const TOKEN = "test-token-0123456789";
 
-function source(origins: string[], token = ""): { source: DashboardSource; calls: { drains: number; reloads: number } } {
-  const calls = { drains: 0, reloads: 0 };
+function source(origins: string[], token = ""): { source: DashboardSource; calls: { drains: number; reloads: number; refused: string[] } } {
+  const calls = { drains: 0, reloads: 0, refused: [] as string[] };
   const status: StatusReport = {
     name: "n", version: "0.1.0", mode: "dedicated", state: "ready", peer_id: "12D3KooWTest", region: "eu-west", group: "default", labels: [],
     capabilities: ["mixer"], started_at: new Date().toISOString(), uptime_seconds: 1,
@@ -39,6 +39,7 @@ function source(origins: string[], token = ""): { source: DashboardSource; calls
       },
       authToken: () => token,
       corsOrigins: () => origins,
+      corsRefused: (reason) => void calls.refused.push(reason),
     },
   };
 }
@@ -71,13 +72,14 @@ describe("CORS on the dashboard API", () => {
     }
   });
 
-  test("no origins configured (default): no CORS headers at all, preflights are not answered", async () => {
+  test("no origins configured (default): no CORS headers at all, preflights refused", async () => {
     const app = createDashboardApp(source([]).source);
     const r = await app.handle(req("/api/discover", { headers: { origin: ALLOWED } }));
     expect(r.headers.get("access-control-allow-origin")).toBeNull();
+    expect(r.headers.get("vary")).toBeNull();
     const p = await app.handle(preflight("/api/discover", ALLOWED));
     expect(p.headers.get("access-control-allow-origin")).toBeNull();
-    expect(p.status).toBe(404);
+    expect(p.status).toBe(403);
   });
 
   test("a preflight for the read-only API is answered with the origin, GET/HEAD and the authorization header", async () => {
@@ -100,14 +102,16 @@ describe("CORS on the dashboard API", () => {
     expect(g.headers.get("access-control-allow-origin")).toBe(ALLOWED);
   });
 
-  test("preflights from unlisted origins, for other headers or other methods are refused with 403", async () => {
-    const app = createDashboardApp(source([ALLOWED]).source);
+  test("preflights from unlisted origins, for other headers or other methods are refused with 403 and counted", async () => {
+    const { source: s, calls } = source([ALLOWED]);
+    const app = createDashboardApp(s);
     for (const p of [preflight("/api/status", OTHER), preflight("/api/status", ALLOWED, "PUT"), preflight("/api/status", ALLOWED, "GET", "x-custom"), preflight("/", ALLOWED), preflight("/metrics", ALLOWED)]) {
       const r = await app.handle(p);
       expect(r.status).toBe(403);
       expect(r.headers.get("access-control-allow-origin")).toBeNull();
       expect(((await r.json()) as { error: { code: string } }).error.code).toBe("CORS_REFUSED");
     }
+    expect(calls.refused).toEqual(["origin", "method", "header", "path", "path"]);
   });
 
   test("mutating endpoints stay closed to every origin, even a listed one: preflight refused, no CORS headers, nothing runs", async () => {
@@ -123,7 +127,8 @@ describe("CORS on the dashboard API", () => {
       const r = await app.handle(req(path, { method, headers: { origin: ALLOWED, "content-type": "application/x-www-form-urlencoded" }, body: method === "POST" ? "token=x" : undefined }));
       expect(r.headers.get("access-control-allow-origin")).toBeNull();
     }
-    expect(calls).toEqual({ drains: 0, reloads: 0 });
+    expect(calls).toMatchObject({ drains: 0, reloads: 0 });
+    expect(calls.refused).toEqual(["path", "path", "path", "path"]);
   });
 
   test("the list is read per request, so a SIGHUP reload changes it live", async () => {
@@ -136,7 +141,8 @@ describe("CORS on the dashboard API", () => {
 
   test("corsVerdict: not-cors without Origin, refused for paths outside the read-only set", () => {
     expect(corsVerdict([ALLOWED], null, "GET", "/api/status")).toBe("not-cors");
-    expect(corsVerdict([ALLOWED], ALLOWED, "GET", "/api/status/x")).toBe("refused");
+    expect(corsVerdict([ALLOWED], ALLOWED, "GET", "/api/status/x")).toBe("path");
+    expect(corsVerdict([ALLOWED], OTHER, "GET", "/api/status")).toBe("origin");
     expect(corsVerdict([ALLOWED], ALLOWED, "HEAD", "/health")).toBe("allowed");
   });
 });

@@ -60,5 +60,10 @@ describe.skipIf(!coturnAvailable())("STUN against coturn", () => {
     expect(html).toContain(`127.0.0.1:${h.p2pPort} → UDP ${h.p2pPort}`);
     const metrics = await (await fetch(h.metricsUrl)).text();
     expect(metrics).toContain(`agora_stun_requests_total{server="${servers[0]!.label}"}`);
+    const promtool = Bun.which("promtool");
+    if (promtool) {
+      const lint = Bun.spawnSync([promtool, "check", "metrics"], { stdin: new TextEncoder().encode(metrics), stdout: "pipe", stderr: "pipe" });
+      expect(lint.stdout.toString() + lint.stderr.toString()).not.toMatch(/agora_stun/);
+    }
   }, 40_000);
 });

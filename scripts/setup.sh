@@ -20,7 +20,8 @@ fi
 
 # 2. apt packages: emscripten builds the wasm core; the test suite also needs chromium (dashboard in a real
 #    browser), promtool (metrics lint), iproute2 (network namespaces), systemd (unit verification), python3
-#    (the receiving side of the systemd notify socket).
+#    (the receiving side of the systemd notify socket), coturn (a real STUN server; the tests run it
+#    STUN-only as a child process).
 need=()
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
 [ -f wasm/build/agora_media.wasm ] && [ -f dist/agora-node ] || have_cmd emcc || need+=(emscripten)
@@ -35,6 +36,7 @@ if [ $want_test = 1 ]; then
   have_cmd unshare || need+=(util-linux)
   have_cmd gcc || need+=(gcc)
   [ -x /usr/bin/python3 ] || need+=(python3)   # the systemd notify-socket test listens with it
+  have_cmd turnserver || need+=(coturn)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)

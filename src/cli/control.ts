@@ -1,6 +1,6 @@
 /** `stop`, `status` and `health`: talk to a running node through its PID file and dashboard. */
 import { AgoraError } from "../errors";
-import { formatBytes, formatDuration } from "../http";
+import { formatBytes, formatDuration, formatStun } from "../http";
 import { isAgoraProcess, readPid } from "../node";
 import { EXIT_FAILURE, EXIT_OK, numberFlag, type Parsed } from "./args";
 import { type Io, loadForCommand } from "./context";
@@ -156,6 +156,7 @@ export async function runStatus(p: Parsed, io: Io): Promise<number> {
       `  listen       ${(net.listen_addrs ?? []).join(" ")}`,
       `  reachability ${net.reachability ?? "unknown"}`,
       ...discovery,
+      `  public udp   ${formatStun(s.stun)}`,
       `  dashboard    ${ep.url}`,
     ].join("\n"),
   );

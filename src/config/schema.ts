@@ -103,6 +103,24 @@ export function checkMultiaddrText(v: string, requirePeer: boolean): string | un
 }
 
 /**
+ * One web origin exactly as a browser sends it in `Origin` (RFC 6454 serialization): http or https, a host,
+ * an optional non-default port, nothing after. Comparing serialized origins as strings is then exact.
+ */
+export function checkOrigin(v: string): string | undefined {
+  if (v === "*" || v === "null") return `"${v}" is not allowed: list each origin (like https://directory.example.org) explicitly`;
+  if (!/^https?:\/\/[^\s/?#]+$/.test(v)) return `expected an origin like https://directory.example.org (scheme://host[:port], no path), got "${v}"`;
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    return `"${v}" is not a valid origin`;
+  }
+  if (url.username || url.password) return `an origin carries no user info, got "${v}"`;
+  if (url.origin !== v) return `write the origin as browsers send it: "${url.origin}", got "${v}"`;
+  return undefined;
+}
+
+/**
  * Every key of the configuration. `as const` keeps each entry's section, key and type literal, so that
  * AgoraConfig below is computed from this table: a key added here exists in the type, the file, the
  * environment, the flags and `config init` at once, and nowhere else.
@@ -148,7 +166,7 @@ const SCHEMA_TABLE = [
     doc: "Ask the home router for a port mapping via UPnP. Off by default: datacenter hosts have no UPnP gateway." },
   { section: "network", key: "stun_servers", type: { kind: "list", item: { pattern: HOST_PORT, patternDesc: "host:port" }, maxItems: 16 },
     default: [], example: '["stun.l.google.com:19302"]',
-    doc: "STUN servers handed to clients for NAT detection of their WebRTC legs (shown in /api/status)." },
+    doc: "STUN servers (host:port) the node asks for the public address of its UDP socket (node.listen_port, UDP) at start and every 5 min; shown in /api/status and, when AutoNAT agrees, advertised." },
   { section: "network", key: "heartbeat_interval", type: { kind: "duration", min: 0.2, max: 3600, unit: "s" }, default: 30,
     doc: "How often the node re-publishes its signed DHT advertisement; it is treated as offline after 3 missed intervals." },
   // [relay]
@@ -191,6 +209,10 @@ const SCHEMA_TABLE = [
     doc: "Admin token: with one set, everything but /health needs 'Authorization: Bearer <token>'. At least 16 characters." },
   { section: "dashboard", key: "auth_token_file", type: { kind: "string", maxLength: 4096 }, default: "", live: true,
     doc: "File holding the admin token (preferred over auth_token: keeps the secret out of the config)." },
+  { section: "dashboard", key: "cors_origins",
+    type: { kind: "list", item: { patternDesc: "an origin like https://directory.example.org", check: checkOrigin }, maxItems: 32 },
+    default: [], live: true, example: '["https://directory.example.org"]',
+    doc: "Web origins whose pages may read the read-only API (GET /api/status, /api/peers, /api/rooms, /api/discover, /health) from a browser. Mutating endpoints are never opened to other origins. Empty: same-origin only." },
   // [metrics]
   { section: "metrics", key: "enabled", type: { kind: "boolean" }, default: true, doc: "Serve Prometheus metrics." },
   { section: "metrics", key: "listen_addr", type: { kind: "address" }, default: "127.0.0.1",

@@ -5,6 +5,7 @@
 import { Elysia, t } from "elysia";
 import { AgoraError } from "../errors";
 import { authorize, SESSION_COOKIE, sessionValue, tokensEqual } from "./auth";
+import { corsPlugin } from "./cors";
 import { renderLive, renderLogin, renderPage } from "./dashboard";
 import { DiscoverQueryModel, DrainReplyModel, ErrorModel, PeerModel, ReloadModel, RoomModel, StatusModel } from "./models";
 import type { DashboardSource } from "./types";
@@ -30,6 +31,7 @@ export function createDashboardApp(source: DashboardSource) {
     .onRequest(({ set }) => {
       Object.assign(set.headers, SECURITY_HEADERS);
     })
+    .use(corsPlugin(() => source.corsOrigins?.() ?? [], (reason) => source.corsRefused?.(reason)))
     .onError(({ code, error }) => {
       if (error instanceof AgoraError) {
         const status = error.code === "BAD_REQUEST" ? 400 : error.code === "UNAUTHORIZED" ? 401 : error.code === "NOT_FOUND" ? 404 : error.code === "SHUTTING_DOWN" ? 503 : 500;

@@ -4,9 +4,20 @@
  * CSP). The `#live` part is re-fetched as a fragment every few seconds.
  */
 import { escapeHtml } from "@kitajs/html";
-import type { HistorySample, PeerReport, RoomReport, StatusReport } from "./types";
+import type { HistorySample, PeerReport, RoomReport, StatusReport, StunReport } from "./types";
 
 const e = (v: unknown) => escapeHtml(String(v));
+
+/** One line for the STUN result (dashboard and `status`): public UDP address, mapping, servers answering. */
+export function formatStun(stun: StunReport | null | undefined): string {
+  if (!stun) return "off";
+  if (stun.servers.length === 0) return `no STUN servers configured (UDP ${stun.local_port})`;
+  const answering = stun.servers.filter((x) => x.ok).length;
+  const servers = `${answering}/${stun.servers.length} servers answering`;
+  if (stun.public_address === null) return stun.checked_at === null ? `checking (UDP ${stun.local_port})` : `unknown, ${servers}`;
+  const host = stun.public_address.includes(":") ? `[${stun.public_address}]` : stun.public_address;
+  return `${host}:${stun.public_port} → UDP ${stun.local_port}, ${stun.mapping} mapping, ${servers}${stun.autonat_agrees ? ", AutoNAT agrees (advertised)" : ""}`;
+}
 
 export function formatDuration(seconds: number): string {
   const s = Math.floor(seconds);
@@ -131,6 +142,7 @@ export function renderLive(s: StatusReport, peers: PeerReport[], rooms: RoomRepo
 <dt>Region / group</dt><dd>${e(s.region)} / ${e(s.group)}${s.labels.length ? ` · ${e(s.labels.join(", "))}` : ""}</dd>
 <dt>Listen</dt><dd class="mono">${e((net?.listen_addrs ?? []).join("  ") || "—")}</dd>
 <dt>Reachability</dt><dd>${e(net?.reachability ?? "unknown")}</dd>
+<dt>Public UDP (STUN)</dt><dd class="mono" id="stun">${e(formatStun(s.stun))}</dd>
 <dt>Version</dt><dd>${e(s.version)}</dd>
 </dl></section>`;
 }

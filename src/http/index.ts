@@ -10,7 +10,7 @@ import type { DashboardSource } from "./types";
 export type * from "./types";
 export { createDashboardApp } from "./app";
 export { participantReport } from "./models";
-export { formatBytes, formatDuration, sparkline } from "./dashboard";
+export { formatBytes, formatDuration, formatStun, sparkline } from "./dashboard";
 
 /** Request bodies are tiny (a login form); anything larger is refused before it is read. */
 const MAX_BODY = 64 * 1024;

@@ -43,6 +43,32 @@ export const DiscoveryModel = t.Object({
 
 export const RelayModel = t.Object({ reservations: t.Number(), circuits: t.Number(), bytes_relayed: t.Number() });
 
+/** What STUN (network.stun_servers) learned about the node's UDP socket; `stun` in /api/status. */
+export const StunServerModel = t.Object({
+  server: t.String(),
+  ok: t.Boolean(),
+  /** The mapping this server reported last (kept through later failures). */
+  address: t.Union([t.String(), t.Null()]),
+  port: t.Union([t.Number(), t.Null()]),
+  rtt_ms: t.Union([t.Number(), t.Null()]),
+  error: t.Union([t.String(), t.Null()]),
+  last_ok_at: t.Union([t.String(), t.Null()]),
+});
+
+export const StunModel = t.Object({
+  local_address: t.String(),
+  local_port: t.Number(),
+  public_address: t.Union([t.String(), t.Null()]),
+  public_port: t.Union([t.Number(), t.Null()]),
+  /** endpoint-independent: two servers saw the same public address and port (RFC 4787 §4.1). */
+  mapping: t.Union([t.Literal("endpoint-independent"), t.Literal("endpoint-dependent"), t.Literal("unknown")]),
+  /** True when AutoNAT confirmed the same public IP; the UDP address is then advertised. */
+  autonat_agrees: t.Boolean(),
+  checked_at: t.Union([t.String(), t.Null()]),
+  next_check_at: t.Union([t.String(), t.Null()]),
+  servers: t.Array(StunServerModel),
+});
+
 export const PeerModel = t.Object({
   peer_id: t.String(),
   addrs: t.Array(t.String()),
@@ -97,6 +123,7 @@ export const StatusModel = t.Object({
   network: t.Union([t.Record(t.String(), t.Unknown()), t.Null()]),
   turn: t.Object({ enabled: t.Boolean(), url: t.String(), username: t.String(), password: t.String() }),
   stun_servers: t.Array(t.String()),
+  stun: t.Union([StunModel, t.Null()]),
   drain: t.Union([t.Object({ started_at: t.Union([t.String(), t.Null()]), deadline: t.Union([t.String(), t.Null()]) }), t.Null()]),
   media: t.Union([t.Object({ worker_restarts: t.Number() }), t.Null()]),
   discovery: DiscoveryModel,

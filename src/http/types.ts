@@ -13,6 +13,8 @@ import type {
   ReloadModel,
   RoomModel,
   StatusModel,
+  StunModel,
+  StunServerModel,
 } from "./models";
 
 export type { ParticipantReport } from "./models";
@@ -27,6 +29,9 @@ export type ReloadReport = typeof ReloadModel.static;
 export type DiscoverParams = typeof DiscoverQueryModel.static;
 export type DiscoveryReport = typeof DiscoveryModel.static;
 export type RelayReport = typeof RelayModel.static;
+export type StunReport = typeof StunModel.static;
+export type StunServerReport = typeof StunServerModel.static;
+export type StunMappingBehaviour = StunReport["mapping"];
 
 export interface DashboardSource {
   state(): NodeState;
@@ -42,4 +47,8 @@ export interface DashboardSource {
   reload(): Promise<ReloadReport>;
   /** Current admin token ('' = none); read per request so SIGHUP can rotate it. */
   authToken(): string;
+  /** Origins allowed to read the read-only API (dashboard.cors_origins); read per request so SIGHUP applies. */
+  corsOrigins?(): readonly string[];
+  /** A cross-origin preflight was refused (counted in agora_http_cors_refused_total{reason}). */
+  corsRefused?(reason: "origin" | "path" | "method" | "header"): void;
 }

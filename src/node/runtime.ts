@@ -26,7 +26,9 @@ import {
 } from "../http";
 import type { LogHandle, LogLevel } from "../log";
 import { createNodeMetrics, type NodeMetrics } from "../metrics";
+import { Counter } from "prom-client";
 import { createNetworkNode, type LoadFigures, type NetworkNode } from "../p2p";
+import { StunService } from "../stun";
 import { type Identity, loadOrCreateIdentity } from "./identity";
 import { Lifecycle, type Service } from "./lifecycle";
 import { acquirePidLock, type PidLock } from "./pidfile";
@@ -68,6 +70,8 @@ export class NodeRuntime implements DashboardSource {
   private identity?: Identity;
   private metrics?: NodeMetrics;
   private network?: NetworkNode;
+  private stun?: StunService;
+  private corsRefusedTotal?: Counter<"reason">;
   private media?: MediaEngine;
   private rooms_?: AudioRoomService;
   private pidLock?: PidLock;
@@ -120,6 +124,12 @@ export class NodeRuntime implements DashboardSource {
       // The seed's audio series exist in every mode (zero on relay and bootstrap nodes), so one dashboard
       // and one set of alerts serve the whole mesh.
       mediaMetrics(this.metrics.registry);
+      this.corsRefusedTotal = new Counter({
+        name: "agora_http_cors_refused_total",
+        help: "Cross-origin preflights refused, by reason (origin not listed, path not read-only, method, header)",
+        labelNames: ["reason"] as const,
+        registers: [this.metrics.registry],
+      });
 
       // HTTP first, so /health answers 503 "starting" while the network comes up.
       if (c.dashboard.enabled) {
@@ -133,6 +143,15 @@ export class NodeRuntime implements DashboardSource {
       }
 
       this.startingReason = "joining the network";
+      // The node's UDP socket (STUN now, the UDP media endpoint later) on the P2P port's number.
+      const stun = new StunService({
+        servers: c.network.stun_servers,
+        listenAddr: c.node.listen_addr,
+        listenPort: c.node.listen_port,
+        logger: this.log.child({ subsystem: "stun" }),
+        registry: this.metrics.registry,
+      });
+      this.stun = stun;
       this.network = createNetworkNode({
         config: c,
         privateKey: this.identity.privateKey,
@@ -142,6 +161,7 @@ export class NodeRuntime implements DashboardSource {
         version: this.opts.version,
         capabilities: CAPABILITIES[c.node.mode],
         load: () => this.loadFigures(),
+        extraAddrs: (autonatIps) => stun.advertisableAddrs(autonatIps),
       });
       const network = this.network;
       await this.lifecycle.start(
@@ -159,6 +179,8 @@ export class NodeRuntime implements DashboardSource {
           () => network.stop(),
         ),
       );
+      await this.lifecycle.start(stun);
+      stun.onChange(() => void network.publishNow().catch(() => undefined));
 
       if (c.node.mode === "dedicated") {
         this.startingReason = "starting the media engine";
@@ -270,6 +292,14 @@ export class NodeRuntime implements DashboardSource {
     return this.config.dashboard.auth_token;
   }
 
+  corsOrigins(): readonly string[] {
+    return this.config.dashboard.cors_origins;
+  }
+
+  corsRefused(reason: "origin" | "path" | "method" | "header"): void {
+    this.corsRefusedTotal?.inc({ reason });
+  }
+
   status(): StatusReport {
     const c = this.config;
     const sys = this.sampler.sample();
@@ -295,6 +325,7 @@ export class NodeRuntime implements DashboardSource {
       network: this.network ? (this.network.status() as unknown as Record<string, unknown>) : null,
       turn: masked.turn,
       stun_servers: c.network.stun_servers,
+      stun: this.stun?.endpoint ? this.stun.report() : null,
       drain:
         this.drainStartedAt === null
           ? null
@@ -516,6 +547,8 @@ export const LIVE_EFFECTS: Readonly<Record<string, LiveEffect>> = {
   "audio.jitter_max_ms": "media",
   "dashboard.auth_token": "read-on-use",
   "dashboard.auth_token_file": "read-on-use",
+  // The CORS plugin asks corsOrigins() per request.
+  "dashboard.cors_origins": "read-on-use",
 };
 
 function liveEffectOf(path: string): LiveEffect {

@@ -40,7 +40,10 @@ export interface NodeAdvertisement {
   reputation: number;
   /** Unix time in seconds (fractional: millisecond precision) when this record was signed. */
   last_seen: number;
-  /** Multiaddrs to dial, without the trailing /p2p/<peer-id> (name and shape as in seed 000). */
+  /**
+   * Multiaddrs to dial, without the trailing /p2p/<peer-id> (name and shape as in seed 000). The last entry may
+   * be the node's UDP endpoint as STUN learned it, `/ip4/<ip>/udp/<port>` (only when AutoNAT confirmed the IP).
+   */
   listen_addr: string[];
   group: string;
   labels: string[];

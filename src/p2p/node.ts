@@ -86,6 +86,8 @@ export interface NetworkNodeOptions {
   version: string;
   capabilities: string[];
   load: () => LoadFigures;
+  /** Addresses added to the advertisement, given the public IPs AutoNAT confirmed (the STUN-learned UDP endpoint). */
+  extraAddrs?: (autonatConfirmedIps: string[]) => string[];
   /** Additive: testing/embedding knobs. */
   internal?: NetworkNodeInternals;
 }
@@ -446,6 +448,15 @@ class AgoraNetworkNode implements NetworkNode {
     return [...new Set(chosen.map((ma) => stripOwnPeerId(ma.toString(), this.peerId)))].slice(0, 16);
   }
 
+  /** Appends opts.extraAddrs (after the dialable ones: clients dial the first address). */
+  private withExtraAddrs(addrs: string[]): string[] {
+    if (!this.opts.extraAddrs) return addrs;
+    const am = (this.lib as unknown as { components?: { addressManager?: { getAddressesWithMetadata(): { multiaddr: import("@multiformats/multiaddr").Multiaddr; verified: boolean }[] } } } | undefined)?.components?.addressManager;
+    const confirmed = (am?.getAddressesWithMetadata() ?? []).filter((a) => a.verified && !isCircuit(a.multiaddr) && !isPrivateAddr(a.multiaddr)).map((a) => ipOf(a.multiaddr));
+    const extra = this.opts.extraAddrs([...new Set(confirmed.filter((ip): ip is string => ip !== undefined))]);
+    return [...new Set([...addrs.slice(0, 16 - Math.min(extra.length, 4)), ...extra.slice(0, 4)])];
+  }
+
   private buildUnsigned(): UnsignedAdvertisement {
     const load = this.currentLoad();
     const uptime = Math.floor((Date.now() - this.startedAt) / 1000);
@@ -460,7 +471,7 @@ class AgoraNetworkNode implements NetworkNode {
       uptime_seconds: uptime,
       reputation: this.reputation(uptime),
       last_seen: Math.round(Date.now()) / 1000,
-      listen_addr: this.advertisedAddrs(),
+      listen_addr: this.withExtraAddrs(this.advertisedAddrs()),
       group: this.cfg.node.group,
       labels: this.cfg.node.labels.slice(0, 32),
       status,

@@ -43,7 +43,7 @@ describe("live keys", () => {
     writeFileSync(tokenB, TOKEN_B);
     const logFile = join(dir, "node.log");
     const file = join(dir, "node.toml");
-    const config = (v: { level: string; maxConn: number; maxMixers: number; drain: number; audio: string; token: string }) =>
+    const config = (v: { level: string; maxConn: number; maxMixers: number; drain: number; audio: string; token: string; cors?: string[] }) =>
       [
         "[node]",
         `max_connections = ${v.maxConn}`,
@@ -55,6 +55,7 @@ describe("live keys", () => {
         v.audio,
         "[dashboard]",
         `auth_token_file = "${v.token}"`,
+        `cors_origins = ${JSON.stringify(v.cors ?? [])}`,
         "[logging]",
         `level = "${v.level}"`,
         `file = "${logFile}"`,
@@ -84,6 +85,7 @@ describe("live keys", () => {
         drain: 1,
         audio: "top_k_speakers = 2\nshared_encode = false\nbitrate = 64000\njitter_min_ms = 30\njitter_max_ms = 300",
         token: tokenB,
+        cors: ["https://directory.example.org"],
       }),
     );
     h.proc.kill("SIGHUP");
@@ -101,6 +103,12 @@ describe("live keys", () => {
     // dashboard.auth_token_file: the old token is refused, the new one accepted.
     expect((await api(h, "/api/status", TOKEN_A)).status).toBe(401);
     const status = await (await api(h, "/api/status", TOKEN_B)).json();
+
+    // dashboard.cors_origins: a listed origin now gets its CORS answer on the read-only API.
+    const cors = await fetch(`http://127.0.0.1:${h.dashboardPort}/api/status`, {
+      headers: { authorization: `Bearer ${TOKEN_B}`, origin: "https://directory.example.org" },
+    });
+    expect(cors.headers.get("access-control-allow-origin")).toBe("https://directory.example.org");
 
     // node.max_connections: the limit, the load figure and the published advertisement.
     expect(status.limits.max_connections).toBe(42);

@@ -28,6 +28,7 @@ import { runDiscover, runJoin, runLoadgen } from "./network-commands";
 import { runStart } from "./start";
 import { runHealth, runStatus, runStop } from "./control";
 import { runIdentity } from "./identity";
+import { runVersion } from "./version";
 
 import { VERSION } from "../version";
 
@@ -151,6 +152,8 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
         return await runJoin(parsed, io);
       case "loadgen":
         return await runLoadgen(parsed, io);
+      case "version":
+        return await runVersion(parsed, io);
     }
     throw new AgoraError("USAGE", `unknown command ${parsed.command.name}`);
   } catch (err) {

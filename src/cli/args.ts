@@ -67,6 +67,7 @@ export const COMMANDS: CommandSpec[] = [
       "  --heartbeat-interval DUR, --drain-timeout DUR",
       "  --set KEY=VALUE            any config key, e.g. --set audio.top_k_speakers=4 (repeatable)",
       "Signals: SIGTERM/SIGINT drain then stop (a second one forces exit); SIGHUP reloads the config.",
+      "Windows: Ctrl-C, Ctrl-Break and closing the console drain then stop; reload with POST /api/reload.",
     ],
     positionals: { min: 0, max: 0 },
   },

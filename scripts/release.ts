@@ -180,10 +180,7 @@ function main(): void {
   if (pkg.version !== VERSION) fail(`package.json says ${pkg.version}, src/version.ts says ${VERSION}`);
   const t0 = performance.now();
   const runtimes = Object.fromEntries(opts.targets.map((t) => [t, targetRuntime(t)]));
-  if (opts.fetchOnly) {
-    for (const [t, path] of Object.entries(runtimes)) console.error(`release: ${t}: ${path}`);
-    return;
-  }
+  if (opts.fetchOnly) return; // targetRuntime said what it fetched
 
   run([process.execPath, "install", "--frozen-lockfile"], "bun install --frozen-lockfile");
   const wasm = buildWasm("wasm");

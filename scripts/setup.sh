@@ -19,7 +19,8 @@ if [ ! -x "$BUN" ] || [ "$("$BUN" --version 2>/dev/null)" != "$BUN_VERSION" ]; t
 fi
 
 # 2. apt packages: emscripten builds the wasm core; the test suite also needs chromium (dashboard in a real
-#    browser), promtool (metrics lint), iproute2 (network namespaces), systemd (unit verification).
+#    browser), promtool (metrics lint), iproute2 (network namespaces), systemd (unit verification), and for
+#    the release test qemu-user + libc6-arm64-cross (runs the linux-arm64 binary) and zip/unzip (Windows archive).
 need=()
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
 [ -f wasm/build/agora_media.wasm ] && [ -f dist/agora-node ] || have_cmd emcc || need+=(emscripten)
@@ -33,6 +34,10 @@ if [ $want_test = 1 ]; then
   have_cmd nft || need+=(nftables)
   have_cmd unshare || need+=(util-linux)
   have_cmd gcc || need+=(gcc)
+  have_cmd qemu-aarch64 || need+=(qemu-user)
+  [ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || need+=(libc6-arm64-cross)
+  have_cmd zip || need+=(zip)
+  have_cmd unzip || need+=(unzip)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
@@ -53,3 +58,9 @@ fi
 
 # 4. The wasm core and the single executable (each step skips itself when up to date).
 "$BUN" scripts/build.ts
+
+# 5. For the release test: the Bun runtimes of the other release targets (npm, sha512-checked, kept in
+#    .tools/cross/), so the test itself downloads nothing.
+if [ $want_test = 1 ]; then
+  "$BUN" scripts/release.ts --fetch-only --targets linux-arm64,darwin-arm64,darwin-x64,windows-x64
+fi

@@ -220,6 +220,14 @@ describe("linux-arm64 under qemu-user", () => {
   }, 300_000);
 });
 
+test("a second build from the same commit is byte-identical (reproducible archives)", async () => {
+  const again = tempDir("agora-release-again-");
+  const r = await run([process.execPath, join(ROOT, "scripts", "release.ts"), "--targets", "linux-arm64", "--out", again, "--level", "1"], { timeoutMs: 300_000 });
+  expect(r.code).toBe(0);
+  const second = JSON.parse(readFileSync(join(again, VERSION, "manifest.json"), "utf8")) as Manifest;
+  expect(second.targets[0]!.sha256).toBe(target("linux-arm64").sha256);
+}, 300_000);
+
 test("release.ts rejects unknown targets with the list of valid ones", async () => {
   const r = await run([process.execPath, join(ROOT, "scripts", "release.ts"), "--targets", "linux-x64,amiga-m68k", "--out", out]);
   expect(r.code).toBe(2);

@@ -1,5 +1,6 @@
 import { expect, test } from "bun:test";
 import { main } from "../../src/cli";
+import { stopCaveat } from "../../src/cli/control";
 import { signalPlan } from "../../src/cli/start";
 
 test("Windows: Ctrl-C (SIGINT), Ctrl-Break (SIGBREAK) and console close (SIGHUP) drain; nothing reloads by signal", () => {
@@ -20,4 +21,11 @@ test("start --help says how to stop and reload on Windows", async () => {
   const out: string[] = [];
   expect(await main(["start", "--help"], { out: (s) => void out.push(s), err: () => undefined, env: {} })).toBe(0);
   expect(out.join("\n")).toContain("Windows: Ctrl-C, Ctrl-Break and closing the console drain then stop; reload with POST /api/reload.");
+});
+
+test("stop on Windows says it cannot drain (no SIGTERM there) and how to drain instead", () => {
+  expect(stopCaveat("win32")).toContain("without draining");
+  expect(stopCaveat("win32")).toContain("POST /api/drain");
+  expect(stopCaveat("linux")).toBeUndefined();
+  expect(stopCaveat("darwin")).toBeUndefined();
 });

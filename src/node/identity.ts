@@ -1,7 +1,8 @@
 /**
  * The node's Ed25519 libp2p identity, persisted as the libp2p protobuf private-key encoding (the format
- * Kubo and js-libp2p use), mode 0600 (where the OS has POSIX modes: see permissions.ts). A corrupt or unreadable file is an error and is never overwritten:
- * replacing it would silently change the node's PeerId and orphan its DHT records.
+ * Kubo and js-libp2p use), mode 0600 (where the OS has POSIX modes: see permissions.ts). A corrupt or
+ * unreadable file is an error and is never overwritten: replacing it would silently change the node's
+ * PeerId and orphan its DHT records.
  */
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from "@libp2p/crypto/keys";

@@ -4,8 +4,8 @@
  * temp directory, at deflate level 1 to keep the test short. linux-x64 is the binary every other
  * integration test runs. Needs qemu-user, libc6-arm64-cross and zip/unzip (scripts/setup.sh --test).
  */
-import { beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Manifest } from "../../scripts/release";
 import { VERSION } from "../../src/version";
@@ -53,6 +53,12 @@ beforeAll(async () => {
     if (x.code !== 0) throw new Error(`unpacking ${t.archive}: ${x.stderr}`);
   }
 }, 600_000);
+
+// Several hundred MiB of archives and executables: removed as soon as the file is done, not at exit.
+const bulky: string[] = [out, unpacked];
+afterAll(() => {
+  for (const d of bulky) rmSync(d, { recursive: true, force: true });
+});
 
 describe("release directory", () => {
   test("sha256sum -c SHA256SUMS verifies every archive and the manifest", async () => {
@@ -222,6 +228,7 @@ describe("linux-arm64 under qemu-user", () => {
 
 test("a second build from the same commit is byte-identical (reproducible archives)", async () => {
   const again = tempDir("agora-release-again-");
+  bulky.push(again);
   const r = await run([process.execPath, join(ROOT, "scripts", "release.ts"), "--targets", "linux-arm64", "--out", again, "--level", "1"], { timeoutMs: 300_000 });
   expect(r.code).toBe(0);
   const second = JSON.parse(readFileSync(join(again, VERSION, "manifest.json"), "utf8")) as Manifest;

@@ -2,21 +2,14 @@
  * Builds dist/agora-node: the wasm media core (wasm/build.sh, itself idempotent), then ONE executable with
  * `bun build --compile` holding the CLI, the node, the dashboard, the media worker and the embedded .wasm.
  * Skips the compile when the binary is newer than every input. `--force` rebuilds.
+ * scripts/release.ts builds the same executable for every release target (scripts/lib/compile.ts).
  */
 import { existsSync, readdirSync, statSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
+import { buildWasm, compileExecutable, gitCommit, ROOT } from "./lib/compile";
 
-const root = resolve(import.meta.dir, "..");
-const out = join(root, "dist", "agora-node");
+const out = join(ROOT, "dist", "agora-node");
 const force = process.argv.includes("--force");
-
-function run(cmd: string[], what: string): void {
-  const r = Bun.spawnSync(cmd, { cwd: root, stdout: "inherit", stderr: "inherit" });
-  if (r.exitCode !== 0) {
-    console.error(`build: ${what} failed (exit ${r.exitCode}): ${cmd.join(" ")}`);
-    process.exit(1);
-  }
-}
 
 function newestMtime(path: string): number {
   if (!existsSync(path)) return 0;
@@ -27,17 +20,13 @@ function newestMtime(path: string): number {
   return newest;
 }
 
-run(["bash", join(root, "wasm", "build.sh")], "the wasm media core");
+buildWasm("all");
 
-const inputs = ["src", "package.json", "bun.lock", "patches", "wasm/build/agora_media.wasm"].map((p) => newestMtime(join(root, p)));
+const inputs = ["src", "package.json", "bun.lock", "patches", "wasm/build/agora_media.wasm"].map((p) => newestMtime(join(ROOT, p)));
 if (!force && existsSync(out) && statSync(out).mtimeMs > Math.max(...inputs)) {
   console.error(`build: ${out} is up to date`);
   process.exit(0);
 }
 const t0 = performance.now();
-run(
-  [process.execPath, "build", "--compile", "--minify-syntax", "--minify-whitespace", "--sourcemap=none",
-    "src/main.ts", "src/audio/worker.ts", "--outfile", out],
-  "bun build --compile",
-);
+compileExecutable({ outfile: out, commit: gitCommit() });
 console.error(`build: wrote ${out} (${(statSync(out).size / 1048576).toFixed(1)} MiB) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

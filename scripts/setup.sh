@@ -21,7 +21,8 @@ fi
 # 2. apt packages: emscripten builds the wasm core; the test suite also needs chromium (dashboard in a real
 #    browser), promtool (metrics lint), iproute2 (network namespaces), systemd (unit verification), python3
 #    (the receiving side of the systemd notify socket), coturn (a real STUN server; the tests run it
-#    STUN-only as a child process).
+#    STUN-only as a child process), and for the release test qemu-user + libc6-arm64-cross (runs the
+#    linux-arm64 binary) and zip/unzip (Windows archive).
 need=()
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
 [ -f wasm/build/agora_media.wasm ] && [ -f dist/agora-node ] || have_cmd emcc || need+=(emscripten)
@@ -37,6 +38,10 @@ if [ $want_test = 1 ]; then
   have_cmd gcc || need+=(gcc)
   [ -x /usr/bin/python3 ] || need+=(python3)   # the systemd notify-socket test listens with it
   have_cmd turnserver || need+=(coturn)
+  have_cmd qemu-aarch64 || need+=(qemu-user)
+  [ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || need+=(libc6-arm64-cross)
+  have_cmd zip || need+=(zip)
+  have_cmd unzip || need+=(unzip)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
@@ -57,3 +62,9 @@ fi
 
 # 4. The wasm core and the single executable (each step skips itself when up to date).
 "$BUN" scripts/build.ts
+
+# 5. For the release test: the Bun runtimes of the other release targets (npm, sha512-checked, kept in
+#    .tools/cross/), so the test itself downloads nothing.
+if [ $want_test = 1 ]; then
+  "$BUN" scripts/release.ts --fetch-only --targets linux-arm64,darwin-arm64,darwin-x64,windows-x64
+fi

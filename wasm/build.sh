@@ -94,7 +94,8 @@ opus_sources() {
 
 # Float build (the default libopus configuration), no CPU-specific intrinsics, so wasm and native
 # compile exactly the same C. VAR_ARRAYS: C99 VLAs for scratch, as ./configure picks on modern compilers.
-OPUS_DEFS=(-DOPUS_BUILD -DVAR_ARRAYS -DHAVE_LRINT -DHAVE_LRINTF -DNDEBUG)
+# PACKAGE_VERSION: what ./configure defines; opus_get_version_string() (`agora-node version`) reports it.
+OPUS_DEFS=(-DOPUS_BUILD -DVAR_ARRAYS -DHAVE_LRINT -DHAVE_LRINTF -DNDEBUG "-DPACKAGE_VERSION=\"$OPUS_VERSION\"")
 OPUS_INCS=(-I"$OPUS/include" -I"$OPUS/celt" -I"$OPUS/silk" -I"$OPUS/silk/float" -I"$OPUS/src")
 CORE_SOURCES=(room.c jitter.c limiter.c codec.c)
 

@@ -62,6 +62,7 @@ interface CoreExports {
   _initialize?: () => void;
   am_alloc(bytes: number): number;
   am_free(ptr: number): void;
+  am_opus_version(): number;
   am_enc_create(bitrate: number, complexity: number, fec: number): number;
   am_enc_set_bitrate(enc: number, bitrate: number): number;
   am_enc_encode(enc: number, pcm: number, out: number, maxLen: number): number;
@@ -182,6 +183,15 @@ export class MediaCore {
 
   free(ptr: number): void {
     if (ptr) this.x.am_free(ptr);
+  }
+
+  /** The linked libopus's version, e.g. "1.3.1" (opus_get_version_string without its "libopus " prefix). */
+  opusVersion(): string {
+    const heap = this.heapU8();
+    const start = this.x.am_opus_version();
+    let end = start;
+    while (end < heap.length && heap[end] !== 0 && end - start < 256) end++;
+    return new TextDecoder().decode(heap.subarray(start, end)).replace(/^libopus /, "");
   }
 
   /** Copies a packet into the scratch area; returns its pointer. */
@@ -345,4 +355,9 @@ export class CoreRoom {
     this.destroyed = true;
     this.core.x.am_room_destroy(this.ptr);
   }
+}
+
+/** The libopus version of the embedded core (`agora-node version`): one throwaway instance, no worker. */
+export async function libopusVersion(): Promise<string> {
+  return (await MediaCore.create()).opusVersion();
 }

@@ -30,7 +30,7 @@ import { WorkerSupervisor, type WorkerGeneration } from "./supervisor";
 import type { AudioFrame, FrameSink, MediaEngine, MediaEngineOptions, MediaSettings, RoomStats } from "./types";
 import type { CrashMode, TickReport, ToWorkerRequest, WorkerRoomStats, WorkerSettings } from "./worker-protocol";
 
-export { resolveWorkerUrl } from "./supervisor";
+export { embeddedRoot, resolveWorkerUrl } from "./supervisor";
 
 export interface WorkerMediaEngineOptions extends MediaEngineOptions {
   /** Opus encoder complexity 0..10 of the mixes (default 10, libopus's default). */

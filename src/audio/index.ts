@@ -8,7 +8,7 @@ import type { MediaEngine, MediaEngineOptions } from "./types";
 export type { AudioFrame, FrameSink, MediaEngine, MediaEngineOptions, MediaSettings, ParticipantStats, RoomStats } from "./types";
 export { WorkerMediaEngine, resolveWorkerUrl, type WorkerMediaEngineOptions } from "./engine";
 export { createOpusCodec, type OpusCodec, type OpusDecoder, type OpusEncoder, type OpusEncoderOptions } from "./codec";
-export { CoreRoom, MediaCore, PushResult, MAX_PACKET, type RoomConfig } from "./core";
+export { CoreRoom, libopusVersion, MediaCore, PushResult, MAX_PACKET, type RoomConfig } from "./core";
 export { mediaMetrics, type MediaMetrics } from "./metrics";
 
 /** Creates the media engine (a supervised Bun Worker running the wasm mixer). Call start() before use. */

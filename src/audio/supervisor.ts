@@ -31,14 +31,24 @@ const WATCHDOG_PERIOD_MS = 100;
 const CRASH_LOOP_WINDOW_MS = 5_000;
 const MAX_BACKOFF_MS = 5_000;
 
+/**
+ * The root of the files a compiled executable embeds, from a module URL inside it: /$bunfs/root on Linux
+ * and macOS, B:/~BUN/root on Windows. Undefined when running from source.
+ */
+export function embeddedRoot(moduleUrl: string): string | undefined {
+  if (moduleUrl.includes("/$bunfs/")) return "/$bunfs/root";
+  if (/(^|\/)B:[\\/]~BUN[\\/]/i.test(moduleUrl)) return "B:/~BUN/root";
+  return undefined;
+}
+
 /** Where the worker entry is: next to this file under bun run/test; inside a compiled executable, the
- * copy `bun build --compile … src/audio/worker.ts` embedded (…/audio/worker.js in the /$bunfs tree).
+ * copy `bun build --compile … src/audio/worker.ts` embedded (…/audio/worker.js under embeddedRoot).
  * The environment variable AGORA_MEDIA_WORKER overrides both (a path or URL). */
 export function resolveWorkerUrl(): string {
   const override = process.env.AGORA_MEDIA_WORKER;
   if (override) return override;
-  if (!import.meta.url.includes("/$bunfs/")) return new URL("./worker.ts", import.meta.url).href;
-  const root = "/$bunfs/root";
+  const root = embeddedRoot(import.meta.url);
+  if (!root) return new URL("./worker.ts", import.meta.url).href;
   let found: string | undefined;
   try {
     const entries = readdirSync(root, { recursive: true }) as string[];

@@ -73,6 +73,7 @@ export const COMMANDS: CommandSpec[] = [
       "  --heartbeat-interval DUR, --drain-timeout DUR",
       "  --set KEY=VALUE            any config key, e.g. --set audio.top_k_speakers=4 (repeatable)",
       "Signals: SIGTERM/SIGINT drain then stop (a second one forces exit); SIGHUP reloads the config.",
+      "Windows: Ctrl-C, Ctrl-Break and closing the console drain then stop; reload with POST /api/reload.",
     ],
     positionals: { min: 0, max: 0 },
   },
@@ -182,6 +183,14 @@ export const COMMANDS: CommandSpec[] = [
     positionals: { min: 0, max: 0 },
   },
   {
+    name: "version",
+    summary: "print the version, commit, target, bun and libopus versions",
+    usage: "agora-node version [--json]",
+    options: { ...HELP_OPT, json: { type: "boolean" } },
+    help: ["  --json   one JSON object: version, commit, target, bun, libopus"],
+    positionals: { min: 0, max: 0 },
+  },
+  {
     name: "loadgen",
     summary: "drive many participants against a node (benchmarks, soaks)",
     usage: "agora-node loadgen --node MULTIADDR --rooms N --participants M --duration S [--json]",
@@ -199,7 +208,7 @@ export interface Parsed {
 
 export function parseCommand(argv: string[]): Parsed | { help: true } | { version: true } {
   const first = argv[0];
-  if (first === "--version" || first === "-V" || first === "version") return { version: true };
+  if (first === "--version" || first === "-V") return { version: true };
   if (first === undefined || first === "--help" || first === "-h" || first === "help") {
     if (first === "help" && argv[1]) return parseCommand([argv[1], "--help"]);
     return { help: true };
@@ -246,7 +255,7 @@ export function mainHelp(version: string): string {
     "commands:",
     ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
     "",
-    "  --version            print the version",
+    "  --version            print the version number (agora-node version: commit, target, libopus too)",
     "  agora-node <command> --help   help on one command",
     "",
     "exit codes: 0 ok, 1 runtime failure, 2 usage or config error",

@@ -70,6 +70,16 @@ function drainProgress(p: Parsed, io: Io): { poll(): Promise<void> } | undefined
   };
 }
 
+/**
+ * Windows has no SIGTERM: process.kill() there ends the process at once (TerminateProcess), skipping the
+ * drain. `stop` still works, but says so and how to drain instead.
+ */
+export function stopCaveat(platform: NodeJS.Platform = process.platform): string | undefined {
+  return platform === "win32"
+    ? "on Windows this ends the node at once, without draining its rooms; to drain first, POST /api/drain (or press Ctrl-C in the node's console) and stop it once it is idle"
+    : undefined;
+}
+
 export async function runStop(p: Parsed, io: Io): Promise<number> {
   const loaded = typeof p.values["pid-file"] === "string" ? undefined : loadForCommand(p.values, io.env);
   const pidFile = typeof p.values["pid-file"] === "string" ? p.values["pid-file"] : loaded!.config.node.pid_file;
@@ -79,6 +89,8 @@ export async function runStop(p: Parsed, io: Io): Promise<number> {
     io.out(`agora-node is not running (${pid === undefined ? `no PID file at ${pidFile}` : `stale PID file ${pidFile} names pid ${pid}, which is not running`}); nothing to stop`);
     return EXIT_OK;
   }
+  const caveat = stopCaveat();
+  if (caveat) io.err(`agora-node stop: ${caveat}`);
   try {
     process.kill(pid, "SIGTERM");
   } catch (err) {

@@ -25,6 +25,7 @@ import { runIdentity } from "./identity";
 import { defaultIo, flagOverrides, type Io, loadForCommand } from "./context";
 
 export { flagOverrides, type Io, loadForCommand };
+import { runVersion } from "./version";
 
 import { VERSION } from "../version";
 
@@ -116,6 +117,8 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
         return await runJoin(parsed, io);
       case "loadgen":
         return await runLoadgen(parsed, io);
+      case "version":
+        return await runVersion(parsed, io);
     }
     throw new AgoraError("USAGE", `unknown command ${parsed.command.name}`);
   } catch (err) {

@@ -1,9 +1,20 @@
-/** `agora-node start`: runs the node until SIGTERM/SIGINT (graceful drain) or a second signal (forced). */
+/** `agora-node start`: runs the node until a stop signal (graceful drain) or a second one (forced); see signalPlan. */
 import { formatIssue } from "../errors";
 import { createLogger, type LogLevel } from "../log";
 import { NodeRuntime } from "../node";
 import { EXIT_FAILURE, EXIT_OK, type Parsed } from "./args";
 import { flagOverrides, type Io, loadForCommand } from "./context";
+
+/**
+ * Which signals drain and stop the node, and which reload its config, on each OS. Windows delivers no
+ * SIGTERM: Ctrl-C is SIGINT, Ctrl-Break SIGBREAK, and closing the console SIGHUP (Windows then kills the
+ * process about 10 s later, so a longer drain is cut short there). So SIGHUP stops there, and reload is
+ * `POST /api/reload` (the same reload the dashboard and systemctl reload use).
+ */
+export function signalPlan(platform: NodeJS.Platform = process.platform): { stop: NodeJS.Signals[]; reload: NodeJS.Signals[] } {
+  if (platform === "win32") return { stop: ["SIGINT", "SIGBREAK", "SIGHUP", "SIGTERM"], reload: [] };
+  return { stop: ["SIGTERM", "SIGINT"], reload: ["SIGHUP"] };
+}
 
 const TRANSIENT_SOCKET_ERRORS = new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNREFUSED", "ECONNABORTED", "EHOSTUNREACH", "ENETUNREACH", "ABORT_ERR", "ERR_STREAM_DESTROYED"]);
 
@@ -42,13 +53,19 @@ export async function runStart(p: Parsed, io: Io, version: string): Promise<numb
         done(EXIT_FAILURE);
       });
   };
-  const onTerm = () => onStop("SIGTERM");
-  const onInt = () => onStop("SIGINT");
-  const onHup = () => {
+  const onReload = (signal: string) => {
     // logrotate renames the file and sends SIGHUP: from here on, lines go to a new file of the same name.
     logs.reopen();
-    log.info({ signal: "SIGHUP" }, "reloading the configuration");
+    log.info({ signal }, "reloading the configuration");
     void runtime.reload();
+  };
+  const plan = signalPlan();
+  const handlers = [
+    ...plan.stop.map((signal) => [signal, () => onStop(signal)] as const),
+    ...plan.reload.map((signal) => [signal, () => onReload(signal)] as const),
+  ];
+  const offSignals = () => {
+    for (const [signal, handler] of handlers) process.off(signal, handler);
   };
   // Last line of defence. A socket error that escaped its owner (a peer resetting a connection mid-write)
   // must not end every call on the node: log it and go on. Anything else leaves the process in an unknown
@@ -66,26 +83,20 @@ export async function runStart(p: Parsed, io: Io, version: string): Promise<numb
   const onRejection = (reason: unknown) => {
     log.error({ err: reason instanceof Error ? reason.message : String(reason) }, "unhandled promise rejection");
   };
-  process.on("SIGTERM", onTerm);
-  process.on("SIGINT", onInt);
-  process.on("SIGHUP", onHup);
+  for (const [signal, handler] of handlers) process.on(signal, handler);
   process.on("uncaughtException", onUncaught);
   process.on("unhandledRejection", onRejection);
 
   try {
     await runtime.start();
   } catch (err) {
-    process.off("SIGTERM", onTerm);
-    process.off("SIGINT", onInt);
-    process.off("SIGHUP", onHup);
+    offSignals();
     log.fatal({ code: (err as { code?: string }).code, err: (err as Error).message }, "failed to start");
     logs.close();
     throw err;
   }
   const code = await finished;
-  process.off("SIGTERM", onTerm);
-  process.off("SIGINT", onInt);
-  process.off("SIGHUP", onHup);
+  offSignals();
   logs.close();
   return code;
 }

@@ -5,7 +5,7 @@
  */
 import { homedir, hostname } from "node:os";
 import { isIP } from "node:net";
-import { join } from "node:path";
+import { join, win32 as win32Path } from "node:path";
 import { LABEL_PATTERN, REGION_TOKEN_PATTERN } from "../protocol";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { multiaddr } from "@multiformats/multiaddr";
@@ -46,25 +46,72 @@ const TOKEN = REGION_TOKEN_PATTERN;
 const LABEL = LABEL_PATTERN;
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/;
 
-function isRoot(): boolean {
-  return typeof process.getuid === "function" && process.getuid() === 0;
+/** What the data-directory default depends on; injectable so every OS's rule is testable on any OS. */
+export interface HostInfo {
+  platform: NodeJS.Platform;
+  env: Record<string, string | undefined>;
+  /** root on POSIX; an elevated administrator (or a service account) on Windows */
+  isAdmin: () => boolean;
+  homedir: () => string;
 }
 
-/** Where state lives when no data_dir is configured: the FHS location for a service, the XDG one for a user. */
-export function defaultDataDir(): string {
-  if (isRoot()) return "/var/lib/agora";
-  const xdg = process.env.XDG_DATA_HOME;
-  if (xdg && xdg.startsWith("/")) return join(xdg, "agora-node");
-  let home = process.env.HOME;
-  if (!home) {
-    // A bare uid in a container may have neither HOME nor a passwd entry: homedir() then throws.
-    try {
-      home = homedir();
-    } catch {
-      return "/var/lib/agora";
-    }
+/**
+ * Windows has no uid: `net session` succeeds only in an elevated process (the probe the is-admin family of
+ * packages uses; not worth a dependency for one spawn). Only run when data_dir is not configured.
+ */
+function windowsElevated(): boolean {
+  try {
+    return Bun.spawnSync(["net", "session"], { stdout: "ignore", stderr: "ignore", timeout: 3000 }).exitCode === 0;
+  } catch {
+    return false;
   }
-  return join(home, ".local", "share", "agora-node");
+}
+
+let elevated: boolean | undefined;
+export function currentHost(): HostInfo {
+  return {
+    platform: process.platform,
+    env: process.env,
+    isAdmin: () =>
+      process.platform === "win32" ? (elevated ??= windowsElevated()) : typeof process.getuid === "function" && process.getuid() === 0,
+    homedir,
+  };
+}
+
+/**
+ * Where state lives when no data_dir is configured, by each OS's convention:
+ *   Linux (and other POSIX): root → /var/lib/agora (FHS, the systemd unit), else $XDG_DATA_HOME/agora-node
+ *     or ~/.local/share/agora-node;
+ *   macOS: root → /Library/Application Support/agora-node, else ~/Library/Application Support/agora-node;
+ *   Windows: administrator → %ProgramData%\agora, else %LOCALAPPDATA%\agora-node.
+ */
+export function defaultDataDir(host: HostInfo = currentHost()): string {
+  const { env } = host;
+  // A bare uid in a container may have neither HOME nor a passwd entry: homedir() then throws.
+  const home = (): string | undefined => {
+    try {
+      return host.homedir() || undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  if (host.platform === "win32") {
+    const programData = env.ProgramData || env.ALLUSERSPROFILE || "C:\\ProgramData";
+    if (host.isAdmin()) return win32Path.join(programData, "agora");
+    const profile = env.USERPROFILE || home();
+    const local = env.LOCALAPPDATA || (profile ? win32Path.join(profile, "AppData", "Local") : undefined);
+    return local ? win32Path.join(local, "agora-node") : win32Path.join(programData, "agora");
+  }
+  if (host.platform === "darwin") {
+    if (host.isAdmin()) return "/Library/Application Support/agora-node";
+    const h = env.HOME || home();
+    return h ? join(h, "Library", "Application Support", "agora-node") : "/Library/Application Support/agora-node";
+  }
+  if (host.isAdmin()) return "/var/lib/agora";
+  const xdg = env.XDG_DATA_HOME;
+  if (xdg && xdg.startsWith("/")) return join(xdg, "agora-node");
+  const h = env.HOME || home();
+  return h ? join(h, ".local", "share", "agora-node") : "/var/lib/agora";
 }
 
 /** Components whose value the config checks itself, so each problem gets its own message. */
@@ -145,7 +192,7 @@ const SCHEMA_TABLE = [
     doc: "Free-form labels advertised with the node." },
   { section: "node", key: "drain_timeout", type: { kind: "duration", min: 0, max: 86400, unit: "s" }, default: 30, live: true,
     doc: "On SIGTERM/SIGINT, how long to wait for rooms to empty before stopping (seconds, or a string like \"2m\")." },
-  { section: "node", key: "data_dir", type: { kind: "string", maxLength: 4096 }, default: defaultDataDir, example: '"/var/lib/agora"',
+  { section: "node", key: "data_dir", type: { kind: "string", maxLength: 4096 }, default: () => defaultDataDir(), example: '"/var/lib/agora"',
     doc: "Directory for persistent state: identity, known peers, PID file. Default: /var/lib/agora as root, else ~/.local/share/agora-node." },
   { section: "node", key: "pid_file", type: { kind: "string", maxLength: 4096 }, default: "",
     doc: "PID file; empty means <data_dir>/agora-node.pid." },

@@ -6,6 +6,7 @@
 import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import { AgoraError } from "../errors";
+import { hasPosixModes, unrestrictedWarning } from "./permissions";
 
 export function readPid(pidFile: string): number | undefined {
   try {
@@ -41,11 +42,16 @@ export interface PidLock {
   pidFile: string;
   /** A stale PID file was replaced. */
   replacedStale?: number;
+  /** Set where the data directory cannot be restricted to 0700 (no POSIX modes: Windows). */
+  permissionWarning?: string;
   release(): void;
 }
 
-export function acquirePidLock(pidFile: string, dataDir: string): PidLock {
+/** `platform` is injectable so the no-POSIX-modes path is testable anywhere. */
+export function acquirePidLock(pidFile: string, dataDir: string, platform: NodeJS.Platform = process.platform): PidLock {
   mkdirSync(dirname(pidFile), { recursive: true, mode: 0o700 });
+  // The PID file itself is meant to be world-readable; what the 0700 protects is the directory it lives in.
+  const permissionWarning = hasPosixModes(platform) ? undefined : unrestrictedWarning("data directory", dataDir, 0o700, platform);
   let replacedStale: number | undefined;
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
@@ -55,6 +61,7 @@ export function acquirePidLock(pidFile: string, dataDir: string): PidLock {
       return {
         pidFile,
         replacedStale,
+        permissionWarning,
         release() {
           if (readPid(pidFile) === process.pid) {
             try {

@@ -111,6 +111,7 @@ export class NodeRuntime implements DashboardSource {
             this.pidLock = acquirePidLock(c.node.pid_file, c.node.data_dir);
             if (this.pidLock.replacedStale !== undefined)
               this.log.warn({ pid_file: c.node.pid_file, stale_pid: this.pidLock.replacedStale }, "replaced a stale PID file");
+            if (this.pidLock.permissionWarning) this.log.warn({ data_dir: c.node.data_dir }, this.pidLock.permissionWarning);
           },
           () => this.pidLock?.release(),
         ),

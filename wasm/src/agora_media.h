@@ -95,6 +95,8 @@ AM_API void am_dec_destroy(void *dec);
 AM_API int am_packet_samples(const uint8_t *data, int len);
 AM_API void *am_alloc(int bytes);
 AM_API void am_free(void *p);
+/* The linked libopus's version string ("libopus 1.3.1"), NUL-terminated, static: `agora-node version`. */
+AM_API const char *am_opus_version(void);
 
 /* ---- rooms ---- */
 AM_API AmRoom *am_room_create(void);

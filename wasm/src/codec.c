@@ -10,6 +10,7 @@
 
 void *am_alloc(int bytes) { return bytes > 0 ? malloc((size_t)bytes) : NULL; }
 void am_free(void *p) { free(p); }
+const char *am_opus_version(void) { return opus_get_version_string(); }
 
 void *am_enc_create(int bitrate, int complexity, int fec) {
   if (bitrate < 6000 || bitrate > 510000 || complexity < 0 || complexity > 10) return NULL;

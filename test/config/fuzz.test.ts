@@ -8,18 +8,10 @@ import { join } from "node:path";
 import { loadConfig, SCHEMA } from "../../src/config";
 import { AgoraError } from "../../src/errors";
 import { tempDir } from "../helpers/node-process";
+import { seededRandom } from "../../src/client";
 
-/** Small deterministic PRNG so a failing case can be reproduced from its index. */
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG (the client's), so a failing case can be reproduced from its index. */
+const rng = seededRandom;
 
 const VALUES = ['"x"', "1", "-1", "70000", "1.5", "true", "nan", "inf", "[]", '["a", 1]', "{a=1}", '"""multi"""', "1979-05-27", '"\\u0000"', "0x10", '"' + "a".repeat(5000) + '"', "[[]]", '"/ip4/1.2.3.4/tcp/1"', '"0.0.0.0"', '"30s"'];
 const BROKEN = ["[", "]", "=", '"', "[[x]]", "[node", "a.b.c = 1", "= 3", "\u0000", "\ud800", "key = ", "[node]\n[node]", "x = 1\nx = 2", "\\", "'''", "#\n#", "[ node ]", "🎙 = 1"];

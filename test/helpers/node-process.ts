@@ -124,18 +124,7 @@ export async function startNode(opts: StartOptions = {}): Promise<NodeHandle> {
       stderr: "pipe",
     },
   );
-  let captured = "";
-  const pump = async (s: ReadableStream<Uint8Array>) => {
-    const dec = new TextDecoder();
-    const reader = s.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      captured += dec.decode(value, { stream: true });
-    }
-  };
-  void pump(proc.stdout);
-  void pump(proc.stderr);
+  const captured = captureOutput(proc);
   const dashboardUrl = `http://${host}:${dashboardPort}`;
   let cachedStatus: { peer_id: string } | undefined;
   const handle: NodeHandle = {
@@ -146,7 +135,7 @@ export async function startNode(opts: StartOptions = {}): Promise<NodeHandle> {
     metricsPort,
     dashboardUrl,
     metricsUrl: `http://${host}:${metricsPort}/metrics`,
-    logs: () => captured,
+    logs: captured,
     exited: proc.exited,
     async peerId() {
       if (!cachedStatus) {
@@ -203,4 +192,21 @@ export async function eventually<T>(check: () => Promise<T | undefined | false> 
     await Bun.sleep(intervalMs);
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ""}`);
+}
+
+/** Collects a child's stdout and stderr as they arrive; the returned function gives everything so far. */
+export function captureOutput(proc: { stdout: ReadableStream<Uint8Array>; stderr: ReadableStream<Uint8Array> }): () => string {
+  let text = "";
+  const pump = async (s: ReadableStream<Uint8Array>) => {
+    const dec = new TextDecoder();
+    const reader = s.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += dec.decode(value, { stream: true });
+    }
+  };
+  void pump(proc.stdout);
+  void pump(proc.stderr);
+  return () => text;
 }

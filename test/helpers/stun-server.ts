@@ -5,7 +5,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { bindUdp, decodeResponse, encodeBindingRequest } from "../../src/stun";
-import { tempDir } from "./node-process";
+import { captureOutput, tempDir } from "./node-process";
 
 export const TURNSERVER = "/usr/bin/turnserver";
 
@@ -40,22 +40,12 @@ export async function startCoturn(opts: { host?: string; port: number; exec?: st
     ],
     { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
   );
-  let captured = "";
-  for (const s of [proc.stdout, proc.stderr])
-    void (async () => {
-      const dec = new TextDecoder();
-      const reader = s.getReader();
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        captured += dec.decode(value, { stream: true });
-      }
-    })();
+  const captured = captureOutput(proc);
   const handle: StunServerHandle = {
     host,
     port: opts.port,
     label: `${host}:${opts.port}`,
-    logs: () => captured,
+    logs: captured,
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGTERM");
       const t = setTimeout(() => proc.kill("SIGKILL"), 5_000);
@@ -76,8 +66,8 @@ export async function startCoturn(opts: { host?: string; port: number; exec?: st
         } catch {}
       });
       while (!answered) {
-        if (proc.exitCode !== null) throw new Error(`turnserver exited (${proc.exitCode}): ${captured.slice(-2000)}`);
-        if (Date.now() > deadline) throw new Error(`turnserver did not answer on ${handle.label}: ${captured.slice(-2000)}`);
+        if (proc.exitCode !== null) throw new Error(`turnserver exited (${proc.exitCode}): ${captured().slice(-2000)}`);
+        if (Date.now() > deadline) throw new Error(`turnserver did not answer on ${handle.label}: ${captured().slice(-2000)}`);
         probe.send(encodeBindingRequest(crypto.getRandomValues(new Uint8Array(12))), { address: host, port: opts.port });
         await Bun.sleep(50);
       }

@@ -9,7 +9,7 @@ import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs
 import { join } from "node:path";
 import type { Manifest } from "../../scripts/release";
 import { VERSION } from "../../src/version";
-import { eventually, freePort, ROOT, tempDir } from "../helpers/node-process";
+import { captureOutput, eventually, freePort, ROOT, tempDir } from "../helpers/node-process";
 
 const TARGETS = ["linux-arm64", "darwin-arm64", "darwin-x64", "windows-x64"];
 const QEMU = ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"];
@@ -184,36 +184,25 @@ describe("linux-arm64 under qemu-user", () => {
       [...QEMU, bin(), "start", "--data-dir", dataDir, "--listen-addr", "127.0.0.1", "--listen-port", String(p2p), "--dashboard-port", String(dashboard), "--metrics-port", String(metrics), "--log-format", "json"],
       { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dataDir }, stdin: "ignore", stdout: "pipe", stderr: "pipe" },
     );
-    let logs = "";
-    const pump = async (s: ReadableStream<Uint8Array>) => {
-      const reader = s.getReader();
-      const dec = new TextDecoder();
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        logs += dec.decode(value, { stream: true });
-      }
-    };
-    void pump(proc.stdout);
-    void pump(proc.stderr);
+    const output = captureOutput(proc);
     try {
       // Emulation is several times slower than native: a generous deadline, polled.
       await eventually(
         async () => {
-          if (proc.exitCode !== null) throw new Error(`exited ${proc.exitCode} before /health answered:\n${logs}`);
+          if (proc.exitCode !== null) throw new Error(`exited ${proc.exitCode} before /health answered:\n${output()}`);
           const r = await fetch(`http://127.0.0.1:${dashboard}/health`, { signal: AbortSignal.timeout(2000) }).catch(() => undefined);
           return r?.status === 200;
         },
         150_000,
-        `/health 200 from the arm64 node\n${logs}`,
+        `/health 200 from the arm64 node\n${output()}`,
         200,
       ).catch((err) => {
-        if (proc.exitCode !== null) throw new Error(`the arm64 node exited ${proc.exitCode}:\n${logs}`);
+        if (proc.exitCode !== null) throw new Error(`the arm64 node exited ${proc.exitCode}:\n${output()}`);
         throw err;
       });
       console.log(`linux-arm64 under qemu: start → /health 200 in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-      expect(logs).toContain("agora-node ready");
-      expect(logs).toContain("media engine started");
+      expect(output()).toContain("agora-node ready");
+      expect(output()).toContain("media engine started");
       const ts = performance.now();
       proc.kill("SIGTERM");
       const code = await Promise.race([proc.exited, Bun.sleep(90_000).then(() => "timeout" as const)]);

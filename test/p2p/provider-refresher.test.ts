@@ -67,8 +67,9 @@ describe("provider refresher service", () => {
     expect(calls.every((c) => c.signal!.aborted)).toBe(true);
     await svc.stop();
     await settle();
-    await clock.advance(10_000);
+    await clock.advance(100_000); // past the round's own 60 s timeout too
     expect(calls.length).toBe(NAMESPACES.length);
+    expect(clock.pendingTimers()).toBe(0);
   });
 
   test("a round that overruns its timeout is aborted, and the next one still runs", async () => {

@@ -116,6 +116,7 @@ describe("relay auto-listen service (relay client 'auto')", () => {
     svc.stop();
     await clock.advance(10_000);
     expect(svc.checks()).toBe(0);
+    expect(clock.pendingTimers()).toBe(0);
     expect(state.listened).toEqual([]);
   });
 });

@@ -4,9 +4,11 @@
  */
 import { jest } from "bun:test";
 
-export function useVirtualTime(): { advance(ms: number): Promise<void>; restore(): void } {
+export function useVirtualTime(): { advance(ms: number): Promise<void>; pendingTimers(): number; restore(): void } {
   jest.useFakeTimers();
   return {
+    /** Timers still armed: a stopped service whose task still ran would always have one. */
+    pendingTimers: () => jest.getTimerCount(),
     async advance(ms: number) {
       jest.advanceTimersByTime(ms);
       await settle();

@@ -30,6 +30,8 @@ export interface TestNodeOptions {
   labels?: string[];
   capabilities?: string[];
   bootstrap?: string[];
+  /** network.announce_addrs */
+  announce?: string[];
   heartbeat?: number;
   load?: Partial<LoadFigures>;
   relay?: Partial<AgoraConfig["relay"]>;
@@ -70,6 +72,7 @@ export function testConfig(o: TestNodeOptions, dataDir: string): AgoraConfig {
   c.node.labels = o.labels ?? [];
   c.node.data_dir = dataDir;
   c.network.bootstrap_peers = o.bootstrap ?? [];
+  c.network.announce_addrs = o.announce ?? [];
   c.network.heartbeat_interval = o.heartbeat ?? 0.5;
   c.network.enable_upnp = false;
   Object.assign(c.relay, o.relay ?? {});

@@ -130,7 +130,9 @@ export class AdvertPublisher implements Startable {
     this.task.stop();
     this.controller.abort(new AgoraError("P2P", "the network node is stopping"));
     // A publish in flight must never outlive stop().
-    await Promise.race([this.chain, new Promise<void>((r) => setTimeout(r, STOP_WAIT_MS).unref?.())]);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.chain, new Promise<void>((r) => (timer = setTimeout(r, STOP_WAIT_MS)))]);
+    clearTimeout(timer);
     await unserveAdvertisements(this.components.registrar).catch(() => undefined);
   }
 

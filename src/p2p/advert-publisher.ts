@@ -81,6 +81,8 @@ export class AdvertPublisher implements Startable {
   private lastSeq = 0;
   private draining = false;
   private chain: Promise<void> = Promise.resolve();
+  private beating = false;
+  private beatHeld = false;
   private readonly history: boolean[] = [];
   private lastLoad: LoadFigures | null = null;
   private seqWriteWarned = false;
@@ -93,14 +95,7 @@ export class AdvertPublisher implements Startable {
     this.log = init.logger;
     this.peerId = components.peerId.toString();
     const intervalMs = init.intervalMs ?? this.cfg.network.heartbeat_interval * 1000;
-    this.task = repeatingTask(
-      () =>
-        this.publishNow().catch((err) => {
-          this.log.warn({ err: errorMessage(err) }, "advertisement heartbeat failed");
-        }),
-      intervalMs,
-      { runImmediately: true },
-    );
+    this.task = repeatingTask(() => this.beat(), intervalMs, { runImmediately: true });
   }
 
   async start(): Promise<void> {
@@ -109,6 +104,7 @@ export class AdvertPublisher implements Startable {
     this.draining = false;
     this.lastSeq = this.loadSeq();
     this.controller = new AbortController();
+    this.beatHeld = false;
     await serveAdvertisements(this.components.registrar, () => this.recordBytes);
     this.running = true;
   }
@@ -162,6 +158,31 @@ export class AdvertPublisher implements Startable {
   async announceDraining(): Promise<void> {
     this.draining = true;
     await this.publishNow();
+  }
+
+  /**
+   * One heartbeat. repeatingTask counts its interval from the end of a run, but a heartbeat's period must
+   * count from its start: a put that takes long (a loaded machine, a slow DHT) must not stretch the period
+   * past the record's TTL (3 heartbeats). So the task only starts a publish and returns; a beat that comes
+   * while one is still running is held and runs as soon as it ends (never two at once, never a backlog).
+   */
+  private beat(): void {
+    if (this.beating) {
+      this.beatHeld = true;
+      return;
+    }
+    this.beating = true;
+    void this.publishNow()
+      .catch((err) => {
+        if (this.running) this.log.warn({ err: errorMessage(err) }, "advertisement heartbeat failed");
+      })
+      .finally(() => {
+        this.beating = false;
+        if (this.beatHeld && this.running) {
+          this.beatHeld = false;
+          this.beat();
+        }
+      });
   }
 
   private loadSeq(): number {

@@ -22,9 +22,11 @@ interface Put {
   key: string;
   value: Uint8Array;
   signal?: AbortSignal;
+  /** virtual time the put started */
+  at: number;
 }
 
-async function fakes(o: { hang?: boolean; stored?: boolean } = {}) {
+async function fakes(o: { hang?: boolean; stored?: boolean; putMs?: number } = {}) {
   const privateKey = await generateKeyPair("Ed25519");
   const peerId = peerIdFromPrivateKey(privateKey);
   const puts: Put[] = [];
@@ -39,7 +41,11 @@ async function fakes(o: { hang?: boolean; stored?: boolean } = {}) {
     },
     dht: {
       async *put(key: Uint8Array, value: Uint8Array, opts: { signal?: AbortSignal } = {}) {
-        puts.push({ key: new TextDecoder().decode(key), value, signal: opts.signal });
+        puts.push({ key: new TextDecoder().decode(key), value, signal: opts.signal, at: Date.now() });
+        if (o.putMs) await new Promise<void>((r) => {
+          setTimeout(r, o.putMs);
+          opts.signal?.addEventListener("abort", () => r(), { once: true });
+        });
         if (o.hang) await new Promise<void>((_, reject) => opts.signal?.addEventListener("abort", () => reject(opts.signal!.reason), { once: true }));
         if (o.stored !== false) yield { name: "PEER_RESPONSE", messageName: "PUT_VALUE", record: { value } };
       },
@@ -116,6 +122,27 @@ describe("advertisement publisher service", () => {
     // availability half of reputation: every beat so far failed
     await svc.publishNow();
     expect(svc.current()!.reputation).toBe(0);
+    await svc.stop();
+  });
+
+  test("a slow put does not stretch the heartbeat: the held beat runs as soon as it ends, and never two at once", async () => {
+    clock = useVirtualTime();
+    const { svc, puts } = await fakes({ putMs: 1_500 }); // interval 1 s
+    await svc.start();
+    svc.afterStart();
+    await until("first put", () => puts.length === 1);
+    const t0 = puts[0]!.at;
+    await clock.advance(1_000); // a beat while the put runs: held, not started
+    expect(puts.length).toBe(1);
+    await clock.advance(499);
+    expect(puts.length).toBe(1);
+    await clock.advance(1);
+    await until("held beat", () => puts.length === 2);
+    expect(puts[1]!.at - t0).toBe(1_500); // the period is max(interval, put), not put + interval
+    await clock.advance(1_500);
+    await until("third put", () => puts.length === 3);
+    expect(puts[2]!.at - t0).toBe(3_000);
+    svc.beforeStop();
     await svc.stop();
   });
 

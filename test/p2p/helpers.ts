@@ -152,7 +152,7 @@ export interface HostilePeer {
 
 export async function createHostilePeer(): Promise<HostilePeer> {
   const key = await generateKeyPair("Ed25519");
-  const libp2p = (await createLibp2p({
+  const libp2p: Libp2p<{ dht: KadDHT }> = await createLibp2p({
     privateKey: key,
     addresses: { listen: [] },
     ...agoraTransportStack(),
@@ -161,7 +161,7 @@ export async function createHostilePeer(): Promise<HostilePeer> {
       ping: ping(),
       dht: kadDHT({ protocol: PROTOCOL_DHT, clientMode: true, peerInfoMapper: passthroughMapper, validators: { agora: async () => {} }, selectors: { agora: () => 0 } }),
     },
-  })) as unknown as Libp2p<{ dht: KadDHT }>;
+  });
   return {
     libp2p,
     key,

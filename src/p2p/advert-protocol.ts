@@ -8,12 +8,13 @@
  * and closes. No record (not published yet) = the stream is closed empty.
  */
 import type { Libp2p, PeerId, Stream } from "@libp2p/interface";
+import type { Registrar } from "@libp2p/interface-internal";
 import { MAX_RECORD_BYTES } from "./advertisement";
 import { PROTOCOL_ADVERT } from "./namespaces";
 import { readAll } from "./stream-util";
 
-export async function serveAdvertisements(libp2p: Libp2p, current: () => Uint8Array | null): Promise<void> {
-  await libp2p.handle(
+export async function serveAdvertisements(registrar: Pick<Registrar, "handle">, current: () => Uint8Array | null): Promise<void> {
+  await registrar.handle(
     PROTOCOL_ADVERT,
     async (stream: Stream) => {
       const signal = AbortSignal.timeout(5_000);
@@ -28,6 +29,10 @@ export async function serveAdvertisements(libp2p: Libp2p, current: () => Uint8Ar
     // A NAT'd node reachable only through a relay must still answer.
     { runOnLimitedConnection: true, maxInboundStreams: 4 },
   );
+}
+
+export async function unserveAdvertisements(registrar: Pick<Registrar, "unhandle">): Promise<void> {
+  await registrar.unhandle(PROTOCOL_ADVERT);
 }
 
 /** Fetches a peer's record bytes (unverified). Throws on timeout, protocol error or an oversized answer. */

@@ -50,7 +50,7 @@ export async function createDiscoveryClient(opts: DiscoveryClientOptions): Promi
     }
   });
   const validation = createRecordValidation();
-  const lib = (await createLibp2p({
+  const lib: Libp2p<DiscoveryServices> = await createLibp2p({
     privateKey: await generateKeyPair("Ed25519"),
     addresses: { listen: [] },
     ...agoraTransportStack(),
@@ -59,7 +59,7 @@ export async function createDiscoveryClient(opts: DiscoveryClientOptions): Promi
       ping: ping(),
       dht: kadDHT(agoraDhtInit(validation, true)),
     },
-  })) as unknown as Libp2p<DiscoveryServices>;
+  });
   const stop = async () => {
     await Promise.race([Promise.resolve(lib.stop()), new Promise((r) => setTimeout(r, 5_000))]).catch(() => undefined);
   };

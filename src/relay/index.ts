@@ -25,9 +25,10 @@
  */
 import type { CircuitRelayServerInit, CircuitRelayService } from "@libp2p/circuit-relay-v2";
 import type { ConnectionGater, Libp2p, PeerId, Stream } from "@libp2p/interface";
+import { tryGetNetConfig } from "@libp2p/utils";
+import type { Multiaddr } from "@multiformats/multiaddr";
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { AgoraConfig } from "../config";
-import { ipOf, isCircuit } from "../p2p/addrs";
 
 export const RELAY_HOP_PROTOCOL = "/libp2p/circuit/relay/0.2.0/hop";
 export const RELAY_STOP_PROTOCOL = "/libp2p/circuit/relay/0.2.0/stop";
@@ -40,6 +41,13 @@ export const MAX_TIMER_MS = 2 ** 31 - 1;
 export const UNLIMITED_BYTES = 2n ** 63n - 1n;
 
 export type RelayConfig = AgoraConfig["relay"];
+
+// The relay takes nothing from src/p2p (which assembles it): the two address checks it needs are here.
+const isRelayed = (ma: Multiaddr) => ma.getComponents().some((c) => c.name === "p2p-circuit");
+const ipOf = (ma: Multiaddr) => {
+  const net = tryGetNetConfig(ma);
+  return net?.type === "ip4" || net?.type === "ip6" ? net.host : undefined;
+};
 
 /**
  * protons-runtime 7.1.2 (circuit-relay-v2's protobuf runtime) mis-encodes uint64 values in [2^31, 2^32):
@@ -191,7 +199,7 @@ export class RelayMonitor {
         if (!service || !libp2p) return false;
         // A refresh of an existing reservation is always allowed.
         if (service.reservations.has(source)) return false;
-        const conn = libp2p.getConnections(source).find((c) => !isCircuit(c.remoteAddr));
+        const conn = libp2p.getConnections(source).find((c) => !isRelayed(c.remoteAddr));
         const ip = conn ? ipOf(conn.remoteAddr) : undefined;
         if (!ip) return false;
         let held = 0;

@@ -30,6 +30,8 @@ export interface TestNodeOptions {
   labels?: string[];
   capabilities?: string[];
   bootstrap?: string[];
+  /** network.announce_addrs */
+  announce?: string[];
   heartbeat?: number;
   load?: Partial<LoadFigures>;
   relay?: Partial<AgoraConfig["relay"]>;
@@ -70,6 +72,7 @@ export function testConfig(o: TestNodeOptions, dataDir: string): AgoraConfig {
   c.node.labels = o.labels ?? [];
   c.node.data_dir = dataDir;
   c.network.bootstrap_peers = o.bootstrap ?? [];
+  c.network.announce_addrs = o.announce ?? [];
   c.network.heartbeat_interval = o.heartbeat ?? 0.5;
   c.network.enable_upnp = false;
   Object.assign(c.relay, o.relay ?? {});
@@ -149,7 +152,7 @@ export interface HostilePeer {
 
 export async function createHostilePeer(): Promise<HostilePeer> {
   const key = await generateKeyPair("Ed25519");
-  const libp2p = (await createLibp2p({
+  const libp2p: Libp2p<{ dht: KadDHT }> = await createLibp2p({
     privateKey: key,
     addresses: { listen: [] },
     ...agoraTransportStack(),
@@ -158,7 +161,7 @@ export async function createHostilePeer(): Promise<HostilePeer> {
       ping: ping(),
       dht: kadDHT({ protocol: PROTOCOL_DHT, clientMode: true, peerInfoMapper: passthroughMapper, validators: { agora: async () => {} }, selectors: { agora: () => 0 } }),
     },
-  })) as unknown as Libp2p<{ dht: KadDHT }>;
+  });
   return {
     libp2p,
     key,

@@ -2,7 +2,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { silentLogger } from "../../src/log";
-import { backoffDelay } from "../../src/p2p/bootstrap";
+import pRetry from "p-retry";
+import { type BackoffOptions, backoffRetryOptions } from "../../src/p2p/bootstrap";
 import { type KnownPeer, loadKnownPeers, MAX_KNOWN_PEERS, saveKnownPeers } from "../../src/p2p/known-peers";
 import { cleanupDirs, tempDir } from "./helpers";
 
@@ -65,18 +66,45 @@ describe("known-peers.json", () => {
   });
 });
 
-describe("bootstrap redial backoff", () => {
-  const o = { baseMs: 1_000, capMs: 300_000 };
-  test("doubles per attempt and is capped", () => {
-    const nominal = (a: number) => backoffDelay(a, o, () => 1);
-    expect([0, 1, 2, 3, 8, 9, 50].map(nominal)).toEqual([1_000, 2_000, 4_000, 8_000, 256_000, 300_000, 300_000]);
+describe("bootstrap redial backoff (p-retry with backoffRetryOptions)", () => {
+  const fail = () => Promise.reject(new Error("unreachable"));
+
+  /** The delays p-retry chooses for the first `n` retries (it really waits them: keep the base small). */
+  async function delays(o: BackoffOptions, n: number): Promise<number[]> {
+    const out: number[] = [];
+    const done = new Error("enough");
+    await pRetry(fail, {
+      ...backoffRetryOptions(o),
+      onFailedAttempt: ({ retryDelay }) => {
+        out.push(retryDelay);
+        if (out.length >= n) throw done;
+      },
+    }).catch((err) => {
+      if (err !== done) throw err;
+    });
+    return out;
+  }
+
+  test("doubles per attempt, jittered into [½, 1] of the nominal value, and is capped", async () => {
+    const o = { baseMs: 4, capMs: 100 };
+    const got = await delays(o, 8);
+    const nominal = [4, 8, 16, 32, 64, 128, 256, 512];
+    got.forEach((d, i) => {
+      expect(d).toBeGreaterThanOrEqual(Math.min(o.capMs, nominal[i]! / 2));
+      expect(d).toBeLessThanOrEqual(Math.min(o.capMs, nominal[i]!));
+    });
+    expect(got.slice(6)).toEqual([100, 100]);
   });
-  test("jitter spreads each delay over [½, 1] of the nominal value", () => {
-    expect(backoffDelay(3, o, () => 0)).toBe(4_000);
-    expect(backoffDelay(3, o, () => 0.5)).toBe(6_000);
-    const samples = Array.from({ length: 200 }, () => backoffDelay(2, o));
-    expect(Math.min(...samples)).toBeGreaterThanOrEqual(2_000);
-    expect(Math.max(...samples)).toBeLessThanOrEqual(4_000);
+
+  test("retries for ever, never gives up on its own", () => {
+    expect(backoffRetryOptions({ baseMs: 1_000, capMs: 300_000 }).retries).toBe(Number.POSITIVE_INFINITY);
+  });
+
+  test("jitter spreads the delays over [½, 1] of the nominal value", async () => {
+    // The first delay is known before p-retry waits it: sample it without waiting.
+    const samples = await Promise.all(Array.from({ length: 200 }, () => delays({ baseMs: 1_000, capMs: 300_000 }, 1).then((d) => d[0]!)));
+    expect(Math.min(...samples)).toBeGreaterThanOrEqual(500);
+    expect(Math.max(...samples)).toBeLessThanOrEqual(1_000);
     expect(new Set(samples).size).toBeGreaterThan(10);
   });
 });

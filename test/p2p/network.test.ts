@@ -9,7 +9,7 @@ import { generateKeyPair } from "@libp2p/crypto/keys";
 import type { Libp2p } from "@libp2p/interface";
 import type { KadDHT } from "@libp2p/kad-dht";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
-import { multiaddr } from "@multiformats/multiaddr";
+import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import { silentLogger } from "../../src/log";
 import { discoverOnce, type NetworkNode } from "../../src/p2p";
 import {
@@ -20,6 +20,7 @@ import {
   type UnsignedAdvertisement,
   verifyAdvertisementRecord,
 } from "../../src/p2p/advertisement";
+import type { ConnectionLimits } from "../../src/p2p/connection-limits";
 import { cleanupDirs, createHostilePeer, hostileAdvertisement, metricValue, startTestNode, stopAll, type TestNode, waitFor } from "./helpers";
 
 // Several nodes on 2 noisy cores; every wait inside is bounded on its own.
@@ -165,9 +166,12 @@ describe("loopback Agora network", () => {
       await waitFor("draining node found", async () => (await a.node.discover({ region: "drain-zone" })).length === 1);
       await d.node.announceDraining();
       expect(d.node.status().advertisement?.status).toBe("draining");
-      // stays draining across heartbeats
-      await Bun.sleep(700);
-      expect(d.node.status().advertisement?.status).toBe("draining");
+      // stays draining across heartbeats: two more records, both draining
+      for (let beat = 0; beat < 2; beat++) {
+        const seq = d.node.status().advertisement!.seq;
+        await waitFor("next heartbeat", () => d.node.status().advertisement!.seq > seq);
+        expect(d.node.status().advertisement?.status).toBe("draining");
+      }
       await waitFor("draining node dropped", async () => (await a.node.discover({ region: "drain-zone" })).length === 0);
     } finally {
       await d.node.stop();
@@ -183,8 +187,8 @@ describe("loopback Agora network", () => {
     await gone.node.stop();
     // The DHT copies outlive the node; they become invalid exactly at last_seen + ttl (1.5 s).
     const expiry = (last.last_seen + last.ttl_seconds) * 1000;
-    await Bun.sleep(Math.max(0, expiry - Date.now()) + 250);
-    expect(await us.node.discover({ region: "gone-zone", timeoutMs: 3_000 })).toEqual([]);
+    await waitFor("record expired", () => Date.now() > expiry, Math.max(0, expiry - Date.now()) + 5_000, 50);
+    await waitFor("node dropped out", async () => (await us.node.discover({ region: "gone-zone", timeoutMs: 3_000 })).length === 0);
     expect(await dhtValues(dhtOf(a.node), key)).toEqual([]);
   });
 
@@ -234,7 +238,7 @@ describe("loopback Agora network", () => {
     expect(await metricValue(a.registry, "agora_connections_total", { type: "outgoing" })).toBeGreaterThan(0);
     expect(await metricValue(boot.registry, "agora_connections_total", { type: "incoming" })).toBeGreaterThan(0);
     expect(await metricValue(boot.registry, "agora_connections_active", { type: "incoming" })).toBeGreaterThanOrEqual(4);
-    const cm = (a.node.libp2p as unknown as { components: { connectionManager: { getMaxConnections(): number } } }).components.connectionManager;
+    const cm = (a.node.libp2p as Libp2p<{ connectionLimits: ConnectionLimits }>).services.connectionLimits;
     expect(cm.getMaxConnections()).toBe(100);
     a.node.setMaxConnections(42);
     expect(cm.getMaxConnections()).toBe(42);
@@ -262,12 +266,16 @@ describe("staying attached", () => {
     const bootKey = await generateKeyPair("Ed25519");
     let boot = await startTestNode({ mode: "bootstrap", privateKey: bootKey });
     const port = Number(boot.addr.split("/")[4]);
-    const n = await startTestNode({ bootstrap: [boot.addr] });
+    // Every dial to the bootstrap's port goes through the gater: count them instead of sleeping.
+    let dials = 0;
+    const countDials = { denyDialMultiaddr: (ma: Multiaddr) => (ma.toString().includes(`/tcp/${port}`) && dials++, false) };
+    const n = await startTestNode({ bootstrap: [boot.addr], internal: { connectionGater: countDials } });
     try {
       await waitFor("connected to bootstrap", () => n.node.status().bootstrap.connected === 1);
       await boot.node.stop();
       await waitFor("bootstrap gone", () => n.node.status().bootstrap.connected === 0);
-      await Bun.sleep(500); // a few failed redials
+      const before = dials;
+      await waitFor("a few failed redials", () => dials >= before + 2);
       boot = await startTestNode({ mode: "bootstrap", privateKey: bootKey, internal: { listenPort: port } });
       await waitFor("reconnected without help", () => n.node.status().bootstrap.connected === 1, 10_000);
     } finally {

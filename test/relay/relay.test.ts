@@ -5,8 +5,12 @@
  */
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { randomBytes } from "node:crypto";
+import type { CircuitRelayService } from "@libp2p/circuit-relay-v2";
+import type { Libp2p } from "@libp2p/interface";
+import { peerIdFromString } from "@libp2p/peer-id";
 import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import { defaultConfig } from "../../src/config/schema";
+import type { RelayListen } from "../../src/p2p/relay-listen";
 import { MAX_TIMER_MS, relayServerInit, UNLIMITED_BYTES, wireSafeUint64 } from "../../src/relay";
 import { cleanupDirs, metricValue, startTestNode, stopAll, type TestNode, waitFor } from "../p2p/helpers";
 import { sendBulk, serveBulk } from "./bulk";
@@ -119,6 +123,30 @@ describe("relayed voice-sized transfer", () => {
       expect(relay.node.status().relay!.reservations).toBe(1);
     } finally {
       await stopAll([n, relay]);
+    }
+  });
+
+  test("relayClient 'auto': a node that is not publicly reachable reserves a slot on a relay, a reachable one does not", async () => {
+    const relay = await startTestNode({ mode: "relay" });
+    const auto = { relayClient: "auto", reachabilityGraceMs: 300, relayCheckIntervalMs: 200, autonat: false } as const;
+    // Only a LAN address (announced, so the node's own view is exactly that): "private" after the grace period.
+    const natted = await startTestNode({ bootstrap: [relay.addr], announce: ["/ip4/192.168.77.10/tcp/4001"], internal: auto });
+    // The same LAN address plus a public one (an announce address is taken on trust): "public", no relay needed.
+    const reachable = await startTestNode({ bootstrap: [relay.addr], announce: ["/ip4/192.168.77.11/tcp/4001", "/ip4/8.8.8.8/tcp/4001"], internal: auto });
+    const listener = (n: TestNode) => (n.node.libp2p as Libp2p<{ relayListen: RelayListen }>).services.relayListen;
+    const reservations = () => (relay.node.libp2p as Libp2p<{ relay: CircuitRelayService }>).services.relay.reservations;
+    try {
+      await waitFor("reservation of the unreachable node", () => reservations().has(peerIdFromString(natted.node.peerId)), 20_000);
+      expect(natted.node.status().reachability).toBe("private");
+      expect(listener(natted).isListening()).toBe(true);
+      const checked = listener(reachable).checks();
+      await waitFor("more checks on the reachable node", () => listener(reachable).checks() >= checked + 3);
+      expect(reachable.node.status().reachability).toBe("public");
+      expect(listener(reachable).isListening()).toBe(false);
+      expect(reservations().has(peerIdFromString(reachable.node.peerId))).toBe(false);
+      expect(relay.node.status().relay!.reservations).toBe(1);
+    } finally {
+      await stopAll([natted, reachable, relay]);
     }
   });
 

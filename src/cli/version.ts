@@ -3,7 +3,7 @@ import { libopusVersion } from "../audio";
 import { errorMessage } from "../errors";
 import { BUILD_COMMIT, VERSION } from "../version";
 import { EXIT_FAILURE, EXIT_OK, type Parsed } from "./args";
-import type { Io } from "./index";
+import type { Io } from "./context";
 
 export interface VersionInfo {
   version: string;

@@ -150,6 +150,7 @@ export class NodeRuntime implements DashboardSource {
           engine: this.media,
           logger: this.log.child({ subsystem: "rooms" }),
           registry: this.metrics.registry,
+          bitrate: c.audio.bitrate,
         });
         this.rooms_ = rooms;
         await this.lifecycle.start(service("audio-rooms", () => rooms.start(), () => rooms.stop()));
@@ -389,6 +390,7 @@ export class NodeRuntime implements DashboardSource {
     c.dashboard.auth_token_file = n.dashboard.auth_token_file;
     this.network?.setMaxConnections(c.node.max_connections);
     this.media?.updateSettings(this.mediaSettings(c));
+    this.rooms_?.updateSettings({ bitrate: c.audio.bitrate });
     if (restart.length) this.log.warn({ keys: restart }, "changed keys need a restart to take effect");
     this.log.info({ applied: live }, "config reloaded");
     return { ok: true, applied: live, restart_required: restart, errors: [] };

@@ -5,6 +5,9 @@
 export {
   AudioRoomService,
   type AudioRoomServiceOptions,
+  type AudioRoomSettings,
+  type PeerLimit,
+  remoteIpKey,
   type AudioServiceLimits,
   DEFAULT_AUDIO_SERVICE_LIMITS,
   SeqWindow,

@@ -6,6 +6,7 @@ export {
   AudioRoomService,
   type AudioRoomServiceOptions,
   type AudioRoomSettings,
+  type LimitLabel,
   type PeerLimit,
   remoteIpKey,
   type AudioServiceLimits,

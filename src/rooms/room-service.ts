@@ -80,6 +80,15 @@ export interface AudioServiceLimits {
    * 50 + 20 %. The pool's burst is `burstMessages` per joined stream. Excess frames are dropped, not the stream.
    */
   framesPerStreamPerSecond: number;
+  /**
+   * A peer whose stream opens were refused this many times in a row ignores RATE_LIMITED (a retrying client
+   * backs off): its connection is closed, and for `penaltyMs` any audio stream it opens closes its connection
+   * again at once. Refusing a stream still costs the node libp2p's stream set-up for every attempt; a new
+   * connection costs the attacker a handshake and is under libp2p's per-host inbound connection rate limit
+   * (see protocol.md).
+   */
+  disconnectAfterRefusals: number;
+  penaltyMs: number;
   /** Idle/join timeouts acted on per sweep pass; the rest follow one pass later (`expirySpreadMs`). */
   maxExpiriesPerSweep: number;
   expirySpreadMs: number;
@@ -102,12 +111,16 @@ export const DEFAULT_AUDIO_SERVICE_LIMITS: Readonly<AudioServiceLimits> = Object
   ipJoinBurst: 128,
   ipMaxStreams: 256,
   framesPerStreamPerSecond: 60,
+  disconnectAfterRefusals: 8,
+  penaltyMs: 10_000,
   maxExpiriesPerSweep: 4,
   expirySpreadMs: 20,
 });
 
 /** Which per-peer/per-IP limit refused something: the `limit` label of agora_audio_net_limited_total. */
 export type PeerLimit = "peer_joins" | "ip_joins" | "peer_streams" | "ip_streams" | "peer_frames" | "ip_frames";
+/** Values of the `limit` label: the limits, and the disconnection of a peer that ignores them. */
+export type LimitLabel = PeerLimit | "peer_disconnected";
 
 export interface AudioRoomServiceOptions {
   libp2p: Pick<Libp2p, "handle" | "unhandle">;
@@ -272,6 +285,10 @@ interface Principal {
   readonly kind: "peer" | "ip";
   streams: number;
   joined: number;
+  /** stream opens refused in a row (reset by an admitted one) */
+  refusals: number;
+  /** disconnected for ignoring its limits: until then, each new stream closes its connection */
+  penaltyUntil: number;
   readonly joins: TokenBucket;
   readonly frames: TokenBucket;
 }
@@ -414,7 +431,13 @@ export class AudioRoomService {
       return;
     }
     const now = this.now();
-    const principals = [this.principal("peer", peer, now)];
+    const peerPrincipal = this.principal("peer", peer, now);
+    if (peerPrincipal.penaltyUntil > now) {
+      this.metrics.limited.inc({ limit: "peer_disconnected" satisfies LimitLabel });
+      connection.abort(new AgoraError("WIRE_PROTOCOL", "audio stream limits ignored; try again later"));
+      return;
+    }
+    const principals = [peerPrincipal];
     const ip = remoteIpKey(connection.remoteAddr.toString());
     if (ip !== undefined) principals.push(this.principal("ip", ip, now));
     const s: Session = {
@@ -446,7 +469,18 @@ export class AudioRoomService {
     // ERROR goes out when the client's first bytes arrive (or at the next sweep): a reset while the client
     // is still reading the multistream-select answer would lose the ERROR in its dial.
     s.refused = this.admit(principals, now);
-    if (s.refused) this.metrics.limited.inc({ limit: s.refused });
+    if (!s.refused) peerPrincipal.refusals = 0;
+    else {
+      this.metrics.limited.inc({ limit: s.refused });
+      if (++peerPrincipal.refusals >= this.limits.disconnectAfterRefusals) {
+        peerPrincipal.refusals = 0;
+        peerPrincipal.penaltyUntil = now + this.limits.penaltyMs;
+        this.metrics.limited.inc({ limit: "peer_disconnected" satisfies LimitLabel });
+        this.log.warn({ peer, limit: s.refused }, "peer keeps opening audio streams over its limit; closing its connection");
+        connection.abort(new AgoraError("WIRE_PROTOCOL", `audio stream limit ${s.refused} ignored ${this.limits.disconnectAfterRefusals} times`));
+        return;
+      }
+    }
     s.log.debug("audio stream opened");
   }
 
@@ -461,7 +495,7 @@ export class AudioRoomService {
     let p = this.principals.get(k);
     if (!p) {
       const burst = kind === "peer" ? this.limits.peerJoinBurst : this.limits.ipJoinBurst;
-      p = { kind, streams: 0, joined: 0, joins: new TokenBucket(burst, now), frames: new TokenBucket(this.limits.burstMessages, now) };
+      p = { kind, streams: 0, joined: 0, refusals: 0, penaltyUntil: 0, joins: new TokenBucket(burst, now), frames: new TokenBucket(this.limits.burstMessages, now) };
       this.principals.set(k, p);
     }
     return p;
@@ -496,7 +530,7 @@ export class AudioRoomService {
   private prunePrincipals(now: number): void {
     const L = this.limits;
     for (const [k, p] of this.principals) {
-      if (p.streams > 0) continue;
+      if (p.streams > 0 || p.penaltyUntil > now) continue;
       const [rate, burst] = p.kind === "peer" ? [L.peerJoinsPerSecond, L.peerJoinBurst] : [L.ipJoinsPerSecond, L.ipJoinBurst];
       if (p.joins.isFull(now, rate, burst) && p.frames.isFull(now, L.framesPerStreamPerSecond, L.burstMessages)) this.principals.delete(k);
     }

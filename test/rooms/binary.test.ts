@@ -1,7 +1,7 @@
 /**
  * The room server in the compiled binary: `audio.bitrate` reaches clients in JOINED and follows a SIGHUP
- * (issue 11, point 2), and `join --json` / `loadgen --json` report loss both from sequence gaps and against
- * the wall clock (point 6).
+ * (issue 11, point 2), `join` / `loadgen --json` report loss both from sequence gaps and against the wall
+ * clock (point 6), and the per-host inbound connection rate limit protocol.md documents holds (point 11).
  */
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { writeFileSync } from "node:fs";
@@ -67,5 +67,25 @@ describe("loss reported two ways", () => {
     }
     expect(lr.totals.framesDue!).toBeGreaterThanOrEqual(2 * 90);
     await h.stop();
+  });
+});
+
+describe("connections per host", () => {
+  test("at most 5 new inbound connections per second from one IP (protocol.md, Transport and framing)", async () => {
+    const h = await startNode();
+    started.push(h);
+    const target = multiaddr(await h.multiaddr());
+    const clients = await Promise.all(Array.from({ length: 20 }, () => createBareClientNode()));
+    try {
+      // 20 dials at once: their TCP connects reach the node within a few ms, far inside one second. The
+      // limiter counts per fixed one-second window, so a burst straddling a window edge may see 2 × 5.
+      const results = await Promise.allSettled(clients.map((c) => c.dial(target, { signal: AbortSignal.timeout(20_000) })));
+      const opened = results.filter((r) => r.status === "fulfilled").length;
+      expect(opened).toBeGreaterThanOrEqual(1);
+      expect(opened).toBeLessThanOrEqual(10);
+    } finally {
+      await Promise.all(clients.map((c) => c.stop()));
+      await h.stop();
+    }
   });
 });

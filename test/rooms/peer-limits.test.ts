@@ -184,6 +184,27 @@ describe("per-peer and per-IP limits hold across streams (a hostile peer)", () =
     expect(b.isClosed()).toBe(false);
   });
 
+  test("a peer that ignores RATE_LIMITED is disconnected, and for penaltyMs each new stream closes its connection", async () => {
+    ctx = await setup({ peerJoinBurst: 2, peerJoinsPerSecond: 1, disconnectAfterRefusals: 3, penaltyMs: 5_000 });
+    const hostile = await client(ctx);
+    const serverSide = () => ctx!.server.getConnections().filter((c) => c.remotePeer.equals(hostile.peerId));
+    for (let i = 0; i < 2; i++) await joinedRaw(ctx, hostile);
+    for (let i = 0; i < 2; i++) await openRaw(hostile, ctx.addr); // refused, connection kept
+    expect(serverSide().length).toBe(1);
+    await openRaw(hostile, ctx.addr).catch(() => undefined); // the third refusal in a row
+    await waitFor(() => serverSide().length === 0, "the hostile peer's connection to be closed");
+    expect(await metricValue(ctx.registry, LIMITED, { limit: "peer_disconnected" })).toBe(1);
+    // It dials again: its first audio stream closes the new connection at once.
+    await openRaw(hostile, ctx.addr).catch(() => undefined);
+    await waitFor(() => serverSide().length === 0, "the new connection to be closed");
+    expect(await metricValue(ctx.registry, LIMITED, { limit: "peer_disconnected" })).toBe(2);
+    // An honest peer on the same address is not affected.
+    expect((await joinedRaw(ctx, await client(ctx))).messages[0]?.type).toBe("JOINED");
+    // After the penalty (and with its bucket refilled) the peer is welcome again.
+    ctx.clock.ms += 5_001;
+    expect((await joinedRaw(ctx, hostile)).messages[0]?.type).toBe("JOINED");
+  });
+
   test("the IP key: IPv4 as is, IPv6 by /64, relayed connections have none", () => {
     expect(remoteIpKey("/ip4/192.0.2.7/tcp/4001")).toBe("192.0.2.7");
     expect(remoteIpKey("/ip6/2001:db8:1:2:aa:bb:cc:dd/tcp/4001")).toBe("2001:db8:1:2::/64");

@@ -207,6 +207,7 @@ export class WorkerMediaEngine implements MediaEngine {
       this.metrics.dropped.inc({ reason: "ring_full" }, r.outboundDropped);
       this.warnRing("outbound", r.outboundDropped);
     }
+    if (r.skipped > 0) this.metrics.ticksSkipped.inc(r.skipped);
     if (r.skipped > 0) this.log.warn({ skipped: r.skipped }, "mixer fell behind real time; skipped ticks");
     if (this.pendingIn > 0) {
       this.metrics.packets.inc({ direction: "in" }, this.pendingIn);

@@ -4,7 +4,12 @@
  *   agora_audio_packets_total{direction="in"|"out"}  counter   frames accepted from participants /
  *                                                               frames handed to participants' sinks
  *   agora_rooms_active                               gauge     rooms currently mixed
- *   agora_mixer_tick_seconds                         histogram wall time of one 20 ms worker tick (all rooms)
+ *   agora_mixer_tick_seconds                         histogram wall time of one 20 ms worker tick (all rooms);
+ *                                                               buckets up to 1 s so an overloaded mixer's
+ *                                                               p99 is read, not clipped at the last bucket
+ *   agora_mixer_ticks_skipped_total                  counter   20 ms ticks never run because the worker fell
+ *                                                               more than 3 ticks behind real time (each one
+ *                                                               is 20 ms of audio no participant received)
  *   agora_jitter_buffer_depth_seconds                histogram per-participant jitter-buffer depth, sampled
  *                                                               once per stats poll (every second) for
  *                                                               every participant: the distribution over
@@ -25,6 +30,7 @@ export type DropReason = "unknown_participant" | "ring_full" | "invalid" | "not_
 export interface MediaMetrics {
   packets: Counter<"direction">;
   tickSeconds: Histogram;
+  ticksSkipped: Counter;
   jitterDepthSeconds: Histogram;
   concealed: Counter;
   late: Counter;
@@ -50,7 +56,12 @@ export function mediaMetrics(registry: Registry): MediaMetrics {
     tickSeconds: new Histogram({
       name: "agora_mixer_tick_seconds",
       help: "Duration of one 20 ms mixer tick over all rooms; above 0.02 the mixer falls behind real time",
-      buckets: [0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05],
+      buckets: [0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1],
+      registers: [registry],
+    }),
+    ticksSkipped: new Counter({
+      name: "agora_mixer_ticks_skipped_total",
+      help: "Mixer ticks skipped because the media worker fell more than 3 ticks (60 ms) behind real time",
       registers: [registry],
     }),
     jitterDepthSeconds: new Histogram({

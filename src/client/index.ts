@@ -30,6 +30,7 @@ export {
   runLoadgen,
   summarize,
 } from "./loadgen";
+export { lossPercent, ReceiveLoss, type ReceiveLossFigures } from "./loss";
 export { createClientNode, type DialTarget, type DialTargetProvider } from "./node";
 export { PlayoutBuffer } from "./playout";
 export { seededRandom } from "./random";

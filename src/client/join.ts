@@ -15,6 +15,7 @@ import type { Logger } from "../log";
 import { type AudioFrame, checkRoomId, FRAME_MS, FRAME_SAMPLES, type OpusCodec, type OpusEncoder, SAMPLE_RATE, WireErrorCode } from "../protocol";
 import { loadOpusCodec } from "./codec";
 import { createClientNode, type DialTargetProvider, resolveTarget } from "./node";
+import { ReceiveLoss } from "./loss";
 import { PlayoutBuffer } from "./playout";
 import { seededRandom } from "./random";
 import { AudioRemoteError, AudioSession } from "./session";
@@ -82,6 +83,14 @@ export interface JoinClientReport {
   /** due while disconnected (reconnecting) */
   framesNotSent: number;
   framesReceived: number;
+  /** received frames' sequence numbers account for this many (gaps included), summed over sessions */
+  framesExpected: number;
+  /** loss from sequence gaps, percent */
+  lossPercent: number;
+  /** frames due by the wall clock: 50/s from each JOINED to that session's end */
+  framesDue: number;
+  /** loss against the wall clock, percent: also counts frames the node never sent */
+  dueLossPercent: number;
   /** playout ticks with no frame: concealed by PLC, or silence in long gaps */
   framesConcealed: number;
   framesLate: number;
@@ -129,6 +138,10 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
     framesReorderedSimulated: 0,
     framesNotSent: 0,
     framesReceived: 0,
+    framesExpected: 0,
+    lossPercent: 0,
+    framesDue: 0,
+    dueLossPercent: 0,
     framesConcealed: 0,
     framesLate: 0,
     framesSkipped: 0,
@@ -138,6 +151,7 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
 
   let session: AudioSession | undefined;
   let stopping = false;
+  const rx = new ReceiveLoss();
   let fatal: AgoraError | undefined;
   let encoder: OpusEncoder | undefined;
   const decoder = codec.decoder();
@@ -204,6 +218,7 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
   const onAudio = (frame: AudioFrame, receivedAt: number) => {
     if (stopping) return;
     report.framesReceived++;
+    rx.frame(frame.seq);
     playout.push(frame.seq, frame.payload);
     // The playout clock starts jitterMs after the very first frame and then never stops, so reconnect
     // gaps show up as concealment/silence in the output rather than as a shorter file.
@@ -227,6 +242,7 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
           onAudio,
           signal: runSignal,
           onClose: (err) => {
+            if (!stopping) rx.left(performance.now());
             if (err && !stopping) {
               log.warn({ err: err.message }, "audio session lost");
               if (err instanceof AudioRemoteError && !err.retryable) fatal = err;
@@ -235,6 +251,7 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
           },
         });
         session = s;
+        rx.joined(performance.now());
         playout.reset(); // the new stream has its own sequence numbering
         report.participantIds.push(s.participantId);
         if (!encoder) encoder = codec.encoder(opts.bitrate ?? s.joined.bitrate);
@@ -335,6 +352,8 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
     if (durationTimer) clearTimeout(durationTimer);
     opts.signal?.removeEventListener("abort", onAbort);
     await connectLoop.catch(() => {});
+    rx.left(performance.now());
+    Object.assign(report, (({ framesReceived: _, ...loss }) => loss)(rx.figures()));
     if (session) {
       report.rttMs = session.rttMs;
       await session.leave().catch(() => {});

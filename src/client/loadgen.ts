@@ -18,7 +18,8 @@
  * measured (they would alias); such onsets are discarded and counted. Probes during the first `warmupSec`
  * after the joins (jitter buffers prefilling) are not counted: the figures are steady-state.
  *
- * Loss per receiving participant is RTP-style: (highest seq − first seq + 1) − frames received.
+ * Loss per receiving participant is counted two ways (./loss.ts): RTP-style from sequence gaps, and against
+ * the wall clock (50 mixed frames/s are due from JOINED to leave), which also shows frames the node never sent.
  */
 import type { Libp2p } from "@libp2p/interface";
 import { AgoraError, errorMessage } from "../errors";
@@ -29,6 +30,7 @@ import { loadOpusCodec } from "./codec";
 import { createClientNode, type DialTarget, type DialTargetProvider } from "./node";
 import { AudioSession } from "./session";
 import { PacedTimer, sleep } from "./timing";
+import { lossPercent, ReceiveLoss } from "./loss";
 
 export interface LoadgenOptions {
   /** node multiaddr (…/p2p/<peer id>) or a function returning one */
@@ -76,8 +78,14 @@ export interface LoadgenCounts {
   sessionsLost: number;
   framesSent: number;
   framesReceived: number;
+  /** frames the received sequence numbers account for (gaps included) */
   framesExpected: number;
+  /** loss from sequence gaps: (framesExpected − framesReceived) / framesExpected, percent */
   lossPercent: number;
+  /** frames due by the wall clock: 50/s per participant from its JOINED to its leave */
+  framesDue: number;
+  /** loss against the wall clock: (framesDue − framesReceived) / framesDue, percent */
+  dueLossPercent: number;
 }
 
 export interface LoadgenRoomReport extends LoadgenCounts {
@@ -122,11 +130,6 @@ export function summarize(values: number[]): LatencySummary {
   const v = [...values].sort((a, b) => a - b);
   const q = (p: number) => round1(v[Math.min(v.length - 1, Math.max(0, Math.ceil(p * v.length) - 1))]!);
   return { samples: v.length, p50: q(0.5), p90: q(0.9), p99: q(0.99), max: round1(v.at(-1)!), mean: round1(v.reduce((a, b) => a + b, 0) / v.length) };
-}
-
-/** percent with two decimals */
-function lossPercent(expected: number, received: number): number {
-  return expected > 0 ? Math.round((Math.max(0, expected - received) / expected) * 10_000) / 100 : 0;
 }
 
 function round1(x: number): number {
@@ -186,9 +189,7 @@ interface Participant {
   seq: number;
   ts: number;
   k: number;
-  firstRx?: number;
-  highestRx?: number;
-  received: number;
+  rx: ReceiveLoss;
 }
 
 interface RoomState {
@@ -237,7 +238,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
   for (let r = 0; r < opts.rooms; r++) {
     const room: RoomState = { id: `${prefix}-${r}`, participants: [], joinErrors: 0, burstSentAt: [], latencies: [], unmatched: 0, undecodable: 0, detector: new OnsetDetector(quietBeforeMs) };
     for (let i = 0; i < opts.participants; i++)
-      room.participants.push({ room, index: i, lost: false, seq: (Math.random() * 2 ** 32) >>> 0, ts: (Math.random() * 2 ** 32) >>> 0, k: 0, received: 0 });
+      room.participants.push({ room, index: i, lost: false, seq: (Math.random() * 2 ** 32) >>> 0, ts: (Math.random() * 2 ** 32) >>> 0, k: 0, rx: new ReceiveLoss() });
     rooms.push(room);
   }
   const probeListener = (room: RoomState) => room.participants[opts.participants >= 2 ? 1 : 0]!;
@@ -251,9 +252,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
   const warmupMs = (opts.warmupSec ?? 1) * 1000;
 
   const onAudio = (p: Participant, seq: number, payload: Uint8Array, receivedAt: number) => {
-    p.received++;
-    if (p.firstRx === undefined) p.firstRx = p.highestRx = seq;
-    else if (seqDiff(seq, p.highestRx!) > 0) p.highestRx = seq;
+    p.rx.frame(seq);
     const room = p.room;
     if (p !== probeListener(room) || !room.decoder) return;
     let pcm: Int16Array;
@@ -326,6 +325,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
             maxOutboundStreams: total + 16,
             onAudio: (f, at) => onAudio(p, f.seq, f.payload, at),
             onClose: (err) => {
+              if (!stopping) p.rx.left(performance.now());
               if (err && !stopping) {
                 p.lost = true;
                 log.warn({ room: room.id, participant: p.index, err: err.message }, "loadgen session lost");
@@ -334,6 +334,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
           }).then(
             (s) => {
               joinTimes.push(performance.now() - t0);
+              p.rx.joined(performance.now());
               p.session = s;
               if (p === probeListener(room)) room.decoder = codec.decoder();
             },
@@ -362,6 +363,8 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
   } finally {
     stopping = true;
     stopSending();
+    const leftAt = performance.now();
+    for (const r of rooms) for (const p of r.participants) if (p.session?.isOpen) p.rx.left(leftAt);
     await Promise.allSettled(rooms.flatMap((r) => r.participants.map((p) => p.session?.leave(2_000))));
     for (const r of rooms) r.decoder?.destroy();
     if (ownNode) {
@@ -377,10 +380,13 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
     let sent = 0;
     let received = 0;
     let expected = 0;
+    let due = 0;
     for (const p of r.participants) {
       sent += p.session?.framesSent ?? 0;
-      received += p.received;
-      if (p.firstRx !== undefined) expected += seqDiff(p.highestRx!, p.firstRx) + 1;
+      const f = p.rx.figures();
+      received += f.framesReceived;
+      expected += f.framesExpected;
+      due += f.framesDue;
     }
     return {
       room: r.id,
@@ -393,6 +399,8 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
       framesReceived: received,
       framesExpected: expected,
       lossPercent: lossPercent(expected, received),
+      framesDue: due,
+      dueLossPercent: lossPercent(due, received),
       latencyMs: summarize(r.latencies),
       probesUnmatched: r.unmatched,
       framesUndecodable: r.undecodable,
@@ -401,6 +409,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
   const sum = (f: (r: LoadgenRoomReport) => number) => perRoom.reduce((n, r) => n + f(r), 0);
   const framesExpected = sum((r) => r.framesExpected);
   const framesReceived = sum((r) => r.framesReceived);
+  const framesDue = sum((r) => r.framesDue);
   const report: LoadgenReport = {
     node: targetAddr.toString(),
     rooms: opts.rooms,
@@ -419,6 +428,8 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
       framesReceived,
       framesExpected,
       lossPercent: lossPercent(framesExpected, framesReceived),
+      framesDue,
+      dueLossPercent: lossPercent(framesDue, framesReceived),
     },
     latencyMs: summarize(rooms.flatMap((r) => r.latencies)),
     perRoom,

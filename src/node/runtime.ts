@@ -197,6 +197,7 @@ export class NodeRuntime implements DashboardSource {
           engine: this.media,
           logger: this.log.child({ subsystem: "rooms" }),
           registry: this.metrics.registry,
+          bitrate: c.audio.bitrate,
         });
         this.rooms_ = rooms;
         await this.lifecycle.start(service("audio-rooms", () => rooms.start(), () => rooms.stop()));
@@ -512,20 +513,12 @@ export class NodeRuntime implements DashboardSource {
         return;
       case "media":
         this.media?.updateSettings(this.mediaSettings(c));
-        this.onAudioBitrateReload(c.audio.bitrate);
+        // The bitrate the room service suggests to new participants in JOINED follows audio.bitrate.
+        this.rooms_?.updateSettings({ bitrate: c.audio.bitrate });
         return;
       case "read-on-use":
         return;
     }
-  }
-
-  /**
-   * Hook for the audio room service: the bitrate it suggests to clients in JOINED follows audio.bitrate on
-   * SIGHUP. The room service owns that value; it picks it up here once it offers `setBitrate`.
-   */
-  private onAudioBitrateReload(bitrate: number): void {
-    const rooms = this.rooms_ as (AudioRoomService & { setBitrate?: (bitrate: number) => void }) | undefined;
-    rooms?.setBitrate?.(bitrate);
   }
 }
 

@@ -9,6 +9,7 @@ export type { AudioFrame, OpusCodec, OpusDecoder, OpusEncoder, OpusEncoderOption
 export {
   AUDIO_PROTOCOL,
   checkDisplayName,
+  checkOpusPacket,
   checkRoomId,
   CODEC_OPUS,
   decodeMessage,

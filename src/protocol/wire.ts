@@ -131,6 +131,7 @@ export type WireMessage = JoinMessage | JoinedMessage | ErrorMessage | LeaveMess
 export type WireErrorReason =
   | "truncated"
   | "empty"
+  | "empty_payload"
   | "bad_type"
   | "oversize"
   | "bad_version"
@@ -393,7 +394,7 @@ export function decodeMessage(body: Uint8Array): DecodeResult<WireMessage> {
     case MessageType.AUDIO: {
       if (body.length < 9) return fail("truncated", "audio.header", `AUDIO truncated: ${body.length} bytes, header needs 9`);
       const payloadLength = body.length - 9;
-      if (payloadLength === 0) return fail("truncated", "audio.payload", "AUDIO has an empty Opus payload");
+      if (payloadLength === 0) return fail("empty_payload", "audio.payload", "AUDIO has an empty Opus payload");
       if (payloadLength > MAX_OPUS_PAYLOAD)
         return fail("payload_too_big", "audio.payload", `Opus payload of ${payloadLength} bytes exceeds ${MAX_OPUS_PAYLOAD}`);
       return { ok: true, value: { type: "AUDIO", seq: view.getUint32(1), timestamp: view.getUint32(5), payload: body.subarray(9) } };
@@ -567,6 +568,82 @@ export class MessageDecoder {
 /** Serial-number distance `a - b` of two uint32 sequence numbers (RFC 1982), in (-2^31, 2^31]. */
 export function seqDiff(a: number, b: number): number {
   return (a - b) | 0;
+}
+
+/** Duration of one Opus frame by TOC configuration (RFC 6716 §3.1, Table 2), in units of 0.5 ms. */
+function opusFrameHalfMs(config: number): number {
+  if (config < 12) return [20, 40, 80, 120][config & 3]!; // SILK-only: 10, 20, 40, 60 ms
+  if (config < 16) return [20, 40][config & 1]!; // Hybrid: 10, 20 ms
+  return [5, 10, 20, 40][config & 3]!; // CELT-only: 2.5, 5, 10, 20 ms
+}
+
+/** Reads a frame length (RFC 6716 §3.2.1: one byte < 252, else two bytes). Returns [length, bytes used]. */
+function opusFrameLength(p: Uint8Array, o: number): [number, number] | undefined {
+  if (o >= p.length) return undefined;
+  const b0 = p[o]!;
+  if (b0 < 252) return [b0, 1];
+  if (o + 1 >= p.length) return undefined;
+  return [b0 + 4 * p[o + 1]!, 2];
+}
+
+/**
+ * Checks that `payload` is a well-formed Opus packet (RFC 6716 §3.2, requirements R1–R7: the packet framing
+ * libopus itself checks before decoding) holding exactly 20 ms of audio, as protocol v1 requires. Reads the
+ * TOC byte and at most the frame-length bytes: cheap enough for every received frame. Returns why not, or
+ * undefined. It cannot see a corrupt range-coded body; libopus conceals those like a lost frame.
+ */
+export function checkOpusPacket(payload: Uint8Array): string | undefined {
+  const n = payload.length;
+  if (n === 0) return "empty Opus packet";
+  if (n > MAX_OPUS_PAYLOAD) return `Opus packet of ${n} bytes exceeds ${MAX_OPUS_PAYLOAD}`;
+  const toc = payload[0]!;
+  const frameHalfMs = opusFrameHalfMs(toc >> 3);
+  let frames: number;
+  switch (toc & 3) {
+    case 0:
+      frames = 1;
+      break;
+    case 1:
+      if ((n - 1) % 2 !== 0) return "Opus code 1 packet with an odd number of frame bytes (R3)";
+      frames = 2;
+      break;
+    case 2: {
+      const len = opusFrameLength(payload, 1);
+      if (!len || len[0] > n - 1 - len[1]) return "Opus code 2 packet whose first frame is longer than the packet (R4)";
+      frames = 2;
+      break;
+    }
+    default: {
+      if (n < 2) return "Opus code 3 packet without a frame count byte (R6)";
+      const fc = payload[1]!;
+      frames = fc & 0x3f;
+      if (frames === 0) return "Opus code 3 packet with 0 frames (R5)";
+      if (frames * frameHalfMs > 240) return "Opus code 3 packet longer than 120 ms (R5)";
+      let o = 2;
+      let padding = 0;
+      if (fc & 0x40) {
+        for (;;) {
+          if (o >= n) return "Opus code 3 packet with truncated padding length (R6)";
+          const b = payload[o++]!;
+          padding += b === 255 ? 254 : b;
+          if (b !== 255) break;
+        }
+      }
+      let data = n - o - padding;
+      if (data < 0) return "Opus code 3 packet with more padding than bytes (R6/R7)";
+      if (fc & 0x80) {
+        for (let i = 0; i < frames - 1; i++) {
+          const len = opusFrameLength(payload, o);
+          if (!len) return "Opus code 3 packet with truncated frame lengths (R7)";
+          o += len[1];
+          data -= len[1] + len[0];
+          if (data < 0) return "Opus code 3 packet whose frame lengths exceed the packet (R7)";
+        }
+      } else if (data % frames !== 0) return "Opus code 3 CBR packet whose size is not a multiple of its frame count (R6)";
+    }
+  }
+  if (frames * frameHalfMs !== 40) return `Opus packet of ${(frames * frameHalfMs) / 2} ms; protocol v1 carries 20 ms per AUDIO message`;
+  return undefined;
 }
 
 /** Maps a decode failure to the ERROR code sent back to the peer. */

@@ -5,6 +5,10 @@
 export {
   AudioRoomService,
   type AudioRoomServiceOptions,
+  type AudioRoomSettings,
+  type LimitLabel,
+  type PeerLimit,
+  remoteIpKey,
   type AudioServiceLimits,
   DEFAULT_AUDIO_SERVICE_LIMITS,
   SeqWindow,

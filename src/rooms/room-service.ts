@@ -8,6 +8,11 @@
  * per-stream work is synchronous inside event handlers wrapped in try/catch, so one stream's failure can
  * never surface as an unhandled rejection or stall another stream. Timeouts are checked by one sweep
  * timer for all streams rather than one timer per stream (50 frames/s × N streams of setTimeout churn).
+ *
+ * Limits that a peer could bypass by opening a new stream (join attempts, open streams, audio frames) are
+ * also kept per remote peer and per remote IP, across all their streams and connections (see protocol.md,
+ * "Per-peer limits"). Work that one event multiplies (a mass idle timeout, a storm of refused streams) is
+ * bounded per sweep so that it cannot stall the event loop that carries everyone else's audio.
  */
 import { randomBytes } from "node:crypto";
 import type { Connection, Libp2p, Stream } from "@libp2p/interface";
@@ -19,6 +24,7 @@ import {
   type AudioFrame,
   AUDIO_PROTOCOL,
   CHANNELS,
+  checkOpusPacket,
   chunkBytes,
   CODEC_OPUS,
   encodeAudio,
@@ -55,6 +61,37 @@ export interface AudioServiceLimits {
   closeTimeoutMs: number;
   /** Concurrent audio streams per libp2p connection (loadgen multiplexes many participants on one). */
   maxStreamsPerConnection: number;
+  /**
+   * The server PINGs a joined client after this long without receiving anything from it, and again at this
+   * interval, so a listen-only client that merely answers PINGs is not taken for half-open.
+   */
+  pingIntervalMs: number;
+  /** Stream opens (join attempts) per remote peer: sustained rate per second and burst. */
+  peerJoinsPerSecond: number;
+  peerJoinBurst: number;
+  /** Concurrent audio streams per remote peer, over all its connections. */
+  peerMaxStreams: number;
+  /** The same per remote IP address (IPv6: per /64), over all peers behind it. Relayed peers count only per peer. */
+  ipJoinsPerSecond: number;
+  ipJoinBurst: number;
+  ipMaxStreams: number;
+  /**
+   * AUDIO frames per second per joined stream, pooled over all streams of one peer (and of one IP): nominal
+   * 50 + 20 %. The pool's burst is `burstMessages` per joined stream. Excess frames are dropped, not the stream.
+   */
+  framesPerStreamPerSecond: number;
+  /**
+   * A peer whose stream opens were refused this many times in a row ignores RATE_LIMITED (a retrying client
+   * backs off): its connection is closed, and for `penaltyMs` any audio stream it opens closes its connection
+   * again at once. Refusing a stream still costs the node libp2p's stream set-up for every attempt; a new
+   * connection costs the attacker a handshake and is under libp2p's per-host inbound connection rate limit
+   * (see protocol.md).
+   */
+  disconnectAfterRefusals: number;
+  penaltyMs: number;
+  /** Idle/join timeouts acted on per sweep pass; the rest follow one pass later (`expirySpreadMs`). */
+  maxExpiriesPerSweep: number;
+  expirySpreadMs: number;
 }
 
 export const DEFAULT_AUDIO_SERVICE_LIMITS: Readonly<AudioServiceLimits> = Object.freeze({
@@ -66,22 +103,48 @@ export const DEFAULT_AUDIO_SERVICE_LIMITS: Readonly<AudioServiceLimits> = Object
   reorderWindow: 64,
   closeTimeoutMs: 2_000,
   maxStreamsPerConnection: 1024,
+  pingIntervalMs: 5_000,
+  peerJoinsPerSecond: 8,
+  peerJoinBurst: 32,
+  peerMaxStreams: 64,
+  ipJoinsPerSecond: 32,
+  ipJoinBurst: 128,
+  ipMaxStreams: 256,
+  framesPerStreamPerSecond: 60,
+  disconnectAfterRefusals: 8,
+  penaltyMs: 10_000,
+  maxExpiriesPerSweep: 4,
+  expirySpreadMs: 20,
 });
+
+/** Which per-peer/per-IP limit refused something: the `limit` label of agora_audio_net_limited_total. */
+export type PeerLimit = "peer_joins" | "ip_joins" | "peer_streams" | "ip_streams" | "peer_frames" | "ip_frames";
+/** Values of the `limit` label: the limits, and the disconnection of a peer that ignores them. */
+export type LimitLabel = PeerLimit | "peer_disconnected";
 
 export interface AudioRoomServiceOptions {
   libp2p: Pick<Libp2p, "handle" | "unhandle">;
   engine: MediaEngine;
   registry: Registry;
   logger: Logger;
-  /** Uplink bitrate suggested to clients in JOINED (bit/s); usually config audio.bitrate. */
+  /** Uplink bitrate suggested to clients in JOINED (bit/s); usually config audio.bitrate. Live: updateSettings. */
   bitrate?: number;
   limits?: Partial<AudioServiceLimits>;
+  /** Monotonic clock in ms (default performance.now); tests inject one to drive the token buckets. */
+  now?: () => number;
+}
+
+/** Settings that change on a running service (SIGHUP). */
+export interface AudioRoomSettings {
+  /** Uplink bitrate suggested in JOINED from now on (bit/s). */
+  bitrate: number;
 }
 
 /** Values of the `reason` label of agora_audio_stream_errors_total (bounded set). */
 export type StreamErrorReason =
   | WireErrorReason
   | "flood"
+  | "rate_limited"
   | "idle_timeout"
   | "join_timeout"
   | "unexpected_message"
@@ -97,6 +160,8 @@ interface NetMetrics {
   framesOut: Counter;
   framesDropped: Counter<"reason">;
   framesReordered: Counter;
+  limited: Counter<"limit">;
+  pings: Counter;
 }
 
 /** Get-or-create, so a service restarted on the same registry (tests, reload) does not throw on re-registration. */
@@ -126,6 +191,13 @@ function createMetrics(registry: Registry): NetMetrics {
       ["reason"],
     ),
     framesReordered: counter(registry, "agora_audio_net_frames_reordered_total", "Audio frames received out of order and still forwarded"),
+    limited: counter(
+      registry,
+      "agora_audio_net_limited_total",
+      "Stream opens refused and audio frames dropped by a per-peer or per-IP limit, by limit",
+      ["limit"],
+    ),
+    pings: counter(registry, "agora_audio_net_pings_sent_total", "PINGs sent by the server to joined clients it heard nothing from"),
   };
 }
 
@@ -183,9 +255,66 @@ function isEnded(s: { state: SessionState }): boolean {
   return s.state === "closing" || s.state === "closed";
 }
 
+/**
+ * A token bucket whose rate and size may change between calls (they scale with a principal's streams).
+ * Hand-written rather than @libp2p/utils' RateLimiter: that one is a fixed window of points per duration,
+ * which lets through twice the limit across a window edge and cannot scale with the live stream count.
+ */
+class TokenBucket {
+  private tokens: number;
+  private at: number;
+  constructor(size: number, now: number) {
+    this.tokens = size;
+    this.at = now;
+  }
+  take(now: number, ratePerSecond: number, size: number): boolean {
+    this.tokens = Math.min(size, this.tokens + ((now - this.at) * ratePerSecond) / 1000);
+    this.at = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+  /** Full again (so forgetting the principal loses nothing). */
+  isFull(now: number, ratePerSecond: number, size: number): boolean {
+    return this.tokens + ((now - this.at) * ratePerSecond) / 1000 >= size;
+  }
+}
+
+/** A remote peer or a remote IP: what its streams share. */
+interface Principal {
+  readonly kind: "peer" | "ip";
+  streams: number;
+  joined: number;
+  /** stream opens refused in a row (reset by an admitted one) */
+  refusals: number;
+  /** disconnected for ignoring its limits: until then, each new stream closes its connection */
+  penaltyUntil: number;
+  readonly joins: TokenBucket;
+  readonly frames: TokenBucket;
+}
+
+/** The IP a connection comes from, IPv6 cut to its /64; undefined for relayed connections (the relay's IP). */
+export function remoteIpKey(addr: string): string | undefined {
+  if (addr.includes("/p2p-circuit")) return undefined;
+  const m = /^\/(ip4|ip6)\/([^/]+)/.exec(addr);
+  if (!m) return undefined;
+  if (m[1] === "ip4") return m[2];
+  const ip = m[2]!.toLowerCase();
+  const [head = "", tail = ""] = ip.split("::");
+  const h = head ? head.split(":") : [];
+  const t = ip.includes("::") ? (tail ? tail.split(":") : []) : [];
+  const groups = [...h, ...Array(Math.max(0, 8 - h.length - t.length)).fill("0"), ...t];
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, "")).join(":")}::/64`;
+}
+
 interface Session {
   readonly stream: Stream;
   readonly peer: string;
+  readonly principals: Principal[];
+  /** Over a per-peer/per-IP limit at open: refused (RATE_LIMITED) on its first data or the next sweep. */
+  refused?: PeerLimit;
+  /** When the server last sent a PING (0 = not since the client was last heard). */
+  pingedAt: number;
   readonly openedAt: number;
   state: SessionState;
   log: Logger;
@@ -206,7 +335,11 @@ export class AudioRoomService {
   private readonly log: Logger;
   private readonly sessions = new Set<Session>();
   private readonly participantIds = new Set<string>();
+  private readonly principals = new Map<string, Principal>();
+  private readonly now: () => number;
+  private bitrate: number;
   private sweepTimer: ReturnType<typeof setInterval> | undefined;
+  private spreadTimer: ReturnType<typeof setTimeout> | undefined;
   private running = false;
   private draining = false;
 
@@ -216,6 +349,18 @@ export class AudioRoomService {
       if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw new AgoraError("CONFIG_INVALID", `audio service limit ${k} must be a positive number, got ${v}`);
     this.metrics = createMetrics(opts.registry);
     this.log = opts.logger.child({ component: "audio-net" });
+    this.now = opts.now ?? (() => performance.now());
+    this.bitrate = opts.bitrate ?? 32_000;
+  }
+
+  /** Applies settings that may change while running; takes effect for the next JOIN. */
+  updateSettings(settings: Partial<AudioRoomSettings>): void {
+    if (settings.bitrate !== undefined) {
+      if (!Number.isInteger(settings.bitrate) || settings.bitrate <= 0 || settings.bitrate > 0xffffffff)
+        throw new AgoraError("CONFIG_INVALID", `audio bitrate must be a positive integer (bit/s), got ${settings.bitrate}`);
+      if (settings.bitrate !== this.bitrate) this.log.info({ bitrate: settings.bitrate }, "suggested bitrate changed");
+      this.bitrate = settings.bitrate;
+    }
   }
 
   get protocol(): string {
@@ -230,7 +375,7 @@ export class AudioRoomService {
       runOnLimitedConnection: true,
     });
     this.running = true;
-    const sweepMs = Math.max(50, Math.min(1000, Math.floor(Math.min(this.limits.idleTimeoutMs, this.limits.joinTimeoutMs) / 4)));
+    const sweepMs = Math.max(50, Math.min(1000, Math.floor(Math.min(this.limits.idleTimeoutMs, this.limits.joinTimeoutMs, this.limits.pingIntervalMs) / 4)));
     this.sweepTimer = setInterval(() => this.sweep(), sweepMs);
     this.sweepTimer.unref?.();
     this.log.info({ protocol: AUDIO_PROTOCOL }, "audio protocol registered");
@@ -242,6 +387,8 @@ export class AudioRoomService {
     this.running = false;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = undefined;
+    clearTimeout(this.spreadTimer);
+    this.spreadTimer = undefined;
     try {
       await this.opts.libp2p.unhandle(AUDIO_PROTOCOL);
     } catch (err) {
@@ -283,10 +430,21 @@ export class AudioRoomService {
       stream.abort(new AgoraError("SHUTTING_DOWN", "audio service stopped"));
       return;
     }
-    const now = performance.now();
+    const now = this.now();
+    const peerPrincipal = this.principal("peer", peer, now);
+    if (peerPrincipal.penaltyUntil > now) {
+      this.metrics.limited.inc({ limit: "peer_disconnected" satisfies LimitLabel });
+      connection.abort(new AgoraError("WIRE_PROTOCOL", "audio stream limits ignored; try again later"));
+      return;
+    }
+    const principals = [peerPrincipal];
+    const ip = remoteIpKey(connection.remoteAddr.toString());
+    if (ip !== undefined) principals.push(this.principal("ip", ip, now));
     const s: Session = {
       stream,
       peer,
+      principals,
+      pingedAt: 0,
       openedAt: now,
       state: "awaiting_join",
       log: this.log.child({ peer, stream: stream.id }),
@@ -305,7 +463,77 @@ export class AudioRoomService {
     stream.addEventListener("message", (evt) => this.guard(s, () => this.onData(s, chunkBytes(evt.data))));
     stream.addEventListener("remoteCloseWrite", () => this.guard(s, () => this.onRemoteCloseWrite(s)));
     stream.addEventListener("close", (evt) => this.guard(s, () => this.onClosed(s, evt.error)));
+    for (const p of principals) p.streams++;
+    // Decided before anything of the stream is read: a refused stream costs one ERROR and a reset, nothing
+    // is parsed, and it is logged at debug level only (a storm must not become a storm of log lines). The
+    // ERROR goes out when the client's first bytes arrive (or at the next sweep): a reset while the client
+    // is still reading the multistream-select answer would lose the ERROR in its dial.
+    s.refused = this.admit(principals, now);
+    if (!s.refused) peerPrincipal.refusals = 0;
+    else {
+      this.metrics.limited.inc({ limit: s.refused });
+      if (++peerPrincipal.refusals >= this.limits.disconnectAfterRefusals) {
+        peerPrincipal.refusals = 0;
+        peerPrincipal.penaltyUntil = now + this.limits.penaltyMs;
+        this.metrics.limited.inc({ limit: "peer_disconnected" satisfies LimitLabel });
+        this.log.warn({ peer, limit: s.refused }, "peer keeps opening audio streams over its limit; closing its connection");
+        connection.abort(new AgoraError("WIRE_PROTOCOL", `audio stream limit ${s.refused} ignored ${this.limits.disconnectAfterRefusals} times`));
+        return;
+      }
+    }
     s.log.debug("audio stream opened");
+  }
+
+  private refuse(s: Session, limit: PeerLimit): void {
+    const what = limit.endsWith("joins") ? "stream opens" : "open streams";
+    const per = limit.startsWith("peer") ? "peer" : "IP address";
+    this.fail(s, WireErrorCode.RATE_LIMITED, `too many ${what} from this ${per} (${limit})`, "rate_limited", "debug");
+  }
+
+  private principal(kind: "peer" | "ip", key: string, now: number): Principal {
+    const k = `${kind}:${key}`;
+    let p = this.principals.get(k);
+    if (!p) {
+      const burst = kind === "peer" ? this.limits.peerJoinBurst : this.limits.ipJoinBurst;
+      p = { kind, streams: 0, joined: 0, refusals: 0, penaltyUntil: 0, joins: new TokenBucket(burst, now), frames: new TokenBucket(this.limits.burstMessages, now) };
+      this.principals.set(k, p);
+    }
+    return p;
+  }
+
+  /** The first per-peer/per-IP limit a new stream breaks, or undefined (the stream is already counted). */
+  private admit(principals: Principal[], now: number): PeerLimit | undefined {
+    const L = this.limits;
+    for (const p of principals) {
+      const [rate, burst, max] = p.kind === "peer" ? [L.peerJoinsPerSecond, L.peerJoinBurst, L.peerMaxStreams] : [L.ipJoinsPerSecond, L.ipJoinBurst, L.ipMaxStreams];
+      if (!p.joins.take(now, rate, burst)) return p.kind === "peer" ? "peer_joins" : "ip_joins";
+      if (p.streams > max) return p.kind === "peer" ? "peer_streams" : "ip_streams";
+    }
+    return undefined;
+  }
+
+  /**
+   * Pooled frame budget of the session's peer, then of its IP; the reason to drop this frame, if any. The
+   * IP's pool is twice the sum of its streams' shares: it is the backstop against many peer ids behind one
+   * address, and one flooding peer (stopped by its own pool first) cannot starve its neighbours' share.
+   */
+  private takeFrame(s: Session, now: number): PeerLimit | undefined {
+    const L = this.limits;
+    for (const p of s.principals) {
+      const n = Math.max(1, p.joined) * (p.kind === "ip" ? 2 : 1);
+      if (!p.frames.take(now, L.framesPerStreamPerSecond * n, L.burstMessages * n)) return p.kind === "peer" ? "peer_frames" : "ip_frames";
+    }
+    return undefined;
+  }
+
+  /** Forgets principals with no stream whose buckets have refilled: nothing is lost, memory stays bounded. */
+  private prunePrincipals(now: number): void {
+    const L = this.limits;
+    for (const [k, p] of this.principals) {
+      if (p.streams > 0 || p.penaltyUntil > now) continue;
+      const [rate, burst] = p.kind === "peer" ? [L.peerJoinsPerSecond, L.peerJoinBurst] : [L.ipJoinsPerSecond, L.ipJoinBurst];
+      if (p.joins.isFull(now, rate, burst) && p.frames.isFull(now, L.framesPerStreamPerSecond, L.burstMessages)) this.principals.delete(k);
+    }
   }
 
   /** Last line of isolation: a bug in one session's handling closes that session, nothing else. */
@@ -320,8 +548,10 @@ export class AudioRoomService {
 
   private onData(s: Session, bytes: Uint8Array): void {
     if (s.state === "closing" || s.state === "closed") return;
-    const now = performance.now();
+    if (s.refused) return this.refuse(s, s.refused);
+    const now = this.now();
     s.lastRxAt = now;
+    s.pingedAt = 0;
     const { messages, error } = s.decoder.push(bytes);
     for (const m of messages) {
       if (!this.takeToken(s, now)) {
@@ -352,6 +582,17 @@ export class AudioRoomService {
           return;
         }
         if (verdict === "reordered") this.metrics.framesReordered.inc();
+        const limited = this.takeFrame(s, this.now());
+        if (limited) {
+          this.metrics.limited.inc({ limit: limited });
+          this.metrics.framesDropped.inc({ reason: "rate_limited" });
+          return;
+        }
+        if (checkOpusPacket(m.payload) !== undefined) {
+          // A broken encoder is not hostile: drop the frame (the mixer conceals it), keep the participant.
+          this.metrics.framesDropped.inc({ reason: "invalid_opus" });
+          return;
+        }
         const frame: AudioFrame = { seq: m.seq, timestamp: m.timestamp, payload: m.payload };
         this.opts.engine.pushFrame(s.room!, s.participantId!, frame);
         this.metrics.framesIn.inc();
@@ -405,6 +646,7 @@ export class AudioRoomService {
     s.participantId = participantId;
     s.name = m.name;
     this.participantIds.add(participantId);
+    for (const p of s.principals) p.joined++;
     s.log = s.log.child({ room: m.room, participant: participantId });
     this.metrics.joins.inc({ result: "ok" });
     s.queue.send(
@@ -416,7 +658,7 @@ export class AudioRoomService {
         channels: CHANNELS,
         frameSamples: FRAME_SAMPLES,
         codec: CODEC_OPUS,
-        bitrate: this.opts.bitrate ?? 32_000,
+        bitrate: this.bitrate,
         serverTimeMs: Date.now(),
       }),
       false,
@@ -460,20 +702,50 @@ export class AudioRoomService {
     this.release(s);
   }
 
+  /**
+   * Timeouts and server PINGs. At most `maxExpiriesPerSweep` sessions are closed per pass; if more are due
+   * (a whole room's clients vanished at once), the next pass runs `expirySpreadMs` later, so the closes and
+   * engine leaves are spread over several mixer ticks instead of blocking the event loop in one go.
+   */
   private sweep(): void {
-    const now = performance.now();
+    clearTimeout(this.spreadTimer);
+    this.spreadTimer = undefined;
+    const now = this.now();
+    const L = this.limits;
+    let expired = 0;
+    let deferred = false;
     for (const s of this.sessions) {
-      if (s.state === "awaiting_join" && now - s.openedAt > this.limits.joinTimeoutMs)
-        this.fail(s, WireErrorCode.JOIN_TIMEOUT, `no JOIN within ${this.limits.joinTimeoutMs} ms`, "join_timeout");
-      else if (s.state === "joined" && now - s.lastRxAt > this.limits.idleTimeoutMs)
-        this.fail(s, WireErrorCode.IDLE_TIMEOUT, `nothing received for ${this.limits.idleTimeoutMs} ms`, "idle_timeout");
+      if (s.refused) {
+        this.refuse(s, s.refused);
+        continue;
+      }
+      const joinDue = s.state === "awaiting_join" && now - s.openedAt > L.joinTimeoutMs;
+      const idleDue = s.state === "joined" && now - s.lastRxAt > L.idleTimeoutMs;
+      if (joinDue || idleDue) {
+        if (expired >= L.maxExpiriesPerSweep) {
+          deferred = true;
+          continue;
+        }
+        expired++;
+        if (joinDue) this.fail(s, WireErrorCode.JOIN_TIMEOUT, `no JOIN within ${L.joinTimeoutMs} ms`, "join_timeout");
+        else this.fail(s, WireErrorCode.IDLE_TIMEOUT, `nothing received for ${L.idleTimeoutMs} ms`, "idle_timeout");
+      } else if (s.state === "joined" && now - s.lastRxAt >= L.pingIntervalMs && (s.pingedAt === 0 || now - s.pingedAt >= L.pingIntervalMs)) {
+        s.pingedAt = now;
+        s.queue.send(encodeMessage({ type: "PING", nonce: randomBytes(4).readUInt32BE(0) }), false);
+        this.metrics.pings.inc();
+      }
     }
+    if (deferred && this.running) {
+      this.spreadTimer = setTimeout(() => this.sweep(), L.expirySpreadMs);
+      this.spreadTimer.unref?.();
+    }
+    this.prunePrincipals(now);
   }
 
-  private fail(s: Session, code: number, message: string, reason: StreamErrorReason): void {
+  private fail(s: Session, code: number, message: string, reason: StreamErrorReason, level: "warn" | "debug" = "warn"): void {
     if (s.state === "closing" || s.state === "closed") return;
     this.metrics.streamErrors.inc({ reason });
-    s.log.warn({ reason, code }, `closing audio stream: ${message}`);
+    s.log[level]({ reason, code }, `closing audio stream: ${message}`);
     void this.closeSession(s, { code, message });
   }
 
@@ -513,6 +785,7 @@ export class AudioRoomService {
     const { room, participantId } = s;
     s.participantId = undefined;
     this.participantIds.delete(participantId);
+    for (const p of s.principals) p.joined--;
     try {
       this.opts.engine.leave(room, participantId);
     } catch (err) {
@@ -526,7 +799,10 @@ export class AudioRoomService {
     this.leaveEngine(s);
     s.state = "closed";
     s.queue.close();
-    if (this.sessions.delete(s)) this.metrics.streamsActive.dec();
+    if (this.sessions.delete(s)) {
+      this.metrics.streamsActive.dec();
+      for (const p of s.principals) p.streams--;
+    }
   }
 
   private newParticipantId(): string {

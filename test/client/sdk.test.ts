@@ -11,7 +11,7 @@ import { AudioRemoteError, FRAME_SAMPLES, joinRoom, type RoomConnection, WireErr
 import { AgoraError } from "../../src/errors";
 import { silentLogger } from "../../src/log";
 import { AudioRoomService } from "../../src/rooms";
-import { createBareClientNode, createFakeCodec, createServerNode, db, FakeMediaEngine, goertzelPower, tone, waitFor } from "../helpers/net-fakes";
+import { createBareClientNode, createFakeCodec, createServerNode, db, FakeMediaEngine, goertzelPower, OPUS_TOC_20MS, tone, waitFor } from "../helpers/net-fakes";
 
 const repo = join(import.meta.dir, "..", "..");
 
@@ -132,7 +132,7 @@ describe("joinRoom", () => {
       throw new Error("listener bug");
     });
     b.on("audio", () => seen++);
-    for (let i = 0; i < 5; i++) a.sendOpus(new Uint8Array(160).fill(i + 1));
+    for (let i = 0; i < 5; i++) a.sendOpus(Uint8Array.from({ length: 160 }, (_, j) => (j === 0 ? OPUS_TOC_20MS : i + 1)));
     await waitFor(() => seen >= 5, "5 frames at the second listener");
     expect(b.isOpen).toBe(true);
     expect(listenerErrors.length).toBe(seen);

@@ -108,6 +108,12 @@ export class FakeMediaEngine implements MediaEngine {
 
 // --- μ-law "codec": 960 bytes per 20 ms frame (fits the 1275-byte limit), lossy but tone-preserving ---
 
+/**
+ * TOC byte of a well-formed 20 ms Opus packet (config 31 = CELT fullband 20 ms, mono, code 0: one frame).
+ * The node drops AUDIO whose payload is not a well-formed 20 ms Opus packet, so fake payloads start with it.
+ */
+export const OPUS_TOC_20MS = 0xf8;
+
 function linearToUlaw(sample: number): number {
   const BIAS = 0x84;
   let sign = 0;
@@ -147,8 +153,9 @@ export function createFakeCodec(stats: FakeCodecStats = { encoded: 0, decoded: 0
       encode(pcm: Int16Array): Uint8Array {
         if (pcm.length !== 960) throw new Error(`fake encoder: expected 960 samples, got ${pcm.length}`);
         stats.encoded++;
-        const out = new Uint8Array(960);
-        for (let i = 0; i < 960; i++) out[i] = linearToUlaw(pcm[i]!);
+        const out = new Uint8Array(961);
+        out[0] = OPUS_TOC_20MS;
+        for (let i = 0; i < 960; i++) out[i + 1] = linearToUlaw(pcm[i]!);
         return out;
       },
       setBitrate() {},
@@ -166,7 +173,7 @@ export function createFakeCodec(stats: FakeCodecStats = { encoded: 0, decoded: 0
           }
           stats.decoded++;
           const out = new Int16Array(960);
-          for (let i = 0; i < 960 && i < packet.length; i++) out[i] = ulawToLinear(packet[i]!);
+          for (let i = 0; i < 960 && i + 1 < packet.length; i++) out[i] = ulawToLinear(packet[i + 1]!);
           last = out;
           return out;
         },

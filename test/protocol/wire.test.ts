@@ -98,7 +98,8 @@ describe("malformed messages are rejected with a typed error naming the field", 
   test("truncated", () => {
     const audio = body(encodeAudio({ seq: 1, timestamp: 2, payload: new Uint8Array(10) }));
     expectWireError(decodeMessage(audio.subarray(0, 5)), "truncated", "audio.header");
-    expectWireError(decodeMessage(audio.subarray(0, 9)), "truncated", "audio.payload");
+    // a complete header with no payload is not a truncation: it has its own reason (protocol.md)
+    expectWireError(decodeMessage(audio.subarray(0, 9)), "empty_payload", "audio.payload");
     const join = body(encodeMessage({ type: "JOIN", version: 1, room: "room", name: "bob" }));
     expectWireError(decodeMessage(join.subarray(0, 1)), "truncated", "join.version");
     expectWireError(decodeMessage(join.subarray(0, 5)), "truncated", "join.room");

@@ -8,7 +8,7 @@ import type { AudioFrame } from "../../src/audio";
 import { encodeAudio, encodeMessage, isRetryableErrorCode, MessageType, WireErrorCode, type WireMessage } from "../../src/protocol";
 import { AgoraError } from "../../src/errors";
 import { silentLogger } from "../../src/log";
-import { createBareClientNode, createServerNode, FakeMediaEngine, metricValue, openRaw, waitFor } from "../helpers/net-fakes";
+import { createBareClientNode, createServerNode, FakeMediaEngine, metricValue, OPUS_TOC_20MS, openRaw, waitFor } from "../helpers/net-fakes";
 
 // Real-time tests (audio is paced at 20 ms/frame) on a shared 2-core machine: well above bun's 5 s default.
 setDefaultTimeout(20_000);
@@ -44,7 +44,9 @@ async function teardown(c: Ctx | undefined): Promise<void> {
 }
 
 function frame(seq: number, fill = seq & 0xff): AudioFrame {
-  return { seq, timestamp: (seq * 960) >>> 0, payload: new Uint8Array(40).fill(fill) };
+  const payload = new Uint8Array(40).fill(fill);
+  payload[0] = OPUS_TOC_20MS;
+  return { seq, timestamp: (seq * 960) >>> 0, payload };
 }
 
 /** A joined participant that records what it receives. */
@@ -299,7 +301,7 @@ describe("backpressure", () => {
     const other = await participant(ctx, "r");
     // Stop reading: yamux stops granting send window, the server's stream reports "needs drain".
     (slow.session as unknown as { stream: { pause(): void; resume(): void } }).stream.pause();
-    const big = (seq: number) => ({ seq, timestamp: seq * 960, payload: new Uint8Array(1275).fill(seq & 0xff) });
+    const big = (seq: number) => ({ seq, timestamp: seq * 960, payload: new Uint8Array(1275).fill(OPUS_TOC_20MS) });
     // The yamux send window (256 KiB, auto-tuned up to a few MiB) decides when the transport pushes back;
     // emit in batches until it has, then 200 more: those must be dropped, not buffered without bound.
     const droppedNow = () => metricValue(ctx.registry, "agora_audio_net_frames_dropped_total", { reason: "send_queue" });

@@ -17,7 +17,8 @@ export interface RestoreRoom {
   participants: number[];
 }
 
-export type CrashMode = "throw" | "exit" | "hang";
+/** Test hooks: die by an uncaught error, exit the thread, hang for good, or stall once for 400 ms (ticks are skipped). */
+export type CrashMode = "throw" | "exit" | "hang" | "stall";
 
 export type ToWorker =
   | {

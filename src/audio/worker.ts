@@ -11,7 +11,7 @@
 import { errorMessage } from "../errors";
 import { CoreRoom, MediaCore } from "./core";
 import { readInbound, RingReader, RingWriter, writeOutbound, type InboundRecord } from "./rings";
-import type { FromWorker, RestoreRoom, ToWorker, WorkerRoomStats, WorkerSettings } from "./worker-protocol";
+import type { CrashMode, FromWorker, RestoreRoom, ToWorker, WorkerRoomStats, WorkerSettings } from "./worker-protocol";
 
 declare const self: Worker;
 
@@ -262,7 +262,7 @@ function restore(list: RestoreRoom[]): void {
   }
 }
 
-function crash(mode: "throw" | "exit" | "hang"): void {
+function crash(mode: CrashMode): void {
   if (!testHooks) throw new Error("crash test hook is disabled (enable testHooks / AGORA_MEDIA_TEST_HOOKS=1)");
   switch (mode) {
     case "throw":
@@ -278,6 +278,15 @@ function crash(mode: "throw" | "exit" | "hang"): void {
         const until = Number.POSITIVE_INFINITY;
         while (performance.now() < until) {
           /* spin: the heartbeat stops, the supervisor must notice */
+        }
+      }, 0);
+      return;
+    case "stall":
+      setTimeout(() => {
+        // As a loaded machine would: the mixer falls 20 ticks behind once, then skips what it cannot catch up.
+        const until = performance.now() + 400;
+        while (performance.now() < until) {
+          /* spin */
         }
       }, 0);
       return;

@@ -198,6 +198,14 @@ export class NodeRuntime implements DashboardSource {
           logger: this.log.child({ subsystem: "rooms" }),
           registry: this.metrics.registry,
           bitrate: c.audio.bitrate,
+          limits: {
+            peerMaxStreams: c.audio.max_streams_per_peer,
+            ipMaxStreams: c.audio.max_streams_per_ip,
+            peerJoinsPerSecond: c.audio.joins_per_second_per_peer,
+            peerJoinBurst: 4 * c.audio.joins_per_second_per_peer,
+            ipJoinsPerSecond: c.audio.joins_per_second_per_ip,
+            ipJoinBurst: 4 * c.audio.joins_per_second_per_ip,
+          },
         });
         this.rooms_ = rooms;
         await this.lifecycle.start(service("audio-rooms", () => rooms.start(), () => rooms.stop()));

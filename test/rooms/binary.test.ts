@@ -7,7 +7,7 @@ import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { multiaddr } from "@multiformats/multiaddr";
-import { AudioSession } from "../../src/client";
+import { AudioRemoteError, AudioSession, WireErrorCode } from "../../src/client";
 import { createBareClientNode } from "../helpers/net-fakes";
 import { eventually, type NodeHandle, runCli, startNode, tempDir } from "../helpers/node-process";
 
@@ -85,6 +85,42 @@ describe("connections per host", () => {
       expect(opened).toBeLessThanOrEqual(10);
     } finally {
       await Promise.all(clients.map((c) => c.stop()));
+      await h.stop();
+    }
+  });
+});
+
+describe("per-peer stream limit from the config", () => {
+  test("audio.max_streams_per_peer = 2: a third participant from the same peer is refused with RATE_LIMITED", async () => {
+    const h = await startNode({ args: ["--set", "audio.max_streams_per_peer=2"] });
+    started.push(h);
+    const client = await createBareClientNode();
+    try {
+      const target = multiaddr(await h.multiaddr());
+      const a = await AudioSession.open({ libp2p: client, target, room: "limit" });
+      const b = await AudioSession.open({ libp2p: client, target, room: "limit" });
+      let refused: unknown;
+      try {
+        await AudioSession.open({ libp2p: client, target, room: "limit" });
+      } catch (err) {
+        refused = err;
+      }
+      expect(refused).toBeInstanceOf(AudioRemoteError);
+      expect((refused as AudioRemoteError).wireCode).toBe(WireErrorCode.RATE_LIMITED);
+      await a.leave();
+      // A slot is free again once one of the two leaves.
+      await eventually(async () => {
+        try {
+          const c = await AudioSession.open({ libp2p: client, target, room: "limit" });
+          await c.leave();
+          return true;
+        } catch {
+          return false;
+        }
+      }, 20_000, "a join after a leave");
+      await b.leave();
+    } finally {
+      await client.stop();
       await h.stop();
     }
   });

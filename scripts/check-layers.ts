@@ -35,7 +35,7 @@ for (const file of files(root)) {
     const spec = m[1] ?? m[2]!;
     if (!spec.startsWith(".")) continue;
     const target = resolve(file, "..", spec);
-    if (!target.startsWith(root + "/")) continue; // e.g. the embedded wasm file outside src/
+    if (!target.startsWith(`${root}/`)) continue; // e.g. the embedded wasm file outside src/
     // "../p2p" is the folder (its index.ts); "../p2p/addrs" a file in it.
     const to = subsystemOf(existsSync(target) && statSync(target).isDirectory() ? join(target, "index.ts") : target);
     if (to === from || to === "") continue;
@@ -47,7 +47,10 @@ for (const file of files(root)) {
     }
     if (from === "") continue;
     let out = edges.get(from);
-    if (!out) edges.set(from, (out = new Map()));
+    if (!out) {
+      out = new Map();
+      edges.set(from, out);
+    }
     if (!out.has(to)) out.set(to, where);
   }
 }

@@ -154,10 +154,14 @@ function writeZip(stagingParent: string, dirName: string, files: string[], out: 
   if (r.exitCode !== 0) fail(`zip failed for ${out}`);
 }
 
+function parseReleaseArgs(argv: string[]) {
+  return parseArgs({ args: argv, strict: true, options: { targets: { type: "string" }, out: { type: "string" }, level: { type: "string" }, "fetch-only": { type: "boolean" }, help: { type: "boolean", short: "h" } } }).values;
+}
+
 function parseOptions(argv: string[]): { targets: string[]; out: string; level: number; fetchOnly: boolean } {
-  let v;
+  let v: ReturnType<typeof parseReleaseArgs>;
   try {
-    v = parseArgs({ args: argv, strict: true, options: { targets: { type: "string" }, out: { type: "string" }, level: { type: "string" }, "fetch-only": { type: "boolean" }, help: { type: "boolean", short: "h" } } }).values;
+    v = parseReleaseArgs(argv);
   } catch (err) {
     fail(`${(err as Error).message}; usage: bun scripts/release.ts [--targets a,b] [--out DIR] [--level 1-9] [--fetch-only]`, 2);
   }

@@ -280,15 +280,25 @@ export class WorkerMediaEngine implements MediaEngine {
 
   pushFrame(roomId: string, participantId: string, frame: AudioFrame): void {
     const p = this.registry.participant(roomId, participantId);
-    if (!p) return this.drop("unknown_participant");
+    if (!p) {
+      this.drop("unknown_participant");
+      return;
+    }
     const gen = this.supervisor.current;
-    if (this.state !== "running" || !gen) return this.drop("not_running");
+    if (this.state !== "running" || !gen) {
+      this.drop("not_running");
+      return;
+    }
     const len = frame.payload.length;
-    if (len === 0 || len > MAX_PACKET) return this.drop("invalid");
+    if (len === 0 || len > MAX_PACKET) {
+      this.drop("invalid");
+      return;
+    }
     const arrival = performance.timeOrigin + performance.now();
     if (!writeInbound(gen.inbound, p.room.handle, p.handle, frame.seq, frame.timestamp, arrival, frame.payload)) {
       this.warnRing("inbound", 1);
-      return this.drop("ring_full");
+      this.drop("ring_full");
+      return;
     }
     p.packetsIn++;
     this.pendingIn++;

@@ -9,7 +9,7 @@
  * inconsistent, so the engine's supervisor restarts a fresh worker and restores the rooms.
  */
 import { errorMessage } from "../errors";
-import { CoreRoom, MediaCore } from "./core";
+import { type CoreRoom, MediaCore } from "./core";
 import { readInbound, RingReader, RingWriter, writeOutbound, type InboundRecord } from "./rings";
 import type { CrashMode, FromWorker, RestoreRoom, ToWorker, WorkerRoomStats, WorkerSettings } from "./worker-protocol";
 

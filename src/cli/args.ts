@@ -222,7 +222,7 @@ export function parseCommand(argv: string[]): Parsed | { help: true } | { versio
     const close = closestName(name, [...names, "version", "help"]);
     throw new AgoraError("USAGE", `unknown command "${name}"${close ? ` (did you mean "${close}"?)` : ""}; run agora-node --help`);
   }
-  let parsed;
+  let parsed: { values: unknown; positionals: string[] };
   try {
     parsed = parseArgs({ args: rest, options: command.options, strict: true, allowPositionals: true });
   } catch (err) {

@@ -1,6 +1,6 @@
 /** `stop`, `status` and `health`: talk to a running node through its PID file and dashboard. */
 import { AgoraError } from "../errors";
-import { formatBytes, formatDuration, formatStun } from "../http";
+import { type DiscoveryReport, formatBytes, formatDuration, formatStun, type StatusReport } from "../http";
 import { isAgoraProcess, readPid } from "../node";
 import { EXIT_FAILURE, EXIT_OK, numberFlag, type Parsed } from "./args";
 import { type Io, loadForCommand } from "./context";
@@ -59,7 +59,7 @@ function drainProgress(p: Parsed, io: Io): { poll(): Promise<void> } | undefined
       try {
         const r = await fetchJson(`${ep.url}/api/status`, ep.token, 1000);
         if (r.status !== 200 || typeof r.body !== "object" || r.body === null) return;
-        const line = drainLine(r.body as Record<string, any>, Date.now());
+        const line = drainLine(r.body as Parameters<typeof drainLine>[0], Date.now());
         if (line.key === lastKey) return;
         lastKey = line.key;
         io.err(line.text);
@@ -139,13 +139,14 @@ export async function runStatus(p: Parsed, io: Io): Promise<number> {
     io.err(`unexpected answer from ${ep.url}/api/status: HTTP ${r.status}`);
     return EXIT_FAILURE;
   }
-  const s = r.body as Record<string, any>;
+  // A node of another version may lack fields: every one is read as optional.
+  const s = r.body as Partial<StatusReport>;
   if (p.values.json) {
     io.out(JSON.stringify(s, null, 2));
     return EXIT_OK;
   }
-  const net = (s.network ?? {}) as Record<string, any>;
-  const d = (s.discovery ?? {}) as Record<string, any>;
+  const net = (s.network ?? {}) as { listen_addrs?: string[]; reachability?: string };
+  const d: Partial<DiscoveryReport> = s.discovery ?? {};
   const since = (iso: unknown) => (typeof iso === "string" ? `${formatDuration(Math.max(0, (Date.now() - Date.parse(iso)) / 1000))} ago (${iso})` : "not yet");
   const discovery = [
     `  bootstrap    ${d.bootstrap_connected ?? 0}/${d.bootstrap_configured ?? 0} connected, ${d.known_peers ?? 0} known peers`,

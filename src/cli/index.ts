@@ -16,7 +16,6 @@ import {
   type Parsed,
   parseCommand,
   requireFlag,
-  START_FLAG_KEYS,
 } from "./args";
 import { runDiscover, runJoin, runLoadgen } from "./network-commands";
 import { runStart } from "./start";

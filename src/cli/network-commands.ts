@@ -49,7 +49,7 @@ export async function runDiscover(p: Parsed, io: Io): Promise<number> {
     return EXIT_OK;
   }
   nodes.forEach((n, i) => {
-    const a = n.advertisement as unknown as Record<string, any>;
+    const a = n.advertisement;
     io.out(`${i + 1}. ${a.peer_id}  ${a.region}/${a.group}  [${(a.capabilities ?? []).join(",")}]  load ${a.current_load}/${a.max_clients}  score ${n.score.toFixed(3)}`);
     io.out(`   ${(a.listen_addr ?? []).join(" ")}`);
     io.out(`   why: ${n.reasons.join("; ")}`);

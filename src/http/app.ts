@@ -81,7 +81,11 @@ export function createDashboardApp(source: DashboardSource) {
       set.status = 503;
       return { status: state, state, reason: source.notReadyReason() ?? state };
     })
-    .get("/login", () => renderLogin(false), { afterHandle: ({ set }) => void (set.headers["content-type"] = "text/html; charset=utf-8") })
+    .get("/login", () => renderLogin(false), {
+      afterHandle: ({ set }) => {
+        set.headers["content-type"] = "text/html; charset=utf-8";
+      },
+    })
     .post(
       "/login",
       ({ body, set }) => {

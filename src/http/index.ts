@@ -2,7 +2,7 @@
  * The node's two HTTP listeners: the dashboard/API and the Prometheus endpoint. Each is a lifecycle part
  * (start/stop); a port that cannot be bound is a clear LISTEN_FAILED error naming address and port.
  */
-import { Elysia } from "elysia";
+import { type AnyElysia, Elysia } from "elysia";
 import { AgoraError, isAddressInUse, portInUse } from "../errors";
 import { createDashboardApp } from "./app";
 import type { DashboardSource } from "./types";
@@ -20,7 +20,7 @@ interface Listening {
   port: number;
 }
 
-function listen(app: Elysia<any, any, any, any, any, any, any>, hostname: string, port: number, what: string, setting: string): Listening {
+function listen(app: AnyElysia, hostname: string, port: number, what: string, setting: string): Listening {
   try {
     // Elysia turns SO_REUSEPORT on by default: a second node on the same port would then start and the
     // kernel would split requests between both. Off, the second bind fails with EADDRINUSE as it should.

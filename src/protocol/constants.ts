@@ -20,7 +20,7 @@ export const PARTICIPANT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** Region and group names (config, advertisements, discovery): lowercase tokens of up to 63 characters. */
 export const REGION_TOKEN_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 /** Node labels (`key=value` or plain words) as carried in advertisements. */
-export const LABEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:=\/-]{0,127}$/;
+export const LABEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,127}$/;
 /**
  * A libp2p peer id as Agora uses them: an Ed25519 key as an identity multihash in base58btc (`12D3KooW…`,
  * 52 characters). Parsing (peerIdFromString) is the real check; this pattern is for cheap pre-filtering and

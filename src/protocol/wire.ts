@@ -19,7 +19,7 @@ export const AUDIO_PROTOCOL = "/agora/audio/1.0.0";
 export const WIRE_VERSION = 1;
 export const SUPPORTED_WIRE_VERSIONS: readonly number[] = [WIRE_VERSION];
 
-import { CHANNELS, FRAME_MS, FRAME_SAMPLES, MAX_OPUS_PAYLOAD, MAX_ROOM_ID_LENGTH, PARTICIPANT_ID_PATTERN, ROOM_ID_PATTERN, SAMPLE_RATE } from "./constants";
+import { CHANNELS, FRAME_SAMPLES, MAX_OPUS_PAYLOAD, MAX_ROOM_ID_LENGTH, PARTICIPANT_ID_PATTERN, ROOM_ID_PATTERN, SAMPLE_RATE } from "./constants";
 
 export const MAX_NAME_BYTES = 64;
 export const MAX_PARTICIPANT_ID_LENGTH = 64;
@@ -161,6 +161,7 @@ const ROOM_ID_RE = ROOM_ID_PATTERN;
 const PARTICIPANT_ID_RE = PARTICIPANT_ID_PATTERN;
 // C0/C1 controls, DEL, and bidi overrides that could spoof how a name renders on a dashboard.
 // eslint-disable-next-line no-control-regex
+// biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control and bidi characters in names is the point
 const NAME_FORBIDDEN_RE = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
 
 /** Room ids are tokens: 1–64 chars of [A-Za-z0-9._-], starting alphanumeric. Returns why not, or undefined. */

@@ -548,7 +548,10 @@ export class AudioRoomService {
 
   private onData(s: Session, bytes: Uint8Array): void {
     if (s.state === "closing" || s.state === "closed") return;
-    if (s.refused) return this.refuse(s, s.refused);
+    if (s.refused) {
+      this.refuse(s, s.refused);
+      return;
+    }
     const now = this.now();
     s.lastRxAt = now;
     s.pingedAt = 0;
@@ -575,7 +578,10 @@ export class AudioRoomService {
   private onMessage(s: Session, m: WireMessage): void {
     switch (m.type) {
       case "AUDIO": {
-        if (s.state !== "joined") return this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "AUDIO before JOIN", "unexpected_message");
+        if (s.state !== "joined") {
+      this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "AUDIO before JOIN", "unexpected_message");
+      return;
+    }
         const verdict = s.seq.accept(m.seq);
         if (verdict === "duplicate" || verdict === "late") {
           this.metrics.framesDropped.inc({ reason: verdict });
@@ -604,8 +610,12 @@ export class AudioRoomService {
       case "PONG":
         return;
       case "JOIN":
-        if (s.state !== "awaiting_join") return this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "second JOIN on one stream", "unexpected_message");
-        return this.join(s, m);
+        if (s.state !== "awaiting_join") {
+      this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "second JOIN on one stream", "unexpected_message");
+      return;
+    }
+        this.join(s, m);
+        return;
       case "LEAVE":
         s.log.debug("participant left");
         void this.closeSession(s);
@@ -616,7 +626,8 @@ export class AudioRoomService {
         void this.closeSession(s);
         return;
       case "JOINED":
-        return this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "JOINED is sent by servers only", "unexpected_message");
+        this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "JOINED is sent by servers only", "unexpected_message");
+        return;
     }
   }
 

@@ -178,7 +178,7 @@ export class StunClient {
       if (this.fromAServer(from)) this.reject("malformed", "not a STUN message", from);
       return;
     }
-    let msg;
+    let msg: ReturnType<typeof decodeResponse>;
     try {
       msg = decodeResponse(data);
     } catch (err) {

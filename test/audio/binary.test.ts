@@ -11,7 +11,9 @@ import { type NodeHandle, runCli, startNode, tempDir } from "../helpers/node-pro
 
 const RATE = 48_000;
 const started: NodeHandle[] = [];
-afterAll(() => started.forEach((h) => h.cleanup()));
+afterAll(() => {
+  for (const h of started) h.cleanup();
+});
 
 function tone(hz: number, seconds: number): Int16Array {
   return Int16Array.from({ length: RATE * seconds }, (_, i) => Math.round(6000 * Math.sin((2 * Math.PI * hz * i) / RATE)));
@@ -42,7 +44,7 @@ describe("three join processes in one room on a binary node", () => {
     const addr = await node.multiaddr();
     const dir = tempDir();
     const freqs = [440, 660, 880];
-    freqs.forEach((f, i) => writeWav(join(dir, `in${i}.wav`), tone(f, 8), RATE));
+    for (const [i, f] of freqs.entries()) writeWav(join(dir, `in${i}.wav`), tone(f, 8), RATE);
     const clients = freqs.map((_, i) =>
       runCli(["join", "--room", "tones", "--node", addr, "--input", join(dir, `in${i}.wav`), "--output", join(dir, `out${i}.wav`)], { timeoutMs: 60_000 }),
     );

@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { createOpusCodec, type OpusDecoder, type OpusEncoder } from "../../src/audio";
-import { CoreRoom, MediaCore, PushResult, type RoomConfig } from "../../src/audio";
+import { type CoreRoom, MediaCore, PushResult, type RoomConfig } from "../../src/audio";
 import { concat, db, FRAME, FSK_TONES, fskFrame, fskSymbol, goertzel, maxStep, peak, rms, snrDb, toneFrame } from "./media-helpers";
 
 const codec = await createOpusCodec();
@@ -157,13 +157,13 @@ describe("limiter", () => {
   test("five full-scale talkers never clip: no sample at the rails, no flat-topped runs, still loud", () => {
     const d = new Driver({ topK: 5 });
     const tones = [300, 470, 610, 830, 1090];
-    tones.forEach((_, i) => d.add(`t${i}`));
+    for (const [i, _] of tones.entries()) d.add(`t${i}`);
     d.add("listener");
     let maxPeak = 0;
     let flatRuns = 0;
     const late: Int16Array[] = [];
     for (let k = 0; k < 80; k++) {
-      tones.forEach((hz, i) => d.send(`t${i}`, toneFrame(hz, k, 30000)));
+      for (const [i, hz] of tones.entries()) d.send(`t${i}`, toneFrame(hz, k, 30000));
       d.step();
       for (const n of ["t0", "t3", "listener"]) {
         const m = d.room.debugMix(d.slot(n));
@@ -433,7 +433,10 @@ describe("jitter buffer", () => {
 
   test("the target adapts to measured jitter and back down to jitter_min", () => {
     let seed = 42;
-    const rnd = (): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    const rnd = (): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed / 0x7fffffff;
+    };
     const jittery = new Driver({ jitterMinMs: 20, jitterMaxMs: 400 });
     jittery.add("a");
     jittery.add("l");
@@ -701,7 +704,10 @@ describe("jitter buffer: latency converges back to the target", () => {
 
   test("the target follows jitter up at once and back down within seconds once the network is calm", () => {
     let seed = 7;
-    const rnd = (): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    const rnd = (): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed / 0x7fffffff;
+    };
     const d = new Driver({ jitterMaxMs: 400 });
     d.add("a");
     d.add("l");

@@ -23,7 +23,7 @@ export function squareFrame(hz: number, index: number, amplitude = 32000): Int16
 
 export function concat(frames: Int16Array[]): Int16Array {
   const out = new Int16Array(frames.length * FRAME);
-  frames.forEach((f, i) => out.set(f, i * FRAME));
+  for (const [i, f] of frames.entries()) out.set(f, i * FRAME);
   return out;
 }
 

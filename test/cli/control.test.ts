@@ -7,7 +7,9 @@ import { drainLine } from "../../src/cli/control";
 import { eventually, type NodeHandle, runCli, startNode } from "../helpers/node-process";
 
 const started: NodeHandle[] = [];
-afterAll(() => started.forEach((h) => h.cleanup()));
+afterAll(() => {
+  for (const h of started) h.cleanup();
+});
 
 describe("stop shows the drain's progress", () => {
   test("drainLine counts what is left and the seconds to the deadline", () => {

@@ -18,8 +18,8 @@ const repo = join(import.meta.dir, "..", "..");
 test("importing the SDK loads no part of the node (only client, protocol, transport, errors, log)", () => {
   const probe = `
     await import(${JSON.stringify(join(repo, "src/client/index.ts"))});
-    const ours = Object.keys(require.cache).filter((k) => k.startsWith(${JSON.stringify(join(repo, "src") + "/")}));
-    console.log(JSON.stringify(ours.map((k) => k.slice(${JSON.stringify(join(repo, "src") + "/")}.length).split("/")[0])));
+    const ours = Object.keys(require.cache).filter((k) => k.startsWith(${JSON.stringify(`${join(repo, "src")}/`)}));
+    console.log(JSON.stringify(ours.map((k) => k.slice(${JSON.stringify(`${join(repo, "src")}/`)}.length).split("/")[0])));
   `;
   const r = Bun.spawnSync([process.execPath, "-e", probe], { cwd: repo, timeout: 30_000 });
   expect(r.exitCode).toBe(0);
@@ -69,7 +69,7 @@ describe("joinRoom", () => {
     await waitFor(() => heard.length >= 10, "10 decoded frames at bob");
     expect(opusFrames).toBe(heard.length);
     const got = new Int16Array(heard.length * FRAME_SAMPLES);
-    heard.forEach((f, i) => got.set(f, i * FRAME_SAMPLES));
+    for (const [i, f] of heard.entries()) got.set(f, i * FRAME_SAMPLES);
     expect(db(goertzelPower(got, 440) / goertzelPower(got, 1000))).toBeGreaterThan(26);
 
     // What alice sent is numbered by the SDK: consecutive seq, timestamps 960 apart.

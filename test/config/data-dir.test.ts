@@ -42,7 +42,10 @@ describe("defaultDataDir follows each OS's convention", () => {
   test("the isAdmin probe runs only when it matters and the default is the current host's", () => {
     let probes = 0;
     const h = host("linux", { HOME: "/home/ana" });
-    h.isAdmin = () => (probes++, false);
+    h.isAdmin = () => {
+      probes++;
+      return false;
+    };
     defaultDataDir(h);
     expect(probes).toBe(1);
     expect(defaultDataDir()).toBe(process.getuid?.() === 0 ? "/var/lib/agora" : defaultDataDir(host("linux", process.env as Record<string, string>)));

@@ -5,7 +5,7 @@
  * Grafana dashboard querying only metrics a live node exports.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { envName, SCHEMA } from "../../src/config";
 import { BINARY, ensureBinary, freePort, type NodeHandle, ROOT, runCli, startNode, tempDir } from "../helpers/node-process";
@@ -209,7 +209,9 @@ describe("compose, Prometheus and Grafana", () => {
 
   describe("the Grafana dashboard queries only metrics the binary exports", () => {
     const live: NodeHandle[] = [];
-    afterAll(() => live.forEach((h) => h.cleanup()));
+    afterAll(() => {
+  for (const h of live) h.cleanup();
+});
 
     test("every metric in every panel exists on a live node of some mode", async () => {
       const dash = JSON.parse(read("deploy/grafana/dashboards/agora-node.json")) as { panels: { title: string; targets: { expr: string }[] }[] };

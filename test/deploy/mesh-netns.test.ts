@@ -94,7 +94,10 @@ describe.skipIf(!available)("self-healing mesh in network namespaces", () => {
       // budget on b's stale DHT entries once or twice, hence "eventually" rather than one query.
       await Bun.sleep(3 * HEARTBEAT_S * 1000 + 500);
       let last: string[] = [];
-      await until(async () => JSON.stringify((last = await discovered())) === JSON.stringify([a]), 30_000, "only a discoverable during the partition").catch((err) => {
+      await until(async () => {
+        last = await discovered();
+        return JSON.stringify(last) === JSON.stringify([a]);
+      }, 30_000, "only a discoverable during the partition").catch((err) => {
         throw new Error(`${(err as Error).message}; last discovery: ${JSON.stringify(last)}`);
       });
       expect((await fetch(`${nodes.a!.dashboardUrl}/health`)).status).toBe(200);

@@ -7,7 +7,7 @@ import { identify } from "@libp2p/identify";
 import type { Libp2p, Stream } from "@libp2p/interface";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
-import { Registry } from "prom-client";
+import type { Registry } from "prom-client";
 import { AgoraError } from "../../src/errors";
 import type { AudioFrame, FrameSink, MediaEngine, MediaSettings, RoomStats } from "../../src/audio";
 import type { OpusCodec } from "../../src/protocol";
@@ -40,7 +40,10 @@ export class FakeMediaEngine implements MediaEngine {
   join(roomId: string, participantId: string, sink: FrameSink): void {
     if (this.participantCount() >= this.maxParticipants) throw new AgoraError("CAPACITY", `node full: ${this.maxParticipants} participants`);
     let room = this.roomMap.get(roomId);
-    if (!room) this.roomMap.set(roomId, (room = { createdAt: Date.now(), sinks: new Map() }));
+    if (!room) {
+      room = { createdAt: Date.now(), sinks: new Map() };
+      this.roomMap.set(roomId, room);
+    }
     room.sinks.set(participantId, sink);
     this.joins.push(participantId);
   }

@@ -16,7 +16,10 @@ afterAll(() => h?.cleanup());
 
 function rng(seed: number) {
   let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296);
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 4294967296;
+  };
 }
 
 function rawRequest(port: number, bytes: Uint8Array, timeoutMs = 3000): Promise<string> {

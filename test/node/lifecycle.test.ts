@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { AgoraError } from "../../src/errors";
+import type { AgoraError } from "../../src/errors";
 import { silentLogger } from "../../src/log";
 import { acquirePidLock, createIdentity, Lifecycle, loadOrCreateIdentity, readIdentity, type Service } from "../../src/node";
 import { tempDir } from "../helpers/node-process";

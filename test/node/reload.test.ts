@@ -14,8 +14,8 @@ import { BINARY, eventually, type NodeHandle, runCli, startNode, tempDir } from 
 const started: NodeHandle[] = [];
 const holders: Subprocess[] = [];
 afterAll(() => {
-  started.forEach((h) => h.cleanup());
-  holders.forEach((p) => p.kill("SIGKILL"));
+  for (const h of started) h.cleanup();
+  for (const p of holders) p.kill("SIGKILL");
 });
 
 const TOKEN_A = "token-a-0123456789abcdef";

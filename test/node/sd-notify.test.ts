@@ -26,8 +26,8 @@ while True:
 const procs: Subprocess[] = [];
 const started: NodeHandle[] = [];
 afterAll(() => {
-  started.forEach((h) => h.cleanup());
-  procs.forEach((p) => p.kill("SIGKILL"));
+  for (const h of started) h.cleanup();
+  for (const p of procs) p.kill("SIGKILL");
 });
 
 interface Listener {
@@ -47,8 +47,7 @@ async function listen(address: string): Promise<Listener> {
       const { done, value } = await reader.read();
       if (done) break;
       buf += dec.decode(value, { stream: true });
-      let nl: number;
-      while ((nl = buf.indexOf("\n")) >= 0) {
+      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
         const msg = JSON.parse(buf.slice(0, nl)) as string;
         buf = buf.slice(nl + 1);
         if (msg === "BOUND") bound = true;

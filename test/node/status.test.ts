@@ -8,7 +8,9 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { eventually, type NodeHandle, runCli, startNode } from "../helpers/node-process";
 
 const started: NodeHandle[] = [];
-afterAll(() => started.forEach((h) => h.cleanup()));
+afterAll(() => {
+  for (const h of started) h.cleanup();
+});
 async function node(opts: Parameters<typeof startNode>[0] = {}): Promise<NodeHandle> {
   const h = await startNode(opts);
   started.push(h);

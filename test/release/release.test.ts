@@ -115,12 +115,12 @@ function executableFormat(b: Buffer): string {
     const cls = b[4] === 2 ? "64" : "32";
     const machine = b.readUInt16LE(18);
     const type = b.readUInt16LE(16);
-    return `ELF${cls} ${{ 0x3e: "x86-64", 0xb7: "aarch64" }[machine] ?? machine.toString(16)} ${type === 2 ? "exec" : type === 3 ? "dyn" : type}`;
+    return `ELF${cls} ${{ 62: "x86-64", 183: "aarch64" }[machine] ?? machine.toString(16)} ${type === 2 ? "exec" : type === 3 ? "dyn" : type}`;
   }
   if (b.readUInt32LE(0) === 0xfeedfacf) {
     const cpu = b.readUInt32LE(4);
     const fileType = b.readUInt32LE(12);
-    return `Mach-O64 ${{ 0x0100000c: "arm64", 0x01000007: "x86_64" }[cpu] ?? cpu.toString(16)} ${fileType === 2 ? "execute" : fileType}`;
+    return `Mach-O64 ${{ 16777228: "arm64", 16777223: "x86_64" }[cpu] ?? cpu.toString(16)} ${fileType === 2 ? "execute" : fileType}`;
   }
   if (b.toString("latin1", 0, 2) === "MZ") {
     const pe = b.readUInt32LE(0x3c);

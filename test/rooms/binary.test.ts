@@ -14,7 +14,9 @@ import { eventually, type NodeHandle, runCli, startNode, tempDir } from "../help
 setDefaultTimeout(120_000);
 
 const started: NodeHandle[] = [];
-afterAll(() => started.forEach((h) => h.cleanup()));
+afterAll(() => {
+  for (const h of started) h.cleanup();
+});
 
 describe("audio.bitrate", () => {
   test("JOINED suggests the configured bitrate; a SIGHUP after editing the file changes it for new joins", async () => {

@@ -6,7 +6,9 @@ import { dirname, join } from "node:path";
 
 const script = join(import.meta.dir, "..", "..", "scripts", "check-layers.ts");
 const dirs: string[] = [];
-afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
 
 function tree(files: Record<string, string>): string {
   const d = mkdtempSync(join(tmpdir(), "agora-layers-"));

@@ -84,7 +84,10 @@ describe("STUN messages (RFC 5389)", () => {
 describe("STUN decoder fuzz", () => {
   test("random and mutated datagrams never throw anything but StunDecodeError", () => {
     let seed = 12345;
-    const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const rnd = () => {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      return seed / 2 ** 32;
+    };
     const base = [RFC5769_IPV4, RFC5769_IPV6, encodeBindingSuccess(TXID, { family: "IPv4", address: "1.2.3.4", port: 5 })];
     let accepted = 0;
     for (let i = 0; i < 20_000; i++) {

@@ -97,7 +97,7 @@ describe.skipIf(!available)("STUN behind nftables masquerade", () => {
     const n = await nodeInInner();
     const stun = await eventually(async () => {
       const s = await statusInNs(n);
-      return s && s.servers.every((x) => x.ok) ? s : undefined;
+      return s?.servers.every((x) => x.ok) ? s : undefined;
     }, 30_000, "the node's STUN result through the NAT");
     expect(stun).toMatchObject({ local_port: n.p2pPort, public_address: ROUTER_OUTER_IP, mapping: "endpoint-independent" });
     expect(stun.public_port).toBeGreaterThan(0);
@@ -108,7 +108,7 @@ describe.skipIf(!available)("STUN behind nftables masquerade", () => {
     const n = await nodeInInner();
     const stun = await eventually(async () => {
       const s = await statusInNs(n);
-      return s && s.servers.every((x) => x.ok) ? s : undefined;
+      return s?.servers.every((x) => x.ok) ? s : undefined;
     }, 30_000, "the node's STUN result through the random-port NAT");
     expect(stun.public_address).toBe(ROUTER_OUTER_IP);
     expect(stun.mapping).toBe("endpoint-dependent");

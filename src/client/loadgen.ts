@@ -25,6 +25,7 @@ import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
 import { multiaddr } from "@multiformats/multiaddr";
 import { FRAME_MS, FRAME_SAMPLES, type OpusCodec, type OpusDecoder, SAMPLE_RATE, seqDiff } from "../protocol";
+import { type Clock, realClock } from "./clock";
 import { loadOpusCodec } from "./codec";
 import { createClientNode, type DialTarget, type DialTargetProvider } from "./node";
 import { AudioSession } from "./session";
@@ -57,6 +58,8 @@ export interface LoadgenOptions {
   /** protocol id to dial (default the audio protocol; the latency bench uses an echo protocol) */
   protocol?: string;
   signal?: AbortSignal;
+  /** time source of the pacing, the join spread, warm-up and run length, and of the latency figures (default real) */
+  clock?: Clock;
 }
 
 export interface LatencySummary {
@@ -211,6 +214,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
   if (opts.warmupSec !== undefined && !(opts.warmupSec >= 0)) throw new AgoraError("USAGE", `warmupSec must be ≥ 0, got ${opts.warmupSec}`);
   if (!(opts.durationSec > 0) || opts.durationSec > 86_400) throw new AgoraError("USAGE", `durationSec must be in (0, 86400], got ${opts.durationSec}`);
   const log = opts.logger.child({ component: "loadgen" });
+  const clock = opts.clock ?? realClock;
   const prefix = opts.roomPrefix ?? "loadgen";
   const bitrate = opts.bitrate ?? 32_000;
   if (opts.probePeriodMs !== undefined && !(opts.probePeriodMs >= MIN_PROBE_PERIOD_MS))
@@ -279,9 +283,9 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
   // Rooms are spread over up to 4 send phases within the 20 ms frame: the mixer's tick has a fixed phase,
   // and a latency measured at a single sender phase would carry one arbitrary 0-20 ms alignment offset.
   const phases = Math.min(rooms.length, 4);
-  const sendTimers = Array.from({ length: phases }, (_, ph) => new PacedTimer(FRAME_MS, () => sendTick(ph)));
+  const sendTimers = Array.from({ length: phases }, (_, ph) => new PacedTimer(FRAME_MS, () => sendTick(ph), 10, clock));
   const sendTick = (phase: number) => {
-    const now = performance.now();
+    const now = clock.now();
     for (let r = phase; r < rooms.length; r += phases) {
       const room = rooms[r]!;
       for (const p of room.participants) {
@@ -307,14 +311,14 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
 
   const total = opts.rooms * opts.participants;
   try {
-    const sendStart = performance.now();
+    const sendStart = clock.now();
     sendTimers.forEach((t, ph) => t.begin(sendStart + (ph * FRAME_MS) / phases));
     // Join everyone, staggered; each participant starts sending on its first tick after JOINED.
     const joins: Promise<void>[] = [];
     for (const room of rooms) {
       for (const p of room.participants) {
         if (stopping || opts.signal?.aborted) break;
-        const t0 = performance.now();
+        const t0 = clock.now();
         joins.push(
           AudioSession.open({
             libp2p: node,
@@ -324,6 +328,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
             protocol: opts.protocol,
             signal: opts.signal,
             maxOutboundStreams: total + 16,
+            clock,
             onAudio: (f, at) => onAudio(p, f.seq, f.payload, at),
             onClose: (err) => {
               if (err && !stopping) {
@@ -333,7 +338,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
             },
           }).then(
             (s) => {
-              joinTimes.push(performance.now() - t0);
+              joinTimes.push(clock.now() - t0);
               p.session = s;
               if (p === probeListener(room)) room.decoder = codec.decoder();
             },
@@ -343,7 +348,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
             },
           ),
         );
-        if (joinIntervalMs > 0) await sleep(joinIntervalMs, opts.signal);
+        if (joinIntervalMs > 0) await sleep(joinIntervalMs, opts.signal, clock);
       }
     }
     await Promise.all(joins);
@@ -353,12 +358,12 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
       const first = rooms.find((r) => r.joinError)?.joinError;
       throw new AgoraError("P2P", `loadgen: no participant could join ${targetAddr.toString()}${first ? `: ${first}` : ""}`);
     }
-    await sleep(Math.min(warmupMs, opts.durationSec * 1000), opts.signal);
+    await sleep(Math.min(warmupMs, opts.durationSec * 1000), opts.signal, clock);
     measuring = true;
-    await sleep(Math.max(0, opts.durationSec * 1000 - warmupMs), opts.signal);
+    await sleep(Math.max(0, opts.durationSec * 1000 - warmupMs), opts.signal, clock);
     stopSending();
     // Let the last mixed frames arrive before counting.
-    await sleep(300, opts.signal);
+    await sleep(300, opts.signal, clock);
   } finally {
     stopping = true;
     stopSending();

@@ -156,6 +156,9 @@ export class Redialer {
       t.attempt++;
       const level = t.persistent && t.attempt % 5 === 1 ? "warn" : "debug";
       this.log[level]({ peer: t.peerId.toString(), attempt: t.attempt, err: errorMessage(err) }, t.persistent ? "bootstrap peer unreachable; will retry with backoff" : "known peer unreachable");
+      // Not dialing any more: schedule() skips a target still marked as dialing, which left a failed
+      // redial with no retry at all.
+      t.dialing = false;
       if (t.persistent || libp2p.getConnections().length === 0) this.schedule(t);
     } finally {
       t.dialing = false;

@@ -14,6 +14,7 @@ import type { AudioFrame, MediaSettings } from "../../src/audio";
 import { AgoraError } from "../../src/errors";
 import { silentLogger } from "../../src/log";
 import { concat, db, goertzel, mediaSettings, waitFor, toneFrame } from "./media-helpers";
+import { requireTool } from "../helpers/tools";
 
 const codec = await createOpusCodec();
 const engines: WorkerMediaEngine[] = [];
@@ -196,13 +197,10 @@ describe("media engine (worker)", () => {
     for (const name of ["agora_audio_packets_concealed_total", "agora_audio_packets_late_total", "agora_media_worker_restarts_total"]) {
       expect(text).toContain(`# TYPE ${name} counter`);
     }
-    const promtool = Bun.which("promtool");
-    if (promtool) {
-      const p = Bun.spawn([promtool, "check", "metrics"], { stdin: new TextEncoder().encode(text), stdout: "pipe", stderr: "pipe" });
-      const out = (await new Response(p.stdout).text()) + (await new Response(p.stderr).text());
-      expect(await p.exited).toBe(0);
-      expect(out.trim()).toBe("");
-    }
+    const p = Bun.spawn([requireTool("promtool", "prometheus"), "check", "metrics"], { stdin: new TextEncoder().encode(text), stdout: "pipe", stderr: "pipe" });
+    const out = (await new Response(p.stdout).text()) + (await new Response(p.stderr).text());
+    expect(await p.exited).toBe(0);
+    expect(out.trim()).toBe("");
   });
 
   for (const mode of ["throw", "exit", "hang"] as const) {

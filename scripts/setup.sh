@@ -19,7 +19,8 @@ if [ ! -x "$BUN" ] || [ "$("$BUN" --version 2>/dev/null)" != "$BUN_VERSION" ]; t
 fi
 
 # 2. apt packages: emscripten builds the wasm core; the test suite also needs chromium (dashboard in a real
-#    browser), promtool (metrics lint), iproute2 (network namespaces), systemd (unit verification).
+#    browser), promtool (metrics lint), iproute2 (network namespaces), systemd (unit verification),
+#    stress-ng (to run the suite on a busy machine).
 need=()
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
 [ -f wasm/build/agora_media.wasm ] && [ -f dist/agora-node ] || have_cmd emcc || need+=(emscripten)
@@ -33,6 +34,7 @@ if [ $want_test = 1 ]; then
   have_cmd nft || need+=(nftables)
   have_cmd unshare || need+=(util-linux)
   have_cmd gcc || need+=(gcc)
+  have_cmd stress-ng || need+=(stress-ng) # load for the busy-machine check (README, Tests)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)

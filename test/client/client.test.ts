@@ -623,14 +623,20 @@ describe("runLoadgen", () => {
         await waitFor(() => s.engine.participantCount() === i, `participant ${i} joined`, 20_000);
         await clock.advance(10);
       }
-      // Then one frame period at a time, each step waiting until every frame sent so far reached the server
-      // and every forwarded copy reached its listener (the forwarding engine sends each to the 2 others).
-      let pushed = s.engine.pushed.length;
+      // Then one frame period at a time (each phase's send timer ticks once per 20 ms step), each step waiting
+      // until the server has the frame every sending participant sent in it, while send timers run.
+      const perParticipant = () => {
+        const m = new Map<string, number>();
+        for (const x of s.engine.pushed) m.set(x.participant, (m.get(x.participant) ?? 0) + 1);
+        return m;
+      };
+      let last = perParticipant();
       await drive(clock, () => done, () => {
-        const now = s.engine.pushed.length;
-        const moved = now !== pushed;
-        pushed = now;
-        return !moved;
+        const sending = clock.pending().some((t) => t.ms <= 20);
+        const now = perParticipant();
+        const ok = !sending || [...last].every(([p, n]) => (now.get(p) ?? 0) >= n + 1);
+        if (ok) last = now;
+        return ok;
       });
       const report = await running;
       expect(JSON.parse(JSON.stringify(report))).toEqual(report);

@@ -255,9 +255,16 @@ describe("impaired uplink", () => {
     expect(blocks).toBeGreaterThan(100);
     // nothing was lost: dropouts only from stalls (header)
     expect(dropouts(x, 660).blocks).toBeLessThanOrEqual(STALL_ALLOWANCE);
-    // Frames decoded out of order would click (broadband energy): the tone must carry nearly all the power.
-    const tonePower = goertzelPower(x, 660);
-    const total = rms(x) ** 2;
-    expect(tonePower / total).toBeGreaterThan(0.95);
+    // Frames decoded out of order would click (broadband energy): in each 20 ms block the tone must carry
+    // nearly all the power (a clean block: ≈ 1). Per block, because a whole-span Goertzel also drops for a
+    // mere phase jump, which a frame skipped after a stall makes. A stall also spoils the blocks at its
+    // edges: up to 9 unclean blocks were measured under `stress-ng --cpu 2`, so 10 % of the span (~12) is
+    // allowed, while the ~24 swapped pairs decoded out of order would spoil ~48.
+    let unclean = 0;
+    for (let i = 0; i + 960 <= x.length; i += 960) {
+      const b = x.subarray(i, i + 960);
+      if (goertzelPower(b, 660) / Math.max(1, rms(b) ** 2) < 0.9) unclean++;
+    }
+    expect(unclean).toBeLessThanOrEqual(Math.ceil(blocks * 0.1));
   }, 30_000);
 });

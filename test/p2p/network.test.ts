@@ -106,8 +106,13 @@ describe("loopback Agora network", () => {
 
   test("the published record is in the DHT, signed, and carries the node's figures", async () => {
     const key = advertisementKey("eu-west", a.node.peerId);
-    const values = await waitFor("record reachable from another node", () => dhtValues(dhtOf(us.node), key).then((v) => (v.length > 0 ? v : null)));
-    const rec = await verifyAdvertisementRecord(key, values[0]!);
+    // Reputation counts successful publishes; the very first records of a node whose first puts failed (a
+    // busy machine) carry 0, so wait for one published after a success.
+    const rec = await waitFor("a record with a reputation, reachable from another node", async () => {
+      const v = await dhtValues(dhtOf(us.node), key);
+      const r = v.length > 0 ? await verifyAdvertisementRecord(key, v[0]!) : null;
+      return r && r.reputation > 0 ? r : null;
+    }, 30_000);
     expect(rec).toMatchObject({ peer_id: a.node.peerId, region: "eu-west", group: "alpha", capabilities: ["mixer"], current_load: 10, max_clients: 100, status: "online", version: "0.1.0-test" });
     expect(rec.ttl_seconds).toBe(3 * HEARTBEAT_S);
     expect(rec.listen_addr.length).toBeGreaterThan(0);

@@ -22,7 +22,8 @@ fi
 #    browser), promtool (metrics lint), iproute2 (network namespaces), systemd (unit verification), python3
 #    (the receiving side of the systemd notify socket), coturn (a real STUN server; the tests run it
 #    STUN-only as a child process), and for the release test qemu-user + libc6-arm64-cross (runs the
-#    linux-arm64 binary) and zip/unzip (Windows archive).
+#    linux-arm64 binary) and zip/unzip (Windows archive), and
+#    stress-ng (to run the suite on a busy machine).
 need=()
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
 [ -f wasm/build/agora_media.wasm ] && [ -f dist/agora-node ] || have_cmd emcc || need+=(emscripten)
@@ -42,6 +43,7 @@ if [ $want_test = 1 ]; then
   [ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || need+=(libc6-arm64-cross)
   have_cmd zip || need+=(zip)
   have_cmd unzip || need+=(unzip)
+  have_cmd stress-ng || need+=(stress-ng) # load for the busy-machine check (README, Tests)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)

@@ -18,6 +18,7 @@ import { type Logger, silentLogger } from "../log";
 export { AgoraError, type ErrorCode } from "../errors";
 export type { AudioFrame, JoinedMessage, OpusCodec, OpusDecoder, OpusEncoder } from "../protocol";
 export { AUDIO_PROTOCOL, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, WireErrorCode } from "../protocol";
+export { type Clock, every, realClock, type TimerHandle } from "./clock";
 export { loadOpusCodec } from "./codec";
 export { type JoinClientOptions, type JoinClientReport, type ReconnectOptions, runJoinClient, type SimulateOptions } from "./join";
 export {

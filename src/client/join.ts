@@ -13,6 +13,7 @@ import type { Libp2p } from "@libp2p/interface";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
 import { type AudioFrame, checkRoomId, FRAME_MS, FRAME_SAMPLES, type OpusCodec, type OpusEncoder, SAMPLE_RATE, WireErrorCode } from "../protocol";
+import { type Clock, every, realClock, type TimerHandle } from "./clock";
 import { loadOpusCodec } from "./codec";
 import { createClientNode, type DialTargetProvider, resolveTarget } from "./node";
 import { ReceiveLoss } from "./loss";
@@ -66,6 +67,13 @@ export interface JoinClientOptions {
   libp2p?: Libp2p;
   /** codec implementation; default: wasm libopus from ./codec */
   codec?: OpusCodec;
+  /** time source of the pacing, playout, keepalive, backoff, duration and tail timers (default the real clock) */
+  clock?: Clock;
+  /**
+   * Called once at the start with the report this run fills in, for progress displays: the frame counters,
+   * `outputSeconds`, `reconnects` and `participantIds` move while it runs; the rest is set at the end.
+   */
+  live?: (report: Readonly<JoinClientReport>) => void;
 }
 
 export interface JoinClientReport {
@@ -110,6 +118,7 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
   const keepaliveMs = opts.keepaliveMs ?? 5000;
   const deadAfterMs = opts.deadAfterMs ?? 15_000;
   const reconnect = { maxAttempts: 10, initialDelayMs: 250, maxDelayMs: 5000, ...opts.reconnect };
+  const clock = opts.clock ?? realClock;
   if (opts.durationSec !== undefined && !(opts.durationSec > 0)) throw new AgoraError("USAGE", `durationSec must be > 0, got ${opts.durationSec}`);
   const roomErr = checkRoomId(opts.room);
   if (roomErr) throw new AgoraError("USAGE", roomErr, { where: "room" });
@@ -148,6 +157,7 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
     framesUndecodable: 0,
     reconnects: 0,
   };
+  opts.live?.(report);
 
   let session: AudioSession | undefined;
   let stopping = false;
@@ -213,7 +223,7 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
       return;
     }
     report.outputSeconds += FRAME_MS / 1000;
-  });
+  }, 10, clock);
 
   const onAudio = (frame: AudioFrame, receivedAt: number) => {
     if (stopping) return;
@@ -241,8 +251,9 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
           name: opts.name,
           onAudio,
           signal: runSignal,
+          clock,
           onClose: (err) => {
-            if (!stopping) rx.left(performance.now());
+            if (!stopping) rx.left(clock.now());
             if (err && !stopping) {
               log.warn({ err: err.message }, "audio session lost");
               if (err instanceof AudioRemoteError && !err.retryable) fatal = err;
@@ -251,7 +262,7 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
           },
         });
         session = s;
-        rx.joined(performance.now());
+        rx.joined(clock.now());
         playout.reset(); // the new stream has its own sequence numbering
         report.participantIds.push(s.participantId);
         if (!encoder) encoder = codec.encoder(opts.bitrate ?? s.joined.bitrate);
@@ -266,7 +277,7 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
         if (++attempt >= reconnect.maxAttempts)
           throw new AgoraError("P2P", `giving up after ${attempt} attempts to join room ${opts.room}: ${errorMessage(err)}`, { cause: err });
         log.warn({ err: errorMessage(err), attempt, retryInMs: delay }, "join failed; retrying");
-        await sleep(delay, runSignal);
+        await sleep(delay, runSignal, clock);
         delay = Math.min(reconnect.maxDelayMs, delay * 2);
       }
     }
@@ -291,13 +302,14 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
     if (session?.sendAudio(f)) report.framesSent++;
     else report.framesNotSent++;
   };
+  let tailTimer: TimerHandle | undefined;
   const sendTimer = new PacedTimer(FRAME_MS, (k) => {
     if (!input || !encoder) return;
     if (k >= totalFrames) {
       if (held) sendOne(held);
       held = undefined;
       sendTimer.stop();
-      setTimeout(() => finishRun("input_end"), tailMs).unref?.();
+      tailTimer = clock.setTimeout(() => finishRun("input_end"), tailMs, { unref: true });
       return;
     }
     frameBuf.fill(0);
@@ -322,24 +334,28 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
       return;
     }
     sendOne(frame);
-  });
+  }, 10, clock);
 
-  const keepalive = setInterval(() => {
-    const s = session;
-    if (!s) return;
-    if (performance.now() - s.lastRxAt > deadAfterMs) s.abort(`no data from the server for ${deadAfterMs} ms`);
-    else s.ping();
-  }, Math.min(keepaliveMs, deadAfterMs / 3));
-  keepalive.unref?.();
+  const stopKeepalive = every(
+    clock,
+    Math.min(keepaliveMs, deadAfterMs / 3),
+    () => {
+      const s = session;
+      if (!s) return;
+      if (clock.now() - s.lastRxAt > deadAfterMs) s.abort(`no data from the server for ${deadAfterMs} ms`);
+      else s.ping();
+    },
+    { unref: true },
+  );
 
-  let durationTimer: ReturnType<typeof setTimeout> | undefined;
+  let durationTimer: TimerHandle | undefined;
   try {
     connectLoop = connect();
     await Promise.race([connectLoop, finished]);
     if (fatal) throw fatal;
     if (!stopping) {
       sendTimer.begin();
-      if (opts.durationSec !== undefined) durationTimer = setTimeout(() => finishRun("duration"), opts.durationSec * 1000);
+      if (opts.durationSec !== undefined) durationTimer = clock.setTimeout(() => finishRun("duration"), opts.durationSec * 1000);
     }
     report.endReason = await finished;
     if (fatal) throw fatal;
@@ -348,11 +364,12 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
     stopCtl.abort();
     sendTimer.stop();
     playoutTimer.stop();
-    clearInterval(keepalive);
-    if (durationTimer) clearTimeout(durationTimer);
+    stopKeepalive();
+    clock.clearTimeout(durationTimer);
+    clock.clearTimeout(tailTimer);
     opts.signal?.removeEventListener("abort", onAbort);
     await connectLoop.catch(() => {});
-    rx.left(performance.now());
+    rx.left(clock.now());
     Object.assign(report, (({ framesReceived: _, ...loss }) => loss)(rx.figures()));
     if (session) {
       report.rttMs = session.rttMs;

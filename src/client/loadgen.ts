@@ -26,6 +26,7 @@ import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
 import { multiaddr } from "@multiformats/multiaddr";
 import { FRAME_MS, FRAME_SAMPLES, type OpusCodec, type OpusDecoder, SAMPLE_RATE, seqDiff } from "../protocol";
+import { type Clock, realClock } from "./clock";
 import { loadOpusCodec } from "./codec";
 import { createClientNode, type DialTarget, type DialTargetProvider } from "./node";
 import { AudioSession } from "./session";
@@ -59,6 +60,8 @@ export interface LoadgenOptions {
   /** protocol id to dial (default the audio protocol; the latency bench uses an echo protocol) */
   protocol?: string;
   signal?: AbortSignal;
+  /** time source of the pacing, the join spread, warm-up and run length, and of the latency figures (default real) */
+  clock?: Clock;
 }
 
 export interface LatencySummary {
@@ -212,6 +215,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
   if (opts.warmupSec !== undefined && !(opts.warmupSec >= 0)) throw new AgoraError("USAGE", `warmupSec must be ≥ 0, got ${opts.warmupSec}`);
   if (!(opts.durationSec > 0) || opts.durationSec > 86_400) throw new AgoraError("USAGE", `durationSec must be in (0, 86400], got ${opts.durationSec}`);
   const log = opts.logger.child({ component: "loadgen" });
+  const clock = opts.clock ?? realClock;
   const prefix = opts.roomPrefix ?? "loadgen";
   const bitrate = opts.bitrate ?? 32_000;
   if (opts.probePeriodMs !== undefined && !(opts.probePeriodMs >= MIN_PROBE_PERIOD_MS))
@@ -278,9 +282,9 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
   // Rooms are spread over up to 4 send phases within the 20 ms frame: the mixer's tick has a fixed phase,
   // and a latency measured at a single sender phase would carry one arbitrary 0-20 ms alignment offset.
   const phases = Math.min(rooms.length, 4);
-  const sendTimers = Array.from({ length: phases }, (_, ph) => new PacedTimer(FRAME_MS, () => sendTick(ph)));
+  const sendTimers = Array.from({ length: phases }, (_, ph) => new PacedTimer(FRAME_MS, () => sendTick(ph), 10, clock));
   const sendTick = (phase: number) => {
-    const now = performance.now();
+    const now = clock.now();
     for (let r = phase; r < rooms.length; r += phases) {
       const room = rooms[r]!;
       for (const p of room.participants) {
@@ -306,14 +310,14 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
 
   const total = opts.rooms * opts.participants;
   try {
-    const sendStart = performance.now();
+    const sendStart = clock.now();
     sendTimers.forEach((t, ph) => t.begin(sendStart + (ph * FRAME_MS) / phases));
     // Join everyone, staggered; each participant starts sending on its first tick after JOINED.
     const joins: Promise<void>[] = [];
     for (const room of rooms) {
       for (const p of room.participants) {
         if (stopping || opts.signal?.aborted) break;
-        const t0 = performance.now();
+        const t0 = clock.now();
         joins.push(
           AudioSession.open({
             libp2p: node,
@@ -323,9 +327,10 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
             protocol: opts.protocol,
             signal: opts.signal,
             maxOutboundStreams: total + 16,
+            clock,
             onAudio: (f, at) => onAudio(p, f.seq, f.payload, at),
             onClose: (err) => {
-              if (!stopping) p.rx.left(performance.now());
+              if (!stopping) p.rx.left(clock.now());
               if (err && !stopping) {
                 p.lost = true;
                 log.warn({ room: room.id, participant: p.index, err: err.message }, "loadgen session lost");
@@ -333,8 +338,8 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
             },
           }).then(
             (s) => {
-              joinTimes.push(performance.now() - t0);
-              p.rx.joined(performance.now());
+              joinTimes.push(clock.now() - t0);
+              p.rx.joined(clock.now());
               p.session = s;
               if (p === probeListener(room)) room.decoder = codec.decoder();
             },
@@ -344,7 +349,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
             },
           ),
         );
-        if (joinIntervalMs > 0) await sleep(joinIntervalMs, opts.signal);
+        if (joinIntervalMs > 0) await sleep(joinIntervalMs, opts.signal, clock);
       }
     }
     await Promise.all(joins);
@@ -354,16 +359,16 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
       const first = rooms.find((r) => r.joinError)?.joinError;
       throw new AgoraError("P2P", `loadgen: no participant could join ${targetAddr.toString()}${first ? `: ${first}` : ""}`);
     }
-    await sleep(Math.min(warmupMs, opts.durationSec * 1000), opts.signal);
+    await sleep(Math.min(warmupMs, opts.durationSec * 1000), opts.signal, clock);
     measuring = true;
-    await sleep(Math.max(0, opts.durationSec * 1000 - warmupMs), opts.signal);
+    await sleep(Math.max(0, opts.durationSec * 1000 - warmupMs), opts.signal, clock);
     stopSending();
     // Let the last mixed frames arrive before counting.
-    await sleep(300, opts.signal);
+    await sleep(300, opts.signal, clock);
   } finally {
     stopping = true;
     stopSending();
-    const leftAt = performance.now();
+    const leftAt = clock.now();
     for (const r of rooms) for (const p of r.participants) if (p.session?.isOpen) p.rx.left(leftAt);
     await Promise.allSettled(rooms.flatMap((r) => r.participants.map((p) => p.session?.leave(2_000))));
     for (const r of rooms) r.decoder?.destroy();

@@ -24,6 +24,7 @@ import {
   WireErrorCode,
   type WireMessage,
 } from "../protocol";
+import { type Clock, realClock } from "./clock";
 import type { DialTarget } from "./node";
 
 /** A server refused or ended the session with an ERROR message. */
@@ -74,15 +75,18 @@ export interface AudioSessionOptions {
   signal?: AbortSignal;
   /** many sessions over one connection (loadgen) need more than libp2p's default 64 outbound streams */
   maxOutboundStreams?: number;
+  /** time source of `lastRxAt`, `receivedAt` and RTT (default the real clock) */
+  clock?: Clock;
 }
 
 export class AudioSession {
   readonly joined: JoinedMessage;
   private readonly queue: OutboundQueue;
+  private readonly clock: Clock;
   private closedWith: AgoraError | undefined | null = null; // null = open
   private pingNonce = 0;
   private readonly pings = new Map<number, number>();
-  /** performance.now() of the last message from the server */
+  /** clock.now() of the last message from the server */
   lastRxAt: number;
   /** smoothed round-trip time from PING/PONG, ms */
   rttMs: number | undefined;
@@ -97,7 +101,8 @@ export class AudioSession {
     private readonly decoder: MessageDecoder,
   ) {
     this.joined = joined;
-    this.lastRxAt = performance.now();
+    this.clock = opts.clock ?? realClock;
+    this.lastRxAt = this.clock.now();
     this.queue = new OutboundQueue(stream, opts.sendQueueFrames ?? 10);
   }
 
@@ -192,7 +197,7 @@ export class AudioSession {
   }
 
   private onMessage(m: WireMessage): void {
-    const now = performance.now();
+    const now = this.clock.now();
     this.lastRxAt = now;
     switch (m.type) {
       case "AUDIO":
@@ -231,7 +236,7 @@ export class AudioSession {
   ping(): void {
     if (!this.isOpen) return;
     const nonce = (this.pingNonce = (this.pingNonce + 1) >>> 0);
-    this.pings.set(nonce, performance.now());
+    this.pings.set(nonce, this.clock.now());
     if (this.pings.size > 16) this.pings.delete(this.pings.keys().next().value!);
     this.queue.send(encodeMessage({ type: "PING", nonce }), false);
   }

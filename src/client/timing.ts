@@ -1,17 +1,18 @@
 /**
  * Pacing for real-time audio: a timer that fires on an absolute schedule (frame k at start + k·period) and an
- * abortable sleep.
+ * abortable sleep, both on an injectable Clock (real time by default).
  */
+import { type Clock, realClock, type TimerHandle } from "./clock";
 
 /**
- * Calls `onTick(n)` at start + n·period (performance.now() clock). A late wake-up runs every due tick at
- * once (up to `maxCatchUp`), so the average rate never drifts; after a longer stall (suspend, GC) the
- * schedule is moved forward instead of bursting seconds of audio.
+ * Calls `onTick(n)` at start + n·period on `clock` (default: performance.now() and real timers). A late
+ * wake-up runs every due tick at once (up to `maxCatchUp`), so the average rate never drifts; after a longer
+ * stall (suspend, GC) the schedule is moved forward instead of bursting seconds of audio.
  */
 export class PacedTimer {
   private n = 0;
   private start = 0;
-  private timer: ReturnType<typeof setTimeout> | undefined;
+  private timer: TimerHandle | undefined;
   private running = false;
   private stopped = false;
 
@@ -19,13 +20,14 @@ export class PacedTimer {
     private readonly periodMs: number,
     private readonly onTick: (n: number) => void,
     private readonly maxCatchUp = 10,
+    private readonly clock: Clock = realClock,
   ) {}
 
   get ticks(): number {
     return this.n;
   }
 
-  begin(at = performance.now()): void {
+  begin(at = this.clock.now()): void {
     if (this.running || this.stopped) return;
     this.running = true;
     this.start = at;
@@ -36,13 +38,13 @@ export class PacedTimer {
   stop(): void {
     this.running = false;
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
+    this.clock.clearTimeout(this.timer);
     this.timer = undefined;
   }
 
   private readonly loop = (): void => {
     if (!this.running) return;
-    const now = performance.now();
+    const now = this.clock.now();
     let ran = 0;
     while (this.running && this.start + this.n * this.periodMs <= now && ran < this.maxCatchUp) {
       this.onTick(this.n++);
@@ -50,17 +52,17 @@ export class PacedTimer {
     }
     if (!this.running) return;
     if (ran === this.maxCatchUp && this.start + this.n * this.periodMs <= now) this.start = now - this.n * this.periodMs;
-    this.timer = setTimeout(this.loop, Math.max(0, this.start + this.n * this.periodMs - performance.now()));
+    this.timer = this.clock.setTimeout(this.loop, Math.max(0, this.start + this.n * this.periodMs - this.clock.now()));
   };
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts (never rejects): for paced loops that must stop promptly. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+export function sleep(ms: number, signal?: AbortSignal, clock: Clock = realClock): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve();
-    const t = setTimeout(done, ms);
+    const t = clock.setTimeout(done, ms);
     function done() {
-      clearTimeout(t);
+      clock.clearTimeout(t);
       signal?.removeEventListener("abort", done);
       resolve();
     }

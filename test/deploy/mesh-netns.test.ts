@@ -8,12 +8,21 @@ import { join } from "node:path";
 import { readWav, writeWav } from "../../src/client";
 import { BINARY, type NodeHandle, runCli, startNode, tempDir } from "../helpers/node-process";
 import { netnsAvailable, TestNetwork } from "../helpers/netns";
+import { requireTool } from "../helpers/tools";
 
 const TOKEN = "mesh-netns-token-0123456789";
 const HEARTBEAT_S = 2;
 const PORTS = { p2p: 7001, dashboard: 8080, metrics: 9090 };
-const available = netnsAvailable();
-if (!available) console.warn("mesh-netns: skipped: needs root and iproute2 (ip netns)");
+// Root is a property of the machine, not of the setup: without it the test is skipped, saying so. As root,
+// the tools the setup installs must be there: a missing one fails here instead of skipping.
+const isRoot = process.getuid?.() === 0;
+if (isRoot) {
+  requireTool("ip", "iproute2");
+  requireTool("nft", "nftables");
+}
+const available = isRoot && netnsAvailable();
+if (isRoot && !available) throw new Error("mesh-netns: running as root with iproute2, but cannot create a network namespace (ip netns add failed)");
+if (!available) console.warn("mesh-netns: skipped: needs root (network namespaces)");
 
 const net = new TestNetwork();
 const nodes: Record<string, NodeHandle> = {};

@@ -1,10 +1,10 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { AgoraError } from "../../src/errors";
+import { AgoraError } from "../../src/errors";
 import { silentLogger } from "../../src/log";
 import { acquirePidLock, createIdentity, Lifecycle, loadOrCreateIdentity, readIdentity, type Service } from "../../src/node";
-import { tempDir } from "../helpers/node-process";
+import { startNode, tempDir } from "../helpers/node-process";
 
 describe("Lifecycle", () => {
   test("stops in reverse order of start, and keeps stopping after a failure", async () => {
@@ -49,11 +49,15 @@ describe("identity", () => {
     const file = join(tempDir(), "identity.key");
     writeFileSync(file, "garbage", { mode: 0o600 });
     await expect(loadOrCreateIdentity(file)).rejects.toThrow("identity key is corrupt");
+    await expect(loadOrCreateIdentity(file)).rejects.toMatchObject({ code: "IDENTITY_CORRUPT" });
+    let thrown: unknown;
     try {
       readIdentity(file);
     } catch (err) {
-      expect((err as AgoraError).code).toBe("IDENTITY_CORRUPT");
+      thrown = err;
     }
+    expect(thrown).toBeInstanceOf(AgoraError);
+    expect((thrown as AgoraError).code).toBe("IDENTITY_CORRUPT");
     expect(readFileSync(file, "utf8")).toBe("garbage");
     await expect(createIdentity(file)).rejects.toThrow("refusing to overwrite");
   });
@@ -67,17 +71,42 @@ describe("identity", () => {
 });
 
 describe("PID lock", () => {
-  test("a stale PID file is replaced; a live agora-node on the data dir refuses a second start", () => {
+  test("a stale PID file is replaced", () => {
     const dir = tempDir();
     const pidFile = join(dir, "agora-node.pid");
     writeFileSync(pidFile, "999999\n");
     const lock = acquirePidLock(pidFile, dir);
     expect(lock.replacedStale).toBe(999999);
     expect(readFileSync(pidFile, "utf8").trim()).toBe(String(process.pid));
-    // A live process whose command line looks like agora-node holds the lock: use a child named so.
     lock.release();
     expect(existsSync(pidFile)).toBe(false);
   });
+
+  test("a live agora-node on the data dir refuses a second start, in process and as a second node", async () => {
+    const first = await startNode({});
+    try {
+      const pidFile = join(first.dataDir, "agora-node.pid");
+      expect(readFileSync(pidFile, "utf8").trim()).toBe(String(first.proc.pid));
+      let thrown: unknown;
+      try {
+        acquirePidLock(pidFile, first.dataDir).release();
+      } catch (err) {
+        thrown = err;
+      }
+      expect(thrown).toBeInstanceOf(AgoraError);
+      expect((thrown as AgoraError).code).toBe("DATA_DIR_LOCKED");
+      expect((thrown as AgoraError).message).toContain(`another agora-node (pid ${first.proc.pid}) is running on data directory ${first.dataDir}`);
+      // a real second node on the same data directory: exit code 1, the same message, the lock untouched
+      const second = await startNode({ dataDir: first.dataDir, waitHealthy: false, keepDataDir: true });
+      expect(await second.exited).toBe(1);
+      expect(second.logs()).toContain(`another agora-node (pid ${first.proc.pid}) is running on data directory ${first.dataDir}`);
+      expect(readFileSync(pidFile, "utf8").trim()).toBe(String(first.proc.pid));
+      expect(first.proc.exitCode).toBeNull();
+    } finally {
+      await first.stop();
+      first.cleanup();
+    }
+  }, 60_000);
 
   test("garbage in the PID file counts as stale", () => {
     const dir = tempDir();

@@ -25,7 +25,7 @@ import type { Libp2p } from "@libp2p/interface";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
 import { multiaddr } from "@multiformats/multiaddr";
-import { FRAME_MS, FRAME_SAMPLES, type OpusCodec, type OpusDecoder, SAMPLE_RATE, seqDiff } from "../protocol";
+import { FRAME_MS, FRAME_SAMPLES, type OpusCodec, type OpusDecoder, SAMPLE_RATE, } from "../protocol";
 import { type Clock, realClock } from "./clock";
 import { loadOpusCodec } from "./codec";
 import { createClientNode, type DialTarget, type DialTargetProvider } from "./node";
@@ -289,7 +289,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
       const room = rooms[r]!;
       for (const p of room.participants) {
         const s = p.session;
-        if (!s || !s.isOpen) continue;
+        if (!s?.isOpen) continue;
         const isProbe = p.index === 0;
         const pattern = isProbe ? burst : background;
         const i = p.k % pattern.length;
@@ -311,7 +311,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
   const total = opts.rooms * opts.participants;
   try {
     const sendStart = clock.now();
-    sendTimers.forEach((t, ph) => t.begin(sendStart + (ph * FRAME_MS) / phases));
+    for (const [ph, t] of sendTimers.entries()) t.begin(sendStart + (ph * FRAME_MS) / phases);
     // Join everyone, staggered; each participant starts sending on its first tick after JOINED.
     const joins: Promise<void>[] = [];
     for (const room of rooms) {

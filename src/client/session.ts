@@ -235,7 +235,8 @@ export class AudioSession {
   /** Keepalive and RTT probe. */
   ping(): void {
     if (!this.isOpen) return;
-    const nonce = (this.pingNonce = (this.pingNonce + 1) >>> 0);
+    this.pingNonce = (this.pingNonce + 1) >>> 0;
+    const nonce = this.pingNonce;
     this.pings.set(nonce, this.clock.now());
     if (this.pings.size > 16) this.pings.delete(this.pings.keys().next().value!);
     this.queue.send(encodeMessage({ type: "PING", nonce }), false);
@@ -256,7 +257,14 @@ export class AudioSession {
       // Wait (bounded) for the server's close so it sees LEAVE rather than a reset.
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, timeoutMs);
-        this.stream.addEventListener("close", () => (clearTimeout(t), resolve()), { once: true });
+        this.stream.addEventListener(
+          "close",
+          () => {
+            clearTimeout(t);
+            resolve();
+          },
+          { once: true },
+        );
       });
       if ((this.stream.status as string) !== "closed") this.stream.abort(new AgoraError("P2P", "leave timed out"));
     }

@@ -148,7 +148,7 @@ export function resample(input: Int16Array, fromRate: number, toRate: number): I
     }
     // Normalising by the kernel sum keeps DC gain at exactly 1 whatever the fractional phase.
     const v = Math.round(acc / norm);
-    out[i] = v > 32767 ? 32767 : v < -32768 ? -32768 : v;
+    out[i] = Math.min(32767, Math.max(-32768, v));
   }
   return out;
 }

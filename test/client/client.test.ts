@@ -596,7 +596,14 @@ describe("runJoinClient (virtual time)", () => {
 /** Waits (real time, bounded) until `clock` holds a timer whose delay matches, and returns it. */
 async function waitForTimer(clock: VirtualClock, match: (ms: number) => boolean, what: string): Promise<{ at: number; ms: number }> {
   let found: { at: number; ms: number } | undefined;
-  await waitFor(() => (found = clock.pending().find((t) => match(t.ms))) !== undefined, what, 20_000);
+  await waitFor(
+    () => {
+      found = clock.pending().find((t) => match(t.ms));
+      return found !== undefined;
+    },
+    what,
+    20_000,
+  );
   return found!;
 }
 

@@ -232,10 +232,18 @@ interface Server {
   service: AudioRoomService;
 }
 
-async function startServer(maxParticipants = 1000, resequence = false): Promise<Server> {
+/** `clock`: the server's token buckets run on the test's clock, so frames sent faster than real time by a
+ * client on virtual time are not taken for a flood. */
+async function startServer(maxParticipants = 1000, resequence = false, clock?: VirtualClock): Promise<Server> {
   const { node, addr } = await createServerNode();
   const engine = new FakeMediaEngine(maxParticipants, resequence);
-  const service = new AudioRoomService({ libp2p: node, engine, registry: new Registry(), logger: silentLogger() });
+  const service = new AudioRoomService({
+    libp2p: node,
+    engine,
+    registry: new Registry(),
+    logger: silentLogger(),
+    ...(clock ? { now: () => clock.now() } : {}),
+  });
   await service.start();
   return { node, addr, engine, service };
 }
@@ -609,8 +617,8 @@ async function waitForTimer(clock: VirtualClock, match: (ms: number) => boolean,
 
 describe("runLoadgen", () => {
   test("drives rooms x participants over one connection and measures probe latency and loss (virtual time)", async () => {
-    const s = await startServer(1000, true);
     const clock = new VirtualClock();
+    const s = await startServer(1000, true, clock);
     try {
       let done = false;
       const running = runLoadgen({

@@ -340,6 +340,31 @@ function crossCheck(cfg: AgoraConfig, errors: ConfigIssue[], warnings: ConfigIss
   for (const [name, on, port] of [["dashboard.port", d.enabled, d.port], ["metrics.port", m.enabled, m.port]] as const)
     if (on && port === n.listen_port)
       errors.push({ source: where("node.listen_port"), path: "node.listen_port", message: `conflicts with ${name} (${port})` });
+  const net = cfg.network;
+  if (net.ws_port !== 0) {
+    for (const [name, on, port] of [["node.listen_port", true, n.listen_port], ["dashboard.port", d.enabled, d.port], ["metrics.port", m.enabled, m.port]] as const)
+      if (on && port === net.ws_port)
+        errors.push({ source: where("network.ws_port"), path: "network.ws_port", message: `conflicts with ${name} (${port})` });
+    if ((net.ws_tls_cert_file === "") !== (net.ws_tls_key_file === "")) {
+      const missing = net.ws_tls_cert_file === "" ? "network.ws_tls_cert_file" : "network.ws_tls_key_file";
+      errors.push({ source: where(missing), path: missing, message: "wss needs both network.ws_tls_cert_file and network.ws_tls_key_file" });
+    } else if (net.ws_tls_cert_file !== "") {
+      for (const key of ["ws_tls_cert_file", "ws_tls_key_file"] as const) {
+        if (!isAbsolute(net[key])) net[key] = resolve(net[key]);
+        try {
+          if (!readFileSync(net[key], "utf8").includes("-----BEGIN ")) errors.push({ source: where(`network.${key}`), path: `network.${key}`, message: `${net[key]} is not a PEM file` });
+        } catch (err) {
+          errors.push({ source: where(`network.${key}`), path: `network.${key}`, message: `cannot read ${net[key]}: ${(err as Error).message}` });
+        }
+      }
+    } else if (!isLoopback(net.ws_listen_addr) && !net.ws_allow_insecure_public) {
+      errors.push({
+        source: where("network.ws_listen_addr"),
+        path: "network.ws_listen_addr",
+        message: `plain ws on ${net.ws_listen_addr} is not loopback: set network.ws_tls_cert_file/ws_tls_key_file, bind 127.0.0.1 behind a TLS reverse proxy, or set network.ws_allow_insecure_public = true`,
+      });
+    }
+  }
   if (d.auth_token && d.auth_token_file)
     errors.push({ source: where("dashboard.auth_token_file"), path: "dashboard.auth_token_file", message: "set either dashboard.auth_token or dashboard.auth_token_file, not both" });
   else if (d.auth_token_file) {

@@ -42,6 +42,7 @@ import { ALL_NODES_NAMESPACE, capabilityNamespace, namespaceCid, PROTOCOL_ADVERT
 import type { RankedNode } from "./ranking";
 import { agoraDhtInit } from "./dht";
 import { createRecordValidation, type RecordValidation } from "./validator";
+import { webSocketListen, type WebSocketListen } from "./websocket";
 import { REGION_TOKEN_PATTERN } from "../protocol";
 
 export interface LoadFigures {
@@ -73,6 +74,8 @@ export interface NetworkNodeInternals {
   providerValidityMs?: number;
   /** How often known-peers.json is rewritten (default 60 s). */
   knownPeersSaveIntervalMs?: number;
+  /** Overrides network.ws_port; 0 = an ephemeral port (the config's 0 means off). */
+  wsPort?: number;
   /** Additional libp2p connection gater hooks (tests block direct dials with this). */
   connectionGater?: import("@libp2p/interface").ConnectionGater;
 }
@@ -155,6 +158,7 @@ class AgoraNetworkNode implements NetworkNode {
   private lib?: Libp2p<Services>;
   private validation?: RecordValidation;
   private connMetrics?: ConnectionMetrics;
+  private wsListen?: WebSocketListen;
   private relayMonitor?: RelayMonitor;
   private redialer?: Redialer;
   private starting?: Promise<void>;
@@ -218,7 +222,8 @@ class AgoraNetworkNode implements NetworkNode {
     const validation = createRecordValidation({ registry: this.opts.registry });
     const connMetrics = new ConnectionMetrics(this.opts.registry);
     const relayMonitor = cfg.node.mode === "relay" ? new RelayMonitor(cfg.relay, this.opts.registry) : undefined;
-    const listen = this.listenMultiaddrs();
+    const wsListen = webSocketListen(cfg.network, this.opts.registry, this.log, this.internal.wsPort);
+    const listen = [...this.listenMultiaddrs(), ...(wsListen ? [wsListen.listenAddr] : [])];
     const providerValidity = this.internal.providerValidityMs ?? PROVIDER_VALIDITY_MS;
 
     const services: Record<string, unknown> = {
@@ -250,7 +255,7 @@ class AgoraNetworkNode implements NetworkNode {
           ...(cfg.network.announce_addrs.length > 0 ? { announce: cfg.network.announce_addrs } : {}),
         },
         ...stack,
-        transports: [...stack.transports, ...(cfg.node.mode === "relay" ? [] : [circuitRelayTransport()])],
+        transports: [...stack.transports, ...(wsListen ? [wsListen.transport] : []), ...(cfg.node.mode === "relay" ? [] : [circuitRelayTransport()])],
         connectionGater: gater,
         connectionManager: {
           maxConnections: this.maxConnections,
@@ -263,6 +268,7 @@ class AgoraNetworkNode implements NetworkNode {
       validation.dispose();
       connMetrics.dispose();
       relayMonitor?.dispose();
+      wsListen?.dispose();
       throw new AgoraError("P2P", `cannot create the libp2p node: ${errorMessage(err)}`, { cause: err });
     }
     connMetrics.attach(lib);
@@ -273,6 +279,7 @@ class AgoraNetworkNode implements NetworkNode {
       connMetrics.dispose();
       validation.dispose();
       relayMonitor?.dispose();
+      wsListen?.dispose();
       await Promise.resolve(lib.stop()).catch(() => undefined);
       const msg = errorMessage(err);
       if (/EADDRINUSE|EADDRNOTAVAIL|EACCES|listen/i.test(msg)) {
@@ -283,6 +290,7 @@ class AgoraNetworkNode implements NetworkNode {
     this.lib = lib;
     this.validation = validation;
     this.connMetrics = connMetrics;
+    this.wsListen = wsListen;
     this.relayMonitor = relayMonitor;
     if (relayMonitor && lib.services.relay) relayMonitor.attach(lib, lib.services.relay);
     this.running = true;
@@ -364,6 +372,8 @@ class AgoraNetworkNode implements NetworkNode {
     // Stopping libp2p aborts DHT queries, so an in-flight heartbeat ends now; never let it outlive stop().
     await Promise.race([this.publishChain, sleep(2_000)]);
     this.connMetrics?.dispose();
+    this.wsListen?.dispose();
+    this.wsListen = undefined;
     this.relayMonitor?.dispose();
     this.validation?.dispose();
     this.log.info({ peer_id: this.peerId }, "p2p network stopped");

@@ -21,11 +21,12 @@
  *   at most `maxPendingConnections` WebSockets handshake at once (too_many_pending); they are aborted, not
  *   closed politely, so a peer that does not answer a close frame holds nothing.
  *
- * It also fixes a leak of the stock listener: a reset connection was never closed (see onWsServerConnection).
+ * It also fixes two faults of the stock listener under Bun: a reset connection was never closed (see
+ * onWsServerConnection), and closing the listener never finished, so `libp2p.stop()` hung (see close).
  *
- * This reaches into two internals of the stock listener (`wsServer.options`, the `ws` server's options read
- * on every upgrade, and `onWsServerConnection`, which receives each upgraded socket); it throws when the
- * listener is created if they change, like tcp.ts.
+ * This reaches into internals of the stock listener (`wsServer.options`, the `ws` server's options read
+ * on every upgrade; `onWsServerConnection`, which receives each upgraded socket; its `http`/`https`
+ * servers); it throws when the listener is created if the first two change, like tcp.ts.
  */
 import type { CreateListenerOptions, Listener, MultiaddrConnection, Transport, Upgrader } from "@libp2p/interface";
 import { webSockets } from "@libp2p/websockets";
@@ -60,8 +61,15 @@ interface WsSocket {
   on(event: "error" | "close", fn: (...args: never[]) => void): void;
 }
 
-/** The two internals of @libp2p/websockets 10.1.21's listener this module relies on. */
+interface HttpServerLike {
+  close(...args: unknown[]): unknown;
+  emit(event: "close"): boolean;
+}
+
+/** The internals of @libp2p/websockets 10.1.21's listener this module relies on. */
 interface StockListenerInternals {
+  http?: HttpServerLike;
+  https?: HttpServerLike;
   wsServer?: { options?: { maxPayload?: number } };
   onWsServerConnection?: (socket: WsSocket, req: { socket?: { remoteAddress?: string; remotePort?: number } } | undefined) => void;
 }
@@ -144,6 +152,22 @@ export function agoraWebSockets(init: AgoraWebSocketsInit = {}): WebSocketsFacto
           if (reason) count(reason);
         });
         onConnection.call(listener, socket, req);
+      };
+      // The stock close() waits for 'close' from its node:http server, which only ever received sockets by
+      // emit('connection') and never listened itself; Bun's http.Server then never emits 'close', so
+      // libp2p.stop() hung for ever once a WebSocket listener existed. Emit it for Bun.
+      const closeListener = listener.close.bind(listener);
+      listener.close = async () => {
+        for (const server of [listener.http, listener.https]) {
+          if (!server || typeof Bun === "undefined") continue;
+          const closeServer = server.close.bind(server);
+          server.close = (...args: unknown[]) => {
+            const result = closeServer(...args);
+            setImmediate(() => server.emit("close"));
+            return result;
+          };
+        }
+        await closeListener();
       };
       return listener;
     };

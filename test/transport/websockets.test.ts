@@ -75,7 +75,7 @@ describe("the stock listener under Bun", () => {
     const node = await wsNode(["/ip4/127.0.0.1/tcp/0/ws"]);
     await client.dial(node.getMultiaddrs()[0]!, { signal: AbortSignal.timeout(10_000) });
     let stopped = false;
-    const stopping = node.stop().then(() => (stopped = true));
+    const stopping = Promise.resolve(node.stop()).then(() => (stopped = true));
     await eventually(() => stopped, 10_000, "libp2p.stop() of the WebSocket listener");
     await stopping;
   }, 20_000);

@@ -345,23 +345,11 @@ function crossCheck(cfg: AgoraConfig, errors: ConfigIssue[], warnings: ConfigIss
     for (const [name, on, port] of [["node.listen_port", true, n.listen_port], ["dashboard.port", d.enabled, d.port], ["metrics.port", m.enabled, m.port]] as const)
       if (on && port === net.ws_port)
         errors.push({ source: where("network.ws_port"), path: "network.ws_port", message: `conflicts with ${name} (${port})` });
-    if ((net.ws_tls_cert_file === "") !== (net.ws_tls_key_file === "")) {
-      const missing = net.ws_tls_cert_file === "" ? "network.ws_tls_cert_file" : "network.ws_tls_key_file";
-      errors.push({ source: where(missing), path: missing, message: "wss needs both network.ws_tls_cert_file and network.ws_tls_key_file" });
-    } else if (net.ws_tls_cert_file !== "") {
-      for (const key of ["ws_tls_cert_file", "ws_tls_key_file"] as const) {
-        if (!isAbsolute(net[key])) net[key] = resolve(net[key]);
-        try {
-          if (!readFileSync(net[key], "utf8").includes("-----BEGIN ")) errors.push({ source: where(`network.${key}`), path: `network.${key}`, message: `${net[key]} is not a PEM file` });
-        } catch (err) {
-          errors.push({ source: where(`network.${key}`), path: `network.${key}`, message: `cannot read ${net[key]}: ${(err as Error).message}` });
-        }
-      }
-    } else if (!isLoopback(net.ws_listen_addr) && !net.ws_allow_insecure_public) {
+    if (!isLoopback(net.ws_listen_addr) && !net.ws_allow_insecure_public) {
       errors.push({
         source: where("network.ws_listen_addr"),
         path: "network.ws_listen_addr",
-        message: `plain ws on ${net.ws_listen_addr} is not loopback: set network.ws_tls_cert_file/ws_tls_key_file, bind 127.0.0.1 behind a TLS reverse proxy, or set network.ws_allow_insecure_public = true`,
+        message: `plain ws on ${net.ws_listen_addr} is not loopback: bind 127.0.0.1 behind a TLS reverse proxy (README), or set network.ws_allow_insecure_public = true`,
       });
     }
   }

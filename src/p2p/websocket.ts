@@ -2,7 +2,6 @@
  * The node's libp2p WebSocket listener (network.ws_*): the multiaddr it listens on, the transport bounded
  * against bad input (src/transport/websockets.ts) and the metric counting what it rejects.
  */
-import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { Counter, type Registry } from "prom-client";
 import type { AgoraConfig } from "../config";
@@ -11,7 +10,7 @@ import type { Logger } from "../log";
 import { agoraWebSockets, WS_REJECT_REASONS } from "../transport";
 
 export interface WebSocketListen {
-  /** `/ip4/…/tcp/…/ws` or `/ip4/…/tcp/…/tls/ws`. */
+  /** `/ip4/…/tcp/…/ws` (wss is a TLS reverse proxy's job: see the README). */
   listenAddr: string;
   transport: ReturnType<typeof agoraWebSockets>;
   dispose(): void;
@@ -23,7 +22,6 @@ export function webSocketListen(cfg: AgoraConfig["network"], registry: Registry,
   if (portOverride === undefined && port === 0) return undefined;
   const fam = isIP(cfg.ws_listen_addr);
   if (fam === 0) throw new AgoraError("CONFIG_INVALID", `network.ws_listen_addr "${cfg.ws_listen_addr}" is not an IP address`);
-  const tls = cfg.ws_tls_cert_file !== "" ? { cert: readFileSync(cfg.ws_tls_cert_file, "utf8"), key: readFileSync(cfg.ws_tls_key_file, "utf8") } : undefined;
   const rejected = new Counter({
     name: "agora_ws_connections_rejected_total",
     help: "WebSocket (libp2p /ws) connections closed for bad input, by reason",
@@ -32,14 +30,13 @@ export function webSocketListen(cfg: AgoraConfig["network"], registry: Registry,
   });
   for (const reason of WS_REJECT_REASONS) rejected.inc({ reason }, 0);
   const transport = agoraWebSockets({
-    ...(tls ? { tls } : {}),
     onReject: (reason, remote) => {
       rejected.inc({ reason });
       log.debug({ reason, remote }, "websocket connection rejected");
     },
   });
   return {
-    listenAddr: `/ip${fam}/${cfg.ws_listen_addr}/tcp/${port}/${tls ? "tls/ws" : "ws"}`,
+    listenAddr: `/ip${fam}/${cfg.ws_listen_addr}/tcp/${port}/ws`,
     transport,
     dispose: () => registry.removeSingleMetric("agora_ws_connections_rejected_total"),
   };

@@ -1,5 +1,5 @@
 /**
- * libp2p over WebSocket (`/ws`, `/tls/ws`), so a browser running stock js-libp2p (@libp2p/websockets,
+ * libp2p over WebSocket (`/ws`), so a browser running stock js-libp2p (@libp2p/websockets,
  * noise, yamux) can dial a node. The dialing side is @libp2p/websockets unchanged (it runs in Bun, Node and
  * the browser); the listening side is @libp2p/websockets' own listener, bounded against bad input.
  *
@@ -8,6 +8,11 @@
  * parser). Under Bun 1.4.5 with @libp2p/websockets 10.1.21 the plain-ws path works: Bun-to-Bun ping and
  * 32 MiB through a stream, and Debian's Chromium running stock js-libp2p (ping, 8 MiB, sha256 checked) are
  * tested in test/transport/websockets*.test.ts. A second listener implementation would be ours to maintain.
+ *
+ * The stock listener's own TLS (`/tls/ws` with a certificate) does not work under Bun 1.4.5: it sniffs the
+ * first byte on a plain socket and hands TLS connections to an https.Server by emit('connection'), which Bun
+ * does not terminate (curl gets "wrong version number"; that is oven-sh/bun#35281). So the node listens on
+ * plain /ws and wss is a TLS reverse proxy in front of it (README: Caddy, nginx).
  *
  * What the stock listener does not bound, and this module adds (each rejection is reported through
  * `onReject` with a reason, which the node counts in `agora_ws_connections_rejected_total{reason}`):
@@ -46,8 +51,6 @@ export interface AgoraWebSocketsInit {
   maxMessageBytes?: number;
   handshakeTimeoutMs?: number;
   maxPendingConnections?: number;
-  /** PEM certificate chain and key: the listener then serves `/tls/ws` (wss). */
-  tls?: { cert: string; key: string };
   /** Called once per rejected WebSocket connection. */
   onReject?: (reason: WsRejectReason, remote: string) => void;
 }
@@ -86,7 +89,7 @@ export function agoraWebSockets(init: AgoraWebSocketsInit = {}): WebSocketsFacto
   const handshakeTimeoutMs = init.handshakeTimeoutMs ?? WS_HANDSHAKE_TIMEOUT_MS;
   const maxPending = init.maxPendingConnections ?? WS_MAX_PENDING_CONNECTIONS;
   const reject = init.onReject ?? (() => undefined);
-  const factory = webSockets(init.tls ? { https: { cert: init.tls.cert, key: init.tls.key } } : {});
+  const factory = webSockets();
   return (components) => {
     const transport = factory(components) as Transport;
     const createListener = transport.createListener.bind(transport);

@@ -10,7 +10,7 @@ import type { Libp2p } from "@libp2p/interface";
 import { ping } from "@libp2p/ping";
 import { webSockets } from "@libp2p/websockets";
 import { createLibp2p } from "libp2p";
-import { AudioSession, createClientNode, FRAME_SAMPLES, loadOpusCodec, SAMPLE_RATE } from "../../src/client";
+import { AudioSession, createClientNode, discover, FRAME_SAMPLES, loadOpusCodec, SAMPLE_RATE } from "../../src/client";
 import type { AudioFrame } from "../../src/protocol";
 import { agoraTransportStack, WS_MAX_MESSAGE_BYTES } from "../../src/transport";
 import { eventually, freePort, type NodeHandle, startNode } from "../helpers/node-process";
@@ -102,3 +102,16 @@ test("a WebSocket-only participant joins a room and is heard; bad WebSocket inpu
   await talker.leave();
   await listener.leave();
 }, 90_000);
+
+test("the /ws address is in the node's signed DHT advertisement, so discovery hands it to browsers", async () => {
+  const peerId = await node.peerId();
+  const found = await eventually(
+    async () => {
+      const nodes = await discover({ bootstrap: [await node.multiaddr()], region: "default", timeoutMs: 5_000 }).catch(() => []);
+      return nodes.find((n) => n.advertisement.peer_id === peerId);
+    },
+    30_000,
+    "the node found by discovery",
+  );
+  expect(found.advertisement.listen_addr.some((a) => a.includes(`/tcp/${wsPort}/ws`))).toBe(true);
+}, 60_000);

@@ -14,8 +14,11 @@
  * does not terminate (curl gets "wrong version number"; that is oven-sh/bun#35281). So the node listens on
  * plain /ws and wss is a TLS reverse proxy in front of it (README: Caddy, nginx).
  *
- * What the stock listener does not bound, and this module adds (each rejection is reported through
+ * What the stock listener does not bound under Bun, and this module adds (each rejection is reported through
  * `onReject` with a reason, which the node counts in `agora_ws_connections_rejected_total{reason}`):
+ * - TCP connections that never finish the HTTP upgrade (nothing sent, half a request, plain HTTP): node:http
+ *   under Bun never closes them. Each gets `upgradeTimeoutMs` (upgrade_timeout), at most
+ *   `maxUpgradingSockets` at once (too_many_upgrading).
  * - the WebSocket message size: `ws` accepts 100 MiB messages and buffers a message whole before libp2p sees
  *   any of it; a noise transport message is at most 65 535 bytes, so anything above `maxMessageBytes` is
  *   closed by the WebSocket layer with 1009 (frame_too_large); malformed frames close with 1002/1007
@@ -29,7 +32,7 @@
  * It also fixes two faults of the stock listener under Bun: a reset connection was never closed (see
  * onWsServerConnection), and closing the listener never finished, so `libp2p.stop()` hung (see close).
  *
- * This reaches into internals of the stock listener (`wsServer.options`, the `ws` server's options read
+ * This reaches into internals of the stock listener (`server`, its net.Server; `wsServer.options`, the `ws` server's options read
  * on every upgrade; `onWsServerConnection`, which receives each upgraded socket; its `http`/`https`
  * servers); it throws when the listener is created if the first two change, like tcp.ts.
  */
@@ -37,7 +40,16 @@ import type { CreateListenerOptions, Listener, MultiaddrConnection, Transport, U
 import { webSockets } from "@libp2p/websockets";
 import { getNetConfig } from "@libp2p/utils";
 
-export const WS_REJECT_REASONS = ["frame_too_large", "malformed_frame", "handshake_timeout", "handshake_failed", "too_many_pending", "denied"] as const;
+export const WS_REJECT_REASONS = [
+  "upgrade_timeout",
+  "too_many_upgrading",
+  "frame_too_large",
+  "malformed_frame",
+  "handshake_timeout",
+  "handshake_failed",
+  "too_many_pending",
+  "denied",
+] as const;
 export type WsRejectReason = (typeof WS_REJECT_REASONS)[number];
 
 /** Largest WebSocket message accepted. Noise messages are ≤ 65 535 bytes + 2 length bytes; 1 MiB leaves room for a sender that batches several. */
@@ -46,11 +58,16 @@ export const WS_MAX_MESSAGE_BYTES = 1024 * 1024;
 export const WS_HANDSHAKE_TIMEOUT_MS = 5_000;
 /** WebSockets handshaking at once; below libp2p's 10 pending inbound connections so TCP always keeps some. */
 export const WS_MAX_PENDING_CONNECTIONS = 4;
+/** TCP connections on the WebSocket port that have not finished the HTTP upgrade yet (they hold a socket each). */
+export const WS_MAX_UPGRADING_SOCKETS = 64;
 
 export interface AgoraWebSocketsInit {
   maxMessageBytes?: number;
   handshakeTimeoutMs?: number;
   maxPendingConnections?: number;
+  /** Time (and count) for a TCP connection to finish the HTTP upgrade; the time defaults to handshakeTimeoutMs. */
+  upgradeTimeoutMs?: number;
+  maxUpgradingSockets?: number;
   /** Called once per rejected WebSocket connection. */
   onReject?: (reason: WsRejectReason, remote: string) => void;
 }
@@ -69,8 +86,16 @@ interface HttpServerLike {
   emit(event: "close"): boolean;
 }
 
+interface RawSocket {
+  remoteAddress?: string;
+  remotePort?: number;
+  resetAndDestroy(): void;
+  on(event: "close", fn: () => void): void;
+}
+
 /** The internals of @libp2p/websockets 10.1.21's listener this module relies on. */
 interface StockListenerInternals {
+  server?: { on(event: "connection", fn: (socket: RawSocket) => void): void };
   http?: HttpServerLike;
   https?: HttpServerLike;
   wsServer?: { options?: { maxPayload?: number } };
@@ -88,6 +113,8 @@ export function agoraWebSockets(init: AgoraWebSocketsInit = {}): WebSocketsFacto
   const maxMessageBytes = init.maxMessageBytes ?? WS_MAX_MESSAGE_BYTES;
   const handshakeTimeoutMs = init.handshakeTimeoutMs ?? WS_HANDSHAKE_TIMEOUT_MS;
   const maxPending = init.maxPendingConnections ?? WS_MAX_PENDING_CONNECTIONS;
+  const upgradeTimeoutMs = init.upgradeTimeoutMs ?? handshakeTimeoutMs;
+  const maxUpgrading = init.maxUpgradingSockets ?? WS_MAX_UPGRADING_SOCKETS;
   const reject = init.onReject ?? (() => undefined);
   const factory = webSockets();
   return (components) => {
@@ -132,8 +159,39 @@ export function agoraWebSockets(init: AgoraWebSocketsInit = {}): WebSocketsFacto
         throw new Error("@libp2p/websockets internals changed (wsServer.options or onWsServerConnection missing): re-check src/transport/websockets.ts");
       }
       wsServer.options.maxPayload = maxMessageBytes;
+      // Under Bun a TCP connection that never completes the HTTP upgrade (sends nothing, half a request, or
+      // plain HTTP) is never closed by node:http. Bound how many there are and how long they get. Once
+      // node:http holds a socket with a whole request, destroy() no longer closes it under Bun; a reset does.
+      const upgrading = new Map<string, ReturnType<typeof setTimeout>>();
+      const netServer = listener.server;
+      if (typeof netServer?.on !== "function") {
+        throw new Error("@libp2p/websockets internals changed (server missing): re-check src/transport/websockets.ts");
+      }
+      netServer.on("connection", (raw) => {
+        const key = remoteKey(raw.remoteAddress, raw.remotePort);
+        if (upgrading.size >= maxUpgrading) {
+          reject("too_many_upgrading", key);
+          raw.resetAndDestroy();
+          return;
+        }
+        const timer = setTimeout(() => {
+          if (!upgrading.delete(key)) return;
+          reject("upgrade_timeout", key);
+          raw.resetAndDestroy();
+        }, upgradeTimeoutMs);
+        upgrading.set(key, timer);
+        raw.on("close", () => {
+          clearTimeout(timer);
+          upgrading.delete(key);
+        });
+      });
       listener.onWsServerConnection = (socket, req) => {
         const key = remoteKey(req?.socket?.remoteAddress, req?.socket?.remotePort);
+        const timer = upgrading.get(key);
+        if (timer) {
+          clearTimeout(timer);
+          upgrading.delete(key);
+        }
         // The stock connection resets with close(1006), which `ws` refuses (a code no endpoint may send):
         // it throws, the error is swallowed, and the socket stays open for ever. A reset is a terminate.
         const close = socket.close.bind(socket);

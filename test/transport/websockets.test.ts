@@ -16,6 +16,7 @@ import { sendBulk, serveBulk } from "../relay/bulk";
 const HANDSHAKE_MS = 400;
 const MAX_MESSAGE = 128 * 1024;
 const MAX_PENDING = 3;
+const MAX_UPGRADING = 16;
 
 let server: Libp2p<{ ping: ReturnType<ReturnType<typeof ping>> }>;
 let client: Libp2p<{ ping: ReturnType<ReturnType<typeof ping>> }>;
@@ -30,7 +31,13 @@ function wsNode(listen: string[]) {
     addresses: { listen },
     ...stack,
     transports: [
-      agoraWebSockets({ handshakeTimeoutMs: HANDSHAKE_MS, maxMessageBytes: MAX_MESSAGE, maxPendingConnections: MAX_PENDING, onReject: (r) => rejected.push(r) }),
+      agoraWebSockets({
+        handshakeTimeoutMs: HANDSHAKE_MS,
+        maxMessageBytes: MAX_MESSAGE,
+        maxPendingConnections: MAX_PENDING,
+        maxUpgradingSockets: MAX_UPGRADING,
+        onReject: (r) => rejected.push(r),
+      }),
       ...stack.transports,
     ],
     // The raw clients below all come from 127.0.0.1; libp2p's per-host rate limit (5/s) would hide ours.
@@ -163,6 +170,39 @@ describe("bad input on the WebSocket listener", () => {
     expect(count("handshake_timeout") - beforeTimeout).toBeLessThanOrEqual(MAX_PENDING);
     expect(count("too_many_pending") - beforePending + count("handshake_timeout") - beforeTimeout).toBe(12);
     // Once the flood is gone a WebSocket participant connects again.
+    const conn = await client.dial(wsMultiaddr(), { signal: AbortSignal.timeout(10_000), force: true });
+    expect(await client.services.ping.ping(conn.remoteAddr, { signal: AbortSignal.timeout(5_000) })).toBeGreaterThanOrEqual(0);
+  }, 30_000);
+
+  test("TCP connections that never finish the HTTP upgrade are closed after the timeout, and capped in number", async () => {
+    const port = Number(wsUrl.split(":")[2]!.replace("/", ""));
+    const beforeTimeout = count("upgrade_timeout");
+    const beforeCap = count("too_many_upgrading");
+    const payloads = ["", "GET / HTTP/1.1\r\nHost: x\r\n", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"];
+    const n = MAX_UPGRADING + 4;
+    const closes = Array.from(
+      { length: n },
+      (_, i) =>
+        new Promise<void>((resolve) => {
+          const sock = tcpConnect(port, "127.0.0.1");
+          sock.on("connect", () => {
+            const p = payloads[i % payloads.length]!;
+            if (p) sock.write(p);
+          });
+          sock.on("error", () => undefined);
+          sock.on("close", () => resolve());
+        }),
+    );
+    let closed = 0;
+    for (const c of closes) void c.then(() => closed++);
+    // Every one of them is closed by the listener, well before any libp2p or HTTP timeout would.
+    await eventually(() => closed === n, 8_000, "all half-open upgrade sockets closed");
+    const timedOut = count("upgrade_timeout") - beforeTimeout;
+    const capped = count("too_many_upgrading") - beforeCap;
+    expect(timedOut + capped).toBe(n);
+    expect(timedOut).toBeLessThanOrEqual(MAX_UPGRADING);
+    expect(capped).toBeGreaterThanOrEqual(n - MAX_UPGRADING);
+    // The listener still upgrades a real WebSocket afterwards.
     const conn = await client.dial(wsMultiaddr(), { signal: AbortSignal.timeout(10_000), force: true });
     expect(await client.services.ping.ping(conn.remoteAddr, { signal: AbortSignal.timeout(5_000) })).toBeGreaterThanOrEqual(0);
   }, 30_000);

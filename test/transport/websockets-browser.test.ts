@@ -13,6 +13,7 @@ import { ping } from "@libp2p/ping";
 import { createLibp2p } from "libp2p";
 import { type BrowserContext, chromium } from "playwright-core";
 import { agoraTransportStack, agoraWebSockets, type WsRejectReason } from "../../src/transport";
+import { freePort, type NodeHandle, startNode } from "../helpers/node-process";
 import { serveBulk } from "../relay/bulk";
 
 const BULK_BYTES = 8 * 1024 * 1024;
@@ -20,6 +21,8 @@ let node: Libp2p;
 let browser: BrowserContext;
 let site: ReturnType<typeof Bun.serve>;
 let profile: string;
+let binary: NodeHandle;
+let binaryWsPort: number;
 const rejected: WsRejectReason[] = [];
 
 beforeAll(async () => {
@@ -37,6 +40,8 @@ beforeAll(async () => {
   const stack = agoraTransportStack();
   node = await createLibp2p({ addresses: { listen: ["/ip4/127.0.0.1/tcp/0/ws"] }, ...stack, transports: [agoraWebSockets({ onReject: (r) => rejected.push(r) })], services: { ping: ping() } });
   await serveBulk(node);
+  binaryWsPort = await freePort();
+  binary = await startNode({ env: { AGORA_NETWORK_WS_PORT: String(binaryWsPort) } });
   profile = mkdtempSync(join(tmpdir(), "agora-chromium-"));
   browser = await chromium.launchPersistentContext(profile, {
     executablePath: "/usr/bin/chromium",
@@ -48,6 +53,7 @@ afterAll(async () => {
   await browser?.close();
   site?.stop(true);
   await node?.stop();
+  binary?.cleanup();
   if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
@@ -71,3 +77,19 @@ test("stock js-libp2p in Chromium dials /ws, pings, and sends 8 MiB intact", asy
   console.log(`chromium over /ws: connect ${(result.connectMs as number).toFixed(0)} ms, ping ${result.rttMs} ms, 8 MiB in ${(result.bulkMs as number).toFixed(0)} ms`);
   await page.close();
 }, 90_000);
+
+test("Chromium dials the compiled node's /ws address and pings it", async () => {
+  const page = await browser.newPage();
+  await page.goto(`http://127.0.0.1:${site.port}/`);
+  await page.waitForFunction(() => (globalThis as unknown as { agoraWsReady?: boolean }).agoraWsReady === true, undefined, { timeout: 15_000 });
+  const addr = `/ip4/127.0.0.1/tcp/${binaryWsPort}/ws/p2p/${await binary.peerId()}`;
+  const result = await page.evaluate(
+    (a) => (globalThis as unknown as { agoraWsPing: (a: string) => Promise<{ rttMs: number; remotePeer: string; protocols: string[] }> }).agoraWsPing(a),
+    addr,
+  );
+  expect(result.remotePeer).toBe(await binary.peerId());
+  expect(result.rttMs).toBeGreaterThanOrEqual(0);
+  // identify ran over the WebSocket connection: the browser sees the node's audio protocol.
+  expect(result.protocols.some((p) => p.startsWith("/agora/audio/"))).toBe(true);
+  await page.close();
+}, 60_000);

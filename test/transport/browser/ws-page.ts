@@ -5,6 +5,7 @@
  */
 import { noise } from "@chainsafe/libp2p-noise";
 import { yamux } from "@chainsafe/libp2p-yamux";
+import { identify } from "@libp2p/identify";
 import { ping } from "@libp2p/ping";
 import { webSockets } from "@libp2p/websockets";
 import { multiaddr } from "@multiformats/multiaddr";
@@ -62,5 +63,30 @@ async function run(addr: string, bulkBytes: number) {
   }
 }
 
+/** Dial and ping only (a node that does not serve the bulk test protocol: the compiled binary). */
+async function pingOnly(addr: string) {
+  const node = await createLibp2p({
+    transports: [webSockets()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services: { ping: ping(), identify: identify() },
+    connectionGater: { denyDialMultiaddr: () => false },
+  });
+  try {
+    const conn = await node.dial(multiaddr(addr), { signal: AbortSignal.timeout(20_000) });
+    const rttMs = await node.services.ping.ping(conn.remoteAddr, { signal: AbortSignal.timeout(10_000) });
+    // identify runs by itself after the connection opens; wait (bounded) for its answer.
+    let protocols: string[] = [];
+    for (const deadline = performance.now() + 10_000; protocols.length === 0 && performance.now() < deadline; ) {
+      protocols = (await node.peerStore.get(conn.remotePeer).catch(() => ({ protocols: [] as string[] }))).protocols;
+      if (protocols.length === 0) await new Promise((r) => setTimeout(r, 50));
+    }
+    return { rttMs, remotePeer: conn.remotePeer.toString(), protocols };
+  } finally {
+    await node.stop();
+  }
+}
+
 (globalThis as unknown as { agoraWsTest: typeof run }).agoraWsTest = run;
+(globalThis as unknown as { agoraWsPing: typeof pingOnly }).agoraWsPing = pingOnly;
 (globalThis as unknown as { agoraWsReady: boolean }).agoraWsReady = true;

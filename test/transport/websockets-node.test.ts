@@ -5,6 +5,7 @@
  * agora_ws_connections_rejected_total{reason} while both participants stay joined.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { createServer } from "node:net";
 import { identify } from "@libp2p/identify";
 import type { Libp2p } from "@libp2p/interface";
 import { ping } from "@libp2p/ping";
@@ -114,4 +115,18 @@ test("the /ws address is in the node's signed DHT advertisement, so discovery ha
     "the node found by discovery",
   );
   expect(found.advertisement.listen_addr.some((a) => a.includes(`/tcp/${wsPort}/ws`))).toBe(true);
+}, 60_000);
+
+test("a WebSocket port already in use stops the start with an error naming network.ws_port", async () => {
+  const port = await freePort();
+  const blocker = createServer().listen(port, "127.0.0.1");
+  await new Promise((resolve) => blocker.once("listening", resolve));
+  const h = await startNode({ env: { AGORA_NETWORK_WS_PORT: String(port) }, waitHealthy: false });
+  try {
+    expect(await h.exited).not.toBe(0);
+    expect(h.logs()).toContain(`network.ws_port ${port} on 127.0.0.1 is in use`);
+  } finally {
+    h.cleanup();
+    blocker.close();
+  }
 }, 60_000);

@@ -340,6 +340,19 @@ function crossCheck(cfg: AgoraConfig, errors: ConfigIssue[], warnings: ConfigIss
   for (const [name, on, port] of [["dashboard.port", d.enabled, d.port], ["metrics.port", m.enabled, m.port]] as const)
     if (on && port === n.listen_port)
       errors.push({ source: where("node.listen_port"), path: "node.listen_port", message: `conflicts with ${name} (${port})` });
+  const net = cfg.network;
+  if (net.ws_port !== 0) {
+    for (const [name, on, port] of [["node.listen_port", true, n.listen_port], ["dashboard.port", d.enabled, d.port], ["metrics.port", m.enabled, m.port]] as const)
+      if (on && port === net.ws_port)
+        errors.push({ source: where("network.ws_port"), path: "network.ws_port", message: `conflicts with ${name} (${port})` });
+    if (!isLoopback(net.ws_listen_addr) && !net.ws_allow_insecure_public) {
+      errors.push({
+        source: where("network.ws_listen_addr"),
+        path: "network.ws_listen_addr",
+        message: `plain ws on ${net.ws_listen_addr} is not loopback: bind 127.0.0.1 behind a TLS reverse proxy (README), or set network.ws_allow_insecure_public = true`,
+      });
+    }
+  }
   if (d.auth_token && d.auth_token_file)
     errors.push({ source: where("dashboard.auth_token_file"), path: "dashboard.auth_token_file", message: "set either dashboard.auth_token or dashboard.auth_token_file, not both" });
   else if (d.auth_token_file) {

@@ -216,6 +216,12 @@ const SCHEMA_TABLE = [
     doc: "STUN servers (host:port) the node asks for the public address of its UDP socket (node.listen_port, UDP) at start and every 5 min; shown in /api/status and, when AutoNAT agrees, advertised." },
   { section: "network", key: "heartbeat_interval", type: { kind: "duration", min: 0.2, max: 3600, unit: "s" }, default: 30,
     doc: "How often the node re-publishes its signed DHT advertisement; it is treated as offline after 3 missed intervals." },
+  { section: "network", key: "ws_port", type: { kind: "integer", min: 0, max: 65535 }, default: 0,
+    doc: "TCP port of the libp2p WebSocket listener (/ws), for browsers; 0 = off. For wss put a TLS reverse proxy in front (README) and list its public /tls/ws address in network.announce_addrs." },
+  { section: "network", key: "ws_listen_addr", type: { kind: "address" }, default: "127.0.0.1",
+    doc: "IP address the WebSocket listener binds. Loopback (for a TLS reverse proxy on the same host) unless network.ws_allow_insecure_public is set." },
+  { section: "network", key: "ws_allow_insecure_public", type: { kind: "boolean" }, default: false,
+    doc: "Allow plain (unencrypted HTTP) ws on a non-loopback address. libp2p traffic is still noise-encrypted, but browsers on https pages refuse ws://." },
   // [relay]
   { section: "relay", key: "max_reservations", type: { kind: "integer", min: 1, max: 100000 }, default: 256, live: false,
     doc: "Relay mode: reservations held at once." },

@@ -173,6 +173,8 @@ export class NodeRuntime implements DashboardSource {
               await network.start();
             } catch (err) {
               // libp2p's own message spans lines with a stack trace; the operator needs the key and the port.
+              if (isAddressInUse(err) && c.network.ws_port !== 0 && new RegExp(`:${c.network.ws_port}\\b`).test(errorMessage(err)))
+                throw portInUse("network.ws_port", c.network.ws_listen_addr, c.network.ws_port, err);
               if (isAddressInUse(err)) throw portInUse("node.listen_port", c.node.listen_addr, c.node.listen_port, err);
               throw err;
             }

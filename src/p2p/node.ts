@@ -37,6 +37,7 @@ import type { RankedNode } from "./ranking";
 import { reachability } from "./reachability";
 import { relayListen } from "./relay-listen";
 import { createRecordValidation, type RecordValidation } from "./validator";
+import { type WebSocketListen, webSocketListen } from "./websocket";
 
 export type { LoadFigures } from "./advert-publisher";
 
@@ -65,6 +66,8 @@ export interface NetworkNodeInternals {
   reachabilityGraceMs?: number;
   /** relayClient "auto": time between reachability checks, the first one after start (default 30 s). */
   relayCheckIntervalMs?: number;
+  /** Overrides network.ws_port; 0 = an ephemeral port (the config's 0 means off). */
+  wsPort?: number;
   /** Additional libp2p connection gater hooks (tests block direct dials with this). */
   connectionGater?: import("@libp2p/interface").ConnectionGater;
 }
@@ -148,6 +151,8 @@ interface Assembly {
   maxConnections: number;
   validation: RecordValidation;
   relayMonitor?: RelayMonitor;
+  /** libp2p over WebSocket (network.ws_port), when configured */
+  wsListen?: WebSocketListen;
 }
 
 /** The libp2p node with every service this node runs; each one is started and stopped by libp2p. */
@@ -169,7 +174,7 @@ function createAgoraLibp2p(a: Assembly) {
       ...(cfg.network.announce_addrs.length > 0 ? { announce: cfg.network.announce_addrs } : {}),
     },
     ...stack,
-    transports: [...stack.transports, ...(cfg.node.mode === "relay" ? [] : [circuitRelayTransport()])],
+    transports: [...stack.transports, ...(a.wsListen ? [a.wsListen.transport] : []), ...(cfg.node.mode === "relay" ? [] : [circuitRelayTransport()])],
     connectionGater: gater,
     connectionManager: {
       maxConnections: a.maxConnections,
@@ -225,6 +230,7 @@ class AgoraNetworkNode implements NetworkNode {
   private lib?: AgoraLibp2p;
   private validation?: RecordValidation;
   private connMetrics?: ConnectionMetrics;
+  private wsListen?: WebSocketListen;
   private relayMonitor?: RelayMonitor;
   private redialer?: Redialer;
   private knownPeersTask?: RepeatingTask;
@@ -270,15 +276,17 @@ class AgoraNetworkNode implements NetworkNode {
     const validation = createRecordValidation({ registry: this.opts.registry });
     const connMetrics = new ConnectionMetrics(this.opts.registry);
     const relayMonitor = cfg.node.mode === "relay" ? new RelayMonitor(cfg.relay, this.opts.registry) : undefined;
-    const listen = this.listenMultiaddrs();
+    const wsListen = webSocketListen(cfg.network, this.opts.registry, this.log, this.internal.wsPort);
+    const listen = [...this.listenMultiaddrs(), ...(wsListen ? [wsListen.listenAddr] : [])];
     const dispose = () => {
       connMetrics.dispose();
       validation.dispose();
       relayMonitor?.dispose();
+      wsListen?.dispose();
     };
     let lib: AgoraLibp2p;
     try {
-      lib = await createAgoraLibp2p({ config: cfg, opts: this.opts, internal: this.internal, listen, maxConnections: this.maxConnections, validation, relayMonitor });
+      lib = await createAgoraLibp2p({ config: cfg, opts: this.opts, internal: this.internal, listen, maxConnections: this.maxConnections, validation, relayMonitor, wsListen });
     } catch (err) {
       dispose();
       throw new AgoraError("P2P", `cannot create the libp2p node: ${errorMessage(err)}`, { cause: err });
@@ -299,6 +307,7 @@ class AgoraNetworkNode implements NetworkNode {
     this.lib = lib;
     this.validation = validation;
     this.connMetrics = connMetrics;
+    this.wsListen = wsListen;
     this.relayMonitor = relayMonitor;
     if (relayMonitor && lib.services.relay) relayMonitor.attach(lib, lib.services.relay);
     this.running = true;
@@ -339,6 +348,8 @@ class AgoraNetworkNode implements NetworkNode {
     });
     if (!stopped) this.log.warn({ timeout_ms: STOP_TIMEOUT_MS }, "libp2p did not stop in time; continuing shutdown");
     this.connMetrics?.dispose();
+    this.wsListen?.dispose();
+    this.wsListen = undefined;
     this.relayMonitor?.dispose();
     this.validation?.dispose();
     this.log.info({ peer_id: this.peerId }, "p2p network stopped");

@@ -169,6 +169,20 @@ format = "json"
     expect(issuesOf(() => loadConfig({ env: { AGORA_METRICS_PORT: "8080" } }))[0]).toContain("metrics.port: conflicts with dashboard.port");
   });
 
+  test("the WebSocket listener: off by default, loopback unless plain ws on a public address is allowed, no port clash", () => {
+    const { config } = loadConfig({ env: {} });
+    expect(config.network.ws_port).toBe(0);
+    expect(config.network.ws_listen_addr).toBe("127.0.0.1");
+    expect(loadConfig({ env: { AGORA_NETWORK_WS_PORT: "7002" } }).config.network.ws_port).toBe(7002);
+    const pub = issuesOf(() => loadConfig({ file: write('[network]\nws_port = 7002\nws_listen_addr = "0.0.0.0"\n'), env: {} }));
+    expect(pub[0]).toStartWith("node.toml:3 network.ws_listen_addr: plain ws on 0.0.0.0 is not loopback");
+    expect(loadConfig({ file: write('[network]\nws_port = 7002\nws_listen_addr = "0.0.0.0"\nws_allow_insecure_public = true\n'), env: {} }).config.network.ws_listen_addr).toBe("0.0.0.0");
+    // Off (port 0) the address is not checked.
+    expect(loadConfig({ file: write('[network]\nws_listen_addr = "0.0.0.0"\n'), env: {} }).config.network.ws_port).toBe(0);
+    expect(issuesOf(() => loadConfig({ env: { AGORA_NETWORK_WS_PORT: "7001" } }))[0]).toContain("network.ws_port: conflicts with node.listen_port (7001)");
+    expect(issuesOf(() => loadConfig({ env: { AGORA_NETWORK_WS_PORT: "70000" } }))[0]).toContain("network.ws_port");
+  });
+
   test("bootstrap peers must be multiaddrs with a peer id", () => {
     const lines = issuesOf(() => loadConfig({ file: write('[network]\nbootstrap_peers = ["1.2.3.4:7001"]\n'), env: {} }));
     expect(lines[0]).toStartWith("node.toml:2 network.bootstrap_peers: entry 1: expected a multiaddr");

@@ -8,7 +8,7 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { type AbortOptions, type PeerId, type PrivateKey, serviceDependencies, type Startable } from "@libp2p/interface";
+import { type AbortOptions, type Libp2pEvents, type PeerId, type PrivateKey, serviceDependencies, type Startable, type TypedEventTarget } from "@libp2p/interface";
 import type { AddressManager, Registrar } from "@libp2p/interface-internal";
 import type { KadDHT } from "@libp2p/kad-dht";
 import { isLoopback, isPrivate, type RepeatingTask, repeatingTask } from "@libp2p/utils";
@@ -44,6 +44,8 @@ export interface AdvertPublisherComponents {
   addressManager: Pick<AddressManager, "getAddresses" | "getAddressesWithMetadata">;
   registrar: Pick<Registrar, "handle" | "unhandle">;
   dht: Pick<KadDHT, "put">;
+  /** `self:peer:update`: our addresses changed (a listener came up late, AutoNAT, UPnP): publish them. */
+  events?: Pick<TypedEventTarget<Libp2pEvents>, "addEventListener" | "removeEventListener">;
 }
 
 export interface AdvertPublisherInit {
@@ -66,6 +68,8 @@ const STABILITY_HORIZON_S = 7 * 86400;
 const SEQ_FILE = "advertisement-seq.json";
 /** How long stop() waits for a publish in flight (it is aborted first, so this is only a bound). */
 const STOP_WAIT_MS = 2_000;
+/** Address updates within this long of each other are published once. */
+const ADDRESS_SETTLE_MS = 250;
 export const TOKEN = REGION_TOKEN_PATTERN;
 
 export class AdvertPublisher implements Startable {
@@ -89,6 +93,9 @@ export class AdvertPublisher implements Startable {
   private readonly history: boolean[] = [];
   private lastLoad: LoadFigures | null = null;
   private seqWriteWarned = false;
+  private addrTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Aborts the put in flight when a newer record makes it pointless. */
+  private inflight: AbortController | undefined;
 
   constructor(
     private readonly components: AdvertPublisherComponents,
@@ -114,12 +121,36 @@ export class AdvertPublisher implements Startable {
 
   /** The first heartbeat needs the DHT and the listeners (its addresses), started alongside this service. */
   afterStart(): void {
-    if (this.running) this.task.start();
+    if (!this.running) return;
+    this.task.start();
+    this.components.events?.addEventListener("self:peer:update", this.onAddressesChanged);
   }
+
+  /**
+   * A listener that reports its address after start (the WebSocket one does), or an address AutoNAT or UPnP
+   * confirms later, would otherwise wait a whole heartbeat to be advertised. A burst of updates (several
+   * listeners at start) becomes one publish ADDRESS_SETTLE_MS later, and only when the list really changed.
+   */
+  private readonly onAddressesChanged = (): void => {
+    if (!this.running || this.addrTimer) return;
+    this.addrTimer = setTimeout(() => {
+      this.addrTimer = undefined;
+      if (!this.running || !this.record) return;
+      const now = this.withExtraAddrs(this.advertisedAddrs());
+      if (JSON.stringify(now) === JSON.stringify(this.record.listen_addr)) return;
+      // The put in flight carries the old addresses (and may wait out its timeout on a node with no DHT
+      // peers yet): the new record supersedes it.
+      this.inflight?.abort(new AgoraError("P2P", "superseded by a record with new addresses"));
+      void this.publishNow().catch((err) => this.log.debug({ err: errorMessage(err) }, "advertisement republish after an address change failed"));
+    }, ADDRESS_SETTLE_MS);
+  };
 
   /** Before the DHT stops: no new heartbeat, and the one in flight is aborted rather than left to fail. */
   beforeStop(): void {
     this.task.stop();
+    this.components.events?.removeEventListener("self:peer:update", this.onAddressesChanged);
+    clearTimeout(this.addrTimer);
+    this.addrTimer = undefined;
     this.controller.abort(new AgoraError("P2P", "the network node is stopping"));
   }
 
@@ -127,6 +158,9 @@ export class AdvertPublisher implements Startable {
     if (!this.running) return;
     this.running = false;
     this.task.stop();
+    this.components.events?.removeEventListener("self:peer:update", this.onAddressesChanged);
+    clearTimeout(this.addrTimer);
+    this.addrTimer = undefined;
     this.controller.abort(new AgoraError("P2P", "the network node is stopping"));
     // A publish in flight must never outlive stop().
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -304,7 +338,9 @@ export class AdvertPublisher implements Startable {
     this.recordBytes = bytes;
     const key = advertisementKeyBytes(rec.region, this.peerId);
     const timeoutMs = Math.min(30_000, Math.max(2_000, this.cfg.network.heartbeat_interval * 2000));
-    const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(timeoutMs), ...(opts.signal ? [opts.signal] : [])]);
+    const superseded = new AbortController();
+    this.inflight = superseded;
+    const signal = AbortSignal.any([this.controller.signal, superseded.signal, AbortSignal.timeout(timeoutMs), ...(opts.signal ? [opts.signal] : [])]);
     let stored = 0;
     let failed = 0;
     try {
@@ -316,6 +352,7 @@ export class AdvertPublisher implements Startable {
       // Timeout with no DHT peers yet, or shutdown: not an error worth more than debug, the next beat retries.
       this.log.debug({ err: errorMessage(err), stored }, "advertisement put ended early");
     }
+    if (this.inflight === superseded) this.inflight = undefined;
     this.history.push(stored > 0);
     if (this.history.length > HISTORY) this.history.shift();
     if (stored > 0) this.lastPublished = Date.now();

@@ -20,7 +20,7 @@ export function readAll(stream: Stream, maxBytes: number, signal: AbortSignal): 
       for (;;) {
         // Everything buffered so far, or null once the remote has closed and nothing is left.
         const chunk = await bytes.read({ signal });
-        if (chunk === null) return Buffer.concat(chunks, size);
+        if (chunk === null) return joinChunks(chunks, size);
         size += chunk.byteLength;
         if (size > maxBytes) throw new Error(`answer exceeds ${maxBytes} bytes`);
         chunks.push(chunk.subarray());
@@ -31,4 +31,15 @@ export function readAll(stream: Stream, maxBytes: number, signal: AbortSignal): 
       throw e;
     }
   })();
+}
+
+/** Concatenates without node:buffer, so this module also runs in a browser (the SDK, the WebSocket tests). */
+function joinChunks(chunks: Uint8Array[], size: number): Uint8Array {
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const c of chunks) {
+    out.set(c, offset);
+    offset += c.byteLength;
+  }
+  return out;
 }

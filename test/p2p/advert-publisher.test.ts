@@ -31,10 +31,13 @@ async function fakes(o: { hang?: boolean; stored?: boolean; putMs?: number } = {
   const peerId = peerIdFromPrivateKey(privateKey);
   const puts: Put[] = [];
   const handlers = new Map<string, unknown>();
+  const addrs = [multiaddr(`/ip4/127.0.0.1/tcp/4001/p2p/${peerId}`), multiaddr(`/ip4/10.0.0.7/tcp/4001/p2p/${peerId}`)];
+  const events = new EventTarget();
   const components = {
     peerId,
     privateKey,
-    addressManager: { getAddresses: () => [multiaddr(`/ip4/127.0.0.1/tcp/4001/p2p/${peerId}`), multiaddr(`/ip4/10.0.0.7/tcp/4001/p2p/${peerId}`)] },
+    events,
+    addressManager: { getAddresses: () => [...addrs], getAddressesWithMetadata: () => [] },
     registrar: {
       handle: async (protocol: string, handler: unknown) => void handlers.set(protocol, handler),
       unhandle: async (protocol: string) => void handlers.delete(protocol),
@@ -58,7 +61,7 @@ async function fakes(o: { hang?: boolean; stored?: boolean; putMs?: number } = {
   const init = { config, logger: silentLogger(), dataDir, version: "0.1.0-test", capabilities: ["mixer", "Not A Token"], intervalMs: 1_000 };
   const load = { current_load: 3, max_clients: 50, cpu_percent: 12.34, mem_percent: 20, status: "online" as const };
   const svc = advertPublisher({ ...init, load: () => load })(components);
-  return { svc, puts, handlers, peerId: peerId.toString(), dataDir };
+  return { svc, puts, handlers, peerId: peerId.toString(), dataDir, addrs, events };
 }
 
 describe("advertisement publisher service", () => {
@@ -158,6 +161,33 @@ describe("advertisement publisher service", () => {
     await svc.stop();
     await clock.advance(10_000);
     expect(puts.length).toBe(1);
+    expect(clock.pendingTimers()).toBe(0);
+  });
+
+  test("a new own address (a listener that came up late) is advertised without waiting for the heartbeat, once", async () => {
+    clock = useVirtualTime();
+    // The first put hangs (no DHT peer answers yet): the new addresses must not wait for it.
+    const { svc, puts, peerId, addrs, events } = await fakes({ hang: true });
+    await svc.start();
+    svc.afterStart();
+    await until("first put under way", () => puts.length === 1);
+    addrs.push(multiaddr(`/ip4/10.0.0.7/tcp/4002/ws/p2p/${peerId}`));
+    // A burst of updates, as libp2p sends while its listeners come up: one publish after it settles.
+    events.dispatchEvent(new CustomEvent("self:peer:update"));
+    events.dispatchEvent(new CustomEvent("self:peer:update"));
+    await clock.advance(300); // well inside the 1 s heartbeat
+    await until("the republish", () => puts.length === 2);
+    expect(puts[0]!.signal!.aborted).toBe(true);
+    expect(svc.current()?.listen_addr).toContain("/ip4/10.0.0.7/tcp/4002/ws");
+    const rec = await verifyAdvertisementRecord(advertisementKey("eu-west", peerId), puts[1]!.value);
+    expect(rec.listen_addr).toContain("/ip4/10.0.0.7/tcp/4002/ws");
+    // An update that changes nothing publishes nothing.
+    events.dispatchEvent(new CustomEvent("self:peer:update"));
+    await clock.advance(300);
+    expect(puts.length).toBe(2);
+    svc.beforeStop();
+    await svc.stop();
+    await clock.advance(3_000);
     expect(clock.pendingTimers()).toBe(0);
   });
 });

@@ -114,7 +114,7 @@ test("the /ws address is in the node's signed DHT advertisement, so discovery ha
     30_000,
     "the node found by discovery",
   );
-  expect(found.advertisement.listen_addr.some((a) => a.includes(`/tcp/${wsPort}/ws`))).toBe(true);
+  expect(found.advertisement.listen_addr).toContainEqual(expect.stringContaining(`/tcp/${wsPort}/ws`));
 }, 60_000);
 
 test("a WebSocket port already in use stops the start with an error naming network.ws_port", async () => {

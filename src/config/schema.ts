@@ -37,6 +37,7 @@ export interface AgoraConfig {
     stun_servers: string[];
     /** seconds */
     heartbeat_interval: number;
+    dht_max_records: number;
   };
   relay: {
     max_reservations: number;
@@ -188,6 +189,8 @@ export const SCHEMA: readonly KeySpec[] = [
     doc: "STUN servers handed to clients for NAT detection of their WebRTC legs (shown in /api/status)." },
   { section: "network", key: "heartbeat_interval", type: { kind: "duration", min: 0.2, max: 3600, unit: "s" }, default: 30,
     doc: "How often the node re-publishes its signed DHT advertisement; it is treated as offline after 3 missed intervals." },
+  { section: "network", key: "dht_max_records", type: { kind: "integer", min: 16, max: 1000000 }, default: 8192, live: false,
+    doc: "Node advertisements this node stores for the DHT at most (each ≤ 4 KiB; the stalest goes first). One peer may hold at most 4 of them." },
   // [relay]
   { section: "relay", key: "max_reservations", type: { kind: "integer", min: 1, max: 100000 }, default: 256, live: false,
     doc: "Relay mode: reservations held at once." },

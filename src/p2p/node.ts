@@ -40,7 +40,8 @@ import { type KnownPeer, knownPeersPath, loadKnownPeers, saveKnownPeers } from "
 import { ConnectionMetrics, libp2pMetrics } from "./metrics";
 import { ALL_NODES_NAMESPACE, capabilityNamespace, namespaceCid, PROTOCOL_ADVERT, PROTOCOL_DHT, regionNamespace } from "./namespaces";
 import type { RankedNode } from "./ranking";
-import { agoraDhtInit } from "./dht";
+import { agoraDhtInit, DHT_DATASTORE_PREFIX } from "./dht";
+import { createDhtRecordStore, type DhtRecordStoreLimits } from "./record-store";
 import { createRecordValidation, type RecordValidation } from "./validator";
 
 export interface LoadFigures {
@@ -72,6 +73,8 @@ export interface NetworkNodeInternals {
   providerValidityMs?: number;
   /** How often known-peers.json is rewritten (default 60 s). */
   knownPeersSaveIntervalMs?: number;
+  /** Bounds of the DHT record store (default: record-store.ts, maxRecords from network.dht_max_records). */
+  dhtStore?: Partial<DhtRecordStoreLimits> & { now?: () => number };
   /** Additional libp2p connection gater hooks (tests block direct dials with this). */
   connectionGater?: import("@libp2p/interface").ConnectionGater;
 }
@@ -251,6 +254,16 @@ class AgoraNetworkNode implements NetworkNode {
           maxConnections: this.maxConnections,
           ...(this.internal.inboundConnectionThreshold !== undefined ? { inboundConnectionThreshold: this.internal.inboundConnectionThreshold } : {}),
         },
+        // Bounded, self-cleaning storage for what the DHT keeps for others (record-store.ts).
+        datastore: createDhtRecordStore({
+          prefix: DHT_DATASTORE_PREFIX,
+          selfPeerId: this.peerId,
+          ownSeq: () => this.lastSeq,
+          onReject: validation.countRejection,
+          registry: this.opts.registry,
+          limits: { maxRecords: cfg.network.dht_max_records, ...this.internal.dhtStore },
+          now: this.internal.dhtStore?.now,
+        }),
         metrics: libp2pMetrics(this.opts.registry, relayMonitor ? (s) => relayMonitor.trackStream(s) : undefined),
         services: services as never,
       })) as unknown as Libp2p<Services>;

@@ -1,0 +1,118 @@
+/**
+ * A raw client of Agora's DHT protocol for hostile-peer tests: PUT_VALUE, GET_VALUE and ADD_PROVIDER
+ * messages written by hand (kad-dht's protobuf, docs: libp2p kad-dht spec) to ONE chosen server over one
+ * stream, the way an outside client would, without kad-dht's query logic choosing the peers. A refused PUT
+ * makes the server reset the stream; the next call opens a new one.
+ */
+import type { Libp2p, PeerId, Stream } from "@libp2p/interface";
+import { Record as DhtRecord } from "@libp2p/kad-dht";
+import { lpStream, type LengthPrefixedStream } from "@libp2p/utils";
+import type { Multiaddr } from "@multiformats/multiaddr";
+import { PROTOCOL_DHT } from "../../src/p2p";
+
+const PUT_VALUE = 0;
+const GET_VALUE = 1;
+const ADD_PROVIDER = 2;
+
+function varint(n: number): number[] {
+  const out: number[] = [];
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80);
+    n = Math.floor(n / 0x80);
+  }
+  out.push(n);
+  return out;
+}
+
+function field(no: number, bytes: Uint8Array): number[] {
+  return [...varint((no << 3) | 2), ...varint(bytes.byteLength), ...bytes];
+}
+
+function message(type: number, key: Uint8Array, record?: Uint8Array, providers?: Uint8Array[]): Uint8Array {
+  const parts = [0x08, type, ...field(2, key)];
+  if (record) parts.push(...field(3, record));
+  for (const p of providers ?? []) parts.push(...field(9, p));
+  return Uint8Array.from(parts);
+}
+
+/** Field 3 (the record) of a DHT message, if present. */
+function recordField(buf: Uint8Array): Uint8Array | null {
+  let i = 0;
+  const readVarint = () => {
+    let v = 0;
+    let mul = 1;
+    for (;;) {
+      const b = buf[i++]!;
+      v += (b & 0x7f) * mul;
+      if (b < 0x80) return v;
+      mul *= 0x80;
+    }
+  };
+  while (i < buf.length) {
+    const tag = readVarint();
+    const wire = tag & 7;
+    if (wire === 0) readVarint();
+    else if (wire === 2) {
+      const len = readVarint();
+      if (tag >> 3 === 3) return buf.subarray(i, i + len);
+      i += len;
+    } else if (wire === 5) i += 4;
+    else if (wire === 1) i += 8;
+    else return null;
+  }
+  return null;
+}
+
+export class RawDhtSession {
+  private lp?: LengthPrefixedStream<Stream>;
+  constructor(
+    private readonly libp2p: Libp2p,
+    private readonly peer: PeerId | Multiaddr,
+  ) {}
+
+  private async stream(): Promise<LengthPrefixedStream<Stream>> {
+    this.lp ??= lpStream(await this.libp2p.dialProtocol(this.peer, PROTOCOL_DHT, { signal: AbortSignal.timeout(10_000) }), { maxDataLength: 1 << 20 });
+    return this.lp;
+  }
+
+  private async request(msg: Uint8Array, expectAnswer = true): Promise<Uint8Array | null> {
+    const lp = await this.stream();
+    try {
+      await lp.write(msg, { signal: AbortSignal.timeout(10_000) });
+      if (!expectAnswer) return null;
+      return (await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray();
+    } catch (err) {
+      this.lp = undefined;
+      throw err;
+    }
+  }
+
+  /** Sends one PUT_VALUE; true when the server stored it (it echoes the message), false when it refused. */
+  async put(key: string, value: Uint8Array): Promise<boolean> {
+    const k = new TextEncoder().encode(key);
+    try {
+      await this.request(message(PUT_VALUE, k, new DhtRecord(k, value, new Date()).serialize()));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The value this server stores under `key` (GET_VALUE answered from its own datastore), or null. */
+  async get(key: string): Promise<Uint8Array | null> {
+    const answer = await this.request(message(GET_VALUE, new TextEncoder().encode(key)));
+    const rec = answer ? recordField(answer) : null;
+    return rec ? DhtRecord.deserialize(rec).value : null;
+  }
+
+  /** ADD_PROVIDER for `cidBytes` (a CID's bytes) announcing `self` (multihash bytes) at `addrs`. */
+  async addProvider(cidBytes: Uint8Array, self: Uint8Array, addrs: Uint8Array[]): Promise<void> {
+    const info = Uint8Array.from([...field(1, self), ...addrs.flatMap((a) => field(2, a))]);
+    await this.request(message(ADD_PROVIDER, cidBytes, undefined, [info]), false);
+  }
+
+  close(): void {
+    this.lp?.unwrap().abort(new Error("session over"));
+    this.lp = undefined;
+  }
+}

@@ -75,15 +75,24 @@ export class RawDhtSession {
     return this.lp;
   }
 
-  private async request(msg: Uint8Array, expectAnswer = true): Promise<Uint8Array | null> {
-    const lp = await this.stream();
-    try {
-      await lp.write(msg, { signal: AbortSignal.timeout(10_000) });
-      if (!expectAnswer) return null;
-      return (await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray();
-    } catch (err) {
-      this.lp = undefined;
-      throw err;
+  /**
+   * One request on the session's stream. A stream the server already closed (idle timeout) is replaced once
+   * when the write fails; `retryRead` also replaces it once when no answer comes (idempotent requests only:
+   * for a PUT, no answer means "refused").
+   */
+  private async request(msg: Uint8Array, expectAnswer = true, retryRead = false): Promise<Uint8Array | null> {
+    for (let attempt = 0; ; attempt++) {
+      const lp = await this.stream();
+      let written = false;
+      try {
+        await lp.write(msg, { signal: AbortSignal.timeout(10_000) });
+        written = true;
+        if (!expectAnswer) return null;
+        return (await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray();
+      } catch (err) {
+        this.lp = undefined;
+        if (attempt > 0 || (written && !retryRead)) throw err;
+      }
     }
   }
 
@@ -100,7 +109,7 @@ export class RawDhtSession {
 
   /** The value this server stores under `key` (GET_VALUE answered from its own datastore), or null. */
   async get(key: string): Promise<Uint8Array | null> {
-    const answer = await this.request(message(GET_VALUE, new TextEncoder().encode(key)));
+    const answer = await this.request(message(GET_VALUE, new TextEncoder().encode(key)), true, true);
     const rec = answer ? recordField(answer) : null;
     return rec ? DhtRecord.deserialize(rec).value : null;
   }
@@ -115,4 +124,25 @@ export class RawDhtSession {
     this.lp?.unwrap().abort(new Error("session over"));
     this.lp = undefined;
   }
+}
+
+/**
+ * Sends every (key, value) as a PUT_VALUE to one server over `streams` parallel streams of the same
+ * connection; answers how many the server stored.
+ */
+export async function floodPuts(libp2p: Libp2p, server: PeerId | Multiaddr, items: AsyncIterable<[string, Uint8Array]> | Iterable<[string, Uint8Array]>, streams = 4): Promise<number> {
+  const it = (Symbol.asyncIterator in items ? items[Symbol.asyncIterator]() : (items as Iterable<[string, Uint8Array]>)[Symbol.iterator]()) as AsyncIterator<[string, Uint8Array]> | Iterator<[string, Uint8Array]>;
+  let stored = 0;
+  await Promise.all(
+    Array.from({ length: streams }, async () => {
+      const session = new RawDhtSession(libp2p, server);
+      for (;;) {
+        const next = await it.next();
+        if (next.done) break;
+        if (await session.put(next.value[0], next.value[1])) stored++;
+      }
+      session.close();
+    }),
+  );
+  return stored;
 }

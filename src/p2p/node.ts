@@ -35,7 +35,7 @@ import {
   type UnsignedAdvertisement,
 } from "./advertisement";
 import { type BackoffOptions, Redialer } from "./bootstrap";
-import { type DiscoverQuery, type DiscoveryServices, runDiscovery } from "./discovery";
+import { type DiscoverQuery, type DiscoveryServices, MAX_PARALLEL_DIALS, runDiscovery } from "./discovery";
 import { type KnownPeer, knownPeersPath, loadKnownPeers, saveKnownPeers } from "./known-peers";
 import { ConnectionMetrics, libp2pMetrics } from "./metrics";
 import { ALL_NODES_NAMESPACE, capabilityNamespace, namespaceCid, PROTOCOL_ADVERT, PROTOCOL_DHT, regionNamespace } from "./namespaces";
@@ -252,6 +252,7 @@ class AgoraNetworkNode implements NetworkNode {
         connectionGater: gater,
         connectionManager: {
           maxConnections: this.maxConnections,
+          maxParallelDials: MAX_PARALLEL_DIALS,
           ...(this.internal.inboundConnectionThreshold !== undefined ? { inboundConnectionThreshold: this.internal.inboundConnectionThreshold } : {}),
         },
         // Bounded, self-cleaning storage for what the DHT keeps for others (record-store.ts).

@@ -146,3 +146,62 @@ export async function floodPuts(libp2p: Libp2p, server: PeerId | Multiaddr, item
   );
   return stored;
 }
+
+export interface FakeNodesOptions {
+  /** The DHT server the fakes announce themselves to. */
+  server: Multiaddr;
+  region: string;
+  count: number;
+  /** The address every fake advertises (provider record and listen_addr): a black hole, typically. */
+  listenAddr: string;
+  /**
+   * Loopback source addresses: fake i dials from 127.0.0.(firstHost + i). libp2p limits inbound connections
+   * per source IP (5/s by default); an attacker with as many addresses is not limited by that.
+   */
+  firstHost?: number;
+  /** Fakes planted at once. */
+  parallel?: number;
+}
+
+/**
+ * Plants `count` fake nodes in a region: for each, a fresh key connects to `server` (from its own loopback
+ * IP), provides the region's enumeration CID with `listenAddr`, stores its validly signed advertisement
+ * (zero load, so it would win every ranking) pointing at `listenAddr`, and disconnects. Answers their ids.
+ */
+export async function plantFakeNodes(o: FakeNodesOptions): Promise<string[]> {
+  const { createLibp2p } = await import("libp2p");
+  const { generateKeyPair } = await import("@libp2p/crypto/keys");
+  const { peerIdFromPrivateKey } = await import("@libp2p/peer-id");
+  const { multiaddr } = await import("@multiformats/multiaddr");
+  const { agoraTcp, agoraTransportStack, advertisementKey, encodeAdvertisement, signAdvertisement } = await import("../../src/p2p");
+  const { capabilityNamespace, namespaceCid, regionNamespace } = await import("../../src/p2p/namespaces");
+  const { hostileAdvertisement } = await import("./helpers");
+  const cids = [(await namespaceCid(regionNamespace(o.region))).bytes, (await namespaceCid(capabilityNamespace("mixer"))).bytes];
+  const ids: string[] = [];
+  const plantOne = async (i: number) => {
+    const key = await generateKeyPair("Ed25519");
+    const peer = peerIdFromPrivateKey(key);
+    const stack = agoraTransportStack();
+    const localAddress = `127.0.0.${(o.firstHost ?? 10) + i}`;
+    const lib = await createLibp2p({
+      privateKey: key,
+      addresses: { listen: [] },
+      ...stack,
+      transports: [agoraTcp({ dialOpts: { localAddress } as Record<string, unknown> })],
+    });
+    try {
+      const session = new RawDhtSession(lib, o.server);
+      for (const cid of cids) await session.addProvider(cid, peer.toMultihash().bytes, [multiaddr(o.listenAddr).bytes]);
+      const rec = await signAdvertisement(hostileAdvertisement(peer.toString(), { region: o.region, listen_addr: [o.listenAddr], ttl_seconds: 600, seq: 1 }), key);
+      // The PUT's answer also proves the ADD_PROVIDERs before it on the stream were handled.
+      if (!(await session.put(advertisementKey(o.region, peer.toString()), encodeAdvertisement(rec)))) throw new Error(`fake ${i}: record refused`);
+      session.close();
+      ids.push(peer.toString());
+    } finally {
+      await lib.stop();
+    }
+  };
+  const parallel = o.parallel ?? 8;
+  for (let i = 0; i < o.count; i += parallel) await Promise.all(Array.from({ length: Math.min(parallel, o.count - i) }, (_, j) => plantOne(i + j)));
+  return ids;
+}

@@ -155,10 +155,10 @@ export interface FakeNodesOptions {
   /** The address every fake advertises (provider record and listen_addr): a black hole, typically. */
   listenAddr: string;
   /**
-   * Loopback source addresses: fake i dials from 127.0.0.(firstHost + i). libp2p limits inbound connections
-   * per source IP (5/s by default); an attacker with as many addresses is not limited by that.
+   * Loopback source addresses: fake i dials from its own address in 127.0.0.0/8 (127.0.0.10, 127.0.0.11 …).
+   * libp2p limits inbound connections per source IP (5/s by default); an attacker with as many addresses is
+   * not limited by that.
    */
-  firstHost?: number;
   /** Fakes planted at once. */
   parallel?: number;
 }
@@ -182,7 +182,7 @@ export async function plantFakeNodes(o: FakeNodesOptions): Promise<string[]> {
     const key = await generateKeyPair("Ed25519");
     const peer = peerIdFromPrivateKey(key);
     const stack = agoraTransportStack();
-    const localAddress = `127.0.0.${(o.firstHost ?? 10) + i}`;
+    const localAddress = `127.0.${Math.floor(i / 240)}.${10 + (i % 240)}`;
     const lib = await createLibp2p({
       privateKey: key,
       addresses: { listen: [] },

@@ -2,8 +2,8 @@
  * discover(): find live nodes matching a query, verify their signed advertisements, measure latency and rank.
  *
  * 1. Providers of the most specific enumeration CID (region, else capability, else "all") from the DHT.
- * 2. Each provider is a candidate, evaluated as soon as it arrives, CONCURRENCY at a time (p-queue), peers
- *    this node is already connected to first (a connection is proof of reachability; fake providers have
+ * 2. Each provider is a candidate, evaluated as soon as it arrives, DISCOVERY_CONCURRENCY at a time
+ *    (p-queue; at most MAX_CANDIDATES without a connection per query), peers this node is connected to first (a connection is proof of reachability; fake providers have
  *    none). Per candidate, everything within CANDIDATE_TIMEOUT_MS:
  *    - reachability: a libp2p ping (dial included) that must answer within REACH_TIMEOUT_MS, or, for a peer
  *      that answered the provider lookup's own DHT requests (proven reachable, only slow), within the rest
@@ -13,13 +13,13 @@
  *      lookups at a time;
  *    - a reachable candidate's record is fetched from the node itself over /agora/advert/1.0.0 (its current
  *      one, on the connection the ping opened), the DHT copy if that fails. An unreachable one is kept if
- *      its DHT copy arrived by the time its ping gave up (it was alive a heartbeat ago) and ranked after
- *      every reachable node (ranking.ts); otherwise it is dropped. Every record goes through the same
+ *      its DHT copy arrived by the time its ping gave up (or, for a proven peer, within its budget: it was
+ *      alive a heartbeat ago) and ranked after every reachable node (ranking.ts); otherwise it is dropped. Every record goes through the same
  *      validator (signature, key consistency, freshness).
  * 3. Exact filters (region, capability, group); draining nodes are dropped; expired records never get here.
  * 4. Rank (ranking.ts), best first, and cut to `limit`.
  * The whole query is bounded by `timeoutMs`; what was verified by then is returned. A region flooded with
- * fake (unreachable) nodes therefore costs about ⌈fakes / DISCOVERY_CONCURRENCY⌉ × REACH_TIMEOUT_MS, not a
+ * fake (unreachable) nodes therefore costs the provider lookup plus about one REACH_TIMEOUT_MS, not a
  * timeout per fake in sequence (bench/discovery.ts --fake N measures it).
  */
 import type { KadDHT } from "@libp2p/kad-dht";
@@ -237,12 +237,13 @@ async function evaluate(
   let looked: NodeAdvertisement | null | undefined;
   void lookingUp.then((r) => (looked = r));
   let latency = await reaching;
+  let proven = false;
   if (latency === null && !signal.aborted) {
     // A node that answered the DHT walk (or is connected) is reachable: its dial was merely slower than the
     // reach timeout (a busy host, a cold client), so it gets the rest of its budget. Fakes never qualify.
     await Promise.race([walk.done, new Promise((r) => signal.addEventListener("abort", r, { once: true }))]);
-    const id = provider.id.toString();
-    if (walk.answered(id) || libp2p.getConnections(provider.id).length > 0) latency = await ping(ctx, provider.id, signal, CANDIDATE_TIMEOUT_MS);
+    proven = walk.answered(provider.id.toString()) || libp2p.getConnections(provider.id).length > 0;
+    if (proven) latency = await ping(ctx, provider.id, signal, CANDIDATE_TIMEOUT_MS);
   }
   let rec: NodeAdvertisement | null = null;
   if (latency !== null) {
@@ -252,8 +253,8 @@ async function evaluate(
     else rec = await lookingUp;
   } else {
     // Unreachable: kept (ranked last) only if its DHT copy is already here. Waiting for it would let every
-    // fake candidate cost a lookup on top of its reach timeout.
-    rec = looked ?? null;
+    // fake candidate cost a lookup on top of its reach timeout; a proven peer is worth the wait.
+    rec = looked ?? (proven ? await lookingUp : null);
   }
   noLookup.abort();
   if (!rec || !matches(rec, q)) return null;

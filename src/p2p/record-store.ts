@@ -81,6 +81,7 @@ interface RecordEntry {
 
 export class DhtRecordStore extends BaseDatastore implements Startable {
   readonly limits: DhtRecordStoreLimits;
+  /** Synchronous underneath (a Map), which admission relies on: see put(). */
   private readonly inner = new MemoryDatastore();
   private readonly recordPrefix: string;
   private readonly providerPrefix: string;
@@ -136,9 +137,12 @@ export class DhtRecordStore extends BaseDatastore implements Startable {
 
   override async put(key: Key, val: Uint8Array): Promise<Key> {
     const k = key.toString();
-    if (k.startsWith(this.recordPrefix)) await this.admitRecord(k, val);
+    // Admission, index and write happen in one synchronous step (the inner store is a Map): with puts
+    // interleaving (several streams at once), an entry evicted between its admission and its write would
+    // otherwise be written after its eviction and stay, unindexed and unbounded.
+    if (k.startsWith(this.recordPrefix)) this.admitRecord(k, val);
     else if (k.startsWith(this.providerPrefix)) this.admitProvider(k);
-    await this.inner.put(key, val);
+    this.inner.put(key, val);
     return key;
   }
 
@@ -183,7 +187,7 @@ export class DhtRecordStore extends BaseDatastore implements Startable {
   }
 
   /** Decides whether the record may be stored (throws RecordRejectedError if not) and indexes it. */
-  private async admitRecord(k: string, val: Uint8Array): Promise<void> {
+  private admitRecord(k: string, val: Uint8Array): void {
     let dhtKey: string;
     let value: Uint8Array;
     try {
@@ -212,7 +216,7 @@ export class DhtRecordStore extends BaseDatastore implements Startable {
     const old = this.records.get(k);
     if (old && old.expires >= t) {
       if (entry.seq < old.seq) this.refuse("superseded", `seq ${entry.seq} is older than the stored seq ${old.seq}`);
-      if (entry.seq === old.seq && !(await this.sameValue(k, value))) this.refuse("seq_conflict", `seq ${entry.seq} is already stored with different bytes`);
+      if (entry.seq === old.seq && !this.sameValue(k, value)) this.refuse("seq_conflict", `seq ${entry.seq} is already stored with different bytes`);
     }
 
     this.records.set(k, entry);
@@ -244,9 +248,9 @@ export class DhtRecordStore extends BaseDatastore implements Startable {
     this.refuse(reason, message);
   }
 
-  private async sameValue(k: string, value: Uint8Array): Promise<boolean> {
+  private sameValue(k: string, value: Uint8Array): boolean {
     try {
-      const stored = await this.inner.get(keyOf(k));
+      const stored = this.inner.get(keyOf(k)) as Uint8Array;
       return Buffer.from(DhtRecord.deserialize(stored).value).equals(Buffer.from(value));
     } catch {
       return false;
@@ -264,7 +268,7 @@ export class DhtRecordStore extends BaseDatastore implements Startable {
 
   private dropRecord(k: string): void {
     this.unindexRecord(k);
-    void this.inner.delete(keyOf(k));
+    this.inner.delete(keyOf(k));
   }
 
   // --- providers -------------------------------------------------------------------------------
@@ -301,7 +305,7 @@ export class DhtRecordStore extends BaseDatastore implements Startable {
       mine?.delete(k);
       if (mine?.size === 0) this.providersByPeer.delete(peer);
     }
-    void this.inner.delete(keyOf(k));
+    this.inner.delete(keyOf(k));
   }
 }
 

@@ -145,6 +145,18 @@ describe("bounds", () => {
     expect(store.sizes().record).toBe(4);
   });
 
+  test("puts that interleave (several streams at once) leave nothing stored beyond the bounds", async () => {
+    const { store } = harness({ maxRecordsPerSigner: 4 });
+    const s = await signer();
+    const recs = [];
+    for (let i = 0; i < 40; i++) recs.push(await advert(s, { region: `made-up-${i}`, last_seen: T0 + i }));
+    await Promise.all(recs.map((r) => store.put(r.key, r.stored).catch(() => undefined)));
+    expect(store.sizes().record).toBe(4);
+    const held = [];
+    for await (const e of store.query({ prefix: `${DHT_DATASTORE_PREFIX}/record` })) held.push(e.key.toString());
+    expect(held.sort()).toEqual(recs.slice(-4).map((r) => r.key.toString()).sort());
+  });
+
   test("in total at most maxRecords, the stalest go first", async () => {
     const { store, rejected, registry } = harness({ maxRecords: 5 });
     const recs = [];

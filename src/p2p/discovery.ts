@@ -6,8 +6,8 @@
  *    (p-queue; at most MAX_CANDIDATES without a connection per query), peers this node is connected to first (a connection is proof of reachability; fake providers have
  *    none). Per candidate, everything within CANDIDATE_TIMEOUT_MS:
  *    - reachability: a libp2p ping (dial included) that must answer within REACH_TIMEOUT_MS, or, for a peer
- *      that answered the provider lookup's own DHT requests (proven reachable, only slow), within the rest
- *      of its budget;
+ *      proven reachable (it answered the provider lookup's own DHT requests, is connected, or was identified
+ *      as an Agora DHT server before: only slow), within the rest of its budget;
  *    - at the same time, when the region is known, the DHT copy of /agora/nodes/<region>/<peer> (stops after
  *      QUORUM valid answers; the selector picks the highest seq among several), RECORD_LOOKUP_CONCURRENCY
  *      lookups at a time;
@@ -30,7 +30,7 @@ import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
 import { fetchAdvertisement } from "./advert-protocol";
 import { advertisementKey, type NodeAdvertisement } from "./advertisement";
-import { ALL_NODES_NAMESPACE, capabilityNamespace, namespaceCid, regionNamespace } from "./namespaces";
+import { ALL_NODES_NAMESPACE, capabilityNamespace, namespaceCid, PROTOCOL_DHT, regionNamespace } from "./namespaces";
 import { type RankedNode, rankNodes } from "./ranking";
 import type { RecordValidation } from "./validator";
 
@@ -239,10 +239,11 @@ async function evaluate(
   let latency = await reaching;
   let proven = false;
   if (latency === null && !signal.aborted) {
-    // A node that answered the DHT walk (or is connected) is reachable: its dial was merely slower than the
-    // reach timeout (a busy host, a cold client), so it gets the rest of its budget. Fakes never qualify.
+    // A node that answered the DHT walk, is connected, or was identified as an Agora DHT server on an earlier
+    // connection is (or was) reachable: its dial was merely slower than the reach timeout (a busy host, a cold
+    // client), so it gets the rest of its budget. A fake, never connected, never qualifies.
     await Promise.race([walk.done, new Promise((r) => signal.addEventListener("abort", r, { once: true }))]);
-    proven = walk.answered(provider.id.toString()) || libp2p.getConnections(provider.id).length > 0;
+    proven = walk.answered(provider.id.toString()) || libp2p.getConnections(provider.id).length > 0 || (await knownDhtServer(ctx, provider.id));
     if (proven) latency = await ping(ctx, provider.id, signal, CANDIDATE_TIMEOUT_MS);
   }
   let rec: NodeAdvertisement | null = null;
@@ -259,6 +260,14 @@ async function evaluate(
   noLookup.abort();
   if (!rec || !matches(rec, q)) return null;
   return { advertisement: rec, latency_ms: latency };
+}
+
+async function knownDhtServer(ctx: DiscoveryContext, peer: PeerId): Promise<boolean> {
+  try {
+    return (await ctx.libp2p.peerStore.get(peer)).protocols.includes(PROTOCOL_DHT);
+  } catch {
+    return false;
+  }
 }
 
 async function ping(ctx: DiscoveryContext, peer: PeerId, signal: AbortSignal, timeoutMs = REACH_TIMEOUT_MS): Promise<number | null> {

@@ -7,7 +7,7 @@
  *    none). Per candidate, everything within CANDIDATE_TIMEOUT_MS:
  *    - reachability: a libp2p ping (dial included) that must answer within REACH_TIMEOUT_MS, or, for a peer
  *      proven reachable (it answered the provider lookup's own DHT requests, is connected, or was identified
- *      as an Agora DHT server before: only slow), within the rest of its budget;
+ *      as an Agora DHT server before: only slow), before the query's deadline;
  *    - at the same time, when the region is known, the DHT copy of /agora/nodes/<region>/<peer> (stops after
  *      QUORUM valid answers; the selector picks the highest seq among several), RECORD_LOOKUP_CONCURRENCY
  *      lookups at a time;
@@ -241,15 +241,16 @@ async function evaluate(
   if (latency === null && !signal.aborted) {
     // A node that answered the DHT walk, is connected, or was identified as an Agora DHT server on an earlier
     // connection is (or was) reachable: its dial was merely slower than the reach timeout (a busy host, a cold
-    // client), so it gets the rest of its budget. A fake, never connected, never qualifies.
+    // client), so it gets another chance. A fake, never connected, never qualifies.
     await Promise.race([walk.done, new Promise((r) => signal.addEventListener("abort", r, { once: true }))]);
     proven = walk.answered(provider.id.toString()) || libp2p.getConnections(provider.id).length > 0 || (await knownDhtServer(ctx, provider.id));
-    if (proven) latency = await ping(ctx, provider.id, signal, CANDIDATE_TIMEOUT_MS);
+    // Up to the query's deadline: only real nodes get here, and a busy moment must not drop them.
+    if (proven) latency = await ping(ctx, provider.id, deadline, DEFAULT_DISCOVER_TIMEOUT_MS);
   }
   let rec: NodeAdvertisement | null = null;
   if (latency !== null) {
     // A reachable node hands out its current record itself, over the connection the ping opened.
-    rec = await directRecord(ctx, provider.id, signal);
+    rec = await directRecord(ctx, provider.id, proven ? deadline : signal);
     if (rec) noLookup.abort();
     else rec = await lookingUp;
   } else {

@@ -7,16 +7,21 @@
  *                  4 pings, verification and ranking. Median and p95. Target ≤ 300 ms.
  *
  * Usage: bun bench/discovery.ts [--queries 50] [--joins 5]
+ *        bun bench/discovery.ts --fake 200     discovery in a region flooded with 200 fake nodes, on binary
+ *                                              processes instead (bench/discovery-flood.ts)
  * Prints a table, then one JSON line.
  */
 import { silentLogger } from "../src/log";
 import { createDiscoveryClient, discoverOnce } from "../src/p2p";
 import { cleanupDirs, startTestNode, stopAll, type TestNode, waitFor } from "../test/p2p/helpers";
+import { runFloodBench } from "./discovery-flood";
 
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? Number(process.argv[i + 1]) : def;
 }
+const FAKES = arg("fake", 0);
+if (FAKES > 0) process.exit(await runFloodBench(FAKES));
 const QUERIES = arg("queries", 50);
 const JOINS = arg("joins", 5);
 // The default heartbeat: joins are measured on a quiet network, not during everyone's re-publish burst.

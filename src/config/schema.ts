@@ -222,6 +222,8 @@ const SCHEMA_TABLE = [
     doc: "IP address the WebSocket listener binds. Loopback (for a TLS reverse proxy on the same host) unless network.ws_allow_insecure_public is set." },
   { section: "network", key: "ws_allow_insecure_public", type: { kind: "boolean" }, default: false,
     doc: "Allow plain (unencrypted HTTP) ws on a non-loopback address. libp2p traffic is still noise-encrypted, but browsers on https pages refuse ws://." },
+  { section: "network", key: "dht_max_records", type: { kind: "integer", min: 16, max: 1000000 }, default: 8192, live: false,
+    doc: "Node advertisements this node stores for the DHT at most (each ≤ 4 KiB; the stalest goes first). One peer may hold at most 4 of them." },
   // [relay]
   { section: "relay", key: "max_reservations", type: { kind: "integer", min: 1, max: 100000 }, default: 256, live: false,
     doc: "Relay mode: reservations held at once." },

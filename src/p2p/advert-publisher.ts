@@ -178,6 +178,11 @@ export class AdvertPublisher implements Startable {
     return this.record;
   }
 
+  /** The highest sequence number this node has used for its record (persisted across restarts). */
+  ownSeq(): number {
+    return this.lastSeq;
+  }
+
   /** When a put was last accepted by at least one DHT peer. */
   lastPublishedAt(): number | null {
     return this.lastPublished;

@@ -89,7 +89,11 @@ export type RejectReason =
   | "bad_signature"
   | "stale"
   | "future"
-  | "superseded";
+  | "superseded"
+  | "not_canonical"
+  | "seq_conflict"
+  | "signer_quota"
+  | "store_full";
 
 export const REJECT_REASONS: readonly RejectReason[] = [
   "oversized",
@@ -102,6 +106,10 @@ export const REJECT_REASONS: readonly RejectReason[] = [
   "stale",
   "future",
   "superseded",
+  "not_canonical",
+  "seq_conflict",
+  "signer_quota",
+  "store_full",
 ];
 
 /** A refused record. kad-dht treats any throw from a validator as "invalid record": never fatal to the node. */
@@ -172,13 +180,19 @@ export async function verifyAdvertisementRecord(key: Uint8Array | string, value:
   const { region, peerId } = parseAdvertisementKey(keyText);
 
   let parsed: unknown;
+  const text = decodeUtf8(value, "malformed");
   try {
-    parsed = JSON.parse(decodeUtf8(value, "malformed"));
+    parsed = JSON.parse(text);
   } catch (err) {
     if (err instanceof RecordRejectedError) throw err;
     throw new RecordRejectedError("malformed", "record is not valid JSON");
   }
   const rec = checkFields(parsed);
+  // One content, one byte string: padding, duplicate keys, reordered fields or another spelling of a number
+  // would let anyone swap a node's stored copy for a variant with the same signature and seq.
+  if (canonicalText(parsed) !== text) {
+    throw new RecordRejectedError("not_canonical", "record bytes are not the canonical JSON of their content (docs/advertisement.md)");
+  }
 
   if (rec.peer_id !== peerId) throw new RecordRejectedError("key_mismatch", `record peer_id ${rec.peer_id} differs from the key's ${peerId}`);
   if (rec.region !== region) throw new RecordRejectedError("key_mismatch", `record region "${rec.region}" differs from the key's "${region}"`);
@@ -224,6 +238,14 @@ export function checkFreshness(rec: Pick<NodeAdvertisement, "last_seen" | "ttl_s
 /** True when the record is past its TTL at `nowSeconds` (no throw). */
 export function isExpired(rec: Pick<NodeAdvertisement, "last_seen" | "ttl_seconds">, nowSeconds = Date.now() / 1000): boolean {
   return rec.last_seen + rec.ttl_seconds < nowSeconds;
+}
+
+function canonicalText(parsed: unknown): string | null {
+  try {
+    return canonicalJson(parsed);
+  } catch {
+    return null;
+  }
 }
 
 function decodeUtf8(bytes: Uint8Array, reason: RejectReason): string {

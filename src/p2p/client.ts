@@ -13,7 +13,7 @@ import { multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
-import { type DiscoverQuery, type DiscoveryServices, runDiscovery } from "./discovery";
+import { type DiscoverQuery, type DiscoveryServices, MAX_PARALLEL_DIALS, runDiscovery } from "./discovery";
 import type { RankedNode } from "./ranking";
 import { agoraDhtInit } from "./dht";
 import { createRecordValidation } from "./validator";
@@ -54,6 +54,7 @@ export async function createDiscoveryClient(opts: DiscoveryClientOptions): Promi
     privateKey: await generateKeyPair("Ed25519"),
     addresses: { listen: [] },
     ...agoraTransportStack(),
+    connectionManager: { maxParallelDials: MAX_PARALLEL_DIALS },
     services: {
       identify: identify(),
       ping: ping(),

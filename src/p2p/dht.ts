@@ -3,6 +3,9 @@ import { type KadDHTInit, passthroughMapper } from "@libp2p/kad-dht";
 import { PROTOCOL_DHT } from "./namespaces";
 import type { RecordValidation } from "./validator";
 
+/** kad-dht's datastore prefix for Agora's DHT: records under `<prefix>/record/`, providers under `<prefix>/provider/`. */
+export const DHT_DATASTORE_PREFIX = "/agora-dht";
+
 export function agoraDhtInit(validation: RecordValidation, clientMode: boolean): KadDHTInit {
   return {
     protocol: PROTOCOL_DHT,
@@ -14,7 +17,7 @@ export function agoraDhtInit(validation: RecordValidation, clientMode: boolean):
     validators: validation.validators,
     selectors: validation.selectors,
     logPrefix: "libp2p:agora-dht",
-    datastorePrefix: "/agora-dht",
+    datastorePrefix: DHT_DATASTORE_PREFIX,
     // Run the first self-query as soon as a peer is known instead of 1 s after start: every query
     // waits for it, which made a transient discover client ~1 s slower for nothing.
     initialQuerySelfInterval: 0,

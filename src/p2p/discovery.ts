@@ -2,25 +2,35 @@
  * discover(): find live nodes matching a query, verify their signed advertisements, measure latency and rank.
  *
  * 1. Providers of the most specific enumeration CID (region, else capability, else "all") from the DHT.
- * 2. For each provider, with bounded concurrency and a per-candidate timeout:
- *    - its record: DHT get of /agora/nodes/<region>/<peer> when the region is known (stops after QUORUM
- *      valid answers instead of walking the whole DHT; the selector picks the highest seq among them), or
- *      a direct fetch over /agora/advert/1.0.0 when the region is unknown or the DHT has no copy. Both go
- *      through the same validator (signature, key consistency, freshness);
- *    - a libp2p ping, started in parallel with the fetch.
+ * 2. Each provider is a candidate, evaluated as soon as it arrives, DISCOVERY_CONCURRENCY at a time
+ *    (p-queue; at most MAX_CANDIDATES without a connection per query), peers this node is connected to first (a connection is proof of reachability; fake providers have
+ *    none). Per candidate, everything within CANDIDATE_TIMEOUT_MS:
+ *    - reachability: a libp2p ping (dial included) that must answer within REACH_TIMEOUT_MS, or, for a peer
+ *      proven reachable (it answered the provider lookup's own DHT requests, is connected, or was identified
+ *      as an Agora DHT server before: only slow), before the query's deadline;
+ *    - at the same time, when the region is known, the DHT copy of /agora/nodes/<region>/<peer> (stops after
+ *      QUORUM valid answers; the selector picks the highest seq among several), RECORD_LOOKUP_CONCURRENCY
+ *      lookups at a time;
+ *    - a reachable candidate's record is fetched from the node itself over /agora/advert/1.0.0 (its current
+ *      one, on the connection the ping opened), the DHT copy if that fails. An unreachable one is kept if
+ *      its DHT copy arrived by the time its ping gave up (or, for a proven peer, within its budget: it was
+ *      alive a heartbeat ago) and ranked after every reachable node (ranking.ts); otherwise it is dropped. Every record goes through the same
+ *      validator (signature, key consistency, freshness).
  * 3. Exact filters (region, capability, group); draining nodes are dropped; expired records never get here.
  * 4. Rank (ranking.ts), best first, and cut to `limit`.
- * The whole query is bounded by `timeoutMs`; what was verified by then is returned.
+ * The whole query is bounded by `timeoutMs`; what was verified by then is returned. A region flooded with
+ * fake (unreachable) nodes therefore costs the provider lookup plus about one REACH_TIMEOUT_MS, not a
+ * timeout per fake in sequence (bench/discovery.ts --fake N measures it).
  */
 import type { KadDHT } from "@libp2p/kad-dht";
 import type { Libp2p, PeerId, PeerInfo } from "@libp2p/interface";
 import type { Ping } from "@libp2p/ping";
-import { multiaddr } from "@multiformats/multiaddr";
+import PQueue from "p-queue";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
 import { fetchAdvertisement } from "./advert-protocol";
 import { advertisementKey, type NodeAdvertisement } from "./advertisement";
-import { ALL_NODES_NAMESPACE, capabilityNamespace, namespaceCid, regionNamespace } from "./namespaces";
+import { ALL_NODES_NAMESPACE, capabilityNamespace, namespaceCid, PROTOCOL_DHT, regionNamespace } from "./namespaces";
 import { type RankedNode, rankNodes } from "./ranking";
 import type { RecordValidation } from "./validator";
 import { REGION_TOKEN_PATTERN } from "../protocol";
@@ -53,12 +63,40 @@ export interface DiscoveryContext {
 export const DEFAULT_DISCOVER_TIMEOUT_MS = 5_000;
 export const DEFAULT_LIMIT = 20;
 const MAX_LIMIT = 1_000;
-const MAX_CANDIDATES = 200;
-const CONCURRENCY = 8;
-const CANDIDATE_TIMEOUT_MS = 3_000;
-const PING_TIMEOUT_MS = 2_000;
-/** Valid DHT answers collected before a get stops early. */
-const QUORUM = 2;
+/** Candidates without a connection evaluated per query at most (connected ones always are). */
+const MAX_CANDIDATES = 256;
+/**
+ * Candidates evaluated at once: as many as a query takes without a connection, so however many fake
+ * providers a region holds, evaluating them costs one reach timeout, not one per wave. A dial to a fake costs
+ * a socket and a timer, not CPU. Connected candidates (no dial) go first.
+ */
+export const DISCOVERY_CONCURRENCY = MAX_CANDIDATES;
+/**
+ * libp2p's parallel dials for a node or client that runs discovery: libp2p's default (100) for everything
+ * else, plus discovery's own, so that a flood of fake candidates never queues a real node's dial behind
+ * theirs inside libp2p, where the candidate's reach timeout would expire unseen.
+ */
+export const MAX_PARALLEL_DIALS = 100 + DISCOVERY_CONCURRENCY;
+/**
+ * DHT record lookups at once, across the query's candidates: each asks the same few servers, and a kad-dht
+ * server takes 32 inbound streams per connection; beyond that lookups fail instead of queueing.
+ */
+const RECORD_LOOKUP_CONCURRENCY = 16;
+/**
+ * Dial + ping must answer within this: TCP, multistream, Noise, yamux and the ping itself take about five
+ * round trips, so a node up to ~100 ms away (a region's nodes, a region query's candidates) makes it. One
+ * farther away is still listed if its DHT copy is at hand, ranked as unreachable.
+ */
+export const REACH_TIMEOUT_MS = 500;
+/** Everything one candidate may cost: record lookup and reachability. */
+const CANDIDATE_TIMEOUT_MS = 1_500;
+/**
+ * Valid DHT answers collected before a get stops early. One: a reachable node's record comes from the node
+ * itself; the DHT copy serves the unreachable (ranked last) and the rare node whose direct fetch failed, and
+ * servers refuse copies older than the one they hold (record-store.ts), so waiting for a second answer
+ * (a whole DHT walk when only one server has the key) would buy little for a lot of time in a flood.
+ */
+const QUORUM = 1;
 const TOKEN = REGION_TOKEN_PATTERN;
 
 function checkQuery(q: DiscoverQuery): void {
@@ -86,22 +124,6 @@ export function matches(rec: NodeAdvertisement, q: DiscoverQuery): boolean {
   return rec.status !== "draining";
 }
 
-class Semaphore {
-  private active = 0;
-  private readonly waiting: (() => void)[] = [];
-  constructor(private readonly max: number) {}
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.active >= this.max) await new Promise<void>((r) => this.waiting.push(r));
-    this.active++;
-    try {
-      return await fn();
-    } finally {
-      this.active--;
-      this.waiting.shift()?.();
-    }
-  }
-}
-
 const ISOLATED_LOOKUP_MS = 250;
 
 export async function runDiscovery(ctx: DiscoveryContext, q: DiscoverQuery): Promise<RankedNode[]> {
@@ -113,29 +135,41 @@ export async function runDiscovery(ctx: DiscoveryContext, q: DiscoverQuery): Pro
   const cid = await namespaceCid(queryNamespace(q));
   const found: { advertisement: NodeAdvertisement; latency_ms: number | null }[] = [];
   const seen = new Set<string>();
-  const sem = new Semaphore(CONCURRENCY);
+  let unconnected = 0;
+  const queue = new PQueue({ concurrency: DISCOVERY_CONCURRENCY });
+  const lookups = new PQueue({ concurrency: RECORD_LOOKUP_CONCURRENCY });
   const tasks: Promise<void>[] = [];
   const started = performance.now();
+  // Peers that answered this query's DHT walk: proven reachable, whatever their ping said meanwhile.
+  const answered = new Set<string>();
+  let walkDone!: () => void;
+  const walk: DhtWalk = { answered: (id) => answered.has(id), done: new Promise<void>((r) => (walkDone = r)) };
 
   const consider = (p: PeerInfo) => {
     const id = p.id.toString();
-    if (seen.has(id) || seen.size >= MAX_CANDIDATES) return;
+    if (seen.has(id)) return;
+    const connected = libp2p.getConnections(p.id).length > 0;
+    if (!connected && unconnected >= MAX_CANDIDATES) return;
     seen.add(id);
     if (id === selfId) {
       const rec = q.includeSelf ? ctx.selfRecord?.() : null;
       if (rec && matches(rec, q)) found.push({ advertisement: rec, latency_ms: 0 });
       return;
     }
+    if (!connected) unconnected++;
     tasks.push(
-      sem.run(async () => {
-        if (deadline.aborted) return;
-        try {
-          const r = await evaluate(ctx, q, p, deadline);
-          if (r) found.push(r);
-        } catch (err) {
-          logger.debug({ peer: id, err: errorMessage(err) }, "discovery candidate dropped");
-        }
-      }),
+      queue.add(
+        async () => {
+          if (deadline.aborted) return;
+          try {
+            const r = await evaluate(ctx, q, p, deadline, lookups, connected ? 1 : 0, walk);
+            if (r) found.push(r);
+          } catch (err) {
+            logger.debug({ peer: id, err: errorMessage(err) }, "discovery candidate dropped");
+          }
+        },
+        { priority: connected ? 1 : 0 },
+      ),
     );
   };
 
@@ -144,20 +178,41 @@ export async function runDiscovery(ctx: DiscoveryContext, q: DiscoverQuery): Pro
   const lookupSignal = libp2p.getConnections().length === 0 ? AbortSignal.any([deadline, AbortSignal.timeout(ISOLATED_LOOKUP_MS)]) : deadline;
   try {
     for await (const ev of libp2p.services.dht.findProviders(cid, { signal: lookupSignal })) {
+      if (ev.name === "PEER_RESPONSE") answered.add(ev.from.toString());
       // Providers this node stores itself arrive in a PEER_RESPONSE from self, remote ones as PROVIDER events.
       if (ev.name === "PROVIDER" || ev.name === "PEER_RESPONSE") for (const p of ev.providers) consider(p);
     }
   } catch (err) {
     if (!deadline.aborted) logger.debug({ err: errorMessage(err) }, "provider lookup ended with an error");
+  } finally {
+    walkDone();
   }
+  const lookupMs = performance.now() - started;
   // Each task is bounded by the deadline and its own timeout, so this cannot hang.
   await Promise.allSettled(tasks);
+  queue.clear();
+  lookups.clear();
   const ranked = rankNodes(found, { preferGroup: q.preferGroup ?? ctx.preferGroup }).slice(0, q.limit ?? DEFAULT_LIMIT);
   logger.debug(
-    { query: { region: q.region, capability: q.capability, group: q.group }, providers: seen.size, found: ranked.length, ms: Math.round(performance.now() - started), timed_out: deadline.aborted },
+    {
+      query: { region: q.region, capability: q.capability, group: q.group },
+      providers: seen.size,
+      found: ranked.length,
+      unreachable: found.filter((f) => f.latency_ms === null).length,
+      ms: Math.round(performance.now() - started),
+      provider_lookup_ms: Math.round(lookupMs),
+      timed_out: deadline.aborted,
+    },
     "discovery finished",
   );
   return ranked;
+}
+
+interface DhtWalk {
+  /** The peer answered one of the provider lookup's DHT requests. */
+  answered(id: string): boolean;
+  /** Settles when the provider lookup is over. */
+  done: Promise<void>;
 }
 
 async function evaluate(
@@ -165,39 +220,61 @@ async function evaluate(
   q: DiscoverQuery,
   provider: PeerInfo,
   deadline: AbortSignal,
+  lookups: PQueue,
+  priority: number,
+  walk: DhtWalk,
 ): Promise<{ advertisement: NodeAdvertisement; latency_ms: number | null } | null> {
   const { libp2p } = ctx;
   const signal = AbortSignal.any([deadline, AbortSignal.timeout(CANDIDATE_TIMEOUT_MS)]);
   if (provider.multiaddrs.length > 0) await libp2p.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => undefined);
 
-  const pinging = ping(ctx, provider.id, signal);
+  // Reachability and the DHT copy of the record at the same time: a candidate costs about REACH_TIMEOUT_MS.
+  const reaching = ping(ctx, provider.id, signal);
+  const noLookup = new AbortController();
+  const lookupSignal = AbortSignal.any([signal, noLookup.signal]);
+  const lookingUp: Promise<NodeAdvertisement | null> = q.region
+    ? lookups.add(async () => (lookupSignal.aborted ? null : dhtRecord(ctx, advertisementKey(q.region!, provider.id.toString()), lookupSignal)), { priority }).then((r) => r ?? null)
+    : Promise.resolve(null);
+  let looked: NodeAdvertisement | null | undefined;
+  void lookingUp.then((r) => (looked = r));
+  let latency = await reaching;
+  let proven = false;
+  if (latency === null && !signal.aborted) {
+    // A node that answered the DHT walk, is connected, or was identified as an Agora DHT server on an earlier
+    // connection is (or was) reachable: its dial was merely slower than the reach timeout (a busy host, a cold
+    // client), so it gets another chance. A fake, never connected, never qualifies.
+    await Promise.race([walk.done, new Promise((r) => signal.addEventListener("abort", r, { once: true }))]);
+    proven = walk.answered(provider.id.toString()) || libp2p.getConnections(provider.id).length > 0 || (await knownDhtServer(ctx, provider.id));
+    // Up to the query's deadline: only real nodes get here, and a busy moment must not drop them.
+    if (proven) latency = await ping(ctx, provider.id, deadline, DEFAULT_DISCOVER_TIMEOUT_MS);
+  }
   let rec: NodeAdvertisement | null = null;
-  if (q.region) rec = await dhtRecord(ctx, advertisementKey(q.region, provider.id.toString()), signal);
-  if (!rec && !signal.aborted) rec = await directRecord(ctx, provider.id, signal);
-  if (!rec) {
-    await pinging;
-    return null;
+  if (latency !== null) {
+    // A reachable node hands out its current record itself, over the connection the ping opened.
+    rec = await directRecord(ctx, provider.id, proven ? deadline : signal);
+    if (rec) noLookup.abort();
+    else rec = await lookingUp;
+  } else {
+    // Unreachable: kept (ranked last) only if its DHT copy is already here. Waiting for it would let every
+    // fake candidate cost a lookup on top of its reach timeout; a proven peer is worth the wait.
+    rec = looked ?? (proven ? await lookingUp : null);
   }
-  if (!matches(rec, q)) return null;
-  let latency = await pinging;
-  if (latency === null && !signal.aborted && rec.listen_addr.length > 0) {
-    // The provider record may have carried no usable address; the advertisement does.
-    const addrs = rec.listen_addr.flatMap((a) => {
-      try {
-        return [multiaddr(a)];
-      } catch {
-        return [];
-      }
-    });
-    await libp2p.peerStore.merge(provider.id, { multiaddrs: addrs }).catch(() => undefined);
-    latency = await ping(ctx, provider.id, signal);
-  }
+  noLookup.abort();
+  if (!rec || !matches(rec, q)) return null;
   return { advertisement: rec, latency_ms: latency };
 }
 
-async function ping(ctx: DiscoveryContext, peer: PeerId, signal: AbortSignal): Promise<number | null> {
+async function knownDhtServer(ctx: DiscoveryContext, peer: PeerId): Promise<boolean> {
   try {
-    return await ctx.libp2p.services.ping.ping(peer, { signal: AbortSignal.any([signal, AbortSignal.timeout(PING_TIMEOUT_MS)]) });
+    return (await ctx.libp2p.peerStore.get(peer)).protocols.includes(PROTOCOL_DHT);
+  } catch {
+    return false;
+  }
+}
+
+async function ping(ctx: DiscoveryContext, peer: PeerId, signal: AbortSignal, timeoutMs = REACH_TIMEOUT_MS): Promise<number | null> {
+  try {
+    return await ctx.libp2p.services.ping.ping(peer, { signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]) });
   } catch {
     return null;
   }

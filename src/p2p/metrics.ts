@@ -123,3 +123,52 @@ export function libp2pMetrics(registry: Registry, onStream?: (s: Stream) => void
     return m;
   };
 }
+
+export type StoreEvictionReason = "expired" | "signer_quota" | "store_full";
+export const STORE_EVICTION_REASONS: readonly StoreEvictionReason[] = ["expired", "signer_quota", "store_full"];
+
+/**
+ * The DHT record store's figures (record-store.ts):
+ *   agora_dht_store_evictions_total{kind="record"|"provider", reason}   counter, entries dropped by the store
+ *   agora_dht_store_entries{kind}                                        gauge, entries held now
+ * Refusals of incoming records are counted in agora_dht_records_rejected_total (validator.ts).
+ */
+export class DhtStoreMetrics {
+  private readonly evictions: Counter<"kind" | "reason">;
+  private readonly entries: Gauge<"kind">;
+
+  constructor(
+    private readonly registry: Registry,
+    sizes: () => { record: number; provider: number },
+  ) {
+    this.evictions = new Counter({
+      name: "agora_dht_store_evictions_total",
+      help: "DHT entries this node dropped: expired (past last_seen + ttl_seconds, or provider validity), signer_quota (over the per-peer bound) or store_full (stalest entry, over the total bound)",
+      labelNames: ["kind", "reason"] as const,
+      registers: [registry],
+    });
+    this.entries = new Gauge({
+      name: "agora_dht_store_entries",
+      help: "DHT entries this node stores for others, by kind (record: node advertisements, provider: provider records)",
+      labelNames: ["kind"] as const,
+      registers: [registry],
+      collect() {
+        const s = sizes();
+        this.set({ kind: "record" }, s.record);
+        this.set({ kind: "provider" }, s.provider);
+      },
+    });
+    for (const kind of ["record", "provider"] as const) for (const reason of STORE_EVICTION_REASONS) this.evictions.inc({ kind, reason }, 0);
+  }
+
+  evicted(kind: "record" | "provider", reason: StoreEvictionReason, n = 1): void {
+    this.evictions.inc({ kind, reason }, n);
+  }
+
+  dispose(): void {
+    for (const m of [this.evictions, this.entries]) {
+      const name = (m as unknown as { name: string }).name;
+      if (this.registry.getSingleMetric(name) === m) this.registry.removeSingleMetric(name);
+    }
+  }
+}

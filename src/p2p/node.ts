@@ -23,12 +23,12 @@ import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
 import { RelayMonitor, relayServerInit } from "../relay";
 import { isCircuit, stripOwnPeerId, tcpListenAddr } from "./addrs";
-import { advertPublisher, type LoadFigures, TOKEN } from "./advert-publisher";
+import { type AdvertPublisher, type AdvertPublisherComponents, advertPublisher, type LoadFigures, TOKEN } from "./advert-publisher";
 import type { NodeAdvertisement } from "./advertisement";
 import { type BackoffOptions, Redialer } from "./bootstrap";
 import { connectionLimits } from "./connection-limits";
-import { agoraDhtInit } from "./dht";
-import { type DiscoverQuery, runDiscovery } from "./discovery";
+import { agoraDhtInit, DHT_DATASTORE_PREFIX } from "./dht";
+import { type DiscoverQuery, MAX_PARALLEL_DIALS, runDiscovery } from "./discovery";
 import { type KnownPeer, knownPeersPath, loadKnownPeers, saveKnownPeers } from "./known-peers";
 import { ConnectionMetrics, libp2pMetrics } from "./metrics";
 import { ALL_NODES_NAMESPACE, capabilityNamespace, PROTOCOL_ADVERT, PROTOCOL_DHT, regionNamespace } from "./namespaces";
@@ -36,6 +36,7 @@ import { providerRefresher } from "./provider-refresher";
 import type { RankedNode } from "./ranking";
 import { reachability } from "./reachability";
 import { relayListen } from "./relay-listen";
+import { createDhtRecordStore, type DhtRecordStoreLimits } from "./record-store";
 import { createRecordValidation, type RecordValidation } from "./validator";
 import { type WebSocketListen, webSocketListen } from "./websocket";
 
@@ -68,6 +69,8 @@ export interface NetworkNodeInternals {
   relayCheckIntervalMs?: number;
   /** Overrides network.ws_port; 0 = an ephemeral port (the config's 0 means off). */
   wsPort?: number;
+  /** Bounds of the DHT record store (default: record-store.ts, maxRecords from network.dht_max_records). */
+  dhtStore?: Partial<DhtRecordStoreLimits> & { now?: () => number };
   /** Additional libp2p connection gater hooks (tests block direct dials with this). */
   connectionGater?: import("@libp2p/interface").ConnectionGater;
 }
@@ -165,6 +168,8 @@ function createAgoraLibp2p(a: Assembly) {
   const capabilities = opts.capabilities.filter((c) => TOKEN.test(c));
   const gater = { ...(relayMonitor?.gater() ?? {}), ...(internal.connectionGater ?? {}) };
   const stack = agoraTransportStack();
+  // The store refuses copies of our own record older than the one we published: it asks the publisher.
+  let publisher: AdvertPublisher | undefined;
   return createLibp2p({
     start: false,
     privateKey: opts.privateKey,
@@ -178,8 +183,19 @@ function createAgoraLibp2p(a: Assembly) {
     connectionGater: gater,
     connectionManager: {
       maxConnections: a.maxConnections,
+      maxParallelDials: MAX_PARALLEL_DIALS,
       ...(internal.inboundConnectionThreshold !== undefined ? { inboundConnectionThreshold: internal.inboundConnectionThreshold } : {}),
     },
+    // Bounded, self-cleaning storage for what the DHT keeps for others (record-store.ts).
+    datastore: createDhtRecordStore({
+      prefix: DHT_DATASTORE_PREFIX,
+      selfPeerId: peerIdFromPrivateKey(opts.privateKey).toString(),
+      ownSeq: () => publisher?.ownSeq() ?? 0,
+      onReject: a.validation.countRejection,
+      registry: opts.registry,
+      limits: { maxRecords: cfg.network.dht_max_records, ...internal.dhtStore },
+      now: internal.dhtStore?.now,
+    }),
     metrics: libp2pMetrics(opts.registry, relayMonitor ? (s) => relayMonitor.trackStream(s) : undefined),
     services: {
       identify: identify(),
@@ -200,16 +216,19 @@ function createAgoraLibp2p(a: Assembly) {
       ...(relayAuto ? { relayListen: relayListen({ logger: opts.logger, intervalMs: internal.relayCheckIntervalMs }) } : {}),
       ...(publishes
         ? {
-            advertPublisher: advertPublisher({
-              config: cfg,
-              logger: opts.logger,
-              dataDir: opts.dataDir,
-              version: opts.version,
-              capabilities: opts.capabilities,
-              load: opts.load,
-              extraAddrs: opts.extraAddrs,
-              intervalMs: jittered(heartbeatMs),
-            }),
+            advertPublisher: (components: AdvertPublisherComponents) => {
+              publisher = advertPublisher({
+                config: cfg,
+                logger: opts.logger,
+                dataDir: opts.dataDir,
+                version: opts.version,
+                capabilities: opts.capabilities,
+                load: opts.load,
+                extraAddrs: opts.extraAddrs,
+                intervalMs: jittered(heartbeatMs),
+              })(components);
+              return publisher;
+            },
             providerRefresher: providerRefresher({
               logger: opts.logger,
               namespaces: [regionNamespace(cfg.node.region), ALL_NODES_NAMESPACE, ...capabilities.map(capabilityNamespace)],

@@ -11,8 +11,13 @@
  * table gives memory 60 % +0.05 (0.15 starts above 70 %), so A scores 0.95 here. The table is the rule; the
  * example's conclusion (A is avoided, B and C tie at 0.5) holds either way.
  *
- * Nodes that did not answer a ping are kept (their record is fresh, so they were alive a heartbeat ago) but
- * pay UNKNOWN_LATENCY_PENALTY, the cost of a 1 s RTT. Degraded nodes pay DEGRADED_PENALTY. Ties (equal score)
+ * Units: the score is dimensionless, in "fractions of a full node": a load ratio of 1 (full) is 1.0, and
+ * latency is converted at 1 ms = 0.001 (so a 100 ms RTT weighs as much as 10 % load).
+ *
+ * Nodes that did not answer a ping within discovery's reach timeout are kept (their record is fresh, so they
+ * were alive a heartbeat ago) but rank after every node that did answer, whatever the scores: a fake record
+ * claiming zero load cannot outrank a reachable node. Among themselves their score includes
+ * UNKNOWN_LATENCY_PENALTY (the cost of a 1 s RTT). Degraded nodes pay DEGRADED_PENALTY. Ties (equal score)
  * go to the preferred group, then to the lexically smaller group, then the smaller peer id (deterministic).
  */
 import type { NodeAdvertisement } from "./advertisement";
@@ -89,6 +94,9 @@ export interface RankOptions {
 }
 
 export function compareRanked(a: RankedNode, b: RankedNode, opts: RankOptions = {}): number {
+  const ua = a.latency_ms === null;
+  const ub = b.latency_ms === null;
+  if (ua !== ub) return ua ? 1 : -1;
   if (Math.abs(a.score - b.score) > TIE_EPSILON) return a.score - b.score;
   const ga = a.advertisement.group;
   const gb = b.advertisement.group;

@@ -43,6 +43,8 @@ export interface RecordValidation {
   /** Index of the best of several valid records for one key: highest seq, then newest last_seen. */
   select(records: Uint8Array[]): number;
   rejected(reason: RejectReason): number;
+  /** Counts a refusal decided elsewhere (the DHT record store: quotas, rollbacks, seq conflicts). */
+  countRejection(reason: RejectReason): void;
   /** Unregister the metric (node stop), so a later node can register it again on the same registry. */
   dispose(): void;
 }
@@ -63,10 +65,14 @@ export function createRecordValidation(opts: RecordValidationOptions = {}): Reco
   /** key → highest accepted seq and when that record expires (unix seconds). Map order = insertion (LRU-ish). */
   const highest = new Map<string, { seq: number; expires: number }>();
 
-  function reject(err: unknown): never {
-    const reason: RejectReason = err instanceof RecordRejectedError ? err.reason : "malformed";
+  function countRejection(reason: RejectReason): void {
     counter.inc({ reason });
     counts.set(reason, (counts.get(reason) ?? 0) + 1);
+  }
+
+  function reject(err: unknown): never {
+    const reason: RejectReason = err instanceof RecordRejectedError ? err.reason : "malformed";
+    countRejection(reason);
     throw err instanceof RecordRejectedError ? err : new RecordRejectedError("malformed", String(err));
   }
 
@@ -131,6 +137,7 @@ export function createRecordValidation(opts: RecordValidationOptions = {}): Reco
     verify,
     select,
     rejected: (reason) => counts.get(reason) ?? 0,
+    countRejection,
     dispose() {
       if (registry && registry.getSingleMetric(REJECTED_METRIC) === counter) registry.removeSingleMetric(REJECTED_METRIC);
     },

@@ -17,7 +17,7 @@ import {
 } from "../../src/p2p/advertisement";
 import { canonicalJson } from "../../src/p2p/canonical";
 import { createRecordValidation } from "../../src/p2p/validator";
-import { metricValue } from "./helpers";
+import { metricValue, nonCanonicalVariants } from "./helpers";
 
 const NOW = 1_707_849_600;
 
@@ -53,7 +53,8 @@ async function signed(key: PrivateKey, over: Partial<UnsignedAdvertisement> = {}
   return signAdvertisement(unsigned(peerIdFromPrivateKey(key).toString(), over), key);
 }
 
-const bytesOf = (o: unknown) => new TextEncoder().encode(typeof o === "string" ? o : JSON.stringify(o));
+/** Stored bytes of any object: canonical JSON, so that each test reaches the check it is about. */
+const bytesOf = (o: unknown) => new TextEncoder().encode(typeof o === "string" ? o : canonicalJson(o));
 
 async function rejection(p: Promise<unknown>): Promise<RejectReason> {
   try {
@@ -113,6 +114,26 @@ describe("advertisement sign/verify", () => {
     await verifyAdvertisementRecord(advertisementKey("eu-west", id), encodeAdvertisement(withExtra), { now: NOW });
     const rec = await signed(key);
     expect(await rejection(verifyAdvertisementRecord(advertisementKey("eu-west", id), bytesOf({ ...rec, injected: 1 }), { now: NOW }))).toBe("bad_signature");
+  });
+});
+
+describe("canonical bytes only", () => {
+  test("every non-canonical spelling of a validly signed record is refused as not_canonical, and counted", async () => {
+    const { key, id } = await keyAndId();
+    const canonical = new TextDecoder().decode(encodeAdvertisement(await signed(key)));
+    const registry = new Registry();
+    const v = createRecordValidation({ registry, now: () => NOW });
+    const k = advertisementKey("eu-west", id);
+    const variants = nonCanonicalVariants(canonical);
+    for (const [what, text] of Object.entries(variants)) {
+      expect(text).not.toBe(canonical);
+      // same content: only the spelling differs
+      expect(canonicalJson(JSON.parse(text))).toBe(canonical);
+      expect([what, await rejection(v.verify(k, new TextEncoder().encode(text)))]).toEqual([what, "not_canonical"]);
+    }
+    expect(await metricValue(registry, "agora_dht_records_rejected_total", { reason: "not_canonical" })).toBe(Object.keys(variants).length);
+    await v.verify(k, new TextEncoder().encode(canonical));
+    v.dispose();
   });
 });
 

@@ -190,6 +190,20 @@ export function hostileAdvertisement(peer: string, over: Partial<UnsignedAdverti
   };
 }
 
+/** Byte variants of one signed record that all parse to the same content (so its signature still verifies). */
+export function nonCanonicalVariants(canonical: string): Record<string, string> {
+  const o = JSON.parse(canonical) as Record<string, unknown>;
+  const reversed = Object.fromEntries(Object.entries(o).reverse());
+  return {
+    "whitespace padding": `${canonical}   `,
+    "whitespace inside": JSON.stringify(o, null, 1),
+    "duplicate key": `{"seq":${String(o.seq)},${canonical.slice(1)}`,
+    "reordered fields": JSON.stringify(reversed),
+    "number spelled differently": canonical.replace(`"max_clients":${String(o.max_clients)}`, `"max_clients":${String(o.max_clients)}.0`),
+    "escaped character": canonical.replace('"region":"eu-west"', '"region":"eu\\u002dwest"'),
+  };
+}
+
 type MuxerFactory = ReturnType<ReturnType<typeof agoraTransportStack>["streamMuxers"][number]>;
 
 export interface YamuxLink {

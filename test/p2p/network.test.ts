@@ -22,6 +22,9 @@ import {
 } from "../../src/p2p/advertisement";
 import type { ConnectionLimits } from "../../src/p2p/connection-limits";
 import { cleanupDirs, createHostilePeer, hostileAdvertisement, metricValue, startTestNode as startNode, stopAll, type TestNode, type TestNodeOptions, waitFor } from "./helpers";
+import { namespaceCid } from "../../src/p2p/namespaces";
+import { nonCanonicalVariants } from "./helpers";
+import { RawDhtSession } from "./raw-dht";
 
 // Several nodes on 2 noisy cores; every wait inside is bounded on its own.
 setDefaultTimeout(60_000);
@@ -264,6 +267,110 @@ describe("loopback Agora network", () => {
       expect(seen).toEqual(honestIds);
     } finally {
       await evil.stop();
+    }
+  });
+
+  test("stored record bytes cannot be rewritten: non-canonical variants at the same seq are refused by every server", async () => {
+    const evil = await createHostilePeer();
+    const victim = await generateKeyPair("Ed25519");
+    const victimId = peerIdFromPrivateKey(victim).toString();
+    const honest = [boot, a, b];
+    const notCanonical = async () => (await Promise.all(honest.map((n) => metricValue(n.registry, "agora_dht_records_rejected_total", { reason: "not_canonical" })))).reduce((x, y) => x! + (y ?? 0), 0)!;
+    const base = await notCanonical();
+    try {
+      const key = advertisementKey("eu-west", victimId);
+      const canonical = encodeAdvertisement(await signAdvertisement(hostileAdvertisement(victimId, { ttl_seconds: 600, seq: 7 }), victim));
+      const sessions = honest.map((n) => new RawDhtSession(evil.libp2p, multiaddr(n.addr)));
+      for (const s of sessions) expect(await s.put(key, canonical)).toBe(true);
+      const variants = nonCanonicalVariants(new TextDecoder().decode(canonical));
+      for (const [what, text] of Object.entries(variants)) {
+        for (const s of sessions) expect([what, await s.put(key, enc(text))]).toEqual([what, false]);
+      }
+      // every server still serves the bytes the signer produced
+      for (const s of sessions) expect(Buffer.from((await s.get(key))!).equals(Buffer.from(canonical))).toBe(true);
+      expect((await notCanonical()) - base).toBe(Object.keys(variants).length * honest.length);
+      for (const s of sessions) s.close();
+    } finally {
+      await evil.stop();
+    }
+  });
+
+  test("a node never stores a copy of its own record older than the one it published", async () => {
+    const own = await startTestNode({ region: "own-zone", bootstrap: [boot.addr], heartbeat: 30 });
+    const evil = await createHostilePeer();
+    try {
+      await published(own);
+      const key = advertisementKey("own-zone", own.node.peerId);
+      const session = new RawDhtSession(evil.libp2p, multiaddr(own.addr));
+      const older = await waitFor("own record on its own server", () => session.get(key));
+      const olderSeq = (await verifyAdvertisementRecord(key, older)).seq;
+      await own.node.publishNow();
+      const newer = own.node.status().advertisement!;
+      expect(newer.seq).toBeGreaterThan(olderSeq);
+      // The older copy is still fresh (ttl 90 s) and properly signed: only its age is wrong.
+      expect(await session.put(key, older)).toBe(false);
+      expect((await verifyAdvertisementRecord(key, (await session.get(key))!)).seq).toBe(newer.seq);
+      expect(await metricValue(own.registry, "agora_dht_records_rejected_total", { reason: "superseded" })).toBeGreaterThanOrEqual(1);
+      session.close();
+    } finally {
+      await evil.stop();
+      await own.node.stop();
+    }
+  });
+
+  test("one peer key cannot fill a server: at most 4 records per signer, providers bounded per peer", async () => {
+    const evil = await createHostilePeer();
+    try {
+      const session = new RawDhtSession(evil.libp2p, multiaddr(boot.addr));
+      const stored = async (kind: string) => (await metricValue(boot.registry, "agora_dht_store_entries", { kind }))!;
+      const recordsBefore = await stored("record");
+      const t = Date.now() / 1000;
+      const keys: string[] = [];
+      for (let i = 0; i < 40; i++) {
+        const region = `made-up-${i}`;
+        keys.push(advertisementKey(region, evil.peerId));
+        const value = encodeAdvertisement(await signAdvertisement(hostileAdvertisement(evil.peerId, { region, last_seen: t + i / 100, ttl_seconds: 600 }), evil.key));
+        await session.put(keys[i]!, value);
+      }
+      expect((await stored("record")) - recordsBefore).toBeLessThanOrEqual(4);
+      // only the 4 freshest are served
+      const servedNow = [];
+      for (const k of keys) servedNow.push((await session.get(k)) !== null);
+      expect(servedNow.filter(Boolean).length).toBe(4);
+      expect(servedNow.slice(36)).toEqual([true, true, true, true]);
+      expect(await metricValue(boot.registry, "agora_dht_store_evictions_total", { kind: "record", reason: "signer_quota" })).toBeGreaterThanOrEqual(36);
+
+      // provider records: one key announcing itself for 100 made-up namespaces
+      const providersBefore = await stored("provider");
+      const self = peerIdFromPrivateKey(evil.key).toMultihash().bytes;
+      for (let i = 0; i < 100; i++) await session.addProvider((await namespaceCid(`/agora/region/made-up-${i}`)).bytes, self, [multiaddr("/ip4/127.0.0.1/tcp/9").bytes]);
+      await waitFor("provider flood processed", async () => ((await metricValue(boot.registry, "agora_dht_store_evictions_total", { kind: "provider", reason: "signer_quota" })) ?? 0) >= 100 - 32);
+      expect((await stored("provider")) - providersBefore).toBeLessThanOrEqual(32);
+      session.close();
+    } finally {
+      await evil.stop();
+    }
+  });
+
+  test("the sweep purges expired records on the node's clock, and they are never served after expiry", async () => {
+    const clock = { now: Date.now() / 1000 };
+    const n = await startTestNode({ mode: "bootstrap", internal: { dhtStore: { now: () => clock.now, sweepIntervalMs: 50 } } });
+    const evil = await createHostilePeer();
+    try {
+      const session = new RawDhtSession(evil.libp2p, multiaddr(n.addr));
+      const key = advertisementKey("sweep-zone", evil.peerId);
+      const rec = await signAdvertisement(hostileAdvertisement(evil.peerId, { region: "sweep-zone", last_seen: clock.now, ttl_seconds: 60 }), evil.key);
+      expect(await session.put(key, encodeAdvertisement(rec))).toBe(true);
+      expect(await session.get(key)).not.toBeNull();
+      expect(await metricValue(n.registry, "agora_dht_store_entries", { kind: "record" })).toBe(1);
+      clock.now += 61; // the wall clock has not moved: only the node's store clock says "expired"
+      await waitFor("swept", async () => (await metricValue(n.registry, "agora_dht_store_entries", { kind: "record" })) === 0, 10_000, 20);
+      expect(await session.get(key)).toBeNull();
+      expect(await metricValue(n.registry, "agora_dht_store_evictions_total", { kind: "record", reason: "expired" })).toBe(1);
+      session.close();
+    } finally {
+      await evil.stop();
+      await n.node.stop();
     }
   });
 

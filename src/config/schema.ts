@@ -68,12 +68,18 @@ function windowsElevated(): boolean {
 }
 
 let elevated: boolean | undefined;
+/** The probe starts a process: asked once per process. */
+function isElevatedOnWindows(): boolean {
+  if (elevated === undefined) elevated = windowsElevated();
+  return elevated;
+}
+
 export function currentHost(): HostInfo {
   return {
     platform: process.platform,
     env: process.env,
     isAdmin: () =>
-      process.platform === "win32" ? (elevated ??= windowsElevated()) : typeof process.getuid === "function" && process.getuid() === 0,
+      process.platform === "win32" ? isElevatedOnWindows() : typeof process.getuid === "function" && process.getuid() === 0,
     homedir,
   };
 }
@@ -109,7 +115,7 @@ export function defaultDataDir(host: HostInfo = currentHost()): string {
   }
   if (host.isAdmin()) return "/var/lib/agora";
   const xdg = env.XDG_DATA_HOME;
-  if (xdg && xdg.startsWith("/")) return join(xdg, "agora-node");
+  if (xdg?.startsWith("/")) return join(xdg, "agora-node");
   const h = env.HOME || home();
   return h ? join(h, ".local", "share", "agora-node") : "/var/lib/agora";
 }
@@ -281,7 +287,7 @@ const SCHEMA_TABLE = [
   { section: "metrics", key: "listen_addr", type: { kind: "address" }, default: "127.0.0.1",
     doc: "Address of the metrics listener; 0.0.0.0 to let a remote Prometheus scrape it." },
   { section: "metrics", key: "port", type: { kind: "integer", min: 1, max: 65535 }, default: 9090, doc: "Metrics TCP port." },
-  { section: "metrics", key: "endpoint", type: { kind: "string", pattern: /^\/[A-Za-z0-9._~\/-]*$/, patternDesc: "a URL path like /metrics" },
+  { section: "metrics", key: "endpoint", type: { kind: "string", pattern: /^\/[A-Za-z0-9._~/-]*$/, patternDesc: "a URL path like /metrics" },
     default: "/metrics", doc: "HTTP path of the metrics." },
   // [logging]
   { section: "logging", key: "level", type: { kind: "enum", values: ["trace", "debug", "info", "warn", "error", "fatal"] }, default: "info", live: true,

@@ -197,7 +197,7 @@ export async function verifyAdvertisementRecord(key: Uint8Array | string, value:
   if (rec.peer_id !== peerId) throw new RecordRejectedError("key_mismatch", `record peer_id ${rec.peer_id} differs from the key's ${peerId}`);
   if (rec.region !== region) throw new RecordRejectedError("key_mismatch", `record region "${rec.region}" differs from the key's "${region}"`);
 
-  let pid;
+  let pid: ReturnType<typeof peerIdFromString>;
   try {
     pid = peerIdFromString(peerId);
   } catch {

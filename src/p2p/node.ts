@@ -474,7 +474,7 @@ class AgoraNetworkNode implements NetworkNode {
       const id = c.remotePeer.toString();
       if (done.has(id)) continue;
       done.add(id);
-      let peer;
+      let peer: Awaited<ReturnType<typeof lib.peerStore.get>>;
       try {
         peer = await lib.peerStore.get(c.remotePeer as PeerId);
       } catch {

@@ -221,7 +221,10 @@ export class DhtRecordStore extends BaseDatastore implements Startable {
 
     this.records.set(k, entry);
     let mine = this.recordsBySigner.get(signer);
-    if (!mine) this.recordsBySigner.set(signer, (mine = new Set()));
+    if (!mine) {
+      mine = new Set();
+      this.recordsBySigner.set(signer, mine);
+    }
     mine.add(k);
     if (isSelf) return;
 
@@ -279,7 +282,10 @@ export class DhtRecordStore extends BaseDatastore implements Startable {
     this.providers.delete(k);
     this.providers.set(k, peer);
     let mine = this.providersByPeer.get(peer);
-    if (!mine) this.providersByPeer.set(peer, (mine = new Set()));
+    if (!mine) {
+      mine = new Set();
+      this.providersByPeer.set(peer, mine);
+    }
     mine.delete(k);
     mine.add(k);
     if (peer === this.opts.selfPeerId) return;

@@ -122,7 +122,7 @@ export function createRecordValidation(opts: RecordValidationOptions = {}): Reco
     });
     // kad-dht indexes the array with the answer; every record it passes has been validated, so -1 cannot
     // really happen, but 0 is the safe answer if it did.
-    return best < 0 ? 0 : best;
+    return Math.max(best , 0);
   }
 
   return {

@@ -238,7 +238,7 @@ describe("advertisement rejections", () => {
   test("peer ids that do not embed an Ed25519 key are refused", async () => {
     const secp = await generateKeyPair("secp256k1");
     const id = peerIdFromPrivateKey(secp).toString();
-    const rec = { ...unsigned(id), signature: "A".repeat(86) + "==" };
+    const rec = { ...unsigned(id), signature: `${"A".repeat(86)}==` };
     expect(await rejection(verifyAdvertisementRecord(advertisementKey("eu-west", id), bytesOf(rec), { now: NOW }))).toBe("unsupported_key");
   });
 });

@@ -29,7 +29,10 @@ async function discover(args: string[]): Promise<string[]> {
 async function discoverExactly(args: string[], want: string[]): Promise<string[]> {
   let got: string[] = [];
   const expected = JSON.stringify([...want].sort());
-  await waitFor(`discover ${args.join(" ")}`, async () => JSON.stringify((got = await discover(args))) === expected, 30_000, 300).catch(() => {});
+  await waitFor(`discover ${args.join(" ")}`, async () => {
+    got = await discover(args);
+    return JSON.stringify(got) === expected;
+  }, 30_000, 300).catch(() => {});
   return got;
 }
 
@@ -76,7 +79,10 @@ describe("discovery across binary nodes", () => {
     // than sleeping that long and asserting once.
     const only = [await procs.b!.peerId()];
     let found: string[] = [];
-    await waitFor("the killed node dropped from discovery", async () => JSON.stringify((found = await discover(["--region", "eu-west", "--capability", "mixer"]))) === JSON.stringify(only), 3 * HEARTBEAT_S * 1000 + 20_000).catch(() => {});
+    await waitFor("the killed node dropped from discovery", async () => {
+        found = await discover(["--region", "eu-west", "--capability", "mixer"]);
+        return JSON.stringify(found) === JSON.stringify(only);
+      }, 3 * HEARTBEAT_S * 1000 + 20_000).catch(() => {});
     expect(found).toEqual(only);
     const viaApi = async () => ((await (await fetch(`${procs.u!.dashboardUrl}/api/discover?region=eu-west`)).json()) as { advertisement: { peer_id: string } }[]).map((n) => n.advertisement.peer_id);
     await waitFor("the killed node dropped from the API", async () => !(await viaApi()).includes(gone), 20_000).catch(() => {});

@@ -62,7 +62,10 @@ type Query = Parameters<NetworkNode["discover"]>[0];
 async function discoverExactly(n: TestNode, q: Query, want: string[]): Promise<Awaited<ReturnType<NetworkNode["discover"]>>> {
   let got: Awaited<ReturnType<NetworkNode["discover"]>> = [];
   const expected = JSON.stringify([...want].sort());
-  await waitFor(`discover ${JSON.stringify(q)}`, async () => JSON.stringify(ids((got = await n.node.discover(q)))) === expected, 20_000).catch(() => {});
+  await waitFor(`discover ${JSON.stringify(q)}`, async () => {
+    got = await n.node.discover(q);
+    return JSON.stringify(ids(got)) === expected;
+  }, 20_000).catch(() => {});
   return got;
 }
 
@@ -183,7 +186,10 @@ describe("loopback Agora network", () => {
     const want = [a.node.peerId, b.node.peerId, relay.node.peerId].sort();
     // a fresh client on a busy machine may not hear every answer within one query's deadline: ask again
     let found: Awaited<ReturnType<typeof discoverOnce>> = [];
-    await waitFor("the transient client finds the three", async () => JSON.stringify(ids((found = await discoverOnce({ bootstrap: [boot.addr], query: { region: "eu-west" }, logger: silentLogger(), timeoutMs: 10_000 })))) === JSON.stringify(want), 30_000).catch(() => {});
+    await waitFor("the transient client finds the three", async () => {
+      found = await discoverOnce({ bootstrap: [boot.addr], query: { region: "eu-west" }, logger: silentLogger(), timeoutMs: 10_000 });
+      return JSON.stringify(ids(found)) === JSON.stringify(want);
+    }, 30_000).catch(() => {});
     expect(ids(found)).toEqual(want);
     expect(found.every((f) => f.latency_ms !== null)).toBe(true);
     await expect(
@@ -263,7 +269,10 @@ describe("loopback Agora network", () => {
       // and every honest node is still serving (a discovery on a busy machine can miss a slow answer: retry)
       const honestIds = [a.node.peerId, b.node.peerId, relay.node.peerId].sort();
       let seen: string[] = [];
-      await waitFor("every honest node discovered", async () => (seen = ids(await us.node.discover({ region: "eu-west" }))).length === 3, 20_000).catch(() => {});
+      await waitFor("every honest node discovered", async () => {
+        seen = ids(await us.node.discover({ region: "eu-west" }));
+        return seen.length === 3;
+      }, 20_000).catch(() => {});
       expect(seen).toEqual(honestIds);
     } finally {
       await evil.stop();
@@ -408,7 +417,12 @@ describe("staying attached", () => {
     const port = Number(boot.addr.split("/")[4]);
     // Every dial to the bootstrap's port goes through the gater: count them instead of sleeping.
     let dials = 0;
-    const countDials = { denyDialMultiaddr: (ma: Multiaddr) => (ma.toString().includes(`/tcp/${port}`) && dials++, false) };
+    const countDials = {
+      denyDialMultiaddr: (ma: Multiaddr) => {
+        if (ma.toString().includes(`/tcp/${port}`)) dials++;
+        return false;
+      },
+    };
     const n = await startTestNode({ bootstrap: [boot.addr], internal: { connectionGater: countDials } });
     try {
       await waitFor("connected to bootstrap", () => n.node.status().bootstrap.connected === 1);

@@ -40,10 +40,17 @@ export async function runFloodBench(fakes: number): Promise<number> {
     const boot = await startNode({ args: ["--mode", "bootstrap"] });
     procs.push(boot);
     const bootAddr = await boot.multiaddr();
-    const real = await Promise.all([0, 1, 2].map(() => startNode({ args: ["--mode", "dedicated", "--region", REGION, "--heartbeat-interval", "2s", "--bootstrap", bootAddr] })));
+    const real = await Promise.all(
+      [0, 1, 2].map(() =>
+        startNode({ args: ["--mode", "dedicated", "--region", REGION, "--heartbeat-interval", "2s", "--bootstrap", bootAddr] }),
+      ),
+    );
     procs.push(...real);
     const realIds = new Set(await Promise.all(real.map((h) => h.peerId())));
-    const apiQuery = async () => (await (await fetch(`${real[0]!.dashboardUrl}/api/discover?region=${REGION}&limit=10`)).json()) as { advertisement: { peer_id: string } }[];
+    const apiQuery = async () =>
+      (await (await fetch(`${real[0]!.dashboardUrl}/api/discover?region=${REGION}&limit=10`)).json()) as {
+        advertisement: { peer_id: string };
+      }[];
     const deadline = Date.now() + 30_000;
     while ((await apiQuery()).length < 2) {
       if (Date.now() > deadline) throw new Error("the real nodes did not find each other within 30 s");
@@ -57,7 +64,8 @@ export async function runFloodBench(fakes: number): Promise<number> {
       if (!r.slice(0, expected).every((x) => realIds.has(x.advertisement.peer_id))) {
         realFirst = false;
         misses[who]!++;
-        if (process.env.BENCH_VERBOSE) console.error(who, JSON.stringify(r.slice(0, expected + 1).map((x) => [realIds.has(x.advertisement.peer_id), x.latency_ms])));
+        if (process.env.BENCH_VERBOSE)
+          console.error(who, JSON.stringify(r.slice(0, expected + 1).map((x) => [realIds.has(x.advertisement.peer_id), x.latency_ms])));
       }
     };
     const apiMs: number[] = [];
@@ -80,7 +88,9 @@ export async function runFloodBench(fakes: number): Promise<number> {
     const cliMs: number[] = [];
     for (let i = 0; i < CLI_RUNS; i++) {
       const t0 = performance.now();
-      const r = await runCli(["discover", "--bootstrap", bootAddr, "--region", REGION, "--json", "--limit", "10", "--timeout", "15"], { timeoutMs: 30_000 });
+      const r = await runCli(["discover", "--bootstrap", bootAddr, "--region", REGION, "--json", "--limit", "10", "--timeout", "15"], {
+        timeoutMs: 30_000,
+      });
       cliMs.push(performance.now() - t0);
       if (r.code !== 0) throw new Error(`discover failed: ${r.stderr}`);
       check(JSON.parse(r.stdout) as { advertisement: { peer_id: string } }[], 3, "cli");
@@ -99,9 +109,21 @@ export async function runFloodBench(fakes: number): Promise<number> {
       total_s: r1((performance.now() - started) / 1000),
     };
     const rows: [string, string, string][] = [
-      ["node API query (/api/discover)", `median ${result.node_api_query_ms.median} ms / p95 ${result.node_api_query_ms.p95} ms / max ${result.node_api_query_ms.max} ms`, "≤ 2000 ms"],
-      ["connected client query", `median ${result.connected_client_query_ms.median} ms / p95 ${result.connected_client_query_ms.p95} ms / max ${result.connected_client_query_ms.max} ms`, "≤ 2000 ms"],
-      ["fresh CLI client (process start included)", `median ${result.fresh_cli_client_ms.median} ms / max ${result.fresh_cli_client_ms.max} ms`, "-"],
+      [
+        "node API query (/api/discover)",
+        `median ${result.node_api_query_ms.median} ms / p95 ${result.node_api_query_ms.p95} ms / max ${result.node_api_query_ms.max} ms`,
+        "≤ 2000 ms",
+      ],
+      [
+        "connected client query",
+        `median ${result.connected_client_query_ms.median} ms / p95 ${result.connected_client_query_ms.p95} ms / max ${result.connected_client_query_ms.max} ms`,
+        "≤ 2000 ms",
+      ],
+      [
+        "fresh CLI client (process start included)",
+        `median ${result.fresh_cli_client_ms.median} ms / max ${result.fresh_cli_client_ms.max} ms`,
+        "-",
+      ],
       ["real nodes ranked first", realFirst ? "yes" : "NO", "yes"],
     ];
     const w0 = Math.max(...rows.map((r) => r[0].length));

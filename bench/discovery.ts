@@ -43,7 +43,13 @@ try {
   const boot = await startTestNode({ mode: "bootstrap", heartbeat: HEARTBEAT, internal: QUIET });
   nodes.push(boot);
   const regions = ["eu-west", "eu-west", "eu-west", "eu-west", "us-east", "us-east", "us-east", "ap-south", "ap-south"];
-  nodes.push(...(await Promise.all(regions.map((region, i) => startTestNode({ region, heartbeat: HEARTBEAT, bootstrap: [boot.addr], load: { current_load: i * 7 }, internal: QUIET })))));
+  nodes.push(
+    ...(await Promise.all(
+      regions.map((region, i) =>
+        startTestNode({ region, heartbeat: HEARTBEAT, bootstrap: [boot.addr], load: { current_load: i * 7 }, internal: QUIET }),
+      ),
+    )),
+  );
   await waitFor("network published", () => nodes.slice(1).every((n) => n.node.status().last_published_at !== null), 30_000);
 
   // --- query latency on a connected client ------------------------------------------------------
@@ -109,8 +115,16 @@ try {
   };
   const rows: [string, string, string][] = [
     ["discover query (connected client)", `median ${result.query_ms.median} ms / p95 ${result.query_ms.p95} ms`, "≤ 300 ms"],
-    ["join → found (fresh client per try)", `median ${result.join_to_found_fresh_client_ms.median} ms / max ${result.join_to_found_fresh_client_ms.max} ms`, "≤ 2000 ms"],
-    ["join → found (connected client)", `median ${result.join_to_found_connected_client_ms.median} ms / max ${result.join_to_found_connected_client_ms.max} ms`, "-"],
+    [
+      "join → found (fresh client per try)",
+      `median ${result.join_to_found_fresh_client_ms.median} ms / max ${result.join_to_found_fresh_client_ms.max} ms`,
+      "≤ 2000 ms",
+    ],
+    [
+      "join → found (connected client)",
+      `median ${result.join_to_found_connected_client_ms.median} ms / max ${result.join_to_found_connected_client_ms.max} ms`,
+      "-",
+    ],
     ["fresh client: start+connect+query", `median ${result.fresh_client_query_ms.median} ms`, "-"],
   ];
   const w0 = Math.max(...rows.map((r) => r[0].length));

@@ -15,13 +15,13 @@
  */
 import type { Libp2p, Stream } from "@libp2p/interface";
 import { Registry } from "prom-client";
-import { runLoadgen, type LatencySummary, type LoadgenReport } from "../src/client";
-import { AudioRoomService } from "../src/rooms";
-import { agoraTransportStack } from "../src/transport";
+import { type LatencySummary, type LoadgenReport, runLoadgen } from "../src/client";
+import { defaultConfig } from "../src/config/schema";
+import { createLogger, silentLogger } from "../src/log";
 import {
   CHANNELS,
-  chunkBytes,
   CODEC_OPUS,
+  chunkBytes,
   encodeAudio,
   encodeMessage,
   FRAME_SAMPLES,
@@ -29,8 +29,8 @@ import {
   SAMPLE_RATE,
   WIRE_VERSION,
 } from "../src/protocol";
-import { defaultConfig } from "../src/config/schema";
-import { createLogger, silentLogger } from "../src/log";
+import { AudioRoomService } from "../src/rooms";
+import { agoraTransportStack } from "../src/transport";
 
 const ECHO_PROTOCOL = "/agora/audio-echo/1.0.0";
 
@@ -136,7 +136,11 @@ async function main(): Promise<void> {
   const probePeriodMs = arg("probe-period-ms", 250);
 
   const jitterMinMs = arg("jitter-min-ms", defaultConfig().audio.jitter_min_ms, true);
-  const server = Bun.spawn([process.execPath, import.meta.path, "--serve", "--jitter-min-ms", String(jitterMinMs)], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+  const server = Bun.spawn([process.execPath, import.meta.path, "--serve", "--jitter-min-ms", String(jitterMinMs)], {
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "inherit",
+  });
   const killTimer = setTimeout(() => server.kill(), (duration * 2 + 120) * 1000);
   try {
     const reader = server.stdout.getReader();
@@ -167,7 +171,8 @@ async function main(): Promise<void> {
 function report(direct: LoadgenReport, mixer: LoadgenReport, params: Record<string, number>): void {
   const d = direct.latencyMs;
   const m = mixer.latencyMs;
-  const diff = (k: keyof LatencySummary) => (m[k] !== null && d[k] !== null ? Math.round(((m[k] as number) - (d[k] as number)) * 10) / 10 : null);
+  const diff = (k: keyof LatencySummary) =>
+    m[k] !== null && d[k] !== null ? Math.round(((m[k] as number) - (d[k] as number)) * 10) / 10 : null;
   const added = { p50: diff("p50"), p90: diff("p90"), p99: diff("p99") };
   const targets = { p50: 30, p99: 60 };
   const pass = added.p50 !== null && added.p99 !== null && added.p50 <= targets.p50 && added.p99 <= targets.p99;
@@ -176,19 +181,32 @@ function report(direct: LoadgenReport, mixer: LoadgenReport, params: Record<stri
     `mixer latency on loopback: ${params.rooms} rooms × ${params.participants} participants, ${params.duration} s per path, engine jitter_min_ms ${params.jitterMinMs}`,
   );
   console.log("path          samples     p50     p90     p99     max   loss%");
-  console.log(`direct (echo) ${String(d.samples).padStart(7)} ${fmt(d.p50)} ${fmt(d.p90)} ${fmt(d.p99)} ${fmt(d.max)} ${direct.totals.lossPercent.toFixed(2).padStart(7)}`);
-  console.log(`mixer         ${String(m.samples).padStart(7)} ${fmt(m.p50)} ${fmt(m.p90)} ${fmt(m.p99)} ${fmt(m.max)} ${mixer.totals.lossPercent.toFixed(2).padStart(7)}`);
+  console.log(
+    `direct (echo) ${String(d.samples).padStart(7)} ${fmt(d.p50)} ${fmt(d.p90)} ${fmt(d.p99)} ${fmt(d.max)} ${direct.totals.lossPercent.toFixed(2).padStart(7)}`,
+  );
+  console.log(
+    `mixer         ${String(m.samples).padStart(7)} ${fmt(m.p50)} ${fmt(m.p90)} ${fmt(m.p99)} ${fmt(m.max)} ${mixer.totals.lossPercent.toFixed(2).padStart(7)}`,
+  );
   for (const r of mixer.perRoom) {
     const l = r.latencyMs;
-    console.log(`  ${r.room.padEnd(11)} ${String(l.samples).padStart(7)} ${fmt(l.p50)} ${fmt(l.p90)} ${fmt(l.p99)} ${fmt(l.max)} ${r.lossPercent.toFixed(2).padStart(7)}`);
+    console.log(
+      `  ${r.room.padEnd(11)} ${String(l.samples).padStart(7)} ${fmt(l.p50)} ${fmt(l.p90)} ${fmt(l.p99)} ${fmt(l.max)} ${r.lossPercent.toFixed(2).padStart(7)}`,
+    );
   }
-  console.log(`added         ${"".padStart(7)} ${fmt(added.p50)} ${fmt(added.p90)} ${fmt(added.p99)}          (targets p50 ≤ ${targets.p50}, p99 ≤ ${targets.p99} ms: ${pass ? "PASS" : "FAIL"})`);
+  console.log(
+    `added         ${"".padStart(7)} ${fmt(added.p50)} ${fmt(added.p90)} ${fmt(added.p99)}          (targets p50 ≤ ${targets.p50}, p99 ≤ ${targets.p99} ms: ${pass ? "PASS" : "FAIL"})`,
+  );
   console.log(
     JSON.stringify({
       bench: "mixer-latency",
       params,
       direct: { latencyMs: d, lossPercent: direct.totals.lossPercent, joined: direct.totals.joined },
-      mixer: { latencyMs: m, lossPercent: mixer.totals.lossPercent, joined: mixer.totals.joined, unmatched: mixer.perRoom.reduce((n, r) => n + r.probesUnmatched, 0) },
+      mixer: {
+        latencyMs: m,
+        lossPercent: mixer.totals.lossPercent,
+        joined: mixer.totals.joined,
+        unmatched: mixer.perRoom.reduce((n, r) => n + r.probesUnmatched, 0),
+      },
       addedMs: added,
       targetsMs: targets,
       pass,

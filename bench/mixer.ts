@@ -85,7 +85,15 @@ const TALK_FRAMES = 150;
 const streams: Uint8Array[][] = [];
 {
   const pcm = core.mustAlloc(TALK_FRAMES * FRAME_SAMPLES * 2);
-  const seeds: Array<[kind: number, seed: number]> = [[0, 1], [0, 2], [0, 3], [1, 10], [1, 11], [1, 12], [1, 13]];
+  const seeds: Array<[kind: number, seed: number]> = [
+    [0, 1],
+    [0, 2],
+    [0, 3],
+    [1, 10],
+    [1, 11],
+    [1, 12],
+    [1, 13],
+  ];
   for (const [kind, seed] of seeds) {
     x.am_bench_signal(pcm, TALK_FRAMES, kind, seed);
     const enc = x.am_enc_create(32000, 10, 0);
@@ -129,7 +137,15 @@ interface Search {
 }
 
 function trialWasm(n: number, shared: boolean): Trial {
-  const room = core.createRoom({ topK: 3, sharedEncode: shared, bitrate: 32000, complexity: 10, jitterMinMs: 20, jitterMaxMs: 200, fec: false });
+  const room = core.createRoom({
+    topK: 3,
+    sharedEncode: shared,
+    bitrate: 32000,
+    complexity: 10,
+    jitterMinMs: 20,
+    jitterMaxMs: 200,
+    fec: false,
+  });
   const slots: number[] = [];
   const src: Uint8Array[][] = [];
   for (let i = 0; i < n; i++) {

@@ -88,7 +88,12 @@ function p95(xs: number[]): number {
 }
 
 /** Bulk throughput, interleaved direct/relayed per round so host noise hits both paths alike. */
-async function throughput(direct: Connection, relayed: Connection, data: Uint8Array, rounds: number): Promise<{ direct: number[]; relayed: number[]; ratios: number[] }> {
+async function throughput(
+  direct: Connection,
+  relayed: Connection,
+  data: Uint8Array,
+  rounds: number,
+): Promise<{ direct: number[]; relayed: number[]; ratios: number[] }> {
   await sendBulk(direct, data.subarray(0, 256 * 1024)); // warm-up
   await sendBulk(relayed, data.subarray(0, 256 * 1024));
   const out = { direct: [] as number[], relayed: [] as number[], ratios: [] as number[] };
@@ -159,7 +164,11 @@ if (process.argv.includes("--role")) {
     role === "relay"
       ? await startTestNode({ ...QUIET, mode: "relay", internal: { ...QUIET.internal, ...listen } })
       : role === "hidden"
-        ? await startTestNode({ ...QUIET, bootstrap: [relayAddr!], internal: { ...QUIET.internal, listenAddrs: [`${relayAddr}/p2p-circuit`] } })
+        ? await startTestNode({
+            ...QUIET,
+            bootstrap: [relayAddr!],
+            internal: { ...QUIET.internal, listenAddrs: [`${relayAddr}/p2p-circuit`] },
+          })
         : await startTestNode({ ...QUIET, internal: { ...QUIET.internal, ...listen } });
   if (role === "hidden") await waitFor("reservation", () => n.node.listenAddrs().some((a) => a.includes("/p2p-circuit")), 15_000);
   if (role !== "relay" && role !== "sender") await serveBulk(n.node.libp2p);
@@ -207,7 +216,10 @@ async function spawnNode(r: string, opts: { relayAddr?: string; listenIp?: strin
   const proc = Bun.spawn(
     [
       ...(opts.exec ?? []),
-      process.execPath, import.meta.path, "--role", r,
+      process.execPath,
+      import.meta.path,
+      "--role",
+      r,
       ...(opts.relayAddr ? ["--relay", opts.relayAddr] : []),
       ...(opts.listenIp ? ["--listen-ip", opts.listenIp] : []),
     ],
@@ -310,7 +322,9 @@ function sh(argv: string[]): string {
 /** The host's own interface (the one carrying its IP) inside its namespace. */
 function hostDev(net: TestNetwork, name: string): string {
   const h = net.host(name);
-  const line = sh(["ip", "-n", h.ns, "-o", "-4", "addr", "show"]).split("\n").find((l) => l.includes(` ${h.ip}/`));
+  const line = sh(["ip", "-n", h.ns, "-o", "-4", "addr", "show"])
+    .split("\n")
+    .find((l) => l.includes(` ${h.ip}/`));
   const dev = line?.trim().split(/\s+/)[1];
   if (!dev) throw new Error(`no interface with ${h.ip} in ${h.ns}`);
   return dev;
@@ -319,7 +333,22 @@ function hostDev(net: TestNetwork, name: string): string {
 /** Caps the host's egress at `mbit` Mbit/s: token bucket of LINK_BURST_KIB, queue ≤ LINK_QUEUE_MS. */
 function shape(net: TestNetwork, name: string, mbit: number): void {
   const burst = LINK_BURST_KIB * 1024;
-  sh([...net.exec(name), "tc", "qdisc", "replace", "dev", hostDev(net, name), "root", "tbf", "rate", `${mbit}mbit`, "burst", String(burst), "latency", `${LINK_QUEUE_MS}ms`]);
+  sh([
+    ...net.exec(name),
+    "tc",
+    "qdisc",
+    "replace",
+    "dev",
+    hostDev(net, name),
+    "root",
+    "tbf",
+    "rate",
+    `${mbit}mbit`,
+    "burst",
+    String(burst),
+    "latency",
+    `${LINK_QUEUE_MS}ms`,
+  ]);
 }
 
 function tbfStats(net: TestNetwork, name: string): { sent_bytes: number; overlimits: number; dropped: number } {
@@ -344,7 +373,8 @@ function cpuSeconds(pid: number): number {
 /** Why the namespace part cannot run here, or undefined when it can. */
 function linkUnavailable(): string | undefined {
   if (typeof process.getuid !== "function" || process.getuid() !== 0) return "not running as root";
-  if (Bun.spawnSync(["sh", "-c", "command -v ip && command -v tc"], { stdout: "pipe", stderr: "pipe" }).exitCode !== 0) return "iproute2 (ip, tc) not found";
+  if (Bun.spawnSync(["sh", "-c", "command -v ip && command -v tc"], { stdout: "pipe", stderr: "pipe" }).exitCode !== 0)
+    return "iproute2 (ip, tc) not found";
   if (!netnsAvailable()) return "cannot create network namespaces (ip netns add failed)";
   return undefined;
 }
@@ -366,7 +396,14 @@ async function linkLimited(mbit: number, cleanup: { remotes: Remote[]; net?: Tes
   if (!direct.addr.startsWith(`/ip4/${net.host("direct").ip}/`) || !relay.addr.startsWith(`/ip4/${net.host("relay").ip}/`)) {
     throw new Error(`nodes are not listening on their test hosts' addresses (${direct.addr}, ${relay.addr})`);
   }
-  const req: LinkMeasureRequest = { cmd: "measure", direct: direct.addr, relayed: `${relay.addr}/p2p-circuit/p2p/${hidden.peer}`, mib: LINK_MIB, rounds: ROUNDS, pings: PINGS };
+  const req: LinkMeasureRequest = {
+    cmd: "measure",
+    direct: direct.addr,
+    relayed: `${relay.addr}/p2p-circuit/p2p/${hidden.peer}`,
+    mib: LINK_MIB,
+    rounds: ROUNDS,
+    pings: PINGS,
+  };
   // generous: every transfer at a quarter of link rate, plus start-up
   const timeoutMs = 60_000 + ((2 * ROUNDS + 1) * LINK_MIB * 4 * 1000) / linkMiBps(mbit);
   const procs: Record<string, Remote> = { sender, relay, hidden, direct };
@@ -436,7 +473,11 @@ try {
   let relayStats: () => Promise<{ bytes_relayed: number } | null>;
   if (IN_PROCESS) {
     const relay = await startTestNode({ ...QUIET, mode: "relay" });
-    const hidden = await startTestNode({ ...QUIET, bootstrap: [relay.addr], internal: { ...QUIET.internal, listenAddrs: [`${relay.addr}/p2p-circuit`] } });
+    const hidden = await startTestNode({
+      ...QUIET,
+      bootstrap: [relay.addr],
+      internal: { ...QUIET.internal, listenAddrs: [`${relay.addr}/p2p-circuit`] },
+    });
     const direct = await startTestNode({ ...QUIET });
     local.push(relay, hidden, direct);
     await waitFor("reservation", () => hidden.node.listenAddrs().some((a) => a.includes("/p2p-circuit")), 15_000);
@@ -508,8 +549,16 @@ try {
       streams: VOICE_STREAMS,
       seconds: VOICE_SECONDS,
       kbit_per_stream: 64,
-      direct: { delivered: r3(d.voice.received / d.voice.sent), rtt_ms_median: r3(median(d.voice.rtts)), rtt_ms_p95: r3(p95(d.voice.rtts)) },
-      relayed: { delivered: r3(r.voice.received / r.voice.sent), rtt_ms_median: r3(median(r.voice.rtts)), rtt_ms_p95: r3(p95(r.voice.rtts)) },
+      direct: {
+        delivered: r3(d.voice.received / d.voice.sent),
+        rtt_ms_median: r3(median(d.voice.rtts)),
+        rtt_ms_p95: r3(p95(d.voice.rtts)),
+      },
+      relayed: {
+        delivered: r3(r.voice.received / r.voice.sent),
+        rtt_ms_median: r3(median(r.voice.rtts)),
+        rtt_ms_p95: r3(p95(r.voice.rtts)),
+      },
       delivered_ratio: r3(r.voice.received / r.voice.sent / (d.voice.received / d.voice.sent)),
     },
     added_latency_ms: r3(median(r.rtt) - median(d.rtt)),
@@ -523,24 +572,46 @@ try {
   };
   const row = (path: string, mibps: number, med: number, p: number) =>
     `  ${path.padEnd(8)}  ${String(mibps).padStart(6)} MiB/s   ${String(med).padStart(7)} ms   ${String(p).padStart(7)} ms`;
-  console.log(`relay bench: ${MIB} MiB × ${ROUNDS} per path (interleaved), ${PINGS} echo round trips, ${IN_PROCESS ? "all nodes in one process" : "one process per node"}`);
+  console.log(
+    `relay bench: ${MIB} MiB × ${ROUNDS} per path (interleaved), ${PINGS} echo round trips, ${IN_PROCESS ? "all nodes in one process" : "one process per node"}`,
+  );
   console.log(`loopback (CPU-bound${linkRan ? ", informational" : ""})`);
   console.log(`  path      throughput      rtt median   rtt p95`);
   console.log(row("direct", result.direct.mib_per_s, result.direct.rtt_ms_median, result.direct.rtt_ms_p95));
   console.log(row("relayed", result.relayed.mib_per_s, result.relayed.rtt_ms_median, result.relayed.rtt_ms_p95));
   const v = result.voice_load;
-  console.log(`  voice load (${VOICE_STREAMS} × 64 kbit/s echo, ${VOICE_SECONDS} s): direct ${(v.direct.delivered * 100).toFixed(1)} % delivered, rtt ${v.direct.rtt_ms_median}/${v.direct.rtt_ms_p95} ms; relayed ${(v.relayed.delivered * 100).toFixed(1)} % delivered, rtt ${v.relayed.rtt_ms_median}/${v.relayed.rtt_ms_p95} ms (median/p95)`);
-  console.log(`  relayed/direct throughput ${(ratio * 100).toFixed(1)} %, added latency ${result.added_latency_ms} ms, ≈ ${result.voice_equivalent_streams} concurrent 64 kbit/s streams`);
-  console.log(`  CPU-bound: the relayed path does 6 ChaCha20-Poly1305 passes per byte (noise on both hops + end-to-end noise inside the circuit) vs 2 direct, on the same 2 cores — ≈ 1/3 is the expected ceiling`);
+  console.log(
+    `  voice load (${VOICE_STREAMS} × 64 kbit/s echo, ${VOICE_SECONDS} s): direct ${(v.direct.delivered * 100).toFixed(1)} % delivered, rtt ${v.direct.rtt_ms_median}/${v.direct.rtt_ms_p95} ms; relayed ${(v.relayed.delivered * 100).toFixed(1)} % delivered, rtt ${v.relayed.rtt_ms_median}/${v.relayed.rtt_ms_p95} ms (median/p95)`,
+  );
+  console.log(
+    `  relayed/direct throughput ${(ratio * 100).toFixed(1)} %, added latency ${result.added_latency_ms} ms, ≈ ${result.voice_equivalent_streams} concurrent 64 kbit/s streams`,
+  );
+  console.log(
+    `  CPU-bound: the relayed path does 6 ChaCha20-Poly1305 passes per byte (noise on both hops + end-to-end noise inside the circuit) vs 2 direct, on the same 2 cores — ≈ 1/3 is the expected ceiling`,
+  );
   if (link) {
-    console.log(`link-limited (${link.mbit} Mbit/s = ${r1(link.link_mib_per_s)} MiB/s tbf per host, 4 hosts in network namespaces): ${link.transfer_mib} MiB × ${link.rounds} per path (interleaved)`);
+    console.log(
+      `link-limited (${link.mbit} Mbit/s = ${r1(link.link_mib_per_s)} MiB/s tbf per host, 4 hosts in network namespaces): ${link.transfer_mib} MiB × ${link.rounds} per path (interleaved)`,
+    );
     console.log(`  path      throughput      rtt median   rtt p95   link use`);
-    console.log(`${row("direct", r1(link.direct_mib_per_s), link.rtt_ms.direct_median, link.rtt_ms.direct_p95)}   ${(link.direct_link_utilisation * 100).toFixed(0).padStart(4)} %`);
-    console.log(`${row("relayed", r1(link.relayed_mib_per_s), link.rtt_ms.relayed_median, link.rtt_ms.relayed_p95)}   ${(link.relayed_link_utilisation * 100).toFixed(0).padStart(4)} %`);
-    const over = Object.entries(link.tbf).map(([n, s]) => `${n} ${s.overlimits}`).join(", ");
-    const cpu = Object.entries(link.cpu_cores).map(([n, c]) => `${n} ${c.toFixed(2)}`).join(", ");
-    console.log(`  relayed/direct throughput ${(link.ratio * 100).toFixed(1)} % (target ≥ 70 %), added latency ${link.rtt_ms.added_median} ms (no link delay: netem unavailable)`);
-    console.log(`  tbf burst ${link.burst_kib} KiB, queue ≤ ${link.queue_ms} ms; tbf overlimits: ${over}; CPU (cores) during the run: ${cpu}`);
+    console.log(
+      `${row("direct", r1(link.direct_mib_per_s), link.rtt_ms.direct_median, link.rtt_ms.direct_p95)}   ${(link.direct_link_utilisation * 100).toFixed(0).padStart(4)} %`,
+    );
+    console.log(
+      `${row("relayed", r1(link.relayed_mib_per_s), link.rtt_ms.relayed_median, link.rtt_ms.relayed_p95)}   ${(link.relayed_link_utilisation * 100).toFixed(0).padStart(4)} %`,
+    );
+    const over = Object.entries(link.tbf)
+      .map(([n, s]) => `${n} ${s.overlimits}`)
+      .join(", ");
+    const cpu = Object.entries(link.cpu_cores)
+      .map(([n, c]) => `${n} ${c.toFixed(2)}`)
+      .join(", ");
+    console.log(
+      `  relayed/direct throughput ${(link.ratio * 100).toFixed(1)} % (target ≥ 70 %), added latency ${link.rtt_ms.added_median} ms (no link delay: netem unavailable)`,
+    );
+    console.log(
+      `  tbf burst ${link.burst_kib} KiB, queue ≤ ${link.queue_ms} ms; tbf overlimits: ${over}; CPU (cores) during the run: ${cpu}`,
+    );
   } else if (linkSkipped) {
     console.log(`link-limited: SKIPPED (${linkSkipped}) — pass is judged on the CPU-bound loopback ratio`);
   } else {

@@ -8,8 +8,8 @@
 import { readFileSync } from "node:fs";
 import { runLoadgen } from "../src/client";
 import { createLogger } from "../src/log";
-import { positiveArg } from "./args";
 import { startNode } from "../test/helpers/node-process";
+import { positiveArg } from "./args";
 
 const MINUTES = positiveArg("minutes", 10);
 const ROOMS = positiveArg("rooms", 4);
@@ -20,7 +20,9 @@ const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/pr
 
 /** p99 of a Prometheus histogram from its cumulative buckets (upper bound of the bucket holding p99). */
 function histogramP99(text: string, name: string): number | null {
-  const buckets = [...text.matchAll(new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\d+)`, "gm"))].map((m) => [m[1] === "+Inf" ? Infinity : Number(m[1]), Number(m[2])] as const);
+  const buckets = [...text.matchAll(new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\d+)`, "gm"))].map(
+    (m) => [m[1] === "+Inf" ? Infinity : Number(m[1]), Number(m[2])] as const,
+  );
   const total = buckets.at(-1)?.[1] ?? 0;
   if (total === 0) return null;
   return buckets.find(([, c]) => c >= total * 0.99)?.[0] ?? null;
@@ -45,7 +47,9 @@ try {
       restarts: Number(/^agora_media_worker_restarts_total (\d+)/m.exec(text)?.[1] ?? 0),
     });
     const s = samples.at(-1)!;
-    console.log(`${String(s.t_s).padStart(6)} s   rss ${s.rss_mb.toFixed(1).padStart(7)} MB   tick p99 ≤ ${s.tick_p99_ms ?? "—"} ms   worker restarts ${s.restarts}`);
+    console.log(
+      `${String(s.t_s).padStart(6)} s   rss ${s.rss_mb.toFixed(1).padStart(7)} MB   tick p99 ≤ ${s.tick_p99_ms ?? "—"} ms   worker restarts ${s.restarts}`,
+    );
   }
   const report = await load;
   // Leak check: compare the second half's RSS to the first half's, after warm-up.
@@ -57,13 +61,24 @@ try {
   const growthPerHour = (second - first) / Math.max(1 / 3600, (samples.at(-1)?.t_s ?? 1) / 2 / 3600);
   console.log(`\nsoak: ${MINUTES} min, ${ROOMS} rooms × ${PARTICIPANTS} participants`);
   console.log(`  RSS first half ${first.toFixed(1)} MB, second half ${second.toFixed(1)} MB (≈ ${growthPerHour.toFixed(1)} MB/h)`);
-  console.log(`  loss ${report.totals.lossPercent.toFixed(2)} %, latency p50/p99 ${report.latencyMs.p50?.toFixed(0)}/${report.latencyMs.p99?.toFixed(0)} ms, sessions lost ${report.totals.sessionsLost}`);
+  console.log(
+    `  loss ${report.totals.lossPercent.toFixed(2)} %, latency p50/p99 ${report.latencyMs.p50?.toFixed(0)}/${report.latencyMs.p99?.toFixed(0)} ms, sessions lost ${report.totals.sessionsLost}`,
+  );
   console.log(
     JSON.stringify({
-      bench: "soak", minutes: MINUTES, rooms: ROOMS, participants: PARTICIPANTS,
-      rss_mb_first_half: +first.toFixed(1), rss_mb_second_half: +second.toFixed(1), rss_growth_mb_per_hour: +growthPerHour.toFixed(1),
-      tick_p99_ms_last: samples.at(-1)?.tick_p99_ms ?? null, worker_restarts: samples.at(-1)?.restarts ?? 0,
-      loss_percent: report.totals.lossPercent, latency_ms: report.latencyMs, sessions_lost: report.totals.sessionsLost, samples,
+      bench: "soak",
+      minutes: MINUTES,
+      rooms: ROOMS,
+      participants: PARTICIPANTS,
+      rss_mb_first_half: +first.toFixed(1),
+      rss_mb_second_half: +second.toFixed(1),
+      rss_growth_mb_per_hour: +growthPerHour.toFixed(1),
+      tick_p99_ms_last: samples.at(-1)?.tick_p99_ms ?? null,
+      worker_restarts: samples.at(-1)?.restarts ?? 0,
+      loss_percent: report.totals.lossPercent,
+      latency_ms: report.latencyMs,
+      sessions_lost: report.totals.sessionsLost,
+      samples,
     }),
   );
 } finally {

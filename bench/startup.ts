@@ -26,7 +26,27 @@ for (const mode of ["dedicated", "relay", "bootstrap"]) {
     const dir = tempDir("agora-bench-");
     const [p2p, dash, met] = [await freePort(), await freePort(), await freePort()];
     const t0 = performance.now();
-    const proc = Bun.spawn([BINARY, "start", "--mode", mode, "--data-dir", dir, "--listen-addr", "127.0.0.1", "--listen-port", String(p2p), "--dashboard-port", String(dash), "--metrics-port", String(met), "--log-level", "warn"], { stdout: "ignore", stderr: "ignore", env: { HOME: dir, PATH: process.env.PATH ?? "" } });
+    const proc = Bun.spawn(
+      [
+        BINARY,
+        "start",
+        "--mode",
+        mode,
+        "--data-dir",
+        dir,
+        "--listen-addr",
+        "127.0.0.1",
+        "--listen-port",
+        String(p2p),
+        "--dashboard-port",
+        String(dash),
+        "--metrics-port",
+        String(met),
+        "--log-level",
+        "warn",
+      ],
+      { stdout: "ignore", stderr: "ignore", env: { HOME: dir, PATH: process.env.PATH ?? "" } },
+    );
     for (;;) {
       try {
         if ((await fetch(`http://127.0.0.1:${dash}/health`)).status === 200) break;
@@ -48,6 +68,18 @@ for (const mode of ["dedicated", "relay", "bootstrap"]) {
 const sizeMb = statSync(BINARY).size / 1048576;
 console.log(`agora-node startup (${RUNS} runs per mode, medians)`);
 console.log("mode        start→healthy ms   idle RSS MB   target");
-for (const r of results) console.log(`${r.mode.padEnd(11)} ${median(r.healthyMs).toFixed(0).padStart(16)}   ${median(r.rssMb).toFixed(1).padStart(11)}   ≤1000 ms, ≤120 MB`);
+for (const r of results)
+  console.log(
+    `${r.mode.padEnd(11)} ${median(r.healthyMs).toFixed(0).padStart(16)}   ${median(r.rssMb).toFixed(1).padStart(11)}   ≤1000 ms, ≤120 MB`,
+  );
 console.log(`binary size: ${sizeMb.toFixed(1)} MiB`);
-console.log(JSON.stringify({ bench: "startup", runs: RUNS, binary_mib: +sizeMb.toFixed(1), modes: Object.fromEntries(results.map((r) => [r.mode, { healthy_ms_median: +median(r.healthyMs).toFixed(0), rss_mb_median: +median(r.rssMb).toFixed(1) }])) }));
+console.log(
+  JSON.stringify({
+    bench: "startup",
+    runs: RUNS,
+    binary_mib: +sizeMb.toFixed(1),
+    modes: Object.fromEntries(
+      results.map((r) => [r.mode, { healthy_ms_median: +median(r.healthyMs).toFixed(0), rss_mb_median: +median(r.rssMb).toFixed(1) }]),
+    ),
+  }),
+);

@@ -64,7 +64,9 @@ console.log(
     connects: CONNECTS,
     runs: RUNS,
     mib: MIB,
-    results: Object.fromEntries(rows.map((r) => [r.transport, { connect_ms_median: +r.connectMs.toFixed(1), mib_per_s_median: +r.mibPerS.toFixed(1) }])),
+    results: Object.fromEntries(
+      rows.map((r) => [r.transport, { connect_ms_median: +r.connectMs.toFixed(1), mib_per_s_median: +r.mibPerS.toFixed(1) }]),
+    ),
   }),
 );
 process.exit(0);

@@ -29,4 +29,6 @@ if (!force && existsSync(out) && statSync(out).mtimeMs > Math.max(...inputs)) {
 }
 const t0 = performance.now();
 compileExecutable({ outfile: out, commit: gitCommit() });
-console.error(`build: wrote ${out} (${(statSync(out).size / 1048576).toFixed(1)} MiB) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+console.error(
+  `build: wrote ${out} (${(statSync(out).size / 1048576).toFixed(1)} MiB) in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+);

@@ -44,11 +44,51 @@ interface TargetSpec {
 }
 
 export const TARGETS: Record<string, TargetSpec> = {
-  "linux-x64": { bunTarget: "bun-linux-x64", npm: "@oven/bun-linux-x64", integrity: "sha512-IWX9BELoGHAUtMonkeSaNaZwXzRk+oDw6Mk+HBFXd3KHYIBNBsIGRupMZPcgNoDbJpLu6gAJjIoIVPZtt1aJ1g==", exe: "agora-node", archive: "tar.gz", os: "linux", arch: "x64" },
-  "linux-arm64": { bunTarget: "bun-linux-arm64", npm: "@oven/bun-linux-aarch64", integrity: "sha512-4BXmsSKnjOrlGWqZV4x/oWa7AVoR+B6lCXddMzOAXBIm3t50eslg9wb66gmtW1AamEQ1l1CDvmmruysEhqOWMg==", exe: "agora-node", archive: "tar.gz", os: "linux", arch: "arm64" },
-  "darwin-x64": { bunTarget: "bun-darwin-x64", npm: "@oven/bun-darwin-x64", integrity: "sha512-qkLPMGHZM9NI6CeHTWwVezzmlo6cC4Ta7yUAjYIWXS366qQcOlcp75t2uZyiuVRBMPS0h9qE0tCcvCHGaFqjJg==", exe: "agora-node", archive: "tar.gz", os: "darwin", arch: "x64" },
-  "darwin-arm64": { bunTarget: "bun-darwin-arm64", npm: "@oven/bun-darwin-aarch64", integrity: "sha512-4MIFXHmctH2EhAxLXm2/qxNtv17dFtLJylvaOCsrgq6KSqHTs6eW5YSrJjRbJxYUJaR901fsN8JfZOa+CsWpWQ==", exe: "agora-node", archive: "tar.gz", os: "darwin", arch: "arm64" },
-  "windows-x64": { bunTarget: "bun-windows-x64", npm: "@oven/bun-windows-x64", integrity: "sha512-FNvply651vcE/GHgNWz6mZvhmkwBuu8Hw54oNzA+CQog+HW+542rXQmZqNHRkFxazD9L3xi+iTtvO3engAgJfw==", exe: "agora-node.exe", archive: "zip", os: "windows", arch: "x64" },
+  "linux-x64": {
+    bunTarget: "bun-linux-x64",
+    npm: "@oven/bun-linux-x64",
+    integrity: "sha512-IWX9BELoGHAUtMonkeSaNaZwXzRk+oDw6Mk+HBFXd3KHYIBNBsIGRupMZPcgNoDbJpLu6gAJjIoIVPZtt1aJ1g==",
+    exe: "agora-node",
+    archive: "tar.gz",
+    os: "linux",
+    arch: "x64",
+  },
+  "linux-arm64": {
+    bunTarget: "bun-linux-arm64",
+    npm: "@oven/bun-linux-aarch64",
+    integrity: "sha512-4BXmsSKnjOrlGWqZV4x/oWa7AVoR+B6lCXddMzOAXBIm3t50eslg9wb66gmtW1AamEQ1l1CDvmmruysEhqOWMg==",
+    exe: "agora-node",
+    archive: "tar.gz",
+    os: "linux",
+    arch: "arm64",
+  },
+  "darwin-x64": {
+    bunTarget: "bun-darwin-x64",
+    npm: "@oven/bun-darwin-x64",
+    integrity: "sha512-qkLPMGHZM9NI6CeHTWwVezzmlo6cC4Ta7yUAjYIWXS366qQcOlcp75t2uZyiuVRBMPS0h9qE0tCcvCHGaFqjJg==",
+    exe: "agora-node",
+    archive: "tar.gz",
+    os: "darwin",
+    arch: "x64",
+  },
+  "darwin-arm64": {
+    bunTarget: "bun-darwin-arm64",
+    npm: "@oven/bun-darwin-aarch64",
+    integrity: "sha512-4MIFXHmctH2EhAxLXm2/qxNtv17dFtLJylvaOCsrgq6KSqHTs6eW5YSrJjRbJxYUJaR901fsN8JfZOa+CsWpWQ==",
+    exe: "agora-node",
+    archive: "tar.gz",
+    os: "darwin",
+    arch: "arm64",
+  },
+  "windows-x64": {
+    bunTarget: "bun-windows-x64",
+    npm: "@oven/bun-windows-x64",
+    integrity: "sha512-FNvply651vcE/GHgNWz6mZvhmkwBuu8Hw54oNzA+CQog+HW+542rXQmZqNHRkFxazD9L3xi+iTtvO3engAgJfw==",
+    exe: "agora-node.exe",
+    archive: "zip",
+    os: "windows",
+    arch: "x64",
+  },
 };
 
 /** What manifest.json says about one file of an archive. */
@@ -136,7 +176,17 @@ export function targetRuntime(name: string): string {
 /** tar.gz with sorted members, fixed owner and times (GNU tar, gzip -n: no name or time in the header). */
 function writeTarGz(stagingParent: string, dirName: string, out: string, epoch: number, level: number): void {
   run(
-    ["bash", "-c", 'set -o pipefail; tar --sort=name --mtime="@$1" --owner=0 --group=0 --numeric-owner --format=gnu -cf - -C "$2" "$3" | gzip -n "-$5" > "$4"', "tar", String(epoch), stagingParent, dirName, out, String(level)],
+    [
+      "bash",
+      "-c",
+      'set -o pipefail; tar --sort=name --mtime="@$1" --owner=0 --group=0 --numeric-owner --format=gnu -cf - -C "$2" "$3" | gzip -n "-$5" > "$4"',
+      "tar",
+      String(epoch),
+      stagingParent,
+      dirName,
+      out,
+      String(level),
+    ],
     `archiving ${basename(out)}`,
   );
 }
@@ -155,7 +205,17 @@ function writeZip(stagingParent: string, dirName: string, files: string[], out: 
 }
 
 function parseReleaseArgs(argv: string[]) {
-  return parseArgs({ args: argv, strict: true, options: { targets: { type: "string" }, out: { type: "string" }, level: { type: "string" }, "fetch-only": { type: "boolean" }, help: { type: "boolean", short: "h" } } }).values;
+  return parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      targets: { type: "string" },
+      out: { type: "string" },
+      level: { type: "string" },
+      "fetch-only": { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  }).values;
 }
 
 function parseOptions(argv: string[]): { targets: string[]; out: string; level: number; fetchOnly: boolean } {
@@ -166,21 +226,40 @@ function parseOptions(argv: string[]): { targets: string[]; out: string; level: 
     fail(`${(err as Error).message}; usage: bun scripts/release.ts [--targets a,b] [--out DIR] [--level 1-9] [--fetch-only]`, 2);
   }
   if (v.help) {
-    console.log(`usage: bun scripts/release.ts [--targets ${Object.keys(TARGETS).join(",")}] [--out DIR (default dist/release)] [--level 1-9 (default 6)] [--fetch-only]`);
+    console.log(
+      `usage: bun scripts/release.ts [--targets ${Object.keys(TARGETS).join(",")}] [--out DIR (default dist/release)] [--level 1-9 (default 6)] [--fetch-only]`,
+    );
     process.exit(0);
   }
-  const targets = v.targets === undefined ? Object.keys(TARGETS) : v.targets.split(",").map((s) => s.trim()).filter(Boolean);
+  const targets =
+    v.targets === undefined
+      ? Object.keys(TARGETS)
+      : v.targets
+          .split(",")
+          .map((s) => s.trim())
+          .filter(Boolean);
   const unknown = targets.filter((t) => !(t in TARGETS));
   if (unknown.length || targets.length === 0)
-    fail(`--targets: unknown target ${unknown.map((u) => `"${u}"`).join(", ") || "(none given)"}; expected some of ${Object.keys(TARGETS).join(", ")}`, 2);
+    fail(
+      `--targets: unknown target ${unknown.map((u) => `"${u}"`).join(", ") || "(none given)"}; expected some of ${Object.keys(TARGETS).join(", ")}`,
+      2,
+    );
   const level = Number(v.level ?? 6);
   if (!Number.isInteger(level) || level < 1 || level > 9) fail(`--level: expected an integer 1..9, got "${v.level}"`, 2);
-  return { targets: [...new Set(targets)], out: resolve(v.out ?? join(ROOT, "dist", "release")), level, fetchOnly: v["fetch-only"] === true };
+  return {
+    targets: [...new Set(targets)],
+    out: resolve(v.out ?? join(ROOT, "dist", "release")),
+    level,
+    fetchOnly: v["fetch-only"] === true,
+  };
 }
 
 function main(): void {
   const opts = parseOptions(process.argv.slice(2));
-  if (Bun.version !== BUN_VERSION) fail(`this is bun ${Bun.version}; releases are built with bun ${BUN_VERSION} (.tools/node_modules/@oven/bun-linux-x64/bin/bun, installed by scripts/setup.sh)`);
+  if (Bun.version !== BUN_VERSION)
+    fail(
+      `this is bun ${Bun.version}; releases are built with bun ${BUN_VERSION} (.tools/node_modules/@oven/bun-linux-x64/bin/bun, installed by scripts/setup.sh)`,
+    );
   if (pkg.version !== VERSION) fail(`package.json says ${pkg.version}, src/version.ts says ${VERSION}`);
   const t0 = performance.now();
   const runtimes = Object.fromEntries(opts.targets.map((t) => [t, targetRuntime(t)]));
@@ -226,7 +305,14 @@ function main(): void {
     utimesSync(dir, epoch, epoch);
     const archive = `${dirName}.${t.archive}`;
     const ta = performance.now();
-    if (t.archive === "zip") writeZip(staging, dirName, files.map((f) => basename(f.path)), join(outDir, archive), opts.level);
+    if (t.archive === "zip")
+      writeZip(
+        staging,
+        dirName,
+        files.map((f) => basename(f.path)),
+        join(outDir, archive),
+        opts.level,
+      );
     else writeTarGz(staging, dirName, join(outDir, archive), epoch, opts.level);
     const archiveS = (performance.now() - ta) / 1000;
     const archivePath = join(outDir, archive);
@@ -246,14 +332,18 @@ function main(): void {
     if (name === hostTarget()) {
       const r = Bun.spawnSync([exe, "version", "--json"], { stdout: "pipe", stderr: "inherit" });
       const info = r.exitCode === 0 ? (JSON.parse(r.stdout.toString()) as { commit: string; target: string }) : undefined;
-      if (!info || info.commit !== commit || info.target !== name) fail(`${exe} version --json: exit ${r.exitCode}, ${r.stdout.toString().trim()}`);
+      if (!info || info.commit !== commit || info.target !== name)
+        fail(`${exe} version --json: exit ${r.exitCode}, ${r.stdout.toString().trim()}`);
     }
     rmSync(dir, { recursive: true });
   }
   rmSync(staging, { recursive: true, force: true });
 
   writeFileSync(join(outDir, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
-  const sums = [...manifest.targets.map((t) => [t.archive, t.sha256] as const), ["manifest.json", sha256(join(outDir, "manifest.json"))] as const]
+  const sums = [
+    ...manifest.targets.map((t) => [t.archive, t.sha256] as const),
+    ["manifest.json", sha256(join(outDir, "manifest.json"))] as const,
+  ]
     .sort(([a], [b]) => (a < b ? -1 : 1))
     .map(([f, h]) => `${h}  ${f}\n`)
     .join("");
@@ -263,7 +353,9 @@ function main(): void {
   console.error(`release: agora-node ${VERSION} (${commit}) in ${outDir}`);
   console.error("  target         compile  archive  binary       archive");
   for (const t of timings)
-    console.error(`  ${t.target.padEnd(13)}  ${t.compileS.toFixed(1).padStart(5)} s  ${t.archiveS.toFixed(1).padStart(5)} s  ${mib(t.binary).padStart(10)}  ${mib(t.archive).padStart(10)}`);
+    console.error(
+      `  ${t.target.padEnd(13)}  ${t.compileS.toFixed(1).padStart(5)} s  ${t.archiveS.toFixed(1).padStart(5)} s  ${mib(t.binary).padStart(10)}  ${mib(t.archive).padStart(10)}`,
+    );
   console.error(`release: ${opts.targets.length} target(s) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }
 

@@ -60,12 +60,20 @@ export interface CompileOptions {
 /** Compiles one executable; returns its path (Bun appends .exe for Windows targets). */
 export function compileExecutable(o: CompileOptions): string {
   const cmd = [
-    process.execPath, "build", "--compile", "--minify-syntax", "--minify-whitespace", "--sourcemap=none",
+    process.execPath,
+    "build",
+    "--compile",
+    "--minify-syntax",
+    "--minify-whitespace",
+    "--sourcemap=none",
     // A string literal replaces the identifier; from source (bun test, bun src/main.ts) it stays undeclared.
-    "--define", `AGORA_BUILD_COMMIT=${JSON.stringify(o.commit)}`,
+    "--define",
+    `AGORA_BUILD_COMMIT=${JSON.stringify(o.commit)}`,
     ...(o.target ? [`--target=${o.target}`] : []),
     ...(o.executablePath ? [`--compile-executable-path=${o.executablePath}`] : []),
-    ...ENTRY_POINTS, "--outfile", o.outfile,
+    ...ENTRY_POINTS,
+    "--outfile",
+    o.outfile,
   ];
   run(cmd, "bun build --compile");
   const exe = o.target?.includes("windows") && !o.outfile.endsWith(".exe") ? `${o.outfile}.exe` : o.outfile;

@@ -83,7 +83,9 @@ export class WorkerChannel extends EventEmitter<WorkerChannelEvents> {
       try {
         this.port.postMessage({ ...msg, id } as ToWorker);
       } catch (err) {
-        this.settle(id)?.reject(new AgoraError("MEDIA_ENGINE", `cannot send ${msg.t} to the media worker: ${errorMessage(err)}`, { cause: err }));
+        this.settle(id)?.reject(
+          new AgoraError("MEDIA_ENGINE", `cannot send ${msg.t} to the media worker: ${errorMessage(err)}`, { cause: err }),
+        );
       }
     });
   }

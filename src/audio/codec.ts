@@ -82,7 +82,10 @@ export async function createOpusCodec(): Promise<OpusCodec> {
         }
         const n = x.am_dec_decode(dec, data, len, core.scratchPcm, fec ? 1 : 0);
         if (n !== FRAME_SAMPLES) {
-          throw new AgoraError("MEDIA_ENGINE", n === -2 ? "Opus packet is not a 20 ms frame" : `Opus decode failed (error ${n}): malformed packet`);
+          throw new AgoraError(
+            "MEDIA_ENGINE",
+            n === -2 ? "Opus packet is not a 20 ms frame" : `Opus decode failed (error ${n}): malformed packet`,
+          );
         }
         return core.heapI16().slice(core.scratchPcm / 2, core.scratchPcm / 2 + FRAME_SAMPLES);
       };

@@ -73,7 +73,16 @@ interface CoreExports {
   am_packet_samples(data: number, len: number): number;
   am_room_create(): number;
   am_room_destroy(room: number): void;
-  am_room_configure(room: number, topk: number, shared: number, bitrate: number, complexity: number, jmin: number, jmax: number, fec: number): number;
+  am_room_configure(
+    room: number,
+    topk: number,
+    shared: number,
+    bitrate: number,
+    complexity: number,
+    jmin: number,
+    jmax: number,
+    fec: number,
+  ): number;
   am_room_add(room: number, handle: number): number;
   am_room_remove(room: number, slot: number): number;
   am_room_push(room: number, slot: number, seq: number, ts: number, arrivalMs: number, data: number, len: number): number;
@@ -97,7 +106,9 @@ export function loadCoreModule(): Promise<WebAssembly.Module> {
       return await WebAssembly.compile(bytes);
     } catch (err) {
       modulePromise = undefined; // let a later call retry (e.g. the file appears after a build)
-      throw new AgoraError("MEDIA_ENGINE", `cannot load the media core ${wasmPath}: ${errorMessage(err)} (run wasm/build.sh)`, { cause: err });
+      throw new AgoraError("MEDIA_ENGINE", `cannot load the media core ${wasmPath}: ${errorMessage(err)} (run wasm/build.sh)`, {
+        cause: err,
+      });
     }
   })();
   return modulePromise;
@@ -246,7 +257,14 @@ export class CoreRoom {
 
   configure(c: RoomConfig): void {
     const rc = this.core.x.am_room_configure(
-      this.live(), c.topK, c.sharedEncode ? 1 : 0, c.bitrate, c.complexity, c.jitterMinMs, c.jitterMaxMs, c.fec ? 1 : 0,
+      this.live(),
+      c.topK,
+      c.sharedEncode ? 1 : 0,
+      c.bitrate,
+      c.complexity,
+      c.jitterMinMs,
+      c.jitterMaxMs,
+      c.fec ? 1 : 0,
     );
     if (rc < 0) throw new AgoraError("MEDIA_ENGINE", `invalid room configuration ${JSON.stringify(c)}`);
   }

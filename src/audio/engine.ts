@@ -23,10 +23,10 @@ import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
 import type { WorkerChannel } from "./channel";
 import { MAX_PACKET, MAX_TOP_K } from "./core";
-import { mediaMetrics, type DropReason, type MediaMetrics } from "./metrics";
+import { type DropReason, type MediaMetrics, mediaMetrics } from "./metrics";
 import { readOutbound, writeInbound } from "./rings";
 import { RoomRegistry } from "./room-registry";
-import { WorkerSupervisor, type WorkerGeneration } from "./supervisor";
+import { type WorkerGeneration, WorkerSupervisor } from "./supervisor";
 import type { AudioFrame, FrameSink, MediaEngine, MediaEngineOptions, MediaSettings, RoomStats } from "./types";
 import type { CrashMode, TickReport, ToWorkerRequest, WorkerRoomStats, WorkerSettings } from "./worker-protocol";
 
@@ -107,7 +107,10 @@ export class WorkerMediaEngine implements MediaEngine {
     this.supervisor.on("retiring", (gen) => this.drainOutbound(gen));
     this.supervisor.on("died", (reason) => this.onWorkerDied(reason));
     this.supervisor.on("restarted", (ms) => {
-      this.log.info({ ms, rooms: this.registry.roomCount, participants: this.registry.participantCount }, "media worker restarted; rooms restored");
+      this.log.info(
+        { ms, rooms: this.registry.roomCount, participants: this.registry.participantCount },
+        "media worker restarted; rooms restored",
+      );
     });
   }
 

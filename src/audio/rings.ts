@@ -164,7 +164,13 @@ export interface InboundRecord {
 }
 
 export function writeInbound(
-  w: RingWriter, room: number, participant: number, seq: number, ts: number, arrivalMs: number, payload: Uint8Array,
+  w: RingWriter,
+  room: number,
+  participant: number,
+  seq: number,
+  ts: number,
+  arrivalMs: number,
+  payload: Uint8Array,
 ): boolean {
   const off = w.reserve(INBOUND_HEADER_BYTES + payload.length);
   if (off < 0) return false;
@@ -196,9 +202,7 @@ export function readInbound(r: RingReader, off: number, out: InboundRecord): voi
  * Returns how many recipients were written: a record that finds the ring full is dropped (counted) and
  * the following, smaller, ones may still fit.
  */
-export function writeOutbound(
-  w: RingWriter, room: number, seq: number, ts: number, payload: Uint8Array, recipients: Uint32Array,
-): number {
+export function writeOutbound(w: RingWriter, room: number, seq: number, ts: number, payload: Uint8Array, recipients: Uint32Array): number {
   let written = 0;
   for (let start = 0; start < recipients.length; start += MAX_RECIPIENTS_PER_RECORD) {
     const chunk = recipients.subarray(start, Math.min(recipients.length, start + MAX_RECIPIENTS_PER_RECORD));

@@ -110,7 +110,8 @@ export class RoomRegistry {
   /** Adds a participant, creating its room on first join. Throws BAD_REQUEST or CAPACITY (nothing changed then). */
   join(roomId: string, participantId: string, sink: FrameSink, limits: RoomLimits): JoinResult {
     if (typeof roomId !== "string" || roomId.length === 0) throw new AgoraError("BAD_REQUEST", "room id must be a non-empty string");
-    if (typeof participantId !== "string" || participantId.length === 0) throw new AgoraError("BAD_REQUEST", "participant id must be a non-empty string");
+    if (typeof participantId !== "string" || participantId.length === 0)
+      throw new AgoraError("BAD_REQUEST", "participant id must be a non-empty string");
     if (typeof sink !== "function") throw new AgoraError("BAD_REQUEST", "sink must be a function");
     let room = this.roomsById.get(roomId);
     if (room?.participants.has(participantId)) {

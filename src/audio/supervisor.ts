@@ -15,8 +15,9 @@
  * is about to be terminated: last chance to drain its outbound ring), `died` (reason), `restarted`
  * (ms the restart took, generation number).
  */
-import { readdirSync } from "node:fs";
+
 import { EventEmitter } from "node:events";
+import { readdirSync } from "node:fs";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
 import { WorkerChannel } from "./channel";
@@ -164,7 +165,9 @@ export class WorkerSupervisor extends EventEmitter<WorkerSupervisorEvents> {
     } catch (err) {
       this.state = "idle";
       this.retire("media worker failed to start");
-      throw err instanceof AgoraError ? err : new AgoraError("MEDIA_ENGINE", `media worker failed to start: ${errorMessage(err)}`, { cause: err });
+      throw err instanceof AgoraError
+        ? err
+        : new AgoraError("MEDIA_ENGINE", `media worker failed to start: ${errorMessage(err)}`, { cause: err });
     }
     this.watchdog = setInterval(() => this.checkHeartbeat(), WATCHDOG_PERIOD_MS);
     this.state = "running";

@@ -10,7 +10,7 @@
  */
 import { errorMessage } from "../errors";
 import { type CoreRoom, MediaCore } from "./core";
-import { readInbound, RingReader, RingWriter, writeOutbound, type InboundRecord } from "./rings";
+import { type InboundRecord, RingReader, RingWriter, readInbound, writeOutbound } from "./rings";
 import type { CrashMode, FromWorker, RestoreRoom, ToWorker, WorkerRoomStats, WorkerSettings } from "./worker-protocol";
 
 declare const self: Worker;

@@ -2,7 +2,7 @@
  * Command table and argument parsing (node:util parseArgs, strict: unknown flags are usage errors).
  * Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
  */
-import { parseArgs, type ParseArgsConfig } from "node:util";
+import { type ParseArgsConfig, parseArgs } from "node:util";
 import { closestName } from "../config";
 import { AgoraError } from "../errors";
 
@@ -105,8 +105,20 @@ export const COMMANDS: CommandSpec[] = [
     name: "status",
     summary: "ask the running node for its status",
     usage: "agora-node status [--config FILE] [--data-dir DIR] [--endpoint URL] [--token TOKEN] [--json]",
-    options: { ...CONFIG_OPT, ...HELP_OPT, endpoint: { type: "string" }, token: { type: "string" }, json: { type: "boolean" }, "data-dir": { type: "string" } },
-    help: ["  --data-dir DIR   data directory of the node (where its PID file is)", "  --endpoint URL   dashboard URL (default: from the config)", "  --token TOKEN    admin token (default: from the config; also AGORA_DASHBOARD_AUTH_TOKEN)", "  --json           print the raw JSON"],
+    options: {
+      ...CONFIG_OPT,
+      ...HELP_OPT,
+      endpoint: { type: "string" },
+      token: { type: "string" },
+      json: { type: "boolean" },
+      "data-dir": { type: "string" },
+    },
+    help: [
+      "  --data-dir DIR   data directory of the node (where its PID file is)",
+      "  --endpoint URL   dashboard URL (default: from the config)",
+      "  --token TOKEN    admin token (default: from the config; also AGORA_DASHBOARD_AUTH_TOKEN)",
+      "  --json           print the raw JSON",
+    ],
     positionals: { min: 0, max: 0 },
   },
   {
@@ -152,13 +164,19 @@ export const COMMANDS: CommandSpec[] = [
       json: { type: "boolean" },
       timeout: { type: "string" },
     },
-    help: ["  --bootstrap MULTIADDR   a node to enter the DHT through (repeatable)", "  --region, --capability, --group   exact filters", "  --limit N   at most N nodes (default 10)", "  --json      machine-readable output"],
+    help: [
+      "  --bootstrap MULTIADDR   a node to enter the DHT through (repeatable)",
+      "  --region, --capability, --group   exact filters",
+      "  --limit N   at most N nodes (default 10)",
+      "  --json      machine-readable output",
+    ],
     positionals: { min: 0, max: 0 },
   },
   {
     name: "join",
     summary: "join a room: send a WAV as Opus in real time, record what you hear",
-    usage: "agora-node join --room R (--node MULTIADDR | --bootstrap MULTIADDR [--region R]) [--input in.wav] [--output out.wav] [--duration S]",
+    usage:
+      "agora-node join --room R (--node MULTIADDR | --bootstrap MULTIADDR [--region R]) [--input in.wav] [--output out.wav] [--duration S]",
     options: {
       ...HELP_OPT,
       room: { type: "string" },
@@ -194,7 +212,14 @@ export const COMMANDS: CommandSpec[] = [
     name: "loadgen",
     summary: "drive many participants against a node (benchmarks, soaks)",
     usage: "agora-node loadgen --node MULTIADDR --rooms N --participants M --duration S [--json]",
-    options: { ...HELP_OPT, node: { type: "string" }, rooms: { type: "string" }, participants: { type: "string" }, duration: { type: "string" }, json: { type: "boolean" } },
+    options: {
+      ...HELP_OPT,
+      node: { type: "string" },
+      rooms: { type: "string" },
+      participants: { type: "string" },
+      duration: { type: "string" },
+      json: { type: "boolean" },
+    },
     help: ["  --rooms N          rooms", "  --participants M   participants per room", "  --duration S       seconds"],
     positionals: { min: 0, max: 0 },
   },
@@ -226,7 +251,10 @@ export function parseCommand(argv: string[]): Parsed | { help: true } | { versio
   try {
     parsed = parseArgs({ args: rest, options: command.options, strict: true, allowPositionals: true });
   } catch (err) {
-    throw new AgoraError("USAGE", `${command.name}: ${(err as Error).message.replace(/\. To specify a positional.*$/s, "")}; run agora-node ${command.name} --help`);
+    throw new AgoraError(
+      "USAGE",
+      `${command.name}: ${(err as Error).message.replace(/\. To specify a positional.*$/s, "")}; run agora-node ${command.name} --help`,
+    );
   }
   const values = parsed.values as Parsed["values"];
   if (values.help) return { command, values, positionals: parsed.positionals };
@@ -272,6 +300,7 @@ export function numberFlag(name: string, v: unknown, min: number, max: number, i
 }
 
 export function requireFlag(command: string, name: string, v: unknown): string {
-  if (typeof v !== "string" || v === "") throw new AgoraError("USAGE", `${command}: --${name} is required; run agora-node ${command} --help`);
+  if (typeof v !== "string" || v === "")
+    throw new AgoraError("USAGE", `${command}: --${name} is required; run agora-node ${command} --help`);
   return v;
 }

@@ -38,9 +38,13 @@ export function flagOverrides(values: Parsed["values"]): { path: string; value: 
 }
 
 /** Loads the config a command names (--config, else AGORA_CONFIG, else embedded defaults). */
-export function loadForCommand(values: Parsed["values"], env: Io["env"], extra: { path: string; value: string; source: string }[] = []): LoadedConfig {
+export function loadForCommand(
+  values: Parsed["values"],
+  env: Io["env"],
+  extra: { path: string; value: string; source: string }[] = [],
+): LoadedConfig {
   const file = typeof values.config === "string" ? values.config : env.AGORA_CONFIG || undefined;
-  const dataDir = typeof values["data-dir"] === "string" ? [{ path: "node.data_dir", value: values["data-dir"], source: "--data-dir" }] : [];
+  const dataDir =
+    typeof values["data-dir"] === "string" ? [{ path: "node.data_dir", value: values["data-dir"], source: "--data-dir" }] : [];
   return loadConfig({ file, env, overrides: [...dataDir, ...extra] });
 }
-

@@ -10,7 +10,8 @@ function dashboardEndpoint(p: Parsed, io: Io): { url: string; token: string; pid
   const c = loadForCommand(p.values, io.env).config;
   const host = ["0.0.0.0", "::"].includes(c.dashboard.listen_addr) ? "127.0.0.1" : c.dashboard.listen_addr;
   const url = explicit ?? `http://${host.includes(":") ? `[${host}]` : host}:${c.dashboard.port}`;
-  if (explicit && !/^https?:\/\/[^\s]+$/.test(explicit)) throw new AgoraError("USAGE", `--endpoint: expected an http:// URL, got "${explicit}"`);
+  if (explicit && !/^https?:\/\/[^\s]+$/.test(explicit))
+    throw new AgoraError("USAGE", `--endpoint: expected an http:// URL, got "${explicit}"`);
   const token = typeof p.values.token === "string" ? p.values.token : c.dashboard.auth_token;
   return { url: url.replace(/\/+$/, ""), token, pidFile: c.node.pid_file, enabled: c.dashboard.enabled || explicit !== undefined };
 }
@@ -29,7 +30,10 @@ async function fetchJson(url: string, token: string, timeoutMs: number): Promise
 }
 
 /** One line of drain progress from /api/status, e.g. `draining: 1 room, 2 participants left, 27s to the deadline`. */
-export function drainLine(s: { state?: string; rooms_active?: number; participants?: number; drain?: { deadline: string | null } | null }, now: number): { key: string; text: string } {
+export function drainLine(
+  s: { state?: string; rooms_active?: number; participants?: number; drain?: { deadline: string | null } | null },
+  now: number,
+): { key: string; text: string } {
   const rooms = Number(s.rooms_active) || 0;
   const participants = Number(s.participants) || 0;
   const deadline = s.drain?.deadline ? Date.parse(s.drain.deadline) : NaN;
@@ -86,7 +90,9 @@ export async function runStop(p: Parsed, io: Io): Promise<number> {
   const timeoutS = numberFlag("timeout", p.values.timeout, 0, 86400) ?? (loaded?.config.node.drain_timeout ?? 30) + 15;
   const pid = readPid(pidFile);
   if (pid === undefined || !isAgoraProcess(pid)) {
-    io.out(`agora-node is not running (${pid === undefined ? `no PID file at ${pidFile}` : `stale PID file ${pidFile} names pid ${pid}, which is not running`}); nothing to stop`);
+    io.out(
+      `agora-node is not running (${pid === undefined ? `no PID file at ${pidFile}` : `stale PID file ${pidFile} names pid ${pid}, which is not running`}); nothing to stop`,
+    );
     return EXIT_OK;
   }
   const caveat = stopCaveat();
@@ -107,7 +113,9 @@ export async function runStop(p: Parsed, io: Io): Promise<number> {
     await progress?.poll();
     await Bun.sleep(100);
   }
-  io.err(`agora-node (pid ${pid}) is still running after ${timeoutS}s (draining rooms?); run stop again to wait more, or kill -TERM ${pid} twice to force`);
+  io.err(
+    `agora-node (pid ${pid}) is still running after ${timeoutS}s (draining rooms?); run stop again to wait more, or kill -TERM ${pid} twice to force`,
+  );
   return EXIT_FAILURE;
 }
 
@@ -116,7 +124,11 @@ export async function runStatus(p: Parsed, io: Io): Promise<number> {
   const pid = readPid(ep.pidFile);
   const alive = pid !== undefined && isAgoraProcess(pid);
   if (!ep.enabled) {
-    io.out(alive ? `agora-node is running (pid ${pid}); the dashboard is disabled, so no details` : `agora-node is not running (no live process in ${ep.pidFile})`);
+    io.out(
+      alive
+        ? `agora-node is running (pid ${pid}); the dashboard is disabled, so no details`
+        : `agora-node is not running (no live process in ${ep.pidFile})`,
+    );
     return alive ? EXIT_OK : EXIT_FAILURE;
   }
   let r: { status: number; body: unknown };
@@ -147,13 +159,20 @@ export async function runStatus(p: Parsed, io: Io): Promise<number> {
   }
   const net = (s.network ?? {}) as { listen_addrs?: string[]; reachability?: string };
   const d: Partial<DiscoveryReport> = s.discovery ?? {};
-  const since = (iso: unknown) => (typeof iso === "string" ? `${formatDuration(Math.max(0, (Date.now() - Date.parse(iso)) / 1000))} ago (${iso})` : "not yet");
+  const since = (iso: unknown) =>
+    typeof iso === "string" ? `${formatDuration(Math.max(0, (Date.now() - Date.parse(iso)) / 1000))} ago (${iso})` : "not yet";
   const discovery = [
     `  bootstrap    ${d.bootstrap_connected ?? 0}/${d.bootstrap_configured ?? 0} connected, ${d.known_peers ?? 0} known peers`,
     `  dht          ${d.routing_table_size ?? 0} peers in the routing table`,
     `  advertised   ${d.publishes === false ? "never (bootstrap mode advertises nothing)" : since(d.last_published_at)}`,
-    ...(s.relay ? [`  relay        ${s.relay.reservations} reservations, ${s.relay.circuits} circuits, ${formatBytes(Number(s.relay.bytes_relayed) || 0)} relayed`] : []),
-    ...(d.isolated ? ["  WARNING      no bootstrap peers, no known peers, no connection: no other node can find this one (set network.bootstrap_peers)"] : []),
+    ...(s.relay
+      ? [
+          `  relay        ${s.relay.reservations} reservations, ${s.relay.circuits} circuits, ${formatBytes(Number(s.relay.bytes_relayed) || 0)} relayed`,
+        ]
+      : []),
+    ...(d.isolated
+      ? ["  WARNING      no bootstrap peers, no known peers, no connection: no other node can find this one (set network.bootstrap_peers)"]
+      : []),
   ];
   io.out(
     [

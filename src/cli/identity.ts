@@ -17,7 +17,11 @@ export async function runIdentity(p: Parsed, io: Io): Promise<number> {
     const file = keyFile ?? loadForCommand(p.values, io.env).config.identity.key_file;
     const id = readIdentity(file);
     if (id.permissionWarning) io.err(`warning: ${id.permissionWarning}`);
-    io.out(p.values.json ? JSON.stringify({ peer_id: id.peerId, key_file: id.keyFile, type: "Ed25519" }) : `peer id  ${id.peerId}\nkey file ${id.keyFile} (Ed25519)`);
+    io.out(
+      p.values.json
+        ? JSON.stringify({ peer_id: id.peerId, key_file: id.keyFile, type: "Ed25519" })
+        : `peer id  ${id.peerId}\nkey file ${id.keyFile} (Ed25519)`,
+    );
     return EXIT_OK;
   }
   throw new AgoraError("USAGE", `identity: unknown subcommand "${sub}"; expected show or new`);

@@ -17,16 +17,16 @@ import {
   parseCommand,
   requireFlag,
 } from "./args";
-import { runDiscover, runJoin, runLoadgen } from "./network-commands";
-import { runStart } from "./start";
+import { defaultIo, flagOverrides, type Io, loadForCommand } from "./context";
 import { runHealth, runStatus, runStop } from "./control";
 import { runIdentity } from "./identity";
-import { defaultIo, flagOverrides, type Io, loadForCommand } from "./context";
+import { runDiscover, runJoin, runLoadgen } from "./network-commands";
+import { runStart } from "./start";
 
 export { flagOverrides, type Io, loadForCommand };
-import { runVersion } from "./version";
 
 import { VERSION } from "../version";
+import { runVersion } from "./version";
 
 export { VERSION };
 
@@ -61,7 +61,9 @@ function runConfig(p: Parsed, io: Io): number {
       if (!file) throw new AgoraError("USAGE", "config validate: missing PATH; usage: agora-node config validate PATH");
       const loaded = loadConfig({ file, env: {} });
       for (const w of loaded.warnings) io.err(`warning: ${formatIssue(w)}`);
-      io.out(`${file}: valid${loaded.warnings.length ? ` (${loaded.warnings.length} warning${loaded.warnings.length === 1 ? "" : "s"})` : ""}`);
+      io.out(
+        `${file}: valid${loaded.warnings.length ? ` (${loaded.warnings.length} warning${loaded.warnings.length === 1 ? "" : "s"})` : ""}`,
+      );
       return EXIT_OK;
     }
     case "show": {
@@ -125,7 +127,10 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
       reportConfigError(io, err);
       return EXIT_USAGE;
     }
-    if (err instanceof AgoraError && (err.code === "USAGE" || err.code === "CONFIG_IO" || err.code === "CONFIG_PARSE" || err.code === "CONFIG_INVALID")) {
+    if (
+      err instanceof AgoraError &&
+      (err.code === "USAGE" || err.code === "CONFIG_IO" || err.code === "CONFIG_PARSE" || err.code === "CONFIG_INVALID")
+    ) {
       io.err(`agora-node: ${err.message}`);
       return EXIT_USAGE;
     }
@@ -134,5 +139,5 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
   }
 }
 
-export { COMMANDS, numberFlag, requireFlag, createLogger };
 export type { AgoraConfig };
+export { COMMANDS, createLogger, numberFlag, requireFlag };

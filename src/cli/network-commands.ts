@@ -24,7 +24,8 @@ function multiaddrFlag(command: string, name: string, v: unknown): string {
 
 function tokenFlag(name: string, v: unknown): string | undefined {
   if (v === undefined) return undefined;
-  if (typeof v !== "string" || !TOKEN.test(v)) throw new AgoraError("USAGE", `--${name}: expected a lowercase token like eu-west, got "${String(v)}"`);
+  if (typeof v !== "string" || !TOKEN.test(v))
+    throw new AgoraError("USAGE", `--${name}: expected a lowercase token like eu-west, got "${String(v)}"`);
   return v;
 }
 
@@ -45,12 +46,16 @@ export async function runDiscover(p: Parsed, io: Io): Promise<number> {
     return EXIT_OK;
   }
   if (nodes.length === 0) {
-    io.out(`no live nodes found${query.region ? ` in region ${query.region}` : ""}${query.capability ? ` with capability ${query.capability}` : ""}`);
+    io.out(
+      `no live nodes found${query.region ? ` in region ${query.region}` : ""}${query.capability ? ` with capability ${query.capability}` : ""}`,
+    );
     return EXIT_OK;
   }
   nodes.forEach((n, i) => {
     const a = n.advertisement;
-    io.out(`${i + 1}. ${a.peer_id}  ${a.region}/${a.group}  [${(a.capabilities ?? []).join(",")}]  load ${a.current_load}/${a.max_clients}  score ${n.score.toFixed(3)}`);
+    io.out(
+      `${i + 1}. ${a.peer_id}  ${a.region}/${a.group}  [${(a.capabilities ?? []).join(",")}]  load ${a.current_load}/${a.max_clients}  score ${n.score.toFixed(3)}`,
+    );
     io.out(`   ${(a.listen_addr ?? []).join(" ")}`);
     io.out(`   why: ${n.reasons.join("; ")}`);
   });
@@ -61,7 +66,11 @@ export async function runDiscover(p: Parsed, io: Io): Promise<number> {
  * A dial target that follows discovery: each (re)connect asks the DHT for the best live mixer, skipping the
  * nodes this client already failed on (a dead node's record lingers until its TTL runs out).
  */
-export function discoveredMixer(bootstrap: string[], region: string | undefined, logger: ReturnType<typeof cliLogger>): () => Promise<string> {
+export function discoveredMixer(
+  bootstrap: string[],
+  region: string | undefined,
+  logger: ReturnType<typeof cliLogger>,
+): () => Promise<string> {
   const failed = new Set<string>();
   let current: string | undefined;
   return async () => {
@@ -97,7 +106,15 @@ export async function runJoin(p: Parsed, io: Io): Promise<number> {
   const output = typeof p.values.output === "string" ? p.values.output : undefined;
   const durationSec = numberFlag("duration", p.values.duration, 0.1, 86400);
   if (!input && durationSec === undefined) throw new AgoraError("USAGE", "join: give --input FILE or --duration S (how long to listen)");
-  const summary = await runJoinClient({ node, room, input, output, durationSec, name: typeof p.values.name === "string" ? p.values.name : undefined, logger });
+  const summary = await runJoinClient({
+    node,
+    room,
+    input,
+    output,
+    durationSec,
+    name: typeof p.values.name === "string" ? p.values.name : undefined,
+    logger,
+  });
   io.out(JSON.stringify(summary));
   return EXIT_OK;
 }

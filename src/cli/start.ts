@@ -16,7 +16,17 @@ export function signalPlan(platform: NodeJS.Platform = process.platform): { stop
   return { stop: ["SIGTERM", "SIGINT"], reload: ["SIGHUP"] };
 }
 
-const TRANSIENT_SOCKET_ERRORS = new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNREFUSED", "ECONNABORTED", "EHOSTUNREACH", "ENETUNREACH", "ABORT_ERR", "ERR_STREAM_DESTROYED"]);
+const TRANSIENT_SOCKET_ERRORS = new Set([
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "ECONNREFUSED",
+  "ECONNABORTED",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ABORT_ERR",
+  "ERR_STREAM_DESTROYED",
+]);
 
 export async function runStart(p: Parsed, io: Io, version: string): Promise<number> {
   const overrides = flagOverrides(p.values);
@@ -25,7 +35,8 @@ export async function runStart(p: Parsed, io: Io, version: string): Promise<numb
   const logs = createLogger({ level: c.logging.level as LogLevel, format: c.logging.format, file: c.logging.file || undefined });
   const log = logs.logger;
   for (const w of loaded.warnings) log.warn({ source: w.source, key: w.path || undefined }, formatIssue(w));
-  if (!loaded.file) log.info("no config file given: running on the embedded defaults (agora-node config init > node.toml to write them out)");
+  if (!loaded.file)
+    log.info("no config file given: running on the embedded defaults (agora-node config init > node.toml to write them out)");
 
   const runtime = new NodeRuntime({
     loaded,

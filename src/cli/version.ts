@@ -35,7 +35,10 @@ export async function versionInfo(): Promise<{ info: VersionInfo; problem?: stri
 export async function runVersion(p: Parsed, io: Io): Promise<number> {
   const { info, problem } = await versionInfo();
   if (p.values.json) io.out(JSON.stringify(info));
-  else io.out(`agora-node ${info.version} (commit ${info.commit.slice(0, 12)}${info.commit.endsWith("-dirty") ? "-dirty" : ""}, ${info.target}, bun ${info.bun}, libopus ${info.libopus})`);
+  else
+    io.out(
+      `agora-node ${info.version} (commit ${info.commit.slice(0, 12)}${info.commit.endsWith("-dirty") ? "-dirty" : ""}, ${info.target}, bun ${info.bun}, libopus ${info.libopus})`,
+    );
   if (problem) io.err(`agora-node: ${problem}`);
   return problem ? EXIT_FAILURE : EXIT_OK;
 }

@@ -20,6 +20,7 @@ export type { AudioFrame, JoinedMessage, OpusCodec, OpusDecoder, OpusEncoder } f
 export { AUDIO_PROTOCOL, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, WireErrorCode } from "../protocol";
 export { type Clock, every, realClock, type TimerHandle } from "./clock";
 export { loadOpusCodec } from "./codec";
+export { type Listener, SafeEmitter } from "./events";
 export { type JoinClientOptions, type JoinClientReport, type ReconnectOptions, runJoinClient, type SimulateOptions } from "./join";
 export {
   type LatencySummary,
@@ -35,11 +36,22 @@ export { lossPercent, ReceiveLoss, type ReceiveLossFigures } from "./loss";
 export { createClientNode, type DialTarget, type DialTargetProvider } from "./node";
 export { PlayoutBuffer } from "./playout";
 export { seededRandom } from "./random";
-export { type Listener, SafeEmitter } from "./events";
 export { type JoinRoomOptions, joinRoom, RoomConnection, type RoomEvents } from "./room";
 export { AudioRemoteError, AudioSession, type AudioSessionOptions } from "./session";
 export { PacedTimer, sleep } from "./timing";
-export { type DecodedWav, decodeWav, downmix, encodeWav, readWav, resample, WAV_TARGET_RATE, WavError, type WavInfo, WavWriter, writeWav } from "./wav";
+export {
+  type DecodedWav,
+  decodeWav,
+  downmix,
+  encodeWav,
+  readWav,
+  resample,
+  WAV_TARGET_RATE,
+  WavError,
+  type WavInfo,
+  WavWriter,
+  writeWav,
+} from "./wav";
 
 export interface DiscoverOptions {
   /** multiaddrs of any nodes of the network (…/p2p/<peer id>) */

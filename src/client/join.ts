@@ -12,11 +12,20 @@
 import type { Libp2p } from "@libp2p/interface";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
-import { type AudioFrame, checkRoomId, FRAME_MS, FRAME_SAMPLES, type OpusCodec, type OpusEncoder, SAMPLE_RATE, WireErrorCode } from "../protocol";
+import {
+  type AudioFrame,
+  checkRoomId,
+  FRAME_MS,
+  FRAME_SAMPLES,
+  type OpusCodec,
+  type OpusEncoder,
+  SAMPLE_RATE,
+  WireErrorCode,
+} from "../protocol";
 import { type Clock, every, realClock, type TimerHandle } from "./clock";
 import { loadOpusCodec } from "./codec";
-import { createClientNode, type DialTargetProvider, resolveTarget } from "./node";
 import { ReceiveLoss } from "./loss";
+import { createClientNode, type DialTargetProvider, resolveTarget } from "./node";
 import { PlayoutBuffer } from "./playout";
 import { seededRandom } from "./random";
 import { AudioRemoteError, AudioSession } from "./session";
@@ -119,7 +128,8 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
   const deadAfterMs = opts.deadAfterMs ?? 15_000;
   const reconnect = { maxAttempts: 10, initialDelayMs: 250, maxDelayMs: 5000, ...opts.reconnect };
   const clock = opts.clock ?? realClock;
-  if (opts.durationSec !== undefined && !(opts.durationSec > 0)) throw new AgoraError("USAGE", `durationSec must be > 0, got ${opts.durationSec}`);
+  if (opts.durationSec !== undefined && !(opts.durationSec > 0))
+    throw new AgoraError("USAGE", `durationSec must be > 0, got ${opts.durationSec}`);
   const roomErr = checkRoomId(opts.room);
   if (roomErr) throw new AgoraError("USAGE", roomErr, { where: "room" });
   if (!opts.input && opts.durationSec === undefined && !opts.signal)
@@ -187,43 +197,48 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
   if (opts.signal?.aborted) finishRun("aborted");
 
   // --- playout: one 20 ms output frame per tick, whatever arrived ---
-  const playoutTimer = new PacedTimer(FRAME_MS, () => {
-    const p = playout.pop();
-    if (p === undefined) return;
-    let pcm: Int16Array | undefined;
-    if (p) {
-      try {
-        pcm = decoder.decode(p);
-        missRun = 0;
-      } catch (err) {
-        // A packet the decoder rejects (corrupt, not 20 ms) is treated as lost: conceal, keep playing.
-        report.framesUndecodable++;
-        if (report.framesUndecodable === 1) log.warn({ err: errorMessage(err) }, "undecodable audio frame (concealed)");
-      }
-    }
-    if (!pcm) {
-      report.framesConcealed++;
-      missRun++;
-      pcm = silence;
-      if (missRun <= LONG_GAP_FRAMES) {
+  const playoutTimer = new PacedTimer(
+    FRAME_MS,
+    () => {
+      const p = playout.pop();
+      if (p === undefined) return;
+      let pcm: Int16Array | undefined;
+      if (p) {
         try {
-          pcm = decoder.decode(null);
-        } catch {
-          /* PLC unavailable: silence keeps the timeline */
+          pcm = decoder.decode(p);
+          missRun = 0;
+        } catch (err) {
+          // A packet the decoder rejects (corrupt, not 20 ms) is treated as lost: conceal, keep playing.
+          report.framesUndecodable++;
+          if (report.framesUndecodable === 1) log.warn({ err: errorMessage(err) }, "undecodable audio frame (concealed)");
         }
       }
-    }
-    try {
-      output?.write(pcm);
-    } catch (err) {
-      // Disk full, file removed…: the run cannot do what it was asked; end it with the error.
-      fatal ??= err instanceof AgoraError ? err : new AgoraError("USAGE", errorMessage(err));
-      playoutTimer.stop();
-      finishRun("aborted");
-      return;
-    }
-    report.outputSeconds += FRAME_MS / 1000;
-  }, 10, clock);
+      if (!pcm) {
+        report.framesConcealed++;
+        missRun++;
+        pcm = silence;
+        if (missRun <= LONG_GAP_FRAMES) {
+          try {
+            pcm = decoder.decode(null);
+          } catch {
+            /* PLC unavailable: silence keeps the timeline */
+          }
+        }
+      }
+      try {
+        output?.write(pcm);
+      } catch (err) {
+        // Disk full, file removed…: the run cannot do what it was asked; end it with the error.
+        fatal ??= err instanceof AgoraError ? err : new AgoraError("USAGE", errorMessage(err));
+        playoutTimer.stop();
+        finishRun("aborted");
+        return;
+      }
+      report.outputSeconds += FRAME_MS / 1000;
+    },
+    10,
+    clock,
+  );
 
   const onAudio = (frame: AudioFrame, receivedAt: number) => {
     if (stopping) return;
@@ -275,7 +290,9 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
         if (err instanceof AudioRemoteError && err.wireCode === WireErrorCode.DRAINING && typeof opts.node !== "function") throw err;
         if (err instanceof AgoraError && err.code === "USAGE") throw err; // a bad multiaddr will not get better
         if (++attempt >= reconnect.maxAttempts)
-          throw new AgoraError("P2P", `giving up after ${attempt} attempts to join room ${opts.room}: ${errorMessage(err)}`, { cause: err });
+          throw new AgoraError("P2P", `giving up after ${attempt} attempts to join room ${opts.room}: ${errorMessage(err)}`, {
+            cause: err,
+          });
         log.warn({ err: errorMessage(err), attempt, retryInMs: delay }, "join failed; retrying");
         await sleep(delay, runSignal, clock);
         delay = Math.min(reconnect.maxDelayMs, delay * 2);
@@ -303,38 +320,43 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
     else report.framesNotSent++;
   };
   let tailTimer: TimerHandle | undefined;
-  const sendTimer = new PacedTimer(FRAME_MS, (k) => {
-    if (!input || !encoder) return;
-    if (k >= totalFrames) {
-      if (held) sendOne(held);
-      held = undefined;
-      sendTimer.stop();
-      tailTimer = clock.setTimeout(() => finishRun("input_end"), tailMs, { unref: true });
-      return;
-    }
-    frameBuf.fill(0);
-    frameBuf.set(input.subarray(k * FRAME_SAMPLES, Math.min(input.length, (k + 1) * FRAME_SAMPLES)));
-    // Copy: an encoder may return a view of its own memory that the next call overwrites.
-    const frame: AudioFrame = { seq, timestamp: ts, payload: encoder.encode(frameBuf).slice() };
-    seq = (seq + 1) >>> 0;
-    ts = (ts + FRAME_SAMPLES) >>> 0;
-    if (dropRate > 0 && rand() < dropRate) {
-      report.framesDroppedSimulated++;
-      return;
-    }
-    if (held) {
+  const sendTimer = new PacedTimer(
+    FRAME_MS,
+    (k) => {
+      if (!input || !encoder) return;
+      if (k >= totalFrames) {
+        if (held) sendOne(held);
+        held = undefined;
+        sendTimer.stop();
+        tailTimer = clock.setTimeout(() => finishRun("input_end"), tailMs, { unref: true });
+        return;
+      }
+      frameBuf.fill(0);
+      frameBuf.set(input.subarray(k * FRAME_SAMPLES, Math.min(input.length, (k + 1) * FRAME_SAMPLES)));
+      // Copy: an encoder may return a view of its own memory that the next call overwrites.
+      const frame: AudioFrame = { seq, timestamp: ts, payload: encoder.encode(frameBuf).slice() };
+      seq = (seq + 1) >>> 0;
+      ts = (ts + FRAME_SAMPLES) >>> 0;
+      if (dropRate > 0 && rand() < dropRate) {
+        report.framesDroppedSimulated++;
+        return;
+      }
+      if (held) {
+        sendOne(frame);
+        sendOne(held);
+        held = undefined;
+        return;
+      }
+      if (reorderRate > 0 && rand() < reorderRate) {
+        held = frame;
+        report.framesReorderedSimulated++;
+        return;
+      }
       sendOne(frame);
-      sendOne(held);
-      held = undefined;
-      return;
-    }
-    if (reorderRate > 0 && rand() < reorderRate) {
-      held = frame;
-      report.framesReorderedSimulated++;
-      return;
-    }
-    sendOne(frame);
-  }, 10, clock);
+    },
+    10,
+    clock,
+  );
 
   const stopKeepalive = every(
     clock,
@@ -394,4 +416,3 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
   log.info({ ...report, participantIds: undefined }, "join client finished");
   return report;
 }
-

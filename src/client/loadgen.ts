@@ -22,16 +22,16 @@
  * the wall clock (50 mixed frames/s are due from JOINED to leave), which also shows frames the node never sent.
  */
 import type { Libp2p } from "@libp2p/interface";
+import { multiaddr } from "@multiformats/multiaddr";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
-import { multiaddr } from "@multiformats/multiaddr";
-import { FRAME_MS, FRAME_SAMPLES, type OpusCodec, type OpusDecoder, SAMPLE_RATE, } from "../protocol";
+import { FRAME_MS, FRAME_SAMPLES, type OpusCodec, type OpusDecoder, SAMPLE_RATE } from "../protocol";
 import { type Clock, realClock } from "./clock";
 import { loadOpusCodec } from "./codec";
+import { lossPercent, ReceiveLoss } from "./loss";
 import { createClientNode, type DialTarget, type DialTargetProvider } from "./node";
 import { AudioSession } from "./session";
 import { PacedTimer, sleep } from "./timing";
-import { lossPercent, ReceiveLoss } from "./loss";
 
 export interface LoadgenOptions {
   /** node multiaddr (…/p2p/<peer id>) or a function returning one */
@@ -132,7 +132,14 @@ export function summarize(values: number[]): LatencySummary {
   if (values.length === 0) return { samples: 0, p50: null, p90: null, p99: null, max: null, mean: null };
   const v = [...values].sort((a, b) => a - b);
   const q = (p: number) => round1(v[Math.min(v.length - 1, Math.max(0, Math.ceil(p * v.length) - 1))]!);
-  return { samples: v.length, p50: q(0.5), p90: q(0.9), p99: q(0.99), max: round1(v.at(-1)!), mean: round1(v.reduce((a, b) => a + b, 0) / v.length) };
+  return {
+    samples: v.length,
+    p50: q(0.5),
+    p90: q(0.9),
+    p99: q(0.99),
+    max: round1(v.at(-1)!),
+    mean: round1(v.reduce((a, b) => a + b, 0) / v.length),
+  };
 }
 
 function round1(x: number): number {
@@ -210,10 +217,14 @@ interface RoomState {
 }
 
 export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
-  for (const [k, v] of [["rooms", opts.rooms], ["participants", opts.participants]] as const)
+  for (const [k, v] of [
+    ["rooms", opts.rooms],
+    ["participants", opts.participants],
+  ] as const)
     if (!Number.isInteger(v) || v < 1 || v > 10_000) throw new AgoraError("USAGE", `${k} must be an integer in 1-10000, got ${v}`);
   if (opts.warmupSec !== undefined && !(opts.warmupSec >= 0)) throw new AgoraError("USAGE", `warmupSec must be ≥ 0, got ${opts.warmupSec}`);
-  if (!(opts.durationSec > 0) || opts.durationSec > 86_400) throw new AgoraError("USAGE", `durationSec must be in (0, 86400], got ${opts.durationSec}`);
+  if (!(opts.durationSec > 0) || opts.durationSec > 86_400)
+    throw new AgoraError("USAGE", `durationSec must be in (0, 86400], got ${opts.durationSec}`);
   const log = opts.logger.child({ component: "loadgen" });
   const clock = opts.clock ?? realClock;
   const prefix = opts.roomPrefix ?? "loadgen";
@@ -240,9 +251,26 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
 
   const rooms: RoomState[] = [];
   for (let r = 0; r < opts.rooms; r++) {
-    const room: RoomState = { id: `${prefix}-${r}`, participants: [], joinErrors: 0, burstSentAt: [], latencies: [], unmatched: 0, undecodable: 0, detector: new OnsetDetector(quietBeforeMs) };
+    const room: RoomState = {
+      id: `${prefix}-${r}`,
+      participants: [],
+      joinErrors: 0,
+      burstSentAt: [],
+      latencies: [],
+      unmatched: 0,
+      undecodable: 0,
+      detector: new OnsetDetector(quietBeforeMs),
+    };
     for (let i = 0; i < opts.participants; i++)
-      room.participants.push({ room, index: i, lost: false, seq: (Math.random() * 2 ** 32) >>> 0, ts: (Math.random() * 2 ** 32) >>> 0, k: 0, rx: new ReceiveLoss() });
+      room.participants.push({
+        room,
+        index: i,
+        lost: false,
+        seq: (Math.random() * 2 ** 32) >>> 0,
+        ts: (Math.random() * 2 ** 32) >>> 0,
+        k: 0,
+        rx: new ReceiveLoss(),
+      });
     rooms.push(room);
   }
   const probeListener = (room: RoomState) => room.participants[opts.participants >= 2 ? 1 : 0]!;
@@ -442,4 +470,3 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
   log.info({ totals: report.totals, latencyMs: report.latencyMs }, "loadgen finished");
   return report;
 }
-

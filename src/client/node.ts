@@ -33,4 +33,3 @@ export async function resolveTarget(p: DialTargetProvider): Promise<Multiaddr> {
     throw new AgoraError("USAGE", `invalid node multiaddr "${t}": ${errorMessage(err)}`);
   }
 }
-

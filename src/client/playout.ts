@@ -77,4 +77,3 @@ export class PlayoutBuffer {
     this.lateRun = 0;
   }
 }
-

@@ -114,7 +114,8 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
 
   /** Encodes and sends 960 samples (20 ms of 48 kHz mono); false once the connection has ended. */
   async sendPcm(pcm: Int16Array): Promise<boolean> {
-    if (pcm.length !== FRAME_SAMPLES) throw new AgoraError("USAGE", `sendPcm: expected ${FRAME_SAMPLES} samples (20 ms at 48 kHz), got ${pcm.length}`);
+    if (pcm.length !== FRAME_SAMPLES)
+      throw new AgoraError("USAGE", `sendPcm: expected ${FRAME_SAMPLES} samples (20 ms at 48 kHz), got ${pcm.length}`);
     if (!this.isOpen) return false;
     if (!this.encoder) {
       const codec = this.codec ?? (await loadOpusCodec());

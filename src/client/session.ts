@@ -130,7 +130,9 @@ export class AudioSession {
         maxOutboundStreams: opts.maxOutboundStreams,
       });
     } catch (err) {
-      throw new AgoraError("P2P", `cannot open ${opts.protocol ?? AUDIO_PROTOCOL} to ${target.toString()}: ${errorMessage(err)}`, { cause: err });
+      throw new AgoraError("P2P", `cannot open ${opts.protocol ?? AUDIO_PROTOCOL} to ${target.toString()}: ${errorMessage(err)}`, {
+        cause: err,
+      });
     }
     const decoder = new MessageDecoder();
     const early: WireMessage[] = [];
@@ -188,12 +190,19 @@ export class AudioSession {
       if (error) this.finish(error, true);
     });
     this.stream.addEventListener("close", (evt) =>
-      this.finish(new AgoraError("P2P", `audio stream closed by ${evt.local ? "us" : "the server"}${evt.error ? `: ${errorMessage(evt.error)}` : ""}`), false),
+      this.finish(
+        new AgoraError(
+          "P2P",
+          `audio stream closed by ${evt.local ? "us" : "the server"}${evt.error ? `: ${errorMessage(evt.error)}` : ""}`,
+        ),
+        false,
+      ),
     );
     this.stream.addEventListener("remoteCloseWrite", () => this.finish(new AgoraError("P2P", "server closed the audio stream"), true));
     for (const m of early) this.onMessage(m);
     // The stream may have ended between JOINED and now (no listener saw it).
-    if (this.isOpen && this.stream.status !== "open") this.finish(new AgoraError("P2P", `audio stream ${this.stream.status} right after JOINED`), false);
+    if (this.isOpen && this.stream.status !== "open")
+      this.finish(new AgoraError("P2P", `audio stream ${this.stream.status} right after JOINED`), false);
   }
 
   private onMessage(m: WireMessage): void {
@@ -284,4 +293,3 @@ export class AudioSession {
     this.opts.onClose?.(error);
   }
 }
-

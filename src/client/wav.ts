@@ -46,7 +46,8 @@ export function decodeWav(bytes: Uint8Array, file: string): DecodedWav {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const tag = (o: number) => String.fromCharCode(bytes[o]!, bytes[o + 1]!, bytes[o + 2]!, bytes[o + 3]!);
   if (bytes.length < 12) throw new WavError(file, `not a WAV file: ${bytes.length} bytes is too short for a RIFF header`);
-  if (tag(0) !== "RIFF") throw new WavError(file, tag(0) === "RIFX" ? "big-endian RIFX WAV is not supported" : "not a WAV file: no RIFF header");
+  if (tag(0) !== "RIFF")
+    throw new WavError(file, tag(0) === "RIFX" ? "big-endian RIFX WAV is not supported" : "not a WAV file: no RIFF header");
   if (tag(8) !== "WAVE") throw new WavError(file, `not a WAV file: RIFF type is "${tag(8)}", expected "WAVE"`);
   let fmt: { format: number; channels: number; sampleRate: number; bits: number; blockAlign: number } | undefined;
   let data: { offset: number; length: number } | undefined;
@@ -81,11 +82,20 @@ export function decodeWav(bytes: Uint8Array, file: string): DecodedWav {
   if (!fmt) throw new WavError(file, "no fmt chunk");
   if (!data) throw new WavError(file, "no data chunk");
   if (fmt.format !== WAVE_FORMAT_PCM)
-    throw new WavError(file, `unsupported encoding: format tag ${fmt.format}${fmt.format === 3 ? " (32-bit float)" : ""}; only 16-bit integer PCM is supported (convert with e.g. sox in.wav -b 16 out.wav)`);
-  if (fmt.bits !== 16) throw new WavError(file, `unsupported sample size: ${fmt.bits}-bit; only 16-bit PCM is supported (convert with e.g. sox in.wav -b 16 out.wav)`);
+    throw new WavError(
+      file,
+      `unsupported encoding: format tag ${fmt.format}${fmt.format === 3 ? " (32-bit float)" : ""}; only 16-bit integer PCM is supported (convert with e.g. sox in.wav -b 16 out.wav)`,
+    );
+  if (fmt.bits !== 16)
+    throw new WavError(
+      file,
+      `unsupported sample size: ${fmt.bits}-bit; only 16-bit PCM is supported (convert with e.g. sox in.wav -b 16 out.wav)`,
+    );
   if (fmt.channels < 1 || fmt.channels > 8) throw new WavError(file, `unsupported channel count ${fmt.channels} (1-8 supported)`);
-  if (fmt.sampleRate < 8000 || fmt.sampleRate > 192_000) throw new WavError(file, `unsupported sample rate ${fmt.sampleRate} Hz (8000-192000 Hz supported)`);
-  if (fmt.blockAlign !== fmt.channels * 2) throw new WavError(file, `inconsistent fmt chunk: block align ${fmt.blockAlign} for ${fmt.channels} channel(s) of 16 bits`);
+  if (fmt.sampleRate < 8000 || fmt.sampleRate > 192_000)
+    throw new WavError(file, `unsupported sample rate ${fmt.sampleRate} Hz (8000-192000 Hz supported)`);
+  if (fmt.blockAlign !== fmt.channels * 2)
+    throw new WavError(file, `inconsistent fmt chunk: block align ${fmt.blockAlign} for ${fmt.channels} channel(s) of 16 bits`);
   const frames = Math.floor(data.length / fmt.blockAlign);
   const samples = new Int16Array(frames * fmt.channels);
   // Copy little-endian samples; DataView keeps this correct on any host endianness.

@@ -1,5 +1,5 @@
-export type { AgoraConfig, NodeMode, KeySpec, SectionName } from "./schema";
-export { NODE_MODES, SCHEMA, defaultConfig, specFor, defaultDataDir, checkMultiaddrText } from "./schema";
-export type { LoadOptions, LoadedConfig } from "./load";
-export { loadConfig, envName, restartRequiredChanges, keyLines, closestName } from "./load";
-export { renderDefaultConfig, renderEffectiveConfig, maskSecrets, MASK } from "./render";
+export type { LoadedConfig, LoadOptions } from "./load";
+export { closestName, envName, keyLines, loadConfig, restartRequiredChanges } from "./load";
+export { MASK, maskSecrets, renderDefaultConfig, renderEffectiveConfig } from "./render";
+export type { AgoraConfig, KeySpec, NodeMode, SectionName } from "./schema";
+export { checkMultiaddrText, defaultConfig, defaultDataDir, NODE_MODES, SCHEMA, specFor } from "./schema";

@@ -7,17 +7,8 @@ import { readFileSync, statSync } from "node:fs";
 import { isIP } from "node:net";
 import { basename, isAbsolute, join, resolve } from "node:path";
 import { parse as parseToml, TomlError } from "smol-toml";
-import { AgoraError, type ConfigIssue, ConfigError } from "../errors";
-import {
-  type AgoraConfig,
-  type ConfigValue,
-  defaultConfig,
-  type KeySpec,
-  SCHEMA,
-  SECTIONS,
-  type SectionName,
-  specFor,
-} from "./schema";
+import { AgoraError, ConfigError, type ConfigIssue } from "../errors";
+import { type AgoraConfig, type ConfigValue, defaultConfig, type KeySpec, SCHEMA, SECTIONS, type SectionName, specFor } from "./schema";
 
 export interface LoadOptions {
   /** TOML file; none means the embedded defaults. */
@@ -219,7 +210,14 @@ export function parseTextValue(spec: KeySpec, text: string): ValidationResult {
       } catch {
         return { ok: false, message: `expected a JSON array or a comma-separated list, got ${shown(text)}` };
       }
-    } else value = trimmed === "" ? [] : trimmed.split(",").map((s) => s.trim()).filter((s) => s !== "");
+    } else
+      value =
+        trimmed === ""
+          ? []
+          : trimmed
+              .split(",")
+              .map((s) => s.trim())
+              .filter((s) => s !== "");
   } else if (t.kind === "duration") {
     value = text;
   }
@@ -295,7 +293,13 @@ function applyDocument(
 const SECRET_PATHS = SCHEMA.filter((s) => s.secret).map((s) => `${s.section}.${s.key}`);
 
 /** A config readable by every user (as the service needs it) must not carry secrets inline. */
-function warnReadableSecrets(cfg: AgoraConfig, file: string, label: string, origins: Record<string, string>, warnings: ConfigIssue[]): void {
+function warnReadableSecrets(
+  cfg: AgoraConfig,
+  file: string,
+  label: string,
+  origins: Record<string, string>,
+  warnings: ConfigIssue[],
+): void {
   let mode: number;
   try {
     mode = statSync(file).mode;
@@ -332,17 +336,32 @@ function crossCheck(cfg: AgoraConfig, errors: ConfigIssue[], warnings: ConfigIss
     if (sec[k] && !isAbsolute(sec[k]!)) sec[k] = resolve(sec[k]!);
   }
   if (cfg.audio.jitter_min_ms > cfg.audio.jitter_max_ms)
-    errors.push({ source: where("audio.jitter_min_ms"), path: "audio.jitter_min_ms", message: `must not exceed audio.jitter_max_ms (${cfg.audio.jitter_max_ms})` });
+    errors.push({
+      source: where("audio.jitter_min_ms"),
+      path: "audio.jitter_min_ms",
+      message: `must not exceed audio.jitter_max_ms (${cfg.audio.jitter_max_ms})`,
+    });
   const d = cfg.dashboard;
   const m = cfg.metrics;
   if (d.enabled && m.enabled && d.port === m.port)
-    errors.push({ source: where("metrics.port"), path: "metrics.port", message: `conflicts with dashboard.port (${d.port}); give them different ports` });
-  for (const [name, on, port] of [["dashboard.port", d.enabled, d.port], ["metrics.port", m.enabled, m.port]] as const)
+    errors.push({
+      source: where("metrics.port"),
+      path: "metrics.port",
+      message: `conflicts with dashboard.port (${d.port}); give them different ports`,
+    });
+  for (const [name, on, port] of [
+    ["dashboard.port", d.enabled, d.port],
+    ["metrics.port", m.enabled, m.port],
+  ] as const)
     if (on && port === n.listen_port)
       errors.push({ source: where("node.listen_port"), path: "node.listen_port", message: `conflicts with ${name} (${port})` });
   const net = cfg.network;
   if (net.ws_port !== 0) {
-    for (const [name, on, port] of [["node.listen_port", true, n.listen_port], ["dashboard.port", d.enabled, d.port], ["metrics.port", m.enabled, m.port]] as const)
+    for (const [name, on, port] of [
+      ["node.listen_port", true, n.listen_port],
+      ["dashboard.port", d.enabled, d.port],
+      ["metrics.port", m.enabled, m.port],
+    ] as const)
       if (on && port === net.ws_port)
         errors.push({ source: where("network.ws_port"), path: "network.ws_port", message: `conflicts with ${name} (${port})` });
     if (!isLoopback(net.ws_listen_addr) && !net.ws_allow_insecure_public) {
@@ -354,18 +373,35 @@ function crossCheck(cfg: AgoraConfig, errors: ConfigIssue[], warnings: ConfigIss
     }
   }
   if (d.auth_token && d.auth_token_file)
-    errors.push({ source: where("dashboard.auth_token_file"), path: "dashboard.auth_token_file", message: "set either dashboard.auth_token or dashboard.auth_token_file, not both" });
+    errors.push({
+      source: where("dashboard.auth_token_file"),
+      path: "dashboard.auth_token_file",
+      message: "set either dashboard.auth_token or dashboard.auth_token_file, not both",
+    });
   else if (d.auth_token_file) {
     try {
       const token = readFileSync(d.auth_token_file, "utf8").trim();
-      if (token === "") errors.push({ source: where("dashboard.auth_token_file"), path: "dashboard.auth_token_file", message: `${d.auth_token_file} is empty` });
+      if (token === "")
+        errors.push({
+          source: where("dashboard.auth_token_file"),
+          path: "dashboard.auth_token_file",
+          message: `${d.auth_token_file} is empty`,
+        });
       else d.auth_token = token;
     } catch (err) {
-      errors.push({ source: where("dashboard.auth_token_file"), path: "dashboard.auth_token_file", message: `cannot read ${d.auth_token_file}: ${(err as Error).message}` });
+      errors.push({
+        source: where("dashboard.auth_token_file"),
+        path: "dashboard.auth_token_file",
+        message: `cannot read ${d.auth_token_file}: ${(err as Error).message}`,
+      });
     }
   }
   if (d.auth_token && d.auth_token.length < 16)
-    errors.push({ source: where(d.auth_token_file ? "dashboard.auth_token_file" : "dashboard.auth_token"), path: "dashboard.auth_token", message: `expected at least 16 characters, got ${d.auth_token.length}` });
+    errors.push({
+      source: where(d.auth_token_file ? "dashboard.auth_token_file" : "dashboard.auth_token"),
+      path: "dashboard.auth_token",
+      message: `expected at least 16 characters, got ${d.auth_token.length}`,
+    });
   if (d.enabled && !isLoopback(d.listen_addr) && !d.auth_token)
     errors.push({
       source: where("dashboard.listen_addr"),
@@ -396,7 +432,11 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
     } catch (err) {
       if (err instanceof TomlError) {
         const firstLine = err.message.split("\n")[0] ?? err.message;
-        errors.push({ source: `${label}:${err.line}:${err.column}`, path: "", message: `TOML syntax error: ${firstLine.replace(/^Invalid TOML document: /, "")}` });
+        errors.push({
+          source: `${label}:${err.line}:${err.column}`,
+          path: "",
+          message: `TOML syntax error: ${firstLine.replace(/^Invalid TOML document: /, "")}`,
+        });
       } else errors.push({ source: label, path: "", message: `TOML syntax error: ${(err as Error).message}` });
     }
     if (doc) applyDocument(cfg, doc, text, label, errors, warnings, origins);

@@ -3,8 +3,8 @@
  * effective config with secrets masked (`config show`, /api/status).
  */
 import { stringify } from "smol-toml";
-import { type AgoraConfig, type ConfigValue, defaultValue, SCHEMA, SECTION_DOCS, SECTIONS } from "./schema";
 import { envName } from "./load";
+import { type AgoraConfig, type ConfigValue, defaultValue, SCHEMA, SECTION_DOCS, SECTIONS } from "./schema";
 
 function tomlValue(v: ConfigValue): string {
   // smol-toml renders one key at a time exactly as it would inside a document.
@@ -14,13 +14,20 @@ function tomlValue(v: ConfigValue): string {
 function describeType(spec: (typeof SCHEMA)[number]): string {
   const t = spec.type;
   switch (t.kind) {
-    case "integer": return `integer ${t.min}..${t.max}`;
-    case "enum": return t.values.join(" | ");
-    case "boolean": return "true | false";
-    case "duration": return `duration, ${t.unit === "s" ? "seconds" : "ms"} or "30s"/"500ms"/"2m"`;
-    case "list": return `list of ${t.item.patternDesc}`;
-    case "address": return "IP address";
-    case "string": return t.patternDesc ?? "string";
+    case "integer":
+      return `integer ${t.min}..${t.max}`;
+    case "enum":
+      return t.values.join(" | ");
+    case "boolean":
+      return "true | false";
+    case "duration":
+      return `duration, ${t.unit === "s" ? "seconds" : "ms"} or "30s"/"500ms"/"2m"`;
+    case "list":
+      return `list of ${t.item.patternDesc}`;
+    case "address":
+      return "IP address";
+    case "string":
+      return t.patternDesc ?? "string";
   }
 }
 
@@ -38,7 +45,8 @@ export function renderDefaultConfig(): string {
       out.push(`# ${spec.doc}`);
       out.push(`# (${describeType(spec)}${spec.live ? "; [live]" : ""}; env ${envName(`${spec.section}.${spec.key}`)})`);
       // Machine-dependent defaults are not written out, so the file is the same on every machine.
-      if (typeof spec.default === "function") out.push(`# ${spec.key} = ${spec.example ?? '""'}   # default: computed when the node starts`);
+      if (typeof spec.default === "function")
+        out.push(`# ${spec.key} = ${spec.example ?? '""'}   # default: computed when the node starts`);
       else if (spec.example) out.push(`${spec.key} = ${tomlValue(defaultValue(spec))}`, `# ${spec.key} = ${spec.example}`);
       else out.push(`${spec.key} = ${tomlValue(defaultValue(spec))}`);
     }

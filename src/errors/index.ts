@@ -71,7 +71,11 @@ export function formatIssue(i: ConfigIssue): string {
  * e.g. `dashboard.port 8080 on 127.0.0.1 is in use`.
  */
 export function portInUse(setting: string, hostname: string, port: number, cause?: unknown): AgoraError {
-  return new AgoraError("PORT_IN_USE", `${setting} ${port} on ${hostname} is in use (another agora-node or another program listens there); choose another port or stop that process`, { cause });
+  return new AgoraError(
+    "PORT_IN_USE",
+    `${setting} ${port} on ${hostname} is in use (another agora-node or another program listens there); choose another port or stop that process`,
+    { cause },
+  );
 }
 
 /** Whether an error (or its text) is the kernel's EADDRINUSE, as Node, Bun and libp2p report it. */

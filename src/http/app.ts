@@ -23,7 +23,8 @@ const SECURITY_HEADERS = {
   "x-content-type-options": "nosniff",
   "x-frame-options": "DENY",
   "referrer-policy": "no-referrer",
-  "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'",
+  "content-security-policy":
+    "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'",
 };
 
 export function createDashboardApp(source: DashboardSource) {
@@ -31,10 +32,24 @@ export function createDashboardApp(source: DashboardSource) {
     .onRequest(({ set }) => {
       Object.assign(set.headers, SECURITY_HEADERS);
     })
-    .use(corsPlugin(() => source.corsOrigins?.() ?? [], (reason) => source.corsRefused?.(reason)))
+    .use(
+      corsPlugin(
+        () => source.corsOrigins?.() ?? [],
+        (reason) => source.corsRefused?.(reason),
+      ),
+    )
     .onError(({ code, error }) => {
       if (error instanceof AgoraError) {
-        const status = error.code === "BAD_REQUEST" ? 400 : error.code === "UNAUTHORIZED" ? 401 : error.code === "NOT_FOUND" ? 404 : error.code === "SHUTTING_DOWN" ? 503 : 500;
+        const status =
+          error.code === "BAD_REQUEST"
+            ? 400
+            : error.code === "UNAUTHORIZED"
+              ? 401
+              : error.code === "NOT_FOUND"
+                ? 404
+                : error.code === "SHUTTING_DOWN"
+                  ? 503
+                  : 500;
         return jsonError(status, error.code, error.message);
       }
       switch (code) {
@@ -62,17 +77,26 @@ export function createDashboardApp(source: DashboardSource) {
       const mutating = MUTATING.has(`${request.method} ${path}`);
       const token = source.authToken();
       if (mutating && !token)
-        return jsonError(403, "UNAUTHORIZED", "mutating endpoints are disabled until an admin token is configured (dashboard.auth_token_file)");
+        return jsonError(
+          403,
+          "UNAUTHORIZED",
+          "mutating endpoints are disabled until an admin token is configured (dashboard.auth_token_file)",
+        );
       const verdict = authorize(request, token, mutating);
       if (verdict === "ok") return;
-      const wantsHtml = request.method === "GET" && (path === "/" || path === "/fragment") && (request.headers.get("accept") ?? "").includes("text/html");
+      const wantsHtml =
+        request.method === "GET" && (path === "/" || path === "/fragment") && (request.headers.get("accept") ?? "").includes("text/html");
       if (wantsHtml && verdict === "missing" && !mutating) {
         set.status = 303;
         set.headers.location = "/login";
         return "";
       }
       set.headers["www-authenticate"] = 'Bearer realm="agora-node"';
-      return jsonError(401, "UNAUTHORIZED", verdict === "missing" ? "missing admin token (Authorization: Bearer <token>)" : "invalid admin token");
+      return jsonError(
+        401,
+        "UNAUTHORIZED",
+        verdict === "missing" ? "missing admin token (Authorization: Bearer <token>)" : "invalid admin token",
+      );
     })
     .get("/health", ({ set }) => {
       const state = source.state();
@@ -127,16 +151,24 @@ export function createDashboardApp(source: DashboardSource) {
         query: DiscoverQueryModel,
       },
     )
-    .post("/api/drain", async () => {
-      await source.drain();
-      return { ok: true, state: source.state() };
-    }, { response: { 200: DrainReplyModel, 403: ErrorModel } })
+    .post(
+      "/api/drain",
+      async () => {
+        await source.drain();
+        return { ok: true, state: source.state() };
+      },
+      { response: { 200: DrainReplyModel, 403: ErrorModel } },
+    )
     .delete("/api/drain", () => ({ ok: source.cancelDrain(), state: source.state() }), { response: { 200: DrainReplyModel } })
-    .post("/api/reload", async ({ set }) => {
-      const r = await source.reload();
-      if (!r.ok) set.status = 422;
-      return r;
-    }, { response: { 200: ReloadModel, 422: ReloadModel } });
+    .post(
+      "/api/reload",
+      async ({ set }) => {
+        const r = await source.reload();
+        if (!r.ok) set.status = 422;
+        return r;
+      },
+      { response: { 200: ReloadModel, 422: ReloadModel } },
+    );
 }
 
 export type DashboardApp = ReturnType<typeof createDashboardApp>;

@@ -33,7 +33,13 @@ export type CorsRefusal = "origin" | "path" | "method" | "header";
 export type CorsVerdict = "not-cors" | "allowed" | CorsRefusal;
 
 /** The policy on its own, for tests and for the plugin: is this cross-origin request or preflight allowed? */
-export function corsVerdict(origins: readonly string[], origin: string | null, method: string, path: string, requestHeaders?: string | null): CorsVerdict {
+export function corsVerdict(
+  origins: readonly string[],
+  origin: string | null,
+  method: string,
+  path: string,
+  requestHeaders?: string | null,
+): CorsVerdict {
   if (origin === null) return "not-cors";
   if (!origins.includes(origin)) return "origin";
   if (!CORS_READ_ONLY_PATHS.has(path)) return "path";
@@ -67,10 +73,15 @@ export function corsPlugin(origins: () => readonly string[], refused?: (reason: 
       const verdict = corsVerdict(list, origin, preflightMethod.toUpperCase(), path, request.headers.get("access-control-request-headers"));
       if (verdict !== "allowed") {
         refused?.(verdict === "not-cors" ? "origin" : verdict);
-        return new Response(JSON.stringify({ error: { code: "CORS_REFUSED", message: `cross-origin ${preflightMethod} ${path} from ${origin} is not allowed` } }), {
-          status: 403,
-          headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store", vary: "Origin" },
-        });
+        return new Response(
+          JSON.stringify({
+            error: { code: "CORS_REFUSED", message: `cross-origin ${preflightMethod} ${path} from ${origin} is not allowed` },
+          }),
+          {
+            status: 403,
+            headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store", vary: "Origin" },
+          },
+        );
       }
       return new Response(null, {
         status: 204,

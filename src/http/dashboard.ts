@@ -80,17 +80,32 @@ export function renderLive(s: StatusReport, peers: PeerReport[], rooms: RoomRepo
   const loadPct = s.load.max_clients > 0 ? Math.round((s.load.current_load / s.load.max_clients) * 100) : 0;
   const net = s.network as { reachability?: string; listen_addrs?: string[] } | null;
   const d = s.discovery;
-  const bootstrapClass = d.bootstrap_configured === 0 ? "" : d.bootstrap_connected === 0 ? "bad" : d.bootstrap_connected < d.bootstrap_configured ? "warn" : "ok";
+  const bootstrapClass =
+    d.bootstrap_configured === 0
+      ? ""
+      : d.bootstrap_connected === 0
+        ? "bad"
+        : d.bootstrap_connected < d.bootstrap_configured
+          ? "warn"
+          : "ok";
   const isolated = d.isolated
     ? `<div class="banner warn" id="isolated"><b>No other node can find this one.</b> No bootstrap peers are configured, no peers are remembered from earlier runs, and no peer is connected. Set <code>network.bootstrap_peers</code> in the config.</div>`
     : "";
   const cards = [
-    card("State", `<span class="pill ${STATE_CLASS[s.state] ?? "warn"}" id="state">${e(s.state)}</span>`, s.drain?.deadline ? `drain deadline ${e(s.drain.deadline)}` : ""),
+    card(
+      "State",
+      `<span class="pill ${STATE_CLASS[s.state] ?? "warn"}" id="state">${e(s.state)}</span>`,
+      s.drain?.deadline ? `drain deadline ${e(s.drain.deadline)}` : "",
+    ),
     card("Mode", e(s.mode), e(s.capabilities.join(", ") || "—")),
     card("Uptime", `<span id="uptime">${e(formatDuration(s.uptime_seconds))}</span>`, `since ${e(s.started_at)}`),
     card("Peers", `<span id="peers-count">${s.peers_connected}</span>`, `max ${s.limits.max_connections}`),
     card("Rooms", `<span id="rooms-count">${s.rooms_active}</span>`, `${s.participants} participants · max ${s.limits.max_mixers} rooms`),
-    card("Load", `<span id="load">${loadPct}%</span>`, `${s.load.current_load}/${s.load.max_clients} · CPU ${s.load.cpu_percent}% · RSS ${Math.round(s.load.rss_bytes / 1048576)} MB`),
+    card(
+      "Load",
+      `<span id="load">${loadPct}%</span>`,
+      `${s.load.current_load}/${s.load.max_clients} · CPU ${s.load.cpu_percent}% · RSS ${Math.round(s.load.rss_bytes / 1048576)} MB`,
+    ),
     card(
       "Bootstrap",
       `<span id="bootstrap" class="${bootstrapClass}">${d.bootstrap_connected}/${d.bootstrap_configured}</span>`,
@@ -112,22 +127,46 @@ export function renderLive(s: StatusReport, peers: PeerReport[], rooms: RoomRepo
       : []),
   ].join("");
   const charts = [
-    sparkline("Peers", history.map((h) => h.peers), ""),
-    sparkline("Participants", history.map((h) => h.participants), ""),
-    sparkline("CPU", history.map((h) => h.cpu_percent), "%"),
-    sparkline("Memory", history.map((h) => h.rss_mb), " MB"),
+    sparkline(
+      "Peers",
+      history.map((h) => h.peers),
+      "",
+    ),
+    sparkline(
+      "Participants",
+      history.map((h) => h.participants),
+      "",
+    ),
+    sparkline(
+      "CPU",
+      history.map((h) => h.cpu_percent),
+      "%",
+    ),
+    sparkline(
+      "Memory",
+      history.map((h) => h.rss_mb),
+      " MB",
+    ),
   ].join("");
   const peerRows = peers.length
     ? peers
         .slice(0, 200)
-        .map((p) => `<tr><td class="mono">${e(p.peer_id)}</td><td>${e(p.direction)}${p.relayed ? " (relayed)" : ""}</td><td class="mono">${e(p.addrs[0] ?? "")}</td><td>${p.latency_ms === null ? "—" : `${e(p.latency_ms)} ms`}</td></tr>`)
+        .map(
+          (p) =>
+            `<tr><td class="mono">${e(p.peer_id)}</td><td>${e(p.direction)}${p.relayed ? " (relayed)" : ""}</td><td class="mono">${e(p.addrs[0] ?? "")}</td><td>${p.latency_ms === null ? "—" : `${e(p.latency_ms)} ms`}</td></tr>`,
+        )
         .join("")
     : `<tr><td colspan="4" class="muted">No peers connected.</td></tr>`;
   const roomRows = rooms.length
     ? rooms
         .map(
           (r) =>
-            `<tr><td>${e(r.id)}</td><td>${r.participants.length}</td><td>${e(r.participants.filter((p) => p.speaking).map((p) => p.id).join(", ") || "—")}</td><td>${e(
+            `<tr><td>${e(r.id)}</td><td>${r.participants.length}</td><td>${e(
+              r.participants
+                .filter((p) => p.speaking)
+                .map((p) => p.id)
+                .join(", ") || "—",
+            )}</td><td>${e(
               Math.max(0, ...r.participants.map((p) => p.jitter_ms)).toFixed(1),
             )} ms</td><td>${e(Math.max(0, ...r.participants.map((p) => p.loss_percent)).toFixed(1))}%</td></tr>`,
         )

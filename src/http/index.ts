@@ -7,10 +7,10 @@ import { AgoraError, isAddressInUse, portInUse } from "../errors";
 import { createDashboardApp } from "./app";
 import type { DashboardSource } from "./types";
 
-export type * from "./types";
 export { createDashboardApp } from "./app";
-export { participantReport } from "./models";
 export { formatBytes, formatDuration, formatStun, sparkline } from "./dashboard";
+export { participantReport } from "./models";
+export type * from "./types";
 
 /** Request bodies are tiny (a login form); anything larger is refused before it is read. */
 const MAX_BODY = 64 * 1024;
@@ -27,7 +27,9 @@ function listen(app: AnyElysia, hostname: string, port: number, what: string, se
     app.listen({ hostname, port, maxRequestBodySize: MAX_BODY, idleTimeout: 30, reusePort: false });
   } catch (err) {
     if (isAddressInUse(err)) throw portInUse(setting, hostname, port, err);
-    throw new AgoraError("LISTEN_FAILED", `cannot listen for the ${what} on ${hostname}:${port}: ${(err as Error).message}`, { cause: err });
+    throw new AgoraError("LISTEN_FAILED", `cannot listen for the ${what} on ${hostname}:${port}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   const server = app.server;
   if (!server) throw new AgoraError("LISTEN_FAILED", `cannot listen for the ${what} on ${hostname}:${port}`);
@@ -76,11 +78,20 @@ export class MetricsServer {
         set.headers["content-type"] = this.contentType;
         return this.render();
       })
-      .onError(({ code }) =>
-        new Response(JSON.stringify({ error: { code: code === "NOT_FOUND" ? "NOT_FOUND" : "INTERNAL", message: code === "NOT_FOUND" ? `metrics are at ${this.endpoint}` : "internal error" } }), {
-          status: code === "NOT_FOUND" ? 404 : 500,
-          headers: { "content-type": "application/json" },
-        }),
+      .onError(
+        ({ code }) =>
+          new Response(
+            JSON.stringify({
+              error: {
+                code: code === "NOT_FOUND" ? "NOT_FOUND" : "INTERNAL",
+                message: code === "NOT_FOUND" ? `metrics are at ${this.endpoint}` : "internal error",
+              },
+            }),
+            {
+              status: code === "NOT_FOUND" ? 404 : 500,
+              headers: { "content-type": "application/json" },
+            },
+          ),
       );
     this.running = listen(app, this.hostname, this.port, "metrics", "metrics.port");
   }

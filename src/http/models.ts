@@ -152,7 +152,9 @@ export const DiscoverQueryModel = t.Object({
 
 // ---- the participant shape, mapped mechanically --------------------------------------------------------
 
-type SnakeCase<S extends string> = S extends `${infer H}${infer R}` ? `${H extends Lowercase<H> ? H : `_${Lowercase<H>}`}${SnakeCase<R>}` : S;
+type SnakeCase<S extends string> = S extends `${infer H}${infer R}`
+  ? `${H extends Lowercase<H> ? H : `_${Lowercase<H>}`}${SnakeCase<R>}`
+  : S;
 type SnakeKeys<T> = { [K in keyof T as K extends string ? SnakeCase<K> : never]: T[K] };
 export type ParticipantReport = typeof ParticipantModel.static;
 

@@ -51,7 +51,7 @@ export function createLogger(opts: LoggerOptions): LogHandle {
   const streams: pino.StreamEntry[] = [];
   const console = opts.stdout ?? pino.destination({ fd: 1, sync: true });
   streams.push({ level: "trace", stream: formatStream(opts.format, console) });
-  let fileDest: pino.DestinationStream & { flushSync?: () => void; end?: () => void; reopen?: (file?: string) => void } | undefined;
+  let fileDest: (pino.DestinationStream & { flushSync?: () => void; end?: () => void; reopen?: (file?: string) => void }) | undefined;
   if (opts.file) {
     mkdirSync(dirname(opts.file), { recursive: true });
     fileDest = pino.destination({ dest: opts.file, sync: true, mkdir: true, append: true });

@@ -28,7 +28,10 @@ export function readIdentity(keyFile: string, platform: NodeJS.Platform = proces
   try {
     const st = statSync(keyFile);
     if (!st.isFile()) throw new AgoraError("IDENTITY_IO", "is not a regular file", { where: keyFile });
-    if (st.size > 4096) throw new AgoraError("IDENTITY_CORRUPT", `is ${st.size} bytes, too large for a key; refusing to use or replace it`, { where: keyFile });
+    if (st.size > 4096)
+      throw new AgoraError("IDENTITY_CORRUPT", `is ${st.size} bytes, too large for a key; refusing to use or replace it`, {
+        where: keyFile,
+      });
     mode = st.mode & 0o777;
     bytes = readFileSync(keyFile);
   } catch (err) {
@@ -70,7 +73,8 @@ export async function createIdentity(keyFile: string, platform: NodeJS.Platform 
   }
   // The mode asked for is only a wish where the OS or the file system has no POSIX modes: check what stuck.
   let permissionWarning: string | undefined;
-  if (!hasPosixModes(platform) || (statSync(keyFile).mode & 0o077) !== 0) permissionWarning = unrestrictedWarning("identity key", keyFile, 0o600, platform);
+  if (!hasPosixModes(platform) || (statSync(keyFile).mode & 0o077) !== 0)
+    permissionWarning = unrestrictedWarning("identity key", keyFile, 0o600, platform);
   return { privateKey, peerId: peerIdFromPrivateKey(privateKey).toString(), keyFile, created: true, permissionWarning };
 }
 

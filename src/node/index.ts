@@ -1,5 +1,5 @@
-export { NodeRuntime, CAPABILITIES, type NodeRuntimeOptions } from "./runtime";
-export { loadOrCreateIdentity, readIdentity, createIdentity, type Identity } from "./identity";
-export { acquirePidLock, readPid, processAlive, isAgoraProcess, type PidLock } from "./pidfile";
+export { createIdentity, type Identity, loadOrCreateIdentity, readIdentity } from "./identity";
 export { Lifecycle, type Service } from "./lifecycle";
 export { hasPosixModes, unrestrictedWarning } from "./permissions";
+export { acquirePidLock, isAgoraProcess, type PidLock, processAlive, readPid } from "./pidfile";
+export { CAPABILITIES, NodeRuntime, type NodeRuntimeOptions } from "./runtime";

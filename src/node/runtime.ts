@@ -5,8 +5,8 @@
  * It is also the DashboardSource the HTTP layer reads from.
  */
 import { hostname } from "node:os";
+import { Counter } from "prom-client";
 import { createMediaEngine, type MediaEngine, mediaMetrics } from "../audio";
-import { AudioRoomService } from "../rooms";
 import { type AgoraConfig, type LoadedConfig, maskSecrets, restartRequiredChanges, specFor } from "../config";
 import { AgoraError, errorMessage, isAddressInUse, portInUse } from "../errors";
 import {
@@ -18,16 +18,16 @@ import {
   MetricsServer,
   type NodeState,
   type PeerReport,
+  participantReport,
   type RelayReport,
   type ReloadReport,
   type RoomReport,
   type StatusReport,
-  participantReport,
 } from "../http";
 import type { LogHandle, LogLevel } from "../log";
 import { createNodeMetrics, type NodeMetrics } from "../metrics";
-import { Counter } from "prom-client";
 import { createNetworkNode, type LoadFigures, type NetworkNode } from "../p2p";
+import { AudioRoomService } from "../rooms";
 import { StunService } from "../stun";
 import { type Identity, loadOrCreateIdentity } from "./identity";
 import { Lifecycle, type Service } from "./lifecycle";
@@ -118,10 +118,14 @@ export class NodeRuntime implements DashboardSource {
       );
       this.startingReason = "loading identity";
       this.identity = await loadOrCreateIdentity(c.identity.key_file);
-      if (this.identity.created) this.log.info({ key_file: c.identity.key_file, peer_id: this.identity.peerId }, "created a new node identity");
+      if (this.identity.created)
+        this.log.info({ key_file: c.identity.key_file, peer_id: this.identity.peerId }, "created a new node identity");
       if (this.identity.permissionWarning) this.log.warn(this.identity.permissionWarning);
 
-      this.metrics = createNodeMetrics({ version: this.opts.version, mode: c.node.mode, region: c.node.region, peer_id: this.identity.peerId }, this.startedAt);
+      this.metrics = createNodeMetrics(
+        { version: this.opts.version, mode: c.node.mode, region: c.node.region, peer_id: this.identity.peerId },
+        this.startedAt,
+      );
       // The seed's audio series exist in every mode (zero on relay and bootstrap nodes), so one dashboard
       // and one set of alerts serve the whole mesh.
       mediaMetrics(this.metrics.registry);
@@ -193,7 +197,13 @@ export class NodeRuntime implements DashboardSource {
           registry: this.metrics.registry,
         });
         const media = this.media;
-        await this.lifecycle.start(service("media", () => media.start(), () => media.stop()));
+        await this.lifecycle.start(
+          service(
+            "media",
+            () => media.start(),
+            () => media.stop(),
+          ),
+        );
         const rooms = new AudioRoomService({
           libp2p: this.network.libp2p,
           engine: this.media,
@@ -210,7 +220,13 @@ export class NodeRuntime implements DashboardSource {
           },
         });
         this.rooms_ = rooms;
-        await this.lifecycle.start(service("audio-rooms", () => rooms.start(), () => rooms.stop()));
+        await this.lifecycle.start(
+          service(
+            "audio-rooms",
+            () => rooms.start(),
+            () => rooms.stop(),
+          ),
+        );
       }
 
       if (this.isolated(c.network.bootstrap_peers.length, this.network.status().known_peers))
@@ -264,8 +280,19 @@ export class NodeRuntime implements DashboardSource {
     const sys = this.sampler.sample();
     const c = this.config;
     const current = this.currentLoad();
-    const status = this.stateValue === "draining" || this.stateValue === "stopping" ? "draining" : sys.cpu_percent > 90 || current >= c.node.max_connections ? "degraded" : "online";
-    return { current_load: current, max_clients: c.node.max_connections, cpu_percent: sys.cpu_percent, mem_percent: sys.mem_percent, status };
+    const status =
+      this.stateValue === "draining" || this.stateValue === "stopping"
+        ? "draining"
+        : sys.cpu_percent > 90 || current >= c.node.max_connections
+          ? "degraded"
+          : "online";
+    return {
+      current_load: current,
+      max_clients: c.node.max_connections,
+      cpu_percent: sys.cpu_percent,
+      mem_percent: sys.mem_percent,
+      status,
+    };
   }
 
   private currentLoad(): number {
@@ -329,7 +356,13 @@ export class NodeRuntime implements DashboardSource {
       capabilities: CAPABILITIES[c.node.mode],
       started_at: new Date(this.startedAt).toISOString(),
       uptime_seconds: Math.round((Date.now() - this.startedAt) / 1000),
-      load: { current_load: this.currentLoad(), max_clients: c.node.max_connections, cpu_percent: sys.cpu_percent, mem_percent: sys.mem_percent, rss_bytes: sys.rss_bytes },
+      load: {
+        current_load: this.currentLoad(),
+        max_clients: c.node.max_connections,
+        cpu_percent: sys.cpu_percent,
+        mem_percent: sys.mem_percent,
+        rss_bytes: sys.rss_bytes,
+      },
       limits: { max_connections: c.node.max_connections, max_mixers: c.node.max_mixers, drain_timeout_seconds: c.node.drain_timeout },
       rooms_active: rooms.length,
       participants: this.media?.participantCount() ?? 0,
@@ -341,7 +374,10 @@ export class NodeRuntime implements DashboardSource {
       drain:
         this.drainStartedAt === null
           ? null
-          : { started_at: new Date(this.drainStartedAt).toISOString(), deadline: this.drainDeadline === null ? null : new Date(this.drainDeadline).toISOString() },
+          : {
+              started_at: new Date(this.drainStartedAt).toISOString(),
+              deadline: this.drainDeadline === null ? null : new Date(this.drainDeadline).toISOString(),
+            },
       media: this.media ? { worker_restarts: this.media.workerRestarts } : null,
       discovery: this.discoveryReport(),
       relay: this.relayReport(),
@@ -368,7 +404,9 @@ export class NodeRuntime implements DashboardSource {
    * bootstrap node is exempt: the first one of a network starts that way, and others list it.
    */
   private isolated(bootstrapConfigured: number, knownPeers: number): boolean {
-    return this.config.node.mode !== "bootstrap" && bootstrapConfigured === 0 && knownPeers === 0 && (this.network?.peers().length ?? 0) === 0;
+    return (
+      this.config.node.mode !== "bootstrap" && bootstrapConfigured === 0 && knownPeers === 0 && (this.network?.peers().length ?? 0) === 0
+    );
   }
 
   private relayReport(): RelayReport | null {
@@ -411,8 +449,13 @@ export class NodeRuntime implements DashboardSource {
     this.drainDeadline = this.drainStartedAt + timeoutMs;
     this.rooms_?.setDraining(true);
     this.notifier.status(`draining: ${this.media?.participantCount() ?? 0} participants, deadline in ${this.config.node.drain_timeout}s`);
-    this.log.info({ participants: this.media?.participantCount() ?? 0, drain_timeout_s: this.config.node.drain_timeout }, "draining: no new rooms or participants");
-    const announce = this.network?.announceDraining().catch((err) => this.log.warn({ err: errorMessage(err) }, "could not publish draining status"));
+    this.log.info(
+      { participants: this.media?.participantCount() ?? 0, drain_timeout_s: this.config.node.drain_timeout },
+      "draining: no new rooms or participants",
+    );
+    const announce = this.network
+      ?.announceDraining()
+      .catch((err) => this.log.warn({ err: errorMessage(err) }, "could not publish draining status"));
     // Clients should see "draining" before the node leaves, but a DHT with no reachable peers must not
     // hold the shutdown hostage: the announcement gets a bounded wait, in parallel with the drain.
     const announced = (this.network?.peers().length ?? 0) === 0 ? Promise.resolve() : Promise.race([announce, Bun.sleep(ANNOUNCE_WAIT_MS)]);
@@ -557,6 +600,7 @@ export const LIVE_EFFECTS: Readonly<Record<string, LiveEffect>> = {
 
 function liveEffectOf(path: string): LiveEffect {
   const effect = LIVE_EFFECTS[path];
-  if (!effect) throw new AgoraError("INTERNAL", `config key ${path} is marked live but has no live effect (src/node/runtime.ts LIVE_EFFECTS)`);
+  if (!effect)
+    throw new AgoraError("INTERNAL", `config key ${path} is marked live but has no live effect (src/node/runtime.ts LIVE_EFFECTS)`);
   return effect;
 }

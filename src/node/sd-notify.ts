@@ -73,7 +73,8 @@ export function unixAddress(socketPath: string): { addr: Uint8Array; length: num
   const name = new TextEncoder().encode(abstract ? socketPath.slice(1) : socketPath);
   // Abstract names start with a NUL byte and have no terminator; paths are NUL-terminated.
   const length = abstract ? 3 + name.length : 2 + name.length + 1;
-  if (length > SOCKADDR_UN_SIZE) throw new Error(`NOTIFY_SOCKET is longer than a unix socket address allows (${socketPath.length} characters)`);
+  if (length > SOCKADDR_UN_SIZE)
+    throw new Error(`NOTIFY_SOCKET is longer than a unix socket address allows (${socketPath.length} characters)`);
   const addr = new Uint8Array(SOCKADDR_UN_SIZE);
   new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
   addr.set(name, abstract ? 3 : 2);

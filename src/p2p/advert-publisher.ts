@@ -8,7 +8,15 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { type AbortOptions, type Libp2pEvents, type PeerId, type PrivateKey, serviceDependencies, type Startable, type TypedEventTarget } from "@libp2p/interface";
+import {
+  type AbortOptions,
+  type Libp2pEvents,
+  type PeerId,
+  type PrivateKey,
+  type Startable,
+  serviceDependencies,
+  type TypedEventTarget,
+} from "@libp2p/interface";
 import type { AddressManager, Registrar } from "@libp2p/interface-internal";
 import type { KadDHT } from "@libp2p/kad-dht";
 import { isLoopback, isPrivate, type RepeatingTask, repeatingTask } from "@libp2p/utils";
@@ -23,8 +31,8 @@ import {
   advertisementKeyBytes,
   encodeAdvertisement,
   MAX_RECORD_BYTES,
-  type NodeAdvertisement,
   NODE_STATUSES,
+  type NodeAdvertisement,
   type NodeStatus,
   signAdvertisement,
   type UnsignedAdvertisement,
@@ -141,7 +149,9 @@ export class AdvertPublisher implements Startable {
       // The put in flight carries the old addresses (and may wait out its timeout on a node with no DHT
       // peers yet): the new record supersedes it.
       this.inflight?.abort(new AgoraError("P2P", "superseded by a record with new addresses"));
-      void this.publishNow().catch((err) => this.log.debug({ err: errorMessage(err) }, "advertisement republish after an address change failed"));
+      void this.publishNow().catch((err) =>
+        this.log.debug({ err: errorMessage(err) }, "advertisement republish after an address change failed"),
+      );
     }, ADDRESS_SETTLE_MS);
   };
 
@@ -243,7 +253,11 @@ export class AdvertPublisher implements Startable {
     try {
       writeFileAtomic(join(this.init.dataDir, SEQ_FILE), `${JSON.stringify({ seq })}\n`, 0o600);
     } catch (err) {
-      if (!this.seqWriteWarned) this.log.warn({ err: errorMessage(err), data_dir: this.init.dataDir }, "cannot persist the advertisement sequence number; relying on the clock");
+      if (!this.seqWriteWarned)
+        this.log.warn(
+          { err: errorMessage(err), data_dir: this.init.dataDir },
+          "cannot persist the advertisement sequence number; relying on the clock",
+        );
       this.seqWriteWarned = true;
     }
     return seq;
@@ -255,7 +269,10 @@ export class AdvertPublisher implements Startable {
       l = this.init.load();
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, "load figures unavailable; advertising the last known ones as degraded");
-      l = { ...(this.lastLoad ?? { current_load: 0, max_clients: this.cfg.node.max_connections, cpu_percent: 0, mem_percent: 0 }), status: "degraded" };
+      l = {
+        ...(this.lastLoad ?? { current_load: 0, max_clients: this.cfg.node.max_connections, cpu_percent: 0, mem_percent: 0 }),
+        status: "degraded",
+      };
     }
     const int = (x: number) => (Number.isFinite(x) ? Math.max(0, Math.round(x)) : 0);
     const pct = (x: number) => (Number.isFinite(x) ? Math.min(100, Math.max(0, Math.round(x * 10) / 10)) : 0);
@@ -345,12 +362,23 @@ export class AdvertPublisher implements Startable {
     const timeoutMs = Math.min(30_000, Math.max(2_000, this.cfg.network.heartbeat_interval * 2000));
     const superseded = new AbortController();
     this.inflight = superseded;
-    const signal = AbortSignal.any([this.controller.signal, superseded.signal, AbortSignal.timeout(timeoutMs), ...(opts.signal ? [opts.signal] : [])]);
+    const signal = AbortSignal.any([
+      this.controller.signal,
+      superseded.signal,
+      AbortSignal.timeout(timeoutMs),
+      ...(opts.signal ? [opts.signal] : []),
+    ]);
     let stored = 0;
     let failed = 0;
     try {
       for await (const ev of this.components.dht.put(key, bytes, { signal })) {
-        if (ev.name === "PEER_RESPONSE" && ev.messageName === "PUT_VALUE" && ev.record && Buffer.compare(Buffer.from(ev.record.value), Buffer.from(bytes)) === 0) stored++;
+        if (
+          ev.name === "PEER_RESPONSE" &&
+          ev.messageName === "PUT_VALUE" &&
+          ev.record &&
+          Buffer.compare(Buffer.from(ev.record.value), Buffer.from(bytes)) === 0
+        )
+          stored++;
         else if (ev.name === "QUERY_ERROR") failed++;
       }
     } catch (err) {
@@ -361,7 +389,10 @@ export class AdvertPublisher implements Startable {
     this.history.push(stored > 0);
     if (this.history.length > HISTORY) this.history.shift();
     if (stored > 0) this.lastPublished = Date.now();
-    this.log.debug({ seq: rec.seq, status: rec.status, stored, failed }, stored > 0 ? "advertisement published" : "advertisement reached no DHT peer");
+    this.log.debug(
+      { seq: rec.seq, status: rec.status, stored, failed },
+      stored > 0 ? "advertisement published" : "advertisement reached no DHT peer",
+    );
   }
 }
 

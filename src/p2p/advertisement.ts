@@ -13,8 +13,8 @@ import type { PrivateKey } from "@libp2p/interface";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { multiaddr } from "@multiformats/multiaddr";
 import { AgoraError } from "../errors";
-import { canonicalJson } from "./canonical";
 import { LABEL_PATTERN, REGION_TOKEN_PATTERN } from "../protocol";
+import { canonicalJson } from "./canonical";
 
 export type NodeStatus = "online" | "degraded" | "draining";
 export const NODE_STATUSES: readonly NodeStatus[] = ["online", "degraded", "draining"];
@@ -172,7 +172,11 @@ export interface VerifyOptions {
  * Order: cheap structural checks, then the signature, then freshness, so "stale" always means "authentic
  * but old" and an operator reading the rejection counter can tell forgery from clock trouble.
  */
-export async function verifyAdvertisementRecord(key: Uint8Array | string, value: Uint8Array, opts: VerifyOptions = {}): Promise<NodeAdvertisement> {
+export async function verifyAdvertisementRecord(
+  key: Uint8Array | string,
+  value: Uint8Array,
+  opts: VerifyOptions = {},
+): Promise<NodeAdvertisement> {
   if (value.byteLength > MAX_RECORD_BYTES) {
     throw new RecordRejectedError("oversized", `record is ${value.byteLength} bytes, the limit is ${MAX_RECORD_BYTES}`);
   }
@@ -194,8 +198,10 @@ export async function verifyAdvertisementRecord(key: Uint8Array | string, value:
     throw new RecordRejectedError("not_canonical", "record bytes are not the canonical JSON of their content (docs/advertisement.md)");
   }
 
-  if (rec.peer_id !== peerId) throw new RecordRejectedError("key_mismatch", `record peer_id ${rec.peer_id} differs from the key's ${peerId}`);
-  if (rec.region !== region) throw new RecordRejectedError("key_mismatch", `record region "${rec.region}" differs from the key's "${region}"`);
+  if (rec.peer_id !== peerId)
+    throw new RecordRejectedError("key_mismatch", `record peer_id ${rec.peer_id} differs from the key's ${peerId}`);
+  if (rec.region !== region)
+    throw new RecordRejectedError("key_mismatch", `record region "${rec.region}" differs from the key's "${region}"`);
 
   let pid: ReturnType<typeof peerIdFromString>;
   try {
@@ -227,7 +233,10 @@ export async function verifyAdvertisementRecord(key: Uint8Array | string, value:
 /** Throws "stale" past last_seen + ttl_seconds and "future" beyond the allowed clock skew. */
 export function checkFreshness(rec: Pick<NodeAdvertisement, "last_seen" | "ttl_seconds">, nowSeconds: number): void {
   if (rec.last_seen > nowSeconds + MAX_CLOCK_SKEW_SECONDS) {
-    throw new RecordRejectedError("future", `last_seen is ${(rec.last_seen - nowSeconds).toFixed(1)} s in the future (skew limit ${MAX_CLOCK_SKEW_SECONDS} s)`);
+    throw new RecordRejectedError(
+      "future",
+      `last_seen is ${(rec.last_seen - nowSeconds).toFixed(1)} s in the future (skew limit ${MAX_CLOCK_SKEW_SECONDS} s)`,
+    );
   }
   // Deliberately no skew allowance here: "offline after 3 missed heartbeats" must hold for short intervals too.
   if (rec.last_seen + rec.ttl_seconds < nowSeconds) {

@@ -8,14 +8,14 @@ import { identify } from "@libp2p/identify";
 import type { Libp2p } from "@libp2p/interface";
 import { kadDHT } from "@libp2p/kad-dht";
 import { ping } from "@libp2p/ping";
-import { agoraTransportStack } from "../transport";
 import { multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
+import { agoraTransportStack } from "../transport";
+import { agoraDhtInit } from "./dht";
 import { type DiscoverQuery, type DiscoveryServices, MAX_PARALLEL_DIALS, runDiscovery } from "./discovery";
 import type { RankedNode } from "./ranking";
-import { agoraDhtInit } from "./dht";
 import { createRecordValidation } from "./validator";
 
 export interface DiscoverOnceOptions {
@@ -86,7 +86,11 @@ export async function createDiscoveryClient(opts: DiscoveryClientOptions): Promi
 export async function discoverOnce(opts: DiscoverOnceOptions): Promise<RankedNode[]> {
   if (!Number.isFinite(opts.timeoutMs) || opts.timeoutMs <= 0) throw new AgoraError("USAGE", "timeoutMs must be positive");
   const deadline = Date.now() + opts.timeoutMs;
-  const client = await createDiscoveryClient({ bootstrap: opts.bootstrap, logger: opts.logger, connectTimeoutMs: Math.min(10_000, opts.timeoutMs) });
+  const client = await createDiscoveryClient({
+    bootstrap: opts.bootstrap,
+    logger: opts.logger,
+    connectTimeoutMs: Math.min(10_000, opts.timeoutMs),
+  });
   try {
     const remaining = deadline - Date.now();
     if (remaining <= 0) throw new AgoraError("P2P", `discovery timed out after ${opts.timeoutMs} ms while connecting`);

@@ -22,18 +22,19 @@
  * fake (unreachable) nodes therefore costs the provider lookup plus about one REACH_TIMEOUT_MS, not a
  * timeout per fake in sequence (bench/discovery.ts --fake N measures it).
  */
-import type { KadDHT } from "@libp2p/kad-dht";
+
 import type { Libp2p, PeerId, PeerInfo } from "@libp2p/interface";
+import type { KadDHT } from "@libp2p/kad-dht";
 import type { Ping } from "@libp2p/ping";
 import PQueue from "p-queue";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
+import { REGION_TOKEN_PATTERN } from "../protocol";
 import { fetchAdvertisement } from "./advert-protocol";
 import { advertisementKey, type NodeAdvertisement } from "./advertisement";
 import { ALL_NODES_NAMESPACE, capabilityNamespace, namespaceCid, PROTOCOL_DHT, regionNamespace } from "./namespaces";
 import { type RankedNode, rankNodes } from "./ranking";
 import type { RecordValidation } from "./validator";
-import { REGION_TOKEN_PATTERN } from "../protocol";
 
 export interface DiscoverQuery {
   region?: string;
@@ -102,12 +103,14 @@ const TOKEN = REGION_TOKEN_PATTERN;
 function checkQuery(q: DiscoverQuery): void {
   for (const f of ["region", "capability", "group", "preferGroup"] as const) {
     const v = q[f];
-    if (v !== undefined && !TOKEN.test(v)) throw new AgoraError("BAD_REQUEST", `${f} must be a lowercase token like eu-west, got ${JSON.stringify(v)}`);
+    if (v !== undefined && !TOKEN.test(v))
+      throw new AgoraError("BAD_REQUEST", `${f} must be a lowercase token like eu-west, got ${JSON.stringify(v)}`);
   }
   if (q.limit !== undefined && (!Number.isInteger(q.limit) || q.limit < 1 || q.limit > MAX_LIMIT)) {
     throw new AgoraError("BAD_REQUEST", `limit must be an integer in 1..${MAX_LIMIT}`);
   }
-  if (q.timeoutMs !== undefined && (!Number.isFinite(q.timeoutMs) || q.timeoutMs <= 0)) throw new AgoraError("BAD_REQUEST", "timeoutMs must be positive");
+  if (q.timeoutMs !== undefined && (!Number.isFinite(q.timeoutMs) || q.timeoutMs <= 0))
+    throw new AgoraError("BAD_REQUEST", "timeoutMs must be positive");
 }
 
 /** The enumeration namespace a query walks: the most selective one it names. */
@@ -175,7 +178,8 @@ export async function runDiscovery(ctx: DiscoveryContext, q: DiscoverQuery): Pro
 
   // With no connection at all there is nobody to ask: only locally stored providers can answer, and the
   // DHT would otherwise wait out the whole deadline for peers that are not coming.
-  const lookupSignal = libp2p.getConnections().length === 0 ? AbortSignal.any([deadline, AbortSignal.timeout(ISOLATED_LOOKUP_MS)]) : deadline;
+  const lookupSignal =
+    libp2p.getConnections().length === 0 ? AbortSignal.any([deadline, AbortSignal.timeout(ISOLATED_LOOKUP_MS)]) : deadline;
   try {
     for await (const ev of libp2p.services.dht.findProviders(cid, { signal: lookupSignal })) {
       if (ev.name === "PEER_RESPONSE") answered.add(ev.from.toString());
@@ -233,7 +237,12 @@ async function evaluate(
   const noLookup = new AbortController();
   const lookupSignal = AbortSignal.any([signal, noLookup.signal]);
   const lookingUp: Promise<NodeAdvertisement | null> = q.region
-    ? lookups.add(async () => (lookupSignal.aborted ? null : dhtRecord(ctx, advertisementKey(q.region!, provider.id.toString()), lookupSignal)), { priority }).then((r) => r ?? null)
+    ? lookups
+        .add(
+          async () => (lookupSignal.aborted ? null : dhtRecord(ctx, advertisementKey(q.region!, provider.id.toString()), lookupSignal)),
+          { priority },
+        )
+        .then((r) => r ?? null)
     : Promise.resolve(null);
   let looked: NodeAdvertisement | null | undefined;
   void lookingUp.then((r) => (looked = r));
@@ -244,7 +253,8 @@ async function evaluate(
     // connection is (or was) reachable: its dial was merely slower than the reach timeout (a busy host, a cold
     // client), so it gets another chance. A fake, never connected, never qualifies.
     await Promise.race([walk.done, new Promise((r) => signal.addEventListener("abort", r, { once: true }))]);
-    proven = walk.answered(provider.id.toString()) || libp2p.getConnections(provider.id).length > 0 || (await knownDhtServer(ctx, provider.id));
+    proven =
+      walk.answered(provider.id.toString()) || libp2p.getConnections(provider.id).length > 0 || (await knownDhtServer(ctx, provider.id));
     // Up to the query's deadline: only real nodes get here, and a busy moment must not drop them.
     if (proven) latency = await ping(ctx, provider.id, deadline, DEFAULT_DISCOVER_TIMEOUT_MS);
   }

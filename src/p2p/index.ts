@@ -2,12 +2,9 @@
  * Public surface of the network subsystem (see node.ts for the node, client.ts for the transient discover
  * client, advertisement.ts for the record format and its checks).
  */
-export type { LoadFigures, NetworkNode, NetworkNodeInternals, NetworkNodeOptions, NetworkStatus, PeerSummary } from "./node";
-export { createNetworkNode } from "./node";
-export { createDiscoveryClient, type DiscoveryClient, type DiscoveryClientOptions, discoverOnce, type DiscoverOnceOptions } from "./client";
-export type { DiscoverQuery } from "./discovery";
-export type { RankedNode } from "./ranking";
-export { loadScore, rankNodes, scoreNode } from "./ranking";
+
+export { RELAYED_STREAM_OPTIONS } from "../relay";
+export { agoraNoise, agoraTcp, agoraTransportStack, YAMUX_MAX_FRAME_BYTES, YAMUX_MAX_WINDOW_BYTES } from "../transport";
 export type { NodeAdvertisement, NodeStatus, RejectReason, UnsignedAdvertisement } from "./advertisement";
 export {
   advertisementKey,
@@ -17,6 +14,10 @@ export {
   signAdvertisement,
   verifyAdvertisementRecord,
 } from "./advertisement";
+export { createDiscoveryClient, type DiscoverOnceOptions, type DiscoveryClient, type DiscoveryClientOptions, discoverOnce } from "./client";
+export type { DiscoverQuery } from "./discovery";
 export { PROTOCOL_ADVERT, PROTOCOL_DHT } from "./namespaces";
-export { RELAYED_STREAM_OPTIONS } from "../relay";
-export { agoraNoise, agoraTcp, agoraTransportStack, YAMUX_MAX_FRAME_BYTES, YAMUX_MAX_WINDOW_BYTES } from "../transport";
+export type { LoadFigures, NetworkNode, NetworkNodeInternals, NetworkNodeOptions, NetworkStatus, PeerSummary } from "./node";
+export { createNetworkNode } from "./node";
+export type { RankedNode } from "./ranking";
+export { loadScore, rankNodes, scoreNode } from "./ranking";

@@ -51,7 +51,8 @@ export function loadKnownPeers(file: string, logger: Logger): KnownPeer[] {
   try {
     text = readFileSync(file, "utf8");
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") logger.warn({ file, err: String(err) }, "cannot read known peers; starting without them");
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT")
+      logger.warn({ file, err: String(err) }, "cannot read known peers; starting without them");
     return [];
   }
   let parsed: unknown;

@@ -158,7 +158,8 @@ export class DhtStoreMetrics {
         this.set({ kind: "provider" }, s.provider);
       },
     });
-    for (const kind of ["record", "provider"] as const) for (const reason of STORE_EVICTION_REASONS) this.evictions.inc({ kind, reason }, 0);
+    for (const kind of ["record", "provider"] as const)
+      for (const reason of STORE_EVICTION_REASONS) this.evictions.inc({ kind, reason }, 0);
   }
 
   evicted(kind: "record" | "provider", reason: StoreEvictionReason, n = 1): void {

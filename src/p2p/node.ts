@@ -10,10 +10,9 @@ import { autoNAT } from "@libp2p/autonat";
 import { circuitRelayServer, circuitRelayTransport } from "@libp2p/circuit-relay-v2";
 import { identify } from "@libp2p/identify";
 import type { Libp2p, PeerId, PrivateKey } from "@libp2p/interface";
-import { kadDHT, type KadDHT, type SingleKadDHT } from "@libp2p/kad-dht";
+import { type KadDHT, kadDHT, type SingleKadDHT } from "@libp2p/kad-dht";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
 import { ping } from "@libp2p/ping";
-import { agoraTransportStack } from "../transport";
 import { uPnPNAT } from "@libp2p/upnp-nat";
 import { type RepeatingTask, repeatingTask } from "@libp2p/utils";
 import { createLibp2p } from "libp2p";
@@ -22,6 +21,7 @@ import type { AgoraConfig } from "../config";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
 import { RelayMonitor, relayServerInit } from "../relay";
+import { agoraTransportStack } from "../transport";
 import { isCircuit, stripOwnPeerId, tcpListenAddr } from "./addrs";
 import { type AdvertPublisher, type AdvertPublisherComponents, advertPublisher, type LoadFigures, TOKEN } from "./advert-publisher";
 import type { NodeAdvertisement } from "./advertisement";
@@ -35,8 +35,8 @@ import { ALL_NODES_NAMESPACE, capabilityNamespace, PROTOCOL_ADVERT, PROTOCOL_DHT
 import { providerRefresher } from "./provider-refresher";
 import type { RankedNode } from "./ranking";
 import { reachability } from "./reachability";
-import { relayListen } from "./relay-listen";
 import { createDhtRecordStore, type DhtRecordStoreLimits } from "./record-store";
+import { relayListen } from "./relay-listen";
 import { createRecordValidation, type RecordValidation } from "./validator";
 import { type WebSocketListen, webSocketListen } from "./websocket";
 
@@ -179,7 +179,11 @@ function createAgoraLibp2p(a: Assembly) {
       ...(cfg.network.announce_addrs.length > 0 ? { announce: cfg.network.announce_addrs } : {}),
     },
     ...stack,
-    transports: [...stack.transports, ...(a.wsListen ? [a.wsListen.transport] : []), ...(cfg.node.mode === "relay" ? [] : [circuitRelayTransport()])],
+    transports: [
+      ...stack.transports,
+      ...(a.wsListen ? [a.wsListen.transport] : []),
+      ...(cfg.node.mode === "relay" ? [] : [circuitRelayTransport()]),
+    ],
     connectionGater: gater,
     connectionManager: {
       maxConnections: a.maxConnections,
@@ -305,7 +309,16 @@ class AgoraNetworkNode implements NetworkNode {
     };
     let lib: AgoraLibp2p;
     try {
-      lib = await createAgoraLibp2p({ config: cfg, opts: this.opts, internal: this.internal, listen, maxConnections: this.maxConnections, validation, relayMonitor, wsListen });
+      lib = await createAgoraLibp2p({
+        config: cfg,
+        opts: this.opts,
+        internal: this.internal,
+        listen,
+        maxConnections: this.maxConnections,
+        validation,
+        relayMonitor,
+        wsListen,
+      });
     } catch (err) {
       dispose();
       throw new AgoraError("P2P", `cannot create the libp2p node: ${errorMessage(err)}`, { cause: err });
@@ -343,7 +356,14 @@ class AgoraNetworkNode implements NetworkNode {
     this.knownPeersTask.start();
 
     this.log.info(
-      { peer_id: this.peerId, mode: cfg.node.mode, listen: this.listenAddrs(), dht: PROTOCOL_DHT, bootstrap: cfg.network.bootstrap_peers.length, known_peers: this.knownPeers.length },
+      {
+        peer_id: this.peerId,
+        mode: cfg.node.mode,
+        listen: this.listenAddrs(),
+        dht: PROTOCOL_DHT,
+        bootstrap: cfg.network.bootstrap_peers.length,
+        known_peers: this.knownPeers.length,
+      },
       "p2p network started",
     );
   }
@@ -361,10 +381,12 @@ class AgoraNetworkNode implements NetworkNode {
     this.redialer?.stop();
     await this.saveKnownPeers().catch((err) => this.log.warn({ err: errorMessage(err) }, "could not save known peers"));
     // libp2p stops every service, the advertisement publisher included (it aborts and awaits a publish in flight).
-    const stopped = await Promise.race([Promise.resolve(lib.stop()).then(() => true), sleep(STOP_TIMEOUT_MS).then(() => false)]).catch((err) => {
-      this.log.warn({ err: errorMessage(err) }, "libp2p stop failed");
-      return true;
-    });
+    const stopped = await Promise.race([Promise.resolve(lib.stop()).then(() => true), sleep(STOP_TIMEOUT_MS).then(() => false)]).catch(
+      (err) => {
+        this.log.warn({ err: errorMessage(err) }, "libp2p stop failed");
+        return true;
+      },
+    );
     if (!stopped) this.log.warn({ timeout_ms: STOP_TIMEOUT_MS }, "libp2p did not stop in time; continuing shutdown");
     this.connMetrics?.dispose();
     this.wsListen?.dispose();
@@ -396,7 +418,13 @@ class AgoraNetworkNode implements NetworkNode {
     const lib = this.lib;
     if (!this.running || !lib || !this.validation) throw new AgoraError("P2P", "cannot discover: the network node is not running");
     return runDiscovery(
-      { libp2p: lib, validation: this.validation, logger: this.log, preferGroup: this.cfg.node.group, selfRecord: () => lib.services.advertPublisher?.current() ?? null },
+      {
+        libp2p: lib,
+        validation: this.validation,
+        logger: this.log,
+        preferGroup: this.cfg.node.group,
+        selfRecord: () => lib.services.advertPublisher?.current() ?? null,
+      },
       q,
     );
   }
@@ -424,7 +452,14 @@ class AgoraNetworkNode implements NetworkNode {
       const rtt = typeof c.rtt === "number" && Number.isFinite(c.rtt) ? c.rtt : null;
       const s = byPeer.get(id);
       if (!s) {
-        byPeer.set(id, { peer_id: id, addrs: [c.remoteAddr.toString()], direction: c.direction, opened_at: c.timeline.open, latency_ms: rtt, relayed });
+        byPeer.set(id, {
+          peer_id: id,
+          addrs: [c.remoteAddr.toString()],
+          direction: c.direction,
+          opened_at: c.timeline.open,
+          latency_ms: rtt,
+          relayed,
+        });
         continue;
       }
       s.addrs.push(c.remoteAddr.toString());
@@ -454,11 +489,17 @@ class AgoraNetworkNode implements NetworkNode {
         mode: dht && this.running ? dht.getMode() : "server",
         routing_table_size: (this.running && dht?.routingTable?.size) || 0,
       },
-      bootstrap: { configured: this.cfg.network.bootstrap_peers.length, connected: this.running ? (this.redialer?.connectedBootstrapCount() ?? 0) : 0 },
+      bootstrap: {
+        configured: this.cfg.network.bootstrap_peers.length,
+        connected: this.running ? (this.redialer?.connectedBootstrapCount() ?? 0) : 0,
+      },
       known_peers: this.knownPeers.length,
       advertisement: lib?.services.advertPublisher?.current() ?? null,
       last_published_at: lib?.services.advertPublisher?.lastPublishedAt() ?? null,
-      relay: this.cfg.node.mode === "relay" ? (this.relayMonitor?.stats() ?? { enabled: true, reservations: 0, circuits: 0, bytes_relayed: 0 }) : null,
+      relay:
+        this.cfg.node.mode === "relay"
+          ? (this.relayMonitor?.stats() ?? { enabled: true, reservations: 0, circuits: 0, bytes_relayed: 0 })
+          : null,
     };
   }
 
@@ -482,7 +523,10 @@ class AgoraNetworkNode implements NetworkNode {
       }
       // Only Agora DHT servers help a node rejoin; clients and transient discover nodes do not.
       if (!peer.protocols.includes(PROTOCOL_DHT)) continue;
-      const addrs = peer.addresses.map((a) => a.multiaddr).filter((ma) => !isCircuit(ma)).map((ma) => stripOwnPeerId(ma.toString(), id));
+      const addrs = peer.addresses
+        .map((a) => a.multiaddr)
+        .filter((ma) => !isCircuit(ma))
+        .map((ma) => stripOwnPeerId(ma.toString(), id));
       if (c.direction === "outbound" && !isCircuit(c.remoteAddr)) addrs.unshift(stripOwnPeerId(c.remoteAddr.toString(), id));
       const unique = [...new Set(addrs)];
       if (unique.length > 0) seen.push({ peer_id: id, addrs: unique, last_seen: now });

@@ -3,7 +3,7 @@
  * namespaces (region, "any node", one per capability; see namespaces.ts) in the DHT. Runs at start and then
  * every `intervalMs`; kad-dht's own reprovider is only the backstop (it fires in the last third of validity).
  */
-import { type AbortOptions, serviceDependencies, type Startable } from "@libp2p/interface";
+import { type AbortOptions, type Startable, serviceDependencies } from "@libp2p/interface";
 import type { KadDHT } from "@libp2p/kad-dht";
 import { type RepeatingTask, repeatingTask } from "@libp2p/utils";
 import { errorMessage } from "../errors";

@@ -9,7 +9,7 @@
  *
  * It reads libp2p's address manager and connection events through the components it declares, nothing else.
  */
-import { type Connection, type Libp2pEvents, serviceCapabilities, type Startable, type TypedEventTarget } from "@libp2p/interface";
+import { type Connection, type Libp2pEvents, type Startable, serviceCapabilities, type TypedEventTarget } from "@libp2p/interface";
 import type { AddressManager } from "@libp2p/interface-internal";
 import { isPrivate } from "@libp2p/utils";
 import { ipOf, isCircuit } from "./addrs";
@@ -70,7 +70,9 @@ export class Reachability implements Startable {
   status(): ReachabilityStatus {
     if (!this.running) return "unknown";
     if (this.inboundPublicSeen) return "public";
-    const candidates = this.components.addressManager.getAddressesWithMetadata().filter((a) => !isCircuit(a.multiaddr) && !isPrivate(a.multiaddr));
+    const candidates = this.components.addressManager
+      .getAddressesWithMetadata()
+      .filter((a) => !isCircuit(a.multiaddr) && !isPrivate(a.multiaddr));
     if (candidates.some((a) => a.verified)) return "public";
     if (candidates.length === 0) return this.now() - this.startedAt >= this.graceMs ? "private" : "unknown";
     // expires > 0 on an unverified address means a verification ran and failed (libp2p unconfirm()).
@@ -81,7 +83,8 @@ export class Reachability implements Startable {
   private readonly onConnectionOpen = (evt: CustomEvent<Connection>) => {
     const c = evt.detail;
     // An accepted direct connection from a public IP proves we are reachable from the internet.
-    if (c.direction === "inbound" && !isCircuit(c.remoteAddr) && ipOf(c.remoteAddr) !== undefined && !isPrivate(c.remoteAddr)) this.inboundPublicSeen = true;
+    if (c.direction === "inbound" && !isCircuit(c.remoteAddr) && ipOf(c.remoteAddr) !== undefined && !isPrivate(c.remoteAddr))
+      this.inboundPublicSeen = true;
   };
 }
 

@@ -27,13 +27,14 @@
  * records (never beyond the total bound). Honest nodes re-publish every heartbeat, and discovery falls back to
  * fetching a provider's record directly (/agora/advert/1.0.0) when the DHT has no copy.
  */
-import { Record as DhtRecord } from "@libp2p/kad-dht";
+
 import type { Startable } from "@libp2p/interface";
+import { Record as DhtRecord } from "@libp2p/kad-dht";
 import { BaseDatastore } from "datastore-core/base";
 import { MemoryDatastore } from "datastore-core/memory";
 import { Key, type KeyQuery, type Pair, type Query } from "interface-datastore";
 import type { Registry } from "prom-client";
-import { parseAdvertisementKey, type RejectReason, RecordRejectedError } from "./advertisement";
+import { parseAdvertisementKey, RecordRejectedError, type RejectReason } from "./advertisement";
 import { DhtStoreMetrics } from "./metrics";
 
 export interface DhtRecordStoreLimits {
@@ -216,7 +217,8 @@ export class DhtRecordStore extends BaseDatastore implements Startable {
     const old = this.records.get(k);
     if (old && old.expires >= t) {
       if (entry.seq < old.seq) this.refuse("superseded", `seq ${entry.seq} is older than the stored seq ${old.seq}`);
-      if (entry.seq === old.seq && !this.sameValue(k, value)) this.refuse("seq_conflict", `seq ${entry.seq} is already stored with different bytes`);
+      if (entry.seq === old.seq && !this.sameValue(k, value))
+        this.refuse("seq_conflict", `seq ${entry.seq} is already stored with different bytes`);
     }
 
     this.records.set(k, entry);
@@ -230,7 +232,8 @@ export class DhtRecordStore extends BaseDatastore implements Startable {
 
     if (mine.size > this.limits.maxRecordsPerSigner) {
       const victim = stalest(mine, this.records, () => true);
-      if (victim === k) this.undo(k, old, "signer_quota", `peer ${signer} already has ${this.limits.maxRecordsPerSigner} fresher records stored`);
+      if (victim === k)
+        this.undo(k, old, "signer_quota", `peer ${signer} already has ${this.limits.maxRecordsPerSigner} fresher records stored`);
       this.dropRecord(victim!);
       this.metrics?.evicted("record", "signer_quota");
     }

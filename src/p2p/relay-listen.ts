@@ -6,7 +6,7 @@
  * Loopback-only nodes are single-host test/dev setups: a relay would not make them more reachable, so they
  * never do it. Checked every `intervalMs` (a local decision, cheap) until the listen succeeds.
  */
-import { serviceDependencies, type Startable } from "@libp2p/interface";
+import { type Startable, serviceDependencies } from "@libp2p/interface";
 import type { AddressManager, TransportManager } from "@libp2p/interface-internal";
 import { isLoopback, isPrivate, type RepeatingTask, repeatingTask } from "@libp2p/utils";
 import { multiaddr } from "@multiformats/multiaddr";

@@ -18,8 +18,8 @@ import {
   type NodeAdvertisement,
   peekSeq,
   REJECT_REASONS,
-  type RejectReason,
   RecordRejectedError,
+  type RejectReason,
   verifyAdvertisementRecord,
 } from "./advertisement";
 
@@ -87,7 +87,9 @@ export function createRecordValidation(opts: RecordValidationOptions = {}): Reco
     const t = now();
     const seen = highest.get(keyText);
     if (seen && seen.expires >= t && rec.seq < seen.seq) {
-      return reject(new RecordRejectedError("superseded", `seq ${rec.seq} is older than the seq ${seen.seq} already accepted for this key`));
+      return reject(
+        new RecordRejectedError("superseded", `seq ${rec.seq} is older than the seq ${seen.seq} already accepted for this key`),
+      );
     }
     if (!seen || rec.seq >= seen.seq || seen.expires < t) {
       highest.delete(keyText);
@@ -122,7 +124,7 @@ export function createRecordValidation(opts: RecordValidationOptions = {}): Reco
     });
     // kad-dht indexes the array with the answer; every record it passes has been validated, so -1 cannot
     // really happen, but 0 is the safe answer if it did.
-    return Math.max(best , 0);
+    return Math.max(best, 0);
   }
 
   return {

@@ -17,7 +17,12 @@ export interface WebSocketListen {
 }
 
 /** Undefined when network.ws_port is 0 (and no override); `portOverride` 0 = an ephemeral port. */
-export function webSocketListen(cfg: AgoraConfig["network"], registry: Registry, log: Logger, portOverride?: number): WebSocketListen | undefined {
+export function webSocketListen(
+  cfg: AgoraConfig["network"],
+  registry: Registry,
+  log: Logger,
+  portOverride?: number,
+): WebSocketListen | undefined {
   const port = portOverride ?? cfg.ws_port;
   if (portOverride === undefined && port === 0) return undefined;
   const fam = isIP(cfg.ws_listen_addr);

@@ -19,7 +19,15 @@ export const AUDIO_PROTOCOL = "/agora/audio/1.0.0";
 export const WIRE_VERSION = 1;
 export const SUPPORTED_WIRE_VERSIONS: readonly number[] = [WIRE_VERSION];
 
-import { CHANNELS, FRAME_SAMPLES, MAX_OPUS_PAYLOAD, MAX_ROOM_ID_LENGTH, PARTICIPANT_ID_PATTERN, ROOM_ID_PATTERN, SAMPLE_RATE } from "./constants";
+import {
+  CHANNELS,
+  FRAME_SAMPLES,
+  MAX_OPUS_PAYLOAD,
+  MAX_ROOM_ID_LENGTH,
+  PARTICIPANT_ID_PATTERN,
+  ROOM_ID_PATTERN,
+  SAMPLE_RATE,
+} from "./constants";
 
 export const MAX_NAME_BYTES = 64;
 export const MAX_PARTICIPANT_ID_LENGTH = 64;
@@ -215,7 +223,8 @@ export function encodeMessage(msg: WireMessage): Uint8Array {
       if (roomErr) invalid("join.room", roomErr);
       const nameErr = checkDisplayName(msg.name);
       if (nameErr) invalid("join.name", nameErr);
-      if (!Number.isInteger(msg.version) || msg.version < 0 || msg.version > 255) invalid("join.version", `must be a uint8, got ${msg.version}`);
+      if (!Number.isInteger(msg.version) || msg.version < 0 || msg.version > 255)
+        invalid("join.version", `must be a uint8, got ${msg.version}`);
       const room = utf8.encode(msg.room);
       const name = utf8.encode(msg.name);
       const { buf, view } = frameBuffer(1 + 1 + 1 + room.length + 1 + name.length);
@@ -230,10 +239,12 @@ export function encodeMessage(msg: WireMessage): Uint8Array {
       return buf;
     }
     case "JOINED": {
-      if (!PARTICIPANT_ID_RE.test(msg.participantId)) invalid("joined.participantId", `"${msg.participantId}" is not a valid participant id`);
+      if (!PARTICIPANT_ID_RE.test(msg.participantId))
+        invalid("joined.participantId", `"${msg.participantId}" is not a valid participant id`);
       checkU32("joined.sampleRate", msg.sampleRate);
       checkU32("joined.bitrate", msg.bitrate);
-      if (!Number.isSafeInteger(msg.serverTimeMs) || msg.serverTimeMs < 0) invalid("joined.serverTimeMs", `must be a non-negative integer, got ${msg.serverTimeMs}`);
+      if (!Number.isSafeInteger(msg.serverTimeMs) || msg.serverTimeMs < 0)
+        invalid("joined.serverTimeMs", `must be a non-negative integer, got ${msg.serverTimeMs}`);
       const pid = utf8.encode(msg.participantId);
       const { buf, view } = frameBuffer(1 + 1 + 1 + pid.length + 4 + 1 + 2 + 1 + 4 + 8);
       let o = LENGTH_PREFIX_BYTES;
@@ -290,7 +301,8 @@ export function encodeMessage(msg: WireMessage): Uint8Array {
 export function encodeAudio(frame: AudioFrame): Uint8Array {
   const n = frame.payload.byteLength;
   if (n === 0) invalid("audio.payload", "Opus payload is empty");
-  if (n > MAX_OPUS_PAYLOAD) throw new WireError("payload_too_big", "audio.payload", `Opus payload of ${n} bytes exceeds ${MAX_OPUS_PAYLOAD}`);
+  if (n > MAX_OPUS_PAYLOAD)
+    throw new WireError("payload_too_big", "audio.payload", `Opus payload of ${n} bytes exceeds ${MAX_OPUS_PAYLOAD}`);
   checkU32("audio.seq", frame.seq);
   checkU32("audio.timestamp", frame.timestamp);
   const { buf, view } = frameBuffer(9 + n);
@@ -372,8 +384,7 @@ class Reader {
     return v;
   }
   end(): WireError | undefined {
-    if (this.remaining > 0)
-      return new WireError("trailing_bytes", this.msg, `${this.msg} has ${this.remaining} unexpected trailing bytes`);
+    if (this.remaining > 0) return new WireError("trailing_bytes", this.msg, `${this.msg} has ${this.remaining} unexpected trailing bytes`);
     return undefined;
   }
 }
@@ -410,7 +421,8 @@ export function decodeMessage(body: Uint8Array): DecodeResult<WireMessage> {
       if (isErr(code)) return { ok: false, error: code };
       const len = r.u16("messageLength");
       if (isErr(len)) return { ok: false, error: len };
-      if (len > MAX_ERROR_MESSAGE_BYTES) return fail("bad_field", "error.messageLength", `message of ${len} bytes exceeds ${MAX_ERROR_MESSAGE_BYTES}`);
+      if (len > MAX_ERROR_MESSAGE_BYTES)
+        return fail("bad_field", "error.messageLength", `message of ${len} bytes exceeds ${MAX_ERROR_MESSAGE_BYTES}`);
       const text = r.bytes(len, "message");
       if (isErr(text)) return { ok: false, error: text };
       const end = r.end();
@@ -453,7 +465,11 @@ function decodeJoin(r: Reader): DecodeResult<WireMessage> {
   // Checked before anything else: a future version may lay the rest out differently, and its client
   // deserves "unsupported version", not a confusing parse error.
   if (!SUPPORTED_WIRE_VERSIONS.includes(version))
-    return fail("bad_version", "join.version", `unsupported protocol version ${version}; this node speaks ${SUPPORTED_WIRE_VERSIONS.join(", ")}`);
+    return fail(
+      "bad_version",
+      "join.version",
+      `unsupported protocol version ${version}; this node speaks ${SUPPORTED_WIRE_VERSIONS.join(", ")}`,
+    );
   const roomLen = r.u8("roomLength");
   if (isErr(roomLen)) return { ok: false, error: roomLen };
   if (roomLen === 0 || roomLen > MAX_ROOM_ID_LENGTH)
@@ -481,13 +497,18 @@ function decodeJoined(r: Reader): DecodeResult<WireMessage> {
   const version = r.u8("version");
   if (isErr(version)) return { ok: false, error: version };
   if (!SUPPORTED_WIRE_VERSIONS.includes(version))
-    return fail("bad_version", "joined.version", `unsupported protocol version ${version}; this client speaks ${SUPPORTED_WIRE_VERSIONS.join(", ")}`);
+    return fail(
+      "bad_version",
+      "joined.version",
+      `unsupported protocol version ${version}; this client speaks ${SUPPORTED_WIRE_VERSIONS.join(", ")}`,
+    );
   const pidLen = r.u8("participantIdLength");
   if (isErr(pidLen)) return { ok: false, error: pidLen };
   const pidBytes = r.bytes(pidLen, "participantId");
   if (isErr(pidBytes)) return { ok: false, error: pidBytes };
   const participantId = ascii.decode(pidBytes);
-  if (!PARTICIPANT_ID_RE.test(participantId)) return fail("bad_field", "joined.participantId", `"${participantId}" is not a valid participant id`);
+  if (!PARTICIPANT_ID_RE.test(participantId))
+    return fail("bad_field", "joined.participantId", `"${participantId}" is not a valid participant id`);
   const sampleRate = r.u32("sampleRate");
   if (isErr(sampleRate)) return { ok: false, error: sampleRate };
   const channels = r.u8("channels");

@@ -6,11 +6,11 @@ export {
   AudioRoomService,
   type AudioRoomServiceOptions,
   type AudioRoomSettings,
+  type AudioServiceLimits,
+  DEFAULT_AUDIO_SERVICE_LIMITS,
   type LimitLabel,
   type PeerLimit,
   remoteIpKey,
-  type AudioServiceLimits,
-  DEFAULT_AUDIO_SERVICE_LIMITS,
   SeqWindow,
   type StreamErrorReason,
 } from "./room-service";

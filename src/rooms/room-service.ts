@@ -17,29 +17,29 @@
 import { randomBytes } from "node:crypto";
 import type { Connection, Libp2p, Stream } from "@libp2p/interface";
 import { Counter, Gauge, type Registry } from "prom-client";
+import type { MediaEngine, RoomStats } from "../audio";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
-import type { MediaEngine, RoomStats } from "../audio";
 import {
-  type AudioFrame,
   AUDIO_PROTOCOL,
+  type AudioFrame,
   CHANNELS,
+  CODEC_OPUS,
   checkOpusPacket,
   chunkBytes,
-  CODEC_OPUS,
   encodeAudio,
   encodeMessage,
   FRAME_SAMPLES,
+  type JoinMessage,
   MessageDecoder,
   OutboundQueue,
   SAMPLE_RATE,
   seqDiff,
   WIRE_VERSION,
   WireErrorCode,
-  wireErrorCodeFor,
-  type JoinMessage,
   type WireErrorReason,
   type WireMessage,
+  wireErrorCodeFor,
 } from "../protocol";
 
 export interface AudioServiceLimits {
@@ -179,10 +179,16 @@ function gauge(registry: Registry, name: string, help: string): Gauge {
 
 function createMetrics(registry: Registry): NetMetrics {
   return {
-    streamErrors: counter(registry, "agora_audio_stream_errors_total", "Audio protocol streams closed because of an error, by reason", ["reason"]),
+    streamErrors: counter(registry, "agora_audio_stream_errors_total", "Audio protocol streams closed because of an error, by reason", [
+      "reason",
+    ]),
     streamsActive: gauge(registry, "agora_audio_net_streams_active", "Open audio protocol streams (joined or awaiting JOIN)"),
     joins: counter(registry, "agora_audio_net_joins_total", "JOIN requests by result (ok, capacity, draining, error)", ["result"]),
-    framesIn: counter(registry, "agora_audio_net_frames_received_total", "Audio frames received from participants and queued to the engine"),
+    framesIn: counter(
+      registry,
+      "agora_audio_net_frames_received_total",
+      "Audio frames received from participants and queued to the engine",
+    ),
     framesOut: counter(registry, "agora_audio_net_frames_sent_total", "Mixed audio frames written to participant streams"),
     framesDropped: counter(
       registry,
@@ -304,7 +310,10 @@ export function remoteIpKey(addr: string): string | undefined {
   const h = head ? head.split(":") : [];
   const t = ip.includes("::") ? (tail ? tail.split(":") : []) : [];
   const groups = [...h, ...Array(Math.max(0, 8 - h.length - t.length)).fill("0"), ...t];
-  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, "")).join(":")}::/64`;
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.replace(/^0+(?=.)/, ""))
+    .join(":")}::/64`;
 }
 
 interface Session {
@@ -346,7 +355,8 @@ export class AudioRoomService {
   constructor(private readonly opts: AudioRoomServiceOptions) {
     this.limits = { ...DEFAULT_AUDIO_SERVICE_LIMITS, ...opts.limits };
     for (const [k, v] of Object.entries(this.limits))
-      if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw new AgoraError("CONFIG_INVALID", `audio service limit ${k} must be a positive number, got ${v}`);
+      if (typeof v !== "number" || !Number.isFinite(v) || v <= 0)
+        throw new AgoraError("CONFIG_INVALID", `audio service limit ${k} must be a positive number, got ${v}`);
     this.metrics = createMetrics(opts.registry);
     this.log = opts.logger.child({ component: "audio-net" });
     this.now = opts.now ?? (() => performance.now());
@@ -375,7 +385,10 @@ export class AudioRoomService {
       runOnLimitedConnection: true,
     });
     this.running = true;
-    const sweepMs = Math.max(50, Math.min(1000, Math.floor(Math.min(this.limits.idleTimeoutMs, this.limits.joinTimeoutMs, this.limits.pingIntervalMs) / 4)));
+    const sweepMs = Math.max(
+      50,
+      Math.min(1000, Math.floor(Math.min(this.limits.idleTimeoutMs, this.limits.joinTimeoutMs, this.limits.pingIntervalMs) / 4)),
+    );
     this.sweepTimer = setInterval(() => this.sweep(), sweepMs);
     this.sweepTimer.unref?.();
     this.log.info({ protocol: AUDIO_PROTOCOL }, "audio protocol registered");
@@ -394,14 +407,17 @@ export class AudioRoomService {
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, "unhandle audio protocol failed");
     }
-    const closing = [...this.sessions].map((s) => this.closeSession(s, { code: WireErrorCode.SHUTTING_DOWN, message: "node is shutting down" }));
+    const closing = [...this.sessions].map((s) =>
+      this.closeSession(s, { code: WireErrorCode.SHUTTING_DOWN, message: "node is shutting down" }),
+    );
     await Promise.allSettled(closing);
     this.log.info("audio protocol stopped");
   }
 
   /** While draining, new JOINs are refused with DRAINING; joined participants stay. */
   setDraining(draining: boolean): void {
-    if (this.draining !== draining) this.log.info({ draining }, draining ? "audio: refusing new joins (draining)" : "audio: accepting joins again");
+    if (this.draining !== draining)
+      this.log.info({ draining }, draining ? "audio: refusing new joins (draining)" : "audio: accepting joins again");
     this.draining = draining;
   }
 
@@ -477,7 +493,9 @@ export class AudioRoomService {
         peerPrincipal.penaltyUntil = now + this.limits.penaltyMs;
         this.metrics.limited.inc({ limit: "peer_disconnected" satisfies LimitLabel });
         this.log.warn({ peer, limit: s.refused }, "peer keeps opening audio streams over its limit; closing its connection");
-        connection.abort(new AgoraError("WIRE_PROTOCOL", `audio stream limit ${s.refused} ignored ${this.limits.disconnectAfterRefusals} times`));
+        connection.abort(
+          new AgoraError("WIRE_PROTOCOL", `audio stream limit ${s.refused} ignored ${this.limits.disconnectAfterRefusals} times`),
+        );
         return;
       }
     }
@@ -495,7 +513,15 @@ export class AudioRoomService {
     let p = this.principals.get(k);
     if (!p) {
       const burst = kind === "peer" ? this.limits.peerJoinBurst : this.limits.ipJoinBurst;
-      p = { kind, streams: 0, joined: 0, refusals: 0, penaltyUntil: 0, joins: new TokenBucket(burst, now), frames: new TokenBucket(this.limits.burstMessages, now) };
+      p = {
+        kind,
+        streams: 0,
+        joined: 0,
+        refusals: 0,
+        penaltyUntil: 0,
+        joins: new TokenBucket(burst, now),
+        frames: new TokenBucket(this.limits.burstMessages, now),
+      };
       this.principals.set(k, p);
     }
     return p;
@@ -505,7 +531,8 @@ export class AudioRoomService {
   private admit(principals: Principal[], now: number): PeerLimit | undefined {
     const L = this.limits;
     for (const p of principals) {
-      const [rate, burst, max] = p.kind === "peer" ? [L.peerJoinsPerSecond, L.peerJoinBurst, L.peerMaxStreams] : [L.ipJoinsPerSecond, L.ipJoinBurst, L.ipMaxStreams];
+      const [rate, burst, max] =
+        p.kind === "peer" ? [L.peerJoinsPerSecond, L.peerJoinBurst, L.peerMaxStreams] : [L.ipJoinsPerSecond, L.ipJoinBurst, L.ipMaxStreams];
       if (!p.joins.take(now, rate, burst)) return p.kind === "peer" ? "peer_joins" : "ip_joins";
       if (p.streams > max) return p.kind === "peer" ? "peer_streams" : "ip_streams";
     }
@@ -579,9 +606,9 @@ export class AudioRoomService {
     switch (m.type) {
       case "AUDIO": {
         if (s.state !== "joined") {
-      this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "AUDIO before JOIN", "unexpected_message");
-      return;
-    }
+          this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "AUDIO before JOIN", "unexpected_message");
+          return;
+        }
         const verdict = s.seq.accept(m.seq);
         if (verdict === "duplicate" || verdict === "late") {
           this.metrics.framesDropped.inc({ reason: verdict });
@@ -611,9 +638,9 @@ export class AudioRoomService {
         return;
       case "JOIN":
         if (s.state !== "awaiting_join") {
-      this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "second JOIN on one stream", "unexpected_message");
-      return;
-    }
+          this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "second JOIN on one stream", "unexpected_message");
+          return;
+        }
         this.join(s, m);
         return;
       case "LEAVE":
@@ -634,7 +661,10 @@ export class AudioRoomService {
   private join(s: Session, m: JoinMessage): void {
     if (this.draining) {
       this.metrics.joins.inc({ result: "draining" });
-      void this.closeSession(s, { code: WireErrorCode.DRAINING, message: "node is draining and accepts no new participants; join another node" });
+      void this.closeSession(s, {
+        code: WireErrorCode.DRAINING,
+        message: "node is draining and accepts no new participants; join another node",
+      });
       return;
     }
     const participantId = this.newParticipantId();
@@ -740,7 +770,11 @@ export class AudioRoomService {
         expired++;
         if (joinDue) this.fail(s, WireErrorCode.JOIN_TIMEOUT, `no JOIN within ${L.joinTimeoutMs} ms`, "join_timeout");
         else this.fail(s, WireErrorCode.IDLE_TIMEOUT, `nothing received for ${L.idleTimeoutMs} ms`, "idle_timeout");
-      } else if (s.state === "joined" && now - s.lastRxAt >= L.pingIntervalMs && (s.pingedAt === 0 || now - s.pingedAt >= L.pingIntervalMs)) {
+      } else if (
+        s.state === "joined" &&
+        now - s.lastRxAt >= L.pingIntervalMs &&
+        (s.pingedAt === 0 || now - s.pingedAt >= L.pingIntervalMs)
+      ) {
         s.pingedAt = now;
         s.queue.send(encodeMessage({ type: "PING", nonce: randomBytes(4).readUInt32BE(0) }), false);
         this.metrics.pings.inc();

@@ -5,7 +5,15 @@
  * present, verifies; anything else is dropped and counted. Timing runs on an injected clock.
  */
 import { Counter, type Registry } from "prom-client";
-import { decodeResponse, encodeBindingRequest, looksLikeStun, type MappedAddress, randomTransactionId, StunDecodeError, type StunRejectReason } from "./message";
+import {
+  decodeResponse,
+  encodeBindingRequest,
+  looksLikeStun,
+  type MappedAddress,
+  randomTransactionId,
+  StunDecodeError,
+  type StunRejectReason,
+} from "./message";
 import type { UdpEndpoint, UdpPeer } from "./udp";
 
 export interface Clock {
@@ -61,7 +69,12 @@ export function stunMetrics(registry: Registry): StunMetrics {
   });
   for (const reason of REJECT_REASONS) rejected.inc({ reason }, 0);
   return {
-    requests: new Counter({ name: "agora_stun_requests_total", help: "STUN Binding transactions started, by server (retransmissions not counted)", labelNames: ["server"] as const, registers: [registry] }),
+    requests: new Counter({
+      name: "agora_stun_requests_total",
+      help: "STUN Binding transactions started, by server (retransmissions not counted)",
+      labelNames: ["server"] as const,
+      registers: [registry],
+    }),
     failures: new Counter({
       name: "agora_stun_failures_total",
       help: "STUN Binding transactions that failed, by server and reason (timeout, dns, send, error_response)",
@@ -135,7 +148,10 @@ export class StunClient {
       const sendNext = () => {
         if (!this.pending.has(key)) return;
         if (sends > this.retransmits) {
-          this.finish(key, new StunRequestError("timeout", `no STUN answer from ${label} in ${this.rtoMs * (2 ** (this.retransmits + 1) - 1)} ms`));
+          this.finish(
+            key,
+            new StunRequestError("timeout", `no STUN answer from ${label} in ${this.rtoMs * (2 ** (this.retransmits + 1) - 1)} ms`),
+          );
           return;
         }
         try {

@@ -190,7 +190,11 @@ export function decodeResponse(data: Uint8Array): StunResponse {
 }
 
 /** Encodes a Binding success response (for test servers and test vectors): XOR-MAPPED-ADDRESS, FINGERPRINT. */
-export function encodeBindingSuccess(transactionId: Uint8Array, mapped: MappedAddress, opts: { fingerprint?: boolean; plainMapped?: boolean } = {}): Uint8Array {
+export function encodeBindingSuccess(
+  transactionId: Uint8Array,
+  mapped: MappedAddress,
+  opts: { fingerprint?: boolean; plainMapped?: boolean } = {},
+): Uint8Array {
   const v6 = mapped.family === "IPv6";
   const addrBytes = v6 ? ipv6Bytes(mapped.address) : Uint8Array.from(mapped.address.split(".").map(Number));
   const alen = 4 + addrBytes.byteLength;

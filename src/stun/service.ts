@@ -18,7 +18,7 @@ import type { Registry } from "prom-client";
 import { errorMessage } from "../errors";
 import type { StunMappingBehaviour, StunReport, StunServerReport } from "../http";
 import type { Logger } from "../log";
-import { type BindingAnswer, type Clock, StunClient, type StunMetrics, stunMetrics, StunRequestError, systemClock } from "./client";
+import { type BindingAnswer, type Clock, StunClient, type StunMetrics, StunRequestError, stunMetrics, systemClock } from "./client";
 import { bindUdp, type UdpEndpoint, type UdpPeer } from "./udp";
 
 export interface StunServiceOptions {
@@ -87,7 +87,12 @@ export class StunService {
     this.retryMs = opts.retryMinMs ?? DEFAULT_RETRY_MIN_MS;
     this.servers = opts.servers.map((label) => {
       const { host, port } = parseHostPort(label);
-      return { label, host, port, report: { server: label, ok: false, address: null, port: null, rtt_ms: null, error: null, last_ok_at: null } };
+      return {
+        label,
+        host,
+        port,
+        report: { server: label, ok: false, address: null, port: null, rtt_ms: null, error: null, last_ok_at: null },
+      };
     });
   }
 
@@ -107,9 +112,12 @@ export class StunService {
       rtoMs: this.opts.rtoMs,
       retransmits: this.opts.retransmits,
       metrics: this.metrics,
-      onReject: (reason, message, from) => this.opts.logger.debug({ reason, from: `${from.address}:${from.port}` }, `STUN response ignored: ${message}`),
+      onReject: (reason, message, from) =>
+        this.opts.logger.debug({ reason, from: `${from.address}:${from.port}` }, `STUN response ignored: ${message}`),
     });
-    this.endpointValue.onError((err) => this.opts.logger.debug({ err: errorMessage(err) }, "UDP socket error (a STUN server's port is closed?)"));
+    this.endpointValue.onError((err) =>
+      this.opts.logger.debug({ err: errorMessage(err) }, "UDP socket error (a STUN server's port is closed?)"),
+    );
     this.running = true;
     // The first round runs in the background: start-up must not wait for (possibly unreachable) servers.
     if (this.servers.length > 0) void this.refresh();
@@ -162,7 +170,10 @@ export class StunService {
     const key = `${report.public_address}|${report.public_port}|${report.mapping}`;
     if (key !== this.lastKey) {
       this.lastKey = key;
-      this.opts.logger.info({ public_address: report.public_address, public_port: report.public_port, mapping: report.mapping, local_port: report.local_port }, "STUN: public UDP mapping learned");
+      this.opts.logger.info(
+        { public_address: report.public_address, public_port: report.public_port, mapping: report.mapping, local_port: report.local_port },
+        "STUN: public UDP mapping learned",
+      );
       for (const l of this.listeners) l(report);
     }
     return report;
@@ -193,7 +204,15 @@ export class StunService {
     }
     try {
       const a = await client.binding({ address, port: s.port }, s.label);
-      s.report = { server: s.label, ok: true, address: a.mapped.address, port: a.mapped.port, rtt_ms: a.rttMs, error: null, last_ok_at: new Date(this.clock.now()).toISOString() };
+      s.report = {
+        server: s.label,
+        ok: true,
+        address: a.mapped.address,
+        port: a.mapped.port,
+        rtt_ms: a.rttMs,
+        error: null,
+        last_ok_at: new Date(this.clock.now()).toISOString(),
+      };
       return a;
     } catch (err) {
       if (err instanceof StunRequestError && err.reason === "closed") return undefined;

@@ -4,6 +4,14 @@
  * the node's network subsystem.
  */
 export { agoraNoise, bunSafeNoiseCrypto } from "./noise";
-export { agoraTcp } from "./tcp";
 export { agoraTransportStack, YAMUX_MAX_FRAME_BYTES, YAMUX_MAX_WINDOW_BYTES } from "./stack";
-export { agoraWebSockets, type AgoraWebSocketsInit, WS_HANDSHAKE_TIMEOUT_MS, WS_MAX_MESSAGE_BYTES, WS_MAX_PENDING_CONNECTIONS, WS_REJECT_REASONS, type WsRejectReason } from "./websockets";
+export { agoraTcp } from "./tcp";
+export {
+  type AgoraWebSocketsInit,
+  agoraWebSockets,
+  WS_HANDSHAKE_TIMEOUT_MS,
+  WS_MAX_MESSAGE_BYTES,
+  WS_MAX_PENDING_CONNECTIONS,
+  WS_REJECT_REASONS,
+  type WsRejectReason,
+} from "./websockets";

@@ -37,8 +37,8 @@
  * servers); it throws when the listener is created if the first two change, like tcp.ts.
  */
 import type { CreateListenerOptions, Listener, MultiaddrConnection, Transport, Upgrader } from "@libp2p/interface";
-import { webSockets } from "@libp2p/websockets";
 import { getNetConfig } from "@libp2p/utils";
+import { webSockets } from "@libp2p/websockets";
 
 export const WS_REJECT_REASONS = [
   "upgrade_timeout",
@@ -156,7 +156,9 @@ export function agoraWebSockets(init: AgoraWebSocketsInit = {}): WebSocketsFacto
       const wsServer = listener.wsServer;
       const onConnection = listener.onWsServerConnection;
       if (!wsServer?.options || typeof onConnection !== "function") {
-        throw new Error("@libp2p/websockets internals changed (wsServer.options or onWsServerConnection missing): re-check src/transport/websockets.ts");
+        throw new Error(
+          "@libp2p/websockets internals changed (wsServer.options or onWsServerConnection missing): re-check src/transport/websockets.ts",
+        );
       }
       wsServer.options.maxPayload = maxMessageBytes;
       // Under Bun a TCP connection that never completes the HTTP upgrade (sends nothing, half a request, or

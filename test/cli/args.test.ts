@@ -30,7 +30,8 @@ describe("CLI parsing", () => {
     expect(c.out[0]).toMatch(/^agora-node \d+\.\d+\.\d+/);
     c = capture();
     expect(await main(["--help"], c.io)).toBe(0);
-    for (const name of ["start", "stop", "status", "config", "identity", "discover", "join", "loadgen", "health"]) expect(c.out[0]).toContain(name);
+    for (const name of ["start", "stop", "status", "config", "identity", "discover", "join", "loadgen", "health"])
+      expect(c.out[0]).toContain(name);
     c = capture();
     expect(await main(["bogus"], c.io)).toBe(2);
     c = capture();
@@ -51,8 +52,13 @@ describe("CLI parsing", () => {
 
   test("flag values are validated with the flag named", async () => {
     const c = capture();
-    expect(await main(["discover", "--bootstrap", "/ip4/1.2.3.4/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN", "--limit", "0"], c.io)).toBe(2);
-    expect(c.err.join("\n")).toContain("--limit: expected an integer 1..100, got \"0\"");
+    expect(
+      await main(
+        ["discover", "--bootstrap", "/ip4/1.2.3.4/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN", "--limit", "0"],
+        c.io,
+      ),
+    ).toBe(2);
+    expect(c.err.join("\n")).toContain('--limit: expected an integer 1..100, got "0"');
     const d = capture();
     expect(await main(["join", "--room", "Bad Room", "--node", "/ip4/1.2.3.4/tcp/1"], d.io)).toBe(2);
     expect(d.err.join("\n")).toContain("join --room");
@@ -62,7 +68,10 @@ describe("CLI parsing", () => {
 describe("config show takes the flags start takes", () => {
   test("--mode, --set, --bootstrap and --data-dir change what config show prints, with the flag as origin", async () => {
     const c = capture();
-    const code = await main(["config", "show", "--mode", "relay", "--set", "audio.top_k_speakers=5", "--data-dir", "/tmp/agora-show", "--listen-port", "7100"], c.io);
+    const code = await main(
+      ["config", "show", "--mode", "relay", "--set", "audio.top_k_speakers=5", "--data-dir", "/tmp/agora-show", "--listen-port", "7100"],
+      c.io,
+    );
     expect(c.err).toEqual([]);
     expect(code).toBe(0);
     const text = c.out.join("\n");

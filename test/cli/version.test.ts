@@ -63,7 +63,8 @@ describe("agora-node version", () => {
     // A build from a worktree with uncommitted changes says so; either way it names HEAD at build time,
     // which is HEAD now unless someone committed since the last build.
     expect(info.commit).toMatch(/^[0-9a-f]{40}(-dirty)?$/);
-    if (!info.commit.startsWith(head)) console.warn(`dist/agora-node was built at ${info.commit}, HEAD is ${head}: rebuild with scripts/build.ts`);
+    if (!info.commit.startsWith(head))
+      console.warn(`dist/agora-node was built at ${info.commit}, HEAD is ${head}: rebuild with scripts/build.ts`);
     expect(info.libopus).toBe(PINNED_OPUS);
     expect(info.target).toBe(releaseTarget());
   });

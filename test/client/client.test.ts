@@ -5,13 +5,28 @@ import { join } from "node:path";
 import type { Libp2p } from "@libp2p/interface";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import { Registry } from "prom-client";
-import { type JoinClientOptions, type JoinClientReport, loadOpusCodec, PacedTimer, PlayoutBuffer, runJoinClient, sleep } from "../../src/client";
-import { runLoadgen, summarize } from "../../src/client";
-import { AudioRoomService } from "../../src/rooms";
-import { decodeWav, encodeWav, readWav, resample, WavError, WavWriter, writeWav } from "../../src/client";
-import { AUDIO_PROTOCOL, chunkBytes, encodeMessage, MessageDecoder, WIRE_VERSION, WireErrorCode } from "../../src/protocol";
+import {
+  decodeWav,
+  encodeWav,
+  type JoinClientOptions,
+  type JoinClientReport,
+  loadOpusCodec,
+  PacedTimer,
+  PlayoutBuffer,
+  readWav,
+  resample,
+  runJoinClient,
+  runLoadgen,
+  sleep,
+  summarize,
+  WavError,
+  WavWriter,
+  writeWav,
+} from "../../src/client";
 import { AgoraError } from "../../src/errors";
 import { silentLogger } from "../../src/log";
+import { AUDIO_PROTOCOL, chunkBytes, encodeMessage, MessageDecoder, WIRE_VERSION, WireErrorCode } from "../../src/protocol";
+import { AudioRoomService } from "../../src/rooms";
 import { createFakeCodec, createServerNode, db, FakeMediaEngine, goertzelPower, rms, tone, waitFor } from "../helpers/net-fakes";
 import { VirtualClock } from "../helpers/virtual-clock";
 
@@ -370,9 +385,18 @@ describe("runJoinClient (virtual time)", () => {
       writeWav(join(dir, "lossy.wav"), tone(660, 2));
       const codec = createFakeCodec();
       const listener = start(s, "r", { codec, output: join(dir, "lossy-out.wav"), durationSec: 3, clock });
-      const talker = start(s, "r", { input: join(dir, "lossy.wav"), simulate: { dropRate: 0.1, reorderRate: 0.1, seed: 7 }, tailMs: 200, clock });
+      const talker = start(s, "r", {
+        input: join(dir, "lossy.wav"),
+        simulate: { dropRate: 0.1, reorderRate: 0.1, seed: 7 },
+        tailMs: 200,
+        clock,
+      });
       await joined(listener, talker);
-      await drive(clock, () => listener.done, () => listener.report.framesReceived === talker.report.framesSent);
+      await drive(
+        clock,
+        () => listener.done,
+        () => listener.report.framesReceived === talker.report.framesSent,
+      );
       const [a, b] = [await talker.result, await listener.result];
       expect(a.framesDroppedSimulated).toBeGreaterThan(4);
       expect(a.framesDroppedSimulated).toBeLessThan(20);
@@ -396,9 +420,19 @@ describe("runJoinClient (virtual time)", () => {
       writeWav(join(dir, "opus-lossy.wav"), tone(660, 2));
       const opus = await loadOpusCodec();
       const listener = start(s, "r", { output: join(dir, "opus-lossy-out.wav"), durationSec: 3, codec: opus, clock });
-      const talker = start(s, "r", { input: join(dir, "opus-lossy.wav"), simulate: { dropRate: 0.1, seed: 3 }, tailMs: 200, codec: opus, clock });
+      const talker = start(s, "r", {
+        input: join(dir, "opus-lossy.wav"),
+        simulate: { dropRate: 0.1, seed: 3 },
+        tailMs: 200,
+        codec: opus,
+        clock,
+      });
       await joined(listener, talker);
-      await drive(clock, () => listener.done, () => listener.report.framesReceived === talker.report.framesSent);
+      await drive(
+        clock,
+        () => listener.done,
+        () => listener.report.framesReceived === talker.report.framesSent,
+      );
       const [a, b] = [await talker.result, await listener.result];
       expect(a.framesDroppedSimulated).toBeGreaterThan(4);
       expect(b.framesReceived).toBe(a.framesSent);
@@ -435,7 +469,11 @@ describe("runJoinClient (virtual time)", () => {
       await s.service.start();
       // While it is away the clock moves only once the client is back or waiting out a backoff (≥ 50 ms),
       // so the frames it misses are those of its backoff, not of a slow dial.
-      await drive(clock, () => run.report.participantIds.length >= 2, () => run.report.participantIds.length >= 2 || clock.pending().some((t) => t.ms >= 50 && t.ms < 5_000));
+      await drive(
+        clock,
+        () => run.report.participantIds.length >= 2,
+        () => run.report.participantIds.length >= 2 || clock.pending().some((t) => t.ms >= 50 && t.ms < 5_000),
+      );
       await drive(clock, () => run.done);
       const r = await run.result;
       expect(r.endReason).toBe("input_end");
@@ -495,14 +533,30 @@ describe("runJoinClient (virtual time)", () => {
           if (m.type !== "JOIN") continue;
           seen.joins++;
           stream.send(
-            encodeMessage({ type: "JOINED", version: WIRE_VERSION, participantId: `p${seen.joins}`, sampleRate: 48000, channels: 1, frameSamples: 960, codec: 1, bitrate: 32000, serverTimeMs: Date.now() }),
+            encodeMessage({
+              type: "JOINED",
+              version: WIRE_VERSION,
+              participantId: `p${seen.joins}`,
+              sampleRate: 48000,
+              channels: 1,
+              frameSamples: 960,
+              codec: 1,
+              bitrate: 32000,
+              serverTimeMs: Date.now(),
+            }),
           );
         }
       });
     });
     const ctl = new AbortController();
     try {
-      const run = start(addr, "r", { signal: ctl.signal, keepaliveMs: 5_000, deadAfterMs: 15_000, reconnect: { initialDelayMs: 100 }, clock });
+      const run = start(addr, "r", {
+        signal: ctl.signal,
+        keepaliveMs: 5_000,
+        deadAfterMs: 15_000,
+        reconnect: { initialDelayMs: 100 },
+        clock,
+      });
       await waitFor(() => run.report?.participantIds.length === 1, "joined", 20_000);
       for (let i = 1; i <= 3; i++) {
         await clock.advance(5_000);
@@ -556,7 +610,9 @@ describe("runJoinClient (virtual time)", () => {
     const clock = new VirtualClock();
     try {
       s.service.setDraining(true);
-      const pinned = await start(s, "r", { durationSec: 0.5, reconnect: { initialDelayMs: 100, maxAttempts: 20 }, clock }).result.catch((e) => e);
+      const pinned = await start(s, "r", { durationSec: 0.5, reconnect: { initialDelayMs: 100, maxAttempts: 20 }, clock }).result.catch(
+        (e) => e,
+      );
       expect(pinned).toBeInstanceOf(AgoraError);
       expect((pinned as AgoraError).message).toMatch(/DRAINING/);
       expect(clock.now()).toBe(0); // no retry at all
@@ -646,13 +702,17 @@ describe("runLoadgen", () => {
         return m;
       };
       let last = perParticipant();
-      await drive(clock, () => done, () => {
-        const sending = clock.pending().some((t) => t.ms <= 20);
-        const now = perParticipant();
-        const ok = !sending || [...last].every(([p, n]) => (now.get(p) ?? 0) >= n + 1);
-        if (ok) last = now;
-        return ok;
-      });
+      await drive(
+        clock,
+        () => done,
+        () => {
+          const sending = clock.pending().some((t) => t.ms <= 20);
+          const now = perParticipant();
+          const ok = !sending || [...last].every(([p, n]) => (now.get(p) ?? 0) >= n + 1);
+          if (ok) last = now;
+          return ok;
+        },
+      );
       const report = await running;
       expect(JSON.parse(JSON.stringify(report))).toEqual(report);
       expect(report.totals.joined).toBe(6);
@@ -682,7 +742,14 @@ describe("runLoadgen", () => {
   test("an unreachable node fails with a typed error", async () => {
     const s = await startServer(0);
     try {
-      const err = await runLoadgen({ node: s.addr, rooms: 1, participants: 2, durationSec: 1, logger: silentLogger(), codec: createFakeCodec() }).catch((e) => e);
+      const err = await runLoadgen({
+        node: s.addr,
+        rooms: 1,
+        participants: 2,
+        durationSec: 1,
+        logger: silentLogger(),
+        codec: createFakeCodec(),
+      }).catch((e) => e);
       expect(err).toBeInstanceOf(AgoraError);
       expect((err as AgoraError).message).toMatch(/no participant could join.*CAPACITY/);
     } finally {

@@ -11,7 +11,17 @@ import { AudioRemoteError, FRAME_SAMPLES, joinRoom, type RoomConnection, WireErr
 import { AgoraError } from "../../src/errors";
 import { silentLogger } from "../../src/log";
 import { AudioRoomService } from "../../src/rooms";
-import { createBareClientNode, createFakeCodec, createServerNode, db, FakeMediaEngine, goertzelPower, OPUS_TOC_20MS, tone, waitFor } from "../helpers/net-fakes";
+import {
+  createBareClientNode,
+  createFakeCodec,
+  createServerNode,
+  db,
+  FakeMediaEngine,
+  goertzelPower,
+  OPUS_TOC_20MS,
+  tone,
+  waitFor,
+} from "../helpers/net-fakes";
 
 const repo = join(import.meta.dir, "..", "..");
 

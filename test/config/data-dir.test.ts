@@ -26,12 +26,19 @@ describe("defaultDataDir follows each OS's convention", () => {
   });
 
   test("macOS: ~/Library/Application Support/agora-node; root → /Library/Application Support", () => {
-    expect(defaultDataDir(host("darwin", { HOME: "/Users/ana", XDG_DATA_HOME: "/ignored" }))).toBe("/Users/ana/Library/Application Support/agora-node");
+    expect(defaultDataDir(host("darwin", { HOME: "/Users/ana", XDG_DATA_HOME: "/ignored" }))).toBe(
+      "/Users/ana/Library/Application Support/agora-node",
+    );
     expect(defaultDataDir(host("darwin", { HOME: "/var/root" }, true))).toBe("/Library/Application Support/agora-node");
   });
 
   test("Windows: an administrator → %ProgramData%\\agora; a user → %LOCALAPPDATA%\\agora-node", () => {
-    const env = { ProgramData: "D:\\ProgramData", LOCALAPPDATA: "C:\\Users\\ana\\AppData\\Local", USERPROFILE: "C:\\Users\\ana", HOME: "/ignored" };
+    const env = {
+      ProgramData: "D:\\ProgramData",
+      LOCALAPPDATA: "C:\\Users\\ana\\AppData\\Local",
+      USERPROFILE: "C:\\Users\\ana",
+      HOME: "/ignored",
+    };
     expect(defaultDataDir(host("win32", env, true))).toBe("D:\\ProgramData\\agora");
     expect(defaultDataDir(host("win32", env))).toBe("C:\\Users\\ana\\AppData\\Local\\agora-node");
     expect(defaultDataDir(host("win32", { USERPROFILE: "C:\\Users\\bo" }))).toBe("C:\\Users\\bo\\AppData\\Local\\agora-node");
@@ -48,6 +55,8 @@ describe("defaultDataDir follows each OS's convention", () => {
     };
     defaultDataDir(h);
     expect(probes).toBe(1);
-    expect(defaultDataDir()).toBe(process.getuid?.() === 0 ? "/var/lib/agora" : defaultDataDir(host("linux", process.env as Record<string, string>)));
+    expect(defaultDataDir()).toBe(
+      process.getuid?.() === 0 ? "/var/lib/agora" : defaultDataDir(host("linux", process.env as Record<string, string>)),
+    );
   });
 });

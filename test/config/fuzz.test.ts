@@ -5,16 +5,56 @@
 import { expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { seededRandom } from "../../src/client";
 import { loadConfig, SCHEMA } from "../../src/config";
 import { AgoraError } from "../../src/errors";
 import { tempDir } from "../helpers/node-process";
-import { seededRandom } from "../../src/client";
 
 /** Deterministic PRNG (the client's), so a failing case can be reproduced from its index. */
 const rng = seededRandom;
 
-const VALUES = ['"x"', "1", "-1", "70000", "1.5", "true", "nan", "inf", "[]", '["a", 1]', "{a=1}", '"""multi"""', "1979-05-27", '"\\u0000"', "0x10", `"${"a".repeat(5000)}"`, "[[]]", '"/ip4/1.2.3.4/tcp/1"', '"0.0.0.0"', '"30s"'];
-const BROKEN = ["[", "]", "=", '"', "[[x]]", "[node", "a.b.c = 1", "= 3", "\u0000", "\ud800", "key = ", "[node]\n[node]", "x = 1\nx = 2", "\\", "'''", "#\n#", "[ node ]", "🎙 = 1"];
+const VALUES = [
+  '"x"',
+  "1",
+  "-1",
+  "70000",
+  "1.5",
+  "true",
+  "nan",
+  "inf",
+  "[]",
+  '["a", 1]',
+  "{a=1}",
+  '"""multi"""',
+  "1979-05-27",
+  '"\\u0000"',
+  "0x10",
+  `"${"a".repeat(5000)}"`,
+  "[[]]",
+  '"/ip4/1.2.3.4/tcp/1"',
+  '"0.0.0.0"',
+  '"30s"',
+];
+const BROKEN = [
+  "[",
+  "]",
+  "=",
+  '"',
+  "[[x]]",
+  "[node",
+  "a.b.c = 1",
+  "= 3",
+  "\u0000",
+  "\ud800",
+  "key = ",
+  "[node]\n[node]",
+  "x = 1\nx = 2",
+  "\\",
+  "'''",
+  "#\n#",
+  "[ node ]",
+  "🎙 = 1",
+];
 
 function generate(r: () => number): string {
   const pick = <T>(a: readonly T[]) => a[Math.floor(r() * a.length)]!;

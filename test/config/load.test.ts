@@ -32,7 +32,18 @@ describe("config loading", () => {
     expect(config.metrics).toMatchObject({ enabled: true, port: 9090, endpoint: "/metrics" });
     expect(config.logging).toMatchObject({ level: "info", format: "json" });
     expect(config.identity.key_file).toBe(join(config.node.data_dir, "identity.key"));
-    for (const key of ["mode", "listen_addr", "listen_port", "max_connections", "max_mixers", "region", "group", "labels", "drain_timeout", "data_dir"])
+    for (const key of [
+      "mode",
+      "listen_addr",
+      "listen_port",
+      "max_connections",
+      "max_mixers",
+      "region",
+      "group",
+      "labels",
+      "drain_timeout",
+      "data_dir",
+    ])
       expect(Object.keys(config.node)).toContain(key);
     expect(Object.keys(config.network)).toEqual(expect.arrayContaining(["bootstrap_peers", "enable_upnp", "stun_servers"]));
     expect(Object.keys(config.turn)).toEqual(["enabled", "url", "username", "password"]);
@@ -98,7 +109,10 @@ format = "json"
 
   test("several errors are reported at once", () => {
     const lines = issuesOf(() =>
-      loadConfig({ file: write('[node]\nmode = "mixer"\nmax_connections = -1\n[logging]\nformat = "xml"\n'), env: { AGORA_METRICS_PORT: "abc" } }),
+      loadConfig({
+        file: write('[node]\nmode = "mixer"\nmax_connections = -1\n[logging]\nformat = "xml"\n'),
+        env: { AGORA_METRICS_PORT: "abc" },
+      }),
     );
     expect(lines).toHaveLength(4);
     expect(lines[0]).toBe('node.toml:2 node.mode: expected one of dedicated | relay | bootstrap, got "mixer"');
@@ -122,11 +136,16 @@ format = "json"
 
   test("environment overrides are validated the same way and win over the file", () => {
     const file = write("[node]\nlisten_port = 7005\n");
-    const { config, origins } = loadConfig({ file, env: { AGORA_NODE_LISTEN_PORT: "7010", AGORA_NODE_LABELS: "gpu, tier=premium", AGORA_NETWORK_ENABLE_UPNP: "false" } });
+    const { config, origins } = loadConfig({
+      file,
+      env: { AGORA_NODE_LISTEN_PORT: "7010", AGORA_NODE_LABELS: "gpu, tier=premium", AGORA_NETWORK_ENABLE_UPNP: "false" },
+    });
     expect(config.node.listen_port).toBe(7010);
     expect(config.node.labels).toEqual(["gpu", "tier=premium"]);
     expect(origins["node.listen_port"]).toBe("env AGORA_NODE_LISTEN_PORT");
-    expect(issuesOf(() => loadConfig({ env: { AGORA_NODE_LISTEN_PORT: "70000" } }))).toEqual(["env AGORA_NODE_LISTEN_PORT node.listen_port: expected integer 1..65535, got 70000"]);
+    expect(issuesOf(() => loadConfig({ env: { AGORA_NODE_LISTEN_PORT: "70000" } }))).toEqual([
+      "env AGORA_NODE_LISTEN_PORT node.listen_port: expected integer 1..65535, got 70000",
+    ]);
   });
 
   test("an unknown AGORA_ variable is a warning with a hint", () => {
@@ -135,7 +154,10 @@ format = "json"
   });
 
   test("CLI overrides win over env", () => {
-    const { config } = loadConfig({ env: { AGORA_NODE_MODE: "relay" }, overrides: [{ path: "node.mode", value: "bootstrap", source: "--mode" }] });
+    const { config } = loadConfig({
+      env: { AGORA_NODE_MODE: "relay" },
+      overrides: [{ path: "node.mode", value: "bootstrap", source: "--mode" }],
+    });
     expect(config.node.mode).toBe("bootstrap");
     expect(issuesOf(() => loadConfig({ env: {}, overrides: [{ path: "node.mode", value: "mixer", source: "--mode" }] }))[0]).toBe(
       '--mode node.mode: expected one of dedicated | relay | bootstrap, got "mixer"',
@@ -176,10 +198,15 @@ format = "json"
     expect(loadConfig({ env: { AGORA_NETWORK_WS_PORT: "7002" } }).config.network.ws_port).toBe(7002);
     const pub = issuesOf(() => loadConfig({ file: write('[network]\nws_port = 7002\nws_listen_addr = "0.0.0.0"\n'), env: {} }));
     expect(pub[0]).toStartWith("node.toml:3 network.ws_listen_addr: plain ws on 0.0.0.0 is not loopback");
-    expect(loadConfig({ file: write('[network]\nws_port = 7002\nws_listen_addr = "0.0.0.0"\nws_allow_insecure_public = true\n'), env: {} }).config.network.ws_listen_addr).toBe("0.0.0.0");
+    expect(
+      loadConfig({ file: write('[network]\nws_port = 7002\nws_listen_addr = "0.0.0.0"\nws_allow_insecure_public = true\n'), env: {} })
+        .config.network.ws_listen_addr,
+    ).toBe("0.0.0.0");
     // Off (port 0) the address is not checked.
     expect(loadConfig({ file: write('[network]\nws_listen_addr = "0.0.0.0"\n'), env: {} }).config.network.ws_port).toBe(0);
-    expect(issuesOf(() => loadConfig({ env: { AGORA_NETWORK_WS_PORT: "7001" } }))[0]).toContain("network.ws_port: conflicts with node.listen_port (7001)");
+    expect(issuesOf(() => loadConfig({ env: { AGORA_NETWORK_WS_PORT: "7001" } }))[0]).toContain(
+      "network.ws_port: conflicts with node.listen_port (7001)",
+    );
     expect(issuesOf(() => loadConfig({ env: { AGORA_NETWORK_WS_PORT: "70000" } }))[0]).toContain("network.ws_port");
   });
 
@@ -189,7 +216,9 @@ format = "json"
   });
 
   test("a missing or directory config file is a clear error", () => {
-    expect(() => loadConfig({ file: "/nonexistent/node.toml", env: {} })).toThrow("/nonexistent/node.toml: cannot read config: no such file");
+    expect(() => loadConfig({ file: "/nonexistent/node.toml", env: {} })).toThrow(
+      "/nonexistent/node.toml: cannot read config: no such file",
+    );
     expect(() => loadConfig({ file: tempDir(), env: {} })).toThrow("is a directory");
   });
 
@@ -213,7 +242,9 @@ describe("list and multiaddr validation", () => {
   const PEER = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
 
   test("every bad entry of a list is reported with its index, not only the first", () => {
-    const file = write(`[network]\nbootstrap_peers = ["/ip4/1.2.3.4/tcp/7001/p2p/${PEER}", "nope", "/ip4/1.2.3.4/tcp/99999/p2p/${PEER}"]\nstun_servers = ["a", "stun.example.com:3478", "b"]\n`);
+    const file = write(
+      `[network]\nbootstrap_peers = ["/ip4/1.2.3.4/tcp/7001/p2p/${PEER}", "nope", "/ip4/1.2.3.4/tcp/99999/p2p/${PEER}"]\nstun_servers = ["a", "stun.example.com:3478", "b"]\n`,
+    );
     const lines = issuesOf(() => loadConfig({ file, env: {} }));
     expect(lines.filter((l) => l.includes("network.bootstrap_peers"))).toEqual([
       expect.stringContaining("node.toml:2 network.bootstrap_peers: entry 2: expected a multiaddr"),
@@ -225,7 +256,10 @@ describe("list and multiaddr validation", () => {
     ]);
     // The same from the environment and from flags.
     const env = issuesOf(() => loadConfig({ env: { AGORA_NETWORK_STUN_SERVERS: "x,y" } }));
-    expect(env).toEqual(['env AGORA_NETWORK_STUN_SERVERS network.stun_servers: entry 1: expected host:port, got "x"', 'env AGORA_NETWORK_STUN_SERVERS network.stun_servers: entry 2: expected host:port, got "y"']);
+    expect(env).toEqual([
+      'env AGORA_NETWORK_STUN_SERVERS network.stun_servers: entry 1: expected host:port, got "x"',
+      'env AGORA_NETWORK_STUN_SERVERS network.stun_servers: entry 2: expected host:port, got "y"',
+    ]);
   });
 
   test("a port out of range, a bad IP and a bad peer id each get their own message", () => {
@@ -235,12 +269,25 @@ describe("list and multiaddr validation", () => {
     expect(one(`/ip4/1.2.3.999/tcp/7001/p2p/${PEER}`)).toContain('"1.2.3.999" is not an IPv4 address');
     expect(one(`/ip6/zz::1/tcp/7001/p2p/${PEER}`)).toContain('"zz::1" is not an IPv6 address');
     expect(one("/ip4/1.2.3.4/tcp/7001/p2p/12D3KooWnotapeerid0OIl")).toContain('"12D3KooWnotapeerid0OIl" is not a valid peer id');
-    for (const m of [one(`/ip4/1.2.3.4/tcp/99999/p2p/${PEER}`), one(`/ip4/1.2.3.999/tcp/7001/p2p/${PEER}`), one("/ip4/1.2.3.4/tcp/7001/p2p/12D3KooWnotapeerid0OIl")])
+    for (const m of [
+      one(`/ip4/1.2.3.4/tcp/99999/p2p/${PEER}`),
+      one(`/ip4/1.2.3.999/tcp/7001/p2p/${PEER}`),
+      one("/ip4/1.2.3.4/tcp/7001/p2p/12D3KooWnotapeerid0OIl"),
+    ])
       expect(m).not.toContain("must end in /p2p/");
     expect(one("/ip4/1.2.3.4/tcp/7001")).toContain("must end in /p2p/<peer id>");
-    expect(issuesOf(() => loadConfig({ env: { AGORA_NETWORK_ANNOUNCE_ADDRS: "/ip4/1.2.3.4/tcp/70010" } }))[0]).toContain('tcp port "70010" is not in 1..65535');
+    expect(issuesOf(() => loadConfig({ env: { AGORA_NETWORK_ANNOUNCE_ADDRS: "/ip4/1.2.3.4/tcp/70010" } }))[0]).toContain(
+      'tcp port "70010" is not in 1..65535',
+    );
     // Good ones still pass.
-    expect(loadConfig({ env: { AGORA_NETWORK_BOOTSTRAP_PEERS: `/ip4/1.2.3.4/tcp/7001/p2p/${PEER},/dns4/boot.example.com/tcp/7001/p2p/${PEER}`, AGORA_NETWORK_ANNOUNCE_ADDRS: "/ip6/::1/tcp/7001" } }).config.network.bootstrap_peers).toHaveLength(2);
+    expect(
+      loadConfig({
+        env: {
+          AGORA_NETWORK_BOOTSTRAP_PEERS: `/ip4/1.2.3.4/tcp/7001/p2p/${PEER},/dns4/boot.example.com/tcp/7001/p2p/${PEER}`,
+          AGORA_NETWORK_ANNOUNCE_ADDRS: "/ip6/::1/tcp/7001",
+        },
+      }).config.network.bootstrap_peers,
+    ).toHaveLength(2);
   });
 });
 

@@ -38,7 +38,11 @@ describe("Dockerfile", () => {
     expect(froms.length).toBeGreaterThanOrEqual(2);
     expect(froms[0]!.args).toMatch(/^debian:bookworm\S* AS build$/);
     expect(froms[froms.length - 1]!.args).toBe("gcr.io/distroless/cc-debian12:nonroot");
-    const buildRuns = ins.slice(0, froms[1]!.idx).filter((i) => i.op === "RUN").map((i) => i.args).join("\n");
+    const buildRuns = ins
+      .slice(0, froms[1]!.idx)
+      .filter((i) => i.op === "RUN")
+      .map((i) => i.args)
+      .join("\n");
     expect(buildRuns).toContain("emscripten");
     expect(buildRuns).toContain("@oven/bun-linux-x64@1.4.5");
     expect(buildRuns).toContain("scripts/build.ts");
@@ -95,7 +99,12 @@ describe("distroless stand-in: a root fs with only the binary and glibc", () => 
     for (const d of ["proc", "tmp", "dev", "var/lib/agora", "etc/agora"]) mkdirSync(join(rootfs, d), { recursive: true });
     chmodSync(join(rootfs, "tmp"), 0o1777);
     Bun.spawnSync(["chown", "65532:65532", join(rootfs, "var/lib/agora")]);
-    for (const [name, minor] of [["null", 3], ["zero", 5], ["random", 8], ["urandom", 9]] as const)
+    for (const [name, minor] of [
+      ["null", 3],
+      ["zero", 5],
+      ["random", 8],
+      ["urandom", 9],
+    ] as const)
       Bun.spawnSync(["mknod", "-m", "666", join(rootfs, "dev", name), "c", "1", String(minor)]);
     copyFileSync(join(ROOT, "config/node.toml"), join(rootfs, "etc/agora/node.toml"));
     const files = Bun.spawnSync(["find", rootfs, "-type", "f"]).stdout.toString().trim().split("\n");
@@ -103,15 +112,37 @@ describe("distroless stand-in: a root fs with only the binary and glibc", () => 
 
     const [p2p, dash, met] = [await freePort(), await freePort(), await freePort()];
     const proc = Bun.spawn(
-      ["unshare", "--mount", `--mount-proc=${join(rootfs, "proc")}`, "chroot", "--userspec=65532:65532", rootfs,
-        "/usr/local/bin/agora-node", "start", "--config", "/etc/agora/node.toml", "--data-dir", "/var/lib/agora",
-        "--listen-addr", "127.0.0.1", "--listen-port", String(p2p), "--dashboard-port", String(dash), "--metrics-port", String(met)],
+      [
+        "unshare",
+        "--mount",
+        `--mount-proc=${join(rootfs, "proc")}`,
+        "chroot",
+        "--userspec=65532:65532",
+        rootfs,
+        "/usr/local/bin/agora-node",
+        "start",
+        "--config",
+        "/etc/agora/node.toml",
+        "--data-dir",
+        "/var/lib/agora",
+        "--listen-addr",
+        "127.0.0.1",
+        "--listen-port",
+        String(p2p),
+        "--dashboard-port",
+        String(dash),
+        "--metrics-port",
+        String(met),
+      ],
       { stdout: "pipe", stderr: "pipe", env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" } },
     );
     let ok = false;
     for (let i = 0; i < 200 && !ok; i++) {
       await Bun.sleep(100);
-      ok = await fetch(`http://127.0.0.1:${dash}/health`).then((r) => r.status === 200, () => false);
+      ok = await fetch(`http://127.0.0.1:${dash}/health`).then(
+        (r) => r.status === 200,
+        () => false,
+      );
     }
     const status = ok ? ((await (await fetch(`http://127.0.0.1:${dash}/api/status`)).json()) as { mode: string }) : undefined;
     proc.kill("SIGTERM");
@@ -175,7 +206,9 @@ describe("systemd unit", () => {
     expect(statSync(file).mode & 0o777).toBe(0o644);
     // As DynamicUser would run it: an unused uid and gid, no supplementary groups.
     const asService = (args: string[]) =>
-      Bun.spawnSync(["setpriv", "--reuid=61999", "--regid=61999", "--clear-groups", BINARY, ...args], { env: { PATH: "/usr/bin:/bin", HOME: "/nonexistent" } });
+      Bun.spawnSync(["setpriv", "--reuid=61999", "--regid=61999", "--clear-groups", BINARY, ...args], {
+        env: { PATH: "/usr/bin:/bin", HOME: "/nonexistent" },
+      });
     const ok = asService(["config", "validate", file]);
     expect(ok.stderr.toString()).toBe("");
     expect(ok.exitCode).toBe(0);
@@ -196,13 +229,16 @@ describe("compose, Prometheus and Grafana", () => {
     expect(compose.services.bootstrap.command).toContain("bootstrap");
     const regions = nodes.slice(1).map(([, s]) => s.environment.AGORA_NODE_REGION);
     expect(new Set(regions).size).toBe(2);
-    for (const [, s] of nodes.slice(1)) expect(s.environment.AGORA_NETWORK_BOOTSTRAP_PEERS).toStartWith("/dns4/bootstrap/tcp/7001/p2p/${BOOTSTRAP_PEER_ID");
+    for (const [, s] of nodes.slice(1))
+      expect(s.environment.AGORA_NETWORK_BOOTSTRAP_PEERS).toStartWith("/dns4/bootstrap/tcp/7001/p2p/${BOOTSTRAP_PEER_ID");
     const known = new Set(SCHEMA.map((s) => envName(`${s.section}.${s.key}`)));
     for (const [, s] of nodes) for (const k of Object.keys(s.environment ?? {})) expect(known.has(k)).toBe(true);
   });
 
   test("Prometheus scrapes every node on the metrics port", () => {
-    const prom = Bun.YAML.parse(read("deploy/prometheus/prometheus.yml")) as { scrape_configs: { static_configs: { targets: string[] }[] }[] };
+    const prom = Bun.YAML.parse(read("deploy/prometheus/prometheus.yml")) as {
+      scrape_configs: { static_configs: { targets: string[] }[] }[];
+    };
     const targets = prom.scrape_configs.flatMap((c) => c.static_configs.flatMap((s) => s.targets));
     expect(targets.sort()).toEqual(nodes.map(([n]) => `${n}:9090`).sort());
   });
@@ -210,11 +246,13 @@ describe("compose, Prometheus and Grafana", () => {
   describe("the Grafana dashboard queries only metrics the binary exports", () => {
     const live: NodeHandle[] = [];
     afterAll(() => {
-  for (const h of live) h.cleanup();
-});
+      for (const h of live) h.cleanup();
+    });
 
     test("every metric in every panel exists on a live node of some mode", async () => {
-      const dash = JSON.parse(read("deploy/grafana/dashboards/agora-node.json")) as { panels: { title: string; targets: { expr: string }[] }[] };
+      const dash = JSON.parse(read("deploy/grafana/dashboards/agora-node.json")) as {
+        panels: { title: string; targets: { expr: string }[] }[];
+      };
       const exported = new Set<string>();
       for (const mode of ["dedicated", "relay", "bootstrap"]) {
         const h = await startNode({ args: ["--mode", mode] });
@@ -230,8 +268,13 @@ describe("compose, Prometheus and Grafana", () => {
       const used: string[] = [];
       for (const p of dash.panels)
         for (const t of p.targets) {
-          const stripped = t.expr.replace(/\{[^}]*\}/g, "").replace(/\[[^\]]*\]/g, "").replace(/"[^"]*"/g, "");
-          for (const m of stripped.matchAll(/[a-z_][a-z0-9_]*/g)) if (!PROMQL.has(m[0]) && !/^\d/.test(m[0]) && !["node", "type", "direction", "reason", "instance"].includes(m[0])) used.push(m[0]);
+          const stripped = t.expr
+            .replace(/\{[^}]*\}/g, "")
+            .replace(/\[[^\]]*\]/g, "")
+            .replace(/"[^"]*"/g, "");
+          for (const m of stripped.matchAll(/[a-z_][a-z0-9_]*/g))
+            if (!PROMQL.has(m[0]) && !/^\d/.test(m[0]) && !["node", "type", "direction", "reason", "instance"].includes(m[0]))
+              used.push(m[0]);
         }
       expect(used.length).toBeGreaterThan(15);
       // `up` is written by Prometheus itself for every scrape target.

@@ -25,7 +25,9 @@ test("scripts/mesh.sh brings the 3-node mesh up until a fresh client discovers b
       let up3 = 0;
       for (let i = 0; i < 40 && up3 < 3; i++) {
         await Bun.sleep(500);
-        const r = await fetch("http://127.0.0.1:9190/api/v1/query?query=up").then((x) => x.json()).catch(() => null) as { data?: { result: { value: [number, string] }[] } } | null;
+        const r = (await fetch("http://127.0.0.1:9190/api/v1/query?query=up")
+          .then((x) => x.json())
+          .catch(() => null)) as { data?: { result: { value: [number, string] }[] } } | null;
         up3 = r?.data?.result.filter((s) => s.value[1] === "1").length ?? 0;
       }
       expect(up3).toBe(3);
@@ -37,10 +39,30 @@ test("scripts/mesh.sh brings the 3-node mesh up until a fresh client discovers b
 }, 180_000);
 
 test("bench/mesh (short): HTTP load on every node without errors, every audio participant joined", () => {
-  const r = run([process.execPath, join(ROOT, "bench", "mesh.ts"), "--http-seconds", "2", "--concurrency", "4", "--audio-seconds", "4", "--rooms", "1", "--participants", "3"], {}, 150_000);
+  const r = run(
+    [
+      process.execPath,
+      join(ROOT, "bench", "mesh.ts"),
+      "--http-seconds",
+      "2",
+      "--concurrency",
+      "4",
+      "--audio-seconds",
+      "4",
+      "--rooms",
+      "1",
+      "--participants",
+      "3",
+    ],
+    {},
+    150_000,
+  );
   expect(r.code).toBe(0);
   const line = r.out.trim().split("\n").pop()!;
-  const j = JSON.parse(line) as { http: Record<string, { rps: number; errors: number }>; audio: Record<string, { joined: number; sessions: number; loss_percent: number }> };
+  const j = JSON.parse(line) as {
+    http: Record<string, { rps: number; errors: number }>;
+    audio: Record<string, { joined: number; sessions: number; loss_percent: number }>;
+  };
   expect(Object.keys(j.http)).toEqual(["bootstrap", "mixer-eu", "mixer-us"]);
   for (const h of Object.values(j.http)) {
     expect(h.errors).toBe(0);

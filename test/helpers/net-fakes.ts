@@ -8,11 +8,11 @@ import type { Libp2p, Stream } from "@libp2p/interface";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
 import type { Registry } from "prom-client";
-import { AgoraError } from "../../src/errors";
 import type { AudioFrame, FrameSink, MediaEngine, MediaSettings, RoomStats } from "../../src/audio";
+import { AgoraError } from "../../src/errors";
 import type { OpusCodec } from "../../src/protocol";
-import { agoraTransportStack } from "../../src/transport";
 import { AUDIO_PROTOCOL, chunkBytes, MessageDecoder, type WireMessage } from "../../src/protocol";
+import { agoraTransportStack } from "../../src/transport";
 
 /**
  * Forwards every pushed frame, unchanged and synchronously, to every OTHER participant of the room: the
@@ -38,7 +38,8 @@ export class FakeMediaEngine implements MediaEngine {
   async stop(): Promise<void> {}
 
   join(roomId: string, participantId: string, sink: FrameSink): void {
-    if (this.participantCount() >= this.maxParticipants) throw new AgoraError("CAPACITY", `node full: ${this.maxParticipants} participants`);
+    if (this.participantCount() >= this.maxParticipants)
+      throw new AgoraError("CAPACITY", `node full: ${this.maxParticipants} participants`);
     let room = this.roomMap.get(roomId);
     if (!room) {
       room = { createdAt: Date.now(), sinks: new Map() };

@@ -52,7 +52,10 @@ export interface RunResult {
 }
 
 /** Runs a one-shot CLI command of the binary. */
-export async function runCli(args: string[], opts: { env?: Record<string, string>; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+export async function runCli(
+  args: string[],
+  opts: { env?: Record<string, string>; timeoutMs?: number; cwd?: string } = {},
+): Promise<RunResult> {
   const proc = Bun.spawn([ensureBinary(), ...args], {
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", ...opts.env },
     cwd: opts.cwd,
@@ -107,14 +110,21 @@ export async function startNode(opts: StartOptions = {}): Promise<NodeHandle> {
   const proc = Bun.spawn(
     [
       ...(opts.exec ?? []),
-      ensureBinary(), "start",
-      "--data-dir", dataDir,
-      "--listen-addr", host,
+      ensureBinary(),
+      "start",
+      "--data-dir",
+      dataDir,
+      "--listen-addr",
+      host,
       ...(host === "127.0.0.1" ? [] : ["--dashboard-addr", host, "--metrics-addr", host]),
-      "--listen-port", String(p2pPort),
-      "--dashboard-port", String(dashboardPort),
-      "--metrics-port", String(metricsPort),
-      "--log-format", "json",
+      "--listen-port",
+      String(p2pPort),
+      "--dashboard-port",
+      String(dashboardPort),
+      "--metrics-port",
+      String(metricsPort),
+      "--log-format",
+      "json",
       ...(opts.args ?? []),
     ],
     {
@@ -140,7 +150,9 @@ export async function startNode(opts: StartOptions = {}): Promise<NodeHandle> {
     async peerId() {
       if (!cachedStatus) {
         const token = opts.env?.AGORA_DASHBOARD_AUTH_TOKEN;
-        cachedStatus = (await (await fetch(`${dashboardUrl}/api/status`, { headers: token ? { authorization: `Bearer ${token}` } : {} })).json()) as { peer_id: string };
+        cachedStatus = (await (
+          await fetch(`${dashboardUrl}/api/status`, { headers: token ? { authorization: `Bearer ${token}` } : {} })
+        ).json()) as { peer_id: string };
       }
       return cachedStatus.peer_id;
     },
@@ -179,7 +191,12 @@ export async function waitHealthy(h: NodeHandle, timeoutMs = 20_000): Promise<vo
 }
 
 /** Polls `check` until it returns a truthy value or the time is up. */
-export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs: number, what: string, intervalMs = 100): Promise<T> {
+export async function eventually<T>(
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs: number,
+  what: string,
+  intervalMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { createDashboardApp } from "../../src/http";
 import type { DashboardSource, NodeState, StatusReport } from "../../src/http";
+import { createDashboardApp } from "../../src/http";
 import { SESSION_COOKIE, sessionValue } from "../../src/http/auth";
 
 const TOKEN = "test-token-0123456789";
@@ -10,21 +10,66 @@ function fakeSource(opts: { token?: string; state?: NodeState; isolated?: boolea
   let drains = 0;
   let reloads = 0;
   const status: StatusReport = {
-    name: "test <node>", version: "0.1.0", mode: "dedicated", state: "ready", peer_id: "12D3KooWTest", region: "eu-west", group: "default", labels: [],
-    capabilities: ["mixer"], started_at: new Date().toISOString(), uptime_seconds: 3725,
+    name: "test <node>",
+    version: "0.1.0",
+    mode: "dedicated",
+    state: "ready",
+    peer_id: "12D3KooWTest",
+    region: "eu-west",
+    group: "default",
+    labels: [],
+    capabilities: ["mixer"],
+    started_at: new Date().toISOString(),
+    uptime_seconds: 3725,
     load: { current_load: 3, max_clients: 100, cpu_percent: 5, mem_percent: 40, rss_bytes: 50e6 },
-    limits: { max_connections: 100, max_mixers: 5, drain_timeout_seconds: 30 }, rooms_active: 1, participants: 3, peers_connected: 2,
-    network: { listen_addrs: ["/ip4/127.0.0.1/tcp/7001"], reachability: "private" }, turn: { enabled: false, url: "", username: "", password: "" },
-    stun_servers: [], stun: null, drain: null, media: { worker_restarts: 0 },
-    discovery: { bootstrap_configured: 2, bootstrap_connected: 1, known_peers: 4, routing_table_size: 7, publishes: true, last_published_at: new Date(Date.now() - 12_000).toISOString(), isolated: opts.isolated ?? false },
+    limits: { max_connections: 100, max_mixers: 5, drain_timeout_seconds: 30 },
+    rooms_active: 1,
+    participants: 3,
+    peers_connected: 2,
+    network: { listen_addrs: ["/ip4/127.0.0.1/tcp/7001"], reachability: "private" },
+    turn: { enabled: false, url: "", username: "", password: "" },
+    stun_servers: [],
+    stun: null,
+    drain: null,
+    media: { worker_restarts: 0 },
+    discovery: {
+      bootstrap_configured: 2,
+      bootstrap_connected: 1,
+      known_peers: 4,
+      routing_table_size: 7,
+      publishes: true,
+      last_published_at: new Date(Date.now() - 12_000).toISOString(),
+      isolated: opts.isolated ?? false,
+    },
     relay: opts.relay ? { reservations: 3, circuits: 2, bytes_relayed: 5 * 1048576 } : null,
   };
   const source: DashboardSource = {
     state: () => state,
     notReadyReason: () => (state === "ready" ? undefined : state),
     status: () => ({ ...status, state }),
-    peers: () => [{ peer_id: "12D3KooWPeer", addrs: ["/ip4/127.0.0.1/tcp/1"], direction: "inbound", opened_at: 1, latency_ms: 2, relayed: false }],
-    rooms: () => [{ id: "standup", created_at: 1, participants: [{ id: "p1", speaking: true, personal_mix: true, jitter_ms: 3, buffer_depth_ms: 40, loss_percent: 0, packets_in: 1, packets_out: 1, concealed: 0, late: 0 }] }],
+    peers: () => [
+      { peer_id: "12D3KooWPeer", addrs: ["/ip4/127.0.0.1/tcp/1"], direction: "inbound", opened_at: 1, latency_ms: 2, relayed: false },
+    ],
+    rooms: () => [
+      {
+        id: "standup",
+        created_at: 1,
+        participants: [
+          {
+            id: "p1",
+            speaking: true,
+            personal_mix: true,
+            jitter_ms: 3,
+            buffer_depth_ms: 40,
+            loss_percent: 0,
+            packets_in: 1,
+            packets_out: 1,
+            concealed: 0,
+            late: 0,
+          },
+        ],
+      },
+    ],
     history: () => [1, 2, 3].map((i) => ({ t: i, peers: i, rooms: 1, participants: i, cpu_percent: i, rss_mb: 50 })),
     discover: async () => [],
     drain: async () => {
@@ -119,9 +164,13 @@ describe("dashboard app with a token", () => {
     const r = await app.handle(req("/", { headers: { accept: "text/html" } }));
     expect(r.status).toBe(303);
     expect(r.headers.get("location")).toBe("/login");
-    const bad = await app.handle(req("/login", { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "token=nope" }));
+    const bad = await app.handle(
+      req("/login", { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "token=nope" }),
+    );
     expect(bad.status).toBe(401);
-    const ok = await app.handle(req("/login", { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: `token=${TOKEN}` }));
+    const ok = await app.handle(
+      req("/login", { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: `token=${TOKEN}` }),
+    );
     expect(ok.status).toBe(303);
     const cookie = ok.headers.get("set-cookie")!;
     expect(cookie).toContain(`${SESSION_COOKIE}=${sessionValue(TOKEN)}`);

@@ -14,7 +14,8 @@ test("SIGHUP opens and closes the read-only API to an origin", async () => {
   writeFileSync(file, `[dashboard]\ncors_origins = []\n`);
   h = await startNode({ args: ["--config", file], dataDir: dir });
   const node = h;
-  const allowOrigin = async () => (await fetch(`${node.dashboardUrl}/api/status`, { headers: { origin } })).headers.get("access-control-allow-origin");
+  const allowOrigin = async () =>
+    (await fetch(`${node.dashboardUrl}/api/status`, { headers: { origin } })).headers.get("access-control-allow-origin");
   expect(await allowOrigin()).toBeNull();
   writeFileSync(file, `[dashboard]\ncors_origins = ["${origin}"]\n`);
   node.proc.kill("SIGHUP");
@@ -24,7 +25,10 @@ test("SIGHUP opens and closes the read-only API to an origin", async () => {
   node.proc.kill("SIGHUP");
   await eventually(async () => (await allowOrigin()) === null, 10_000, "the origin refused after SIGHUP");
   // A refused preflight is counted.
-  const pre = await fetch(`${node.dashboardUrl}/api/status`, { method: "OPTIONS", headers: { origin, "access-control-request-method": "GET" } });
+  const pre = await fetch(`${node.dashboardUrl}/api/status`, {
+    method: "OPTIONS",
+    headers: { origin, "access-control-request-method": "GET" },
+  });
   expect(pre.status).toBe(403);
   expect(await (await fetch(node.metricsUrl)).text()).toContain('agora_http_cors_refused_total{reason="origin"} 1');
 }, 40_000);

@@ -1,12 +1,12 @@
 import { describe, expect, test } from "bun:test";
-import { loadConfig } from "../../src/config";
-import { createDashboardApp } from "../../src/http";
-import type { DashboardSource, StatusReport } from "../../src/http";
-import { corsVerdict } from "../../src/http/cors";
-import { ConfigError } from "../../src/errors";
-import { tempDir } from "../helpers/node-process";
-import { join } from "node:path";
 import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { loadConfig } from "../../src/config";
+import { ConfigError } from "../../src/errors";
+import type { DashboardSource, StatusReport } from "../../src/http";
+import { createDashboardApp } from "../../src/http";
+import { corsVerdict } from "../../src/http/cors";
+import { tempDir } from "../helpers/node-process";
 
 const ALLOWED = "https://directory.example.org";
 const OTHER = "https://evil.example.com";
@@ -15,12 +15,37 @@ const TOKEN = "test-token-0123456789";
 function source(origins: string[], token = ""): { source: DashboardSource; calls: { drains: number; reloads: number; refused: string[] } } {
   const calls = { drains: 0, reloads: 0, refused: [] as string[] };
   const status: StatusReport = {
-    name: "n", version: "0.1.0", mode: "dedicated", state: "ready", peer_id: "12D3KooWTest", region: "eu-west", group: "default", labels: [],
-    capabilities: ["mixer"], started_at: new Date().toISOString(), uptime_seconds: 1,
+    name: "n",
+    version: "0.1.0",
+    mode: "dedicated",
+    state: "ready",
+    peer_id: "12D3KooWTest",
+    region: "eu-west",
+    group: "default",
+    labels: [],
+    capabilities: ["mixer"],
+    started_at: new Date().toISOString(),
+    uptime_seconds: 1,
     load: { current_load: 0, max_clients: 100, cpu_percent: 5, mem_percent: 40, rss_bytes: 50e6 },
-    limits: { max_connections: 100, max_mixers: 5, drain_timeout_seconds: 30 }, rooms_active: 0, participants: 0, peers_connected: 0,
-    network: null, turn: { enabled: false, url: "", username: "", password: "" }, stun_servers: [], stun: null, drain: null, media: null,
-    discovery: { bootstrap_configured: 0, bootstrap_connected: 0, known_peers: 0, routing_table_size: 0, publishes: true, last_published_at: null, isolated: false },
+    limits: { max_connections: 100, max_mixers: 5, drain_timeout_seconds: 30 },
+    rooms_active: 0,
+    participants: 0,
+    peers_connected: 0,
+    network: null,
+    turn: { enabled: false, url: "", username: "", password: "" },
+    stun_servers: [],
+    stun: null,
+    drain: null,
+    media: null,
+    discovery: {
+      bootstrap_configured: 0,
+      bootstrap_connected: 0,
+      known_peers: 0,
+      routing_table_size: 0,
+      publishes: true,
+      last_published_at: null,
+      isolated: false,
+    },
     relay: null,
   };
   return {
@@ -48,7 +73,10 @@ function source(origins: string[], token = ""): { source: DashboardSource; calls
 
 const req = (path: string, init: RequestInit = {}) => new Request(`http://127.0.0.1:8080${path}`, init);
 const preflight = (path: string, origin: string, method = "GET", headers?: string) =>
-  req(path, { method: "OPTIONS", headers: { origin, "access-control-request-method": method, ...(headers ? { "access-control-request-headers": headers } : {}) } });
+  req(path, {
+    method: "OPTIONS",
+    headers: { origin, "access-control-request-method": method, ...(headers ? { "access-control-request-headers": headers } : {}) },
+  });
 
 describe("CORS on the dashboard API", () => {
   test("an allowed origin reads /api/discover and /api/status: its own origin echoed, Vary: Origin, no credentials", async () => {
@@ -107,7 +135,13 @@ describe("CORS on the dashboard API", () => {
   test("preflights from unlisted origins, for other headers or other methods are refused with 403 and counted", async () => {
     const { source: s, calls } = source([ALLOWED]);
     const app = createDashboardApp(s);
-    for (const p of [preflight("/api/status", OTHER), preflight("/api/status", ALLOWED, "PUT"), preflight("/api/status", ALLOWED, "GET", "x-custom"), preflight("/", ALLOWED), preflight("/metrics", ALLOWED)]) {
+    for (const p of [
+      preflight("/api/status", OTHER),
+      preflight("/api/status", ALLOWED, "PUT"),
+      preflight("/api/status", ALLOWED, "GET", "x-custom"),
+      preflight("/", ALLOWED),
+      preflight("/metrics", ALLOWED),
+    ]) {
       const r = await app.handle(p);
       expect(r.status).toBe(403);
       expect(r.headers.get("access-control-allow-origin")).toBeNull();
@@ -119,14 +153,25 @@ describe("CORS on the dashboard API", () => {
   test("mutating endpoints stay closed to every origin, even a listed one: preflight refused, no CORS headers, nothing runs", async () => {
     const { source: s, calls } = source([ALLOWED], TOKEN);
     const app = createDashboardApp(s);
-    for (const [method, path] of [["POST", "/api/drain"], ["DELETE", "/api/drain"], ["POST", "/api/reload"], ["POST", "/login"]] as const) {
+    for (const [method, path] of [
+      ["POST", "/api/drain"],
+      ["DELETE", "/api/drain"],
+      ["POST", "/api/reload"],
+      ["POST", "/login"],
+    ] as const) {
       const p = await app.handle(preflight(path, ALLOWED, method, "authorization"));
       expect(p.status).toBe(403);
       expect(p.headers.get("access-control-allow-origin")).toBeNull();
       expect(p.headers.get("access-control-allow-methods")).toBeNull();
       // A "simple" cross-origin POST needs no preflight: it gets no CORS header, so the page cannot read the answer;
       // without the token (a page has none unless given) it does nothing.
-      const r = await app.handle(req(path, { method, headers: { origin: ALLOWED, "content-type": "application/x-www-form-urlencoded" }, body: method === "POST" ? "token=x" : undefined }));
+      const r = await app.handle(
+        req(path, {
+          method,
+          headers: { origin: ALLOWED, "content-type": "application/x-www-form-urlencoded" },
+          body: method === "POST" ? "token=x" : undefined,
+        }),
+      );
       expect(r.headers.get("access-control-allow-origin")).toBeNull();
     }
     expect(calls).toMatchObject({ drains: 0, reloads: 0 });
@@ -136,9 +181,13 @@ describe("CORS on the dashboard API", () => {
   test("the list is read per request, so a SIGHUP reload changes it live", async () => {
     const origins: string[] = [];
     const app = createDashboardApp(source(origins).source);
-    expect((await app.handle(req("/api/discover", { headers: { origin: ALLOWED } }))).headers.get("access-control-allow-origin")).toBeNull();
+    expect(
+      (await app.handle(req("/api/discover", { headers: { origin: ALLOWED } }))).headers.get("access-control-allow-origin"),
+    ).toBeNull();
     origins.push(ALLOWED);
-    expect((await app.handle(req("/api/discover", { headers: { origin: ALLOWED } }))).headers.get("access-control-allow-origin")).toBe(ALLOWED);
+    expect((await app.handle(req("/api/discover", { headers: { origin: ALLOWED } }))).headers.get("access-control-allow-origin")).toBe(
+      ALLOWED,
+    );
   });
 
   test("corsVerdict: not-cors without Origin, refused for paths outside the read-only set", () => {
@@ -163,7 +212,11 @@ describe("dashboard.cors_origins in the config", () => {
   }
 
   test("valid origins load; the default is empty", () => {
-    expect(load(`["https://directory.example.org", "http://127.0.0.1:5173", "http://[::1]:8080"]`)).toEqual(["https://directory.example.org", "http://127.0.0.1:5173", "http://[::1]:8080"]);
+    expect(load(`["https://directory.example.org", "http://127.0.0.1:5173", "http://[::1]:8080"]`)).toEqual([
+      "https://directory.example.org",
+      "http://127.0.0.1:5173",
+      "http://[::1]:8080",
+    ]);
     expect(loadConfig({ env: {} }).config.dashboard.cors_origins).toEqual([]);
   });
 

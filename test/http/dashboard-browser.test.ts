@@ -17,10 +17,23 @@ let frozen: NodeHandle;
 
 beforeAll(async () => {
   mkdirSync(OUT, { recursive: true });
-  [open, locked, frozen] = await Promise.all([startNode({ args: ["--region", "eu-west"] }), startNode({ env: { AGORA_DASHBOARD_AUTH_TOKEN: TOKEN } }), startNode()]);
+  [open, locked, frozen] = await Promise.all([
+    startNode({ args: ["--region", "eu-west"] }),
+    startNode({ env: { AGORA_DASHBOARD_AUTH_TOKEN: TOKEN } }),
+    startNode(),
+  ]);
   browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
   });
 }, 60_000);
 
@@ -44,11 +57,14 @@ test("a person sees state, mode, uptime, peers, rooms, load and charts; it refre
   await expect(page.title()).resolves.toContain("agora-node");
   expect(await page.locator("#state").innerText()).toBe("ready");
   const text = await page.locator("main").innerText();
-  for (const s of ["STATE", "MODE", "UPTIME", "PEERS", "ROOMS", "LOAD", "dedicated", "mixer", "eu-west", "No active rooms."]) expect(text).toContain(s);
+  for (const s of ["STATE", "MODE", "UPTIME", "PEERS", "ROOMS", "LOAD", "dedicated", "mixer", "eu-west", "No active rooms."])
+    expect(text).toContain(s);
   expect(await page.locator("#peer-id").innerText()).toBe(await open.peerId());
   expect(await page.locator("figure.chart svg").count()).toBe(4);
   // The inline script re-fetches the live part every 3 s.
-  await page.waitForFunction(() => document.getElementById("refreshed")?.textContent?.startsWith("updated"), undefined, { timeout: 10_000 });
+  await page.waitForFunction(() => document.getElementById("refreshed")?.textContent?.startsWith("updated"), undefined, {
+    timeout: 10_000,
+  });
   // Once two samples exist, every chart draws its line (the history is sampled every 2 s).
   await page.waitForFunction(() => document.querySelectorAll("figure.chart polyline").length === 4, undefined, { timeout: 15_000 });
   await page.screenshot({ path: join(OUT, "dashboard.png"), fullPage: true });
@@ -76,7 +92,9 @@ test("a node that stops answering turns the page visibly stale; it recovers when
   await page.goto(frozen.dashboardUrl);
   expect(await page.locator("#state").innerText()).toBe("ready");
   expect(await page.locator("#stale").isVisible()).toBe(false);
-  await page.waitForFunction(() => document.getElementById("refreshed")?.textContent?.startsWith("updated"), undefined, { timeout: 10_000 });
+  await page.waitForFunction(() => document.getElementById("refreshed")?.textContent?.startsWith("updated"), undefined, {
+    timeout: 10_000,
+  });
   // SIGSTOP: the process holds its sockets but answers nothing, like a hung node.
   frozen.proc.kill("SIGSTOP");
   await page.waitForFunction(() => document.body.classList.contains("stale"), undefined, { timeout: 30_000 });

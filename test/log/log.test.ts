@@ -6,7 +6,10 @@ import { createLogger } from "../../src/log";
 import { tempDir } from "../helpers/node-process";
 
 function lines(file: string): Record<string, unknown>[] {
-  return readFileSync(file, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l));
+  return readFileSync(file, "utf8")
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => JSON.parse(l));
 }
 
 describe("logging", () => {
@@ -18,7 +21,10 @@ describe("logging", () => {
     logs.logger.info("hello");
     logs.logger.warn({ k: 1 }, "careful");
     logs.logger.debug("detail");
-    const got = text.split("\n").filter((l) => l).map((l) => JSON.parse(l));
+    const got = text
+      .split("\n")
+      .filter((l) => l)
+      .map((l) => JSON.parse(l));
     expect(got.map((l) => l.level)).toEqual(["info", "warn", "debug"]);
   });
 

@@ -38,9 +38,15 @@ describe("agora-node start (no config file)", () => {
 
     expect(await h.stop("SIGTERM")).toBe(0);
     expect(existsSync(pidFile)).toBe(false);
-    const logs = h.logs().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+    const logs = h
+      .logs()
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l));
     expect(logs.some((l) => l.msg === "stopped")).toBe(true);
-    expect(logs.every((l) => ["trace", "debug", "info", "warn", "error", "fatal"].includes(l.level) && typeof l.time === "string")).toBe(true);
+    expect(logs.every((l) => ["trace", "debug", "info", "warn", "error", "fatal"].includes(l.level) && typeof l.time === "string")).toBe(
+      true,
+    );
 
     // Restart on the same data dir: same PeerId.
     const again = await node({ dataDir: h.dataDir });
@@ -171,7 +177,10 @@ describe("status, stop, health", () => {
 
 describe("modes, auth, reload, logging", () => {
   test("relay and bootstrap modes report their capabilities", async () => {
-    for (const [mode, cap] of [["relay", "relay"], ["bootstrap", "bootstrap"]] as const) {
+    for (const [mode, cap] of [
+      ["relay", "relay"],
+      ["bootstrap", "bootstrap"],
+    ] as const) {
       const h = await node({ args: ["--mode", mode] });
       const s = await json(`${h.dashboardUrl}/api/status`);
       expect(s.mode).toBe(mode);
@@ -206,8 +215,16 @@ describe("modes, auth, reload, logging", () => {
     const h = await node({ args: ["--config", file], dataDir: dir });
     writeFileSync(file, `[node]\nmax_connections = 42\nregion = "eu-west"\n[logging]\nlevel = "debug"\nfile = "${logFile}"\n`);
     h.proc.kill("SIGHUP");
-    await eventually(async () => (await json(`${h.dashboardUrl}/api/status`)).limits.max_connections === 42, 10_000, "max_connections reload");
-    await eventually(() => h.logs().includes("changed keys need a restart") && h.logs().includes("node.region"), 5000, "restart-required log");
+    await eventually(
+      async () => (await json(`${h.dashboardUrl}/api/status`)).limits.max_connections === 42,
+      10_000,
+      "max_connections reload",
+    );
+    await eventually(
+      () => h.logs().includes("changed keys need a restart") && h.logs().includes("node.region"),
+      5000,
+      "restart-required log",
+    );
     writeFileSync(file, `[node]\nmax_connections = "lots"\n`);
     h.proc.kill("SIGHUP");
     await eventually(() => h.logs().includes("config reload rejected"), 5000, "rejection log");

@@ -95,7 +95,9 @@ describe("PID lock", () => {
       }
       expect(thrown).toBeInstanceOf(AgoraError);
       expect((thrown as AgoraError).code).toBe("DATA_DIR_LOCKED");
-      expect((thrown as AgoraError).message).toContain(`another agora-node (pid ${first.proc.pid}) is running on data directory ${first.dataDir}`);
+      expect((thrown as AgoraError).message).toContain(
+        `another agora-node (pid ${first.proc.pid}) is running on data directory ${first.dataDir}`,
+      );
       // a real second node on the same data directory: exit code 1, the same message, the lock untouched
       const second = await startNode({ dataDir: first.dataDir, waitHealthy: false, keepDataDir: true });
       expect(await second.exited).toBe(1);

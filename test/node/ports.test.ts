@@ -37,7 +37,11 @@ describe("two nodes on one port", () => {
       const printed = r.logs.split("\n").filter((l) => l.startsWith("agora-node:"));
       expect(printed).toHaveLength(1);
       expect(r.logs).not.toMatch(/^\s+at /m);
-      const fatal = r.logs.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l)).find((l) => l.msg === "failed to start");
+      const fatal = r.logs
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .map((l) => JSON.parse(l))
+        .find((l) => l.msg === "failed to start");
       expect(fatal?.code).toBe("PORT_IN_USE");
     }
     // The first node still answers alone.

@@ -6,9 +6,9 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { Subprocess } from "bun";
 import { SCHEMA } from "../../src/config";
 import { LIVE_EFFECTS } from "../../src/node/runtime";
-import type { Subprocess } from "bun";
 import { BINARY, eventually, type NodeHandle, runCli, startNode, tempDir } from "../helpers/node-process";
 
 const started: NodeHandle[] = [];
@@ -22,7 +22,10 @@ const TOKEN_A = "token-a-0123456789abcdef";
 const TOKEN_B = "token-b-0123456789abcdef";
 
 function jsonLines(text: string): Record<string, any>[] {
-  return text.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+  return text
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l));
 }
 
 async function api(h: NodeHandle, path: string, token: string): Promise<Response> {
@@ -31,7 +34,9 @@ async function api(h: NodeHandle, path: string, token: string): Promise<Response
 
 describe("live keys", () => {
   test("every key the schema marks live has a live effect, and only those", () => {
-    const live = SCHEMA.filter((s) => s.live).map((s) => `${s.section}.${s.key}`).sort();
+    const live = SCHEMA.filter((s) => s.live)
+      .map((s) => `${s.section}.${s.key}`)
+      .sort();
     expect(Object.keys(LIVE_EFFECTS).sort()).toEqual(live);
   });
 
@@ -43,7 +48,15 @@ describe("live keys", () => {
     writeFileSync(tokenB, TOKEN_B);
     const logFile = join(dir, "node.log");
     const file = join(dir, "node.toml");
-    const config = (v: { level: string; maxConn: number; maxMixers: number; drain: number; audio: string; token: string; cors?: string[] }) =>
+    const config = (v: {
+      level: string;
+      maxConn: number;
+      maxMixers: number;
+      drain: number;
+      audio: string;
+      token: string;
+      cors?: string[];
+    }) =>
       [
         "[node]",
         `max_connections = ${v.maxConn}`,
@@ -68,7 +81,11 @@ describe("live keys", () => {
     expect(first.status).toBe(200);
     const addr = `/ip4/127.0.0.1/tcp/${h.p2pPort}/p2p/${(await first.json()).peer_id}`;
     // One participant holds room "a" through the whole test.
-    const holder = Bun.spawn([BINARY, "join", "--room", "a", "--node", addr, "--duration", "60"], { stdout: "ignore", stderr: "ignore", env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir } });
+    const holder = Bun.spawn([BINARY, "join", "--room", "a", "--node", addr, "--duration", "60"], {
+      stdout: "ignore",
+      stderr: "ignore",
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir },
+    });
     holders.push(holder);
     await eventually(async () => (await (await api(h, "/api/status", TOKEN_A)).json()).participants === 1, 20_000, "the first participant");
     await Bun.sleep(1500); // a few heartbeats at info level
@@ -113,11 +130,25 @@ describe("live keys", () => {
     // node.max_connections: the limit, the load figure and the published advertisement.
     expect(status.limits.max_connections).toBe(42);
     expect(status.load.max_clients).toBe(42);
-    await eventually(async () => (await (await api(h, "/api/status", TOKEN_B)).json()).network?.advertisement?.max_clients === 42, 10_000, "advertised max_clients");
+    await eventually(
+      async () => (await (await api(h, "/api/status", TOKEN_B)).json()).network?.advertisement?.max_clients === 42,
+      10_000,
+      "advertised max_clients",
+    );
 
     // audio.*: the media engine runs with the new settings.
-    const media = jsonLines(h.logs()).filter((l) => l.msg === "media settings updated").at(-1);
-    expect(media?.settings).toMatchObject({ topKSpeakers: 2, sharedEncode: false, bitrate: 64000, jitterMinMs: 30, jitterMaxMs: 300, maxRooms: 1, maxParticipants: 42 });
+    const media = jsonLines(h.logs())
+      .filter((l) => l.msg === "media settings updated")
+      .at(-1);
+    expect(media?.settings).toMatchObject({
+      topKSpeakers: 2,
+      sharedEncode: false,
+      bitrate: 64000,
+      jitterMinMs: 30,
+      jitterMaxMs: 300,
+      maxRooms: 1,
+      maxParticipants: 42,
+    });
 
     // node.max_mixers = 1: room "a" is open, so a second room is refused.
     // (join retries a refused room: the process is stopped once it has printed the refusal)

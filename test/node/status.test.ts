@@ -17,7 +17,11 @@ async function node(opts: Parameters<typeof startNode>[0] = {}): Promise<NodeHan
   return h;
 }
 const status = async (h: NodeHandle) => (await (await fetch(`${h.dashboardUrl}/api/status`)).json()) as Record<string, any>;
-const jsonLines = (t: string) => t.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, any>);
+const jsonLines = (t: string) =>
+  t
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l) as Record<string, any>);
 
 describe("discovery as the operator sees it", () => {
   test("an isolated node warns at start and says so in the API, the dashboard and status; a joined one shows n/m, DHT and last publish", async () => {
@@ -25,7 +29,14 @@ describe("discovery as the operator sees it", () => {
     const warning = jsonLines(a.logs()).find((l) => l.level === "warn" && /no other node can find this one/.test(l.msg));
     expect(warning).toBeDefined();
     const sa = await status(a);
-    expect(sa.discovery).toMatchObject({ bootstrap_configured: 0, bootstrap_connected: 0, known_peers: 0, isolated: true, publishes: true, last_published_at: null });
+    expect(sa.discovery).toMatchObject({
+      bootstrap_configured: 0,
+      bootstrap_connected: 0,
+      known_peers: 0,
+      isolated: true,
+      publishes: true,
+      last_published_at: null,
+    });
     expect(await (await fetch(a.dashboardUrl)).text()).toContain('id="isolated"');
     const cliA = await runCli(["status", "--endpoint", a.dashboardUrl, "--data-dir", a.dataDir]);
     expect(cliA.stdout).toContain("  bootstrap    0/0 connected, 0 known peers");
@@ -34,10 +45,14 @@ describe("discovery as the operator sees it", () => {
 
     const b = await node({ args: ["--heartbeat-interval", "1s", "--bootstrap", await a.multiaddr()] });
     expect(jsonLines(b.logs()).some((l) => /no other node can find this one/.test(l.msg ?? ""))).toBe(false);
-    const sb = await eventually(async () => {
-      const s = await status(b);
-      return s.discovery.bootstrap_connected === 1 && s.discovery.routing_table_size >= 1 && s.discovery.last_published_at !== null && s;
-    }, 20_000, "B connected to its bootstrap peer, with a routing table and a published advertisement");
+    const sb = await eventually(
+      async () => {
+        const s = await status(b);
+        return s.discovery.bootstrap_connected === 1 && s.discovery.routing_table_size >= 1 && s.discovery.last_published_at !== null && s;
+      },
+      20_000,
+      "B connected to its bootstrap peer, with a routing table and a published advertisement",
+    );
     expect(sb.discovery).toMatchObject({ bootstrap_configured: 1, isolated: false });
     expect(Date.now() - Date.parse(sb.discovery.last_published_at)).toBeLessThan(60_000);
     const cliB = await runCli(["status", "--endpoint", b.dashboardUrl, "--data-dir", b.dataDir]);

@@ -45,11 +45,13 @@ async function fakes(o: { hang?: boolean; stored?: boolean; putMs?: number } = {
     dht: {
       async *put(key: Uint8Array, value: Uint8Array, opts: { signal?: AbortSignal } = {}) {
         puts.push({ key: new TextDecoder().decode(key), value, signal: opts.signal, at: Date.now() });
-        if (o.putMs) await new Promise<void>((r) => {
-          setTimeout(r, o.putMs);
-          opts.signal?.addEventListener("abort", () => r(), { once: true });
-        });
-        if (o.hang) await new Promise<void>((_, reject) => opts.signal?.addEventListener("abort", () => reject(opts.signal!.reason), { once: true }));
+        if (o.putMs)
+          await new Promise<void>((r) => {
+            setTimeout(r, o.putMs);
+            opts.signal?.addEventListener("abort", () => r(), { once: true });
+          });
+        if (o.hang)
+          await new Promise<void>((_, reject) => opts.signal?.addEventListener("abort", () => reject(opts.signal!.reason), { once: true }));
         if (o.stored !== false) yield { name: "PEER_RESPONSE", messageName: "PUT_VALUE", record: { value } };
       },
     },
@@ -58,7 +60,14 @@ async function fakes(o: { hang?: boolean; stored?: boolean; putMs?: number } = {
   config.node.region = "eu-west";
   config.network.heartbeat_interval = 1;
   const dataDir = tempDir();
-  const init = { config, logger: silentLogger(), dataDir, version: "0.1.0-test", capabilities: ["mixer", "Not A Token"], intervalMs: 1_000 };
+  const init = {
+    config,
+    logger: silentLogger(),
+    dataDir,
+    version: "0.1.0-test",
+    capabilities: ["mixer", "Not A Token"],
+    intervalMs: 1_000,
+  };
   const load = { current_load: 3, max_clients: 50, cpu_percent: 12.34, mem_percent: 20, status: "online" as const };
   const svc = advertPublisher({ ...init, load: () => load })(components);
   return { svc, puts, handlers, peerId: peerId.toString(), dataDir, addrs, events };
@@ -80,7 +89,15 @@ describe("advertisement publisher service", () => {
     const key = advertisementKey("eu-west", peerId);
     expect(puts.map((p) => p.key)).toEqual([key]);
     const rec = await verifyAdvertisementRecord(key, puts[0]!.value);
-    expect(rec).toMatchObject({ peer_id: peerId, region: "eu-west", capabilities: ["mixer"], current_load: 3, max_clients: 50, cpu_percent: 12.3, status: "online" });
+    expect(rec).toMatchObject({
+      peer_id: peerId,
+      region: "eu-west",
+      capabilities: ["mixer"],
+      current_load: 3,
+      max_clients: 50,
+      cpu_percent: 12.3,
+      status: "online",
+    });
     // loopback addresses are left out when there is anything else
     expect(rec.listen_addr).toEqual(["/ip4/10.0.0.7/tcp/4001"]);
     expect(svc.current()).toEqual(rec);

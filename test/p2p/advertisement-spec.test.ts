@@ -21,10 +21,17 @@ import {
   verifyAdvertisementRecord,
 } from "../../src/p2p/advertisement";
 import { canonicalJson } from "../../src/p2p/canonical";
-import { ALL_NODES_NAMESPACE, capabilityNamespace, namespaceCid, PROTOCOL_ADVERT, PROTOCOL_DHT, regionNamespace } from "../../src/p2p/namespaces";
-import { DEFAULT_STORE_LIMITS } from "../../src/p2p/record-store";
 import { REACH_TIMEOUT_MS } from "../../src/p2p/discovery";
+import {
+  ALL_NODES_NAMESPACE,
+  capabilityNamespace,
+  namespaceCid,
+  PROTOCOL_ADVERT,
+  PROTOCOL_DHT,
+  regionNamespace,
+} from "../../src/p2p/namespaces";
 import { DEGRADED_PENALTY, UNKNOWN_LATENCY_PENALTY } from "../../src/p2p/ranking";
+import { DEFAULT_STORE_LIMITS } from "../../src/p2p/record-store";
 import { ROOT } from "../helpers/node-process";
 
 const doc = readFileSync(join(ROOT, "docs", "advertisement.md"), "utf8");
@@ -39,7 +46,17 @@ const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 
 describe("docs/advertisement.md test vector", () => {
   test("the document has the vector", () => {
-    for (const k of ["seed (hex)", "public key (hex)", "peer id", "key", "signed bytes (hex)", "signature (hex)", "signature (base64)", "stored value"]) expect(vector[k]).toBeString();
+    for (const k of [
+      "seed (hex)",
+      "public key (hex)",
+      "peer id",
+      "key",
+      "signed bytes (hex)",
+      "signature (hex)",
+      "signature (base64)",
+      "stored value",
+    ])
+      expect(vector[k]).toBeString();
   });
 
   test("key, peer id, signed bytes and signature are what the code produces", async () => {
@@ -58,7 +75,9 @@ describe("docs/advertisement.md test vector", () => {
     expect(hex(Buffer.from(signature, "base64"))).toBe(vector["signature (hex)"]!);
     expect(new TextDecoder().decode(encodeAdvertisement(resigned))).toBe(vector["stored value"]!);
     // and the signature verifies with the bare public key over the documented bytes
-    expect(await key.publicKey.verify(Buffer.from(vector["signed bytes (hex)"]!, "hex"), Buffer.from(vector["signature (hex)"]!, "hex"))).toBe(true);
+    expect(
+      await key.publicKey.verify(Buffer.from(vector["signed bytes (hex)"]!, "hex"), Buffer.from(vector["signature (hex)"]!, "hex")),
+    ).toBe(true);
   });
 
   test("the stored value verifies at last_seen; any byte changed does not", async () => {
@@ -92,7 +111,9 @@ describe("docs/advertisement.md constants", () => {
     expect(doc).toContain(`**${MAX_TTL_SECONDS}** s`);
     expect(doc).toContain(`at most **${DEFAULT_STORE_LIMITS.maxRecordsPerSigner}** records per signing peer`);
     expect(doc).toContain(`(default **${DEFAULT_STORE_LIMITS.maxRecords}**)`);
-    expect(doc).toContain(`at most **${DEFAULT_STORE_LIMITS.maxProvidersPerPeer}** provider entries per providing peer and **${DEFAULT_STORE_LIMITS.maxProviders}** in total`);
+    expect(doc).toContain(
+      `at most **${DEFAULT_STORE_LIMITS.maxProvidersPerPeer}** provider entries per providing peer and **${DEFAULT_STORE_LIMITS.maxProviders}** in total`,
+    );
     expect(doc).toContain(`answer within ${REACH_TIMEOUT_MS} ms`);
     expect(doc).toContain(`with \`+${UNKNOWN_LATENCY_PENALTY}\` instead of the RTT term`);
     expect(doc).toContain(`+ ${DEGRADED_PENALTY} when status is degraded`);

@@ -94,9 +94,18 @@ describe("advertisement sign/verify", () => {
   test("the signature covers every field but itself (changing any field breaks it)", async () => {
     const { key, id } = await keyAndId();
     const rec = await signed(key);
-    for (const [field, value] of Object.entries({ current_load: 46, status: "draining", seq: 2, labels: [], listen_addr: ["/ip4/6.6.6.6/tcp/1"], reputation: 1 })) {
+    for (const [field, value] of Object.entries({
+      current_load: 46,
+      status: "draining",
+      seq: 2,
+      labels: [],
+      listen_addr: ["/ip4/6.6.6.6/tcp/1"],
+      reputation: 1,
+    })) {
       const tampered = { ...rec, [field]: value };
-      expect(await rejection(verifyAdvertisementRecord(advertisementKey("eu-west", id), bytesOf(tampered), { now: NOW }))).toBe("bad_signature");
+      expect(await rejection(verifyAdvertisementRecord(advertisementKey("eu-west", id), bytesOf(tampered), { now: NOW }))).toBe(
+        "bad_signature",
+      );
     }
   });
 
@@ -113,7 +122,9 @@ describe("advertisement sign/verify", () => {
     const withExtra = await signAdvertisement({ ...unsigned(id), future_field: "x" } as UnsignedAdvertisement, key);
     await verifyAdvertisementRecord(advertisementKey("eu-west", id), encodeAdvertisement(withExtra), { now: NOW });
     const rec = await signed(key);
-    expect(await rejection(verifyAdvertisementRecord(advertisementKey("eu-west", id), bytesOf({ ...rec, injected: 1 }), { now: NOW }))).toBe("bad_signature");
+    expect(
+      await rejection(verifyAdvertisementRecord(advertisementKey("eu-west", id), bytesOf({ ...rec, injected: 1 }), { now: NOW })),
+    ).toBe("bad_signature");
   });
 });
 
@@ -143,14 +154,18 @@ describe("advertisement rejections", () => {
     const attacker = await keyAndId();
     // The attacker signs a record that claims the honest peer id.
     const forged = await signAdvertisement(unsigned(honest.id), attacker.key);
-    expect(await rejection(verifyAdvertisementRecord(advertisementKey("eu-west", honest.id), encodeAdvertisement(forged), { now: NOW }))).toBe("bad_signature");
+    expect(
+      await rejection(verifyAdvertisementRecord(advertisementKey("eu-west", honest.id), encodeAdvertisement(forged), { now: NOW })),
+    ).toBe("bad_signature");
   });
 
   test("foreign: a valid record of one peer stored under another peer's key", async () => {
     const a = await keyAndId();
     const b = await keyAndId();
     const rec = await signed(a.key);
-    expect(await rejection(verifyAdvertisementRecord(advertisementKey("eu-west", b.id), encodeAdvertisement(rec), { now: NOW }))).toBe("key_mismatch");
+    expect(await rejection(verifyAdvertisementRecord(advertisementKey("eu-west", b.id), encodeAdvertisement(rec), { now: NOW }))).toBe(
+      "key_mismatch",
+    );
   });
 
   test("oversized (> 4 KiB) is refused before parsing", async () => {
@@ -164,7 +179,9 @@ describe("advertisement rejections", () => {
   test("stale: last_seen + ttl in the past, by any margin", async () => {
     const { key, id } = await keyAndId();
     const rec = await signed(key, { last_seen: NOW - 100, ttl_seconds: 90 });
-    expect(await rejection(verifyAdvertisementRecord(advertisementKey("eu-west", id), encodeAdvertisement(rec), { now: NOW }))).toBe("stale");
+    expect(await rejection(verifyAdvertisementRecord(advertisementKey("eu-west", id), encodeAdvertisement(rec), { now: NOW }))).toBe(
+      "stale",
+    );
     // exactly at the edge it is still valid
     await verifyAdvertisementRecord(advertisementKey("eu-west", id), encodeAdvertisement(rec), { now: NOW - 10 });
   });
@@ -174,13 +191,17 @@ describe("advertisement rejections", () => {
     const ok = await signed(key, { last_seen: NOW + 25 });
     await verifyAdvertisementRecord(advertisementKey("eu-west", id), encodeAdvertisement(ok), { now: NOW });
     const bad = await signed(key, { last_seen: NOW + 31 });
-    expect(await rejection(verifyAdvertisementRecord(advertisementKey("eu-west", id), encodeAdvertisement(bad), { now: NOW }))).toBe("future");
+    expect(await rejection(verifyAdvertisementRecord(advertisementKey("eu-west", id), encodeAdvertisement(bad), { now: NOW }))).toBe(
+      "future",
+    );
   });
 
   test("wrong region: key region differs from the record's", async () => {
     const { key, id } = await keyAndId();
     const rec = await signed(key, { region: "eu-west" });
-    expect(await rejection(verifyAdvertisementRecord(advertisementKey("us-east", id), encodeAdvertisement(rec), { now: NOW }))).toBe("key_mismatch");
+    expect(await rejection(verifyAdvertisementRecord(advertisementKey("us-east", id), encodeAdvertisement(rec), { now: NOW }))).toBe(
+      "key_mismatch",
+    );
   });
 
   test("malformed JSON, non-object JSON and invalid UTF-8", async () => {
@@ -230,7 +251,13 @@ describe("advertisement rejections", () => {
   test("keys outside /agora/nodes/<region>/<peer-id> are refused", async () => {
     const { key, id } = await keyAndId();
     const bytes = encodeAdvertisement(await signed(key));
-    for (const k of [`/agora/other/eu-west/${id}`, `/agora/nodes/${id}`, `/agora/nodes/EU/${id}`, `/agora/nodes/eu-west/${id}/x`, "/agora/nodes/eu-west/notapeerid"]) {
+    for (const k of [
+      `/agora/other/eu-west/${id}`,
+      `/agora/nodes/${id}`,
+      `/agora/nodes/EU/${id}`,
+      `/agora/nodes/eu-west/${id}/x`,
+      "/agora/nodes/eu-west/notapeerid",
+    ]) {
       expect(await rejection(verifyAdvertisementRecord(k, bytes, { now: NOW }))).toBe("bad_key");
     }
   });

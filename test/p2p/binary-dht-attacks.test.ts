@@ -58,13 +58,17 @@ describe("a DHT storage flood against a bootstrap binary", () => {
 
       // 1. The attack as found: one peer key, 10,000 made-up regions.
       const single: string[] = [];
-      await floodPuts(evil.libp2p, addr, (async function* () {
-        for (let i = 0; i < 10_000; i++) {
-          const r = await record(evil.key, evil.peerId, `made-up-${i}`);
-          single.push(r[0]);
-          yield r;
-        }
-      })());
+      await floodPuts(
+        evil.libp2p,
+        addr,
+        (async function* () {
+          for (let i = 0; i < 10_000; i++) {
+            const r = await record(evil.key, evil.peerId, `made-up-${i}`);
+            single.push(r[0]);
+            yield r;
+          }
+        })(),
+      );
       expect(await stored()).toBe(4);
       const probe = new RawDhtSession(evil.libp2p, addr);
       for (const k of single.slice(0, 20)) expect(await probe.get(k)).toBeNull();
@@ -72,20 +76,26 @@ describe("a DHT storage flood against a bootstrap binary", () => {
 
       // 2. Many keys (2,500 × 4 regions): the total bound, the stalest go.
       const many: string[] = [];
-      await floodPuts(evil.libp2p, addr, (async function* () {
-        for (let i = 0; i < 2_500; i++) {
-          const key = await generateKeyPair("Ed25519");
-          const id = peerIdFromPrivateKey(key).toString();
-          for (let j = 0; j < 4; j++) {
-            const r = await record(key, id, `zone-${j}`);
-            many.push(r[0]);
-            yield r;
+      await floodPuts(
+        evil.libp2p,
+        addr,
+        (async function* () {
+          for (let i = 0; i < 2_500; i++) {
+            const key = await generateKeyPair("Ed25519");
+            const id = peerIdFromPrivateKey(key).toString();
+            for (let j = 0; j < 4; j++) {
+              const r = await record(key, id, `zone-${j}`);
+              many.push(r[0]);
+              yield r;
+            }
           }
-        }
-      })());
+        })(),
+      );
       const peak = rssMiB(boot.proc.pid);
       expect(await stored()).toBe(MAX_RECORDS);
-      expect(await metric(boot, "agora_dht_store_evictions_total", 'reason="store_full"')).toBeGreaterThanOrEqual(many.length - MAX_RECORDS);
+      expect(await metric(boot, "agora_dht_store_evictions_total", 'reason="store_full"')).toBeGreaterThanOrEqual(
+        many.length - MAX_RECORDS,
+      );
       for (const k of [...single.slice(-4), ...many.slice(0, 20)]) expect(await probe.get(k)).toBeNull();
       for (const k of many.slice(-20)) expect(await probe.get(k)).not.toBeNull();
       let after = peak;
@@ -94,7 +104,9 @@ describe("a DHT storage flood against a bootstrap binary", () => {
         await Bun.sleep(1_000);
         after = rssMiB(boot.proc.pid);
       }
-      console.log(`bootstrap RSS before ${before.toFixed(1)} MiB, right after 20,000 records ${peak.toFixed(1)} MiB, settled ${after.toFixed(1)} MiB (+${(after - before).toFixed(1)} MiB, bound +${RSS_GROWTH_BOUND_MIB})`);
+      console.log(
+        `bootstrap RSS before ${before.toFixed(1)} MiB, right after 20,000 records ${peak.toFixed(1)} MiB, settled ${after.toFixed(1)} MiB (+${(after - before).toFixed(1)} MiB, bound +${RSS_GROWTH_BOUND_MIB})`,
+      );
       expect(after - before).toBeLessThan(RSS_GROWTH_BOUND_MIB);
       expect((await fetch(`${boot.dashboardUrl}/health`)).status).toBe(200);
       probe.close();
@@ -133,12 +145,19 @@ describe("discovery in a region flooded with 200 fake nodes", () => {
     const boot = await startNode({ args: ["--mode", "bootstrap", "--heartbeat-interval", "1s"] });
     nodes.push(boot);
     const bootAddr = await boot.multiaddr();
-    const honest = await Promise.all([0, 1].map(() => startNode({ args: ["--mode", "dedicated", "--region", REGION, "--heartbeat-interval", "1s", "--bootstrap", bootAddr] })));
+    const honest = await Promise.all(
+      [0, 1].map(() =>
+        startNode({ args: ["--mode", "dedicated", "--region", REGION, "--heartbeat-interval", "1s", "--bootstrap", bootAddr] }),
+      ),
+    );
     nodes.push(...honest);
     const honestIds = (await Promise.all(honest.map((h) => h.peerId()))).sort();
     const api = async () => {
       const t0 = performance.now();
-      const r = (await (await fetch(`${honest[0]!.dashboardUrl}/api/discover?region=${REGION}&limit=100`)).json()) as { advertisement: { peer_id: string }; latency_ms: number | null }[];
+      const r = (await (await fetch(`${honest[0]!.dashboardUrl}/api/discover?region=${REGION}&limit=100`)).json()) as {
+        advertisement: { peer_id: string };
+        latency_ms: number | null;
+      }[];
       return { ms: performance.now() - t0, found: r };
     };
     const otherId = await honest[1]!.peerId();
@@ -161,14 +180,23 @@ describe("discovery in a region flooded with 200 fake nodes", () => {
     // … and from a fresh `discover` client (new identity, only the bootstrap address): every honest node in the
     // top ranks, reachable, no fake among them.
     const t0 = performance.now();
-    const cli = await runCli(["discover", "--bootstrap", bootAddr, "--region", REGION, "--json", "--timeout", "15", "--limit", "10"], { timeoutMs: 30_000 });
+    const cli = await runCli(["discover", "--bootstrap", bootAddr, "--region", REGION, "--json", "--timeout", "15", "--limit", "10"], {
+      timeoutMs: 30_000,
+    });
     const cliMs = performance.now() - t0;
     expect(cli.code).toBe(0);
-    const top = (JSON.parse(cli.stdout) as { advertisement: { peer_id: string }; latency_ms: number | null }[]);
-    expect(top.slice(0, 2).map((n) => n.advertisement.peer_id).sort()).toEqual(honestIds);
+    const top = JSON.parse(cli.stdout) as { advertisement: { peer_id: string }; latency_ms: number | null }[];
+    expect(
+      top
+        .slice(0, 2)
+        .map((n) => n.advertisement.peer_id)
+        .sort(),
+    ).toEqual(honestIds);
     expect(top.slice(0, 2).every((n) => n.latency_ms !== null)).toBe(true);
     expect(top.slice(2).every((n) => fakeIds.has(n.advertisement.peer_id) && n.latency_ms === null)).toBe(true);
-    console.log(`discovery with ${FAKES} fake nodes: API query ${runs.map((m) => `${Math.round(m)} ms`).join(", ")}; fresh CLI client (process start + connect + query) ${Math.round(cliMs)} ms`);
+    console.log(
+      `discovery with ${FAKES} fake nodes: API query ${runs.map((m) => `${Math.round(m)} ms`).join(", ")}; fresh CLI client (process start + connect + query) ${Math.round(cliMs)} ms`,
+    );
     expect([...runs].sort((x, y) => x - y)[2]!).toBeLessThan(QUERY_BOUND_MS);
     for (const ms of runs) expect(ms).toBeLessThan(4_500);
   }, 180_000);

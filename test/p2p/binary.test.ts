@@ -10,8 +10,8 @@ import { randomBytes } from "node:crypto";
 import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import { advertisementKey, encodeAdvertisement, signAdvertisement } from "../../src/p2p";
 import { type NodeHandle, runCli, startNode } from "../helpers/node-process";
-import { cleanupDirs, createHostilePeer, hostileAdvertisement, startTestNode, stopAll, type TestNode, waitFor } from "./helpers";
 import { sendBulk, serveBulk } from "../relay/bulk";
+import { cleanupDirs, createHostilePeer, hostileAdvertisement, startTestNode, stopAll, type TestNode, waitFor } from "./helpers";
 
 // 2 s: records live 3 heartbeats, and with 1 s (3 s records) a put on a busy machine could take so long
 // that the copies readers hold expired between two publishes (nodes flickered out of discovery).
@@ -29,10 +29,15 @@ async function discover(args: string[]): Promise<string[]> {
 async function discoverExactly(args: string[], want: string[]): Promise<string[]> {
   let got: string[] = [];
   const expected = JSON.stringify([...want].sort());
-  await waitFor(`discover ${args.join(" ")}`, async () => {
-    got = await discover(args);
-    return JSON.stringify(got) === expected;
-  }, 30_000, 300).catch(() => {});
+  await waitFor(
+    `discover ${args.join(" ")}`,
+    async () => {
+      got = await discover(args);
+      return JSON.stringify(got) === expected;
+    },
+    30_000,
+    300,
+  ).catch(() => {});
   return got;
 }
 
@@ -48,7 +53,12 @@ const node = (mode: string, region: string) =>
 beforeAll(async () => {
   procs.boot = await startNode({ args: ["--mode", "bootstrap", "--heartbeat-interval", `${HEARTBEAT_S}s`] });
   bootAddr = await procs.boot.multiaddr();
-  [procs.a, procs.b, procs.u, procs.r] = await Promise.all([node("dedicated", "eu-west"), node("dedicated", "eu-west"), node("dedicated", "us-east"), node("relay", "eu-west")]);
+  [procs.a, procs.b, procs.u, procs.r] = await Promise.all([
+    node("dedicated", "eu-west"),
+    node("dedicated", "eu-west"),
+    node("dedicated", "us-east"),
+    node("relay", "eu-west"),
+  ]);
 }, 60_000);
 
 afterAll(() => {
@@ -79,12 +89,19 @@ describe("discovery across binary nodes", () => {
     // than sleeping that long and asserting once.
     const only = [await procs.b!.peerId()];
     let found: string[] = [];
-    await waitFor("the killed node dropped from discovery", async () => {
+    await waitFor(
+      "the killed node dropped from discovery",
+      async () => {
         found = await discover(["--region", "eu-west", "--capability", "mixer"]);
         return JSON.stringify(found) === JSON.stringify(only);
-      }, 3 * HEARTBEAT_S * 1000 + 20_000).catch(() => {});
+      },
+      3 * HEARTBEAT_S * 1000 + 20_000,
+    ).catch(() => {});
     expect(found).toEqual(only);
-    const viaApi = async () => ((await (await fetch(`${procs.u!.dashboardUrl}/api/discover?region=eu-west`)).json()) as { advertisement: { peer_id: string } }[]).map((n) => n.advertisement.peer_id);
+    const viaApi = async () =>
+      (
+        (await (await fetch(`${procs.u!.dashboardUrl}/api/discover?region=eu-west`)).json()) as { advertisement: { peer_id: string } }[]
+      ).map((n) => n.advertisement.peer_id);
     await waitFor("the killed node dropped from the API", async () => !(await viaApi()).includes(gone), 20_000).catch(() => {});
     expect(await viaApi()).not.toContain(gone);
   }, 60_000);
@@ -95,14 +112,20 @@ describe("a hostile DHT peer against binary nodes", () => {
     const evil = await createHostilePeer();
     const [evilKey, evilId] = [evil.key, evil.peerId];
     const honest = [procs.boot!, procs.b!, procs.u!, procs.r!];
-    const rejected = async (reason: string) => (await Promise.all(honest.map((h) => metric(h, "agora_dht_records_rejected_total", `reason="${reason}"`)))).reduce((s, v) => s + v, 0);
+    const rejected = async (reason: string) =>
+      (await Promise.all(honest.map((h) => metric(h, "agora_dht_records_rejected_total", `reason="${reason}"`)))).reduce(
+        (s, v) => s + v,
+        0,
+      );
     const base = { bad_signature: await rejected("bad_signature"), oversized: await rejected("oversized"), stale: await rejected("stale") };
     try {
       for (const h of honest) await evil.libp2p.dial(multiaddr(await h.multiaddr()));
       const put = evil.put;
       const now = Date.now() / 1000;
       const b = await procs.b!.peerId();
-      expect(await put(advertisementKey("eu-west", b), encodeAdvertisement(await signAdvertisement(hostileAdvertisement(b), evilKey)))).toBe(0);
+      expect(
+        await put(advertisementKey("eu-west", b), encodeAdvertisement(await signAdvertisement(hostileAdvertisement(b), evilKey))),
+      ).toBe(0);
       const big = hostileAdvertisement(evilId, { labels: Array.from({ length: 32 }, (_, i) => `l${i}-${"x".repeat(120)}`) });
       expect(await put(advertisementKey("eu-west", evilId), encodeAdvertisement(await signAdvertisement(big, evilKey)))).toBe(0);
       const stale = hostileAdvertisement(evilId, { last_seen: now - 3600 });
@@ -131,10 +154,18 @@ describe("relay mode as a real process", () => {
     let caller: TestNode | undefined;
     try {
       // No listener at all, and a gater that forbids any dial but to the relay: reachable only through it.
-      hidden = await startTestNode({ region: "nat-zone", bootstrap: [relayAddr], internal: { listenAddrs: [`${relayAddr}/p2p-circuit`], connectionGater: { denyDialMultiaddr: viaRelayOnly } } });
+      hidden = await startTestNode({
+        region: "nat-zone",
+        bootstrap: [relayAddr],
+        internal: { listenAddrs: [`${relayAddr}/p2p-circuit`], connectionGater: { denyDialMultiaddr: viaRelayOnly } },
+      });
       await waitFor("relay reservation", () => hidden!.node.listenAddrs().some((a) => a.includes("/p2p-circuit")), 15_000);
       await serveBulk(hidden.node.libp2p);
-      caller = await startTestNode({ region: "caller-zone", bootstrap: [relayAddr], internal: { listenAddrs: [], connectionGater: { denyDialMultiaddr: viaRelayOnly } } });
+      caller = await startTestNode({
+        region: "caller-zone",
+        bootstrap: [relayAddr],
+        internal: { listenAddrs: [], connectionGater: { denyDialMultiaddr: viaRelayOnly } },
+      });
       const bytesBefore = await metric(procs.r!, "agora_relay_bytes_total", "");
       const conn = await caller.node.libp2p.dial(multiaddr(`${relayAddr}/p2p-circuit/p2p/${hidden.node.peerId}`));
       expect(conn.remoteAddr.toString()).toContain("/p2p-circuit");
@@ -143,7 +174,9 @@ describe("relay mode as a real process", () => {
       const text = await (await fetch(procs.r!.metricsUrl)).text();
       const relayed = Number(/^agora_relay_bytes_total(?:\{[^}]*\})? (\d+)/m.exec(text)?.[1] ?? 0);
       expect(relayed - bytesBefore).toBeGreaterThanOrEqual(2 * 1024 * 1024);
-      const status = (await (await fetch(`${procs.r!.dashboardUrl}/api/status`)).json()) as { network: { relay: { enabled: boolean; reservations: number } } };
+      const status = (await (await fetch(`${procs.r!.dashboardUrl}/api/status`)).json()) as {
+        network: { relay: { enabled: boolean; reservations: number } };
+      };
       expect(status.network.relay.enabled).toBe(true);
       expect(status.network.relay.reservations).toBeGreaterThanOrEqual(1);
     } finally {

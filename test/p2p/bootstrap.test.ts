@@ -22,7 +22,13 @@ test("a failed redial of a bootstrap peer schedules the next one (backoff), agai
     addEventListener: () => undefined,
     removeEventListener: () => undefined,
   } as unknown as Libp2p;
-  const r = new Redialer({ libp2p, logger: silentLogger(), bootstrap: [`/ip4/127.0.0.1/tcp/1/p2p/${boot}`], known: [], backoff: { baseMs: 5, capMs: 20 } });
+  const r = new Redialer({
+    libp2p,
+    logger: silentLogger(),
+    bootstrap: [`/ip4/127.0.0.1/tcp/1/p2p/${boot}`],
+    known: [],
+    backoff: { baseMs: 5, capMs: 20 },
+  });
   r.start();
   try {
     // before the fix the first failure left the target marked as dialing, so no retry was ever scheduled

@@ -3,8 +3,9 @@
  * with the public IPs AutoNAT confirmed, and what it returns ends the advertisement's listen_addr, after the
  * dialable addresses.
  */
-import { generateKeyPair } from "@libp2p/crypto/keys";
+
 import { afterAll, expect, test } from "bun:test";
+import { generateKeyPair } from "@libp2p/crypto/keys";
 import { Registry } from "prom-client";
 import { silentLogger } from "../../src/log";
 import { createNetworkNode, type NetworkNode } from "../../src/p2p";

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import { identify } from "@libp2p/identify";
-import type { Libp2p, PrivateKey, Stream, StreamMuxer, MultiaddrConnection } from "@libp2p/interface";
+import type { Libp2p, MultiaddrConnection, PrivateKey, Stream, StreamMuxer } from "@libp2p/interface";
 import { type KadDHT, kadDHT, passthroughMapper } from "@libp2p/kad-dht";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
 import { ping } from "@libp2p/ping";
@@ -85,7 +85,8 @@ export async function startTestNode(o: TestNodeOptions = {}): Promise<TestNode> 
   const registry = new Registry();
   const privateKey = o.privateKey ?? (await generateKeyPair("Ed25519"));
   const load: LoadFigures = { current_load: 0, max_clients: 100, cpu_percent: 10, mem_percent: 20, status: "online", ...o.load };
-  const capabilities = o.capabilities ?? (config.node.mode === "dedicated" ? ["mixer"] : config.node.mode === "relay" ? ["relay"] : ["bootstrap"]);
+  const capabilities =
+    o.capabilities ?? (config.node.mode === "dedicated" ? ["mixer"] : config.node.mode === "relay" ? ["relay"] : ["bootstrap"]);
   const node = createNetworkNode({
     config,
     privateKey,
@@ -159,7 +160,13 @@ export async function createHostilePeer(): Promise<HostilePeer> {
     services: {
       identify: identify(),
       ping: ping(),
-      dht: kadDHT({ protocol: PROTOCOL_DHT, clientMode: true, peerInfoMapper: passthroughMapper, validators: { agora: async () => {} }, selectors: { agora: () => 0 } }),
+      dht: kadDHT({
+        protocol: PROTOCOL_DHT,
+        clientMode: true,
+        peerInfoMapper: passthroughMapper,
+        validators: { agora: async () => {} },
+        selectors: { agora: () => 0 },
+      }),
     },
   });
   return {
@@ -184,9 +191,24 @@ export async function createHostilePeer(): Promise<HostilePeer> {
  */
 export function hostileAdvertisement(peer: string, over: Partial<UnsignedAdvertisement> = {}): UnsignedAdvertisement {
   return {
-    peer_id: peer, version: "evil", region: "eu-west", capabilities: ["mixer"], max_clients: 1000, current_load: 0, uptime_seconds: 1e7,
-    reputation: 1, last_seen: Date.now() / 1000, listen_addr: ["/ip4/6.6.6.6/tcp/1"], group: "default", labels: [], status: "online",
-    cpu_percent: 0, mem_percent: 0, seq: Number.MAX_SAFE_INTEGER, ttl_seconds: 60, ...over,
+    peer_id: peer,
+    version: "evil",
+    region: "eu-west",
+    capabilities: ["mixer"],
+    max_clients: 1000,
+    current_load: 0,
+    uptime_seconds: 1e7,
+    reputation: 1,
+    last_seen: Date.now() / 1000,
+    listen_addr: ["/ip4/6.6.6.6/tcp/1"],
+    group: "default",
+    labels: [],
+    status: "online",
+    cpu_percent: 0,
+    mem_percent: 0,
+    seq: Number.MAX_SAFE_INTEGER,
+    ttl_seconds: 60,
+    ...over,
   };
 }
 

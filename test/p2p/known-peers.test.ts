@@ -1,8 +1,8 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { silentLogger } from "../../src/log";
 import pRetry from "p-retry";
+import { silentLogger } from "../../src/log";
 import { type BackoffOptions, backoffRetryOptions } from "../../src/p2p/bootstrap";
 import { type KnownPeer, loadKnownPeers, MAX_KNOWN_PEERS, saveKnownPeers } from "../../src/p2p/known-peers";
 import { cleanupDirs, tempDir } from "./helpers";
@@ -17,10 +17,15 @@ describe("known-peers.json", () => {
     const dir = tempDir();
     const file = join(dir, "known-peers.json");
     const now = 1_800_000_000;
-    saveKnownPeers(file, [], [
-      { peer_id: PEER, addrs: ["/ip4/10.0.0.1/tcp/7001"], last_seen: now - 10 },
-      { peer_id: PEER2, addrs: ["/ip4/10.0.0.2/tcp/7001", "/dns4/x.example/tcp/7001"], last_seen: now },
-    ], now);
+    saveKnownPeers(
+      file,
+      [],
+      [
+        { peer_id: PEER, addrs: ["/ip4/10.0.0.1/tcp/7001"], last_seen: now - 10 },
+        { peer_id: PEER2, addrs: ["/ip4/10.0.0.2/tcp/7001", "/dns4/x.example/tcp/7001"], last_seen: now },
+      ],
+      now,
+    );
     expect(statSync(file).mode & 0o777).toBe(0o600);
     // no temp file left behind
     expect(readdirSync(dir)).toEqual(["known-peers.json"]);
@@ -33,10 +38,17 @@ describe("known-peers.json", () => {
     const dir = tempDir();
     const file = join(dir, "known-peers.json");
     const now = 1_800_000_000;
-    const old: KnownPeer[] = [{ peer_id: PEER, addrs: ["/ip4/10.0.0.1/tcp/1"], last_seen: now - 100 }, { peer_id: PEER2, addrs: ["/ip4/10.0.0.2/tcp/1"], last_seen: now - 40 * 86400 }];
+    const old: KnownPeer[] = [
+      { peer_id: PEER, addrs: ["/ip4/10.0.0.1/tcp/1"], last_seen: now - 100 },
+      { peer_id: PEER2, addrs: ["/ip4/10.0.0.2/tcp/1"], last_seen: now - 40 * 86400 },
+    ];
     const out = saveKnownPeers(file, old, [{ peer_id: PEER, addrs: ["/ip4/10.0.0.9/tcp/2"], last_seen: now }], now);
     expect(out).toEqual([{ peer_id: PEER, addrs: ["/ip4/10.0.0.9/tcp/2"], last_seen: now }]);
-    const many = Array.from({ length: MAX_KNOWN_PEERS + 50 }, (_, i) => ({ peer_id: `12D3KooW${String(i).padStart(44, "A")}`, addrs: ["/ip4/10.1.0.1/tcp/1"], last_seen: now - i }));
+    const many = Array.from({ length: MAX_KNOWN_PEERS + 50 }, (_, i) => ({
+      peer_id: `12D3KooW${String(i).padStart(44, "A")}`,
+      addrs: ["/ip4/10.1.0.1/tcp/1"],
+      last_seen: now - i,
+    }));
     expect(saveKnownPeers(file, [], many, now)).toHaveLength(MAX_KNOWN_PEERS);
   });
 

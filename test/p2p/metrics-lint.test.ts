@@ -21,10 +21,22 @@ describe("libp2p metric names", () => {
 describe("exposition", () => {
   test("a relay node's /metrics passes promtool check metrics", () => {
     const promtool = requireTool("promtool", "prometheus");
-    const dump = Bun.spawnSync([process.execPath, join(import.meta.dir, "fixtures", "metrics-dump.ts")], { cwd: join(import.meta.dir, "..", ".."), timeout: 60_000 });
+    const dump = Bun.spawnSync([process.execPath, join(import.meta.dir, "fixtures", "metrics-dump.ts")], {
+      cwd: join(import.meta.dir, "..", ".."),
+      timeout: 60_000,
+    });
     expect(dump.exitCode).toBe(0);
     const [relayText] = dump.stdout.toString().split("\n#----\n");
-    for (const name of ["agora_connections_total", "agora_connections_active", "agora_dht_records_rejected_total", "agora_relay_reservations_active", "agora_relay_circuits_active", "agora_relay_bytes_total", "libp2p_data_transfer_bytes_total", "libp2p_agora_dht_routing_table_size"]) {
+    for (const name of [
+      "agora_connections_total",
+      "agora_connections_active",
+      "agora_dht_records_rejected_total",
+      "agora_relay_reservations_active",
+      "agora_relay_circuits_active",
+      "agora_relay_bytes_total",
+      "libp2p_data_transfer_bytes_total",
+      "libp2p_agora_dht_routing_table_size",
+    ]) {
       expect(relayText).toContain(`# TYPE ${name} `);
     }
     expect(relayText).toMatch(/^agora_relay_bytes_total [1-9]\d*/m);

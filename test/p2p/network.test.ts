@@ -21,9 +21,19 @@ import {
   verifyAdvertisementRecord,
 } from "../../src/p2p/advertisement";
 import type { ConnectionLimits } from "../../src/p2p/connection-limits";
-import { cleanupDirs, createHostilePeer, hostileAdvertisement, metricValue, startTestNode as startNode, stopAll, type TestNode, type TestNodeOptions, waitFor } from "./helpers";
 import { namespaceCid } from "../../src/p2p/namespaces";
-import { nonCanonicalVariants } from "./helpers";
+import {
+  cleanupDirs,
+  createHostilePeer,
+  hostileAdvertisement,
+  metricValue,
+  nonCanonicalVariants,
+  startTestNode as startNode,
+  stopAll,
+  type TestNode,
+  type TestNodeOptions,
+  waitFor,
+} from "./helpers";
 import { RawDhtSession } from "./raw-dht";
 
 // Several nodes on 2 noisy cores; every wait inside is bounded on its own.
@@ -62,10 +72,14 @@ type Query = Parameters<NetworkNode["discover"]>[0];
 async function discoverExactly(n: TestNode, q: Query, want: string[]): Promise<Awaited<ReturnType<NetworkNode["discover"]>>> {
   let got: Awaited<ReturnType<NetworkNode["discover"]>> = [];
   const expected = JSON.stringify([...want].sort());
-  await waitFor(`discover ${JSON.stringify(q)}`, async () => {
-    got = await n.node.discover(q);
-    return JSON.stringify(ids(got)) === expected;
-  }, 20_000).catch(() => {});
+  await waitFor(
+    `discover ${JSON.stringify(q)}`,
+    async () => {
+      got = await n.node.discover(q);
+      return JSON.stringify(ids(got)) === expected;
+    },
+    20_000,
+  ).catch(() => {});
   return got;
 }
 
@@ -115,12 +129,25 @@ describe("loopback Agora network", () => {
     const key = advertisementKey("eu-west", a.node.peerId);
     // Reputation counts successful publishes; the very first records of a node whose first puts failed (a
     // busy machine) carry 0, so wait for one published after a success.
-    const rec = await waitFor("a record with a reputation, reachable from another node", async () => {
-      const v = await dhtValues(dhtOf(us.node), key);
-      const r = v.length > 0 ? await verifyAdvertisementRecord(key, v[0]!) : null;
-      return r && r.reputation > 0 ? r : null;
-    }, 30_000);
-    expect(rec).toMatchObject({ peer_id: a.node.peerId, region: "eu-west", group: "alpha", capabilities: ["mixer"], current_load: 10, max_clients: 100, status: "online", version: "0.1.0-test" });
+    const rec = await waitFor(
+      "a record with a reputation, reachable from another node",
+      async () => {
+        const v = await dhtValues(dhtOf(us.node), key);
+        const r = v.length > 0 ? await verifyAdvertisementRecord(key, v[0]!) : null;
+        return r && r.reputation > 0 ? r : null;
+      },
+      30_000,
+    );
+    expect(rec).toMatchObject({
+      peer_id: a.node.peerId,
+      region: "eu-west",
+      group: "alpha",
+      capabilities: ["mixer"],
+      current_load: 10,
+      max_clients: 100,
+      status: "online",
+      version: "0.1.0-test",
+    });
     expect(rec.ttl_seconds).toBe(3 * HEARTBEAT_S);
     expect(rec.listen_addr.length).toBeGreaterThan(0);
     expect(rec.listen_addr[0]).toStartWith("/ip4/127.0.0.1/tcp/");
@@ -133,9 +160,23 @@ describe("loopback Agora network", () => {
     const key = await generateKeyPair("Ed25519");
     const id = peerIdFromPrivateKey(key).toString();
     const u: UnsignedAdvertisement = {
-      peer_id: id, version: "x", region: "test-zone", capabilities: ["mixer"], max_clients: 1, current_load: 0, uptime_seconds: 0,
-      reputation: 0.5, last_seen: Date.now() / 1000, listen_addr: [], group: "default", labels: [], status: "online",
-      cpu_percent: 0, mem_percent: 0, seq: 1, ttl_seconds: 60,
+      peer_id: id,
+      version: "x",
+      region: "test-zone",
+      capabilities: ["mixer"],
+      max_clients: 1,
+      current_load: 0,
+      uptime_seconds: 0,
+      reputation: 0.5,
+      last_seen: Date.now() / 1000,
+      listen_addr: [],
+      group: "default",
+      labels: [],
+      status: "online",
+      cpu_percent: 0,
+      mem_percent: 0,
+      seq: 1,
+      ttl_seconds: 60,
     };
     const good = encodeAdvertisement(await signAdvertisement(u, key));
     let stored = 0;
@@ -164,7 +205,9 @@ describe("loopback Agora network", () => {
       expect(r.reasons.some((x) => x.startsWith("load "))).toBe(true);
     }
     // b is loaded (60 %) with CPU 85 %: it must rank after a.
-    expect(eu.findIndex((r) => r.advertisement.peer_id === a.node.peerId)).toBeLessThan(eu.findIndex((r) => r.advertisement.peer_id === b.node.peerId));
+    expect(eu.findIndex((r) => r.advertisement.peer_id === a.node.peerId)).toBeLessThan(
+      eu.findIndex((r) => r.advertisement.peer_id === b.node.peerId),
+    );
     expect(eu.find((r) => r.advertisement.peer_id === b.node.peerId)!.reasons).toContain("cpu 85% (+0.5)");
     expect(ids(await discoverExactly(a, { region: "us-east" }, [us.node.peerId]))).toEqual([us.node.peerId]);
     expect(await a.node.discover({ region: "ap-south", timeoutMs: 2_000 })).toEqual([]);
@@ -186,14 +229,23 @@ describe("loopback Agora network", () => {
     const want = [a.node.peerId, b.node.peerId, relay.node.peerId].sort();
     // a fresh client on a busy machine may not hear every answer within one query's deadline: ask again
     let found: Awaited<ReturnType<typeof discoverOnce>> = [];
-    await waitFor("the transient client finds the three", async () => {
-      found = await discoverOnce({ bootstrap: [boot.addr], query: { region: "eu-west" }, logger: silentLogger(), timeoutMs: 10_000 });
-      return JSON.stringify(ids(found)) === JSON.stringify(want);
-    }, 30_000).catch(() => {});
+    await waitFor(
+      "the transient client finds the three",
+      async () => {
+        found = await discoverOnce({ bootstrap: [boot.addr], query: { region: "eu-west" }, logger: silentLogger(), timeoutMs: 10_000 });
+        return JSON.stringify(ids(found)) === JSON.stringify(want);
+      },
+      30_000,
+    ).catch(() => {});
     expect(ids(found)).toEqual(want);
     expect(found.every((f) => f.latency_ms !== null)).toBe(true);
     await expect(
-      discoverOnce({ bootstrap: ["/ip4/127.0.0.1/tcp/1/p2p/12D3KooWKDStZZgYnA7uRggHUq1EZyxtknJX2q8AziLsnaTSswaf"], query: {}, logger: silentLogger(), timeoutMs: 3_000 }),
+      discoverOnce({
+        bootstrap: ["/ip4/127.0.0.1/tcp/1/p2p/12D3KooWKDStZZgYnA7uRggHUq1EZyxtknJX2q8AziLsnaTSswaf"],
+        query: {},
+        logger: silentLogger(),
+        timeoutMs: 3_000,
+      }),
     ).rejects.toMatchObject({ code: "P2P" });
   });
 
@@ -225,7 +277,11 @@ describe("loopback Agora network", () => {
     // instant, then for the effect (bounded): readers refuse the expired copies.
     const expiry = (last.last_seen + last.ttl_seconds) * 1000;
     await waitFor("the record's expiry", () => Date.now() > expiry, expiry - Date.now() + 5_000);
-    await waitFor("expired record no longer discovered", async () => (await us.node.discover({ region: "gone-zone", timeoutMs: 3_000 })).length === 0, 20_000);
+    await waitFor(
+      "expired record no longer discovered",
+      async () => (await us.node.discover({ region: "gone-zone", timeoutMs: 3_000 })).length === 0,
+      20_000,
+    );
     await waitFor("expired record refused by DHT readers", async () => (await dhtValues(dhtOf(a.node), key)).length === 0, 20_000);
     expect(await dhtValues(dhtOf(a.node), key)).toEqual([]);
   });
@@ -234,14 +290,22 @@ describe("loopback Agora network", () => {
     const evil = await createHostilePeer();
     const [evilKey, evilId] = [evil.key, evil.peerId];
     const honest = [boot, a, b, us, relay];
-    const before = async (reason: string) => (await Promise.all(honest.map((n) => metricValue(n.registry, "agora_dht_records_rejected_total", { reason })))).reduce((s, v) => s! + (v ?? 0), 0)!;
+    const before = async (reason: string) =>
+      (await Promise.all(honest.map((n) => metricValue(n.registry, "agora_dht_records_rejected_total", { reason })))).reduce(
+        (s, v) => s! + (v ?? 0),
+        0,
+      )!;
     const base = { bad_signature: await before("bad_signature"), oversized: await before("oversized"), stale: await before("stale") };
     try {
       for (const n of honest) await evil.libp2p.dial(multiaddr(n.addr));
-      await waitFor("hostile routing table", () => (evil.libp2p.services.dht as unknown as { routingTable: { size: number } }).routingTable.size >= 3);
+      await waitFor(
+        "hostile routing table",
+        () => (evil.libp2p.services.dht as unknown as { routingTable: { size: number } }).routingTable.size >= 3,
+      );
       const putCount = evil.put;
       const now = Date.now() / 1000;
-      const u = (peer: string, over: Partial<UnsignedAdvertisement>) => hostileAdvertisement(peer, { group: "alpha", last_seen: now, ...over });
+      const u = (peer: string, over: Partial<UnsignedAdvertisement>) =>
+        hostileAdvertisement(peer, { group: "alpha", last_seen: now, ...over });
       // 1. forged: claims to be node a (huge seq, zero load), signed with the attacker's key
       const aKey = advertisementKey("eu-west", a.node.peerId);
       expect(await putCount(aKey, encodeAdvertisement(await signAdvertisement(u(a.node.peerId, {}), evilKey)))).toBe(0);
@@ -255,7 +319,11 @@ describe("loopback Agora network", () => {
 
       // Honest readers still get a's own record (its latest heartbeat's, so wait for a read that has it),
       // and nothing for the attacker's keys.
-      const got = await waitFor("a's own record readable", () => dhtValues(dhtOf(us.node), aKey).then((v) => (v.length > 0 ? v : null)), 20_000);
+      const got = await waitFor(
+        "a's own record readable",
+        () => dhtValues(dhtOf(us.node), aKey).then((v) => (v.length > 0 ? v : null)),
+        20_000,
+      );
       expect(got.length).toBe(1);
       const rec = await verifyAdvertisementRecord(aKey, got[0]!);
       expect(rec.version).toBe("0.1.0-test");
@@ -269,10 +337,14 @@ describe("loopback Agora network", () => {
       // and every honest node is still serving (a discovery on a busy machine can miss a slow answer: retry)
       const honestIds = [a.node.peerId, b.node.peerId, relay.node.peerId].sort();
       let seen: string[] = [];
-      await waitFor("every honest node discovered", async () => {
-        seen = ids(await us.node.discover({ region: "eu-west" }));
-        return seen.length === 3;
-      }, 20_000).catch(() => {});
+      await waitFor(
+        "every honest node discovered",
+        async () => {
+          seen = ids(await us.node.discover({ region: "eu-west" }));
+          return seen.length === 3;
+        },
+        20_000,
+      ).catch(() => {});
       expect(seen).toEqual(honestIds);
     } finally {
       await evil.stop();
@@ -284,7 +356,10 @@ describe("loopback Agora network", () => {
     const victim = await generateKeyPair("Ed25519");
     const victimId = peerIdFromPrivateKey(victim).toString();
     const honest = [boot, a, b];
-    const notCanonical = async () => (await Promise.all(honest.map((n) => metricValue(n.registry, "agora_dht_records_rejected_total", { reason: "not_canonical" })))).reduce((x, y) => x! + (y ?? 0), 0)!;
+    const notCanonical = async () =>
+      (
+        await Promise.all(honest.map((n) => metricValue(n.registry, "agora_dht_records_rejected_total", { reason: "not_canonical" })))
+      ).reduce((x, y) => x! + (y ?? 0), 0)!;
     const base = await notCanonical();
     try {
       const key = advertisementKey("eu-west", victimId);
@@ -338,7 +413,9 @@ describe("loopback Agora network", () => {
       for (let i = 0; i < 40; i++) {
         const region = `made-up-${i}`;
         keys.push(advertisementKey(region, evil.peerId));
-        const value = encodeAdvertisement(await signAdvertisement(hostileAdvertisement(evil.peerId, { region, last_seen: t + i / 100, ttl_seconds: 600 }), evil.key));
+        const value = encodeAdvertisement(
+          await signAdvertisement(hostileAdvertisement(evil.peerId, { region, last_seen: t + i / 100, ttl_seconds: 600 }), evil.key),
+        );
         await session.put(keys[i]!, value);
       }
       expect((await stored("record")) - recordsBefore).toBeLessThanOrEqual(4);
@@ -347,13 +424,23 @@ describe("loopback Agora network", () => {
       for (const k of keys) servedNow.push((await session.get(k)) !== null);
       expect(servedNow.filter(Boolean).length).toBe(4);
       expect(servedNow.slice(36)).toEqual([true, true, true, true]);
-      expect(await metricValue(boot.registry, "agora_dht_store_evictions_total", { kind: "record", reason: "signer_quota" })).toBeGreaterThanOrEqual(36);
+      expect(
+        await metricValue(boot.registry, "agora_dht_store_evictions_total", { kind: "record", reason: "signer_quota" }),
+      ).toBeGreaterThanOrEqual(36);
 
       // provider records: one key announcing itself for 100 made-up namespaces
       const providersBefore = await stored("provider");
       const self = peerIdFromPrivateKey(evil.key).toMultihash().bytes;
-      for (let i = 0; i < 100; i++) await session.addProvider((await namespaceCid(`/agora/region/made-up-${i}`)).bytes, self, [multiaddr("/ip4/127.0.0.1/tcp/9").bytes]);
-      await waitFor("provider flood processed", async () => ((await metricValue(boot.registry, "agora_dht_store_evictions_total", { kind: "provider", reason: "signer_quota" })) ?? 0) >= 100 - 32);
+      for (let i = 0; i < 100; i++)
+        await session.addProvider((await namespaceCid(`/agora/region/made-up-${i}`)).bytes, self, [
+          multiaddr("/ip4/127.0.0.1/tcp/9").bytes,
+        ]);
+      await waitFor(
+        "provider flood processed",
+        async () =>
+          ((await metricValue(boot.registry, "agora_dht_store_evictions_total", { kind: "provider", reason: "signer_quota" })) ?? 0) >=
+          100 - 32,
+      );
       expect((await stored("provider")) - providersBefore).toBeLessThanOrEqual(32);
       session.close();
     } finally {
@@ -368,7 +455,10 @@ describe("loopback Agora network", () => {
     try {
       const session = new RawDhtSession(evil.libp2p, multiaddr(n.addr));
       const key = advertisementKey("sweep-zone", evil.peerId);
-      const rec = await signAdvertisement(hostileAdvertisement(evil.peerId, { region: "sweep-zone", last_seen: clock.now, ttl_seconds: 60 }), evil.key);
+      const rec = await signAdvertisement(
+        hostileAdvertisement(evil.peerId, { region: "sweep-zone", last_seen: clock.now, ttl_seconds: 60 }),
+        evil.key,
+      );
       expect(await session.put(key, encodeAdvertisement(rec))).toBe(true);
       expect(await session.get(key)).not.toBeNull();
       expect(await metricValue(n.registry, "agora_dht_store_entries", { kind: "record" })).toBe(1);

@@ -96,7 +96,10 @@ describe("full score and ordering", () => {
 
   test("a node that did not answer a ping ranks after every node that did, whatever its claimed load", () => {
     const fake = { advertisement: adv("fake", { current_load: 0, max_clients: 1000 }), latency_ms: null };
-    const busy = { advertisement: adv("busy", { current_load: 90, cpu_percent: 95, mem_percent: 90, status: "degraded" }), latency_ms: 400 };
+    const busy = {
+      advertisement: adv("busy", { current_load: 90, cpu_percent: 95, mem_percent: 90, status: "degraded" }),
+      latency_ms: 400,
+    };
     const ok = { advertisement: adv("ok", { current_load: 20 }), latency_ms: 10 };
     // busy scores 0.4 + 0.9 + 0.5 + 0.4 + 0.25 = 2.45, the fake 1.0: the fake still goes last
     expect(rankNodes([fake, busy, ok]).map((x) => x.advertisement.peer_id)).toEqual(["ok", "busy", "fake"]);

@@ -6,7 +6,7 @@
  */
 import type { Libp2p, PeerId, Stream } from "@libp2p/interface";
 import { Record as DhtRecord } from "@libp2p/kad-dht";
-import { lpStream, type LengthPrefixedStream } from "@libp2p/utils";
+import { type LengthPrefixedStream, lpStream } from "@libp2p/utils";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import { PROTOCOL_DHT } from "../../src/p2p";
 
@@ -71,7 +71,9 @@ export class RawDhtSession {
   ) {}
 
   private async stream(): Promise<LengthPrefixedStream<Stream>> {
-    this.lp ??= lpStream(await this.libp2p.dialProtocol(this.peer, PROTOCOL_DHT, { signal: AbortSignal.timeout(10_000) }), { maxDataLength: 1 << 20 });
+    this.lp ??= lpStream(await this.libp2p.dialProtocol(this.peer, PROTOCOL_DHT, { signal: AbortSignal.timeout(10_000) }), {
+      maxDataLength: 1 << 20,
+    });
     return this.lp;
   }
 
@@ -130,8 +132,15 @@ export class RawDhtSession {
  * Sends every (key, value) as a PUT_VALUE to one server over `streams` parallel streams of the same
  * connection; answers how many the server stored.
  */
-export async function floodPuts(libp2p: Libp2p, server: PeerId | Multiaddr, items: AsyncIterable<[string, Uint8Array]> | Iterable<[string, Uint8Array]>, streams = 4): Promise<number> {
-  const it = (Symbol.asyncIterator in items ? items[Symbol.asyncIterator]() : (items as Iterable<[string, Uint8Array]>)[Symbol.iterator]()) as AsyncIterator<[string, Uint8Array]> | Iterator<[string, Uint8Array]>;
+export async function floodPuts(
+  libp2p: Libp2p,
+  server: PeerId | Multiaddr,
+  items: AsyncIterable<[string, Uint8Array]> | Iterable<[string, Uint8Array]>,
+  streams = 4,
+): Promise<number> {
+  const it = (
+    Symbol.asyncIterator in items ? items[Symbol.asyncIterator]() : (items as Iterable<[string, Uint8Array]>)[Symbol.iterator]()
+  ) as AsyncIterator<[string, Uint8Array]> | Iterator<[string, Uint8Array]>;
   let stored = 0;
   await Promise.all(
     Array.from({ length: streams }, async () => {
@@ -192,9 +201,13 @@ export async function plantFakeNodes(o: FakeNodesOptions): Promise<string[]> {
     try {
       const session = new RawDhtSession(lib, o.server);
       for (const cid of cids) await session.addProvider(cid, peer.toMultihash().bytes, [multiaddr(o.listenAddr).bytes]);
-      const rec = await signAdvertisement(hostileAdvertisement(peer.toString(), { region: o.region, listen_addr: [o.listenAddr], ttl_seconds: 600, seq: 1 }), key);
+      const rec = await signAdvertisement(
+        hostileAdvertisement(peer.toString(), { region: o.region, listen_addr: [o.listenAddr], ttl_seconds: 600, seq: 1 }),
+        key,
+      );
       // The PUT's answer also proves the ADD_PROVIDERs before it on the stream were handled.
-      if (!(await session.put(advertisementKey(o.region, peer.toString()), encodeAdvertisement(rec)))) throw new Error(`fake ${i}: record refused`);
+      if (!(await session.put(advertisementKey(o.region, peer.toString()), encodeAdvertisement(rec))))
+        throw new Error(`fake ${i}: record refused`);
       session.close();
       ids.push(peer.toString());
     } finally {
@@ -202,6 +215,7 @@ export async function plantFakeNodes(o: FakeNodesOptions): Promise<string[]> {
     }
   };
   const parallel = o.parallel ?? 8;
-  for (let i = 0; i < o.count; i += parallel) await Promise.all(Array.from({ length: Math.min(parallel, o.count - i) }, (_, j) => plantOne(i + j)));
+  for (let i = 0; i < o.count; i += parallel)
+    await Promise.all(Array.from({ length: Math.min(parallel, o.count - i) }, (_, j) => plantOne(i + j)));
   return ids;
 }

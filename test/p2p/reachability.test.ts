@@ -2,7 +2,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import type { Connection } from "@libp2p/interface";
 import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
-import { reachability, type ReachabilityComponents } from "../../src/p2p/reachability";
+import { type ReachabilityComponents, reachability } from "../../src/p2p/reachability";
 import { useVirtualTime } from "./virtual-time";
 
 interface Addr {
@@ -18,7 +18,9 @@ function fakes(addrs: Addr[]) {
     events: target,
   } as unknown as ReachabilityComponents;
   const inbound = (remote: string) =>
-    target.dispatchEvent(new CustomEvent("connection:open", { detail: { direction: "inbound", remoteAddr: multiaddr(remote) } as unknown as Connection }));
+    target.dispatchEvent(
+      new CustomEvent("connection:open", { detail: { direction: "inbound", remoteAddr: multiaddr(remote) } as unknown as Connection }),
+    );
   return { components, inbound, target };
 }
 
@@ -58,7 +60,10 @@ describe("reachability service", () => {
 
   test("relay circuit addresses and private addresses are not candidates", () => {
     const r = reachability({ graceMs: 0 })(
-      fakes([addr("/ip4/8.8.8.8/tcp/4001/p2p/12D3KooWKDStZZgYnA7uRggHUq1EZyxtknJX2q8AziLsnaTSswaf/p2p-circuit", true), addr("/ip4/10.1.2.3/tcp/1", true)]).components,
+      fakes([
+        addr("/ip4/8.8.8.8/tcp/4001/p2p/12D3KooWKDStZZgYnA7uRggHUq1EZyxtknJX2q8AziLsnaTSswaf/p2p-circuit", true),
+        addr("/ip4/10.1.2.3/tcp/1", true),
+      ]).components,
     );
     r.start();
     expect(r.status()).toBe("private");
@@ -71,7 +76,9 @@ describe("reachability service", () => {
     inbound("/ip4/192.168.1.9/tcp/5555");
     inbound("/ip4/8.8.4.4/tcp/1/p2p/12D3KooWKDStZZgYnA7uRggHUq1EZyxtknJX2q8AziLsnaTSswaf/p2p-circuit");
     inbound("/dns4/example.org/tcp/1");
-    target.dispatchEvent(new CustomEvent("connection:open", { detail: { direction: "outbound", remoteAddr: multiaddr("/ip4/8.8.4.4/tcp/1") } }));
+    target.dispatchEvent(
+      new CustomEvent("connection:open", { detail: { direction: "outbound", remoteAddr: multiaddr("/ip4/8.8.4.4/tcp/1") } }),
+    );
     expect(r.status()).toBe("private");
     inbound("/ip4/8.8.4.4/tcp/5555");
     expect(r.status()).toBe("public");

@@ -10,7 +10,13 @@ import { peerIdFromPrivateKey } from "@libp2p/peer-id";
 import { Key } from "interface-datastore";
 import { Registry } from "prom-client";
 import { toString as toText } from "uint8arrays/to-string";
-import { advertisementKey, encodeAdvertisement, type RejectReason, signAdvertisement, type UnsignedAdvertisement } from "../../src/p2p/advertisement";
+import {
+  advertisementKey,
+  encodeAdvertisement,
+  type RejectReason,
+  signAdvertisement,
+  type UnsignedAdvertisement,
+} from "../../src/p2p/advertisement";
 import { DHT_DATASTORE_PREFIX } from "../../src/p2p/dht";
 import { createDhtRecordStore, type DhtRecordStore, type DhtRecordStoreLimits } from "../../src/p2p/record-store";
 import { hostileAdvertisement, metricValue } from "./helpers";
@@ -31,7 +37,10 @@ async function signer(): Promise<Signer> {
   return { key, id: peerIdFromPrivateKey(key).toString() };
 }
 
-async function advert(s: Signer, over: Partial<UnsignedAdvertisement>): Promise<{ key: Key; dhtKey: string; value: Uint8Array; stored: Uint8Array }> {
+async function advert(
+  s: Signer,
+  over: Partial<UnsignedAdvertisement>,
+): Promise<{ key: Key; dhtKey: string; value: Uint8Array; stored: Uint8Array }> {
   const u = hostileAdvertisement(s.id, { last_seen: T0, seq: 1, ttl_seconds: 60, ...over });
   const value = encodeAdvertisement(await signAdvertisement(u, s.key));
   const dhtKey = advertisementKey(u.region, s.id);
@@ -154,7 +163,12 @@ describe("bounds", () => {
     expect(store.sizes().record).toBe(4);
     const held = [];
     for await (const e of store.query({ prefix: `${DHT_DATASTORE_PREFIX}/record` })) held.push(e.key.toString());
-    expect(held.sort()).toEqual(recs.slice(-4).map((r) => r.key.toString()).sort());
+    expect(held.sort()).toEqual(
+      recs
+        .slice(-4)
+        .map((r) => r.key.toString())
+        .sort(),
+    );
   });
 
   test("in total at most maxRecords, the stalest go first", async () => {

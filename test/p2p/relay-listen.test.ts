@@ -7,7 +7,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import { silentLogger } from "../../src/log";
 import type { ReachabilityStatus } from "../../src/p2p/reachability";
-import { relayListen, type RelayListenComponents } from "../../src/p2p/relay-listen";
+import { type RelayListenComponents, relayListen } from "../../src/p2p/relay-listen";
 import { until, useVirtualTime } from "./virtual-time";
 
 function fakes(o: { status: ReachabilityStatus; addrs: string[]; listenFails?: number }) {

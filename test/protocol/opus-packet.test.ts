@@ -1,7 +1,7 @@
 /** checkOpusPacket: RFC 6716 §3.2 framing (R1–R7) and the 20 ms rule of protocol v1, with byte vectors. */
 import { describe, expect, test } from "bun:test";
-import { checkOpusPacket } from "../../src/protocol";
 import { createOpusCodec } from "../../src/audio";
+import { checkOpusPacket } from "../../src/protocol";
 
 const p = (...bytes: number[]) => Uint8Array.from(bytes);
 const toc = (config: number, stereo: 0 | 1, code: 0 | 1 | 2 | 3) => (config << 3) | (stereo << 2) | code;
@@ -14,7 +14,10 @@ describe("well-formed 20 ms packets pass", () => {
     ["CELT 2 × 10 ms CBR, code 1", p(toc(30, 0, 1), 1, 2, 3, 4)],
     ["SILK 2 × 10 ms VBR, code 2 (first frame 1 byte)", p(toc(0, 0, 2), 1, 0xaa, 0xbb, 0xcc)],
     ["CELT 4 × 5 ms CBR, code 3", p(toc(29, 0, 3), 4, 1, 2, 3, 4, 5, 6, 7, 8)],
-    ["CELT 8 × 2.5 ms VBR with padding, code 3", p(toc(28, 0, 3), 0x80 | 0x40 | 8, 2, 1, 1, 1, 1, 1, 1, 1, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)],
+    [
+      "CELT 8 × 2.5 ms VBR with padding, code 3",
+      p(toc(28, 0, 3), 0x80 | 0x40 | 8, 2, 1, 1, 1, 1, 1, 1, 1, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+    ],
   ])("%s", (_name, packet) => {
     expect(checkOpusPacket(packet)).toBeUndefined();
   });

@@ -12,8 +12,8 @@ import {
   seqDiff,
   WireError,
   WireErrorCode,
-  wireErrorCodeFor,
   type WireMessage,
+  wireErrorCodeFor,
 } from "../../src/protocol";
 
 function body(framed: Uint8Array): Uint8Array {

@@ -22,13 +22,12 @@ import { join } from "node:path";
 import type { Libp2p } from "@libp2p/interface";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import { Registry } from "prom-client";
-import { createMediaEngine } from "../../src/audio";
-import { runJoinClient, type JoinClientOptions, type JoinClientReport } from "../../src/client";
-import { AudioRoomService } from "../../src/rooms";
 import type { MediaEngine, ParticipantStats } from "../../src/audio";
-import { readWav, writeWav } from "../../src/client";
+import { createMediaEngine } from "../../src/audio";
+import { type JoinClientOptions, type JoinClientReport, readWav, runJoinClient, writeWav } from "../../src/client";
 import { defaultConfig } from "../../src/config/schema";
 import { silentLogger } from "../../src/log";
+import { AudioRoomService } from "../../src/rooms";
 import { createServerNode, db, goertzelPower, rms, tone, waitFor } from "../helpers/net-fakes";
 
 let dir: string;
@@ -215,7 +214,9 @@ describe("impaired uplink", () => {
     // ends once the talker has finished and its mix (concealed gaps included, ~150 frames) has arrived
     const listener = listen("lossy", join(dir, "lossy-out.wav"), (r) => talkerDone && r.framesReceived >= 140);
     await waitFor(() => service.participantCount() === 1, "listener joined", 20_000);
-    const talking = join_("lossy", { input: join(dir, "440.wav"), simulate: { dropRate: 0.1, seed: 42 } }).finally(() => (talkerDone = true));
+    const talking = join_("lossy", { input: join(dir, "440.wav"), simulate: { dropRate: 0.1, seed: 42 } }).finally(
+      () => (talkerDone = true),
+    );
     const stats = await talkerStats("lossy", talking);
     const talker = await talking;
     expect(talker.framesDroppedSimulated).toBeGreaterThanOrEqual(8);
@@ -238,7 +239,9 @@ describe("impaired uplink", () => {
     let talkerDone = false;
     const listener = listen("reorder", join(dir, "reorder-out.wav"), (r) => talkerDone && r.framesReceived >= 140);
     await waitFor(() => service.participantCount() === 1, "listener joined", 20_000);
-    const talking = join_("reorder", { input: join(dir, "660.wav"), simulate: { reorderRate: 0.2, seed: 9 } }).finally(() => (talkerDone = true));
+    const talking = join_("reorder", { input: join(dir, "660.wav"), simulate: { reorderRate: 0.2, seed: 9 } }).finally(
+      () => (talkerDone = true),
+    );
     const stats = await talkerStats("reorder", talking);
     const talker = await talking;
     await listener;

@@ -74,7 +74,9 @@ export interface VoiceLoadResult {
 export async function voiceLoad(conn: Connection, streams: number, seconds: number, frameBytes = 160): Promise<VoiceLoadResult> {
   const res: VoiceLoadResult = { sent: 0, received: 0, rtts: [] };
   const opened = await Promise.all(
-    Array.from({ length: streams }, () => conn.newStream(ECHO_PROTOCOL, { ...RELAYED_STREAM_OPTIONS, signal: AbortSignal.timeout(10_000) })),
+    Array.from({ length: streams }, () =>
+      conn.newStream(ECHO_PROTOCOL, { ...RELAYED_STREAM_OPTIONS, signal: AbortSignal.timeout(10_000) }),
+    ),
   );
   for (const s of opened) {
     let pending = new Uint8Array(0);

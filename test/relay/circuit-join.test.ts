@@ -155,7 +155,9 @@ describe("relay circuit join", () => {
   test("a reset on one side resets the other", async () => {
     const c = await relayedCircuit();
     try {
-      const closed = new Promise<Error | undefined>((resolve) => c.sender.addEventListener("close", (evt) => resolve(evt.error), { once: true }));
+      const closed = new Promise<Error | undefined>((resolve) =>
+        c.sender.addEventListener("close", (evt) => resolve(evt.error), { once: true }),
+      );
       c.receiver.abort(new Error("receiver gone"));
       const err = await Promise.race([closed, Bun.sleep(5000).then(() => "timeout" as const)]);
       expect(err).not.toBe("timeout");
@@ -169,7 +171,9 @@ describe("relay circuit join", () => {
   test("the data limit still ends the circuit", async () => {
     const c = await relayedCircuit(1n * BigInt(MIB));
     try {
-      const closed = new Promise<Error | undefined>((resolve) => c.sender.addEventListener("close", (evt) => resolve(evt.error), { once: true }));
+      const closed = new Promise<Error | undefined>((resolve) =>
+        c.sender.addEventListener("close", (evt) => resolve(evt.error), { once: true }),
+      );
       c.receiver.addEventListener("message", () => undefined);
       pump(c.sender, 4 * MIB);
       const err = await Promise.race([closed, Bun.sleep(5000).then(() => "timeout" as const)]);

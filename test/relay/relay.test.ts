@@ -88,9 +88,14 @@ describe("relayed voice-sized transfer", () => {
       // The hidden peer has no listener (a direct dial has nothing to go to) and may only dial the relay.
       expect(hidden.node.listenAddrs().every((a) => a.includes("/p2p-circuit"))).toBe(true);
       await expect(hidden.node.libp2p.dial(multiaddr(caller.addr), { signal: AbortSignal.timeout(3_000) })).rejects.toThrow();
-      await expect(caller.node.libp2p.dial(multiaddr(`/ip4/127.0.0.1/tcp/1/p2p/${hidden.node.peerId}`), { signal: AbortSignal.timeout(3_000) })).rejects.toThrow();
+      await expect(
+        caller.node.libp2p.dial(multiaddr(`/ip4/127.0.0.1/tcp/1/p2p/${hidden.node.peerId}`), { signal: AbortSignal.timeout(3_000) }),
+      ).rejects.toThrow();
 
-      const conn = await caller.node.libp2p.dial(multiaddr(`${relay.addr}/p2p-circuit/p2p/${hidden.node.peerId}`), { signal: AbortSignal.timeout(10_000), force: true });
+      const conn = await caller.node.libp2p.dial(multiaddr(`${relay.addr}/p2p-circuit/p2p/${hidden.node.peerId}`), {
+        signal: AbortSignal.timeout(10_000),
+        force: true,
+      });
       expect(conn.remoteAddr.toString()).toContain("/p2p-circuit");
       expect(conn.limits).toBeDefined(); // Agora's relay sets (large) limits, so the connection is "limited"
       expect(caller.node.peers().find((p) => p.peer_id === hidden.node.peerId)?.relayed).toBe(true);
@@ -118,7 +123,11 @@ describe("relayed voice-sized transfer", () => {
     const relay = await startTestNode({ mode: "relay" });
     const n = await startTestNode({ bootstrap: [relay.addr], internal: { relayClient: "always" } });
     try {
-      const addr = await waitFor("automatic reservation", () => n.node.listenAddrs().find((a) => a.startsWith(`${relay.addr}/p2p-circuit`)), 20_000);
+      const addr = await waitFor(
+        "automatic reservation",
+        () => n.node.listenAddrs().find((a) => a.startsWith(`${relay.addr}/p2p-circuit`)),
+        20_000,
+      );
       expect(addr).toEndWith(`/p2p-circuit/p2p/${n.node.peerId}`);
       expect(relay.node.status().relay!.reservations).toBe(1);
     } finally {
@@ -132,7 +141,11 @@ describe("relayed voice-sized transfer", () => {
     // Only a LAN address (announced, so the node's own view is exactly that): "private" after the grace period.
     const natted = await startTestNode({ bootstrap: [relay.addr], announce: ["/ip4/192.168.77.10/tcp/4001"], internal: auto });
     // The same LAN address plus a public one (an announce address is taken on trust): "public", no relay needed.
-    const reachable = await startTestNode({ bootstrap: [relay.addr], announce: ["/ip4/192.168.77.11/tcp/4001", "/ip4/8.8.8.8/tcp/4001"], internal: auto });
+    const reachable = await startTestNode({
+      bootstrap: [relay.addr],
+      announce: ["/ip4/192.168.77.11/tcp/4001", "/ip4/8.8.8.8/tcp/4001"],
+      internal: auto,
+    });
     const listener = (n: TestNode) => (n.node.libp2p as Libp2p<{ relayListen: RelayListen }>).services.relayListen;
     const reservations = () => (relay.node.libp2p as Libp2p<{ relay: CircuitRelayService }>).services.relay.reservations;
     try {
@@ -172,7 +185,10 @@ describe("relayed voice-sized transfer", () => {
     const hidden = await behindRelay(relay);
     const caller = await startTestNode({ bootstrap: [relay.addr] });
     try {
-      const conn = await caller.node.libp2p.dial(multiaddr(`${relay.addr}/p2p-circuit/p2p/${hidden.node.peerId}`), { signal: AbortSignal.timeout(10_000), force: true });
+      const conn = await caller.node.libp2p.dial(multiaddr(`${relay.addr}/p2p-circuit/p2p/${hidden.node.peerId}`), {
+        signal: AbortSignal.timeout(10_000),
+        force: true,
+      });
       await sendBulk(conn, randomBytes(16 * 1024)); // within the limit
       await expect(sendBulk(conn, randomBytes(512 * 1024), 15_000)).rejects.toThrow();
     } finally {
@@ -206,7 +222,9 @@ describe("relayed voice-sized transfer", () => {
     try {
       // A second peer from the same IP (127.0.0.1) is refused; an explicitly configured relay listen address
       // that cannot be reserved is a start failure, like a TCP port that cannot be bound.
-      await expect(startTestNode({ bootstrap: [relay.addr], internal: { listenAddrs: [`${relay.addr}/p2p-circuit`] } })).rejects.toMatchObject({
+      await expect(
+        startTestNode({ bootstrap: [relay.addr], internal: { listenAddrs: [`${relay.addr}/p2p-circuit`] } }),
+      ).rejects.toMatchObject({
         code: "LISTEN_FAILED",
         message: expect.stringContaining("PERMISSION_DENIED"),
       });

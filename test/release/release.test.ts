@@ -21,7 +21,10 @@ const unpacked = tempDir("agora-release-x-");
 let manifest: Manifest;
 let buildSeconds = 0;
 
-async function run(cmd: string[], opts: { cwd?: string; timeoutMs?: number } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+async function run(
+  cmd: string[],
+  opts: { cwd?: string; timeoutMs?: number } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const proc = Bun.spawn(cmd, { cwd: opts.cwd ?? ROOT, stdout: "pipe", stderr: "pipe", env: { ...process.env, HOME: unpacked } });
   const timer = setTimeout(() => proc.kill("SIGKILL"), opts.timeoutMs ?? 120_000);
   const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
@@ -40,12 +43,21 @@ const sha256 = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(byte
 beforeAll(async () => {
   for (const tool of ["qemu-aarch64", "zip", "unzip", "sha256sum"])
     if (!Bun.which(tool)) throw new Error(`${tool} is missing: run scripts/setup.sh --test`);
-  if (!existsSync("/usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1")) throw new Error("libc6-arm64-cross is missing: run scripts/setup.sh --test");
+  if (!existsSync("/usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1"))
+    throw new Error("libc6-arm64-cross is missing: run scripts/setup.sh --test");
   const t0 = performance.now();
-  const r = await run([process.execPath, join(ROOT, "scripts", "release.ts"), "--targets", TARGETS.join(","), "--out", out, "--level", "1"], { timeoutMs: 600_000 });
+  const r = await run(
+    [process.execPath, join(ROOT, "scripts", "release.ts"), "--targets", TARGETS.join(","), "--out", out, "--level", "1"],
+    { timeoutMs: 600_000 },
+  );
   buildSeconds = (performance.now() - t0) / 1000;
   if (r.code !== 0) throw new Error(`release.ts exited ${r.code}:\n${r.stderr}`);
-  console.log(`release.ts --targets ${TARGETS.join(",")} --level 1: ${buildSeconds.toFixed(1)} s\n${r.stderr.split("\n").filter((l) => /^ {2}|release: \d/.test(l)).join("\n")}`);
+  console.log(
+    `release.ts --targets ${TARGETS.join(",")} --level 1: ${buildSeconds.toFixed(1)} s\n${r.stderr
+      .split("\n")
+      .filter((l) => /^ {2}|release: \d/.test(l))
+      .join("\n")}`,
+  );
   manifest = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as Manifest;
   for (const t of manifest.targets) {
     const a = join(dir, t.archive);
@@ -149,7 +161,9 @@ describe("executables", () => {
       // A Bun runtime (tens of MiB) plus the bundle; a few MiB would mean a bare script, not an executable.
       expect(bin.length).toBeGreaterThan(60 * 1048576);
       expect(bin.length).toBeLessThan(250 * 1048576);
-      console.log(`${t.target}: ${executableFormat(bin)}, ${(bin.length / 1048576).toFixed(1)} MiB, archive ${(t.size / 1048576).toFixed(1)} MiB`);
+      console.log(
+        `${t.target}: ${executableFormat(bin)}, ${(bin.length / 1048576).toFixed(1)} MiB, archive ${(t.size / 1048576).toFixed(1)} MiB`,
+      );
       expect(bin.indexOf(wasm)).toBeGreaterThan(0);
       expect(bin.indexOf(Buffer.from(`"${manifest.commit}"`))).toBeGreaterThan(0);
     }
@@ -165,7 +179,13 @@ describe("linux-arm64 under qemu-user", () => {
     expect(v.stdout.trim()).toBe(`agora-node ${VERSION}`);
     const j = await run([...QEMU, bin(), "version", "--json"]);
     expect(j.code).toBe(0);
-    expect(JSON.parse(j.stdout)).toEqual({ version: VERSION, commit: manifest.commit, target: "linux-arm64", bun: "1.4.5", libopus: PINNED_OPUS });
+    expect(JSON.parse(j.stdout)).toEqual({
+      version: VERSION,
+      commit: manifest.commit,
+      target: "linux-arm64",
+      bun: "1.4.5",
+      libopus: PINNED_OPUS,
+    });
   }, 180_000);
 
   test("config validate on the default config of the archive", async () => {
@@ -181,7 +201,23 @@ describe("linux-arm64 under qemu-user", () => {
     const [p2p, dashboard, metrics] = [await freePort(), await freePort(), await freePort()];
     const t0 = performance.now();
     const proc = Bun.spawn(
-      [...QEMU, bin(), "start", "--data-dir", dataDir, "--listen-addr", "127.0.0.1", "--listen-port", String(p2p), "--dashboard-port", String(dashboard), "--metrics-port", String(metrics), "--log-format", "json"],
+      [
+        ...QEMU,
+        bin(),
+        "start",
+        "--data-dir",
+        dataDir,
+        "--listen-addr",
+        "127.0.0.1",
+        "--listen-port",
+        String(p2p),
+        "--dashboard-port",
+        String(dashboard),
+        "--metrics-port",
+        String(metrics),
+        "--log-format",
+        "json",
+      ],
       { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dataDir }, stdin: "ignore", stdout: "pipe", stderr: "pipe" },
     );
     const output = captureOutput(proc);
@@ -218,7 +254,9 @@ describe("linux-arm64 under qemu-user", () => {
 test("a second build from the same commit is byte-identical (reproducible archives)", async () => {
   const again = tempDir("agora-release-again-");
   bulky.push(again);
-  const r = await run([process.execPath, join(ROOT, "scripts", "release.ts"), "--targets", "linux-arm64", "--out", again, "--level", "1"], { timeoutMs: 300_000 });
+  const r = await run([process.execPath, join(ROOT, "scripts", "release.ts"), "--targets", "linux-arm64", "--out", again, "--level", "1"], {
+    timeoutMs: 300_000,
+  });
   expect(r.code).toBe(0);
   const second = JSON.parse(readFileSync(join(again, VERSION, "manifest.json"), "utf8")) as Manifest;
   expect(second.targets[0]!.sha256).toBe(target("linux-arm64").sha256);

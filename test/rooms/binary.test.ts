@@ -60,7 +60,9 @@ describe("loss reported two ways", () => {
     expect(jr.framesDue!).toBeGreaterThanOrEqual(90);
     expect(jr.framesDue!).toBeLessThan(200);
 
-    const l = await runCli(["loadgen", "--node", addr, "--rooms", "1", "--participants", "2", "--duration", "2", "--json"], { timeoutMs: 60_000 });
+    const l = await runCli(["loadgen", "--node", addr, "--rooms", "1", "--participants", "2", "--duration", "2", "--json"], {
+      timeoutMs: 60_000,
+    });
     expect(l.code).toBe(0);
     const lr = JSON.parse(l.stdout.trim().split("\n").at(-1)!) as { totals: Record<string, number>; perRoom: Record<string, number>[] };
     for (const k of ["framesExpected", "lossPercent", "framesDue", "dueLossPercent"]) {
@@ -111,15 +113,19 @@ describe("per-peer stream limit from the config", () => {
       expect((refused as AudioRemoteError).wireCode).toBe(WireErrorCode.RATE_LIMITED);
       await a.leave();
       // A slot is free again once one of the two leaves.
-      await eventually(async () => {
-        try {
-          const c = await AudioSession.open({ libp2p: client, target, room: "limit" });
-          await c.leave();
-          return true;
-        } catch {
-          return false;
-        }
-      }, 20_000, "a join after a leave");
+      await eventually(
+        async () => {
+          try {
+            const c = await AudioSession.open({ libp2p: client, target, room: "limit" });
+            await c.leave();
+            return true;
+          } catch {
+            return false;
+          }
+        },
+        20_000,
+        "a join after a leave",
+      );
       await b.leave();
     } finally {
       await client.stop();

@@ -103,7 +103,8 @@ async function honestCall(limits: Partial<AudioServiceLimits>): Promise<Honest> 
     arrivals,
     maxGap(from, to) {
       let max = 0;
-      for (let i = 1; i < arrivals.length; i++) if (arrivals[i]! >= from && arrivals[i - 1]! <= to) max = Math.max(max, arrivals[i]! - arrivals[i - 1]!);
+      for (let i = 1; i < arrivals.length; i++)
+        if (arrivals[i]! >= from && arrivals[i - 1]! <= to) max = Math.max(max, arrivals[i]! - arrivals[i - 1]!);
       return max;
     },
     async stop() {
@@ -201,7 +202,9 @@ async function joinStormScenario(): Promise<{ gap: number; bound: number }> {
     await waitFor(() => performance.now() > eventTo, "frames after the event", 5_000);
     const gap = call.maxGap(eventFrom, eventTo);
     const refused = await metricValue(call.registry, "agora_audio_net_limited_total");
-    console.log(`garbage JOIN storm (${done}, ${refused} refused by limits): honest max gap ${gap.toFixed(1)} ms (baseline ${baseline.toFixed(1)} ms)`);
+    console.log(
+      `garbage JOIN storm (${done}, ${refused} refused by limits): honest max gap ${gap.toFixed(1)} ms (baseline ${baseline.toFixed(1)} ms)`,
+    );
     expect(refused).toBeGreaterThan(0);
     return { gap, bound: Math.max(GAP_BOUND_MS, baseline) };
   } finally {

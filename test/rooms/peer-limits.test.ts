@@ -10,12 +10,21 @@ import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { Libp2p } from "@libp2p/interface";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import { Registry } from "prom-client";
-import { AudioSession } from "../../src/client";
-import { AudioRoomService, remoteIpKey, type AudioServiceLimits } from "../../src/rooms";
 import type { AudioFrame } from "../../src/audio";
-import { encodeAudio, encodeMessage, MessageType, WireErrorCode, type WireMessage } from "../../src/protocol";
+import { AudioSession } from "../../src/client";
 import { silentLogger } from "../../src/log";
-import { createBareClientNode, createServerNode, FakeMediaEngine, metricValue, OPUS_TOC_20MS, openRaw, type RawStream, waitFor } from "../helpers/net-fakes";
+import { encodeAudio, encodeMessage, MessageType, WireErrorCode, type WireMessage } from "../../src/protocol";
+import { AudioRoomService, type AudioServiceLimits, remoteIpKey } from "../../src/rooms";
+import {
+  createBareClientNode,
+  createServerNode,
+  FakeMediaEngine,
+  metricValue,
+  OPUS_TOC_20MS,
+  openRaw,
+  type RawStream,
+  waitFor,
+} from "../helpers/net-fakes";
 
 setDefaultTimeout(30_000);
 
@@ -36,7 +45,10 @@ interface Ctx {
 let ctx: Ctx | undefined;
 
 /** A service whose token buckets and timeouts see only `clock.ms` (moved by the test). */
-async function setup(limits: Partial<AudioServiceLimits> = {}, opts: { realClock?: boolean; engine?: FakeMediaEngine; bitrate?: number } = {}): Promise<Ctx> {
+async function setup(
+  limits: Partial<AudioServiceLimits> = {},
+  opts: { realClock?: boolean; engine?: FakeMediaEngine; bitrate?: number } = {},
+): Promise<Ctx> {
   const { node: server, addr } = await createServerNode();
   const engine = opts.engine ?? new FakeMediaEngine();
   const registry = new Registry();
@@ -172,7 +184,10 @@ describe("per-peer and per-IP limits hold across streams (a hostile peer)", () =
     // A fresh stream has a fresh per-stream bucket (40), but the peer's pool has 10 frames left.
     const b = await joinedRaw(ctx, hostile);
     for (let i = 0; i < 30; i++) b.send(encodeAudio(frame(100 + i)));
-    await waitForMetric(async () => (await metricValue(ctx!.registry, LIMITED, { limit: "peer_frames" })) === 20, "20 frames over the pool");
+    await waitForMetric(
+      async () => (await metricValue(ctx!.registry, LIMITED, { limit: "peer_frames" })) === 20,
+      "20 frames over the pool",
+    );
     expect(ctx.engine.pushed.length).toBe(40);
     expect(await metricValue(ctx.registry, DROPPED, { reason: "rate_limited" })).toBe(20);
     expect(b.isClosed()).toBe(false); // frames are dropped, the participant stays
@@ -321,12 +336,16 @@ describe("protocol behaviour as specified in protocol.md", () => {
   test("undecodable Opus is dropped and counted (invalid_opus); the participant stays", async () => {
     ctx = await setup();
     const raw = await joinedRaw(ctx, await client(ctx));
-    const withToc = (toc: number[], seq: number) => encodeAudio({ seq, timestamp: seq * 960, payload: Uint8Array.from([...toc, 1, 2, 3, 4]) });
+    const withToc = (toc: number[], seq: number) =>
+      encodeAudio({ seq, timestamp: seq * 960, payload: Uint8Array.from([...toc, 1, 2, 3, 4]) });
     raw.send(withToc([0x00], 1)); // SILK 10 ms: not the 20 ms v1 carries
     raw.send(withToc([0x03, 0x00], 2)); // code 3 with 0 frames (RFC 6716 R5)
     raw.send(withToc([0xf1, 0], 3)); // CELT 2 × 10 ms (code 1) with an odd number of frame bytes (R3)
     raw.send(withToc([OPUS_TOC_20MS], 4)); // fine
-    await waitForMetric(async () => (await metricValue(ctx!.registry, DROPPED, { reason: "invalid_opus" })) === 3, "3 invalid frames counted");
+    await waitForMetric(
+      async () => (await metricValue(ctx!.registry, DROPPED, { reason: "invalid_opus" })) === 3,
+      "3 invalid frames counted",
+    );
     await waitFor(() => ctx!.engine.pushed.length === 1, "the valid frame forwarded");
     expect(ctx.engine.pushed[0]!.frame.seq).toBe(4);
     expect(raw.isClosed()).toBe(false);

@@ -2,13 +2,21 @@ import { afterEach, beforeEach, describe, expect, setDefaultTimeout, test } from
 import type { Libp2p } from "@libp2p/interface";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import { Registry } from "prom-client";
-import { AudioRemoteError, AudioSession } from "../../src/client";
-import { AudioRoomService, SeqWindow, type AudioServiceLimits } from "../../src/rooms";
 import type { AudioFrame } from "../../src/audio";
-import { encodeAudio, encodeMessage, isRetryableErrorCode, MessageType, WireErrorCode, type WireMessage } from "../../src/protocol";
+import { AudioRemoteError, AudioSession } from "../../src/client";
 import { AgoraError } from "../../src/errors";
 import { silentLogger } from "../../src/log";
-import { createBareClientNode, createServerNode, FakeMediaEngine, metricValue, OPUS_TOC_20MS, openRaw, waitFor } from "../helpers/net-fakes";
+import { encodeAudio, encodeMessage, isRetryableErrorCode, MessageType, WireErrorCode, type WireMessage } from "../../src/protocol";
+import { AudioRoomService, type AudioServiceLimits, SeqWindow } from "../../src/rooms";
+import {
+  createBareClientNode,
+  createServerNode,
+  FakeMediaEngine,
+  metricValue,
+  OPUS_TOC_20MS,
+  openRaw,
+  waitFor,
+} from "../helpers/net-fakes";
 
 // Real-time tests (audio is paced at 20 ms/frame) on a shared 2-core machine: well above bun's 5 s default.
 setDefaultTimeout(20_000);
@@ -306,7 +314,8 @@ describe("backpressure", () => {
     // emit in batches until it has, then 200 more: those must be dropped, not buffered without bound.
     const droppedNow = () => metricValue(ctx.registry, "agora_audio_net_frames_dropped_total", { reason: "send_queue" });
     let total = 0;
-    while ((await droppedNow()) === 0 && total < 3000) for (let i = 0; i < 50; i++) ctx.engine.emit("r", slow.session.participantId, big(total++));
+    while ((await droppedNow()) === 0 && total < 3000)
+      for (let i = 0; i < 50; i++) ctx.engine.emit("r", slow.session.participantId, big(total++));
     expect(await droppedNow()).toBeGreaterThan(0);
     for (let i = 0; i < 200; i++) ctx.engine.emit("r", slow.session.participantId, big(total++));
     const dropped = await droppedNow();

@@ -46,7 +46,7 @@ test("a circle between subsystems is found even when no two files form one (type
   const d = tree({
     "a/index.ts": 'export { f } from "./f";\n',
     "a/f.ts": 'import type { G } from "../b";\nexport const f = 1;\n',
-    "b/index.ts": "export type G = number;\nexport const g = () => import(\"../a\");\n",
+    "b/index.ts": 'export type G = number;\nexport const g = () => import("../a");\n',
   });
   const r = check(d);
   expect(r.code).toBe(1);

@@ -1,7 +1,20 @@
 import { describe, expect, test } from "bun:test";
-import { decodeResponse, encodeBindingRequest, encodeBindingSuccess, FINGERPRINT_XOR, looksLikeStun, StunDecodeError } from "../../src/stun/message";
+import {
+  decodeResponse,
+  encodeBindingRequest,
+  encodeBindingSuccess,
+  FINGERPRINT_XOR,
+  looksLikeStun,
+  StunDecodeError,
+} from "../../src/stun/message";
 
-const hex = (s: string) => Uint8Array.from(s.replace(/\s+/g, "").match(/../g)!.map((b) => Number.parseInt(b, 16)));
+const hex = (s: string) =>
+  Uint8Array.from(
+    s
+      .replace(/\s+/g, "")
+      .match(/../g)!
+      .map((b) => Number.parseInt(b, 16)),
+  );
 const TXID = hex("b7e7a701 bc34d686 fa87dfae");
 
 /** RFC 5769 §2.2: IPv4 Binding success (SOFTWARE, XOR-MAPPED-ADDRESS 192.0.2.1:32853, MESSAGE-INTEGRITY, FINGERPRINT). */
@@ -31,12 +44,21 @@ function reason(data: Uint8Array): string {
 describe("STUN messages (RFC 5389)", () => {
   test("RFC 5769 IPv4 response vector: fingerprint verifies, XOR-MAPPED-ADDRESS 192.0.2.1:32853", () => {
     const r = decodeResponse(RFC5769_IPV4);
-    expect(r).toMatchObject({ kind: "success", via: "xor-mapped", fingerprint: true, mapped: { family: "IPv4", address: "192.0.2.1", port: 32853 } });
+    expect(r).toMatchObject({
+      kind: "success",
+      via: "xor-mapped",
+      fingerprint: true,
+      mapped: { family: "IPv4", address: "192.0.2.1", port: 32853 },
+    });
     expect(r.transactionId).toEqual(TXID);
   });
 
   test("RFC 5769 IPv6 response vector", () => {
-    expect(decodeResponse(RFC5769_IPV6)).toMatchObject({ kind: "success", fingerprint: true, mapped: { family: "IPv6", address: "2001:db8:1234:5678:11:2233:4455:6677", port: 32853 } });
+    expect(decodeResponse(RFC5769_IPV6)).toMatchObject({
+      kind: "success",
+      fingerprint: true,
+      mapped: { family: "IPv6", address: "2001:db8:1234:5678:11:2233:4455:6677", port: 32853 },
+    });
   });
 
   test("Binding request: 28 bytes, type 0x0001, FINGERPRINT = CRC-32 of the header xor 0x5354554e (vector)", () => {
@@ -52,7 +74,11 @@ describe("STUN messages (RFC 5389)", () => {
   test("round trip of encodeBindingSuccess, XOR and plain MAPPED-ADDRESS fallback", () => {
     const m = { family: "IPv4" as const, address: "203.0.113.7", port: 40123 };
     expect(decodeResponse(encodeBindingSuccess(TXID, m))).toMatchObject({ mapped: m, via: "xor-mapped", fingerprint: true });
-    expect(decodeResponse(encodeBindingSuccess(TXID, m, { plainMapped: true, fingerprint: false }))).toMatchObject({ mapped: m, via: "mapped", fingerprint: false });
+    expect(decodeResponse(encodeBindingSuccess(TXID, m, { plainMapped: true, fingerprint: false }))).toMatchObject({
+      mapped: m,
+      via: "mapped",
+      fingerprint: false,
+    });
     const m6 = { family: "IPv6" as const, address: "2001:db8::1", port: 1 };
     expect(decodeResponse(encodeBindingSuccess(TXID, m6))).toMatchObject({ mapped: m6 });
   });

@@ -6,9 +6,9 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { BINARY, eventually, freePort, type NodeHandle, ROOT, startNode } from "../helpers/node-process";
 import { netnsAvailable } from "../helpers/netns";
-import { coturnAvailable, startCoturn, type StunServerHandle } from "../helpers/stun-server";
+import { BINARY, eventually, freePort, type NodeHandle, ROOT, startNode } from "../helpers/node-process";
+import { coturnAvailable, type StunServerHandle, startCoturn } from "../helpers/stun-server";
 
 const TAG = `agst${(process.pid % 10000).toString(36)}`;
 const NS = { inner: `${TAG}-in`, router: `${TAG}-rt`, outer: `${TAG}-out` };
@@ -46,7 +46,12 @@ beforeAll(async () => {
   for (const ns of Object.values(NS)) sh(["ip", "netns", "add", ns]);
   sh(["ip", "link", "add", `${TAG}i`, "netns", NS.inner, "type", "veth", "peer", "name", `${TAG}ri`, "netns", NS.router]);
   sh(["ip", "link", "add", `${TAG}o`, "netns", NS.outer, "type", "veth", "peer", "name", `${TAG}ro`, "netns", NS.router]);
-  for (const [ns, dev, ip] of [[NS.inner, `${TAG}i`, INNER_IP], [NS.router, `${TAG}ri`, ROUTER_INNER_IP], [NS.router, `${TAG}ro`, ROUTER_OUTER_IP], [NS.outer, `${TAG}o`, OUTER_IP]] as const) {
+  for (const [ns, dev, ip] of [
+    [NS.inner, `${TAG}i`, INNER_IP],
+    [NS.router, `${TAG}ri`, ROUTER_INNER_IP],
+    [NS.router, `${TAG}ro`, ROUTER_OUTER_IP],
+    [NS.outer, `${TAG}o`, OUTER_IP],
+  ] as const) {
     sh(["ip", "-n", ns, "addr", "add", `${ip}/24`, "dev", dev]);
     sh(["ip", "-n", ns, "link", "set", dev, "up"]);
   }
@@ -65,10 +70,19 @@ afterAll(async () => {
   teardown();
 });
 
-type StunReport = { local_port: number; public_address: string | null; public_port: number | null; mapping: string; servers: { ok: boolean; address: string | null }[] };
+type StunReport = {
+  local_port: number;
+  public_address: string | null;
+  public_port: number | null;
+  mapping: string;
+  servers: { ok: boolean; address: string | null }[];
+};
 
 async function statusInNs(node: NodeHandle): Promise<StunReport | undefined> {
-  const p = Bun.spawn(["ip", "netns", "exec", NS.inner, BINARY, "status", "--endpoint", node.dashboardUrl, "--json"], { stdout: "pipe", stderr: "pipe" });
+  const p = Bun.spawn(["ip", "netns", "exec", NS.inner, BINARY, "status", "--endpoint", node.dashboardUrl, "--json"], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   const out = await new Response(p.stdout).text();
   if ((await p.exited) !== 0) return undefined;
   return (JSON.parse(out) as { stun: StunReport | null }).stun ?? undefined;
@@ -76,7 +90,12 @@ async function statusInNs(node: NodeHandle): Promise<StunReport | undefined> {
 
 async function nodeInInner(): Promise<NodeHandle> {
   // P2P (TCP and the UDP socket) on every interface of inner; dashboard and metrics on inner's loopback.
-  const n = await startNode({ exec: ["ip", "netns", "exec", NS.inner], waitHealthy: false, args: ["--listen-addr", "0.0.0.0"], env: { AGORA_NETWORK_STUN_SERVERS: servers.map((s) => s.label).join(",") } });
+  const n = await startNode({
+    exec: ["ip", "netns", "exec", NS.inner],
+    waitHealthy: false,
+    args: ["--listen-addr", "0.0.0.0"],
+    env: { AGORA_NETWORK_STUN_SERVERS: servers.map((s) => s.label).join(",") },
+  });
   nodes.push(n);
   return n;
 }
@@ -84,7 +103,13 @@ async function nodeInInner(): Promise<NodeHandle> {
 describe.skipIf(!available)("STUN behind nftables masquerade", () => {
   test("a STUN client in inner learns the router's outer address, not its own", async () => {
     const port = await freePort();
-    const out = inNs(NS.inner, process.execPath, join(ROOT, "test", "stun", "fixtures", "probe.ts"), String(port), ...servers.map((s) => s.label));
+    const out = inNs(
+      NS.inner,
+      process.execPath,
+      join(ROOT, "test", "stun", "fixtures", "probe.ts"),
+      String(port),
+      ...servers.map((s) => s.label),
+    );
     const r = JSON.parse(out.trim().split("\n").pop()!) as StunReport;
     expect(r.servers.map((s) => s.ok)).toEqual([true, true]);
     expect(r.public_address).toBe(ROUTER_OUTER_IP);
@@ -95,10 +120,14 @@ describe.skipIf(!available)("STUN behind nftables masquerade", () => {
 
   test("the node in inner learns the outer address of its UDP socket on the P2P port's number", async () => {
     const n = await nodeInInner();
-    const stun = await eventually(async () => {
-      const s = await statusInNs(n);
-      return s?.servers.every((x) => x.ok) ? s : undefined;
-    }, 30_000, "the node's STUN result through the NAT");
+    const stun = await eventually(
+      async () => {
+        const s = await statusInNs(n);
+        return s?.servers.every((x) => x.ok) ? s : undefined;
+      },
+      30_000,
+      "the node's STUN result through the NAT",
+    );
     expect(stun).toMatchObject({ local_port: n.p2pPort, public_address: ROUTER_OUTER_IP, mapping: "endpoint-independent" });
     expect(stun.public_port).toBeGreaterThan(0);
   }, 60_000);
@@ -106,10 +135,14 @@ describe.skipIf(!available)("STUN behind nftables masquerade", () => {
   test("with `masquerade random` (a new port per destination) the mapping is endpoint-dependent", async () => {
     masquerade(true);
     const n = await nodeInInner();
-    const stun = await eventually(async () => {
-      const s = await statusInNs(n);
-      return s?.servers.every((x) => x.ok) ? s : undefined;
-    }, 30_000, "the node's STUN result through the random-port NAT");
+    const stun = await eventually(
+      async () => {
+        const s = await statusInNs(n);
+        return s?.servers.every((x) => x.ok) ? s : undefined;
+      },
+      30_000,
+      "the node's STUN result through the random-port NAT",
+    );
     expect(stun.public_address).toBe(ROUTER_OUTER_IP);
     expect(stun.mapping).toBe("endpoint-dependent");
   }, 60_000);

@@ -4,8 +4,8 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { Registry } from "prom-client";
-import { bindUdp, encodeBindingSuccess, StunService, type UdpEndpoint } from "../../src/stun";
 import type { Logger } from "../../src/log";
+import { bindUdp, encodeBindingSuccess, StunService, type UdpEndpoint } from "../../src/stun";
 import { fakeStunServer, honest, ManualClock, txidOf, until } from "./helpers";
 
 function captureLogger() {
@@ -22,7 +22,9 @@ function captureLogger() {
 
 async function metric(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number> {
   const m = (await registry.getMetricsAsJSON()).find((x) => x.name === name);
-  return (m?.values ?? []).filter((v) => Object.entries(labels).every(([k, val]) => (v.labels as Record<string, unknown>)[k] === val)).reduce((s, v) => s + v.value, 0);
+  return (m?.values ?? [])
+    .filter((v) => Object.entries(labels).every(([k, val]) => (v.labels as Record<string, unknown>)[k] === val))
+    .reduce((s, v) => s + v.value, 0);
 }
 
 const cleanups: (() => unknown)[] = [];
@@ -35,8 +37,23 @@ async function setup(servers: string[], opts: { endpoint?: UdpEndpoint } = {}) {
   const registry = new Registry();
   const log = captureLogger();
   const endpoint = opts.endpoint ?? (await bindUdp("127.0.0.1", 0));
-  const service = new StunService({ servers, listenAddr: "127.0.0.1", listenPort: 0, endpoint, logger: log.logger, registry, clock, intervalMs: 300_000, retryMinMs: 5_000, rtoMs: 500, retransmits: 2 });
-  cleanups.push(() => endpoint.close(), () => service.stop());
+  const service = new StunService({
+    servers,
+    listenAddr: "127.0.0.1",
+    listenPort: 0,
+    endpoint,
+    logger: log.logger,
+    registry,
+    clock,
+    intervalMs: 300_000,
+    retryMinMs: 5_000,
+    rtoMs: 500,
+    retransmits: 2,
+  });
+  cleanups.push(
+    () => endpoint.close(),
+    () => service.stop(),
+  );
   return { clock, registry, log, endpoint, service };
 }
 
@@ -53,7 +70,12 @@ describe("StunService", () => {
     await service.start();
     await until(() => service.report().checked_at !== null, "the first round");
     const r = service.report();
-    expect(r).toMatchObject({ public_address: "127.0.0.1", public_port: endpoint.local.port, local_port: endpoint.local.port, mapping: "unknown" });
+    expect(r).toMatchObject({
+      public_address: "127.0.0.1",
+      public_port: endpoint.local.port,
+      local_port: endpoint.local.port,
+      mapping: "unknown",
+    });
     expect(r.servers[0]).toMatchObject({ server: a.label, ok: true, address: "127.0.0.1", port: endpoint.local.port, error: null });
     expect(await metric(registry, "agora_stun_requests_total", { server: a.label })).toBe(1);
   });
@@ -65,7 +87,9 @@ describe("StunService", () => {
     await service.start();
     expect((await service.refresh()).mapping).toBe("endpoint-independent");
     // b now claims another public port, as a symmetric NAT would give per destination.
-    b.setReply((req, from) => [encodeBindingSuccess(txidOf(req), { family: "IPv4", address: from.address, port: from.port === 65000 ? 65001 : 65000 })]);
+    b.setReply((req, from) => [
+      encodeBindingSuccess(txidOf(req), { family: "IPv4", address: from.address, port: from.port === 65000 ? 65001 : 65000 }),
+    ]);
     const r = await service.refresh();
     expect(r.mapping).toBe("endpoint-dependent");
     // The first server in config order names the public address.
@@ -208,7 +232,10 @@ describe("StunService", () => {
         throw new Error(`ENOTFOUND ${host}`);
       },
     });
-    cleanups.push(() => endpoint.close(), () => service.stop());
+    cleanups.push(
+      () => endpoint.close(),
+      () => service.stop(),
+    );
     await service.start();
     const r = await service.refresh();
     expect(r.servers[0]).toMatchObject({ server: "stun.invalid:3478", ok: false });

@@ -3,7 +3,10 @@ import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 
 function run(mode: "raw" | "wrapped") {
-  const r = Bun.spawnSync([process.execPath, join(import.meta.dir, "aborted-dials.ts"), mode], { cwd: join(import.meta.dir, "..", ".."), timeout: 30_000 });
+  const r = Bun.spawnSync([process.execPath, join(import.meta.dir, "aborted-dials.ts"), mode], {
+    cwd: join(import.meta.dir, "..", ".."),
+    timeout: 30_000,
+  });
   return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
 }
 

@@ -35,17 +35,32 @@ beforeAll(async () => {
     fetch: (req) =>
       new URL(req.url).pathname === "/page.js"
         ? new Response(script, { headers: { "content-type": "text/javascript" } })
-        : new Response('<!doctype html><meta charset="utf-8"><title>ws</title><script type="module" src="/page.js"></script>', { headers: { "content-type": "text/html" } }),
+        : new Response('<!doctype html><meta charset="utf-8"><title>ws</title><script type="module" src="/page.js"></script>', {
+            headers: { "content-type": "text/html" },
+          }),
   });
   const stack = agoraTransportStack();
-  node = await createLibp2p({ addresses: { listen: ["/ip4/127.0.0.1/tcp/0/ws"] }, ...stack, transports: [agoraWebSockets({ onReject: (r) => rejected.push(r) })], services: { ping: ping() } });
+  node = await createLibp2p({
+    addresses: { listen: ["/ip4/127.0.0.1/tcp/0/ws"] },
+    ...stack,
+    transports: [agoraWebSockets({ onReject: (r) => rejected.push(r) })],
+    services: { ping: ping() },
+  });
   await serveBulk(node);
   binaryWsPort = await freePort();
   binary = await startNode({ env: { AGORA_NETWORK_WS_PORT: String(binaryWsPort) } });
   profile = mkdtempSync(join(tmpdir(), "agora-chromium-"));
   browser = await chromium.launchPersistentContext(profile, {
     executablePath: "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
   });
 }, 60_000);
 
@@ -62,11 +77,17 @@ test("stock js-libp2p in Chromium dials /ws, pings, and sends 8 MiB intact", asy
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   await page.goto(`http://127.0.0.1:${site.port}/`);
-  await page.waitForFunction(() => (globalThis as unknown as { agoraWsReady?: boolean }).agoraWsReady === true, undefined, { timeout: 15_000 });
+  await page.waitForFunction(() => (globalThis as unknown as { agoraWsReady?: boolean }).agoraWsReady === true, undefined, {
+    timeout: 15_000,
+  });
   const addr = node.getMultiaddrs()[0]!.toString();
   expect(addr).toContain("/ws/p2p/");
   const result = await page.evaluate(
-    ([a, n]) => (globalThis as unknown as { agoraWsTest: (a: string, n: number) => Promise<Record<string, unknown>> }).agoraWsTest(a as string, n as number),
+    ([a, n]) =>
+      (globalThis as unknown as { agoraWsTest: (a: string, n: number) => Promise<Record<string, unknown>> }).agoraWsTest(
+        a as string,
+        n as number,
+      ),
     [addr, BULK_BYTES] as const,
   );
   expect(result.remotePeer).toBe(node.peerId.toString());
@@ -74,17 +95,24 @@ test("stock js-libp2p in Chromium dials /ws, pings, and sends 8 MiB intact", asy
   expect(result.remoteDigest).toBe(result.localDigest as string);
   expect(errors).toEqual([]);
   expect(rejected).toEqual([]);
-  console.log(`chromium over /ws: connect ${(result.connectMs as number).toFixed(0)} ms, ping ${result.rttMs} ms, 8 MiB in ${(result.bulkMs as number).toFixed(0)} ms`);
+  console.log(
+    `chromium over /ws: connect ${(result.connectMs as number).toFixed(0)} ms, ping ${result.rttMs} ms, 8 MiB in ${(result.bulkMs as number).toFixed(0)} ms`,
+  );
   await page.close();
 }, 90_000);
 
 test("Chromium dials the compiled node's /ws address and pings it", async () => {
   const page = await browser.newPage();
   await page.goto(`http://127.0.0.1:${site.port}/`);
-  await page.waitForFunction(() => (globalThis as unknown as { agoraWsReady?: boolean }).agoraWsReady === true, undefined, { timeout: 15_000 });
+  await page.waitForFunction(() => (globalThis as unknown as { agoraWsReady?: boolean }).agoraWsReady === true, undefined, {
+    timeout: 15_000,
+  });
   const addr = `/ip4/127.0.0.1/tcp/${binaryWsPort}/ws/p2p/${await binary.peerId()}`;
   const result = await page.evaluate(
-    (a) => (globalThis as unknown as { agoraWsPing: (a: string) => Promise<{ rttMs: number; remotePeer: string; protocols: string[] }> }).agoraWsPing(a),
+    (a) =>
+      (
+        globalThis as unknown as { agoraWsPing: (a: string) => Promise<{ rttMs: number; remotePeer: string; protocols: string[] }> }
+      ).agoraWsPing(a),
     addr,
   );
   expect(result.remotePeer).toBe(await binary.peerId());

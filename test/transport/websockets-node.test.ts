@@ -26,7 +26,12 @@ beforeAll(async () => {
   node = await startNode({ env: { AGORA_NETWORK_WS_PORT: String(wsPort) } });
   const stack = agoraTransportStack();
   // WebSocket only: this participant cannot reach the node any other way.
-  wsClient = await createLibp2p({ addresses: { listen: [] }, ...stack, transports: [webSockets()], services: { identify: identify(), ping: ping() } });
+  wsClient = await createLibp2p({
+    addresses: { listen: [] },
+    ...stack,
+    transports: [webSockets()],
+    services: { identify: identify(), ping: ping() },
+  });
   tcpClient = await createClientNode();
 }, 60_000);
 
@@ -60,7 +65,13 @@ test("a WebSocket-only participant joins a room and is heard; bad WebSocket inpu
 
   const heard: AudioFrame[] = [];
   const ended: string[] = [];
-  const talker = await AudioSession.open({ libp2p: wsClient, target: wsAddr!, room: "ws-room", name: "browserish", onClose: () => ended.push("talker") });
+  const talker = await AudioSession.open({
+    libp2p: wsClient,
+    target: wsAddr!,
+    room: "ws-room",
+    name: "browserish",
+    onClose: () => ended.push("talker"),
+  });
   const listener = await AudioSession.open({
     libp2p: tcpClient,
     target: await node.multiaddr(),
@@ -77,7 +88,8 @@ test("a WebSocket-only participant joins a room and is heard; bad WebSocket inpu
   let seq = 0;
   const talk = setInterval(() => {
     const pcm = new Int16Array(FRAME_SAMPLES);
-    for (let i = 0; i < pcm.length; i++) pcm[i] = Math.round(8000 * Math.sin((2 * Math.PI * 440 * (seq * FRAME_SAMPLES + i)) / SAMPLE_RATE));
+    for (let i = 0; i < pcm.length; i++)
+      pcm[i] = Math.round(8000 * Math.sin((2 * Math.PI * 440 * (seq * FRAME_SAMPLES + i)) / SAMPLE_RATE));
     talker.sendAudio({ seq, timestamp: (seq * FRAME_SAMPLES) >>> 0, payload: enc.encode(pcm) });
     seq++;
     if (seq % 5 === 0) listener.ping();

@@ -15,7 +15,12 @@ let server: Libp2p;
 
 beforeAll(async () => {
   const stack = agoraTransportStack();
-  server = await createLibp2p({ addresses: { listen: ["/ip4/127.0.0.1/tcp/0/ws"] }, ...stack, transports: [agoraWebSockets()], services: { ping: ping() } });
+  server = await createLibp2p({
+    addresses: { listen: ["/ip4/127.0.0.1/tcp/0/ws"] },
+    ...stack,
+    transports: [agoraWebSockets()],
+    services: { ping: ping() },
+  });
 });
 
 afterAll(async () => {
@@ -25,11 +30,14 @@ afterAll(async () => {
 test("Node's js-libp2p dials /ws and pings", async () => {
   const nodeBin = Bun.which("node");
   expect(nodeBin).toBeTruthy();
-  const proc = Bun.spawn([nodeBin!, "--experimental-websocket", join(import.meta.dir, "fixtures", "node-dial.mjs"), server.getMultiaddrs()[0]!.toString()], {
-    cwd: ROOT,
-    stdout: "pipe",
-    stderr: "pipe",
-  });
+  const proc = Bun.spawn(
+    [nodeBin!, "--experimental-websocket", join(import.meta.dir, "fixtures", "node-dial.mjs"), server.getMultiaddrs()[0]!.toString()],
+    {
+      cwd: ROOT,
+      stdout: "pipe",
+      stderr: "pipe",
+    },
+  );
   const timer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
   const [code, out, err] = await Promise.all([proc.exited, new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
   clearTimeout(timer);

@@ -52,6 +52,9 @@ beforeAll(async () => {
     },
     logger: silentLogger(),
     registry: new Registry(),
+    // The hang watchdog is not under test: a slow (not hung) worker on a busy machine must not be
+    // restarted, which would itself be a hole in the honest audio.
+    heartbeatTimeoutMs: 10_000,
   });
   await engine.start();
   // One second of a 440 Hz tone, encoded once and looped by the talker.
@@ -178,7 +181,13 @@ async function idleTimeoutScenario(): Promise<{ gap: number; bound: number }> {
     const eventTo = performance.now() + 300;
     await waitFor(() => performance.now() > eventTo, "frames after the event", 5_000);
     const gap = call.maxGap(eventFrom, eventTo);
-    expect(joined).toBeGreaterThanOrEqual(80);
+    if (joined < 80) {
+      // Not the mass event this scenario is about: the (lowest-priority) fixture could not keep enough of
+      // its participants alive while joining them on a busy machine (the server had already timed the
+      // others out, so the idle_timeout count is not `joined` either). The attempt does not count.
+      console.log(`idle timeout: only ${joined} participants joined at once; attempt not counted`);
+      return { gap: Number.POSITIVE_INFINITY, bound: Math.max(GAP_BOUND_MS, baseline) };
+    }
     expect(await metricValue(call.registry, "agora_audio_stream_errors_total", { reason: "idle_timeout" })).toBe(joined);
     console.log(`idle timeout of ${joined} participants at once: honest max gap ${gap.toFixed(1)} ms (baseline ${baseline.toFixed(1)} ms)`);
     return { gap, bound: Math.max(GAP_BOUND_MS, baseline) };

@@ -1,44 +1,47 @@
 /**
- * One room's trouble must not reach another room's participants (issue 11, point 10), measured against
- * the REAL media engine (wasm mixer in its worker): an honest talker and listener in one room; in another
- * process, either ~93 participants of another room that all time out at the same instant, or a storm of
- * streams with garbage JOINs. The figure is the honest listener's largest inter-arrival gap of mixed frames
- * while the event lasts.
+ * bench/isolation: one room's trouble must not reach another room's participants (issue 11, point 10).
+ * Against the REAL media engine (wasm mixer in its worker): an honest talker and listener in one room; in
+ * another process, either ~93 participants of another room that all time out at the same instant, or a
+ * storm of streams with garbage JOINs. The figure is the honest listener's largest inter-arrival gap of
+ * mixed frames while the event lasts; the target is 40 ms.
  *
- * This is a real-time test, so about its tolerance: the mixer sends one frame per 20 ms tick, so a gap of
- * 20 ms is perfect and 40 ms means at most one tick's frame arrived late (the next one then follows
- * immediately); the jitter buffer of a client absorbs that without an audible hole. The failures this guards
- * against were 110 ms and 620 ms holes. On a busy shared machine the baseline gap (before the event) can
- * itself exceed 40 ms when the test process is descheduled; that is not the node's doing, so the bound
- * applied is max(40 ms, the baseline gap measured just before the event, in the same run) — the event may
- * not make things worse than the machine already is, and on an idle machine that is the 40 ms of the issue.
- * Descheduling is random and the holes this guards against are systematic (they come with every event), so
- * a scenario gets up to three attempts and passes if one of them stays within the bound.
+ * Why a benchmark and not a test: the 40 ms is a real-time latency goal, and a latency goal is met in a
+ * benchmark on a quiet machine, never by a timed assertion in a suite that must pass on a busy one (with
+ * both cores held by other work the honest listener's gaps are 150-500 ms whatever the node does). The
+ * deterministic parts of the same fix stay in the suite: timeouts are closed at most 4 per sweep pass and
+ * refusals parse nothing (test/rooms/peer-limits.test.ts).
+ *
+ * About the bound: the mixer sends one frame per 20 ms tick, so a gap of 20 ms is perfect and 40 ms means
+ * at most one tick's frame arrived late (the next one then follows immediately); a client's jitter buffer
+ * absorbs that without an audible hole. The failures this guards against were 110 ms and 620 ms holes. The
+ * bound applied is max(40 ms, the baseline gap measured just before the event, in the same run), so a
+ * descheduled measuring process is not blamed on the node; each scenario runs --attempts times (default 3)
+ * and passes if one attempt stays within the bound.
+ *
+ * Usage: bun bench/isolation.ts [--attempts 3]      (table, then one JSON line; exit 1 if a scenario fails)
  */
-import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
 import { join } from "node:path";
 import type { Libp2p } from "@libp2p/interface";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import { Registry } from "prom-client";
-import { createMediaEngine, createOpusCodec, type MediaEngine } from "../../src/audio";
-import { AudioSession, PacedTimer } from "../../src/client";
-import { defaultConfig } from "../../src/config/schema";
-import { silentLogger } from "../../src/log";
-import { FRAME_SAMPLES } from "../../src/protocol";
-import { AudioRoomService, type AudioServiceLimits } from "../../src/rooms";
-import { createBareClientNode, createServerNode, metricValue, tone, waitFor } from "../helpers/net-fakes";
-
-setDefaultTimeout(90_000);
+import { createMediaEngine, createOpusCodec, type MediaEngine } from "../src/audio";
+import { AudioSession, PacedTimer } from "../src/client";
+import { defaultConfig } from "../src/config/schema";
+import { silentLogger } from "../src/log";
+import { FRAME_SAMPLES } from "../src/protocol";
+import { AudioRoomService, type AudioServiceLimits } from "../src/rooms";
+import { createBareClientNode, createServerNode, metricValue, tone, waitFor } from "../test/helpers/net-fakes";
+import { positiveArg } from "./args";
 
 const FIXTURE = join(import.meta.dir, "fixtures", "hostile-peers.ts");
 const IDLE_TIMEOUT_MS = 4_000;
-const ATTEMPTS = 3;
+const ATTEMPTS = positiveArg("attempts", 3);
 const GAP_BOUND_MS = 40;
 
-let engine: MediaEngine;
+let engine!: MediaEngine;
 let frames: Uint8Array[];
 
-beforeAll(async () => {
+async function setup(): Promise<void> {
   const cfg = defaultConfig();
   engine = createMediaEngine({
     settings: {
@@ -64,11 +67,7 @@ beforeAll(async () => {
   frames = [];
   for (let i = 0; i < 50; i++) frames.push(enc.encode(pcm.subarray(i * FRAME_SAMPLES, (i + 1) * FRAME_SAMPLES)).slice());
   enc.destroy();
-});
-
-afterAll(async () => {
-  await engine?.stop();
-});
+}
 
 interface Honest {
   server: Libp2p;
@@ -144,9 +143,17 @@ function spawnFixture(args: string[]): { proc: Bun.Subprocess<"ignore", "pipe", 
   return { proc, line };
 }
 
+interface Attempt {
+  gap: number;
+  bound: number;
+  baseline: number;
+  /** why the attempt does not count or what it saw (participants, refusals) */
+  note: string;
+}
+
 /** Runs `scenario` until it reports a gap within its bound, at most ATTEMPTS times; returns every result. */
-async function attempts(scenario: () => Promise<{ gap: number; bound: number }>): Promise<{ gap: number; bound: number }[]> {
-  const results: { gap: number; bound: number }[] = [];
+async function attempts(scenario: () => Promise<Attempt>): Promise<Attempt[]> {
+  const results: Attempt[] = [];
   for (let i = 0; i < ATTEMPTS; i++) {
     const r = await scenario();
     results.push(r);
@@ -155,17 +162,7 @@ async function attempts(scenario: () => Promise<{ gap: number; bound: number }>)
   return results;
 }
 
-test("93 participants of another room timing out at once leave no hole in an honest participant's audio", async () => {
-  const results = await attempts(idleTimeoutScenario);
-  expect(results.some((r) => r.gap <= r.bound)).toBe(true);
-});
-
-test("a storm of garbage JOINs leaves no hole in an honest participant's audio", async () => {
-  const results = await attempts(joinStormScenario);
-  expect(results.some((r) => r.gap <= r.bound)).toBe(true);
-});
-
-async function idleTimeoutScenario(): Promise<{ gap: number; bound: number }> {
+async function idleTimeoutScenario(): Promise<Attempt> {
   const call = await honestCall({ idleTimeoutMs: IDLE_TIMEOUT_MS, pingIntervalMs: 500 });
   const idle = spawnFixture(["idle", call.addr.toString(), "93", "other"]);
   try {
@@ -185,12 +182,12 @@ async function idleTimeoutScenario(): Promise<{ gap: number; bound: number }> {
       // Not the mass event this scenario is about: the (lowest-priority) fixture could not keep enough of
       // its participants alive while joining them on a busy machine (the server had already timed the
       // others out, so the idle_timeout count is not `joined` either). The attempt does not count.
-      console.log(`idle timeout: only ${joined} participants joined at once; attempt not counted`);
-      return { gap: Number.POSITIVE_INFINITY, bound: Math.max(GAP_BOUND_MS, baseline) };
+      return { gap: Number.POSITIVE_INFINITY, bound: Math.max(GAP_BOUND_MS, baseline), baseline, note: `only ${joined} joined at once: not counted` };
     }
-    expect(await metricValue(call.registry, "agora_audio_stream_errors_total", { reason: "idle_timeout" })).toBe(joined);
-    console.log(`idle timeout of ${joined} participants at once: honest max gap ${gap.toFixed(1)} ms (baseline ${baseline.toFixed(1)} ms)`);
-    return { gap, bound: Math.max(GAP_BOUND_MS, baseline) };
+    const timedOut = await metricValue(call.registry, "agora_audio_stream_errors_total", { reason: "idle_timeout" });
+    if (timedOut !== joined)
+      return { gap: Number.POSITIVE_INFINITY, bound: Math.max(GAP_BOUND_MS, baseline), baseline, note: `${timedOut} of ${joined} timed out: not the mass event` };
+    return { gap, bound: Math.max(GAP_BOUND_MS, baseline), baseline, note: `${joined} timed out at once` };
   } finally {
     idle.proc.kill();
     await idle.proc.exited;
@@ -198,7 +195,7 @@ async function idleTimeoutScenario(): Promise<{ gap: number; bound: number }> {
   }
 }
 
-async function joinStormScenario(): Promise<{ gap: number; bound: number }> {
+async function joinStormScenario(): Promise<Attempt> {
   const call = await honestCall({});
   const baselineFrom = performance.now();
   await waitFor(() => performance.now() > baselineFrom + 1000, "a baseline second", 5_000);
@@ -211,14 +208,33 @@ async function joinStormScenario(): Promise<{ gap: number; bound: number }> {
     await waitFor(() => performance.now() > eventTo, "frames after the event", 5_000);
     const gap = call.maxGap(eventFrom, eventTo);
     const refused = await metricValue(call.registry, "agora_audio_net_limited_total");
-    console.log(
-      `garbage JOIN storm (${done}, ${refused} refused by limits): honest max gap ${gap.toFixed(1)} ms (baseline ${baseline.toFixed(1)} ms)`,
-    );
-    expect(refused).toBeGreaterThan(0);
-    return { gap, bound: Math.max(GAP_BOUND_MS, baseline) };
+    if (refused === 0) return { gap: Number.POSITIVE_INFINITY, bound: Math.max(GAP_BOUND_MS, baseline), baseline, note: "no stream refused: not a storm" };
+    return { gap, bound: Math.max(GAP_BOUND_MS, baseline), baseline, note: `${done}, ${refused} refused by limits` };
   } finally {
     storm.proc.kill();
     await storm.proc.exited;
     await call.stop();
   }
 }
+
+await setup();
+const scenarios: [string, () => Promise<Attempt>][] = [
+  ["idle timeout of ~93 participants", idleTimeoutScenario],
+  ["garbage JOIN storm", joinStormScenario],
+];
+const report: { scenario: string; pass: boolean; attempts: Attempt[] }[] = [];
+for (const [name, run] of scenarios) {
+  const results = await attempts(run);
+  report.push({ scenario: name, pass: results.some((r) => r.gap <= r.bound), attempts: results });
+}
+await engine.stop();
+const ms = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : "-");
+console.log(`isolation: honest listener's largest frame gap during another room's event (target ${GAP_BOUND_MS} ms, or the baseline if worse)`);
+console.log(`${"scenario".padEnd(34)} attempt  baseline   event gap  bound   result  note`);
+for (const r of report)
+  for (const [i, a] of r.attempts.entries())
+    console.log(
+      `${r.scenario.padEnd(34)} ${String(i + 1).padStart(7)}  ${ms(a.baseline).padStart(8)}  ${ms(a.gap).padStart(10)}  ${ms(a.bound).padStart(5)}   ${a.gap <= a.bound ? "ok  " : "FAIL"}    ${a.note}`,
+    );
+console.log(JSON.stringify({ bench: "isolation", targetMs: GAP_BOUND_MS, pass: report.every((r) => r.pass), scenarios: report.map((r) => ({ ...r, attempts: r.attempts.map((a) => ({ ...a, gap: Number.isFinite(a.gap) ? a.gap : null })) })) }));
+process.exit(report.every((r) => r.pass) ? 0 : 1);

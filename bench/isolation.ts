@@ -182,11 +182,21 @@ async function idleTimeoutScenario(): Promise<Attempt> {
       // Not the mass event this scenario is about: the (lowest-priority) fixture could not keep enough of
       // its participants alive while joining them on a busy machine (the server had already timed the
       // others out, so the idle_timeout count is not `joined` either). The attempt does not count.
-      return { gap: Number.POSITIVE_INFINITY, bound: Math.max(GAP_BOUND_MS, baseline), baseline, note: `only ${joined} joined at once: not counted` };
+      return {
+        gap: Number.POSITIVE_INFINITY,
+        bound: Math.max(GAP_BOUND_MS, baseline),
+        baseline,
+        note: `only ${joined} joined at once: not counted`,
+      };
     }
     const timedOut = await metricValue(call.registry, "agora_audio_stream_errors_total", { reason: "idle_timeout" });
     if (timedOut !== joined)
-      return { gap: Number.POSITIVE_INFINITY, bound: Math.max(GAP_BOUND_MS, baseline), baseline, note: `${timedOut} of ${joined} timed out: not the mass event` };
+      return {
+        gap: Number.POSITIVE_INFINITY,
+        bound: Math.max(GAP_BOUND_MS, baseline),
+        baseline,
+        note: `${timedOut} of ${joined} timed out: not the mass event`,
+      };
     return { gap, bound: Math.max(GAP_BOUND_MS, baseline), baseline, note: `${joined} timed out at once` };
   } finally {
     idle.proc.kill();
@@ -208,7 +218,8 @@ async function joinStormScenario(): Promise<Attempt> {
     await waitFor(() => performance.now() > eventTo, "frames after the event", 5_000);
     const gap = call.maxGap(eventFrom, eventTo);
     const refused = await metricValue(call.registry, "agora_audio_net_limited_total");
-    if (refused === 0) return { gap: Number.POSITIVE_INFINITY, bound: Math.max(GAP_BOUND_MS, baseline), baseline, note: "no stream refused: not a storm" };
+    if (refused === 0)
+      return { gap: Number.POSITIVE_INFINITY, bound: Math.max(GAP_BOUND_MS, baseline), baseline, note: "no stream refused: not a storm" };
     return { gap, bound: Math.max(GAP_BOUND_MS, baseline), baseline, note: `${done}, ${refused} refused by limits` };
   } finally {
     storm.proc.kill();
@@ -229,12 +240,21 @@ for (const [name, run] of scenarios) {
 }
 await engine.stop();
 const ms = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : "-");
-console.log(`isolation: honest listener's largest frame gap during another room's event (target ${GAP_BOUND_MS} ms, or the baseline if worse)`);
+console.log(
+  `isolation: honest listener's largest frame gap during another room's event (target ${GAP_BOUND_MS} ms, or the baseline if worse)`,
+);
 console.log(`${"scenario".padEnd(34)} attempt  baseline   event gap  bound   result  note`);
 for (const r of report)
   for (const [i, a] of r.attempts.entries())
     console.log(
       `${r.scenario.padEnd(34)} ${String(i + 1).padStart(7)}  ${ms(a.baseline).padStart(8)}  ${ms(a.gap).padStart(10)}  ${ms(a.bound).padStart(5)}   ${a.gap <= a.bound ? "ok  " : "FAIL"}    ${a.note}`,
     );
-console.log(JSON.stringify({ bench: "isolation", targetMs: GAP_BOUND_MS, pass: report.every((r) => r.pass), scenarios: report.map((r) => ({ ...r, attempts: r.attempts.map((a) => ({ ...a, gap: Number.isFinite(a.gap) ? a.gap : null })) })) }));
+console.log(
+  JSON.stringify({
+    bench: "isolation",
+    targetMs: GAP_BOUND_MS,
+    pass: report.every((r) => r.pass),
+    scenarios: report.map((r) => ({ ...r, attempts: r.attempts.map((a) => ({ ...a, gap: Number.isFinite(a.gap) ? a.gap : null })) })),
+  }),
+);
 process.exit(report.every((r) => r.pass) ? 0 : 1);

@@ -13,6 +13,8 @@ mkdir -p test-output
 # through their index.ts (scripts/check-layers.ts).
 "$BUN" x madge --circular --no-spinner --extensions ts --ts-config tsconfig.json src || { echo "tests: 0 passed, 1 failed (import circles)"; exit 1; }
 "$BUN" scripts/check-layers.ts || { echo "tests: 0 passed, 1 failed (subsystem layering)"; exit 1; }
+# Lint and format (biome.jsonc); `biome check --write .` fixes what it can.
+"$BUN" x biome ci --colors=off . || { echo "tests: 0 passed, 1 failed (biome: lint or format)"; exit 1; }
 "$BUN" test --timeout 60000 "$@" 2>&1 | tee test-output/bun-test.log
 status=${PIPESTATUS[0]}
 pass=$(grep -Eo '^ *[0-9]+ pass' test-output/bun-test.log | tail -1 | grep -Eo '[0-9]+' || echo 0)

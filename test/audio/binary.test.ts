@@ -22,7 +22,9 @@ function tone(hz: number, seconds: number): Int16Array {
 /** Power of one frequency in a block of samples (Goertzel), normalised per sample. */
 function goertzel(samples: Int16Array, hz: number, from: number, to: number): number {
   const k = 2 * Math.cos((2 * Math.PI * hz) / RATE);
-  let s0 = 0, s1 = 0, s2 = 0;
+  let s0 = 0,
+    s1 = 0,
+    s2 = 0;
   for (let i = from; i < to; i++) {
     s0 = samples[i]! + k * s1 - s2;
     s2 = s1;
@@ -46,7 +48,9 @@ describe("three join processes in one room on a binary node", () => {
     const freqs = [440, 660, 880];
     for (const [i, f] of freqs.entries()) writeWav(join(dir, `in${i}.wav`), tone(f, 8), RATE);
     const clients = freqs.map((_, i) =>
-      runCli(["join", "--room", "tones", "--node", addr, "--input", join(dir, `in${i}.wav`), "--output", join(dir, `out${i}.wav`)], { timeoutMs: 60_000 }),
+      runCli(["join", "--room", "tones", "--node", addr, "--input", join(dir, `in${i}.wav`), "--output", join(dir, `out${i}.wav`)], {
+        timeoutMs: 60_000,
+      }),
     );
     await (async () => {
       for (let i = 0; i < 100; i++) {
@@ -110,9 +114,15 @@ describe("three join processes in one room on a binary node", () => {
   test("agora-node loadgen drives rooms × participants against the node and reports loss and latency", async () => {
     const node = await startNode();
     started.push(node);
-    const r = await runCli(["loadgen", "--node", await node.multiaddr(), "--rooms", "2", "--participants", "3", "--duration", "4", "--json"], { timeoutMs: 60_000 });
+    const r = await runCli(
+      ["loadgen", "--node", await node.multiaddr(), "--rooms", "2", "--participants", "3", "--duration", "4", "--json"],
+      { timeoutMs: 60_000 },
+    );
     expect(r.code).toBe(0);
-    const report = JSON.parse(r.stdout) as { totals: { sessions: number; joined: number; framesReceived: number; lossPercent: number }; latencyMs: { samples: number; p50: number | null } };
+    const report = JSON.parse(r.stdout) as {
+      totals: { sessions: number; joined: number; framesReceived: number; lossPercent: number };
+      latencyMs: { samples: number; p50: number | null };
+    };
     expect(report.totals.sessions).toBe(6);
     expect(report.totals.joined).toBe(6);
     expect(report.totals.framesReceived).toBeGreaterThan(6 * 100);

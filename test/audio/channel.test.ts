@@ -32,7 +32,16 @@ class FakeWorker implements WorkerPort {
   }
 }
 
-const tick: TickReport = { t: "tick", tickSeconds: [0.001], concealed: 0, late: 0, delivered: 2, outboundDropped: 0, unknownDropped: 0, skipped: 0 };
+const tick: TickReport = {
+  t: "tick",
+  tickSeconds: [0.001],
+  concealed: 0,
+  late: 0,
+  delivered: 2,
+  outboundDropped: 0,
+  unknownDropped: 0,
+  skipped: 0,
+};
 
 async function rejection(p: Promise<unknown>): Promise<unknown> {
   try {

@@ -1,7 +1,6 @@
 /** The standalone Opus codec over the wasm core (src/audio/codec.ts): quality, PLC, FEC, errors. */
 import { describe, expect, test } from "bun:test";
-import { createOpusCodec } from "../../src/audio";
-import { MediaCore } from "../../src/audio";
+import { createOpusCodec, MediaCore } from "../../src/audio";
 import { AgoraError } from "../../src/errors";
 import { concat, db, dominantHz, FRAME, goertzel, peak, rms, snrDb, toneFrame } from "./media-helpers";
 

@@ -4,8 +4,15 @@
  * adaptation, pauses) and input validation. Every figure is measured on the audio itself.
  */
 import { describe, expect, test } from "bun:test";
-import { createOpusCodec, type OpusDecoder, type OpusEncoder } from "../../src/audio";
-import { type CoreRoom, MediaCore, PushResult, type RoomConfig } from "../../src/audio";
+import {
+  type CoreRoom,
+  createOpusCodec,
+  MediaCore,
+  type OpusDecoder,
+  type OpusEncoder,
+  PushResult,
+  type RoomConfig,
+} from "../../src/audio";
 import { concat, db, FRAME, FSK_TONES, fskFrame, fskSymbol, goertzel, maxStep, peak, rms, snrDb, toneFrame } from "./media-helpers";
 
 const codec = await createOpusCodec();
@@ -143,7 +150,7 @@ describe("mix-minus", () => {
       expect(st.speaking).toBe(true);
       // The mix before encoding: exact int32 mix-minus.
       const mix = concat(mixes[n]!);
-      for (const f of others) expect(db((2 * goertzel(mix, f)) / (8000 * 8000 / 2))).toBeGreaterThan(-3); // others at full level
+      for (const f of others) expect(db((2 * goertzel(mix, f)) / ((8000 * 8000) / 2))).toBeGreaterThan(-3); // others at full level
       expect(suppressionDb(mix, hz, others)).toBeGreaterThan(26);
       // What the participant's client decodes (through the personal encoder).
       const heard = concat(d.heard(n).slice(50));
@@ -608,7 +615,8 @@ describe("jitter buffer: latency converges back to the target", () => {
     const rec: Played[] = [];
     for (let k = 0; k < 350; k++) {
       d.send("a", toneFrame(440, k), 3);
-      if (k >= STALL && k < STALL + 10) d.skipTick(); // 10 ticks missed: 10 frames pile up
+      if (k >= STALL && k < STALL + 10)
+        d.skipTick(); // 10 ticks missed: 10 frames pile up
       else {
         d.step();
         rec.push(played(d, "a", false));
@@ -696,7 +704,11 @@ describe("jitter buffer: latency converges back to the target", () => {
     // (a burst frame is ~11000 RMS; a gap frame ~20, or a few hundred right after a burst's tail).
     for (const t of drops) expect(rms(rec.find((p) => p.tick === t)!.pcm)).toBeLessThan(1000);
     for (const s of stalls) {
-      const back = settledAt(rec.filter((p) => p.tick < s + 100), s + 2, (p) => p.depthMs <= p.targetMs + 20);
+      const back = settledAt(
+        rec.filter((p) => p.tick < s + 100),
+        s + 2,
+        (p) => p.depthMs <= p.targetMs + 20,
+      );
       expect(back! - (s + 2)).toBeLessThanOrEqual(50);
     }
     d.destroy();

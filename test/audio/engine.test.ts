@@ -8,13 +8,12 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Registry } from "prom-client";
-import { createMediaEngine, WorkerMediaEngine } from "../../src/audio";
-import { createOpusCodec, type OpusEncoder } from "../../src/audio";
 import type { AudioFrame, MediaSettings } from "../../src/audio";
+import { createMediaEngine, createOpusCodec, type OpusEncoder, WorkerMediaEngine } from "../../src/audio";
 import { AgoraError } from "../../src/errors";
 import { silentLogger } from "../../src/log";
-import { concat, db, goertzel, mediaSettings, waitFor, toneFrame } from "./media-helpers";
 import { requireTool } from "../helpers/tools";
+import { concat, db, goertzel, mediaSettings, toneFrame, waitFor } from "./media-helpers";
 
 const codec = await createOpusCodec();
 const engines: WorkerMediaEngine[] = [];
@@ -37,7 +36,13 @@ async function startEngine(
   registry = new Registry(),
   heartbeatTimeoutMs = RELAXED_HEARTBEAT_MS,
 ): Promise<WorkerMediaEngine> {
-  const e = createMediaEngine({ settings: mediaSettings(over), logger: silentLogger(), registry, testHooks: true, heartbeatTimeoutMs } as never);
+  const e = createMediaEngine({
+    settings: mediaSettings(over),
+    logger: silentLogger(),
+    registry,
+    testHooks: true,
+    heartbeatTimeoutMs,
+  } as never);
   expect(e).toBeInstanceOf(WorkerMediaEngine);
   const engine = e as WorkerMediaEngine;
   engines.push(engine);
@@ -118,7 +123,11 @@ describe("media engine (worker)", () => {
     const registry = new Registry();
     const engine = await startEngine({}, registry);
     const inbox = new Inbox();
-    const tones: Array<[string, number]> = [["a", 440], ["b", 660], ["c", 880]];
+    const tones: Array<[string, number]> = [
+      ["a", 440],
+      ["b", 660],
+      ["c", 880],
+    ];
     for (const [id] of tones) engine.join("room-1", id, inbox.sink(id));
     engine.join("room-1", "listener", inbox.sink("listener"));
     talk(engine, "room-1", tones);
@@ -128,7 +137,13 @@ describe("media engine (worker)", () => {
     // suppression without the own tone being there). So listen again (bounded) until a 500 ms window has
     // every other talker in it; a mix that returned a talker's own voice would never get 26 dB below it.
     const measure = () => {
-      const own = tones.map(([id, hz]) => suppression(inbox.heard(id, 25), hz, tones.map((t) => t[1]).filter((f) => f !== hz)));
+      const own = tones.map(([id, hz]) =>
+        suppression(
+          inbox.heard(id, 25),
+          hz,
+          tones.map((t) => t[1]).filter((f) => f !== hz),
+        ),
+      );
       const all = inbox.heard("listener", 25);
       const listener = tones.map(([, hz]) => db(goertzel(all, hz) / goertzel(all, 1500)));
       return { own, listener };
@@ -138,8 +153,10 @@ describe("media engine (worker)", () => {
       await Bun.sleep(100);
       heard = measure();
     }
-    for (const [i, [id]] of tones.entries()) expect(heard.own[i]!, `${id}: own tone only ${heard.own[i]!.toFixed(1)} dB below the others`).toBeGreaterThan(26);
-    for (const [i, [id]] of tones.entries()) expect(heard.listener[i]!, `listener hears ${id} at ${heard.listener[i]!.toFixed(1)} dB`).toBeGreaterThan(20);
+    for (const [i, [id]] of tones.entries())
+      expect(heard.own[i]!, `${id}: own tone only ${heard.own[i]!.toFixed(1)} dB below the others`).toBeGreaterThan(26);
+    for (const [i, [id]] of tones.entries())
+      expect(heard.listener[i]!, `listener hears ${id} at ${heard.listener[i]!.toFixed(1)} dB`).toBeGreaterThan(20);
     // One frame per tick per participant, with 960-sample timestamps; every sequence number the listener
     // missed is a frame the worker reported dropped because the main thread (stalled) left the outbound
     // ring full. No restart happened (that would be the other reason for a jump).
@@ -201,7 +218,12 @@ describe("media engine (worker)", () => {
     engine.join("r1", "p4", inbox.sink("p4"));
     engine.updateSettings({ maxRooms: 2, maxParticipants: 4 });
     engine.join("r2", "p5", inbox.sink("p5"));
-    expect(engine.rooms().map((r) => r.id).sort()).toEqual(["r1", "r2"]);
+    expect(
+      engine
+        .rooms()
+        .map((r) => r.id)
+        .sort(),
+    ).toEqual(["r1", "r2"]);
     expect(engine.participantCount()).toBe(4);
   });
 
@@ -255,7 +277,11 @@ describe("media engine (worker)", () => {
     for (const name of ["agora_audio_packets_concealed_total", "agora_audio_packets_late_total", "agora_media_worker_restarts_total"]) {
       expect(text).toContain(`# TYPE ${name} counter`);
     }
-    const p = Bun.spawn([requireTool("promtool", "prometheus"), "check", "metrics"], { stdin: new TextEncoder().encode(text), stdout: "pipe", stderr: "pipe" });
+    const p = Bun.spawn([requireTool("promtool", "prometheus"), "check", "metrics"], {
+      stdin: new TextEncoder().encode(text),
+      stdout: "pipe",
+      stderr: "pipe",
+    });
     const out = (await new Response(p.stdout).text()) + (await new Response(p.stderr).text());
     expect(await p.exited).toBe(0);
     expect(out.trim()).toBe("");
@@ -267,7 +293,10 @@ describe("media engine (worker)", () => {
       // The hang test is about the watchdog: it keeps the default 600 ms; the others get the relaxed one.
       const engine = await startEngine({}, registry, mode === "hang" ? 600 : RELAXED_HEARTBEAT_MS);
       const inbox = new Inbox();
-      const tones: Array<[string, number]> = [["a", 440], ["b", 660]];
+      const tones: Array<[string, number]> = [
+        ["a", 440],
+        ["b", 660],
+      ];
       for (const [id] of tones) engine.join("room", id, inbox.sink(id));
       engine.join("room", "l", inbox.sink("l"));
       talk(engine, "room", tones);
@@ -286,7 +315,9 @@ describe("media engine (worker)", () => {
       const steps = frames.slice(1).map((f, i) => (f.seq - frames[i]!.seq) >>> 0);
       const restartJump = Math.max(0, ...steps.slice(before - 1, restartedAt).map((x) => x - 1));
       const missing = missingFrames(frames);
-      expect(missing - restartJump, `restart jump ${restartJump}, missing ${missing}`).toBeLessThanOrEqual(await metricValue(registry, RING_FULL));
+      expect(missing - restartJump, `restart jump ${restartJump}, missing ${missing}`).toBeLessThanOrEqual(
+        await metricValue(registry, RING_FULL),
+      );
       expect((frames.at(-1)!.seq - lastSeq) >>> 0).toBeLessThan(1000);
       // The mix is still right after the restart: 660 present, own 440 absent. Listened to again (bounded)
       // for the same reason as in the first test: a stalled talker timer can leave 660 out of a window.
@@ -316,7 +347,12 @@ describe("media engine (worker)", () => {
     expect(inbox.count("b")).toBe(stopped);
     await engine.start();
     expect(await waitFor(() => inbox.count("b") >= stopped + 10)).toBe(true);
-    expect(engine.rooms()[0]!.participants.map((p) => p.id).sort()).toEqual(["a", "b"]);
+    expect(
+      engine
+        .rooms()[0]!
+        .participants.map((p) => p.id)
+        .sort(),
+    ).toEqual(["a", "b"]);
   });
 
   test("init failure: with AGORA_MEDIA_WORKER naming a worker that throws at init, start() rejects with a typed error and the engine stays stopped", async () => {

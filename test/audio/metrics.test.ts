@@ -26,7 +26,13 @@ test("tick-duration buckets go up to 1 s", async () => {
 test("a worker that falls behind real time counts its skipped ticks in agora_mixer_ticks_skipped_total", async () => {
   const registry = new Registry();
   // A generous heartbeat timeout: the 400 ms stall must be a stall, not a restart, however busy the machine.
-  const engine = createMediaEngine({ settings: mediaSettings(), logger: silentLogger(), registry, testHooks: true, heartbeatTimeoutMs: 10_000 });
+  const engine = createMediaEngine({
+    settings: mediaSettings(),
+    logger: silentLogger(),
+    registry,
+    testHooks: true,
+    heartbeatTimeoutMs: 10_000,
+  });
   engines.push(engine);
   await engine.start();
   expect(await registry.metrics()).toContain("agora_mixer_ticks_skipped_total 0");

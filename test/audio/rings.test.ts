@@ -9,14 +9,14 @@
 import { describe, expect, test } from "bun:test";
 import {
   createRingBuffer,
+  type InboundRecord,
   MAX_RECIPIENTS_PER_RECORD,
-  readInbound,
-  readOutbound,
   RingReader,
   RingWriter,
+  readInbound,
+  readOutbound,
   writeInbound,
   writeOutbound,
-  type InboundRecord,
 } from "../../src/audio/rings";
 import { AgoraError } from "../../src/errors";
 
@@ -184,7 +184,14 @@ describe("rings", () => {
     const rec: InboundRecord = { room: 0, participant: 0, seq: 0, ts: 0, arrivalMs: 0, payloadOffset: 0, payloadLength: 0 };
     const off = r.next();
     readInbound(r, off, rec);
-    expect(rec).toMatchObject({ room: 3, participant: 0xfffffff0, seq: 0xffffffff, ts: 5, arrivalMs: 1_700_000_000_123.25, payloadLength: 99 });
+    expect(rec).toMatchObject({
+      room: 3,
+      participant: 0xfffffff0,
+      seq: 0xffffffff,
+      ts: 5,
+      arrivalMs: 1_700_000_000_123.25,
+      payloadLength: 99,
+    });
     expect([...r.bytes.subarray(rec.payloadOffset, rec.payloadOffset + rec.payloadLength)]).toEqual([...payload]);
   });
 

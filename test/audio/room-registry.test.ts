@@ -147,7 +147,9 @@ describe("RoomRegistry", () => {
     participant.packetsIn = 70;
     participant.packetsOut = 80;
     const h = participant.handle;
-    const applied = reg.applyWorkerStats([{ room: 1, counters: {} as never, participants: [workerStats(h, { concealed: 5, late: 2 }), workerStats(4242)] }]);
+    const applied = reg.applyWorkerStats([
+      { room: 1, counters: {} as never, participants: [workerStats(h, { concealed: 5, late: 2 }), workerStats(4242)] },
+    ]);
     expect(applied.map((s) => s.participant)).toEqual([h]); // unknown handles are skipped
     const one = () => reg.stats()[0]!.participants[0]!;
     expect(one()).toEqual({

@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { WorkerChannelClosedError } from "../../src/audio/channel";
-import { WorkerSupervisor, type WorkerGeneration, type WorkerInit } from "../../src/audio/supervisor";
+import { type WorkerGeneration, type WorkerInit, WorkerSupervisor } from "../../src/audio/supervisor";
 import type { RestoreRoom, WorkerRoomStats } from "../../src/audio/worker-protocol";
 import { AgoraError } from "../../src/errors";
 import { silentLogger } from "../../src/log";
@@ -56,7 +56,11 @@ function closedSignal(w: Worker): { closed: boolean } {
 }
 
 describe("WorkerSupervisor", () => {
-  const reasons = { throw: /^uncaught error in the media worker: /, exit: /^media worker exited \(code 70\)$/, hang: /^media worker heartbeat missing for \d+ ms$/ };
+  const reasons = {
+    throw: /^uncaught error in the media worker: /,
+    exit: /^media worker exited \(code 70\)$/,
+    hang: /^media worker heartbeat missing for \d+ ms$/,
+  };
   for (const mode of ["throw", "exit", "hang"] as const) {
     test(`worker crash (${mode}): died(reason), then restarted(ms, generation 2) with the restore list asked again`, async () => {
       let rooms: RestoreRoom[] = [];

@@ -5,7 +5,8 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { rmSync } from "node:fs";
-import { type BrowserContext, chromium } from "playwright-core";
+import type { BrowserContext } from "playwright-core";
+import { launchChromium } from "../helpers/browser";
 import { freePort, type NodeHandle, startNode, tempDir } from "../helpers/node-process";
 
 let browser: BrowserContext;
@@ -47,18 +48,7 @@ beforeAll(async () => {
   pages.push(pageServer(allowedPort, node.dashboardUrl), pageServer(otherPort, node.dashboardUrl));
   userDataDir = tempDir("agora-chromium-");
   // A fresh profile: nothing cached from another run (a cached preflight would hide a regression).
-  browser = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-    ],
-  });
+  browser = await launchChromium(userDataDir);
 }, 60_000);
 
 afterAll(async () => {

@@ -5,7 +5,8 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { type Browser, chromium } from "playwright-core";
+import type { Browser } from "playwright-core";
+import { launchChromiumBrowser } from "../helpers/browser";
 import { type NodeHandle, ROOT, startNode } from "../helpers/node-process";
 
 const OUT = join(ROOT, "test-output");
@@ -22,19 +23,7 @@ beforeAll(async () => {
     startNode({ env: { AGORA_DASHBOARD_AUTH_TOKEN: TOKEN } }),
     startNode(),
   ]);
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  browser = await launchChromiumBrowser();
 }, 60_000);
 
 afterAll(async () => {

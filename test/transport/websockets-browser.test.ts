@@ -11,8 +11,9 @@ import { join } from "node:path";
 import type { Libp2p } from "@libp2p/interface";
 import { ping } from "@libp2p/ping";
 import { createLibp2p } from "libp2p";
-import { type BrowserContext, chromium } from "playwright-core";
+import type { BrowserContext } from "playwright-core";
 import { agoraTransportStack, agoraWebSockets, type WsRejectReason } from "../../src/transport";
+import { launchChromium } from "../helpers/browser";
 import { freePort, type NodeHandle, startNode } from "../helpers/node-process";
 import { serveBulk } from "../relay/bulk";
 
@@ -50,18 +51,7 @@ beforeAll(async () => {
   binaryWsPort = await freePort();
   binary = await startNode({ env: { AGORA_NETWORK_WS_PORT: String(binaryWsPort) } });
   profile = mkdtempSync(join(tmpdir(), "agora-chromium-"));
-  browser = await chromium.launchPersistentContext(profile, {
-    executablePath: "/usr/bin/chromium",
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-    ],
-  });
+  browser = await launchChromium(profile);
 }, 60_000);
 
 afterAll(async () => {

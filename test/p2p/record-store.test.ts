@@ -8,8 +8,8 @@ import type { PrivateKey } from "@libp2p/interface";
 import { Record as DhtRecord } from "@libp2p/kad-dht";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
 import { Key } from "interface-datastore";
+import { base32 } from "multiformats/bases/base32";
 import { Registry } from "prom-client";
-import { toString as toText } from "uint8arrays/to-string";
 import {
   advertisementKey,
   encodeAdvertisement,
@@ -24,7 +24,7 @@ import { hostileAdvertisement, metricValue } from "./helpers";
 const T0 = 1_800_000_000;
 
 function recordKey(dhtKey: string): Key {
-  return new Key(`${DHT_DATASTORE_PREFIX}/record/${toText(new TextEncoder().encode(dhtKey), "base32")}`, false);
+  return new Key(`${DHT_DATASTORE_PREFIX}/record/${base32.baseEncode(new TextEncoder().encode(dhtKey))}`, false);
 }
 
 interface Signer {
@@ -204,7 +204,7 @@ describe("bounds", () => {
   test("only node advertisements are stored; other keys pass through untouched", async () => {
     const { store } = harness();
     const pk = new TextEncoder().encode("/pk/whatever");
-    const k = new Key(`${DHT_DATASTORE_PREFIX}/record/${toText(pk, "base32")}`, false);
+    const k = new Key(`${DHT_DATASTORE_PREFIX}/record/${base32.baseEncode(pk)}`, false);
     expect(await refusal(store.put(k, new DhtRecord(pk, new Uint8Array([1]), new Date()).serialize()))).toBe("unsupported_key");
     await store.put(new Key("/peers/abc"), new Uint8Array([7]));
     expect(await store.get(new Key("/peers/abc"))).toEqual(new Uint8Array([7]));

@@ -2,6 +2,7 @@ import { describe, expect, test } from "bun:test";
 import type { DashboardSource, NodeState, StatusReport } from "../../src/http";
 import { createDashboardApp } from "../../src/http";
 import { SESSION_COOKIE, sessionValue } from "../../src/http/auth";
+import { fakeStatus } from "../helpers/fake-status";
 
 const TOKEN = "test-token-0123456789";
 
@@ -9,40 +10,11 @@ function fakeSource(opts: { token?: string; state?: NodeState; isolated?: boolea
   let state: NodeState = opts.state ?? "ready";
   let drains = 0;
   let reloads = 0;
-  const status: StatusReport = {
-    name: "test <node>",
-    version: "0.1.0",
-    mode: "dedicated",
-    state: "ready",
-    peer_id: "12D3KooWTest",
-    region: "eu-west",
-    group: "default",
-    labels: [],
-    capabilities: ["mixer"],
-    started_at: new Date().toISOString(),
-    uptime_seconds: 3725,
-    load: { current_load: 3, max_clients: 100, cpu_percent: 5, mem_percent: 40, rss_bytes: 50e6 },
-    limits: { max_connections: 100, max_mixers: 5, drain_timeout_seconds: 30 },
-    rooms_active: 1,
-    participants: 3,
-    peers_connected: 2,
-    network: { listen_addrs: ["/ip4/127.0.0.1/tcp/7001"], reachability: "private" },
-    turn: { enabled: false, url: "", username: "", password: "" },
-    stun_servers: [],
-    stun: null,
-    drain: null,
-    media: { worker_restarts: 0 },
-    discovery: {
-      bootstrap_configured: 2,
-      bootstrap_connected: 1,
-      known_peers: 4,
-      routing_table_size: 7,
-      publishes: true,
-      last_published_at: new Date(Date.now() - 12_000).toISOString(),
-      isolated: opts.isolated ?? false,
-    },
+  const base = fakeStatus();
+  const status: StatusReport = fakeStatus({
+    discovery: { ...base.discovery, isolated: opts.isolated ?? false },
     relay: opts.relay ? { reservations: 3, circuits: 2, bytes_relayed: 5 * 1048576 } : null,
-  };
+  });
   const source: DashboardSource = {
     state: () => state,
     notReadyReason: () => (state === "ready" ? undefined : state),

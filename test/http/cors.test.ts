@@ -6,6 +6,7 @@ import { ConfigError } from "../../src/errors";
 import type { DashboardSource, StatusReport } from "../../src/http";
 import { createDashboardApp } from "../../src/http";
 import { corsVerdict } from "../../src/http/cors";
+import { fakeStatus } from "../helpers/fake-status";
 import { tempDir } from "../helpers/node-process";
 
 const ALLOWED = "https://directory.example.org";
@@ -14,40 +15,7 @@ const TOKEN = "test-token-0123456789";
 
 function source(origins: string[], token = ""): { source: DashboardSource; calls: { drains: number; reloads: number; refused: string[] } } {
   const calls = { drains: 0, reloads: 0, refused: [] as string[] };
-  const status: StatusReport = {
-    name: "n",
-    version: "0.1.0",
-    mode: "dedicated",
-    state: "ready",
-    peer_id: "12D3KooWTest",
-    region: "eu-west",
-    group: "default",
-    labels: [],
-    capabilities: ["mixer"],
-    started_at: new Date().toISOString(),
-    uptime_seconds: 1,
-    load: { current_load: 0, max_clients: 100, cpu_percent: 5, mem_percent: 40, rss_bytes: 50e6 },
-    limits: { max_connections: 100, max_mixers: 5, drain_timeout_seconds: 30 },
-    rooms_active: 0,
-    participants: 0,
-    peers_connected: 0,
-    network: null,
-    turn: { enabled: false, url: "", username: "", password: "" },
-    stun_servers: [],
-    stun: null,
-    drain: null,
-    media: null,
-    discovery: {
-      bootstrap_configured: 0,
-      bootstrap_connected: 0,
-      known_peers: 0,
-      routing_table_size: 0,
-      publishes: true,
-      last_published_at: null,
-      isolated: false,
-    },
-    relay: null,
-  };
+  const status: StatusReport = fakeStatus();
   return {
     calls,
     source: {

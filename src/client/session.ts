@@ -1,5 +1,5 @@
 /**
- * AudioSession: one participant on one `/agora/audio/1.0.0` stream (see src/protocol/protocol.md). It dials,
+ * AudioSession: one participant on one `/agora/audio/1.1.0` (or 1.0.0) stream (see src/protocol/protocol.md). It dials,
  * JOINs, waits for JOINED, then sends and receives AUDIO, answers PINGs, measures RTT with its own PINGs and
  * ends on LEAVE, an ERROR, or the stream's end. Outbound audio goes through the protocol's real-time send
  * queue, so a slow connection drops old frames rather than growing latency.
@@ -8,7 +8,7 @@ import type { Libp2p, Stream } from "@libp2p/interface";
 import { multiaddr } from "@multiformats/multiaddr";
 import { AgoraError, type ErrorCode, errorMessage } from "../errors";
 import {
-  AUDIO_PROTOCOL,
+  AUDIO_PROTOCOLS,
   type AudioFrame,
   checkDisplayName,
   checkRoomId,
@@ -19,10 +19,14 @@ import {
   isRetryableErrorCode,
   type JoinedMessage,
   MessageDecoder,
+  type MoveMessage,
   OutboundQueue,
+  type RedirectMessage,
   WIRE_VERSION,
+  WIRE_VERSION_1_1,
   WireErrorCode,
   type WireMessage,
+  wireVersionForProtocol,
 } from "../protocol";
 import { type Clock, realClock } from "./clock";
 import type { DialTarget } from "./node";
@@ -36,6 +40,16 @@ export class AudioRemoteError extends AgoraError {
     this.name = "AudioRemoteError";
     this.wireCode = wireCode;
     this.retryable = isRetryableErrorCode(wireCode);
+  }
+}
+
+/** The server answered JOIN with REDIRECT (1.1.0): the room is hosted elsewhere. */
+export class AudioRedirectError extends AgoraError {
+  readonly redirect: RedirectMessage;
+  constructor(redirect: RedirectMessage) {
+    super("P2P", `room ${redirect.room} is hosted by ${redirect.hostPeerId} (epoch ${redirect.epoch})`);
+    this.name = "AudioRedirectError";
+    this.redirect = redirect;
   }
 }
 
@@ -62,8 +76,20 @@ export interface AudioSessionOptions {
   target: DialTarget;
   room: string;
   name?: string;
-  /** defaults to AUDIO_PROTOCOL; the latency bench points it at an echo protocol */
-  protocol?: string;
+  /**
+   * Protocol id(s) offered, most preferred first: default `/agora/audio/1.1.0` then `/agora/audio/1.0.0`
+   * (AUDIO_PROTOCOLS); the latency bench points it at an echo protocol.
+   */
+  protocol?: string | readonly string[];
+  /** 1.1.0 JOIN extensions: capability bits (Capability), a move token, a grant */
+  capabilities?: number;
+  moveToken?: Uint8Array;
+  grant?: Uint8Array;
+  /**
+   * 1.1.0 control messages after JOINED (MOVE). Without a handler a MOVE ends the session with an error,
+   * as a server must not send one to a client that did not announce Capability.ROOM_DIRECTORY.
+   */
+  onControl?: (msg: MoveMessage) => void;
   /** bound on dial + protocol negotiation + JOIN/JOINED (default 10 s) */
   timeoutMs?: number;
   /** outbound audio frames held while the connection cannot keep up before the oldest is dropped */
@@ -81,6 +107,8 @@ export interface AudioSessionOptions {
 
 export class AudioSession {
   readonly joined: JoinedMessage;
+  /** the negotiated protocol id */
+  readonly protocol: string;
   private readonly queue: OutboundQueue;
   private readonly clock: Clock;
   private closedWith: AgoraError | undefined | null = null; // null = open
@@ -101,6 +129,7 @@ export class AudioSession {
     private readonly decoder: MessageDecoder,
   ) {
     this.joined = joined;
+    this.protocol = stream.protocol ?? "";
     this.clock = opts.clock ?? realClock;
     this.lastRxAt = this.clock.now();
     this.queue = new OutboundQueue(stream, opts.sendQueueFrames ?? 10);
@@ -108,6 +137,11 @@ export class AudioSession {
 
   get participantId(): string {
     return this.joined.participantId;
+  }
+
+  /** JOIN/JOINED version in use: 1 on `/agora/audio/1.0.0`, 2 on `/agora/audio/1.1.0`. */
+  get wireVersion(): number {
+    return this.joined.version;
   }
 
   get isOpen(): boolean {
@@ -124,16 +158,19 @@ export class AudioSession {
     const signal = opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(timeoutMs)]) : AbortSignal.timeout(timeoutMs);
     const target = typeof opts.target === "string" ? multiaddr(opts.target) : opts.target;
     let stream: Stream;
+    const protocols = typeof opts.protocol === "string" ? [opts.protocol] : [...(opts.protocol ?? AUDIO_PROTOCOLS)];
     try {
-      stream = await opts.libp2p.dialProtocol(target, opts.protocol ?? AUDIO_PROTOCOL, {
+      stream = await opts.libp2p.dialProtocol(target, protocols, {
         signal,
         maxOutboundStreams: opts.maxOutboundStreams,
       });
     } catch (err) {
-      throw new AgoraError("P2P", `cannot open ${opts.protocol ?? AUDIO_PROTOCOL} to ${target.toString()}: ${errorMessage(err)}`, {
+      throw new AgoraError("P2P", `cannot open ${protocols.join(" or ")} to ${target.toString()}: ${errorMessage(err)}`, {
         cause: err,
       });
     }
+    // An echo protocol (bench) has no version of its own: it speaks 1.0.0's messages.
+    const version = wireVersionForProtocol(stream.protocol ?? "") ?? WIRE_VERSION;
     const decoder = new MessageDecoder();
     const early: WireMessage[] = [];
     let settled = false;
@@ -151,6 +188,7 @@ export class AudioSession {
         if (settled) early.push(m);
         else if (m.type === "JOINED") settle(m);
         else if (m.type === "ERROR") settle(new AudioRemoteError(m.code, m.message));
+        else if (m.type === "REDIRECT" && version >= WIRE_VERSION_1_1) settle(new AudioRedirectError(m));
         else settle(new AgoraError("WIRE_PROTOCOL", `expected JOINED or ERROR, got ${m.type}`));
       }
       if (error) {
@@ -166,7 +204,15 @@ export class AudioSession {
     stream.addEventListener("close", onClose);
     signal.addEventListener("abort", onAbort, { once: true });
     try {
-      stream.send(encodeMessage({ type: "JOIN", version: WIRE_VERSION, room: opts.room, name: opts.name ?? "" }));
+      const ext =
+        version >= WIRE_VERSION_1_1
+          ? {
+              ...(opts.capabilities !== undefined ? { capabilities: opts.capabilities } : {}),
+              ...(opts.moveToken ? { moveToken: opts.moveToken } : {}),
+              ...(opts.grant ? { grant: opts.grant } : {}),
+            }
+          : {};
+      stream.send(encodeMessage({ type: "JOIN", version, room: opts.room, name: opts.name ?? "", ...ext }));
     } catch (err) {
       settle(new AgoraError("P2P", `cannot send JOIN: ${errorMessage(err)}`));
     }
@@ -227,6 +273,13 @@ export class AudioSession {
         return;
       case "ERROR":
         this.finish(new AudioRemoteError(m.code, m.message), true);
+        return;
+      case "MOVE":
+        if (this.wireVersion >= WIRE_VERSION_1_1 && this.opts.onControl) {
+          this.opts.onControl(m);
+          return;
+        }
+        this.finish(new AgoraError("WIRE_PROTOCOL", "unexpected MOVE from server"), true);
         return;
       default:
         this.finish(new AgoraError("WIRE_PROTOCOL", `unexpected ${m.type} from server`), true);

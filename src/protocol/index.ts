@@ -1,5 +1,5 @@
 /**
- * Agora's shared wire format: the audio protocol `/agora/audio/1.0.0` (codec in wire.ts, documented in
+ * Agora's shared wire format: the audio protocol `/agora/audio/1.1.0` and `/agora/audio/1.0.0` (codec in wire.ts, documented in
  * protocol.md), the real-time send policy over a stream (send-queue.ts), the constants and types every side
  * agrees on. Used by the room server (src/rooms), the participant SDK (src/client) and the media plane
  * (src/audio); it depends on nothing but src/errors, so any of them can import it without the others.
@@ -9,7 +9,10 @@ export { chunkBytes, type DrainableStream, OutboundQueue } from "./send-queue";
 export type { AudioFrame, OpusCodec, OpusDecoder, OpusEncoder, OpusEncoderOptions } from "./types";
 export {
   AUDIO_PROTOCOL,
+  AUDIO_PROTOCOL_1_1,
+  AUDIO_PROTOCOLS,
   type AudioMessage,
+  Capability,
   CODEC_OPUS,
   checkDisplayName,
   checkOpusPacket,
@@ -22,26 +25,38 @@ export {
   errorCodeName,
   isRetryableErrorCode,
   isValidRoomId,
+  JoinExtension,
+  JoinedExtension,
   type JoinedMessage,
   type JoinMessage,
   LENGTH_PREFIX_BYTES,
   type LeaveMessage,
+  MAX_ADDR_BYTES,
   MAX_ERROR_MESSAGE_BYTES,
+  MAX_EXTENSION_BYTES,
   MAX_MESSAGE_LENGTH,
+  MAX_MESSAGE_LENGTH_V1,
+  MAX_MOVE_TOKEN_BYTES,
   MAX_NAME_BYTES,
   MAX_PARTICIPANT_ID_LENGTH,
+  MAX_REDIRECT_ADDRS,
   MessageDecoder,
   MessageType,
   type MessageTypeName,
+  type MoveMessage,
+  MoveReason,
   type PingMessage,
   type PongMessage,
+  type RedirectMessage,
   SUPPORTED_WIRE_VERSIONS,
   seqDiff,
   WIRE_VERSION,
+  WIRE_VERSION_1_1,
   WireError,
   WireErrorCode,
   type WireErrorCodeName,
   type WireErrorReason,
   type WireMessage,
   wireErrorCodeFor,
+  wireVersionForProtocol,
 } from "./wire";

@@ -15,9 +15,43 @@ import { AgoraError } from "../errors";
 import type { AudioFrame } from "./types";
 
 export const AUDIO_PROTOCOL = "/agora/audio/1.0.0";
-/** Version carried in JOIN/JOINED; bumped with incompatible layout changes (the protocol id follows). */
+/**
+ * Version 1.1.0: the same framing and messages plus extensions (tag-length-value fields after JOIN's and
+ * JOINED's fixed fields) and new message types (REDIRECT, MOVE, and those of the capabilities below). A node
+ * registers both ids; a client offers 1.1.0 first and falls back to 1.0.0 through multistream-select.
+ */
+export const AUDIO_PROTOCOL_1_1 = "/agora/audio/1.1.0";
+/** Protocol ids a client offers, most preferred first. */
+export const AUDIO_PROTOCOLS: readonly string[] = [AUDIO_PROTOCOL_1_1, AUDIO_PROTOCOL];
+/** Version carried in JOIN/JOINED on `/agora/audio/1.0.0`. */
 export const WIRE_VERSION = 1;
-export const SUPPORTED_WIRE_VERSIONS: readonly number[] = [WIRE_VERSION];
+/** Version carried in JOIN/JOINED on `/agora/audio/1.1.0` (the layout with extensions). */
+export const WIRE_VERSION_1_1 = 2;
+export const SUPPORTED_WIRE_VERSIONS: readonly number[] = [WIRE_VERSION, WIRE_VERSION_1_1];
+
+/** The JOIN/JOINED version that belongs to a negotiated protocol id (undefined: not an audio protocol). */
+export function wireVersionForProtocol(protocol: string): number | undefined {
+  if (protocol === AUDIO_PROTOCOL) return WIRE_VERSION;
+  if (protocol === AUDIO_PROTOCOL_1_1) return WIRE_VERSION_1_1;
+  return undefined;
+}
+
+/**
+ * Capability bits exchanged in the `capabilities` extension of JOIN (what the client handles) and JOINED
+ * (what the server offers on this session). A side only uses a feature both announced.
+ */
+export const Capability = {
+  /** REDIRECT and MOVE: the client follows them (room directory, handover). */
+  ROOM_DIRECTORY: 1 << 0,
+  /** Voice as encrypted UDP datagrams beside the stream. */
+  UDP_DATAGRAMS: 1 << 1,
+  /** AUDIO frames carry a voice-activity flag. */
+  VOICE_ACTIVITY: 1 << 2,
+  /** Owned rooms: grants, roles, moderation requests. */
+  ACCESS_CONTROL: 1 << 3,
+  /** Per-listener mix settings (mute for me, per-source volume, priority speaker). */
+  PERSONAL_MIX: 1 << 4,
+} as const;
 
 import {
   CHANNELS,
@@ -25,6 +59,7 @@ import {
   MAX_OPUS_PAYLOAD,
   MAX_ROOM_ID_LENGTH,
   PARTICIPANT_ID_PATTERN,
+  PEER_ID_PATTERN,
   ROOM_ID_PATTERN,
   SAMPLE_RATE,
 } from "./constants";
@@ -32,8 +67,20 @@ import {
 export const MAX_NAME_BYTES = 64;
 export const MAX_PARTICIPANT_ID_LENGTH = 64;
 export const MAX_ERROR_MESSAGE_BYTES = 512;
-/** Largest body of any v1 message (ERROR with the longest message: 1 + 2 + 2 + 512). */
-export const MAX_MESSAGE_LENGTH = 1536;
+/**
+ * Largest body of any message. Version 1 messages never exceed 1536 bytes (ERROR with the longest message:
+ * 1 + 2 + 2 + 512); 1.1.0 extensions (grants with their delegation chain) may use up to 4096.
+ */
+export const MAX_MESSAGE_LENGTH = 4096;
+/** Largest body a server sends on a 1.0.0 session (1.0.0 clients reject longer messages). */
+export const MAX_MESSAGE_LENGTH_V1 = 1536;
+/** Largest value of one JOIN/JOINED extension. */
+export const MAX_EXTENSION_BYTES = 3072;
+/** Largest move token in a MOVE (and the JOIN extension that presents it). */
+export const MAX_MOVE_TOKEN_BYTES = 256;
+/** Addresses carried in REDIRECT and MOVE, and the length of each (multiaddr text form). */
+export const MAX_REDIRECT_ADDRS = 16;
+export const MAX_ADDR_BYTES = 256;
 export const LENGTH_PREFIX_BYTES = 2;
 
 export const MessageType = {
@@ -43,7 +90,39 @@ export const MessageType = {
   LEAVE: 0x04,
   PING: 0x05,
   PONG: 0x06,
+  /** 1.1.0: the room is hosted by another mixer; join it there. */
+  REDIRECT: 0x07,
+  /** 1.1.0: the room moves to a successor mixer; join it there with the token. */
+  MOVE: 0x08,
   AUDIO: 0x10,
+} as const;
+/*
+ * Reserved type ranges for 1.1.0 capabilities (see protocol.md): 0x09-0x0f and 0x30-0x3f access control and
+ * personal mix, 0x11-0x1f audio variants (voice activity), 0x20-0x2f UDP datagram control.
+ */
+
+/** Tags of JOIN extensions (1.1.0). Unknown tags are skipped, so adding one needs no new version. */
+export const JoinExtension = {
+  CAPABILITIES: 0x01,
+  MOVE_TOKEN: 0x02,
+  GRANT: 0x03,
+} as const;
+
+/** Tags of JOINED extensions (1.1.0). */
+export const JoinedExtension = {
+  CAPABILITIES: 0x01,
+  /** the room's epoch on this host (room directory) */
+  EPOCH: 0x02,
+  /** the participant's role (access control) */
+  ROLE: 0x03,
+} as const;
+
+/** Why a MOVE was sent. */
+export const MoveReason = {
+  /** the host drains and hands the room over */
+  DRAIN: 1,
+  /** the host lost the room to another claim (after a partition) */
+  CLAIM_LOST: 2,
 } as const;
 export type MessageTypeName = keyof typeof MessageType;
 
@@ -93,6 +172,10 @@ export interface JoinMessage {
   room: string;
   /** empty when the client sent none */
   name: string;
+  /** 1.1.0 extensions (absent in version 1) */
+  capabilities?: number;
+  moveToken?: Uint8Array;
+  grant?: Uint8Array;
 }
 
 export interface JoinedMessage {
@@ -107,6 +190,31 @@ export interface JoinedMessage {
   bitrate: number;
   /** Server wall clock, ms since the Unix epoch. */
   serverTimeMs: number;
+  /** 1.1.0 extensions (absent in version 1) */
+  capabilities?: number;
+  epoch?: number;
+  role?: number;
+}
+
+/** 1.1.0, server → client: the room lives on another mixer. */
+export interface RedirectMessage {
+  type: "REDIRECT";
+  room: string;
+  epoch: number;
+  hostPeerId: string;
+  /** multiaddrs of the host in text form (without /p2p/ suffix or with it; clients accept both) */
+  addrs: string[];
+}
+
+/** 1.1.0, server → client: the room moves to `successorPeerId`; JOIN there presenting `token`. */
+export interface MoveMessage {
+  type: "MOVE";
+  room: string;
+  epoch: number;
+  successorPeerId: string;
+  addrs: string[];
+  token: Uint8Array;
+  reason: number;
 }
 
 export interface ErrorMessage {
@@ -133,7 +241,16 @@ export interface AudioMessage extends AudioFrame {
   type: "AUDIO";
 }
 
-export type WireMessage = JoinMessage | JoinedMessage | ErrorMessage | LeaveMessage | PingMessage | PongMessage | AudioMessage;
+export type WireMessage =
+  | JoinMessage
+  | JoinedMessage
+  | ErrorMessage
+  | LeaveMessage
+  | PingMessage
+  | PongMessage
+  | AudioMessage
+  | RedirectMessage
+  | MoveMessage;
 
 /** Why a decode failed; also the `reason` label of `agora_audio_stream_errors_total`. */
 export type WireErrorReason =
@@ -227,7 +344,10 @@ export function encodeMessage(msg: WireMessage): Uint8Array {
         invalid("join.version", `must be a uint8, got ${msg.version}`);
       const room = utf8.encode(msg.room);
       const name = utf8.encode(msg.name);
-      const { buf, view } = frameBuffer(1 + 1 + 1 + room.length + 1 + name.length);
+      const ext = msg.version >= WIRE_VERSION_1_1 ? joinExtensions(msg) : EMPTY;
+      if (msg.version < WIRE_VERSION_1_1 && (msg.capabilities !== undefined || msg.moveToken || msg.grant))
+        invalid("join.version", "extensions need version 2 (/agora/audio/1.1.0)");
+      const { buf, view } = frameBuffer(1 + 1 + 1 + room.length + 1 + name.length + ext.length);
       let o = LENGTH_PREFIX_BYTES;
       view.setUint8(o++, MessageType.JOIN);
       view.setUint8(o++, msg.version);
@@ -236,6 +356,8 @@ export function encodeMessage(msg: WireMessage): Uint8Array {
       o += room.length;
       view.setUint8(o++, name.length);
       buf.set(name, o);
+      o += name.length;
+      buf.set(ext, o);
       return buf;
     }
     case "JOINED": {
@@ -246,7 +368,10 @@ export function encodeMessage(msg: WireMessage): Uint8Array {
       if (!Number.isSafeInteger(msg.serverTimeMs) || msg.serverTimeMs < 0)
         invalid("joined.serverTimeMs", `must be a non-negative integer, got ${msg.serverTimeMs}`);
       const pid = utf8.encode(msg.participantId);
-      const { buf, view } = frameBuffer(1 + 1 + 1 + pid.length + 4 + 1 + 2 + 1 + 4 + 8);
+      const ext = msg.version >= WIRE_VERSION_1_1 ? joinedExtensions(msg) : EMPTY;
+      if (msg.version < WIRE_VERSION_1_1 && (msg.capabilities !== undefined || msg.epoch !== undefined || msg.role !== undefined))
+        invalid("joined.version", "extensions need version 2 (/agora/audio/1.1.0)");
+      const { buf, view } = frameBuffer(1 + 1 + 1 + pid.length + 4 + 1 + 2 + 1 + 4 + 8 + ext.length);
       let o = LENGTH_PREFIX_BYTES;
       view.setUint8(o++, MessageType.JOINED);
       view.setUint8(o++, msg.version);
@@ -262,8 +387,12 @@ export function encodeMessage(msg: WireMessage): Uint8Array {
       view.setUint32(o, msg.bitrate);
       o += 4;
       view.setBigUint64(o, BigInt(msg.serverTimeMs));
+      buf.set(ext, o + 8);
       return buf;
     }
+    case "REDIRECT":
+    case "MOVE":
+      return encodePlacement(msg);
     case "ERROR": {
       if (!Number.isInteger(msg.code) || msg.code < 0 || msg.code > 0xffff) invalid("error.code", `must be a uint16, got ${msg.code}`);
       let text = utf8.encode(msg.message);
@@ -310,6 +439,111 @@ export function encodeAudio(frame: AudioFrame): Uint8Array {
   view.setUint32(3, frame.seq);
   view.setUint32(7, frame.timestamp);
   buf.set(frame.payload, 11);
+  return buf;
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** `tag:u8 | length:u16 | value[length]` for each entry, in the order given. */
+function encodeExtensionList(field: string, entries: Array<[number, Uint8Array]>): Uint8Array {
+  let total = 0;
+  for (const [tag, value] of entries) {
+    if (value.length > MAX_EXTENSION_BYTES) invalid(`${field}.${tag}`, `extension of ${value.length} bytes exceeds ${MAX_EXTENSION_BYTES}`);
+    total += 3 + value.length;
+  }
+  const out = new Uint8Array(total);
+  const view = new DataView(out.buffer);
+  let o = 0;
+  for (const [tag, value] of entries) {
+    view.setUint8(o, tag);
+    view.setUint16(o + 1, value.length);
+    out.set(value, o + 3);
+    o += 3 + value.length;
+  }
+  return out;
+}
+
+function u32Bytes(field: string, v: number): Uint8Array {
+  checkU32(field, v);
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, v);
+  return b;
+}
+
+function joinExtensions(msg: JoinMessage): Uint8Array {
+  const entries: Array<[number, Uint8Array]> = [];
+  if (msg.capabilities !== undefined) entries.push([JoinExtension.CAPABILITIES, u32Bytes("join.capabilities", msg.capabilities)]);
+  if (msg.moveToken !== undefined) {
+    if (msg.moveToken.length === 0 || msg.moveToken.length > MAX_MOVE_TOKEN_BYTES)
+      invalid("join.moveToken", `must be 1-${MAX_MOVE_TOKEN_BYTES} bytes, got ${msg.moveToken.length}`);
+    entries.push([JoinExtension.MOVE_TOKEN, msg.moveToken]);
+  }
+  if (msg.grant !== undefined) {
+    if (msg.grant.length === 0) invalid("join.grant", "grant is empty");
+    entries.push([JoinExtension.GRANT, msg.grant]);
+  }
+  return encodeExtensionList("join", entries);
+}
+
+function joinedExtensions(msg: JoinedMessage): Uint8Array {
+  const entries: Array<[number, Uint8Array]> = [];
+  if (msg.capabilities !== undefined) entries.push([JoinedExtension.CAPABILITIES, u32Bytes("joined.capabilities", msg.capabilities)]);
+  if (msg.epoch !== undefined) entries.push([JoinedExtension.EPOCH, u32Bytes("joined.epoch", msg.epoch)]);
+  if (msg.role !== undefined) {
+    if (!Number.isInteger(msg.role) || msg.role < 0 || msg.role > 255) invalid("joined.role", `must be a uint8, got ${msg.role}`);
+    entries.push([JoinedExtension.ROLE, Uint8Array.of(msg.role)]);
+  }
+  return encodeExtensionList("joined", entries);
+}
+
+/** REDIRECT: `room, epoch:u32, peer, addrs`; MOVE adds `token` and `reason:u8`. Strings are u8-length-prefixed, addrs u16. */
+function encodePlacement(msg: RedirectMessage | MoveMessage): Uint8Array {
+  const f = msg.type.toLowerCase();
+  const roomErr = checkRoomId(msg.room);
+  if (roomErr) invalid(`${f}.room`, roomErr);
+  checkU32(`${f}.epoch`, msg.epoch);
+  const peer = msg.type === "REDIRECT" ? msg.hostPeerId : msg.successorPeerId;
+  if (!PEER_ID_PATTERN.test(peer)) invalid(`${f}.peer`, `"${peer}" is not an Ed25519 peer id`);
+  if (msg.addrs.length > MAX_REDIRECT_ADDRS) invalid(`${f}.addrs`, `${msg.addrs.length} addresses, at most ${MAX_REDIRECT_ADDRS}`);
+  const addrs = msg.addrs.map((a, i) => {
+    const b = utf8.encode(a);
+    if (b.length === 0 || b.length > MAX_ADDR_BYTES || !a.startsWith("/"))
+      invalid(`${f}.addrs[${i}]`, `"${a}" is not a multiaddr of 1-${MAX_ADDR_BYTES} bytes`);
+    return b;
+  });
+  const room = utf8.encode(msg.room);
+  const peerBytes = utf8.encode(peer);
+  let size = 1 + 1 + room.length + 4 + 1 + peerBytes.length + 1;
+  for (const a of addrs) size += 2 + a.length;
+  if (msg.type === "MOVE") {
+    if (msg.token.length === 0 || msg.token.length > MAX_MOVE_TOKEN_BYTES)
+      invalid("move.token", `must be 1-${MAX_MOVE_TOKEN_BYTES} bytes, got ${msg.token.length}`);
+    if (!Number.isInteger(msg.reason) || msg.reason < 0 || msg.reason > 255) invalid("move.reason", `must be a uint8, got ${msg.reason}`);
+    size += 2 + msg.token.length + 1;
+  }
+  const { buf, view } = frameBuffer(size);
+  let o = LENGTH_PREFIX_BYTES;
+  view.setUint8(o++, MessageType[msg.type]);
+  view.setUint8(o++, room.length);
+  buf.set(room, o);
+  o += room.length;
+  view.setUint32(o, msg.epoch);
+  o += 4;
+  view.setUint8(o++, peerBytes.length);
+  buf.set(peerBytes, o);
+  o += peerBytes.length;
+  view.setUint8(o++, addrs.length);
+  for (const a of addrs) {
+    view.setUint16(o, a.length);
+    buf.set(a, o + 2);
+    o += 2 + a.length;
+  }
+  if (msg.type === "MOVE") {
+    view.setUint16(o, msg.token.length);
+    buf.set(msg.token, o + 2);
+    o += 2 + msg.token.length;
+    view.setUint8(o, msg.reason);
+  }
   return buf;
 }
 
@@ -436,6 +670,10 @@ export function decodeMessage(body: Uint8Array): DecodeResult<WireMessage> {
       if (end) return { ok: false, error: end };
       return { ok: true, value: { type: "LEAVE" } };
     }
+    case MessageType.REDIRECT:
+      return decodePlacement(new Reader(body, view, "redirect"), "REDIRECT");
+    case MessageType.MOVE:
+      return decodePlacement(new Reader(body, view, "move"), "MOVE");
     case MessageType.PING:
     case MessageType.PONG: {
       const name = type === MessageType.PING ? "PING" : "PONG";
@@ -488,9 +726,101 @@ function decodeJoin(r: Reader): DecodeResult<WireMessage> {
   if (name === undefined) return fail("bad_field", "join.name", "display name is not valid UTF-8");
   const nameErr = checkDisplayName(name);
   if (nameErr) return fail("bad_field", "join.name", nameErr);
+  const join: JoinMessage = { type: "JOIN", version, room, name };
+  if (version >= WIRE_VERSION_1_1) {
+    const ext = readExtensions(r);
+    if (isErr(ext)) return { ok: false, error: ext };
+    const caps = ext.get(JoinExtension.CAPABILITIES);
+    if (caps !== undefined) {
+      if (caps.length !== 4) return fail("bad_field", "join.capabilities", `capabilities must be 4 bytes, got ${caps.length}`);
+      join.capabilities = new DataView(caps.buffer, caps.byteOffset, 4).getUint32(0);
+    }
+    const token = ext.get(JoinExtension.MOVE_TOKEN);
+    if (token !== undefined) {
+      if (token.length === 0 || token.length > MAX_MOVE_TOKEN_BYTES)
+        return fail("bad_field", "join.moveToken", `move token must be 1-${MAX_MOVE_TOKEN_BYTES} bytes, got ${token.length}`);
+      join.moveToken = token;
+    }
+    const grant = ext.get(JoinExtension.GRANT);
+    if (grant !== undefined) {
+      if (grant.length === 0) return fail("bad_field", "join.grant", "grant is empty");
+      join.grant = grant;
+    }
+  }
   const end = r.end();
   if (end) return { ok: false, error: end };
-  return { ok: true, value: { type: "JOIN", version, room, name } };
+  return { ok: true, value: join };
+}
+
+/**
+ * Reads `tag:u8 | length:u16 | value` entries up to the end of the body. Unknown tags are kept (callers
+ * ignore them); a repeated tag or an entry running past the end is an error.
+ */
+function readExtensions(r: Reader): Map<number, Uint8Array> | WireError {
+  const out = new Map<number, Uint8Array>();
+  while (r.remaining > 0) {
+    const tag = r.u8("extension.tag");
+    if (isErr(tag)) return tag;
+    const len = r.u16(`extension[${tag}].length`);
+    if (isErr(len)) return len;
+    if (len > MAX_EXTENSION_BYTES)
+      return new WireError("bad_field", `${r.msg}.extension[${tag}]`, `extension of ${len} bytes exceeds ${MAX_EXTENSION_BYTES}`);
+    const value = r.bytes(len, `extension[${tag}]`);
+    if (isErr(value)) return value;
+    if (out.has(tag)) return new WireError("bad_field", `${r.msg}.extension[${tag}]`, `extension tag ${tag} appears twice`);
+    out.set(tag, value);
+  }
+  return out;
+}
+
+function decodePlacement(r: Reader, type: "REDIRECT" | "MOVE"): DecodeResult<WireMessage> {
+  const f = r.msg;
+  const roomLen = r.u8("roomLength");
+  if (isErr(roomLen)) return { ok: false, error: roomLen };
+  const roomBytes = r.bytes(roomLen, "room");
+  if (isErr(roomBytes)) return { ok: false, error: roomBytes };
+  const room = ascii.decode(roomBytes);
+  const roomErr = checkRoomId(room);
+  if (roomErr) return fail("bad_room", `${f}.room`, roomErr);
+  const epoch = r.u32("epoch");
+  if (isErr(epoch)) return { ok: false, error: epoch };
+  const peerLen = r.u8("peerLength");
+  if (isErr(peerLen)) return { ok: false, error: peerLen };
+  const peerBytes = r.bytes(peerLen, "peer");
+  if (isErr(peerBytes)) return { ok: false, error: peerBytes };
+  const peer = ascii.decode(peerBytes);
+  if (!PEER_ID_PATTERN.test(peer)) return fail("bad_field", `${f}.peer`, `"${peer.slice(0, 80)}" is not an Ed25519 peer id`);
+  const count = r.u8("addrCount");
+  if (isErr(count)) return { ok: false, error: count };
+  if (count > MAX_REDIRECT_ADDRS) return fail("bad_field", `${f}.addrs`, `${count} addresses, at most ${MAX_REDIRECT_ADDRS}`);
+  const addrs: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const len = r.u16(`addrs[${i}].length`);
+    if (isErr(len)) return { ok: false, error: len };
+    if (len === 0 || len > MAX_ADDR_BYTES)
+      return fail("bad_field", `${f}.addrs[${i}]`, `address of ${len} bytes is outside 1-${MAX_ADDR_BYTES}`);
+    const b = r.bytes(len, `addrs[${i}]`);
+    if (isErr(b)) return { ok: false, error: b };
+    const a = decodeUtf8(b);
+    if (a === undefined || !a.startsWith("/")) return fail("bad_field", `${f}.addrs[${i}]`, "address is not a multiaddr in text form");
+    addrs.push(a);
+  }
+  if (type === "REDIRECT") {
+    const end = r.end();
+    if (end) return { ok: false, error: end };
+    return { ok: true, value: { type, room, epoch, hostPeerId: peer, addrs } };
+  }
+  const tokenLen = r.u16("tokenLength");
+  if (isErr(tokenLen)) return { ok: false, error: tokenLen };
+  if (tokenLen === 0 || tokenLen > MAX_MOVE_TOKEN_BYTES)
+    return fail("bad_field", "move.token", `move token must be 1-${MAX_MOVE_TOKEN_BYTES} bytes, got ${tokenLen}`);
+  const token = r.bytes(tokenLen, "token");
+  if (isErr(token)) return { ok: false, error: token };
+  const reason = r.u8("reason");
+  if (isErr(reason)) return { ok: false, error: reason };
+  const end = r.end();
+  if (end) return { ok: false, error: end };
+  return { ok: true, value: { type, room, epoch, successorPeerId: peer, addrs, token, reason } };
 }
 
 function decodeJoined(r: Reader): DecodeResult<WireMessage> {
@@ -521,6 +851,25 @@ function decodeJoined(r: Reader): DecodeResult<WireMessage> {
   if (isErr(bitrate)) return { ok: false, error: bitrate };
   const serverTimeMs = r.u64("serverTimeMs");
   if (isErr(serverTimeMs)) return { ok: false, error: serverTimeMs };
+  const extra: Pick<JoinedMessage, "capabilities" | "epoch" | "role"> = {};
+  if (version >= WIRE_VERSION_1_1) {
+    const ext = readExtensions(r);
+    if (isErr(ext)) return { ok: false, error: ext };
+    for (const [tag, key] of [
+      [JoinedExtension.CAPABILITIES, "capabilities"],
+      [JoinedExtension.EPOCH, "epoch"],
+    ] as const) {
+      const v = ext.get(tag);
+      if (v === undefined) continue;
+      if (v.length !== 4) return fail("bad_field", `joined.${key}`, `${key} must be 4 bytes, got ${v.length}`);
+      extra[key] = new DataView(v.buffer, v.byteOffset, 4).getUint32(0);
+    }
+    const role = ext.get(JoinedExtension.ROLE);
+    if (role !== undefined) {
+      if (role.length !== 1) return fail("bad_field", "joined.role", `role must be 1 byte, got ${role.length}`);
+      extra.role = role[0];
+    }
+  }
   const end = r.end();
   if (end) return { ok: false, error: end };
   // v1 fixes the codec parameters; a server announcing others is one this client cannot talk to.
@@ -530,7 +879,10 @@ function decodeJoined(r: Reader): DecodeResult<WireMessage> {
       "joined.codec",
       `unsupported codec parameters: codec ${codec}, ${sampleRate} Hz, ${channels} channel(s), ${frameSamples} samples/frame`,
     );
-  return { ok: true, value: { type: "JOINED", version, participantId, sampleRate, channels, frameSamples, codec, bitrate, serverTimeMs } };
+  return {
+    ok: true,
+    value: { type: "JOINED", version, participantId, sampleRate, channels, frameSamples, codec, bitrate, serverTimeMs, ...extra },
+  };
 }
 
 /**

@@ -22,6 +22,7 @@ import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
 import {
   AUDIO_PROTOCOL,
+  AUDIO_PROTOCOLS,
   type AudioFrame,
   CHANNELS,
   CODEC_OPUS,
@@ -36,10 +37,12 @@ import {
   SAMPLE_RATE,
   seqDiff,
   WIRE_VERSION,
+  WIRE_VERSION_1_1,
   WireErrorCode,
   type WireErrorReason,
   type WireMessage,
   wireErrorCodeFor,
+  wireVersionForProtocol,
 } from "../protocol";
 
 export interface AudioServiceLimits {
@@ -336,6 +339,10 @@ interface Session {
   readonly decoder: MessageDecoder;
   readonly queue: OutboundQueue;
   readonly seq: SeqWindow;
+  /** JOIN/JOINED version of the negotiated protocol id: 1 on 1.0.0, 2 on 1.1.0 (extensions, new types). */
+  readonly wireVersion: number;
+  /** Capabilities the client announced in JOIN (1.1.0), 0 before JOIN or on 1.0.0. */
+  clientCapabilities: number;
 }
 
 export class AudioRoomService {
@@ -351,6 +358,8 @@ export class AudioRoomService {
   private spreadTimer: ReturnType<typeof setTimeout> | undefined;
   private running = false;
   private draining = false;
+  /** Capability bits this server offers in JOINED on 1.1.0 sessions (features OR theirs in as they land). */
+  private readonly capabilities = 0;
 
   constructor(private readonly opts: AudioRoomServiceOptions) {
     this.limits = { ...DEFAULT_AUDIO_SERVICE_LIMITS, ...opts.limits };
@@ -373,13 +382,19 @@ export class AudioRoomService {
     }
   }
 
+  /** The oldest protocol id served (every id in `protocols` is). */
   get protocol(): string {
     return AUDIO_PROTOCOL;
   }
 
+  /** Protocol ids served, newest first. */
+  get protocols(): readonly string[] {
+    return AUDIO_PROTOCOLS;
+  }
+
   async start(): Promise<void> {
     if (this.running) return;
-    await this.opts.libp2p.handle(AUDIO_PROTOCOL, (stream, connection) => this.onStream(stream, connection), {
+    await this.opts.libp2p.handle([...AUDIO_PROTOCOLS], (stream, connection) => this.onStream(stream, connection), {
       maxInboundStreams: this.limits.maxStreamsPerConnection,
       // Voice through a relay is the point of relay mode (its limits are sized for calls).
       runOnLimitedConnection: true,
@@ -391,7 +406,7 @@ export class AudioRoomService {
     );
     this.sweepTimer = setInterval(() => this.sweep(), sweepMs);
     this.sweepTimer.unref?.();
-    this.log.info({ protocol: AUDIO_PROTOCOL }, "audio protocol registered");
+    this.log.info({ protocols: AUDIO_PROTOCOLS }, "audio protocol registered");
   }
 
   /** Unregisters the protocol and closes every stream with SHUTTING_DOWN; bounded by closeTimeoutMs. */
@@ -403,7 +418,7 @@ export class AudioRoomService {
     clearTimeout(this.spreadTimer);
     this.spreadTimer = undefined;
     try {
-      await this.opts.libp2p.unhandle(AUDIO_PROTOCOL);
+      await this.opts.libp2p.unhandle([...AUDIO_PROTOCOLS]);
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, "unhandle audio protocol failed");
     }
@@ -470,6 +485,8 @@ export class AudioRoomService {
       decoder: new MessageDecoder(),
       queue: new OutboundQueue(stream, this.limits.sendQueueFrames, () => this.metrics.framesDropped.inc({ reason: "send_queue" })),
       seq: new SeqWindow(this.limits.reorderWindow),
+      wireVersion: wireVersionForProtocol(stream.protocol ?? "") ?? WIRE_VERSION,
+      clientCapabilities: 0,
     };
     this.sessions.add(s);
     this.metrics.streamsActive.inc();
@@ -653,12 +670,25 @@ export class AudioRoomService {
         void this.closeSession(s);
         return;
       case "JOINED":
-        this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "JOINED is sent by servers only", "unexpected_message");
+      case "REDIRECT":
+      case "MOVE":
+        this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, `${m.type} is sent by servers only`, "unexpected_message");
         return;
     }
   }
 
   private join(s: Session, m: JoinMessage): void {
+    if (m.version !== s.wireVersion) {
+      this.metrics.joins.inc({ result: "error" });
+      this.fail(
+        s,
+        WireErrorCode.UNSUPPORTED_VERSION,
+        `JOIN version ${m.version} on ${s.stream.protocol}, which carries version ${s.wireVersion}`,
+        "bad_version",
+      );
+      return;
+    }
+    s.clientCapabilities = m.capabilities ?? 0;
     if (this.draining) {
       this.metrics.joins.inc({ result: "draining" });
       void this.closeSession(s, {
@@ -693,7 +723,7 @@ export class AudioRoomService {
     s.queue.send(
       encodeMessage({
         type: "JOINED",
-        version: WIRE_VERSION,
+        version: s.wireVersion,
         participantId,
         sampleRate: SAMPLE_RATE,
         channels: CHANNELS,
@@ -701,6 +731,7 @@ export class AudioRoomService {
         codec: CODEC_OPUS,
         bitrate: this.bitrate,
         serverTimeMs: Date.now(),
+        ...(s.wireVersion >= WIRE_VERSION_1_1 ? { capabilities: this.capabilities } : {}),
       }),
       false,
     );

@@ -221,8 +221,8 @@ export interface RawStream {
   send(bytes: Uint8Array | number[]): void;
 }
 
-export async function openRaw(client: Libp2p, addr: Multiaddr): Promise<RawStream> {
-  const stream = await client.dialProtocol(addr, AUDIO_PROTOCOL, { signal: AbortSignal.timeout(10_000) });
+export async function openRaw(client: Libp2p, addr: Multiaddr, protocol: string = AUDIO_PROTOCOL): Promise<RawStream> {
+  const stream = await client.dialProtocol(addr, protocol, { signal: AbortSignal.timeout(10_000) });
   const messages: WireMessage[] = [];
   const decoder = new MessageDecoder();
   let closed = false;

@@ -121,7 +121,7 @@ describe("malformed messages are rejected with a typed error naming the field", 
 
   test("bad version", () => {
     const join = body(encodeMessage({ type: "JOIN", version: 1, room: "room", name: "" })).slice();
-    join[1] = 2;
+    join[1] = 3;
     const e = expectWireError(decodeMessage(join), "bad_version", "join.version");
     expect(wireErrorCodeFor(e.reason)).toBe(WireErrorCode.UNSUPPORTED_VERSION);
     // a future version with a different layout still gets "unsupported version", not a parse error
@@ -238,4 +238,73 @@ test("seqDiff handles uint32 wrap-around", () => {
   expect(seqDiff(0xffffffff, 0)).toBe(-1);
   expect(seqDiff(10, 5)).toBe(5);
   expect(seqDiff(5, 10)).toBe(-5);
+});
+
+describe("1.1.0: extensions, REDIRECT, MOVE", () => {
+  const PEER = "12D3KooWJWoaqZhDaoEFshF7Rh1bpY9ohihFhzcW6d69Lr2NASuq";
+
+  test("JOIN and JOINED version 2 carry their extensions; version 1 has none", () => {
+    const join: WireMessage = {
+      type: "JOIN",
+      version: 2,
+      room: "lobby",
+      name: "ann",
+      capabilities: 0b1011,
+      moveToken: new Uint8Array([9, 8, 7]),
+      grant: new Uint8Array(300).fill(5),
+    };
+    expect(roundTrip(join)).toEqual(join);
+    expect(roundTrip({ type: "JOIN", version: 2, room: "a", name: "" })).toEqual({ type: "JOIN", version: 2, room: "a", name: "" });
+    const j2: WireMessage = { ...joined, version: 2, capabilities: 1, epoch: 7, role: 2 } as WireMessage;
+    expect(roundTrip(j2)).toEqual(j2);
+    expect(() => encodeMessage({ type: "JOIN", version: 1, room: "a", name: "", capabilities: 1 })).toThrow(WireError);
+    // version 1 JOIN followed by extension bytes is still trailing garbage
+    const v1 = body(encodeMessage({ type: "JOIN", version: 1, room: "a", name: "" }));
+    expectWireError(decodeMessage(Uint8Array.from([...v1, 1, 0, 4, 0, 0, 0, 1])), "trailing_bytes", "join");
+  });
+
+  test("test vector: JOIN version 2 with capabilities and a move token (protocol.md)", () => {
+    const bytes = encodeMessage({ type: "JOIN", version: 2, room: "r1", name: "A", capabilities: 1, moveToken: Uint8Array.of(0xab, 0xcd) });
+    expect(Buffer.from(bytes).toString("hex")).toBe("00130102027231014101000400000001020002abcd");
+  });
+
+  test("unknown extension tags are skipped; a repeated tag or an overrun is an error", () => {
+    const base = [...body(encodeMessage({ type: "JOIN", version: 2, room: "a", name: "" }))];
+    const withUnknown = decodeMessage(Uint8Array.from([...base, 0x7e, 0, 2, 1, 2, 0x01, 0, 4, 0, 0, 0, 3]));
+    expect(withUnknown.ok && withUnknown.value).toEqual({ type: "JOIN", version: 2, room: "a", name: "", capabilities: 3 });
+    expectWireError(decodeMessage(Uint8Array.from([...base, 1, 0, 4, 0, 0, 0, 1, 1, 0, 4, 0, 0, 0, 1])), "bad_field", "join.extension[1]");
+    expectWireError(decodeMessage(Uint8Array.from([...base, 1, 0, 9, 0])), "truncated", "join.extension[1]");
+    expectWireError(decodeMessage(Uint8Array.from([...base, 1, 0, 2, 0, 0])), "bad_field", "join.capabilities");
+    expectWireError(decodeMessage(Uint8Array.from([...base, 2, 0, 0])), "bad_field", "join.moveToken");
+  });
+
+  test("REDIRECT and MOVE round trip and are validated", () => {
+    const redirect: WireMessage = {
+      type: "REDIRECT",
+      room: "lobby",
+      epoch: 3,
+      hostPeerId: PEER,
+      addrs: ["/ip4/127.0.0.1/tcp/4001", "/ip4/127.0.0.1/tcp/4002/ws"],
+    };
+    expect(roundTrip(redirect)).toEqual(redirect);
+    const move: WireMessage = {
+      type: "MOVE",
+      room: "lobby",
+      epoch: 4,
+      successorPeerId: PEER,
+      addrs: ["/ip4/127.0.0.1/tcp/4003"],
+      token: new Uint8Array(32).fill(1),
+      reason: 1,
+    };
+    expect(roundTrip(move)).toEqual(move);
+    expect(() => encodeMessage({ ...redirect, hostPeerId: "not-a-peer" } as WireMessage)).toThrow(WireError);
+    expect(() => encodeMessage({ ...redirect, addrs: Array(17).fill("/ip4/1.2.3.4/tcp/1") } as WireMessage)).toThrow(WireError);
+    const r = [...body(encodeMessage(redirect))];
+    expectWireError(decodeMessage(Uint8Array.from(r.slice(0, -3))), "truncated", "redirect.addrs[1]");
+    expectWireError(decodeMessage(Uint8Array.from([...r, 0])), "trailing_bytes", "redirect");
+    const m = [...body(encodeMessage(move))];
+    m[m.length - 1 - 32 - 2 - 1] = 0; // token length high byte stays 0; zero the low byte → empty token
+    m[m.length - 1 - 32 - 1] = 0;
+    expectWireError(decodeMessage(Uint8Array.from(m)), "bad_field", "move.token");
+  });
 });

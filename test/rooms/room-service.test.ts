@@ -6,7 +6,16 @@ import type { AudioFrame } from "../../src/audio";
 import { AudioRemoteError, AudioSession } from "../../src/client";
 import { AgoraError } from "../../src/errors";
 import { silentLogger } from "../../src/log";
-import { encodeAudio, encodeMessage, isRetryableErrorCode, MessageType, WireErrorCode, type WireMessage } from "../../src/protocol";
+import {
+  AUDIO_PROTOCOL,
+  AUDIO_PROTOCOL_1_1,
+  encodeAudio,
+  encodeMessage,
+  isRetryableErrorCode,
+  MessageType,
+  WireErrorCode,
+  type WireMessage,
+} from "../../src/protocol";
 import { AudioRoomService, type AudioServiceLimits, SeqWindow } from "../../src/rooms";
 import {
   createBareClientNode,
@@ -117,7 +126,10 @@ describe("join and frame flow", () => {
     const b = await participant(ctx, "room-1", "bob");
     expect(a.session.participantId).toMatch(/^p[0-9a-f]{12}$/);
     expect(a.session.participantId).not.toBe(b.session.participantId);
-    expect(a.session.joined).toMatchObject({ sampleRate: 48000, channels: 1, frameSamples: 960, codec: 1, version: 1 });
+    // a client offers 1.1.0 first: JOINED is version 2 with the server's capabilities
+    expect(a.session.joined).toMatchObject({ sampleRate: 48000, channels: 1, frameSamples: 960, codec: 1, version: 2 });
+    expect(a.session.protocol).toBe("/agora/audio/1.1.0");
+    expect(a.session.joined.capabilities).toBeNumber();
     expect(Math.abs(a.session.joined.serverTimeMs - Date.now())).toBeLessThan(60_000);
     expect(ctx.service.participantCount()).toBe(2);
     expect(ctx.service.rooms().map((r) => r.id)).toEqual(["room-1"]);
@@ -173,6 +185,59 @@ describe("join and frame flow", () => {
     await waitFor(() => ctx.service.participantCount() === 1, "engine.leave after reset");
     expect(await metricValue(ctx.registry, ERRORS, { reason: "reset" })).toBe(1);
     expect(b.session.isOpen).toBe(true);
+  });
+});
+
+describe("both protocol versions are served", () => {
+  beforeEach(async () => {
+    ctx = await setup();
+  });
+
+  test("a 1.0.0 client and a 1.1.0 client share a room; each gets JOINED in its own version", async () => {
+    const v1 = await openRaw(ctx.client, ctx.addr, AUDIO_PROTOCOL);
+    v1.send(encodeMessage({ type: "JOIN", version: 1, room: "mixed", name: "old" }));
+    const v2 = await openRaw(ctx.client, ctx.addr, AUDIO_PROTOCOL_1_1);
+    v2.send(encodeMessage({ type: "JOIN", version: 2, room: "mixed", name: "new", capabilities: 0xff }));
+    await waitFor(() => v1.messages.length > 0 && v2.messages.length > 0, "both JOINED");
+    const j1 = v1.messages[0]!;
+    const j2 = v2.messages[0]!;
+    expect(j1.type).toBe("JOINED");
+    expect(j2.type).toBe("JOINED");
+    if (j1.type !== "JOINED" || j2.type !== "JOINED") throw new Error("unreachable");
+    expect(j1.version).toBe(1);
+    expect(j1.capabilities).toBeUndefined();
+    expect(j2.version).toBe(2);
+    expect(j2.capabilities).toBeNumber();
+    v1.send(encodeAudio(frame(1)));
+    await waitFor(() => v2.messages.some((m) => m.type === "AUDIO"), "1.0.0 audio to reach the 1.1.0 participant");
+    expect(ctx.service.rooms()[0]!.participants).toHaveLength(2);
+  });
+
+  test("a JOIN whose version does not match the negotiated protocol id is UNSUPPORTED_VERSION", async () => {
+    for (const [protocol, version] of [
+      [AUDIO_PROTOCOL, 2],
+      [AUDIO_PROTOCOL_1_1, 1],
+    ] as const) {
+      const raw = await openRaw(ctx.client, ctx.addr, protocol);
+      raw.send(encodeMessage({ type: "JOIN", version, room: "r", name: "" }));
+      await expectClosedWith(raw, WireErrorCode.UNSUPPORTED_VERSION);
+    }
+    expect(await metricValue(ctx.registry, ERRORS, { reason: "bad_version" })).toBe(2);
+    expect(ctx.service.participantCount()).toBe(0);
+  });
+
+  test("server-only 1.1.0 messages from a client are UNEXPECTED_MESSAGE", async () => {
+    const raw = await openRaw(ctx.client, ctx.addr, AUDIO_PROTOCOL_1_1);
+    raw.send(
+      encodeMessage({
+        type: "REDIRECT",
+        room: "r",
+        epoch: 1,
+        hostPeerId: "12D3KooWJWoaqZhDaoEFshF7Rh1bpY9ohihFhzcW6d69Lr2NASuq",
+        addrs: ["/ip4/127.0.0.1/tcp/1"],
+      }),
+    );
+    await expectClosedWith(raw, WireErrorCode.UNEXPECTED_MESSAGE);
   });
 });
 

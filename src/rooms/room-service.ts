@@ -1,5 +1,5 @@
 /**
- * AudioRoomService: binds the libp2p audio protocol (`/agora/audio/1.0.0`, see protocol.md) to the media
+ * AudioRoomService: binds the libp2p audio protocol (`/agora/audio/1.1.0` and `/agora/audio/1.0.0`, see protocol.md) to the media
  * engine. One stream is one participant: JOIN → engine.join, AUDIO → engine.pushFrame, the engine's mix
  * for the participant → AUDIO back on the same stream, LEAVE/close → engine.leave.
  *

@@ -335,6 +335,10 @@ export class NodeRuntime implements DashboardSource {
     return this.config.dashboard.cors_origins;
   }
 
+  webSocketAddrs(): string[] {
+    return (this.network?.listenAddrs() ?? []).filter((a) => /\/(ws|wss)(\/|$)/.test(a));
+  }
+
   corsRefused(reason: "origin" | "path" | "method" | "header"): void {
     this.corsRefusedTotal?.inc({ reason });
   }

@@ -65,6 +65,8 @@ const state = {
   decodeErrors: 0,
   encodeErrors: 0,
   echoFramesReceived: 0,
+  /** echo frames that carried sound (above the speaking threshold): your voice came back through the node */
+  echoLoudFrames: 0,
   rttMs: undefined as number | undefined,
   playout: {} as Record<string, { bufferedMs: number; underruns: number; dropped: number }>,
   participants: [] as Participant[],
@@ -325,7 +327,9 @@ async function join(): Promise<void> {
     });
     state.participantId = main.joined.participantId;
     if (withEcho) {
-      echoDecoder = streamDecoder("echo");
+      echoDecoder = streamDecoder("echo", (pcm) => {
+        if (rmsOf(pcm) > SPEAKING_RMS) state.echoLoudFrames++;
+      });
       echo = await CallSession.open({
         libp2p: node,
         target: multiaddr(target),
@@ -492,7 +496,7 @@ function init(): void {
     })
     .catch((e) => show(`cannot read /api/call: ${(e as Error).message}`, "error"));
   if (params.get("name")) ($("name") as HTMLInputElement).value = params.get("name")!;
-  if (params.get("echo") === "1") ($("echo") as HTMLInputElement).checked = true;
+  if (params.get("echo")) ($("echo") as HTMLInputElement).checked = params.get("echo") === "1";
   if (params.get("processing") === "0") ($("processing") as HTMLInputElement).checked = false;
   $("join").addEventListener("click", () => void join());
   $("leave").addEventListener("click", () => void leave());

@@ -60,12 +60,18 @@ export class CallSession {
     const early: WireMessage[] = [];
     const decoder = new MessageDecoder();
     let got = false;
+    let resolveJoined: (m: JoinedMessage) => void = () => {};
     const joined = await new Promise<JoinedMessage>((resolve, reject) => {
       const fail = (why: string) => {
         stream.abort(new Error(why));
         reject(new Error(why));
       };
-      signal.addEventListener("abort", () => fail("no JOINED within the timeout"), { once: true });
+      const onAbort = () => fail(`no JOINED within ${opts.timeoutMs ?? 10_000} ms`);
+      signal.addEventListener("abort", onAbort, { once: true });
+      resolveJoined = (m) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(m);
+      };
       stream.addEventListener("message", (evt) => {
         if (session) return session.onBytes(chunkBytes(evt.data));
         const { messages, error } = decoder.push(chunkBytes(evt.data));
@@ -73,7 +79,7 @@ export class CallSession {
           if (got) early.push(m);
           else if (m.type === "JOINED") {
             got = true;
-            resolve(m);
+            resolveJoined(m);
           } else if (m.type === "ERROR") fail(`server error ${errorCodeName(m.code)}: ${m.message}`);
           else early.push(m);
         }

@@ -1,0 +1,201 @@
+/**
+ * The dashboard's test-call page in a real browser against the compiled binary: Debian's Chromium with a
+ * fake microphone (a WAV of a 660 Hz tone) opens /call (behind the admin token: through /login), joins a
+ * room over the node's /ws listener, and a CLI `join` client (a binary process sending a 440 Hz WAV and
+ * recording what it hears) joins the same room. The CLI's recording must hold the browser's tone and the
+ * browser's received audio (window.__agoraCall.received()) the CLI's, each with its own tone at least
+ * 26 dB lower. A second test proves echo mode: alone in a room, the browser hears its own tone come back
+ * through the node on the hidden echo participant.
+ *
+ * Waits are conditions with deadlines (a busy machine joins slowly); tones are measured where the
+ * recording holds them, found from the signal. Screenshots go to test-output/.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { BrowserContext, Page } from "playwright-core";
+import { readWav, writeWav } from "../../src/client";
+import { launchChromium } from "../helpers/browser";
+import { db, goertzelPower, tone } from "../helpers/net-fakes";
+import { eventually, freePort, type NodeHandle, ROOT, runCli, startNode } from "../helpers/node-process";
+
+const TOKEN = "call-test-token-0123456789";
+const BROWSER_HZ = 660;
+const CLI_HZ = 440;
+const OUT = join(ROOT, "test-output");
+
+let dir: string;
+let profile: string;
+let node: NodeHandle;
+let wsPort: number;
+let browser: BrowserContext;
+
+interface CallState {
+  phase: string;
+  error: string;
+  participantId: string;
+  framesSent: number;
+  framesReceived: number;
+  framesDecoded: number;
+  echoFramesReceived: number;
+  echoLoudFrames: number;
+}
+type CallHook = { state: CallState; received(): string };
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "agora-call-"));
+  profile = mkdtempSync(join(tmpdir(), "agora-chromium-"));
+  mkdirSync(OUT, { recursive: true });
+  writeWav(join(dir, "browser.wav"), tone(BROWSER_HZ, 10, 8000));
+  writeWav(join(dir, "cli.wav"), tone(CLI_HZ, 8, 8000));
+  wsPort = await freePort();
+  node = await startNode({
+    env: {
+      AGORA_NETWORK_WS_PORT: String(wsPort),
+      AGORA_DASHBOARD_AUTH_TOKEN: TOKEN,
+      // Room for late frames on a busy machine (as test/realtime/e2e-tones.test.ts): latency, not dropouts.
+      AGORA_AUDIO_JITTER_MIN_MS: "100",
+      AGORA_AUDIO_JITTER_MAX_MS: "600",
+    },
+  });
+  browser = await launchChromium(profile, { fakeAudioCapture: join(dir, "browser.wav") });
+}, 60_000);
+
+afterAll(async () => {
+  await browser?.close();
+  node?.cleanup();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+function callState(page: Page): Promise<CallState> {
+  return page.evaluate(() => (window as unknown as { __agoraCall: CallHook }).__agoraCall.state);
+}
+
+async function signIn(page: Page): Promise<void> {
+  // Without the session cookie the page redirects to the login form.
+  await page.goto(`${node.dashboardUrl}/call`);
+  if (new URL(page.url()).pathname === "/call") return; // signed in by an earlier test (same browser context)
+  expect(new URL(page.url()).pathname).toBe("/login");
+  await page.fill("input[name=token]", TOKEN);
+  await Promise.all([page.waitForURL((u) => u.pathname === "/"), page.click("button[type=submit]")]);
+}
+
+async function joinCall(page: Page, room: string, echo: boolean): Promise<void> {
+  await page.goto(`${node.dashboardUrl}/call?room=${room}&name=browser&echo=${echo ? 1 : 0}&processing=0`);
+  expect(new URL(page.url()).pathname).toBe("/call");
+  await page.waitForFunction(() => (window as unknown as { __agoraCall?: unknown }).__agoraCall !== undefined, undefined, {
+    timeout: 15_000,
+  });
+  await page.click("#join");
+  await page.waitForFunction(
+    () => ["joined", "error"].includes((window as unknown as { __agoraCall: CallHook }).__agoraCall.state.phase),
+    undefined,
+    { timeout: 30_000 },
+  );
+  const s = await callState(page);
+  expect(s.error).toBe("");
+  expect(s.phase).toBe("joined");
+}
+
+/**
+ * Mean powers of `want` and `other` over the part of `samples` where `want` sounds (from the first to the
+ * last 20 ms block within 30 dB of its loudest, less 500 ms of start), and how many blocks hold `want` at
+ * more than a quarter of the amplitude sent (2000 of 8000: within 12 dB). On a busy machine the node's
+ * jitter buffer conceals late frames, so the span has holes; those lower both means alike.
+ */
+function tonePowers(samples: Int16Array, want: number, other: number): { want: number; other: number; loudBlocks: number } {
+  const blocks: number[] = [];
+  for (let b = 0; b + 960 <= samples.length; b += 960) blocks.push(goertzelPower(samples.subarray(b, b + 960), want));
+  const peak = Math.max(0, ...blocks);
+  const on = blocks.map((p) => p > peak / 1000);
+  const first = on.indexOf(true) + 25;
+  const last = on.lastIndexOf(true) - 5;
+  if (peak === 0 || last <= first) return { want: 0, other: 0, loudBlocks: 0 };
+  const span = samples.subarray(first * 960, (last + 1) * 960);
+  const loudBlocks = blocks.slice(first, last + 1).filter((p) => p > 2000 ** 2 / 2).length;
+  return { want: goertzelPower(span, want), other: goertzelPower(span, other), loudBlocks };
+}
+
+test("browser on /call and a CLI join client hear each other's tone, each without its own", async () => {
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await signIn(page);
+  await joinCall(page, "call-proof", false);
+  // The browser is sending its tone before the CLI joins.
+  await eventually(async () => (await callState(page)).framesSent > 50, 20_000, "the browser sending audio");
+  const addr = await node.multiaddr();
+  const output = join(dir, "cli-heard.wav");
+  const cli = await runCli(
+    [
+      "join",
+      "--node",
+      addr,
+      "--room",
+      "call-proof",
+      "--input",
+      join(dir, "cli.wav"),
+      "--output",
+      output,
+      "--duration",
+      "9",
+      "--name",
+      "cli",
+    ],
+    {
+      timeoutMs: 60_000,
+    },
+  );
+  expect(cli.code).toBe(0);
+  const shot = join(OUT, "call-page-joined.png");
+  await page.screenshot({ path: shot, fullPage: true });
+  console.log(`screenshot of the call page: ${shot}`);
+
+  const heardByCli = readWav(output).samples;
+  copyFileSync(output, join(OUT, "call-cli-heard.wav"));
+  const cliSide = tonePowers(heardByCli, BROWSER_HZ, CLI_HZ);
+  const b64 = await page.evaluate(() => (window as unknown as { __agoraCall: CallHook }).__agoraCall.received());
+  const raw = Buffer.from(b64, "base64");
+  const heardByBrowser = new Int16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2);
+  const browserSide = tonePowers(heardByBrowser, CLI_HZ, BROWSER_HZ);
+  writeWav(join(OUT, "call-browser-heard.wav"), heardByBrowser);
+  console.log(
+    `recordings: ${join(OUT, "call-cli-heard.wav")} (what the CLI heard), ${join(OUT, "call-browser-heard.wav")} (what the browser heard)`,
+  );
+  const s = await callState(page);
+  console.log(
+    `CLI heard the browser's ${BROWSER_HZ} Hz in ${cliSide.loudBlocks} blocks, own ${CLI_HZ} Hz ${db(cliSide.want / Math.max(cliSide.other, 1e-9)).toFixed(1)} dB lower; ` +
+      `browser heard the CLI's ${CLI_HZ} Hz in ${browserSide.loudBlocks} blocks, own ${BROWSER_HZ} Hz ${db(browserSide.want / Math.max(browserSide.other, 1e-9)).toFixed(1)} dB lower ` +
+      `(browser sent ${s.framesSent}, received ${s.framesReceived}, decoded ${s.framesDecoded} frames)`,
+  );
+  // Each tone heard for at least 1 s (50 blocks) within 12 dB of the level sent …
+  expect(cliSide.loudBlocks).toBeGreaterThanOrEqual(50);
+  expect(browserSide.loudBlocks).toBeGreaterThanOrEqual(50);
+  // … and each side's own tone at least 26 dB below it.
+  expect(db(cliSide.want / Math.max(cliSide.other, 1e-9))).toBeGreaterThanOrEqual(26);
+  expect(db(browserSide.want / Math.max(browserSide.other, 1e-9))).toBeGreaterThanOrEqual(26);
+  expect(errors).toEqual([]);
+  // The call is still up (a session that ended by itself would be phase "error").
+  expect(s.phase).toBe("joined");
+  await page.click("#leave");
+  await page.waitForFunction(() => (window as unknown as { __agoraCall: CallHook }).__agoraCall.state.phase === "left", undefined, {
+    timeout: 10_000,
+  });
+  await page.close();
+}, 180_000);
+
+test("echo mode: alone in a room, the browser hears its own tone come back through the node", async () => {
+  const page = await browser.newPage();
+  await signIn(page);
+  await joinCall(page, "call-echo", true);
+  await eventually(async () => (await callState(page)).echoLoudFrames > 50, 30_000, "the browser's tone on the echo participant");
+  const shot = join(OUT, "call-page-echo.png");
+  await page.screenshot({ path: shot, fullPage: true });
+  console.log(`screenshot of the call page in echo mode: ${shot}`);
+  const s = await callState(page);
+  // The room's mix for the browser itself holds nobody (mix-minus: the echo participant sends nothing).
+  expect(s.echoFramesReceived).toBeGreaterThan(50);
+  await page.close();
+}, 120_000);

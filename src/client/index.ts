@@ -14,6 +14,12 @@
  */
 import { AgoraError } from "../errors";
 import { type Logger, silentLogger } from "../log";
+import { loadOpusCodec } from "./codec";
+import { createClientNode } from "./node";
+import { installClientPlatform } from "./platform";
+
+// Bun and Node: TCP with agora-node's noise/yamux, the media core read from disk (browser.ts has the other).
+installClientPlatform({ name: "native", createNode: createClientNode, loadCodec: loadOpusCodec });
 
 export { AgoraError, type ErrorCode } from "../errors";
 export type { AudioFrame, JoinedMessage, OpusCodec, OpusDecoder, OpusEncoder } from "../protocol";
@@ -34,6 +40,7 @@ export {
 } from "./loadgen";
 export { lossPercent, ReceiveLoss, type ReceiveLossFigures } from "./loss";
 export { createClientNode, type DialTarget, type DialTargetProvider } from "./node";
+export { type ClientPlatform, clientPlatform, installClientPlatform } from "./platform";
 export { PlayoutBuffer } from "./playout";
 export { seededRandom } from "./random";
 export { type JoinRoomOptions, joinRoom, RoomConnection, type RoomEvents } from "./room";

@@ -9,10 +9,10 @@
 import type { Libp2p } from "@libp2p/interface";
 import { AgoraError } from "../errors";
 import { type AudioFrame, FRAME_SAMPLES, type JoinedMessage, type OpusCodec, type OpusDecoder, type OpusEncoder } from "../protocol";
-import { loadOpusCodec } from "./codec";
 import { SafeEmitter } from "./events";
-import { createClientNode, type DialTarget, resolveTarget } from "./node";
+import { clientPlatform } from "./platform";
 import { type AudioRemoteError, AudioSession } from "./session";
+import { type DialTarget, resolveTarget } from "./target";
 
 export interface JoinRoomOptions {
   /** the node's multiaddr (…/p2p/<peer id>); `discover()` finds one */
@@ -63,8 +63,8 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
 
   /** Dials the node, joins the room and resolves once JOINED arrived; throws AudioRemoteError on ERROR. */
   static async join(opts: JoinRoomOptions): Promise<RoomConnection> {
-    const codec = opts.codec ?? (opts.decode ? await loadOpusCodec() : undefined);
-    const ownNode = opts.libp2p ? undefined : await createClientNode();
+    const codec = opts.codec ?? (opts.decode ? await clientPlatform().loadCodec() : undefined);
+    const ownNode = opts.libp2p ? undefined : await clientPlatform().createNode();
     const conn = new RoomConnection(codec, opts.bitrate, ownNode, opts.onListenerError);
     try {
       conn.decoder = opts.decode ? codec?.decoder() : undefined;
@@ -118,7 +118,7 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
       throw new AgoraError("USAGE", `sendPcm: expected ${FRAME_SAMPLES} samples (20 ms at 48 kHz), got ${pcm.length}`);
     if (!this.isOpen) return false;
     if (!this.encoder) {
-      const codec = this.codec ?? (await loadOpusCodec());
+      const codec = this.codec ?? (await clientPlatform().loadCodec());
       this.encoder = codec.encoder(this.bitrate ?? this.session.joined.bitrate);
     }
     return this.sendOpus(this.encoder.encode(pcm));

@@ -195,6 +195,8 @@ export class NodeRuntime implements DashboardSource {
           settings: this.mediaSettings(c),
           logger: this.log.child({ subsystem: "audio" }),
           registry: this.metrics.registry,
+          // Room statistics feed the roster's speaking flags (protocol.md "Roster"): 4 refreshes a second.
+          statsIntervalMs: 250,
         });
         const media = this.media;
         await this.lifecycle.start(

@@ -26,7 +26,7 @@ label{display:inline-block;margin:.25rem 1rem .25rem 0}
 input[type=text]{padding:.4rem;background:var(--bg);color:var(--fg);border:1px solid var(--line);border-radius:6px;width:14rem}
 button{padding:.45rem 1rem;background:var(--accent);border:0;border-radius:6px;color:#000;font-weight:600;margin-right:.5rem}
 button:disabled{opacity:.4}
-#status{margin:.75rem 0 0;white-space:pre-wrap}#status.error{color:var(--bad)}
+#status{margin:.75rem 0 0;white-space:pre-wrap;overflow-wrap:anywhere}#status.error{color:var(--bad)}
 #participants{list-style:none;padding:0;margin:0}#participants li{padding:.2rem 0;color:var(--muted)}
 #participants li.speaking{color:var(--ok);font-weight:600}
 #stats{color:var(--muted);font-size:12px}</style></head>

@@ -40,6 +40,7 @@ interface CallState {
   framesDecoded: number;
   echoFramesReceived: number;
   echoLoudFrames: number;
+  roster?: { entries: { participantId: string; name: string; speaking: boolean }[]; total: number };
 }
 type CallHook = { state: CallState; received(): string };
 
@@ -51,6 +52,8 @@ beforeAll(async () => {
   writeWav(join(dir, "cli.wav"), tone(CLI_HZ, 8, 8000));
   wsPort = await freePort();
   node = await startNode({
+    // Not the repository: the page's script and worklet are embedded in the binary, not read from src/.
+    cwd: dir,
     env: {
       AGORA_NETWORK_WS_PORT: String(wsPort),
       AGORA_DASHBOARD_AUTH_TOKEN: TOKEN,
@@ -128,7 +131,7 @@ test("browser on /call and a CLI join client hear each other's tone, each withou
   await eventually(async () => (await callState(page)).framesSent > 50, 20_000, "the browser sending audio");
   const addr = await node.multiaddr();
   const output = join(dir, "cli-heard.wav");
-  const cli = await runCli(
+  const cliRun = runCli(
     [
       "join",
       "--node",
@@ -144,15 +147,23 @@ test("browser on /call and a CLI join client hear each other's tone, each withou
       "--name",
       "cli",
     ],
-    {
-      timeoutMs: 60_000,
-    },
+    { timeoutMs: 60_000 },
   );
-  expect(cli.code).toBe(0);
+  // The node's ROSTER reaches the page: both participants, the CLI flagged speaking while its tone plays.
+  const roster = await eventually(
+    async () => {
+      const r = (await callState(page)).roster;
+      return r?.entries.some((e) => e.name === "cli" && e.speaking) ? r : undefined;
+    },
+    30_000,
+    "the CLI speaking in the page's roster",
+  );
+  expect(roster.entries.map((e) => e.name).sort()).toEqual(["browser", "cli"]);
   const shot = join(OUT, "call-page-joined.png");
   await page.screenshot({ path: shot, fullPage: true });
   console.log(`screenshot of the call page: ${shot}`);
-
+  const cli = await cliRun;
+  expect(cli.code).toBe(0);
   const heardByCli = readWav(output).samples;
   copyFileSync(output, join(OUT, "call-cli-heard.wav"));
   const cliSide = tonePowers(heardByCli, BROWSER_HZ, CLI_HZ);

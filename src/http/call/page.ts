@@ -21,6 +21,7 @@ import { ping } from "@libp2p/ping";
 import { webSockets } from "@libp2p/websockets";
 import { multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
+import { chooseAddress } from "./address";
 import { CallSession } from "./session";
 
 const RATE = 48_000;
@@ -70,6 +71,8 @@ const state = {
   rttMs: undefined as number | undefined,
   playout: {} as Record<string, { bufferedMs: number; underruns: number; dropped: number }>,
   participants: [] as Participant[],
+  /** the node's ROSTER (1.1.0 with Capability.ROSTER): who is in the room, who speaks; undefined until one arrives */
+  roster: undefined as { entries: { participantId: string; name: string; speaking: boolean }[]; total: number } | undefined,
   onsets: [] as number[],
   probeSentAt: [] as number[],
 };
@@ -118,36 +121,6 @@ function missingFeature(): string | undefined {
     return "This browser has no WebCodecs audio (AudioEncoder/AudioDecoder): use Chromium 110+ or another browser with WebCodecs.";
   if (typeof AudioWorkletNode === "undefined") return "This browser has no AudioWorklet.";
   return undefined;
-}
-
-/**
- * The WebSocket address to dial: on an https page only a TLS one (/wss, /tls/ws), since browsers refuse
- * ws:// there; otherwise the one on the host the page came from, else a loopback one, else the first.
- */
-export function chooseAddress(addrs: string[], pageProtocol: string, pageHost: string): { addr?: string; why?: string } {
-  const tls = (a: string) => /\/(wss|tls\/ws)(\/|$)/.test(a);
-  const ws = addrs.filter((a) => /\/(ws|wss)(\/|$)/.test(a));
-  if (ws.length === 0)
-    return {
-      why: "This node has no WebSocket listener, so a browser cannot reach it: set network.ws_port (e.g. 7002) and restart the node.",
-    };
-  if (pageProtocol === "https:") {
-    const secure = ws.filter(tls);
-    if (secure.length === 0)
-      return {
-        why: `This page is served over https, and browsers refuse plain ws:// from an https page. The node listens on ${ws[0]} (plain ws): put a TLS reverse proxy in front of it (README: Caddy or nginx snippet) and list the proxy's public /tls/ws address in network.announce_addrs.`,
-      };
-    return { addr: secure[0] };
-  }
-  const host = (a: string) => a.split("/")[2] ?? "";
-  const plain = ws.filter((a) => !tls(a));
-  const candidates = plain.length > 0 ? plain : ws;
-  return {
-    addr:
-      candidates.find((a) => host(a) === pageHost) ??
-      candidates.find((a) => ["127.0.0.1", "::1", "localhost"].includes(host(a))) ??
-      candidates[0],
-  };
 }
 
 async function createNode(): Promise<Libp2p> {
@@ -323,6 +296,9 @@ async function join(): Promise<void> {
       room,
       name,
       onAudio: (_seq, _ts, payload, receivedAt) => mainDecoder?.decode(payload, performance.timeOrigin + receivedAt),
+      onRoster: (entries, total) => {
+        state.roster = { entries, total };
+      },
       onClose: (reason) => (reason ? fail(`left the room: ${reason}`) : undefined),
     });
     state.participantId = main.joined.participantId;
@@ -410,16 +386,31 @@ async function leave(): Promise<void> {
   render();
 }
 
+/**
+ * The participant list: the node's ROSTER when it sends one (speaking = the mixer's talk detection), else
+ * (a node without ROSTER) what the page knows itself: you, the echo participant, and the mix.
+ */
 function participants(): Participant[] {
   const now = performance.now();
-  const list: Participant[] = [];
-  if (state.participantId)
-    list.push({
-      id: state.participantId,
-      name: `${($("name") as HTMLInputElement).value || "browser"} (you)`,
-      speaking: now - selfLoudAt < SPEAKING_HOLD_MS,
-      self: true,
+  const you = `${($("name") as HTMLInputElement).value || "browser"} (you)`;
+  const selfSpeaking = now - selfLoudAt < SPEAKING_HOLD_MS;
+  if (state.roster && state.participantId) {
+    const list = state.roster.entries.map((e) => {
+      const self = e.participantId === state.participantId;
+      const echoing = e.participantId === state.echoParticipantId;
+      return {
+        id: e.participantId,
+        name: self ? you : echoing ? "echo (plays the room back 1 s late)" : e.name || e.participantId,
+        speaking: e.speaking || (self && selfSpeaking),
+        self,
+      };
     });
+    const more = state.roster.total - state.roster.entries.length;
+    if (more > 0) list.push({ id: "more", name: `… and ${more} more`, speaking: false, self: false });
+    return list;
+  }
+  const list: Participant[] = [];
+  if (state.participantId) list.push({ id: state.participantId, name: you, speaking: selfSpeaking, self: true });
   if (state.echoParticipantId) list.push({ id: state.echoParticipantId, name: "echo (plays the room back 1 s late)", speaking: false });
   if (state.participantId) list.push({ id: "mix", name: "everyone else (the node's mix)", speaking: now - mixLoudAt < SPEAKING_HOLD_MS });
   return list;

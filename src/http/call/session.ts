@@ -7,6 +7,7 @@ import type { Libp2p, Stream } from "@libp2p/interface";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import {
   AUDIO_PROTOCOLS,
+  Capability,
   chunkBytes,
   encodeAudio,
   encodeMessage,
@@ -15,7 +16,10 @@ import {
   type JoinedMessage,
   MessageDecoder,
   OutboundQueue,
+  type RosterEntry,
+  type RosterMessage,
   WIRE_VERSION,
+  WIRE_VERSION_1_1,
   type WireMessage,
   wireVersionForProtocol,
 } from "../../protocol";
@@ -26,7 +30,8 @@ export interface CallSessionOptions {
   room: string;
   name: string;
   onAudio(seq: number, timestamp: number, payload: Uint8Array, receivedAt: number): void;
-  onControl?(m: WireMessage): void;
+  /** The room's participants with speaking flags (ROSTER, on a 1.1.0 session whose server offers it). */
+  onRoster?(entries: RosterEntry[], total: number): void;
   onClose(reason: string | undefined): void;
   timeoutMs?: number;
 }
@@ -89,7 +94,8 @@ export class CallSession {
         if (session) session.finish("the node closed the audio stream");
         else reject(new Error("the node closed the audio stream before JOINED"));
       });
-      stream.send(encodeMessage({ type: "JOIN", version, room: opts.room, name: opts.name }));
+      const ext = version >= WIRE_VERSION_1_1 && opts.onRoster ? { capabilities: Capability.ROSTER } : {};
+      stream.send(encodeMessage({ type: "JOIN", version, room: opts.room, name: opts.name, ...ext }));
     });
     session = new CallSession(stream, joined, opts, decoder);
     // Whatever followed JOINED in the same chunk (AUDIO, a PING) belongs to the session.
@@ -124,9 +130,41 @@ export class CallSession {
       case "ERROR":
         this.finish(`server error ${errorCodeName(m.code)}: ${m.message}`, true);
         return;
+      case "ROSTER":
+        if (this.rosterOffered) this.onRoster(m);
+        else this.finish("unexpected ROSTER from the node", true);
+        return;
       default:
-        if (this.opts.onControl) this.opts.onControl(m);
+        this.finish(`unexpected ${m.type} from the node`, true);
     }
+  }
+
+  private get rosterOffered(): boolean {
+    return (
+      this.joined.version >= WIRE_VERSION_1_1 &&
+      this.opts.onRoster !== undefined &&
+      ((this.joined.capabilities ?? 0) & Capability.ROSTER) !== 0
+    );
+  }
+
+  /** Snapshot pages of one revision, until complete; then SPEAKING updates of that revision (protocol.md "Roster"). */
+  private rosterPages: { rev: number; listed: number; total: number; entries: RosterEntry[] } | undefined;
+  private roster: { rev: number; total: number; entries: RosterEntry[] } | undefined;
+  private onRoster(m: RosterMessage): void {
+    if (m.kind === "snapshot") {
+      if (m.index === 0) this.rosterPages = { rev: m.rev, listed: m.listed, total: m.total, entries: [] };
+      const pages = this.rosterPages;
+      // A page of another revision or out of order: wait for the next snapshot.
+      if (!pages || pages.rev !== m.rev || pages.entries.length !== m.index) return;
+      pages.entries.push(...m.entries);
+      if (pages.entries.length < pages.listed) return;
+      this.roster = { rev: pages.rev, total: pages.total, entries: pages.entries };
+      this.rosterPages = undefined;
+    } else {
+      if (!this.roster || this.roster.rev !== m.rev) return;
+      this.roster.entries = this.roster.entries.map((e, i) => ({ ...e, speaking: m.speaking[i] ?? false }));
+    }
+    this.opts.onRoster?.(this.roster.entries, this.roster.total);
   }
 
   get isOpen(): boolean {

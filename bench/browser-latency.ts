@@ -141,9 +141,10 @@ try {
       for (; sent <= due; sent++) {
         const k = sent % periodFrames;
         if (k === 0) sdkSentAt.push(epoch());
-        session.sendAudio({ seq: seq++, timestamp: (ts += FRAME_SAMPLES), payload: burst(k) });
+        ts += FRAME_SAMPLES;
+        session.sendAudio({ seq: seq++, timestamp: ts, payload: burst(k) });
       }
-      if (sent % 100 === 0) session.ping();
+      if (sent % 100 === 0) session.ping(); // keepalive (protocol.md: at least one per 5 s)
       if (performance.now() - t0 > DURATION_S * 1000) {
         clearInterval(tick);
         resolve();

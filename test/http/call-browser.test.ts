@@ -210,3 +210,79 @@ test("echo mode: alone in a room, the browser hears its own tone come back throu
   expect(s.echoFramesReceived).toBeGreaterThan(50);
   await page.close();
 }, 120_000);
+
+/** agora_ws_connections_rejected_total by reason, from the node's /metrics. */
+async function wsRejected(): Promise<Record<string, number>> {
+  const text = await (await fetch(node.metricsUrl)).text();
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/^agora_ws_connections_rejected_total\{reason="([a-z_]+)"\} (\d+)/gm)) out[m[1]!] = Number(m[2]);
+  return out;
+}
+
+test("bad input from a browser (an oversized message, garbage, idle sockets) is closed and counted; a call in progress is not disturbed", async () => {
+  const caller = await browser.newPage();
+  await signIn(caller);
+  await joinCall(caller, "call-abuse", true);
+  await eventually(async () => (await callState(caller)).echoLoudFrames > 25, 30_000, "the caller hearing its echo");
+  const before = await wsRejected();
+  const attacker = await browser.newPage();
+  await attacker.goto(`${node.dashboardUrl}/call`);
+  const url = `ws://127.0.0.1:${wsPort}/`;
+  // All from page JavaScript, as a hostile page could: the browser's WebSocket API only sends well-formed frames.
+  const codes = await attacker.evaluate(async (u) => {
+    // Bounded: a socket the node left open shows as -1 after 20 s (and fails the test), not as a hang.
+    const closeCode = (ws: WebSocket) =>
+      new Promise<number>((resolve) => {
+        if (ws.readyState === WebSocket.CLOSED) return resolve(-2);
+        ws.addEventListener("close", (e) => resolve(e.code));
+        setTimeout(() => resolve(-1), 20_000);
+      });
+    const open = (u2: string) =>
+      new Promise<WebSocket>((resolve, reject) => {
+        const ws = new WebSocket(u2);
+        ws.binaryType = "arraybuffer";
+        ws.onopen = () => resolve(ws);
+        ws.onerror = () => reject(new Error("websocket failed to open"));
+        setTimeout(() => reject(new Error("websocket did not open within 10 s")), 10_000);
+      });
+    const big = await open(u);
+    const bigClosed = closeCode(big);
+    big.send(new Uint8Array(2 * 1024 * 1024)); // above the 1 MiB message limit
+    const garbage = await open(u);
+    const garbageClosed = closeCode(garbage);
+    garbage.send("this is not multistream-select");
+    const idle = await Promise.all(Array.from({ length: 12 }, () => open(u)));
+    const idleClosed = idle.map(closeCode);
+    return { big: await bigClosed, garbage: await garbageClosed, idle: await Promise.all(idleClosed) };
+  }, url);
+  console.log(`close codes: ${JSON.stringify(codes)}`);
+  expect(codes.big).toBe(1009);
+  expect(codes.garbage).not.toBe(-1);
+  expect(codes.idle).toHaveLength(12);
+  expect(codes.idle).not.toContain(-1);
+  let last = "";
+  const after = await eventually(
+    async () => {
+      const r = await wsRejected();
+      const d = (k: string) => (r[k] ?? 0) - (before[k] ?? 0);
+      // The oversized message by its close code; the garbage and the 12 idle sockets each as a failed or timed
+      // out handshake, or refused at once beyond the pending limit.
+      const rest = d("handshake_failed") + d("handshake_timeout") + d("too_many_pending");
+      last = JSON.stringify(Object.fromEntries(Object.keys(r).map((k) => [k, d(k)])));
+      return d("frame_too_large") >= 1 && rest >= 13 ? r : undefined;
+    },
+    15_000,
+    "the rejections counted in agora_ws_connections_rejected_total",
+  ).catch((err) => {
+    throw new Error(`${(err as Error).message}; counted: ${last}`);
+  });
+  console.log(
+    `rejected by reason during the abuse: ${JSON.stringify(Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)])))}`,
+  );
+  // The call went on: still joined, its echo still arriving with its tone.
+  const mid = (await callState(caller)).echoLoudFrames;
+  await eventually(async () => (await callState(caller)).echoLoudFrames > mid + 50, 30_000, "the caller's echo continuing");
+  expect((await callState(caller)).phase).toBe("joined");
+  await attacker.close();
+  await caller.close();
+}, 120_000);

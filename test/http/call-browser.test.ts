@@ -286,3 +286,25 @@ test("bad input from a browser (an oversized message, garbage, idle sockets) is 
   await attacker.close();
   await caller.close();
 }, 120_000);
+
+test("a node without a WebSocket listener: the page says so and how to turn it on", async () => {
+  const plain = await startNode({ cwd: dir });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${plain.dashboardUrl}/call`);
+    await page.waitForFunction(() => document.getElementById("status")?.textContent?.includes("network.ws_port"), undefined, {
+      timeout: 15_000,
+    });
+    await page.click("#join");
+    await page.waitForFunction(() => (window as unknown as { __agoraCall: CallHook }).__agoraCall.state.phase === "error", undefined, {
+      timeout: 15_000,
+    });
+    expect((await callState(page)).error).toContain("no WebSocket listener");
+    const shot = join(OUT, "call-page-no-listener.png");
+    await page.screenshot({ path: shot, fullPage: true });
+    console.log(`screenshot of the call page without a WebSocket listener: ${shot}`);
+    await page.close();
+  } finally {
+    plain.cleanup();
+  }
+}, 60_000);

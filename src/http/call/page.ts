@@ -91,6 +91,7 @@ let encoder: AudioEncoder | undefined;
 let pingTimer: ReturnType<typeof setInterval> | undefined;
 let selfLoudAt = 0;
 let mixLoudAt = 0;
+let echoLoudAt = 0;
 let probe: { periodFrames: number; frame: number } | undefined;
 let onsetQuiet = 0;
 let onsetQuietNeeded = Math.round(0.3 * RATE);
@@ -299,12 +300,19 @@ async function join(): Promise<void> {
       onRoster: (entries, total) => {
         state.roster = { entries, total };
       },
-      onClose: (reason) => (reason ? fail(`left the room: ${reason}`) : undefined),
+      // The node ended the session (an ERROR, a reset, the node stopping): release microphone and connection.
+      onClose: (reason) => {
+        if (!reason) return;
+        void teardown();
+        fail(`left the room: ${reason}`);
+      },
     });
     state.participantId = main.joined.participantId;
     if (withEcho) {
       echoDecoder = streamDecoder("echo", (pcm) => {
-        if (rmsOf(pcm) > SPEAKING_RMS) state.echoLoudFrames++;
+        if (rmsOf(pcm) <= SPEAKING_RMS) return;
+        state.echoLoudFrames++;
+        echoLoudAt = performance.now();
       });
       echo = await CallSession.open({
         libp2p: node,
@@ -394,6 +402,8 @@ function participants(): Participant[] {
   const now = performance.now();
   const you = `${($("name") as HTMLInputElement).value || "browser"} (you)`;
   const selfSpeaking = now - selfLoudAt < SPEAKING_HOLD_MS;
+  // The echo participant never sends; it is "speaking" while what it plays back (1 s later) carries sound.
+  const echoPlaying = now - echoLoudAt < ECHO_DELAY_MS + SPEAKING_HOLD_MS && now - echoLoudAt > 0;
   if (state.roster && state.participantId) {
     const list = state.roster.entries.map((e) => {
       const self = e.participantId === state.participantId;
@@ -401,7 +411,7 @@ function participants(): Participant[] {
       return {
         id: e.participantId,
         name: self ? you : echoing ? "echo (plays the room back 1 s late)" : e.name || e.participantId,
-        speaking: e.speaking || (self && selfSpeaking),
+        speaking: e.speaking || (self && selfSpeaking) || (echoing && echoPlaying),
         self,
       };
     });
@@ -411,7 +421,8 @@ function participants(): Participant[] {
   }
   const list: Participant[] = [];
   if (state.participantId) list.push({ id: state.participantId, name: you, speaking: selfSpeaking, self: true });
-  if (state.echoParticipantId) list.push({ id: state.echoParticipantId, name: "echo (plays the room back 1 s late)", speaking: false });
+  if (state.echoParticipantId)
+    list.push({ id: state.echoParticipantId, name: "echo (plays the room back 1 s late)", speaking: echoPlaying });
   if (state.participantId) list.push({ id: "mix", name: "everyone else (the node's mix)", speaking: now - mixLoudAt < SPEAKING_HOLD_MS });
   return list;
 }

@@ -40,6 +40,8 @@ interface CallState {
   framesDecoded: number;
   echoFramesReceived: number;
   echoLoudFrames: number;
+  encodeErrors: number;
+  decodeErrors: number;
   roster?: { entries: { participantId: string; name: string; speaking: boolean }[]; total: number };
 }
 type CallHook = { state: CallState; received(): string };
@@ -188,8 +190,10 @@ test("browser on /call and a CLI join client hear each other's tone, each withou
   expect(db(cliSide.want / Math.max(cliSide.other, 1e-9))).toBeGreaterThanOrEqual(26);
   expect(db(browserSide.want / Math.max(browserSide.other, 1e-9))).toBeGreaterThanOrEqual(26);
   expect(errors).toEqual([]);
-  // The call is still up (a session that ended by itself would be phase "error").
+  // The call is still up (a session that ended by itself would be phase "error"), every packet 20 ms and decodable.
   expect(s.phase).toBe("joined");
+  expect(s.encodeErrors).toBe(0);
+  expect(s.decodeErrors).toBe(0);
   await page.click("#leave");
   await page.waitForFunction(() => (window as unknown as { __agoraCall: CallHook }).__agoraCall.state.phase === "left", undefined, {
     timeout: 10_000,

@@ -335,6 +335,11 @@ async function join(): Promise<void> {
   }
   encoder = new AudioEncoder({
     output: (chunk) => {
+      // The protocol carries 20 ms packets only; a packet of another length is not sent (and counted).
+      if (chunk.duration && chunk.duration !== 20_000) {
+        state.encodeErrors++;
+        return;
+      }
       const bytes = new Uint8Array(chunk.byteLength);
       chunk.copyTo(bytes);
       main?.sendOpus(bytes);
@@ -349,7 +354,8 @@ async function join(): Promise<void> {
     sampleRate: RATE,
     numberOfChannels: 1,
     bitrate: main!.joined.bitrate || 32_000,
-    // 20 ms frames, as the protocol requires (Chromium's default; it also offers 2.5 to 60 ms).
+    // 20 ms frames, as the protocol requires: Chromium's default of the durations it offers (2.5, 5, 10, 20, 40
+    // and 60 ms; media/audio/audio_opus_encoder.cc), set explicitly so a changed default cannot break the wire.
     opus: { frameDuration: 20_000, format: "opus" },
   } as AudioEncoderConfig;
   const support = await AudioEncoder.isConfigSupported(config);

@@ -26,6 +26,7 @@ export { type Listener, SafeEmitter } from "./events";
 export { lossPercent, ReceiveLoss, type ReceiveLossFigures } from "./loss";
 export { type ClientPlatform, clientPlatform } from "./platform";
 export { PlayoutBuffer } from "./playout";
-export { type JoinRoomOptions, joinRoom, RoomConnection, type RoomEvents } from "./room";
+export { type JoinRoomOptions, joinRoom, type MovedEvent, RoomConnection, type RoomEvents } from "./room";
+export { type Participant, RosterView } from "./roster";
 export { AudioRedirectError, AudioRemoteError, AudioSession, type AudioSessionOptions } from "./session";
 export type { DialTarget, DialTargetProvider } from "./target";

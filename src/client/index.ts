@@ -43,7 +43,8 @@ export { createClientNode, type DialTarget, type DialTargetProvider } from "./no
 export { type ClientPlatform, clientPlatform, installClientPlatform } from "./platform";
 export { PlayoutBuffer } from "./playout";
 export { seededRandom } from "./random";
-export { type JoinRoomOptions, joinRoom, RoomConnection, type RoomEvents } from "./room";
+export { type JoinRoomOptions, joinRoom, type MovedEvent, RoomConnection, type RoomEvents } from "./room";
+export { type Participant, type RosterChange, RosterView } from "./roster";
 export { AudioRedirectError, AudioRemoteError, AudioSession, type AudioSessionOptions } from "./session";
 export { PacedTimer, sleep } from "./timing";
 export {

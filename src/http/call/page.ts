@@ -21,8 +21,9 @@ import { ping } from "@libp2p/ping";
 import { webSockets } from "@libp2p/websockets";
 import { multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
+import { AudioSession, RosterView } from "../../client/portable";
+import { Capability, FRAME_SAMPLES } from "../../protocol";
 import { chooseAddress } from "./address";
-import { CallSession } from "./session";
 
 const RATE = 48_000;
 const FRAME = 960;
@@ -82,8 +83,12 @@ const recording = new Int16Array(RECORD_SAMPLES);
 let recorded = 0;
 
 let node: Libp2p | undefined;
-let main: CallSession | undefined;
-let echo: CallSession | undefined;
+let main: AudioSession | undefined;
+let echo: AudioSession | undefined;
+let roster: RosterView | undefined;
+/** seq and timestamp of our next AUDIO (random start, +1 and +960 per frame, as protocol.md asks) */
+let txSeq = 0;
+let txTimestamp = 0;
 let ctx: AudioContext | undefined;
 let mic: MediaStream | undefined;
 let playout: AudioWorkletNode | undefined;
@@ -291,22 +296,36 @@ async function join(): Promise<void> {
       recordReceived(pcm);
       detectOnset(pcm, arrivedAt);
     });
-    main = await CallSession.open({
+    main = await AudioSession.open({
       libp2p: node,
       target: multiaddr(target),
       room,
       name,
-      onAudio: (_seq, _ts, payload, receivedAt) => mainDecoder?.decode(payload, performance.timeOrigin + receivedAt),
-      onRoster: (entries, total) => {
-        state.roster = { entries, total };
+      // The node's participant list with speaking flags (ROSTER), on a 1.1.0 session.
+      capabilities: Capability.ROSTER,
+      onAudio: (frame, receivedAt) => mainDecoder?.decode(frame.payload, performance.timeOrigin + receivedAt),
+      onRoster: (m) => {
+        const change = roster?.apply(m);
+        if (change instanceof Error) {
+          main?.abort(`bad ROSTER from the node: ${change.message}`);
+          return;
+        }
+        if (roster)
+          state.roster = {
+            entries: roster.participants.map((p) => ({ participantId: p.id, name: p.name, speaking: p.speaking })),
+            total: roster.total,
+          };
       },
       // The node ended the session (an ERROR, a reset, the node stopping): release microphone and connection.
-      onClose: (reason) => {
-        if (!reason) return;
+      onClose: (error) => {
+        if (!error) return;
         void teardown();
-        fail(`left the room: ${reason}`);
+        fail(`left the room: ${error.message}`);
       },
     });
+    roster = new RosterView(main.joined.participantId);
+    txSeq = (Math.random() * 0x1_0000_0000) >>> 0;
+    txTimestamp = (Math.random() * 0x1_0000_0000) >>> 0;
     state.participantId = main.joined.participantId;
     if (withEcho) {
       echoDecoder = streamDecoder("echo", (pcm) => {
@@ -314,16 +333,15 @@ async function join(): Promise<void> {
         state.echoLoudFrames++;
         echoLoudAt = performance.now();
       });
-      echo = await CallSession.open({
+      echo = await AudioSession.open({
         libp2p: node,
         target: multiaddr(target),
         room,
         name: `${name.slice(0, 50)} (echo)`,
-        onAudio: (_seq, _ts, payload, receivedAt) => {
+        onAudio: (frame, receivedAt) => {
           state.echoFramesReceived++;
-          echoDecoder?.decode(payload, performance.timeOrigin + receivedAt);
+          echoDecoder?.decode(frame.payload, performance.timeOrigin + receivedAt);
         },
-        onClose: () => undefined,
       });
       state.echoParticipantId = echo.joined.participantId;
     }
@@ -342,7 +360,10 @@ async function join(): Promise<void> {
       }
       const bytes = new Uint8Array(chunk.byteLength);
       chunk.copyTo(bytes);
-      main?.sendOpus(bytes);
+      // A frame the send queue drops still takes its number: the node sees the gap as loss.
+      main?.sendAudio({ seq: txSeq, timestamp: txTimestamp, payload: bytes });
+      txSeq = (txSeq + 1) >>> 0;
+      txTimestamp = (txTimestamp + FRAME_SAMPLES) >>> 0;
     },
     error: (e) => {
       state.encodeErrors++;
@@ -379,6 +400,7 @@ async function teardown(): Promise<void> {
   clearInterval(pingTimer);
   await Promise.allSettled([main?.leave(), echo?.leave()]);
   main = echo = undefined;
+  roster = undefined;
   if (encoder && encoder.state !== "closed") encoder.close();
   encoder = undefined;
   mainDecoder?.close();

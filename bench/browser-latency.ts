@@ -15,7 +15,9 @@
  * Both include the node's jitter buffer, mixing-tick alignment and its Opus encode; neither includes capture
  * or playout buffering. The two processes' clocks are aligned by the page's performance.timeOrigin +
  * performance.now() against this process's, corrected by an offset measured with round trips (the lowest-RTT
- * one of 20). Probes of the first 2 s are not counted (jitter buffers settling). Table, then ONE JSON line.
+ * one of 20). Probes of the first 2 s are not counted (jitter buffers settling). A reference row runs at the
+ * same time on the same node: the same bursts between two SDK participants over TCP in a room of their own.
+ * Table, then ONE JSON line.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -115,6 +117,22 @@ try {
       if (at >= 0) sdkOnsets.push(performance.timeOrigin + receivedAt + (at / SAMPLE_RATE) * 1000);
     },
   });
+  // Reference on the same node at the same time: the same bursts between two SDK participants over TCP, in a
+  // room of their own ("latency-ref"), so "what the browser adds" is read off one run on one machine state.
+  const refDecoder = codec.decoder();
+  const refDetector = new OnsetDetector((PERIOD_MS - BURST_FRAMES * 20) / 2);
+  const refOnsets: number[] = [];
+  const refSender = await AudioSession.open({ libp2p, target: await node.multiaddr(), room: `${ROOM}-ref`, name: "ref-sender" });
+  const refListener = await AudioSession.open({
+    libp2p,
+    target: await node.multiaddr(),
+    room: `${ROOM}-ref`,
+    name: "ref-listener",
+    onAudio: (frame, receivedAt) => {
+      const at = refDetector.feed(refDecoder.decode(frame.payload));
+      if (at >= 0) refOnsets.push(performance.timeOrigin + receivedAt + (at / SAMPLE_RATE) * 1000);
+    },
+  });
   const encoder = codec.encoder(session.joined.bitrate);
   const periodFrames = Math.round(PERIOD_MS / 20);
   const burst = (k: number) => {
@@ -142,9 +160,11 @@ try {
         const k = sent % periodFrames;
         if (k === 0) sdkSentAt.push(epoch());
         ts += FRAME_SAMPLES;
-        session.sendAudio({ seq: seq++, timestamp: ts, payload: burst(k) });
+        const frame = { seq: seq++, timestamp: ts, payload: burst(k) };
+        session.sendAudio(frame);
+        refSender.sendAudio(frame);
       }
-      if (sent % 100 === 0) session.ping(); // keepalive (protocol.md: at least one per 5 s)
+      if (sent % 100 === 0) for (const s of [session, refSender, refListener]) s.ping(); // keepalive (protocol.md: at least one per 5 s)
       if (performance.now() - t0 > DURATION_S * 1000) {
         clearInterval(tick);
         resolve();
@@ -152,8 +172,9 @@ try {
     }, 5);
   });
   const pageState = await page.evaluate(() => (window as unknown as { __agoraCall: Hook }).__agoraCall.state);
-  await session.leave();
+  await Promise.all([session.leave(), refSender.leave(), refListener.leave()]);
   await libp2p.stop();
+  refDecoder.destroy();
   encoder.destroy();
   decoder.destroy();
 
@@ -168,9 +189,11 @@ try {
     sdkOnsets,
     from,
   );
+  const reference = match(sdkSentAt, refOnsets, from);
   const rows: { direction: string; summary: LatencySummary; unmatched: number }[] = [
     { direction: "sdk → browser", summary: summarize(toBrowser.latencies), unmatched: toBrowser.unmatched },
     { direction: "browser → sdk", summary: summarize(fromBrowser.latencies), unmatched: fromBrowser.unmatched },
+    { direction: "sdk → sdk (tcp)", summary: summarize(reference.latencies), unmatched: reference.unmatched },
   ];
   const load =
     (
@@ -197,6 +220,7 @@ try {
       loadavg1: Number(load),
       sdkToBrowser: { ...rows[0]!.summary, unmatched: rows[0]!.unmatched },
       browserToSdk: { ...rows[1]!.summary, unmatched: rows[1]!.unmatched },
+      sdkToSdkTcp: { ...rows[2]!.summary, unmatched: rows[2]!.unmatched },
       browserFrames: { sent: pageState.framesSent, received: pageState.framesReceived },
     }),
   );

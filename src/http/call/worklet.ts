@@ -18,6 +18,8 @@ declare class AudioWorkletProcessor {
   readonly port: MessagePort;
 }
 
+import { StreamBuffer } from "./stream-buffer";
+
 const FRAME = 960;
 
 class CaptureProcessor extends AudioWorkletProcessor {
@@ -38,59 +40,6 @@ class CaptureProcessor extends AudioWorkletProcessor {
   }
 }
 
-/** A ring of samples with start/refill/trim rules (see the header). */
-class StreamBuffer {
-  private readonly ring: Float32Array;
-  private read = 0;
-  private size = 0;
-  private playing = false;
-  underruns = 0;
-  dropped = 0;
-  constructor(
-    private readonly target: number,
-    private readonly max: number,
-  ) {
-    this.ring = new Float32Array(max + FRAME);
-  }
-  push(pcm: Float32Array): void {
-    for (let i = 0; i < pcm.length; i++) {
-      if (this.size === this.ring.length) {
-        this.read = (this.read + 1) % this.ring.length;
-        this.size--;
-        this.dropped++;
-      }
-      this.ring[(this.read + this.size) % this.ring.length] = pcm[i]!;
-      this.size++;
-    }
-    if (this.size > this.max) {
-      const drop = this.size - this.target;
-      this.read = (this.read + drop) % this.ring.length;
-      this.size -= drop;
-      this.dropped += drop;
-    }
-  }
-  /** Adds this stream's next samples into `out`. */
-  mixInto(out: Float32Array): void {
-    if (!this.playing) {
-      if (this.size < this.target) return;
-      this.playing = true;
-    }
-    if (this.size < out.length) {
-      this.playing = false;
-      this.underruns++;
-      return;
-    }
-    for (let i = 0; i < out.length; i++) {
-      out[i]! += this.ring[this.read]!;
-      this.read = (this.read + 1) % this.ring.length;
-    }
-    this.size -= out.length;
-  }
-  get bufferedMs(): number {
-    return (this.size / sampleRate) * 1000;
-  }
-}
-
 class PlayoutProcessor extends AudioWorkletProcessor {
   private readonly streams = new Map<string, StreamBuffer>();
   private quanta = 0;
@@ -103,7 +52,7 @@ class PlayoutProcessor extends AudioWorkletProcessor {
         | { kind: "drop"; id: string };
       if (m.kind === "stream") {
         const ms = (v: number) => Math.round((v * sampleRate) / 1000);
-        this.streams.set(m.id, new StreamBuffer(ms(m.targetMs), ms(m.maxMs)));
+        this.streams.set(m.id, new StreamBuffer(ms(m.targetMs), ms(m.maxMs), sampleRate));
       } else if (m.kind === "pcm") this.streams.get(m.id)?.push(m.pcm);
       else this.streams.delete(m.id);
     };

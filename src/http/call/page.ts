@@ -279,7 +279,12 @@ async function join(): Promise<void> {
     return fail(`no microphone: ${(e as Error).message} (allow the microphone for this page)`);
   }
   ctx = new AudioContext({ sampleRate: RATE, latencyHint: "interactive" });
-  await ctx.audioWorklet.addModule("/call/worklet.js");
+  try {
+    await ctx.audioWorklet.addModule("/call/worklet.js");
+  } catch (e) {
+    await teardown();
+    return fail(`cannot load the playout worklet (/call/worklet.js): ${(e as Error).message}`);
+  }
   playout = new AudioWorkletNode(ctx, "agora-playout", { numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [1] });
   playout.port.onmessage = (e) => {
     state.playout = e.data;
@@ -380,7 +385,10 @@ async function join(): Promise<void> {
     opus: { frameDuration: 20_000, format: "opus" },
   } as AudioEncoderConfig;
   const support = await AudioEncoder.isConfigSupported(config);
-  if (!support.supported) return fail("this browser's WebCodecs cannot encode Opus at 48 kHz mono with 20 ms frames");
+  if (!support.supported) {
+    await teardown();
+    return fail("this browser's WebCodecs cannot encode Opus at 48 kHz mono with 20 ms frames");
+  }
   encoder.configure(config);
   const capture = new AudioWorkletNode(ctx, "agora-capture", { numberOfInputs: 1, numberOfOutputs: 0, channelCount: 1 });
   capture.port.onmessage = (e) => onCaptured(e.data as Float32Array<ArrayBuffer>);
@@ -401,6 +409,8 @@ async function teardown(): Promise<void> {
   await Promise.allSettled([main?.leave(), echo?.leave()]);
   main = echo = undefined;
   roster = undefined;
+  state.participantId = state.echoParticipantId = "";
+  state.roster = undefined;
   if (encoder && encoder.state !== "closed") encoder.close();
   encoder = undefined;
   mainDecoder?.close();

@@ -140,6 +140,23 @@ describe("@agora/client", () => {
     }
   }, 90_000);
 
+  test("Bun: discover() through a bootstrap address finds the node, and joinRoom joins it by room name (README flow)", async () => {
+    const peerId = await binary.peerId();
+    let found: Awaited<ReturnType<typeof sdk.discover>>[number] | undefined;
+    for (const deadline = performance.now() + 30_000; !found && performance.now() < deadline; ) {
+      const nodes = await sdk.discover({ bootstrap: [tcpAddr], region: "default", timeoutMs: 5_000 }).catch(() => []);
+      found = nodes.find((n) => n.advertisement.peer_id === peerId);
+      if (!found) await Bun.sleep(200);
+    }
+    expect(found).toBeDefined();
+    const { listen_addr, peer_id } = found!.advertisement;
+    const tcp = listen_addr.find((a) => a.startsWith("/ip4/127.0.0.1/tcp/") && !a.includes("/ws"))!;
+    const room = await sdk.joinRoom({ node: `${tcp}/p2p/${peer_id}`, room: "rt-discovered", name: "found", timeoutMs: 30_000 });
+    await waitFor(() => room.participants.length === 1, "our own roster entry");
+    expect(room.participants[0]).toMatchObject({ name: "found", self: true });
+    await room.leave();
+  }, 60_000);
+
   test("Node (the machine's, v20): the built package joins over TCP and exchanges tones with Bun", async () => {
     const nodeBin = Bun.which("node");
     expect(nodeBin).toBeTruthy();

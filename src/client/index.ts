@@ -2,7 +2,7 @@
  * The participant SDK: everything a program needs to take part in Agora rooms, importable without a node.
  *
  *   const [best] = await discover({ bootstrap: ["/ip4/…/tcp/7001/p2p/12D3KooW…"], region: "eu-west" });
- *   const room = await joinRoom({ node: best.addrs[0], room: "standup", decode: true });
+ *   const room = await joinRoom({ node: `${best.advertisement.listen_addr[0]}/p2p/${best.advertisement.peer_id}`, room: "standup", decode: true });
  *   room.on("pcm", ({ pcm }) => play(pcm));
  *   await room.sendPcm(twentyMsOfSamples);
  *   await room.leave();

@@ -56,6 +56,8 @@ export class RosterPublisher {
   private readonly deferred: Counter;
   private timer: ReturnType<typeof setInterval> | undefined;
   private subscribers = 0;
+  /** speaking ids of the last tick: a join reuses them instead of asking the engine (a burst of joins stays O(n)) */
+  private lastSpeaking = new Map<string, Set<string>>();
 
   constructor(private readonly opts: RosterPublisherOptions) {
     this.intervalMs = opts.intervalMs ?? 200;
@@ -96,7 +98,7 @@ export class RosterPublisher {
     }
     r.members.add(member);
     r.rev = (r.rev + 1) >>> 0;
-    r.speakingKey = this.speakingKeyOf(r, this.opts.speaking().get(room));
+    r.speakingKey = this.speakingKeyOf(r, this.lastSpeaking.get(room));
     if (!member.subscribed) return;
     r.subscribers++;
     this.subscribers++;
@@ -121,6 +123,7 @@ export class RosterPublisher {
     if (this.subscribers === 0) return;
     const now = this.opts.now();
     const speaking = this.opts.speaking();
+    this.lastSpeaking = speaking;
     for (const [room, r] of this.rooms) {
       if (r.subscribers === 0) continue;
       r.speakingKey = this.speakingKeyOf(r, speaking.get(room));

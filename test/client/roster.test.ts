@@ -11,9 +11,17 @@ import type { RoomStats as EngineRoomStats } from "../../src/audio";
 import { AudioSession, joinRoom, type Participant, RosterView } from "../../src/client";
 import { AgoraError } from "../../src/errors";
 import { silentLogger } from "../../src/log";
-import { AUDIO_PROTOCOL, AUDIO_PROTOCOL_1_1, type RosterEntry } from "../../src/protocol";
+import {
+  AUDIO_PROTOCOL,
+  AUDIO_PROTOCOL_1_1,
+  Capability,
+  encodeMessage,
+  type RosterEntry,
+  WireErrorCode,
+  type WireMessage,
+} from "../../src/protocol";
 import { AudioRoomService } from "../../src/rooms";
-import { createBareClientNode, createFakeCodec, createServerNode, FakeMediaEngine, waitFor } from "../helpers/net-fakes";
+import { createBareClientNode, createFakeCodec, createServerNode, FakeMediaEngine, openRaw, waitFor } from "../helpers/net-fakes";
 
 const entry = (id: string, speaking = false): RosterEntry => ({ participantId: id, name: id.toUpperCase(), speaking });
 
@@ -79,12 +87,14 @@ describe("joinRoom's roster", () => {
   let engine: SpeakingEngine;
   let service: AudioRoomService;
   let client: Libp2p;
+  let registry: Registry;
 
   beforeAll(async () => {
     client = await createBareClientNode();
     ({ node, addr } = await createServerNode());
     engine = new SpeakingEngine();
-    service = new AudioRoomService({ libp2p: node, engine, registry: new Registry(), logger: silentLogger() });
+    registry = new Registry();
+    service = new AudioRoomService({ libp2p: node, engine, registry, logger: silentLogger() });
     await service.start();
   });
   afterAll(async () => {
@@ -149,5 +159,24 @@ describe("joinRoom's roster", () => {
     await old.leave();
     await plain.leave();
     await a.leave();
+  });
+
+  test("a client sending ROSTER is closed with UNEXPECTED_MESSAGE and counted; the room's others keep their audio", async () => {
+    const other = await joinRoom({ node: addr, room: "roster-bad", name: "other", codec: createFakeCodec(), libp2p: client });
+    const raw = await openRaw(client, addr, AUDIO_PROTOCOL_1_1);
+    raw.send(encodeMessage({ type: "JOIN", version: 2, room: "roster-bad", name: "bad", capabilities: Capability.ROSTER }));
+    await waitFor(() => raw.messages.some((m) => m.type === "ROSTER"), "the bad client's own snapshot");
+    raw.send(encodeMessage({ type: "ROSTER", kind: "speaking", rev: 1, speaking: [true] }));
+    await waitFor(() => raw.isClosed(), "the bad client's stream closed");
+    const err = raw.messages.find((m): m is Extract<WireMessage, { type: "ERROR" }> => m.type === "ERROR");
+    expect(err?.code).toBe(WireErrorCode.UNEXPECTED_MESSAGE);
+    const errors = await registry.getSingleMetric("agora_audio_stream_errors_total")!.get();
+    expect(errors.values.find((v) => v.labels.reason === "unexpected_message")?.value).toBe(1);
+    await waitFor(() => other.participants.length === 1, "the bad client gone from the list");
+    expect(other.isOpen).toBe(true);
+    // the other participant's audio still reaches the engine (a valid 20 ms CELT packet)
+    other.sendOpus(Uint8Array.of(0xf8, 0xff, 0xfe));
+    await waitFor(() => engine.pushed.some((p) => p.room === "roster-bad" && p.participant === other.participantId), "audio still flowing");
+    await other.leave();
   });
 });

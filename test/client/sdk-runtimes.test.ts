@@ -7,17 +7,16 @@
  * speaker.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BrowserContext } from "playwright-core";
 import type * as Sdk from "../../src/client";
 import { launchChromium } from "../helpers/browser";
+import { CLIENT_DIST as DIST, ensureClientPackage, packageConsumer } from "../helpers/client-package";
 import { db, goertzelPower } from "../helpers/net-fakes";
-import { freePort, type NodeHandle, ROOT, startNode } from "../helpers/node-process";
+import { freePort, type NodeHandle, startNode } from "../helpers/node-process";
 
-const PKG = join(ROOT, "packages", "client");
-const DIST = join(PKG, "dist");
 let sdk: typeof Sdk;
 let binary: NodeHandle;
 let wsPort: number;
@@ -27,11 +26,8 @@ let wsAddr: string;
 let consumer: string;
 
 beforeAll(async () => {
-  const built = Bun.spawnSync([process.execPath, join(ROOT, "scripts", "build-client.ts")], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
-  if (built.exitCode !== 0) throw new Error(`build-client failed:\n${built.stderr.toString()}`);
-  consumer = mkdtempSync(join(tmpdir(), "agora-sdk-consumer-"));
-  mkdirSync(join(consumer, "node_modules", "@agora"), { recursive: true });
-  symlinkSync(PKG, join(consumer, "node_modules", "@agora", "client"));
+  ensureClientPackage();
+  consumer = packageConsumer();
   sdk = (await import(join(DIST, "bun", "index.js"))) as typeof Sdk;
   wsPort = await freePort();
   binary = await startNode({ env: { AGORA_NETWORK_WS_PORT: String(wsPort) } });
@@ -66,7 +62,9 @@ async function sendTone(room: Sdk.RoomConnection, freq: number, seconds: number,
 function levels(pcm: Int16Array[], listenHz: number, ownHz: number, frames = 50) {
   const tail = pcm.slice(-frames);
   const all = new Int16Array(tail.length * 960);
-  tail.forEach((p, i) => all.set(p, i * 960));
+  tail.forEach((p, i) => {
+    all.set(p, i * 960);
+  });
   return { listenDb: db(goertzelPower(all, listenHz) + 1e-12), ownDb: db(goertzelPower(all, ownHz) + 1e-12) };
 }
 
@@ -141,6 +139,23 @@ describe("@agora/client", () => {
       await b.stop();
     }
   }, 90_000);
+
+  test("Bun: discover() through a bootstrap address finds the node, and joinRoom joins it by room name (README flow)", async () => {
+    const peerId = await binary.peerId();
+    let found: Awaited<ReturnType<typeof sdk.discover>>[number] | undefined;
+    for (const deadline = performance.now() + 30_000; !found && performance.now() < deadline; ) {
+      const nodes = await sdk.discover({ bootstrap: [tcpAddr], region: "default", timeoutMs: 5_000 }).catch(() => []);
+      found = nodes.find((n) => n.advertisement.peer_id === peerId);
+      if (!found) await Bun.sleep(200);
+    }
+    expect(found).toBeDefined();
+    const { listen_addr, peer_id } = found!.advertisement;
+    const tcp = listen_addr.find((a) => a.startsWith("/ip4/127.0.0.1/tcp/") && !a.includes("/ws"))!;
+    const room = await sdk.joinRoom({ node: `${tcp}/p2p/${peer_id}`, room: "rt-discovered", name: "found", timeoutMs: 30_000 });
+    await waitFor(() => room.participants.length === 1, "our own roster entry");
+    expect(room.participants[0]).toMatchObject({ name: "found", self: true });
+    await room.leave();
+  }, 60_000);
 
   test("Node (the machine's, v20): the built package joins over TCP and exchanges tones with Bun", async () => {
     const nodeBin = Bun.which("node");
@@ -248,7 +263,9 @@ describe("@agora/client", () => {
             }
             const tail = heard.slice(-50);
             const all = new Int16Array(tail.length * 960);
-            tail.forEach((p, i) => all.set(p, i * 960));
+            tail.forEach((p, i) => {
+              all.set(p, i * 960);
+            });
             const participants = room.participants.map((p: { name: string }) => p.name);
             await room.leave();
             return {

@@ -1,7 +1,7 @@
 /**
  * Checks the subsystem rules of src/ that madge (file-level circles) cannot see:
- *   1. a subsystem imports another only through its face: `../<subsystem>` (its index.ts), never a file
- *      inside it;
+ *   1. a subsystem imports another only through its face: `../<subsystem>` (its index.ts, or its
+ *      portable.ts: the runtime-neutral part a browser bundle can take alone), never another file inside it;
  *   2. the graph of subsystems has no circle (p2p → relay → p2p is a circle even when no two files are).
  * Type-only imports count: a circle of types is still two subsystems that cannot be understood apart.
  * Prints each violation as file:line and exits 1 when there is any. Usage: bun scripts/check-layers.ts [src]
@@ -42,7 +42,9 @@ for (const file of files(root)) {
     // The match may start with the whitespace before the keyword: count lines up to the keyword itself.
     const line = text.slice(0, m.index + m[0].search(/import|export/)).split("\n").length;
     const where = `${relative(process.cwd(), file)}:${line}`;
-    if (resolve(root, to) !== target && resolve(root, to, "index") !== target && resolve(root, to, "index.ts") !== target) {
+    // portable.ts: the runtime-neutral part of a face (what a browser bundle may import without the rest).
+    const faces = ["", "index", "index.ts", "portable", "portable.ts"].map((f) => resolve(root, to, f));
+    if (!faces.includes(target)) {
       problems.push(`${where}: imports "${spec}", a file inside ${to}/; import "../${to}" (its index.ts) instead`);
     }
     if (from === "") continue;

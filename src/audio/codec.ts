@@ -22,8 +22,21 @@ function sharedCore(): Promise<MediaCore> {
 // Frees codec state that was never destroyed explicitly (a leak is bounded by the GC, not forever).
 const leaks = new FinalizationRegistry<() => void>((release) => release());
 
-export async function createOpusCodec(): Promise<OpusCodec> {
-  const core = await sharedCore();
+// One core per module given by a caller that loads the wasm itself (a browser fetches it; no Bun.file there).
+const coresByModule = new WeakMap<WebAssembly.Module, Promise<MediaCore>>();
+
+function coreFor(module: WebAssembly.Module): Promise<MediaCore> {
+  let p = coresByModule.get(module);
+  if (!p) {
+    p = MediaCore.create(module);
+    coresByModule.set(module, p);
+  }
+  return p;
+}
+
+/** `module`: the compiled media core (default: the embedded wasm file, read with Bun.file). */
+export async function createOpusCodec(module?: WebAssembly.Module): Promise<OpusCodec> {
+  const core = await (module ? coreFor(module) : sharedCore());
   const x = core.x;
   return {
     encoder(bitrate: number, options: OpusEncoderOptions = {}): OpusEncoder {

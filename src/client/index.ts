@@ -2,7 +2,7 @@
  * The participant SDK: everything a program needs to take part in Agora rooms, importable without a node.
  *
  *   const [best] = await discover({ bootstrap: ["/ip4/…/tcp/7001/p2p/12D3KooW…"], region: "eu-west" });
- *   const room = await joinRoom({ node: best.addrs[0], room: "standup", decode: true });
+ *   const room = await joinRoom({ node: `${best.advertisement.listen_addr[0]}/p2p/${best.advertisement.peer_id}`, room: "standup", decode: true });
  *   room.on("pcm", ({ pcm }) => play(pcm));
  *   await room.sendPcm(twentyMsOfSamples);
  *   await room.leave();
@@ -14,6 +14,12 @@
  */
 import { AgoraError } from "../errors";
 import { type Logger, silentLogger } from "../log";
+import { loadOpusCodec } from "./codec";
+import { createClientNode } from "./node";
+import { installClientPlatform } from "./platform";
+
+// Bun and Node: TCP with agora-node's noise/yamux, the media core read from disk (browser.ts has the other).
+installClientPlatform({ name: "native", createNode: createClientNode, loadCodec: loadOpusCodec });
 
 export { AgoraError, type ErrorCode } from "../errors";
 export type { AudioFrame, JoinedMessage, OpusCodec, OpusDecoder, OpusEncoder } from "../protocol";
@@ -34,9 +40,11 @@ export {
 } from "./loadgen";
 export { lossPercent, ReceiveLoss, type ReceiveLossFigures } from "./loss";
 export { createClientNode, type DialTarget, type DialTargetProvider } from "./node";
+export { type ClientPlatform, clientPlatform, installClientPlatform } from "./platform";
 export { PlayoutBuffer } from "./playout";
 export { seededRandom } from "./random";
-export { type JoinRoomOptions, joinRoom, RoomConnection, type RoomEvents } from "./room";
+export { type JoinRoomOptions, joinRoom, type MovedEvent, RoomConnection, type RoomEvents } from "./room";
+export { type Participant, type RosterChange, RosterView } from "./roster";
 export { AudioRedirectError, AudioRemoteError, AudioSession, type AudioSessionOptions } from "./session";
 export { PacedTimer, sleep } from "./timing";
 export {

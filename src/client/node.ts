@@ -1,18 +1,14 @@
 /**
- * The participant's libp2p node (dial only: no listen address) and how a dial target is named: a fixed
- * multiaddr, or a function asked again on every (re)connect so re-homing can swap the node.
+ * The participant's libp2p node under Bun and Node (dial only: no listen address). The browser's is in
+ * browser-node.ts; how targets are named is in target.ts (re-exported here for the CLI clients).
  */
 import { identify } from "@libp2p/identify";
 import type { Libp2p } from "@libp2p/interface";
 import { ping } from "@libp2p/ping";
-import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
-import { AgoraError, errorMessage } from "../errors";
 import { agoraTransportStack } from "../transport";
 
-export type DialTarget = string | Multiaddr;
-/** A fixed multiaddr or a function asked again on every (re)connect, so re-homing can swap the node. */
-export type DialTargetProvider = DialTarget | (() => DialTarget | Promise<DialTarget>);
+export { type DialTarget, type DialTargetProvider, resolveTarget } from "./target";
 
 /** Minimal dial-only node: tcp, noise, yamux, identify, ping. No listen address. */
 export async function createClientNode(): Promise<Libp2p> {
@@ -22,14 +18,4 @@ export async function createClientNode(): Promise<Libp2p> {
     ...agoraTransportStack(),
     services: { identify: identify(), ping: ping() },
   });
-}
-
-export async function resolveTarget(p: DialTargetProvider): Promise<Multiaddr> {
-  const t = typeof p === "function" ? await p() : p;
-  if (typeof t !== "string") return t;
-  try {
-    return multiaddr(t);
-  } catch (err) {
-    throw new AgoraError("USAGE", `invalid node multiaddr "${t}": ${errorMessage(err)}`);
-  }
 }

@@ -8,11 +8,21 @@
  */
 import type { Libp2p } from "@libp2p/interface";
 import { AgoraError } from "../errors";
-import { type AudioFrame, FRAME_SAMPLES, type JoinedMessage, type OpusCodec, type OpusDecoder, type OpusEncoder } from "../protocol";
-import { loadOpusCodec } from "./codec";
+import {
+  type AudioFrame,
+  Capability,
+  FRAME_SAMPLES,
+  type JoinedMessage,
+  type OpusCodec,
+  type OpusDecoder,
+  type OpusEncoder,
+  type RosterMessage,
+} from "../protocol";
 import { SafeEmitter } from "./events";
-import { createClientNode, type DialTarget, resolveTarget } from "./node";
+import { clientPlatform } from "./platform";
+import { type Participant, RosterView } from "./roster";
 import { type AudioRemoteError, AudioSession } from "./session";
+import { type DialTarget, resolveTarget } from "./target";
 
 export interface JoinRoomOptions {
   /** the node's multiaddr (…/p2p/<peer id>); `discover()` finds one */
@@ -42,6 +52,34 @@ export interface RoomEvents extends Record<string, unknown> {
   pcm: { pcm: Int16Array; seq: number };
   /** the session ended: `error` unset after our own leave(); an AudioRemoteError carries the server's code */
   left: { error?: AgoraError | AudioRemoteError };
+  /**
+   * a JOINED after the first (re-joined, e.g. after `moved`); the first one is what joinRoom() resolves
+   * with (`room.joined`)
+   */
+  joined: { joined: JoinedMessage };
+  /** the room's participants changed (joins, leaves, names): the new list, also in `room.participants` */
+  participants: { participants: readonly Participant[]; total: number };
+  /** a participant started or stopped speaking (the mixer's talk detection, about 5 updates/s at most) */
+  speaking: { participant: Participant; speaking: boolean };
+  /** the room moved to another node (1.1.0 MOVE, or REDIRECT at join); `joined` follows once re-joined */
+  moved: MovedEvent;
+  /**
+   * something went wrong; `error.code` says what (AgoraError codes; an AudioRemoteError also carries the
+   * server's `wireCode`). `fatal` errors end the session and are followed by `left` with the same error.
+   */
+  error: { error: AgoraError | AudioRemoteError; fatal: boolean };
+}
+
+/** What `moved` tells: where the room went and why. */
+export interface MovedEvent {
+  room: string;
+  /** peer id of the node we were on, and of the node we go to */
+  fromPeerId: string;
+  toPeerId: string;
+  /** the room's epoch on the new host */
+  epoch: number;
+  /** "drain": the host hands the room over; "claim_lost": another host owns it; "redirect": JOIN was redirected */
+  reason: "drain" | "claim_lost" | "redirect";
 }
 
 export class RoomConnection extends SafeEmitter<RoomEvents> {
@@ -51,6 +89,8 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
   private seq = (Math.random() * 0x1_0000_0000) >>> 0;
   private timestamp = (Math.random() * 0x1_0000_0000) >>> 0;
   private ended = false;
+  private roster: RosterView | undefined;
+  private readonly earlyRoster: RosterMessage[] = [];
 
   private constructor(
     private readonly codec: OpusCodec | undefined,
@@ -63,8 +103,8 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
 
   /** Dials the node, joins the room and resolves once JOINED arrived; throws AudioRemoteError on ERROR. */
   static async join(opts: JoinRoomOptions): Promise<RoomConnection> {
-    const codec = opts.codec ?? (opts.decode ? await loadOpusCodec() : undefined);
-    const ownNode = opts.libp2p ? undefined : await createClientNode();
+    const codec = opts.codec ?? (opts.decode ? await clientPlatform().loadCodec() : undefined);
+    const ownNode = opts.libp2p ? undefined : await clientPlatform().createNode();
     const conn = new RoomConnection(codec, opts.bitrate, ownNode, opts.onListenerError);
     try {
       conn.decoder = opts.decode ? codec?.decoder() : undefined;
@@ -76,6 +116,8 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
         timeoutMs: opts.timeoutMs,
         signal: opts.signal,
         onAudio: (frame, receivedAt) => conn.onAudio(frame, receivedAt),
+        capabilities: Capability.ROSTER,
+        onRoster: (m) => conn.onRoster(m),
         onClose: (error) => void conn.end(error),
       });
     } catch (err) {
@@ -83,7 +125,18 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
       await Promise.resolve(ownNode?.stop()).catch(() => {});
       throw err;
     }
+    for (const m of conn.earlyRoster.splice(0)) conn.onRoster(m);
     return conn;
+  }
+
+  /** The room's participants (first 256 in join order, us included) once the server sent its roster (1.1.0). */
+  get participants(): readonly Participant[] {
+    return this.roster?.participants ?? [];
+  }
+
+  /** How many are in the room, listed in `participants` or not (0 before the first roster). */
+  get participantTotal(): number {
+    return this.roster?.total ?? 0;
   }
 
   /** What the server said in JOINED: our participant id, the bitrate it suggests, the codec parameters. */
@@ -118,7 +171,7 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
       throw new AgoraError("USAGE", `sendPcm: expected ${FRAME_SAMPLES} samples (20 ms at 48 kHz), got ${pcm.length}`);
     if (!this.isOpen) return false;
     if (!this.encoder) {
-      const codec = this.codec ?? (await loadOpusCodec());
+      const codec = this.codec ?? (await clientPlatform().loadCodec());
       this.encoder = codec.encoder(this.bitrate ?? this.session.joined.bitrate);
     }
     return this.sendOpus(this.encoder.encode(pcm));
@@ -147,9 +200,26 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
     this.emit("pcm", { pcm, seq: frame.seq });
   }
 
+  private onRoster(m: RosterMessage): void {
+    // ROSTER right behind JOINED is replayed while AudioSession.open() still runs: keep it until it returned.
+    if (!this.session) {
+      if (this.earlyRoster.length < 64) this.earlyRoster.push(m);
+      return;
+    }
+    this.roster ??= new RosterView(this.session.participantId);
+    const change = this.roster.apply(m);
+    if (change instanceof AgoraError) {
+      this.emit("error", { error: change, fatal: false });
+      return;
+    }
+    if (change.membership) this.emit("participants", { participants: this.roster.participants, total: this.roster.total });
+    for (const p of change.speaking) this.emit("speaking", { participant: p, speaking: p.speaking });
+  }
+
   private async end(error: AgoraError | undefined): Promise<void> {
     if (this.ended) return;
     this.ended = true;
+    if (error) this.emit("error", { error, fatal: true });
     this.encoder?.destroy();
     this.decoder?.destroy();
     this.encoder = this.decoder = undefined;

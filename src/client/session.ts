@@ -22,6 +22,7 @@ import {
   type MoveMessage,
   OutboundQueue,
   type RedirectMessage,
+  type RosterMessage,
   WIRE_VERSION,
   WIRE_VERSION_1_1,
   WireErrorCode,
@@ -90,6 +91,8 @@ export interface AudioSessionOptions {
    * as a server must not send one to a client that did not announce Capability.ROOM_DIRECTORY.
    */
   onControl?: (msg: MoveMessage) => void;
+  /** 1.1.0 ROSTER messages (announce Capability.ROSTER in `capabilities`); without a handler ROSTER ends the session */
+  onRoster?: (msg: RosterMessage) => void;
   /** bound on dial + protocol negotiation + JOIN/JOINED (default 10 s) */
   timeoutMs?: number;
   /** outbound audio frames held while the connection cannot keep up before the oldest is dropped */
@@ -280,6 +283,13 @@ export class AudioSession {
           return;
         }
         this.finish(new AgoraError("WIRE_PROTOCOL", "unexpected MOVE from server"), true);
+        return;
+      case "ROSTER":
+        if (this.wireVersion >= WIRE_VERSION_1_1 && this.opts.onRoster) {
+          this.opts.onRoster(m);
+          return;
+        }
+        this.finish(new AgoraError("WIRE_PROTOCOL", "unexpected ROSTER from server"), true);
         return;
       default:
         this.finish(new AgoraError("WIRE_PROTOCOL", `unexpected ${m.type} from server`), true);

@@ -5,9 +5,10 @@
 import { Elysia, t } from "elysia";
 import { AgoraError } from "../errors";
 import { authorize, SESSION_COOKIE, sessionValue, tokensEqual } from "./auth";
+import { CALL_CSP, CALL_SCRIPT, CALL_WORKLET, renderCallPage } from "./call-page";
 import { corsPlugin } from "./cors";
 import { renderLive, renderLogin, renderPage } from "./dashboard";
-import { DiscoverQueryModel, DrainReplyModel, ErrorModel, PeerModel, ReloadModel, RoomModel, StatusModel } from "./models";
+import { CallInfoModel, DiscoverQueryModel, DrainReplyModel, ErrorModel, PeerModel, ReloadModel, RoomModel, StatusModel } from "./models";
 import type { DashboardSource } from "./types";
 
 function jsonError(status: number, code: string, message: string): Response {
@@ -85,7 +86,9 @@ export function createDashboardApp(source: DashboardSource) {
       const verdict = authorize(request, token, mutating);
       if (verdict === "ok") return;
       const wantsHtml =
-        request.method === "GET" && (path === "/" || path === "/fragment") && (request.headers.get("accept") ?? "").includes("text/html");
+        request.method === "GET" &&
+        (path === "/" || path === "/fragment" || path === "/call") &&
+        (request.headers.get("accept") ?? "").includes("text/html");
       if (wantsHtml && verdict === "missing" && !mutating) {
         set.status = 303;
         set.headers.location = "/login";
@@ -141,6 +144,36 @@ export function createDashboardApp(source: DashboardSource) {
       set.headers["cache-control"] = "no-store";
       return renderLive(source.status(), source.peers(), source.rooms(), source.history());
     })
+    .get("/call", ({ set }) => {
+      set.headers["content-type"] = "text/html; charset=utf-8";
+      set.headers["cache-control"] = "no-store";
+      set.headers["content-security-policy"] = CALL_CSP;
+      return renderCallPage(source.status().name);
+    })
+    .get("/call/app.js", ({ set }) => {
+      set.headers["content-type"] = "text/javascript; charset=utf-8";
+      set.headers["cache-control"] = "no-cache";
+      return CALL_SCRIPT;
+    })
+    .get("/call/worklet.js", ({ set }) => {
+      set.headers["content-type"] = "text/javascript; charset=utf-8";
+      set.headers["cache-control"] = "no-cache";
+      return CALL_WORKLET;
+    })
+    .get(
+      "/api/call",
+      ({ set }) => {
+        set.headers["cache-control"] = "no-store";
+        const peerId = source.status().peer_id;
+        const addrs = source.webSocketAddrs?.() ?? [];
+        return {
+          peer_id: peerId,
+          ws_addrs: addrs.map((a) => (a.includes("/p2p/") ? a : `${a}/p2p/${peerId}`)),
+          default_room: "test-call",
+        };
+      },
+      { response: { 200: CallInfoModel } },
+    )
     .get("/api/status", () => source.status(), { response: { 200: StatusModel } })
     .get("/api/peers", () => source.peers(), { response: { 200: t.Array(PeerModel) } })
     .get("/api/rooms", () => source.rooms(), { response: { 200: t.Array(RoomModel) } })

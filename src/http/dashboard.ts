@@ -186,7 +186,7 @@ export function renderLive(s: StatusReport, peers: PeerReport[], rooms: RoomRepo
 </dl></section>`;
 }
 
-const CSS = `
+export const CSS = `
 :root{--bg:#0f1419;--fg:#e6e6e6;--muted:#8b949e;--card:#161b22;--line:#30363d;--ok:#3fb950;--warn:#d29922;--bad:#f85149;--accent:#58a6ff}
 *{box-sizing:border-box}body{margin:0;font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;background:var(--bg);color:var(--fg)}
 header{display:flex;align-items:baseline;gap:1rem;padding:1rem 1.5rem;border-bottom:1px solid var(--line)}
@@ -235,7 +235,7 @@ export function renderPage(s: StatusReport, peers: PeerReport[], rooms: RoomRepo
 <body><header><h1>agora-node · ${e(s.name)}</h1><span class="muted">${e(s.mode)} · ${e(s.region)} · v${e(s.version)}</span><span class="muted" id="refreshed"></span></header>
 <div class="banner bad" id="stale" role="alert" hidden></div>
 <main id="live">${renderLive(s, peers, rooms, history)}</main>
-<footer>JSON: <a href="/api/status">/api/status</a> · <a href="/api/peers">/api/peers</a> · <a href="/api/rooms">/api/rooms</a> · <a href="/health">/health</a></footer>
+<footer><a href="/call">Test call</a> · JSON: <a href="/api/status">/api/status</a> · <a href="/api/peers">/api/peers</a> · <a href="/api/rooms">/api/rooms</a> · <a href="/health">/health</a></footer>
 <script>${SCRIPT}</script></body></html>`;
 }
 

@@ -131,6 +131,14 @@ export const StatusModel = t.Object({
   relay: t.Union([RelayModel, t.Null()]),
 });
 
+/** What the test-call page (/call) needs to dial the node from a browser. */
+export const CallInfoModel = t.Object({
+  peer_id: t.String(),
+  /** the node's WebSocket multiaddrs (listen and announced; /ws, /wss or /tls/ws), each with /p2p/<peer id> */
+  ws_addrs: t.Array(t.String()),
+  default_room: t.String(),
+});
+
 export const ErrorModel = t.Object({ error: t.Object({ code: t.String(), message: t.String() }) });
 
 export const DrainReplyModel = t.Object({ ok: t.Boolean(), state: t.String() });

@@ -3,6 +3,7 @@
  * reaches into other subsystems directly.
  */
 import type {
+  CallInfoModel,
   DiscoverQueryModel,
   DiscoveryModel,
   HistorySampleModel,
@@ -25,6 +26,7 @@ export type StatusReport = typeof StatusModel.static;
 export type PeerReport = typeof PeerModel.static;
 export type RoomReport = typeof RoomModel.static;
 export type ReloadReport = typeof ReloadModel.static;
+export type CallInfo = typeof CallInfoModel.static;
 
 export type DiscoverParams = typeof DiscoverQueryModel.static;
 export type DiscoveryReport = typeof DiscoveryModel.static;
@@ -49,6 +51,8 @@ export interface DashboardSource {
   authToken(): string;
   /** Origins allowed to read the read-only API (dashboard.cors_origins); read per request so SIGHUP applies. */
   corsOrigins?(): readonly string[];
+  /** The node's WebSocket multiaddrs for the test-call page (none: the listener is off, network.ws_port = 0). */
+  webSocketAddrs?(): string[];
   /** A cross-origin preflight was refused (counted in agora_http_cors_refused_total{reason}). */
   corsRefused?(reason: "origin" | "path" | "method" | "header"): void;
 }

@@ -195,6 +195,8 @@ export class NodeRuntime implements DashboardSource {
           settings: this.mediaSettings(c),
           logger: this.log.child({ subsystem: "audio" }),
           registry: this.metrics.registry,
+          // Room statistics feed the roster's speaking flags (protocol.md "Roster"): 4 refreshes a second.
+          statsIntervalMs: 250,
         });
         const media = this.media;
         await this.lifecycle.start(
@@ -333,6 +335,10 @@ export class NodeRuntime implements DashboardSource {
 
   corsOrigins(): readonly string[] {
     return this.config.dashboard.cors_origins;
+  }
+
+  webSocketAddrs(): string[] {
+    return (this.network?.listenAddrs() ?? []).filter((a) => /\/(ws|wss)(\/|$)/.test(a));
   }
 
   corsRefused(reason: "origin" | "path" | "method" | "header"): void {

@@ -51,6 +51,8 @@ export const Capability = {
   ACCESS_CONTROL: 1 << 3,
   /** Per-listener mix settings (mute for me, per-source volume, priority speaker). */
   PERSONAL_MIX: 1 << 4,
+  /** ROSTER: the room's participants with speaking flags, on join and on change. */
+  ROSTER: 1 << 5,
 } as const;
 
 import {
@@ -94,10 +96,12 @@ export const MessageType = {
   REDIRECT: 0x07,
   /** 1.1.0: the room moves to a successor mixer; join it there with the token. */
   MOVE: 0x08,
+  /** 1.1.0 with Capability.ROSTER: who is in the room and who speaks. */
+  ROSTER: 0x09,
   AUDIO: 0x10,
 } as const;
 /*
- * Reserved type ranges for 1.1.0 capabilities (see protocol.md): 0x09-0x0f and 0x30-0x3f access control and
+ * Reserved type ranges for 1.1.0 capabilities (see protocol.md): 0x0a-0x0f and 0x30-0x3f access control and
  * personal mix, 0x11-0x1f audio variants (voice activity), 0x20-0x2f UDP datagram control.
  */
 
@@ -250,7 +254,8 @@ export type WireMessage =
   | PongMessage
   | AudioMessage
   | RedirectMessage
-  | MoveMessage;
+  | MoveMessage
+  | RosterMessage;
 
 /** Why a decode failed; also the `reason` label of `agora_audio_stream_errors_total`. */
 export type WireErrorReason =
@@ -393,6 +398,8 @@ export function encodeMessage(msg: WireMessage): Uint8Array {
     case "REDIRECT":
     case "MOVE":
       return encodePlacement(msg);
+    case "ROSTER":
+      return encodeRoster(msg);
     case "ERROR": {
       if (!Number.isInteger(msg.code) || msg.code < 0 || msg.code > 0xffff) invalid("error.code", `must be a uint16, got ${msg.code}`);
       let text = utf8.encode(msg.message);
@@ -674,6 +681,8 @@ export function decodeMessage(body: Uint8Array): DecodeResult<WireMessage> {
       return decodePlacement(new Reader(body, view, "redirect"), "REDIRECT");
     case MessageType.MOVE:
       return decodePlacement(new Reader(body, view, "move"), "MOVE");
+    case MessageType.ROSTER:
+      return decodeRoster(new Reader(body, view, "roster"));
     case MessageType.PING:
     case MessageType.PONG: {
       const name = type === MessageType.PING ? "PING" : "PONG";
@@ -1030,4 +1039,187 @@ export function wireErrorCodeFor(reason: WireErrorReason): number {
     default:
       return WireErrorCode.MALFORMED;
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// ROSTER (0x09, 1.1.0 with Capability.ROSTER; protocol.md "Roster")
+
+/** Participants a ROSTER snapshot lists at most (the rest only count in `total`). */
+export const MAX_ROSTER_LISTED = 256;
+export const RosterKind = { SNAPSHOT: 1, SPEAKING: 2 } as const;
+/** Flag bits of a roster entry; unknown bits are ignored by clients (servers send them 0). */
+export const RosterFlag = { SPEAKING: 0x01 } as const;
+
+export interface RosterEntry {
+  participantId: string;
+  name: string;
+  speaking: boolean;
+}
+
+/**
+ * One page of a roster snapshot: entries `index … index + entries.length − 1` of the `listed` first
+ * participants (join order) of revision `rev`; `total` counts everyone in the room. A snapshot is complete
+ * with the page that reaches `listed`.
+ */
+export interface RosterSnapshotMessage {
+  type: "ROSTER";
+  kind: "snapshot";
+  rev: number;
+  total: number;
+  listed: number;
+  index: number;
+  entries: RosterEntry[];
+}
+
+/** Speaking flags of revision `rev`'s listed participants, in its order (membership unchanged). */
+export interface RosterSpeakingMessage {
+  type: "ROSTER";
+  kind: "speaking";
+  rev: number;
+  speaking: boolean[];
+}
+
+export type RosterMessage = RosterSnapshotMessage | RosterSpeakingMessage;
+
+const ROSTER_SNAPSHOT_HEADER = 1 + 1 + 4 + 2 + 2 + 2 + 1;
+
+function rosterEntryBytes(e: RosterEntry, field: string): { pid: Uint8Array; name: Uint8Array } {
+  if (!PARTICIPANT_ID_RE.test(e.participantId)) invalid(`${field}.participantId`, `"${e.participantId}" is not a valid participant id`);
+  const nameErr = checkDisplayName(e.name);
+  if (nameErr) invalid(`${field}.name`, nameErr);
+  return { pid: utf8.encode(e.participantId), name: utf8.encode(e.name) };
+}
+
+function encodeRoster(msg: RosterMessage): Uint8Array {
+  checkU32("roster.rev", msg.rev);
+  if (msg.kind === "speaking") {
+    const listed = msg.speaking.length;
+    if (listed > MAX_ROSTER_LISTED) invalid("roster.listed", `${listed} participants, at most ${MAX_ROSTER_LISTED}`);
+    const { buf, view } = frameBuffer(1 + 1 + 4 + 2 + Math.ceil(listed / 8));
+    let o = LENGTH_PREFIX_BYTES;
+    view.setUint8(o++, MessageType.ROSTER);
+    view.setUint8(o++, RosterKind.SPEAKING);
+    view.setUint32(o, msg.rev);
+    o += 4;
+    view.setUint16(o, listed);
+    o += 2;
+    for (let i = 0; i < listed; i++) if (msg.speaking[i]) buf[o + (i >> 3)]! |= 0x80 >> (i & 7);
+    return buf;
+  }
+  if (!Number.isInteger(msg.total) || msg.total < 0 || msg.total > 0xffff) invalid("roster.total", `must be a uint16, got ${msg.total}`);
+  if (!Number.isInteger(msg.listed) || msg.listed < 0 || msg.listed > Math.min(msg.total, MAX_ROSTER_LISTED))
+    invalid("roster.listed", `must be 0-${Math.min(msg.total, MAX_ROSTER_LISTED)} (total ${msg.total}), got ${msg.listed}`);
+  if (!Number.isInteger(msg.index) || msg.index < 0 || msg.index + msg.entries.length > msg.listed || msg.entries.length > 255)
+    invalid("roster.index", `entries ${msg.index}..${msg.index + msg.entries.length - 1} outside the ${msg.listed} listed`);
+  const parts = msg.entries.map((e, i) => rosterEntryBytes(e, `roster.entries[${i}]`));
+  let size = ROSTER_SNAPSHOT_HEADER;
+  for (const p of parts) size += 3 + p.pid.length + p.name.length;
+  if (size > MAX_MESSAGE_LENGTH)
+    invalid("roster.entries", `page of ${size} bytes exceeds ${MAX_MESSAGE_LENGTH}; split it (encodeRosterSnapshot)`);
+  const { buf, view } = frameBuffer(size);
+  let o = LENGTH_PREFIX_BYTES;
+  view.setUint8(o++, MessageType.ROSTER);
+  view.setUint8(o++, RosterKind.SNAPSHOT);
+  view.setUint32(o, msg.rev);
+  o += 4;
+  view.setUint16(o, msg.total);
+  o += 2;
+  view.setUint16(o, msg.listed);
+  o += 2;
+  view.setUint16(o, msg.index);
+  o += 2;
+  view.setUint8(o++, parts.length);
+  msg.entries.forEach((e, i) => {
+    const { pid, name } = parts[i]!;
+    view.setUint8(o++, e.speaking ? RosterFlag.SPEAKING : 0);
+    view.setUint8(o++, pid.length);
+    buf.set(pid, o);
+    o += pid.length;
+    view.setUint8(o++, name.length);
+    buf.set(name, o);
+    o += name.length;
+  });
+  return buf;
+}
+
+/**
+ * A whole snapshot as ROSTER pages, each as full as MAX_MESSAGE_LENGTH allows (one page up to ~100
+ * typical entries; the worst case of 64-byte ids and names is 31 per page). `entries` beyond
+ * MAX_ROSTER_LISTED are not sent; `total` says how many there are.
+ */
+export function encodeRosterSnapshot(rev: number, total: number, entries: readonly RosterEntry[]): Uint8Array[] {
+  const listed = Math.min(entries.length, MAX_ROSTER_LISTED);
+  const pages: Uint8Array[] = [];
+  let index = 0;
+  do {
+    let size = ROSTER_SNAPSHOT_HEADER;
+    let end = index;
+    while (end < listed && end - index < 255) {
+      const e = entries[end]!;
+      const n = 3 + utf8.encode(e.participantId).length + utf8.encode(e.name).length;
+      if (size + n > MAX_MESSAGE_LENGTH) break;
+      size += n;
+      end++;
+    }
+    pages.push(encodeRoster({ type: "ROSTER", kind: "snapshot", rev, total, listed, index, entries: entries.slice(index, end) }));
+    index = end;
+  } while (index < listed);
+  return pages;
+}
+
+function decodeRoster(r: Reader): DecodeResult<WireMessage> {
+  const kind = r.u8("kind");
+  if (isErr(kind)) return { ok: false, error: kind };
+  const rev = r.u32("rev");
+  if (isErr(rev)) return { ok: false, error: rev };
+  if (kind === RosterKind.SPEAKING) {
+    const listed = r.u16("listed");
+    if (isErr(listed)) return { ok: false, error: listed };
+    if (listed > MAX_ROSTER_LISTED) return fail("bad_field", "roster.listed", `${listed} participants, at most ${MAX_ROSTER_LISTED}`);
+    const bits = r.bytes(Math.ceil(listed / 8), "speaking");
+    if (isErr(bits)) return { ok: false, error: bits };
+    const end = r.end();
+    if (end) return { ok: false, error: end };
+    const speaking = Array.from({ length: listed }, (_, i) => (bits[i >> 3]! & (0x80 >> (i & 7))) !== 0);
+    return { ok: true, value: { type: "ROSTER", kind: "speaking", rev, speaking } };
+  }
+  if (kind !== RosterKind.SNAPSHOT) return fail("bad_field", "roster.kind", `unknown roster kind ${kind}`);
+  const total = r.u16("total");
+  if (isErr(total)) return { ok: false, error: total };
+  const listed = r.u16("listed");
+  if (isErr(listed)) return { ok: false, error: listed };
+  if (listed > Math.min(total, MAX_ROSTER_LISTED))
+    return fail("bad_field", "roster.listed", `${listed} listed of ${total}, at most ${Math.min(total, MAX_ROSTER_LISTED)}`);
+  const index = r.u16("index");
+  if (isErr(index)) return { ok: false, error: index };
+  const count = r.u8("count");
+  if (isErr(count)) return { ok: false, error: count };
+  if (index + count > listed)
+    return fail("bad_field", "roster.index", `entries ${index}..${index + count - 1} outside the ${listed} listed`);
+  const entries: RosterEntry[] = [];
+  for (let i = 0; i < count; i++) {
+    const flags = r.u8(`entries[${i}].flags`);
+    if (isErr(flags)) return { ok: false, error: flags };
+    const pidLen = r.u8(`entries[${i}].participantIdLength`);
+    if (isErr(pidLen)) return { ok: false, error: pidLen };
+    const pidBytes = r.bytes(pidLen, `entries[${i}].participantId`);
+    if (isErr(pidBytes)) return { ok: false, error: pidBytes };
+    const participantId = ascii.decode(pidBytes);
+    if (!PARTICIPANT_ID_RE.test(participantId))
+      return fail("bad_field", `roster.entries[${i}].participantId`, `"${participantId.slice(0, 80)}" is not a valid participant id`);
+    const nameLen = r.u8(`entries[${i}].nameLength`);
+    if (isErr(nameLen)) return { ok: false, error: nameLen };
+    if (nameLen > MAX_NAME_BYTES)
+      return fail("bad_field", `roster.entries[${i}].name`, `display name of ${nameLen} bytes exceeds ${MAX_NAME_BYTES}`);
+    const nameBytes = r.bytes(nameLen, `entries[${i}].name`);
+    if (isErr(nameBytes)) return { ok: false, error: nameBytes };
+    const name = decodeUtf8(nameBytes);
+    if (name === undefined) return fail("bad_field", `roster.entries[${i}].name`, "display name is not valid UTF-8");
+    const nameErr = checkDisplayName(name);
+    if (nameErr) return fail("bad_field", `roster.entries[${i}].name`, nameErr);
+    entries.push({ participantId, name, speaking: (flags & RosterFlag.SPEAKING) !== 0 });
+  }
+  const end = r.end();
+  if (end) return { ok: false, error: end };
+  return { ok: true, value: { type: "ROSTER", kind: "snapshot", rev, total, listed, index, entries } };
 }

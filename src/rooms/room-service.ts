@@ -24,6 +24,7 @@ import {
   AUDIO_PROTOCOL,
   AUDIO_PROTOCOLS,
   type AudioFrame,
+  Capability,
   CHANNELS,
   CODEC_OPUS,
   checkOpusPacket,
@@ -44,6 +45,7 @@ import {
   wireErrorCodeFor,
   wireVersionForProtocol,
 } from "../protocol";
+import { type RosterMember, RosterPublisher } from "./roster";
 
 export interface AudioServiceLimits {
   /** A joined stream that sends nothing (no audio, no PING) for this long is half-open: closed. */
@@ -95,6 +97,8 @@ export interface AudioServiceLimits {
   /** Idle/join timeouts acted on per sweep pass; the rest follow one pass later (`expirySpreadMs`). */
   maxExpiriesPerSweep: number;
   expirySpreadMs: number;
+  /** Spacing of roster updates to one session (protocol.md "Roster": ≤ 5/s at 200 ms). */
+  rosterIntervalMs: number;
 }
 
 export const DEFAULT_AUDIO_SERVICE_LIMITS: Readonly<AudioServiceLimits> = Object.freeze({
@@ -118,6 +122,7 @@ export const DEFAULT_AUDIO_SERVICE_LIMITS: Readonly<AudioServiceLimits> = Object
   penaltyMs: 10_000,
   maxExpiriesPerSweep: 4,
   expirySpreadMs: 20,
+  rosterIntervalMs: 200,
 });
 
 /** Which per-peer/per-IP limit refused something: the `limit` label of agora_audio_net_limited_total. */
@@ -343,6 +348,8 @@ interface Session {
   readonly wireVersion: number;
   /** Capabilities the client announced in JOIN (1.1.0), 0 before JOIN or on 1.0.0. */
   clientCapabilities: number;
+  /** Its entry in the room's roster while joined. */
+  rosterMember?: RosterMember;
 }
 
 export class AudioRoomService {
@@ -359,7 +366,8 @@ export class AudioRoomService {
   private running = false;
   private draining = false;
   /** Capability bits this server offers in JOINED on 1.1.0 sessions (features OR theirs in as they land). */
-  private readonly capabilities = 0;
+  private readonly capabilities = Capability.ROSTER;
+  private readonly roster: RosterPublisher;
 
   constructor(private readonly opts: AudioRoomServiceOptions) {
     this.limits = { ...DEFAULT_AUDIO_SERVICE_LIMITS, ...opts.limits };
@@ -370,6 +378,12 @@ export class AudioRoomService {
     this.log = opts.logger.child({ component: "audio-net" });
     this.now = opts.now ?? (() => performance.now());
     this.bitrate = opts.bitrate ?? 32_000;
+    this.roster = new RosterPublisher({
+      registry: opts.registry,
+      now: this.now,
+      intervalMs: this.limits.rosterIntervalMs,
+      speaking: () => speakingByRoom(this.opts.engine.rooms()),
+    });
   }
 
   /** Applies settings that may change while running; takes effect for the next JOIN. */
@@ -406,6 +420,7 @@ export class AudioRoomService {
     );
     this.sweepTimer = setInterval(() => this.sweep(), sweepMs);
     this.sweepTimer.unref?.();
+    this.roster.start();
     this.log.info({ protocols: AUDIO_PROTOCOLS }, "audio protocol registered");
   }
 
@@ -417,6 +432,7 @@ export class AudioRoomService {
     this.sweepTimer = undefined;
     clearTimeout(this.spreadTimer);
     this.spreadTimer = undefined;
+    this.roster.stop();
     try {
       await this.opts.libp2p.unhandle([...AUDIO_PROTOCOLS]);
     } catch (err) {
@@ -672,6 +688,7 @@ export class AudioRoomService {
       case "JOINED":
       case "REDIRECT":
       case "MOVE":
+      case "ROSTER":
         this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, `${m.type} is sent by servers only`, "unexpected_message");
         return;
     }
@@ -736,6 +753,14 @@ export class AudioRoomService {
       false,
     );
     s.log.info({ name: m.name || undefined }, "participant joined");
+    s.rosterMember = {
+      participantId,
+      name: m.name,
+      subscribed: s.wireVersion >= WIRE_VERSION_1_1 && (s.clientCapabilities & this.capabilities & Capability.ROSTER) !== 0,
+      canSend: () => s.state === "joined" && s.queue.depth === 0,
+      send: (bytes) => s.queue.send(bytes, false),
+    };
+    this.roster.add(m.room, s.rosterMember);
   }
 
   private onEngineFrame(s: Session, frame: AudioFrame): void {
@@ -861,6 +886,8 @@ export class AudioRoomService {
     const { room, participantId } = s;
     s.participantId = undefined;
     this.participantIds.delete(participantId);
+    if (s.rosterMember) this.roster.remove(room, s.rosterMember);
+    s.rosterMember = undefined;
     for (const p of s.principals) p.joined--;
     try {
       this.opts.engine.leave(room, participantId);
@@ -887,4 +914,15 @@ export class AudioRoomService {
       if (!this.participantIds.has(id)) return id;
     }
   }
+}
+
+/** Speaking participant ids per room, from the engine's room statistics. */
+function speakingByRoom(rooms: RoomStats[]): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>();
+  for (const r of rooms) {
+    const ids = new Set<string>();
+    for (const p of r.participants) if (p.speaking) ids.add(p.id);
+    out.set(r.id, ids);
+  }
+  return out;
 }

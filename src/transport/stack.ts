@@ -4,6 +4,7 @@
  * plain, broken-under-Bun transports.
  */
 import { yamux } from "@chainsafe/libp2p-yamux";
+import type { Libp2pOptions } from "libp2p";
 import { agoraNoise } from "./noise";
 import { agoraTcp } from "./tcp";
 
@@ -26,7 +27,12 @@ export const YAMUX_MAX_FRAME_BYTES = 16 * 1024;
  */
 export const YAMUX_MAX_WINDOW_BYTES = 4 * 1024 * 1024;
 
-export function agoraTransportStack() {
+/** Spread into createLibp2p's options (typed so the SDK's declaration files can name it). */
+export type AgoraTransportStack = Required<Pick<Libp2pOptions, "transports" | "connectionEncrypters">> & {
+  streamMuxers: ReturnType<typeof yamux>[];
+};
+
+export function agoraTransportStack(): AgoraTransportStack {
   return {
     transports: [agoraTcp()],
     connectionEncrypters: [agoraNoise()],

@@ -19,6 +19,11 @@
  * - TCP connections that never finish the HTTP upgrade (nothing sent, half a request, plain HTTP): node:http
  *   under Bun never closes them. Each gets `upgradeTimeoutMs` (upgrade_timeout), at most
  *   `maxUpgradingSockets` at once (too_many_upgrading).
+ * - an upgrade request that is not HTTP, or whose headers exceed node:http's limit (16 KiB): Bun's parser
+ *   answers 400/431 and closes by itself, but nothing counted it. Its 'clientError' is now handled here
+ *   (malformed_request, request_too_large): the same answer, a reset, and the count. (A 'clientError'
+ *   listener takes the close over from node:http: without the reset such a socket would stay open, read and
+ *   discarded, until upgrade_timeout.)
  * - the WebSocket message size: `ws` accepts 100 MiB messages and buffers a message whole before libp2p sees
  *   any of it; a noise transport message is at most 65 535 bytes, so anything above `maxMessageBytes` is
  *   closed by the WebSocket layer with 1009 (frame_too_large); malformed frames close with 1002/1007
@@ -43,6 +48,8 @@ import { webSockets } from "@libp2p/websockets";
 export const WS_REJECT_REASONS = [
   "upgrade_timeout",
   "too_many_upgrading",
+  "request_too_large",
+  "malformed_request",
   "frame_too_large",
   "malformed_frame",
   "handshake_timeout",
@@ -93,10 +100,20 @@ interface RawSocket {
   on(event: "close", fn: () => void): void;
 }
 
+/** The socket node:http hands to 'clientError'. */
+interface ClientErrorSocket {
+  remoteAddress?: string;
+  remotePort?: number;
+  writable?: boolean;
+  write?(data: string): unknown;
+  resetAndDestroy?(): void;
+  destroy(): void;
+}
+
 /** The internals of @libp2p/websockets 10.1.21's listener this module relies on. */
 interface StockListenerInternals {
   server?: { on(event: "connection", fn: (socket: RawSocket) => void): void };
-  http?: HttpServerLike;
+  http?: HttpServerLike & { on?(event: "clientError", fn: (err: Error & { code?: string }, socket: ClientErrorSocket) => void): void };
   https?: HttpServerLike;
   wsServer?: { options?: { maxPayload?: number } };
   onWsServerConnection?: (socket: WsSocket, req: { socket?: { remoteAddress?: string; remotePort?: number } } | undefined) => void;
@@ -187,6 +204,32 @@ export function agoraWebSockets(init: AgoraWebSocketsInit = {}): WebSocketsFacto
           upgrading.delete(key);
         });
       });
+      // Bun's parser may report one bad request more than once (each chunk read after the error).
+      const clientErrors = new WeakSet<ClientErrorSocket>();
+      const onClientError = (err: Error & { code?: string }, socket: ClientErrorSocket) => {
+        if (clientErrors.has(socket)) return;
+        clientErrors.add(socket);
+        const tooLarge = err.code === "HPE_HEADER_OVERFLOW";
+        reject(tooLarge ? "request_too_large" : "malformed_request", remoteKey(socket.remoteAddress, socket.remotePort));
+        try {
+          if (socket.writable)
+            socket.write?.(
+              tooLarge
+                ? "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n"
+                : "HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n",
+            );
+        } finally {
+          // Under Bun only a reset closes a socket node:http holds (see above).
+          if (socket.resetAndDestroy) socket.resetAndDestroy();
+          else socket.destroy();
+        }
+      };
+      // The stock listener creates its node:http server in listen().
+      const listen = listener.listen.bind(listener);
+      listener.listen = async (ma) => {
+        await listen(ma);
+        listener.http?.on?.("clientError", onClientError);
+      };
       listener.onWsServerConnection = (socket, req) => {
         const key = remoteKey(req?.socket?.remoteAddress, req?.socket?.remotePort);
         const timer = upgrading.get(key);

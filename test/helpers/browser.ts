@@ -19,9 +19,28 @@ const ARGS = [
   "--disable-sync",
 ];
 
+export interface ChromiumOptions {
+  /**
+   * A fake microphone: getUserMedia is granted without a prompt and captures this WAV (16-bit PCM, looped);
+   * audio may play without a user gesture.
+   */
+  fakeAudioCapture?: string;
+}
+
+function argsFor(opts: ChromiumOptions): string[] {
+  if (!opts.fakeAudioCapture) return ARGS;
+  return [
+    ...ARGS,
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    `--use-file-for-fake-audio-capture=${opts.fakeAudioCapture}`,
+    "--autoplay-policy=no-user-gesture-required",
+  ];
+}
+
 /** A browser context on a new profile in `userDataDir` (the caller removes the folder afterwards). */
-export function launchChromium(userDataDir: string): Promise<BrowserContext> {
-  return chromium.launchPersistentContext(userDataDir, { executablePath: CHROMIUM, headless: true, args: ARGS });
+export function launchChromium(userDataDir: string, opts: ChromiumOptions = {}): Promise<BrowserContext> {
+  return chromium.launchPersistentContext(userDataDir, { executablePath: CHROMIUM, headless: true, args: argsFor(opts) });
 }
 
 /** A browser whose contexts (browser.newContext()) each start empty. */

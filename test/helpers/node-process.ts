@@ -97,6 +97,8 @@ export interface StartOptions {
   keepDataDir?: boolean;
   /** Command prefix, e.g. ["ip", "netns", "exec", "ns1"] to run the node on a test host. */
   exec?: string[];
+  /** Working directory of the process (default: the test's); a compiled binary must not depend on it. */
+  cwd?: string;
   /** Address the node binds everything to (a test host's IP); 127.0.0.1 by default. Non-loopback needs a token in env. */
   host?: string;
 }
@@ -129,6 +131,7 @@ export async function startNode(opts: StartOptions = {}): Promise<NodeHandle> {
     ],
     {
       env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dataDir, ...opts.env },
+      cwd: opts.cwd,
       stdin: "ignore",
       stdout: "pipe",
       stderr: "pipe",

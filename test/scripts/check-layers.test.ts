@@ -52,3 +52,18 @@ test("a circle between subsystems is found even when no two files form one (type
   expect(r.code).toBe(1);
   expect(r.err).toMatch(/subsystem circle: a → b .*; b → a/);
 });
+
+test("a subsystem's portable.ts is a face too (the runtime-neutral part a browser bundle takes alone)", () => {
+  const d = tree({
+    "a/index.ts": 'import { c } from "../b/portable";\nimport { y } from "../b/portable.ts";\nexport const x = c + y;\n',
+    "b/index.ts": 'export { c, y } from "./portable";\n',
+    "b/portable.ts": "export const c = 1;\nexport const y = 2;\n",
+  });
+  expect(check(d)).toEqual({ code: 0, err: expect.stringContaining("no circle") });
+  const bad = tree({
+    "a/index.ts": 'import { y } from "../b/portable-ish";\n',
+    "b/index.ts": "",
+    "b/portable-ish.ts": "export const y = 1;\n",
+  });
+  expect(check(bad).code).toBe(1);
+});

@@ -206,4 +206,53 @@ describe("bad input on the WebSocket listener", () => {
     const conn = await client.dial(wsMultiaddr(), { signal: AbortSignal.timeout(10_000), force: true });
     expect(await client.services.ping.ping(conn.remoteAddr, { signal: AbortSignal.timeout(5_000) })).toBeGreaterThanOrEqual(0);
   }, 30_000);
+
+  test("an upgrade request with oversized headers, or not HTTP at all, is answered, closed at once and counted", async () => {
+    const port = Number(wsUrl.split(":")[2]!.replace("/", ""));
+    const beforeLarge = count("request_too_large");
+    const beforeMalformed = count("malformed_request");
+    const beforeTimeout = count("upgrade_timeout");
+    /** Writes `head` then keeps writing `tail` (if any) until the server closes; resolves with its answer. */
+    const abuse = (head: string, tail?: Buffer) =>
+      new Promise<{ answer: string; written: number }>((resolve) => {
+        const sock = tcpConnect(port, "127.0.0.1");
+        let answer = "";
+        let written = 0;
+        let closed = false;
+        sock.on("data", (d) => {
+          answer += d.toString();
+        });
+        sock.on("error", () => undefined);
+        sock.on("close", () => {
+          closed = true;
+          resolve({ answer, written });
+        });
+        sock.on("connect", async () => {
+          sock.write(head);
+          // Bounded: at most 64 MiB, the server closes long before (its header limit is 16 KiB).
+          while (tail && !closed && written < 64 * 1024 * 1024) {
+            written += tail.length;
+            if (!sock.write(tail))
+              await new Promise((r) => {
+                sock.once("drain", r);
+                sock.once("close", r);
+              });
+          }
+        });
+      });
+    const [big, garbage] = await Promise.all([
+      abuse("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Big: ", Buffer.alloc(64 * 1024, 97)),
+      abuse("hello, this is not HTTP\r\n\r\n"),
+    ]);
+    expect(big.answer).toStartWith("HTTP/1.1 431");
+    expect(big.written).toBeLessThan(64 * 1024 * 1024);
+    expect(garbage.answer).toStartWith("HTTP/1.1 400");
+    await eventually(() => count("request_too_large") > beforeLarge && count("malformed_request") > beforeMalformed, 5_000, "both counted");
+    expect(count("request_too_large") - beforeLarge).toBe(1);
+    expect(count("malformed_request") - beforeMalformed).toBe(1);
+    // Closed by the parser's verdict, not left to the upgrade timeout.
+    expect(count("upgrade_timeout")).toBe(beforeTimeout);
+    const conn = await client.dial(wsMultiaddr(), { signal: AbortSignal.timeout(10_000), force: true });
+    expect(await client.services.ping.ping(conn.remoteAddr, { signal: AbortSignal.timeout(5_000) })).toBeGreaterThanOrEqual(0);
+  }, 30_000);
 });

@@ -5,6 +5,27 @@
  * (src/audio); it depends on nothing but src/errors, so any of them can import it without the others.
  */
 export * from "./constants";
+export {
+  DATAGRAM_DROP_REASONS,
+  DATAGRAM_HEADER_BYTES,
+  DATAGRAM_KEY_BYTES,
+  DATAGRAM_TAG_BYTES,
+  DATAGRAM_VERSION,
+  DatagramDirection,
+  type DatagramDirectionValue,
+  type DatagramDropReason,
+  DatagramFlag,
+  type DatagramHeader,
+  datagramKey,
+  datagramNonce,
+  MAX_DATAGRAM_BYTES,
+  MAX_DATAGRAM_COUNTER,
+  MIN_DATAGRAM_BYTES,
+  openDatagram,
+  parseDatagramHeader,
+  ReplayWindow,
+  sealDatagram,
+} from "./datagram";
 export { chunkBytes, type DrainableStream, OutboundQueue } from "./send-queue";
 export type { AudioFrame, OpusCodec, OpusDecoder, OpusEncoder, OpusEncoderOptions } from "./types";
 export {
@@ -40,6 +61,8 @@ export {
   MAX_NAME_BYTES,
   MAX_PARTICIPANT_ID_LENGTH,
   MAX_REDIRECT_ADDRS,
+  MAX_UDP_OFFER_ADDR_BYTES,
+  MAX_UDP_OFFER_ADDRS,
   MessageDecoder,
   MessageType,
   type MessageTypeName,
@@ -48,6 +71,8 @@ export {
   type PingMessage,
   type PongMessage,
   type RedirectMessage,
+  type UdpOffer,
+  type UdpReportMessage,
   SUPPORTED_WIRE_VERSIONS,
   seqDiff,
   WIRE_VERSION,

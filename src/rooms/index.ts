@@ -14,3 +14,10 @@ export {
   SeqWindow,
   type StreamErrorReason,
 } from "./room-service";
+export {
+  DEFAULT_UDP_VOICE_LIMITS,
+  UdpSendPolicy,
+  UdpVoiceEndpoint,
+  type UdpVoiceEndpointOptions,
+  type UdpVoiceLimits,
+} from "./udp-voice";

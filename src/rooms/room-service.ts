@@ -24,6 +24,7 @@ import {
   AUDIO_PROTOCOL,
   AUDIO_PROTOCOLS,
   type AudioFrame,
+  Capability,
   CHANNELS,
   CODEC_OPUS,
   checkOpusPacket,
@@ -44,6 +45,7 @@ import {
   wireErrorCodeFor,
   wireVersionForProtocol,
 } from "../protocol";
+import type { UdpVoiceEndpoint, UdpVoiceSession } from "./udp-voice";
 
 export interface AudioServiceLimits {
   /** A joined stream that sends nothing (no audio, no PING) for this long is half-open: closed. */
@@ -135,6 +137,10 @@ export interface AudioRoomServiceOptions {
   limits?: Partial<AudioServiceLimits>;
   /** Monotonic clock in ms (default performance.now); tests inject one to drive the token buckets. */
   now?: () => number;
+  /** Voice datagrams (Capability.UDP_DATAGRAMS); without it every session uses the stream. */
+  udp?: UdpVoiceEndpoint;
+  /** IP addresses offered beside the UDP port (none: clients send to the host they dialled). */
+  udpAddrs?: string[];
 }
 
 /** Settings that change on a running service (SIGHUP). */
@@ -343,6 +349,10 @@ interface Session {
   readonly wireVersion: number;
   /** Capabilities the client announced in JOIN (1.1.0), 0 before JOIN or on 1.0.0. */
   clientCapabilities: number;
+  /** Voice datagrams of this session, when both sides announced UDP_DATAGRAMS and the connection is direct. */
+  udp?: UdpVoiceSession;
+  /** the connection is relayed (no direct path for datagrams) */
+  readonly relayed: boolean;
 }
 
 export class AudioRoomService {
@@ -359,7 +369,8 @@ export class AudioRoomService {
   private running = false;
   private draining = false;
   /** Capability bits this server offers in JOINED on 1.1.0 sessions (features OR theirs in as they land). */
-  private readonly capabilities = 0;
+  private readonly capabilities: number;
+  private reportTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(private readonly opts: AudioRoomServiceOptions) {
     this.limits = { ...DEFAULT_AUDIO_SERVICE_LIMITS, ...opts.limits };
@@ -369,6 +380,7 @@ export class AudioRoomService {
     this.metrics = createMetrics(opts.registry);
     this.log = opts.logger.child({ component: "audio-net" });
     this.now = opts.now ?? (() => performance.now());
+    this.capabilities = opts.udp ? Capability.UDP_DATAGRAMS : 0;
     this.bitrate = opts.bitrate ?? 32_000;
   }
 
@@ -406,6 +418,11 @@ export class AudioRoomService {
     );
     this.sweepTimer = setInterval(() => this.sweep(), sweepMs);
     this.sweepTimer.unref?.();
+    if (this.opts.udp) {
+      this.opts.udp.start();
+      this.reportTimer = setInterval(() => this.udpTick(), this.opts.udp.limits.reportIntervalMs);
+      this.reportTimer.unref?.();
+    }
     this.log.info({ protocols: AUDIO_PROTOCOLS }, "audio protocol registered");
   }
 
@@ -415,6 +432,8 @@ export class AudioRoomService {
     this.running = false;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = undefined;
+    if (this.reportTimer) clearInterval(this.reportTimer);
+    this.reportTimer = undefined;
     clearTimeout(this.spreadTimer);
     this.spreadTimer = undefined;
     try {
@@ -426,6 +445,7 @@ export class AudioRoomService {
       this.closeSession(s, { code: WireErrorCode.SHUTTING_DOWN, message: "node is shutting down" }),
     );
     await Promise.allSettled(closing);
+    this.opts.udp?.stop();
     this.log.info("audio protocol stopped");
   }
 
@@ -487,6 +507,7 @@ export class AudioRoomService {
       seq: new SeqWindow(this.limits.reorderWindow),
       wireVersion: wireVersionForProtocol(stream.protocol ?? "") ?? WIRE_VERSION,
       clientCapabilities: 0,
+      relayed: ip === undefined,
     };
     this.sessions.add(s);
     this.metrics.streamsActive.inc();
@@ -626,28 +647,21 @@ export class AudioRoomService {
           this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "AUDIO before JOIN", "unexpected_message");
           return;
         }
-        const verdict = s.seq.accept(m.seq);
-        if (verdict === "duplicate" || verdict === "late") {
-          this.metrics.framesDropped.inc({ reason: verdict });
-          return;
-        }
-        if (verdict === "reordered") this.metrics.framesReordered.inc();
-        const limited = this.takeFrame(s, this.now());
-        if (limited) {
-          this.metrics.limited.inc({ limit: limited });
-          this.metrics.framesDropped.inc({ reason: "rate_limited" });
-          return;
-        }
         if (checkOpusPacket(m.payload) !== undefined) {
           // A broken encoder is not hostile: drop the frame (the mixer conceals it), keep the participant.
           this.metrics.framesDropped.inc({ reason: "invalid_opus" });
           return;
         }
-        const frame: AudioFrame = { seq: m.seq, timestamp: m.timestamp, payload: m.payload };
-        this.opts.engine.pushFrame(s.room!, s.participantId!, frame);
-        this.metrics.framesIn.inc();
+        this.acceptFrame(s, { seq: m.seq, timestamp: m.timestamp, payload: m.payload });
         return;
       }
+      case "UDP_REPORT":
+        if (!s.udp) {
+          this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "UDP_REPORT on a session without voice datagrams", "unexpected_message");
+          return;
+        }
+        s.udp.policy.report(m.received, this.now());
+        return;
       case "PING":
         s.queue.send(encodeMessage({ type: "PONG", nonce: m.nonce }), false);
         return;
@@ -675,6 +689,68 @@ export class AudioRoomService {
         this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, `${m.type} is sent by servers only`, "unexpected_message");
         return;
     }
+  }
+
+  /**
+   * One inbound frame, from the stream or a datagram (already checked as Opus): one sequence window for both
+   * paths, so a frame that came both ways during a switch reaches the engine once.
+   */
+  private acceptFrame(s: Session, frame: AudioFrame): void {
+    const verdict = s.seq.accept(frame.seq);
+    if (verdict === "duplicate" || verdict === "late") {
+      this.metrics.framesDropped.inc({ reason: verdict });
+      return;
+    }
+    if (verdict === "reordered") this.metrics.framesReordered.inc();
+    const limited = this.takeFrame(s, this.now());
+    if (limited) {
+      this.metrics.limited.inc({ limit: limited });
+      this.metrics.framesDropped.inc({ reason: "rate_limited" });
+      return;
+    }
+    this.opts.engine.pushFrame(s.room!, s.participantId!, frame);
+    this.metrics.framesIn.inc();
+  }
+
+  /** Datagram offer for a session that may use one: 1.1.0, both announced UDP_DATAGRAMS, a direct connection. */
+  private openUdp(s: Session): UdpVoiceSession | undefined {
+    const udp = this.opts.udp;
+    if (!udp || s.wireVersion < WIRE_VERSION_1_1 || (s.clientCapabilities & Capability.UDP_DATAGRAMS) === 0 || s.relayed) return undefined;
+    // The voice-activity bit reaches the engine only from a client that announced it means it.
+    const voice = (s.clientCapabilities & Capability.VOICE_ACTIVITY) !== 0;
+    return udp.open({
+      onFrame: (frame) =>
+        this.guard(s, () => {
+          if (s.state !== "joined") return;
+          if (!voice) frame.voice = undefined;
+          this.acceptFrame(s, frame);
+        }),
+      onAlive: () => {
+        s.lastRxAt = this.now();
+        s.pingedAt = 0;
+      },
+    });
+  }
+
+  /** Every report interval: UDP_REPORT to clients whose datagrams arrived, keepalives where nothing went out. */
+  private udpTick(): void {
+    const udp = this.opts.udp;
+    if (!udp) return;
+    const now = this.now();
+    for (const s of this.sessions) {
+      const u = s.udp;
+      if (!u || s.state !== "joined") continue;
+      this.guard(s, () => {
+        if (u.received !== u.reportedReceived) {
+          u.reportedReceived = u.received;
+          s.queue.send(encodeMessage({ type: "UDP_REPORT", received: u.received }), false);
+        }
+        u.policy.evaluate(now);
+        if (u.bound && now - u.lastTxAt >= udp.limits.reportIntervalMs) udp.send(u, undefined);
+      });
+    }
+    udp.logDrops();
+    udp.pruneSources(now);
   }
 
   private join(s: Session, m: JoinMessage): void {
@@ -715,6 +791,7 @@ export class AudioRoomService {
     s.state = "joined";
     s.room = m.room;
     s.participantId = participantId;
+    s.udp = this.openUdp(s);
     s.name = m.name;
     this.participantIds.add(participantId);
     for (const p of s.principals) p.joined++;
@@ -732,6 +809,9 @@ export class AudioRoomService {
         bitrate: this.bitrate,
         serverTimeMs: Date.now(),
         ...(s.wireVersion >= WIRE_VERSION_1_1 ? { capabilities: this.capabilities } : {}),
+        ...(s.udp
+          ? { udp: { sessionId: s.udp.id, port: this.opts.udp!.port, key: s.udp.key, addrs: this.opts.udpAddrs ?? [] } }
+          : {}),
       }),
       false,
     );
@@ -741,6 +821,14 @@ export class AudioRoomService {
   private onEngineFrame(s: Session, frame: AudioFrame): void {
     // The worker may still deliver a frame or two after leave(): ignore them.
     if (s.state !== "joined") return;
+    if (s.udp && this.opts.udp) {
+      const route = s.udp.policy.route(this.now());
+      const sent = route.datagram && this.opts.udp.send(s.udp, frame);
+      if (sent && !route.stream) {
+        this.metrics.framesOut.inc();
+        return;
+      }
+    }
     let bytes: Uint8Array;
     try {
       bytes = encodeAudio(frame);
@@ -861,6 +949,7 @@ export class AudioRoomService {
     const { room, participantId } = s;
     s.participantId = undefined;
     this.participantIds.delete(participantId);
+    if (s.udp) this.opts.udp?.close(s.udp);
     for (const p of s.principals) p.joined--;
     try {
       this.opts.engine.leave(room, participantId);

@@ -15,6 +15,8 @@ export interface UdpEndpoint {
   /** The bound address and port (the port is the one STUN reports a mapping for). */
   readonly local: UdpPeer;
   send(data: Uint8Array, to: UdpPeer): void;
+  /** Many datagrams in one call: `[data, port, address, data, port, address, …]` (Bun's sendMany). */
+  sendMany?(packets: Array<Uint8Array | number | string>): void;
   /** Adds a receiver of every datagram; returns the function that removes it. */
   onDatagram(receiver: (data: Uint8Array, from: UdpPeer) => void): () => void;
   /** Adds a listener for socket errors (ICMP unreachable as ECONNREFUSED); returns the remover. */
@@ -60,6 +62,9 @@ export async function bindUdp(address: string, port: number): Promise<UdpEndpoin
     local: { address: socket.address.address, port: socket.port },
     send(data, to) {
       socket.send(data, to.port, to.address);
+    },
+    sendMany(packets) {
+      socket.sendMany(packets as Array<Uint8Array | number | string>);
     },
     onDatagram(receiver) {
       receivers.add(receiver);

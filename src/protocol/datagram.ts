@@ -194,3 +194,62 @@ export class ReplayWindow {
     this.bits[slot >>> 5] = (this.bits[slot >>> 5] ?? 0) & ~(1 << (slot & 31));
   }
 }
+
+/** The timing both ends follow (protocol.md, "Choosing the path"). */
+export interface DatagramTiming {
+  /** How often each side reports the datagrams it received (UDP_REPORT) and sends a keepalive if idle. */
+  reportIntervalMs: number;
+  /** A direction uses datagrams while the peer's count rose within this long; else the stream. */
+  fallbackMs: number;
+  /** After falling back, every frame is also sent as a datagram for this long (a blip recovers at once). */
+  dualSendMs: number;
+  /** Then one frame in this many (or a keepalive) still goes as a datagram: the probe that finds UDP back. */
+  probeEvery: number;
+}
+
+export const DATAGRAM_TIMING: Readonly<DatagramTiming> = Object.freeze({
+  reportIntervalMs: 250,
+  fallbackMs: 600,
+  dualSendMs: 2_000,
+  probeEvery: 10,
+});
+
+/**
+ * One direction's send policy, the same at both ends: datagrams while the peer's reported count keeps rising,
+ * else the stream with datagram copies (every frame for `dualSendMs`, then every `probeEvery`-th), so a
+ * blocked path is left within `fallbackMs` and a path that works again is taken back without a gap (the
+ * receiver drops the frames that came both ways by seq).
+ */
+export class UdpSendPolicy {
+  private lastReported = -1;
+  private progressAt = Number.NEGATIVE_INFINITY;
+  private lostAt = Number.NEGATIVE_INFINITY;
+  private frames = 0;
+  usingDatagrams = false;
+
+  constructor(private readonly limits: Pick<DatagramTiming, "fallbackMs" | "dualSendMs" | "probeEvery">) {}
+
+  /** The peer's UDP_REPORT: its count of our datagrams it authenticated. */
+  report(received: number, now: number): void {
+    if (received !== this.lastReported && this.lastReported !== -1) this.progressAt = now;
+    else if (this.lastReported === -1 && received > 0) this.progressAt = now;
+    this.lastReported = received;
+    this.evaluate(now);
+  }
+
+  evaluate(now: number): boolean {
+    const ok = now - this.progressAt <= this.limits.fallbackMs;
+    if (this.usingDatagrams && !ok) this.lostAt = now;
+    this.usingDatagrams = ok;
+    return ok;
+  }
+
+  /** For one frame: send it by datagram, by stream, or both. */
+  route(now: number): { datagram: boolean; stream: boolean } {
+    if (this.evaluate(now)) return { datagram: true, stream: false };
+    const dual = now - this.lostAt <= this.limits.dualSendMs;
+    this.frames++;
+    return { datagram: dual || this.frames % this.limits.probeEvery === 0, stream: true };
+  }
+}
+

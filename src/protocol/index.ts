@@ -10,12 +10,14 @@ export {
   DATAGRAM_HEADER_BYTES,
   DATAGRAM_KEY_BYTES,
   DATAGRAM_TAG_BYTES,
+  DATAGRAM_TIMING,
   DATAGRAM_VERSION,
   DatagramDirection,
   type DatagramDirectionValue,
   type DatagramDropReason,
   DatagramFlag,
   type DatagramHeader,
+  type DatagramTiming,
   datagramKey,
   datagramNonce,
   MAX_DATAGRAM_BYTES,
@@ -25,6 +27,7 @@ export {
   parseDatagramHeader,
   ReplayWindow,
   sealDatagram,
+  UdpSendPolicy,
 } from "./datagram";
 export { chunkBytes, type DrainableStream, OutboundQueue } from "./send-queue";
 export type { AudioFrame, OpusCodec, OpusDecoder, OpusEncoder, OpusEncoderOptions } from "./types";

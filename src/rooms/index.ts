@@ -16,7 +16,6 @@ export {
 } from "./room-service";
 export {
   DEFAULT_UDP_VOICE_LIMITS,
-  UdpSendPolicy,
   UdpVoiceEndpoint,
   type UdpVoiceEndpointOptions,
   type UdpVoiceLimits,

@@ -20,6 +20,8 @@ import {
   type AudioFrame,
   checkOpusPacket,
   DATAGRAM_DROP_REASONS,
+  DATAGRAM_TIMING,
+  type DatagramTiming,
   DatagramDirection,
   type DatagramDropReason,
   DatagramFlag,
@@ -29,33 +31,23 @@ import {
   parseDatagramHeader,
   ReplayWindow,
   sealDatagram,
+  UdpSendPolicy,
 } from "../protocol";
 import type { UdpEndpoint, UdpPeer } from "../stun";
 
-export interface UdpVoiceLimits {
+export interface UdpVoiceLimits extends DatagramTiming {
   /** Datagrams per second one source address:port may send (voice is 50/s, keepalives 5/s) and the burst. */
   perSourcePerSecond: number;
   perSourceBurst: number;
   /** Sources tracked for rate limiting; beyond, new sources share one bucket (a spoofing flood stays bounded). */
   maxSources: number;
-  /** How often each side reports the datagrams it received (UDP_REPORT) and sends keepalives. */
-  reportIntervalMs: number;
-  /** A direction uses datagrams while the peer's count rose within this long; else the stream. */
-  fallbackMs: number;
-  /** After falling back, every frame is also sent as a datagram for this long (a blip recovers at once). */
-  dualSendMs: number;
-  /** Then one frame in this many (or a keepalive) still goes as a datagram: the probe that finds UDP back. */
-  probeEvery: number;
 }
 
 export const DEFAULT_UDP_VOICE_LIMITS: Readonly<UdpVoiceLimits> = Object.freeze({
   perSourcePerSecond: 150,
   perSourceBurst: 150,
   maxSources: 16_384,
-  reportIntervalMs: 250,
-  fallbackMs: 600,
-  dualSendMs: 2_000,
-  probeEvery: 10,
+  ...DATAGRAM_TIMING,
 });
 
 /** Token bucket per source (the same arithmetic as the stream's, kept flat for the hot path). */
@@ -69,44 +61,6 @@ export interface UdpVoiceHandlers {
   onFrame(frame: AudioFrame): void;
   /** any authenticated datagram (audio or keepalive): the client is alive */
   onAlive(): void;
-}
-
-/**
- * One direction's send policy, shared by both ends (the client has its own copy of the same rules in
- * src/client/udp.ts): datagrams while the peer's reported count keeps rising, else the stream with datagram
- * copies (every frame for `dualSendMs`, then every `probeEvery`-th).
- */
-export class UdpSendPolicy {
-  private lastReported = -1;
-  private progressAt = Number.NEGATIVE_INFINITY;
-  private lostAt = Number.NEGATIVE_INFINITY;
-  private frames = 0;
-  usingDatagrams = false;
-
-  constructor(private readonly limits: Pick<UdpVoiceLimits, "fallbackMs" | "dualSendMs" | "probeEvery">) {}
-
-  /** The peer's UDP_REPORT: its count of our datagrams it authenticated. */
-  report(received: number, now: number): void {
-    if (received !== this.lastReported && this.lastReported !== -1) this.progressAt = now;
-    else if (this.lastReported === -1 && received > 0) this.progressAt = now;
-    this.lastReported = received;
-    this.evaluate(now);
-  }
-
-  evaluate(now: number): boolean {
-    const ok = now - this.progressAt <= this.limits.fallbackMs;
-    if (this.usingDatagrams && !ok) this.lostAt = now;
-    this.usingDatagrams = ok;
-    return ok;
-  }
-
-  /** For one frame: send it by datagram, by stream, or both. */
-  route(now: number): { datagram: boolean; stream: boolean } {
-    if (this.evaluate(now)) return { datagram: true, stream: false };
-    const dual = now - this.lostAt <= this.limits.dualSendMs;
-    this.frames++;
-    return { datagram: dual || this.frames % this.limits.probeEvery === 0, stream: true };
-  }
 }
 
 /** The mixer's state of one session's datagrams. */

@@ -252,4 +252,3 @@ export class UdpSendPolicy {
     return { datagram: dual || this.frames % this.limits.probeEvery === 0, stream: true };
   }
 }
-

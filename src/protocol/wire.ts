@@ -401,7 +401,10 @@ export function encodeMessage(msg: WireMessage): Uint8Array {
         invalid("joined.serverTimeMs", `must be a non-negative integer, got ${msg.serverTimeMs}`);
       const pid = utf8.encode(msg.participantId);
       const ext = msg.version >= WIRE_VERSION_1_1 ? joinedExtensions(msg) : EMPTY;
-      if (msg.version < WIRE_VERSION_1_1 && (msg.capabilities !== undefined || msg.epoch !== undefined || msg.role !== undefined || msg.udp !== undefined))
+      if (
+        msg.version < WIRE_VERSION_1_1 &&
+        (msg.capabilities !== undefined || msg.epoch !== undefined || msg.role !== undefined || msg.udp !== undefined)
+      )
         invalid("joined.version", "extensions need version 2 (/agora/audio/1.1.0)");
       const { buf, view } = frameBuffer(1 + 1 + 1 + pid.length + 4 + 1 + 2 + 1 + 4 + 8 + ext.length);
       let o = LENGTH_PREFIX_BYTES;
@@ -539,9 +542,11 @@ function joinedExtensions(msg: JoinedMessage): Uint8Array {
 /** `sessionId:u32 | port:u16 | key[32] | addrCount:u8 | (addrLen:u8, addr)×addrCount` */
 function encodeUdpOffer(offer: UdpOffer): Uint8Array {
   checkU32("joined.udp.sessionId", offer.sessionId);
-  if (!Number.isInteger(offer.port) || offer.port < 1 || offer.port > 0xffff) invalid("joined.udp.port", `must be 1-65535, got ${offer.port}`);
+  if (!Number.isInteger(offer.port) || offer.port < 1 || offer.port > 0xffff)
+    invalid("joined.udp.port", `must be 1-65535, got ${offer.port}`);
   if (offer.key.length !== 32) invalid("joined.udp.key", `must be 32 bytes, got ${offer.key.length}`);
-  if (offer.addrs.length > MAX_UDP_OFFER_ADDRS) invalid("joined.udp.addrs", `${offer.addrs.length} addresses, at most ${MAX_UDP_OFFER_ADDRS}`);
+  if (offer.addrs.length > MAX_UDP_OFFER_ADDRS)
+    invalid("joined.udp.addrs", `${offer.addrs.length} addresses, at most ${MAX_UDP_OFFER_ADDRS}`);
   const addrs = offer.addrs.map((a, i) => {
     const b = utf8.encode(a);
     if (b.length === 0 || b.length > MAX_UDP_OFFER_ADDR_BYTES || !isIP(a))
@@ -575,9 +580,11 @@ function decodeUdpOffer(v: Uint8Array): UdpOffer | WireError {
   let o = 39;
   for (let i = 0; i < count; i++) {
     const len = v[o];
-    if (len === undefined || o + 1 + len > v.length) return new WireError("truncated", "joined.udp", `UDP offer address ${i} runs past the extension`);
+    if (len === undefined || o + 1 + len > v.length)
+      return new WireError("truncated", "joined.udp", `UDP offer address ${i} runs past the extension`);
     const a = ascii.decode(v.subarray(o + 1, o + 1 + len));
-    if (len === 0 || len > MAX_UDP_OFFER_ADDR_BYTES || !isIP(a)) return bad(`UDP offer address ${i} "${a.slice(0, 60)}" is not an IP address`);
+    if (len === 0 || len > MAX_UDP_OFFER_ADDR_BYTES || !isIP(a))
+      return bad(`UDP offer address ${i} "${a.slice(0, 60)}" is not an IP address`);
     addrs.push(a);
     o += 1 + len;
   }

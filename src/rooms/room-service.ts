@@ -809,9 +809,7 @@ export class AudioRoomService {
         bitrate: this.bitrate,
         serverTimeMs: Date.now(),
         ...(s.wireVersion >= WIRE_VERSION_1_1 ? { capabilities: this.capabilities } : {}),
-        ...(s.udp
-          ? { udp: { sessionId: s.udp.id, port: this.opts.udp!.port, key: s.udp.key, addrs: this.opts.udpAddrs ?? [] } }
-          : {}),
+        ...(s.udp ? { udp: { sessionId: s.udp.id, port: this.opts.udp!.port, key: s.udp.key, addrs: this.opts.udpAddrs ?? [] } } : {}),
       }),
       false,
     );

@@ -12,8 +12,9 @@
  * Outbound datagrams of one event-loop turn (the engine delivers a tick's mixes together) go out in one
  * `sendMany` call.
  */
-import { randomBytes } from "node:crypto";
+
 import type { KeyObject } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { Logger } from "../log";
 import {
@@ -21,10 +22,10 @@ import {
   checkOpusPacket,
   DATAGRAM_DROP_REASONS,
   DATAGRAM_TIMING,
-  type DatagramTiming,
   DatagramDirection,
   type DatagramDropReason,
   DatagramFlag,
+  type DatagramTiming,
   datagramKey,
   MAX_DATAGRAM_COUNTER,
   openDatagram,
@@ -219,7 +220,9 @@ export class UdpVoiceEndpoint {
     this.pending = [];
     try {
       if (this.opts.endpoint.sendMany) this.opts.endpoint.sendMany(batch);
-      else for (let i = 0; i < batch.length; i += 3) this.opts.endpoint.send(batch[i] as Uint8Array, { port: batch[i + 1] as number, address: batch[i + 2] as string });
+      else
+        for (let i = 0; i < batch.length; i += 3)
+          this.opts.endpoint.send(batch[i] as Uint8Array, { port: batch[i + 1] as number, address: batch[i + 2] as string });
     } catch (err) {
       this.log.debug({ err: String(err) }, "datagram send failed");
     }
@@ -240,7 +243,8 @@ export class UdpVoiceEndpoint {
   /** Forgets sources whose buckets have refilled: memory stays bounded, nothing is lost. */
   pruneSources(now: number): void {
     const L = this.limits;
-    for (const [k, b] of this.sources) if (b.tokens + ((now - b.at) * L.perSourcePerSecond) / 1000 >= L.perSourceBurst) this.sources.delete(k);
+    for (const [k, b] of this.sources)
+      if (b.tokens + ((now - b.at) * L.perSourcePerSecond) / 1000 >= L.perSourceBurst) this.sources.delete(k);
   }
 
   private takeToken(key: string, now: number): boolean {
@@ -262,20 +266,27 @@ export class UdpVoiceEndpoint {
 
   /** Every datagram on the socket (STUN's too: those are not ours and are ignored without counting). */
   onDatagram(data: Uint8Array, from: UdpPeer): void {
+    const reason = this.accept(data, from);
+    if (reason !== undefined) this.drop(reason);
+  }
+
+  /** Handles one datagram; the reason it was dropped, if it was. */
+  private accept(data: Uint8Array, from: UdpPeer): DatagramDropReason | undefined {
     // STUN (RFC 5389: top two bits 00 and the magic cookie) shares the socket; it is STUN's to answer.
-    if (data.length >= 8 && data[0]! < 0x40 && data[4] === 0x21 && data[5] === 0x12 && data[6] === 0xa4 && data[7] === 0x42) return;
+    if (data.length >= 8 && data[0]! < 0x40 && data[4] === 0x21 && data[5] === 0x12 && data[6] === 0xa4 && data[7] === 0x42)
+      return undefined;
     const header = parseDatagramHeader(data);
-    if (typeof header === "string") return this.drop(header);
+    if (typeof header === "string") return header;
     const now = this.now();
     const sourceKey = `${from.address}|${from.port}`;
-    if (!this.takeToken(sourceKey, now)) return this.drop("rate_limited");
+    if (!this.takeToken(sourceKey, now)) return "rate_limited";
     const s = this.sessions.get(header.sessionId);
-    if (!s) return this.drop("unknown_session");
-    if (s.boundKey !== undefined && s.boundKey !== sourceKey) return this.drop("unbound_source");
+    if (!s) return "unknown_session";
+    if (s.boundKey !== undefined && s.boundKey !== sourceKey) return "unbound_source";
     const replay = s.replay.check(header.counter);
-    if (replay !== "ok") return this.drop(replay);
+    if (replay !== "ok") return replay;
     const plain = openDatagram(s.keyObject, DatagramDirection.CLIENT_TO_SERVER, data, header.counter, this.nonce);
-    if (!plain) return this.drop("auth_failed");
+    if (!plain) return "auth_failed";
     s.replay.update(header.counter);
     if (s.boundKey === undefined) {
       s.bound = { address: from.address, port: from.port };
@@ -284,14 +295,15 @@ export class UdpVoiceEndpoint {
     s.received = (s.received + 1) >>> 0;
     this.metrics.received.inc();
     s.handlers.onAlive();
-    if ((header.flags & DatagramFlag.KEEPALIVE) !== 0) return;
-    if (checkOpusPacket(plain) !== undefined) return this.drop("invalid_opus");
+    if ((header.flags & DatagramFlag.KEEPALIVE) !== 0) return undefined;
+    if (checkOpusPacket(plain) !== undefined) return "invalid_opus";
     s.handlers.onFrame({
       seq: header.seq,
       timestamp: header.timestamp,
       payload: plain,
       voice: (header.flags & DatagramFlag.VOICE) !== 0,
     });
+    return undefined;
   }
 }
 

@@ -27,7 +27,12 @@ describe("datagram test vectors (protocol.md)", () => {
   });
 
   test("keepalive, server to client: counter 0", () => {
-    const d = sealDatagram(key, DatagramDirection.SERVER_TO_CLIENT, { flags: 2, sessionId: 0x01020304, counter: 0, seq: 0, timestamp: 0 }, new Uint8Array(0));
+    const d = sealDatagram(
+      key,
+      DatagramDirection.SERVER_TO_CLIENT,
+      { flags: 2, sessionId: 0x01020304, counter: 0, seq: 0, timestamp: 0 },
+      new Uint8Array(0),
+    );
     expect(hex(d)).toBe("a10201020304000000000000000000000000654c3280cb637f4356b8fa303f8c8365");
   });
 
@@ -51,7 +56,8 @@ describe("datagram test vectors (protocol.md)", () => {
       capabilities: 2,
       udp: { sessionId: 0x01020304, port: 7001, key: RAW_KEY, addrs: ["10.0.0.1"] },
     });
-    const offer = "10" + "0030" + "01020304" + "1b59" + hex(RAW_KEY) + "01" + "08" + hex(new TextEncoder().encode("10.0.0.1"));
+    // tag 0x10, length 48: session id, port 7001, key, one address of 8 bytes
+    const offer = `10003001020304${"1b59"}${hex(RAW_KEY)}0108${hex(new TextEncoder().encode("10.0.0.1"))}`;
     expect(hex(joined).endsWith(offer)).toBe(true);
     const back = decodeMessage(joined.subarray(2));
     expect(back.ok).toBe(true);

@@ -37,7 +37,15 @@ export { createClientNode, type DialTarget, type DialTargetProvider } from "./no
 export { PlayoutBuffer } from "./playout";
 export { seededRandom } from "./random";
 export { type JoinRoomOptions, joinRoom, RoomConnection, type RoomEvents } from "./room";
-export { AudioRedirectError, AudioRemoteError, AudioSession, type AudioSessionOptions } from "./session";
+export {
+  AudioRedirectError,
+  AudioRemoteError,
+  AudioSession,
+  type AudioSessionOptions,
+  VOICE_TRANSPORTS,
+  type VoicePath,
+  type VoiceTransport,
+} from "./session";
 export { PacedTimer, sleep } from "./timing";
 export {
   type DecodedWav,

@@ -107,11 +107,15 @@ export interface AudioSessionOptions {
   /** time source of `lastRxAt`, `receivedAt` and RTT (default the real clock) */
   clock?: Clock;
   /**
-   * Voice as encrypted UDP datagrams beside the stream (1.1.0, Capability.UDP_DATAGRAMS) when the server
-   * offers them; default true. The stream stays the fallback and carries control either way.
+   * How voice travels (1.1.0): "auto" (default) as encrypted UDP datagrams when the server offers them,
+   * "udp" the same but the open fails when it does not, "stream" never by datagram. The stream carries
+   * control either way and is the fallback whenever datagrams do not get through.
    */
-  datagrams?: boolean;
+  transport?: VoiceTransport;
 }
+
+export type VoiceTransport = "auto" | "udp" | "stream";
+export const VOICE_TRANSPORTS: readonly VoiceTransport[] = ["auto", "udp", "stream"];
 
 /** Which path voice takes in one direction right now. */
 export type VoicePath = "udp" | "stream";
@@ -236,7 +240,7 @@ export class AudioSession {
     stream.addEventListener("close", onClose);
     signal.addEventListener("abort", onAbort, { once: true });
     try {
-      const capabilities = opts.datagrams === false ? opts.capabilities : (opts.capabilities ?? 0) | Capability.UDP_DATAGRAMS;
+      const capabilities = opts.transport === "stream" ? opts.capabilities : (opts.capabilities ?? 0) | Capability.UDP_DATAGRAMS;
       const ext =
         version >= WIRE_VERSION_1_1
           ? {
@@ -259,8 +263,17 @@ export class AudioSession {
     }
     const session = new AudioSession(stream, r, opts, decoder);
     session.attach(early);
-    if (session.isOpen && r.udp && opts.datagrams !== false && ((r.capabilities ?? 0) & Capability.UDP_DATAGRAMS) !== 0)
+    if (session.isOpen && r.udp && opts.transport !== "stream" && ((r.capabilities ?? 0) & Capability.UDP_DATAGRAMS) !== 0)
       await session.startDatagrams(stream);
+    if (opts.transport === "udp" && !session.udp) {
+      session.abort("voice datagrams required but not available");
+      throw new AgoraError(
+        "P2P",
+        version < WIRE_VERSION_1_1
+          ? `transport udp: ${target.toString()} speaks only ${stream.protocol} (no voice datagrams)`
+          : `transport udp: ${target.toString()} did not offer voice datagrams on this connection`,
+      );
+    }
     return session;
   }
 

@@ -3,7 +3,7 @@ import type { Libp2p } from "@libp2p/interface";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import { Registry } from "prom-client";
 import type { AudioFrame } from "../../src/audio";
-import { AudioSession } from "../../src/client";
+import { AudioSession, type VoiceTransport } from "../../src/client";
 import { silentLogger } from "../../src/log";
 import {
   AUDIO_PROTOCOL,
@@ -83,7 +83,7 @@ function frame(seq: number): AudioFrame {
   return { seq, timestamp: (seq * 960) >>> 0, payload };
 }
 
-async function join(c: Ctx, room: string, opts: { protocol?: string; datagrams?: boolean } = {}) {
+async function join(c: Ctx, room: string, opts: { protocol?: string; transport?: VoiceTransport } = {}) {
   const received: AudioFrame[] = [];
   const session = await AudioSession.open({
     libp2p: c.client,
@@ -91,7 +91,7 @@ async function join(c: Ctx, room: string, opts: { protocol?: string; datagrams?:
     room,
     onAudio: (f) => received.push(f),
     ...(opts.protocol ? { protocol: opts.protocol } : {}),
-    ...(opts.datagrams !== undefined ? { datagrams: opts.datagrams } : {}),
+    ...(opts.transport ? { transport: opts.transport } : {}),
   });
   c.sessions.push(session);
   return { session, received };
@@ -139,12 +139,36 @@ describe("voice datagrams through AudioRoomService", () => {
     expect(new Set(heard).size).toBe(heard.length);
   });
 
-  test("datagrams: false keeps a 1.1.0 session on the stream (no offer)", async () => {
+  test("transport stream keeps a 1.1.0 session on the stream (no offer)", async () => {
     ctx = await setup();
-    const s = await join(ctx, "r2", { datagrams: false });
+    const s = await join(ctx, "r2", { transport: "stream" });
     expect(s.session.wireVersion).toBe(2);
     expect(s.session.joined.udp).toBeUndefined();
     expect(s.session.datagramsOffered).toBe(false);
+  });
+
+  test("transport udp fails to open where no datagrams are offered (1.0.0, or a server without them)", async () => {
+    ctx = await setup();
+    await expect(join(ctx, "r4", { protocol: AUDIO_PROTOCOL, transport: "udp" })).rejects.toThrow(/no voice datagrams/);
+    const { node: server, addr } = await createServerNode();
+    const service = new AudioRoomService({
+      libp2p: server,
+      engine: new FakeMediaEngine(),
+      registry: new Registry(),
+      logger: silentLogger(),
+    });
+    await service.start();
+    try {
+      await expect(AudioSession.open({ libp2p: ctx.client, target: addr, room: "r4", transport: "udp" })).rejects.toThrow(
+        /did not offer voice datagrams/,
+      );
+      const auto = await AudioSession.open({ libp2p: ctx.client, target: addr, room: "r4" });
+      expect(auto.datagramsOffered).toBe(false);
+      auto.abort("done");
+    } finally {
+      await service.stop();
+      await server.stop();
+    }
   });
 
   test("every kind of bad datagram is dropped, counted by reason, and an honest client keeps sending", async () => {

@@ -13,6 +13,7 @@ import { AUDIO_PROTOCOL, type OpusCodec } from "../../src/protocol";
 import { createBareClientNode, db, goertzelPower, rms, tone } from "../helpers/net-fakes";
 import { netnsAvailable } from "../helpers/netns";
 import { eventually, type NodeHandle, ROOT, startNode } from "../helpers/node-process";
+import { PrivateHost } from "../helpers/veth";
 
 setDefaultTimeout(180_000);
 
@@ -22,12 +23,6 @@ afterAll(() => {
   for (const c of cleanups.reverse()) c();
   for (const h of started) h.cleanup();
 });
-
-function sh(argv: string[], check = true): string {
-  const r = Bun.spawnSync(argv, { stdout: "pipe", stderr: "pipe" });
-  if (check && r.exitCode !== 0) throw new Error(`${argv.join(" ")}: ${r.stderr.toString()}`);
-  return r.stdout.toString();
-}
 
 async function metric(h: NodeHandle, name: string, labels = ""): Promise<number> {
   const text = await (await fetch(h.metricsUrl)).text();
@@ -146,37 +141,18 @@ describe("voice datagrams with the binary", () => {
   });
 
   test.skipIf(!netnsAvailable())("UDP blocked by nftables: the stream within ~1 s, datagrams again when unblocked", async () => {
-    const pid = process.pid;
-    const ns = `agudp${pid}`;
-    const outer = `agu${pid % 100000}o`;
-    const inner = `agu${pid % 100000}i`;
-    // A /30 of our own per test process (the shared test network helper's subnet may be in use by another run).
-    const base = `10.214.${(pid >> 6) & 255}`;
-    const hostIp = `${base}.${((pid & 63) << 2) + 1}`;
-    const nodeIp = `${base}.${((pid & 63) << 2) + 2}`;
-    sh(["ip", "netns", "del", ns], false);
-    sh(["ip", "link", "del", outer], false);
-    sh(["ip", "netns", "add", ns]);
-    cleanups.push(() => {
-      sh(["ip", "link", "del", outer], false);
-      sh(["ip", "netns", "del", ns], false);
-    });
-    sh(["ip", "link", "add", outer, "type", "veth", "peer", "name", inner]);
-    sh(["ip", "link", "set", inner, "netns", ns]);
-    sh(["ip", "addr", "add", `${hostIp}/30`, "dev", outer]);
-    sh(["ip", "link", "set", outer, "up"]);
-    sh(["ip", "-n", ns, "addr", "add", `${nodeIp}/30`, "dev", inner]);
-    sh(["ip", "-n", ns, "link", "set", inner, "up"]);
-    sh(["ip", "-n", ns, "link", "set", "lo", "up"]);
+    const host = new PrivateHost("agu");
+    host.setup();
+    cleanups.push(() => host.teardown());
+    const nodeIp = host.ip;
     const token = "udp-test-token-0123456789";
-    const h = await startNode({ exec: ["ip", "netns", "exec", ns], host: nodeIp, env: { AGORA_DASHBOARD_AUTH_TOKEN: token } });
+    const h = await startNode({ exec: host.exec, host: nodeIp, env: { AGORA_DASHBOARD_AUTH_TOKEN: token } });
     started.push(h);
     const addr = await h.multiaddr();
     const codec = await loadOpusCodec();
     const client = await createBareClientNode();
     const a = await toneParticipant(codec, client, addr, "blocked", 440, 1000);
     const b = await toneParticipant(codec, client, addr, "blocked", 1000, 440);
-    const nft = (cmd: string) => sh(["ip", "netns", "exec", ns, "nft", cmd]);
     try {
       expect(a.session.joined.udp?.addrs).toEqual([nodeIp]);
       await eventually(
@@ -186,11 +162,7 @@ describe("voice datagrams with the binary", () => {
       );
       // block: the node's UDP port, both ways
       const blockedAt = performance.now();
-      nft("add table inet agora_udp_block");
-      nft("add chain inet agora_udp_block input { type filter hook input priority 0; }");
-      nft("add chain inet agora_udp_block output { type filter hook output priority 0; }");
-      nft(`add rule inet agora_udp_block input udp dport ${h.p2pPort} drop`);
-      nft(`add rule inet agora_udp_block output udp sport ${h.p2pPort} drop`);
+      host.blockUdp(h.p2pPort);
       await eventually(() => a.session.uplinkPath === "stream" && b.session.uplinkPath === "stream", 10_000, "fallback to the stream");
       const fallbackMs = performance.now() - blockedAt;
       const dgBefore = a.session.datagramStats.received;
@@ -205,7 +177,7 @@ describe("voice datagrams with the binary", () => {
       const blockDownGap = Math.max(a.maxGap(blockedAt, settled), b.maxGap(blockedAt, settled));
       // unblock
       const unblockedAt = performance.now();
-      nft("delete table inet agora_udp_block");
+      host.unblockUdp();
       await eventually(
         () => a.session.uplinkPath === "udp" && b.session.uplinkPath === "udp" && a.session.datagramStats.received > dgBefore + 25,
         10_000,

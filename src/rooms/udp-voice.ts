@@ -151,6 +151,9 @@ export class UdpVoiceEndpoint {
   private removeReceiver: (() => void) | undefined;
   /** counts by reason since the last log line (a flood must not become a flood of log lines) */
   private droppedSinceLog = 0;
+  /** datagrams sent and authenticated since the counters were last updated (prom-client per datagram costs) */
+  private sentPending = 0;
+  private receivedPending = 0;
 
   constructor(private readonly opts: UdpVoiceEndpointOptions) {
     this.limits = { ...DEFAULT_UDP_VOICE_LIMITS, ...opts.limits };
@@ -204,7 +207,7 @@ export class UdpVoiceEndpoint {
     const bytes = sealDatagram(s.keyObject, DatagramDirection.SERVER_TO_CLIENT, header, frame?.payload ?? EMPTY, this.nonce);
     s.lastTxAt = this.now();
     this.pending.push(bytes, s.bound.port, s.bound.address);
-    this.metrics.sent.inc();
+    this.sentPending++;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       queueMicrotask(() => this.flush());
@@ -215,6 +218,7 @@ export class UdpVoiceEndpoint {
   /** Sends what this turn queued, in one system call batch where the socket supports it. */
   flush(): void {
     this.flushScheduled = false;
+    this.updateCounters();
     if (this.pending.length === 0) return;
     const batch = this.pending;
     this.pending = [];
@@ -228,6 +232,14 @@ export class UdpVoiceEndpoint {
     }
   }
 
+  /** Brings the sent/received counters up to date (called per batch and per report tick). */
+  updateCounters(): void {
+    if (this.sentPending > 0) this.metrics.sent.inc(this.sentPending);
+    if (this.receivedPending > 0) this.metrics.received.inc(this.receivedPending);
+    this.sentPending = 0;
+    this.receivedPending = 0;
+  }
+
   private drop(reason: DatagramDropReason): void {
     this.metrics.dropped.inc({ reason });
     this.droppedSinceLog++;
@@ -235,6 +247,7 @@ export class UdpVoiceEndpoint {
 
   /** Logs (at most once per call, from the room service's sweep) how many datagrams were dropped. */
   logDrops(): void {
+    this.updateCounters();
     if (this.droppedSinceLog === 0) return;
     this.log.debug({ dropped: this.droppedSinceLog }, "voice datagrams dropped (agora_audio_udp_dropped_total has the reasons)");
     this.droppedSinceLog = 0;
@@ -293,7 +306,7 @@ export class UdpVoiceEndpoint {
       s.boundKey = sourceKey;
     }
     s.received = (s.received + 1) >>> 0;
-    this.metrics.received.inc();
+    this.receivedPending++;
     s.handlers.onAlive();
     if ((header.flags & DatagramFlag.KEEPALIVE) !== 0) return undefined;
     if (checkOpusPacket(plain) !== undefined) return "invalid_opus";

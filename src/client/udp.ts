@@ -97,7 +97,8 @@ export class ClientUdpChannel {
     };
     const bytes = sealDatagram(this.key, DatagramDirection.CLIENT_TO_SERVER, header, frame?.payload ?? EMPTY, this.nonce);
     try {
-      this.socket.send(bytes, this.offer.port, this.host);
+      // false: the send buffer is full; the caller sends this frame on the stream instead
+      if (!this.socket.send(bytes, this.offer.port, this.host)) return false;
     } catch {
       return false;
     }

@@ -96,6 +96,7 @@ interface UdpMetrics {
   dropped: Counter<"reason">;
   received: Counter;
   sent: Counter;
+  sendDropped: Counter;
   sessions: Gauge;
 }
 
@@ -121,6 +122,15 @@ function metricsFor(registry: Registry): UdpMetrics {
     sent: get(
       "agora_audio_udp_sent_total",
       () => new Counter({ name: "agora_audio_udp_sent_total", help: "Voice datagrams sent to participants", registers: [registry] }),
+    ),
+    sendDropped: get(
+      "agora_audio_udp_send_dropped_total",
+      () =>
+        new Counter({
+          name: "agora_audio_udp_send_dropped_total",
+          help: "Voice datagrams not sent because the socket's send buffer was full (the kernel's backpressure)",
+          registers: [registry],
+        }),
     ),
     sessions: get(
       "agora_audio_udp_sessions",
@@ -223,8 +233,11 @@ export class UdpVoiceEndpoint {
     const batch = this.pending;
     this.pending = [];
     try {
-      if (this.opts.endpoint.sendMany) this.opts.endpoint.sendMany(batch);
-      else
+      if (this.opts.endpoint.sendMany) {
+        const sent = this.opts.endpoint.sendMany(batch);
+        // Real time: what the kernel could not take now is stale by the next tick; count it, do not queue it.
+        if (sent < batch.length / 3) this.metrics.sendDropped.inc(batch.length / 3 - sent);
+      } else
         for (let i = 0; i < batch.length; i += 3)
           this.opts.endpoint.send(batch[i] as Uint8Array, { port: batch[i + 1] as number, address: batch[i + 2] as string });
     } catch (err) {

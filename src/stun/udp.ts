@@ -15,8 +15,11 @@ export interface UdpEndpoint {
   /** The bound address and port (the port is the one STUN reports a mapping for). */
   readonly local: UdpPeer;
   send(data: Uint8Array, to: UdpPeer): void;
-  /** Many datagrams in one call: `[data, port, address, data, port, address, …]` (Bun's sendMany). */
-  sendMany?(packets: Array<Uint8Array | number | string>): void;
+  /**
+   * Many datagrams in one call: `[data, port, address, data, port, address, …]` (Bun's sendMany); returns
+   * how many went out (fewer when the socket's send buffer is full).
+   */
+  sendMany?(packets: Array<Uint8Array | number | string>): number;
   /** Adds a receiver of every datagram; returns the function that removes it. */
   onDatagram(receiver: (data: Uint8Array, from: UdpPeer) => void): () => void;
   /** Adds a listener for socket errors (ICMP unreachable as ECONNREFUSED); returns the remover. */
@@ -64,7 +67,7 @@ export async function bindUdp(address: string, port: number): Promise<UdpEndpoin
       socket.send(data, to.port, to.address);
     },
     sendMany(packets) {
-      socket.sendMany(packets as Array<Uint8Array | number | string>);
+      return socket.sendMany(packets as Array<Uint8Array | number | string>);
     },
     onDatagram(receiver) {
       receivers.add(receiver);

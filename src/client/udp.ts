@@ -35,7 +35,6 @@ export class ClientUdpChannel {
   readonly policy = new UdpSendPolicy(DATAGRAM_TIMING);
   /** authenticated datagrams from the mixer (reported in UDP_REPORT) */
   received = 0;
-  reportedReceived = 0;
   sent = 0;
   dropped = 0;
   lastTxAt = Number.NEGATIVE_INFINITY;

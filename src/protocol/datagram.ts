@@ -197,7 +197,10 @@ export class ReplayWindow {
 
 /** The timing both ends follow (protocol.md, "Choosing the path"). */
 export interface DatagramTiming {
-  /** How often each side reports the datagrams it received (UDP_REPORT) and sends a keepalive if idle. */
+  /**
+   * How often each side reports the datagrams it received (UDP_REPORT, every interval once it has received
+   * one, changed or not: a flat count is the evidence of loss) and sends a keepalive if idle.
+   */
   reportIntervalMs: number;
   /** A direction uses datagrams while the peer's count rose within this long; else the stream. */
   fallbackMs: number;
@@ -223,6 +226,7 @@ export const DATAGRAM_TIMING: Readonly<DatagramTiming> = Object.freeze({
 export class UdpSendPolicy {
   private lastReported = -1;
   private progressAt = Number.NEGATIVE_INFINITY;
+  private reportAt = Number.NEGATIVE_INFINITY;
   private lostAt = Number.NEGATIVE_INFINITY;
   private frames = 0;
   usingDatagrams = false;
@@ -234,11 +238,21 @@ export class UdpSendPolicy {
     if (received !== this.lastReported && this.lastReported !== -1) this.progressAt = now;
     else if (this.lastReported === -1 && received > 0) this.progressAt = now;
     this.lastReported = received;
+    this.reportAt = now;
     this.evaluate(now);
   }
 
+  /**
+   * Datagrams are judged lost only on evidence: a report that arrived after the last progress and still
+   * shows none (the stream works, datagrams do not), `fallbackMs` after that progress. Reports that are
+   * merely late (a busy machine, a TCP retransmission) do not switch the path: that would add the stream's
+   * work exactly when there is no time for it. Without any report for 4 × fallbackMs the stream is the
+   * safer bet anyway.
+   */
   evaluate(now: number): boolean {
-    const ok = now - this.progressAt <= this.limits.fallbackMs;
+    const since = now - this.progressAt;
+    const flatReportSeen = this.reportAt > this.progressAt;
+    const ok = since <= this.limits.fallbackMs || (!flatReportSeen && since <= 4 * this.limits.fallbackMs);
     if (this.usingDatagrams && !ok) this.lostAt = now;
     this.usingDatagrams = ok;
     return ok;

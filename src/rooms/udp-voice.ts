@@ -74,7 +74,6 @@ export class UdpVoiceSession {
   boundKey: string | undefined;
   /** authenticated datagrams received (reported to the client in UDP_REPORT) */
   received = 0;
-  reportedReceived = 0;
   /** our datagram counter (nonce): never reused, and at MAX_DATAGRAM_COUNTER this direction stops */
   txCounter = 0;
   lastTxAt = Number.NEGATIVE_INFINITY;

@@ -178,4 +178,21 @@ describe("UdpSendPolicy", () => {
     p.report(16, 5000);
     expect(p.route(5001)).toEqual({ datagram: true, stream: false });
   });
+
+  test("late reports that still show progress keep datagrams; only a flat report (or a long silence) falls back", () => {
+    const p = new UdpSendPolicy(DATAGRAM_TIMING);
+    p.report(10, 0);
+    // no report for 1.5 s (a stalled event loop, a TCP retransmission): still datagrams
+    expect(p.route(1500).stream).toBe(false);
+    p.report(80, 1600); // late, but progress
+    expect(p.route(1700).stream).toBe(false);
+    // silence beyond 4 × fallbackMs: the stream
+    expect(p.route(1600 + 4 * DATAGRAM_TIMING.fallbackMs + 1).stream).toBe(true);
+    p.report(90, 5000);
+    expect(p.route(5001).stream).toBe(false);
+    p.report(90, 5250); // flat, but within fallbackMs of progress
+    expect(p.route(5300).stream).toBe(false);
+    p.report(90, 5500);
+    expect(p.route(5000 + DATAGRAM_TIMING.fallbackMs + 1).stream).toBe(true);
+  });
 });

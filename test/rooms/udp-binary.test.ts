@@ -12,7 +12,7 @@ import { AudioSession, loadOpusCodec } from "../../src/client";
 import { AUDIO_PROTOCOL, type OpusCodec } from "../../src/protocol";
 import { createBareClientNode, db, goertzelPower, rms, tone } from "../helpers/net-fakes";
 import { netnsAvailable } from "../helpers/netns";
-import { eventually, type NodeHandle, ROOT, startNode } from "../helpers/node-process";
+import { eventually, freePort, type NodeHandle, ROOT, startNode } from "../helpers/node-process";
 import { PrivateHost } from "../helpers/veth";
 
 setDefaultTimeout(180_000);
@@ -137,6 +137,34 @@ describe("voice datagrams with the binary", () => {
       b.stop();
       await client.stop();
       await h.stop();
+    }
+  });
+
+  test("audio.udp_port gives the datagrams a socket of their own; audio.udp_enabled = false offers none", async () => {
+    const port = await freePort();
+    const own = await startNode({ args: ["--set", `audio.udp_port=${port}`, "--set", "audio.udp_listen_addr=127.0.0.1"] });
+    started.push(own);
+    const off = await startNode({ args: ["--set", "audio.udp_enabled=false"] });
+    started.push(off);
+    const client = await createBareClientNode();
+    try {
+      const s = await AudioSession.open({ libp2p: client, target: multiaddr(await own.multiaddr()), room: "own-port", transport: "udp" });
+      expect(s.joined.udp?.port).toBe(port);
+      expect(s.joined.udp?.addrs).toEqual(["127.0.0.1"]);
+      await eventually(
+        async () => (await metric(own, "agora_audio_udp_received_total")) > 0,
+        10_000,
+        "the node to authenticate the client's first datagram on its own port",
+      );
+      s.abort("done");
+      const plain = await AudioSession.open({ libp2p: client, target: multiaddr(await off.multiaddr()), room: "no-udp" });
+      expect(plain.wireVersion).toBe(2);
+      expect(plain.datagramsOffered).toBe(false);
+      plain.abort("done");
+    } finally {
+      await client.stop();
+      await own.stop();
+      await off.stop();
     }
   });
 

@@ -3,15 +3,15 @@
  * first so the mixer learns the address its NAT maps us to, keepalives while idle, the replay window and
  * AEAD on what comes back, and the count of authenticated datagrams that the session reports on the stream.
  */
-import type { KeyObject } from "node:crypto";
-import { isIP } from "node:net";
 import { AgoraError, errorMessage } from "../errors";
 import {
   type AudioFrame,
   DATAGRAM_TIMING,
   DatagramDirection,
   DatagramFlag,
+  type DatagramKey,
   datagramKey,
+  isIpLiteral,
   MAX_DATAGRAM_COUNTER,
   openDatagram,
   parseDatagramHeader,
@@ -40,7 +40,7 @@ export class ClientUdpChannel {
   lastTxAt = Number.NEGATIVE_INFINITY;
   private counter = 0;
   private readonly replay = new ReplayWindow(128);
-  private readonly key: KeyObject;
+  private readonly key: DatagramKey;
   private readonly nonce = Buffer.alloc(12);
   private closed = false;
 
@@ -55,13 +55,12 @@ export class ClientUdpChannel {
 
   /** Binds an ephemeral socket of the mixer address's family; `host` is an IP literal. */
   static async open(offer: UdpOffer, host: string, onFrame: (frame: AudioFrame) => void): Promise<ClientUdpChannel> {
-    const family = isIP(host);
-    if (family === 0) throw new AgoraError("USAGE", `voice datagram host "${host}" is not an IP address`);
+    if (!isIpLiteral(host)) throw new AgoraError("USAGE", `voice datagram host "${host}" is not an IP address`);
     let channel: ClientUdpChannel | undefined;
     let socket: import("bun").udp.Socket<"uint8array">;
     try {
       socket = await Bun.udpSocket({
-        hostname: family === 6 ? "::" : "0.0.0.0",
+        hostname: host.includes(":") ? "::" : "0.0.0.0",
         port: 0,
         binaryType: "uint8array",
         socket: {

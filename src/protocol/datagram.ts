@@ -7,7 +7,7 @@
  * AES-256-GCM because node:crypto has it natively in Bun (ChaCha20-Poly1305 is not); the cipher object per
  * datagram is node:crypto's only AEAD interface (no reusable context), the rest writes into one buffer.
  */
-import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from "node:crypto";
+import type * as NodeCrypto from "node:crypto";
 import { MAX_OPUS_PAYLOAD } from "./constants";
 
 /** Byte 0 of every datagram: format 1. Its top bits `10` keep it apart from STUN (`00`) on a shared socket. */
@@ -74,10 +74,22 @@ export const DATAGRAM_DROP_REASONS: readonly DatagramDropReason[] = [
   "invalid_opus",
 ];
 
-/** The session key as node:crypto wants it (import once per session, not per datagram). */
-export function datagramKey(raw: Uint8Array): KeyObject {
+/**
+ * node:crypto, looked up when first needed rather than imported: src/protocol also bundles for browsers
+ * (which share the stream codec but send no datagrams), and a static import would pull a 900 kB polyfill in.
+ */
+let nodeCrypto: typeof NodeCrypto | undefined;
+function crypto(): typeof NodeCrypto {
+  nodeCrypto ??= process.getBuiltinModule("node:crypto") as typeof NodeCrypto;
+  return nodeCrypto;
+}
+
+/** A session key, checked and copied once per session. */
+export type DatagramKey = Buffer;
+
+export function datagramKey(raw: Uint8Array): DatagramKey {
   if (raw.length !== DATAGRAM_KEY_BYTES) throw new RangeError(`datagram key must be ${DATAGRAM_KEY_BYTES} bytes, got ${raw.length}`);
-  return createSecretKey(raw);
+  return Buffer.from(raw);
 }
 
 /** 12-byte GCM nonce: direction, 7 zero bytes, counter (big-endian). */
@@ -93,7 +105,7 @@ export function datagramNonce(direction: DatagramDirectionValue, counter: number
  * the same one twice for one key and direction.
  */
 export function sealDatagram(
-  key: KeyObject,
+  key: DatagramKey,
   direction: DatagramDirectionValue,
   header: DatagramHeader,
   payload: Uint8Array,
@@ -107,7 +119,7 @@ export function sealDatagram(
   out.writeUInt32BE(header.counter >>> 0, 6);
   out.writeUInt32BE(header.seq >>> 0, 10);
   out.writeUInt32BE(header.timestamp >>> 0, 14);
-  const cipher = createCipheriv("aes-256-gcm", key, datagramNonce(direction, header.counter, nonce));
+  const cipher = crypto().createCipheriv("aes-256-gcm", key, datagramNonce(direction, header.counter, nonce));
   cipher.setAAD(out.subarray(0, DATAGRAM_HEADER_BYTES));
   const body = payload.length > 0 ? cipher.update(payload) : undefined;
   cipher.final();
@@ -134,7 +146,7 @@ export function parseDatagramHeader(bytes: Uint8Array): DatagramHeader | Datagra
 
 /** Opens a datagram whose header parsed: the plaintext payload (a fresh buffer), or undefined if forged. */
 export function openDatagram(
-  key: KeyObject,
+  key: DatagramKey,
   direction: DatagramDirectionValue,
   bytes: Uint8Array,
   counter: number,
@@ -142,7 +154,7 @@ export function openDatagram(
 ): Uint8Array | undefined {
   const tagAt = bytes.length - DATAGRAM_TAG_BYTES;
   try {
-    const decipher = createDecipheriv("aes-256-gcm", key, datagramNonce(direction, counter, nonce));
+    const decipher = crypto().createDecipheriv("aes-256-gcm", key, datagramNonce(direction, counter, nonce));
     decipher.setAAD(bytes.subarray(0, DATAGRAM_HEADER_BYTES));
     decipher.setAuthTag(bytes.subarray(tagAt));
     const plain = tagAt > DATAGRAM_HEADER_BYTES ? decipher.update(bytes.subarray(DATAGRAM_HEADER_BYTES, tagAt)) : new Uint8Array(0);

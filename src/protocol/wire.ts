@@ -11,7 +11,6 @@
  * "WIRE_PROTOCOL") that names the offending field and carries a machine-readable `reason`, which the room
  * service maps onto the error code it sends back and onto the `reason` label of its error counter.
  */
-import { isIP } from "node:net";
 import { AgoraError } from "../errors";
 import type { AudioFrame } from "./types";
 
@@ -124,6 +123,18 @@ export const JoinedExtension = {
   /** the UDP voice endpoint, session id and key (Capability.UDP_DATAGRAMS) */
   UDP_OFFER: 0x10,
 } as const;
+
+/** An IPv4 or IPv6 literal in text form (without node:net, so the codec also bundles for browsers). */
+export function isIpLiteral(a: string): boolean {
+  if (/^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/.test(a)) return true;
+  if (!a.includes(":") || /[^0-9A-Fa-f:.]/.test(a)) return false;
+  try {
+    new URL(`http://[${a}]/`);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Most addresses in a UDP offer, and the longest (an IP literal in text form). */
 export const MAX_UDP_OFFER_ADDRS = 4;
@@ -549,7 +560,7 @@ function encodeUdpOffer(offer: UdpOffer): Uint8Array {
     invalid("joined.udp.addrs", `${offer.addrs.length} addresses, at most ${MAX_UDP_OFFER_ADDRS}`);
   const addrs = offer.addrs.map((a, i) => {
     const b = utf8.encode(a);
-    if (b.length === 0 || b.length > MAX_UDP_OFFER_ADDR_BYTES || !isIP(a))
+    if (b.length === 0 || b.length > MAX_UDP_OFFER_ADDR_BYTES || !isIpLiteral(a))
       invalid(`joined.udp.addrs[${i}]`, `"${a}" is not an IP address of 1-${MAX_UDP_OFFER_ADDR_BYTES} characters`);
     return b;
   });
@@ -583,7 +594,7 @@ function decodeUdpOffer(v: Uint8Array): UdpOffer | WireError {
     if (len === undefined || o + 1 + len > v.length)
       return new WireError("truncated", "joined.udp", `UDP offer address ${i} runs past the extension`);
     const a = ascii.decode(v.subarray(o + 1, o + 1 + len));
-    if (len === 0 || len > MAX_UDP_OFFER_ADDR_BYTES || !isIP(a))
+    if (len === 0 || len > MAX_UDP_OFFER_ADDR_BYTES || !isIpLiteral(a))
       return bad(`UDP offer address ${i} "${a.slice(0, 60)}" is not an IP address`);
     addrs.push(a);
     o += 1 + len;

@@ -13,7 +13,6 @@
  * `sendMany` call.
  */
 
-import type { KeyObject } from "node:crypto";
 import { randomBytes } from "node:crypto";
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { Logger } from "../log";
@@ -25,6 +24,7 @@ import {
   DatagramDirection,
   type DatagramDropReason,
   DatagramFlag,
+  type DatagramKey,
   type DatagramTiming,
   datagramKey,
   MAX_DATAGRAM_COUNTER,
@@ -67,7 +67,7 @@ export interface UdpVoiceHandlers {
 /** The mixer's state of one session's datagrams. */
 export class UdpVoiceSession {
   readonly key: Uint8Array;
-  readonly keyObject: KeyObject;
+  readonly keyObject: DatagramKey;
   readonly replay = new ReplayWindow(128);
   /** the client's address once its first datagram authenticated */
   bound: UdpPeer | undefined;

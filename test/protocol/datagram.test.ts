@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
 import {
   DATAGRAM_TIMING,
   DatagramDirection,
@@ -6,6 +7,7 @@ import {
   datagramNonce,
   decodeMessage,
   encodeMessage,
+  isIpLiteral,
   MAX_DATAGRAM_BYTES,
   MIN_DATAGRAM_BYTES,
   openDatagram,
@@ -194,5 +196,21 @@ describe("UdpSendPolicy", () => {
     expect(p.route(5300).stream).toBe(false);
     p.report(90, 5500);
     expect(p.route(5000 + DATAGRAM_TIMING.fallbackMs + 1).stream).toBe(true);
+  });
+});
+
+describe("browsers", () => {
+  test("IP literals are checked without node:net", () => {
+    for (const ok of ["10.0.0.1", "0.0.0.0", "255.255.255.255", "::1", "::", "fe80::1", "2001:db8::8a2e:370:7334", "::ffff:10.0.0.1"])
+      expect(isIpLiteral(ok)).toBe(true);
+    for (const bad of ["", "10.0.0.256", "10.0.0", "1.2.3.4.5", "01.2.3.4", "example.org", "1::2::3", "[::1]", "::1/64", "gggg::1"])
+      expect(isIpLiteral(bad)).toBe(false);
+  });
+
+  test("src/protocol still bundles for a browser without a node:crypto polyfill", async () => {
+    const built = await Bun.build({ entrypoints: [join(import.meta.dir, "..", "..", "src", "protocol", "index.ts")], target: "browser" });
+    expect(built.success).toBe(true);
+    const size = (await built.outputs[0]!.text()).length;
+    expect(size).toBeLessThan(150_000);
   });
 });

@@ -6,13 +6,13 @@
  */
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { join } from "node:path";
-import type { Libp2p } from "@libp2p/interface";
 import { multiaddr } from "@multiformats/multiaddr";
 import { AudioSession, loadOpusCodec } from "../../src/client";
-import { AUDIO_PROTOCOL, type OpusCodec } from "../../src/protocol";
-import { createBareClientNode, db, goertzelPower, rms, tone } from "../helpers/net-fakes";
+import { AUDIO_PROTOCOL } from "../../src/protocol";
+import { createBareClientNode } from "../helpers/net-fakes";
 import { netnsAvailable } from "../helpers/netns";
 import { eventually, freePort, type NodeHandle, ROOT, startNode } from "../helpers/node-process";
+import { toneParticipant } from "../helpers/tone-participant";
 import { PrivateHost } from "../helpers/veth";
 
 setDefaultTimeout(180_000);
@@ -28,89 +28,6 @@ async function metric(h: NodeHandle, name: string, labels = ""): Promise<number>
   const text = await (await fetch(h.metricsUrl)).text();
   const line = text.split("\n").find((l) => l.startsWith(labels ? `${name}{${labels}}` : `${name} `));
   return line ? Number(line.split(" ").at(-1)) : 0;
-}
-
-/**
- * A participant that sends a tone continuously and decodes everything it receives, recording per received
- * frame its arrival time and whether it held another participant's tone (`heardFreq`).
- */
-async function toneParticipant(
-  codec: OpusCodec,
-  libp2p: Libp2p,
-  addr: string,
-  room: string,
-  sendFreq: number,
-  heardFreq: number,
-  opts: { protocol?: string } = {},
-) {
-  const decoder = codec.decoder();
-  const encoder = codec.encoder(32_000);
-  const pcm = tone(sendFreq, 4, 6000);
-  const arrivals: Array<{ at: number; heard: boolean }> = [];
-  const recent: Int16Array[] = [];
-  const session = await AudioSession.open({
-    libp2p,
-    target: multiaddr(addr),
-    room,
-    ...(opts.protocol ? { protocol: opts.protocol } : {}),
-    onAudio: (f, at) => {
-      let out: Int16Array;
-      try {
-        out = decoder.decode(f.payload);
-      } catch {
-        return;
-      }
-      const heard = rms(out) > 300 && goertzelPower(out, heardFreq) > 4 * goertzelPower(out, sendFreq);
-      arrivals.push({ at, heard });
-      recent.push(out);
-      if (recent.length > 50) recent.shift();
-    },
-  });
-  let seq = 0;
-  const timer = setInterval(() => {
-    // 4 s of either tone is a whole number of periods, so looping it stays continuous
-    const off = (seq % 200) * 960;
-    session.sendAudio({ seq, timestamp: (seq * 960) >>> 0, payload: encoder.encode(pcm.subarray(off, off + 960)) });
-    seq++;
-  }, 20);
-  return {
-    session,
-    arrivals,
-    /** dB of the other's tone over our own in the last second received */
-    toneDb(): number {
-      const all = new Int16Array(recent.length * 960);
-      for (let i = 0; i < recent.length; i++) all.set(recent[i]!, i * 960);
-      return db(goertzelPower(all, heardFreq) / Math.max(1e-9, goertzelPower(all, sendFreq)));
-    },
-    /** longest time in [from, to] between two received frames */
-    maxGap(from: number, to: number): number {
-      let worst = 0;
-      let last = from;
-      for (const a of arrivals) {
-        if (a.at < from || a.at > to) continue;
-        worst = Math.max(worst, a.at - last);
-        last = a.at;
-      }
-      return Math.max(worst, to - last);
-    },
-    /** longest time in [from, to] without a received frame that held the other's tone */
-    maxUnheard(from: number, to: number): number {
-      let worst = 0;
-      let last = from;
-      for (const a of arrivals) {
-        if (a.at < from || a.at > to || !a.heard) continue;
-        worst = Math.max(worst, a.at - last);
-        last = a.at;
-      }
-      return Math.max(worst, to - last);
-    },
-    stop() {
-      clearInterval(timer);
-      session.abort("test over");
-      encoder.destroy();
-      decoder.destroy();
-    },
-  };
 }
 
 describe("voice datagrams with the binary", () => {

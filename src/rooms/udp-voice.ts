@@ -127,7 +127,7 @@ function metricsFor(registry: Registry): UdpMetrics {
       () =>
         new Counter({
           name: "agora_audio_udp_send_dropped_total",
-          help: "Voice datagrams not sent because the socket's send buffer was full (the kernel's backpressure)",
+          help: "Voice datagrams the kernel refused to send (full send buffer, firewall, ICMP error for that address)",
           registers: [registry],
         }),
     ),
@@ -233,9 +233,20 @@ export class UdpVoiceEndpoint {
     this.pending = [];
     try {
       if (this.opts.endpoint.sendMany) {
-        const sent = this.opts.endpoint.sendMany(batch);
-        // Real time: what the kernel could not take now is stale by the next tick; count it, do not queue it.
-        if (sent < batch.length / 3) this.metrics.sendDropped.inc(batch.length / 3 - sent);
+        // sendmmsg stops at the first datagram the kernel refuses (a full buffer, a firewall drop, an ICMP
+        // error queued for one client's address): skip that one and send the rest, so one recipient's
+        // trouble never costs the others their frame. Nothing is queued: by the next tick it is stale.
+        const total = batch.length / 3;
+        let done = 0;
+        let refused = 0;
+        while (done < total) {
+          done += this.opts.endpoint.sendMany(done === 0 ? batch : batch.slice(done * 3));
+          if (done < total) {
+            refused++;
+            done++;
+          }
+        }
+        if (refused > 0) this.metrics.sendDropped.inc(refused);
       } else
         for (let i = 0; i < batch.length; i += 3)
           this.opts.endpoint.send(batch[i] as Uint8Array, { port: batch[i + 1] as number, address: batch[i + 2] as string });

@@ -17,7 +17,7 @@ export interface UdpEndpoint {
   send(data: Uint8Array, to: UdpPeer): void;
   /**
    * Many datagrams in one call: `[data, port, address, data, port, address, …]` (Bun's sendMany); returns
-   * how many went out (fewer when the socket's send buffer is full).
+   * how many went out: the kernel stops at the first one it refuses (full buffer, firewall, ICMP error).
    */
   sendMany?(packets: Array<Uint8Array | number | string>): number;
   /** Adds a receiver of every datagram; returns the function that removes it. */

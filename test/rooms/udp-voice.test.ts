@@ -237,4 +237,47 @@ describe("voice datagrams through AudioRoomService", () => {
       other.close();
     }
   });
+
+  test("a datagram the kernel refuses mid-batch costs only that recipient its frame", async () => {
+    const delivered: string[] = [];
+    let receiver: ((data: Uint8Array, from: { address: string; port: number }) => void) | undefined;
+    const fake: UdpEndpoint = {
+      local: { address: "127.0.0.1", port: 9 },
+      send: () => {},
+      // like sendmmsg: stops at the first refused datagram and says how many went out
+      sendMany(packets) {
+        for (let i = 0; i < packets.length; i += 3) {
+          if (packets[i + 1] === 2) return i / 3;
+          delivered.push(`${packets[i + 2]}:${packets[i + 1]}`);
+        }
+        return packets.length / 3;
+      },
+      onDatagram(r) {
+        receiver = r;
+        return () => {};
+      },
+      onError: () => () => {},
+      close: () => {},
+    };
+    const registry = new Registry();
+    const ep = new UdpVoiceEndpoint({ endpoint: fake, registry, logger: silentLogger() });
+    ep.start();
+    const sessions = [1, 2, 3].map((port) => {
+      const s = ep.open({ onFrame: () => {}, onAlive: () => {} });
+      const hello = sealDatagram(
+        datagramKey(s.key),
+        DatagramDirection.CLIENT_TO_SERVER,
+        { flags: DatagramFlag.KEEPALIVE, sessionId: s.id, counter: 0, seq: 0, timestamp: 0 },
+        new Uint8Array(0),
+      );
+      receiver!(hello, { address: "10.0.0.1", port });
+      expect(s.bound?.port).toBe(port);
+      return s;
+    });
+    for (const s of sessions) expect(ep.send(s, frame(1))).toBe(true);
+    ep.flush();
+    expect(delivered).toEqual(["10.0.0.1:1", "10.0.0.1:3"]);
+    expect(await metricValue(registry, "agora_audio_udp_send_dropped_total")).toBe(1);
+    ep.stop();
+  });
 });

@@ -176,7 +176,7 @@ export const COMMANDS: CommandSpec[] = [
     name: "join",
     summary: "join a room: send a WAV as Opus in real time, record what you hear",
     usage:
-      "agora-node join --room R (--node MULTIADDR | --bootstrap MULTIADDR [--region R]) [--input in.wav] [--output out.wav] [--duration S]",
+      "agora-node join --room R (--node MULTIADDR | --bootstrap MULTIADDR [--region R]) [--input in.wav] [--output out.wav] [--duration S] [--transport auto|udp|stream]",
     options: {
       ...HELP_OPT,
       room: { type: "string" },
@@ -187,6 +187,7 @@ export const COMMANDS: CommandSpec[] = [
       output: { type: "string" },
       duration: { type: "string" },
       name: { type: "string" },
+      transport: { type: "string" },
     },
     help: [
       "  --room R              room id",
@@ -197,6 +198,7 @@ export const COMMANDS: CommandSpec[] = [
       "  --input FILE          16-bit PCM WAV to send",
       "  --output FILE         where to write what you hear",
       "  --duration S          stop after S seconds",
+      "  --transport T         voice as UDP datagrams when offered (auto, default), required (udp) or never (stream)",
     ],
     positionals: { min: 0, max: 0 },
   },
@@ -211,16 +213,22 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: "loadgen",
     summary: "drive many participants against a node (benchmarks, soaks)",
-    usage: "agora-node loadgen --node MULTIADDR --rooms N --participants M --duration S [--json]",
+    usage: "agora-node loadgen --node MULTIADDR --rooms N --participants M --duration S [--transport auto|udp|stream] [--json]",
     options: {
       ...HELP_OPT,
       node: { type: "string" },
       rooms: { type: "string" },
       participants: { type: "string" },
       duration: { type: "string" },
+      transport: { type: "string" },
       json: { type: "boolean" },
     },
-    help: ["  --rooms N          rooms", "  --participants M   participants per room", "  --duration S       seconds"],
+    help: [
+      "  --rooms N          rooms",
+      "  --participants M   participants per room",
+      "  --duration S       seconds",
+      "  --transport T      auto (default), udp or stream: how voice travels",
+    ],
     positionals: { min: 0, max: 0 },
   },
 ];

@@ -1,5 +1,5 @@
 /** `discover`, `join` and `loadgen`: client-side commands that start a transient libp2p node. */
-import { runJoinClient, runLoadgen as runLoadgenClients } from "../client";
+import { runJoinClient, runLoadgen as runLoadgenClients, VOICE_TRANSPORTS, type VoiceTransport } from "../client";
 import { checkMultiaddrText } from "../config";
 import { AgoraError } from "../errors";
 import { createLogger } from "../log";
@@ -91,6 +91,13 @@ export function discoveredMixer(
   };
 }
 
+/** `--transport auto|udp|stream` */
+function transportFlag(command: string, v: unknown): VoiceTransport | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v === "string" && (VOICE_TRANSPORTS as readonly string[]).includes(v)) return v as VoiceTransport;
+  throw new AgoraError("USAGE", `${command} --transport: "${String(v)}" is not one of ${VOICE_TRANSPORTS.join(", ")}`);
+}
+
 export async function runJoin(p: Parsed, io: Io): Promise<number> {
   const room = requireFlag("join", "room", p.values.room);
   // The protocol's own rule (src/protocol), so the CLI accepts exactly the room ids a node accepts.
@@ -113,6 +120,7 @@ export async function runJoin(p: Parsed, io: Io): Promise<number> {
     output,
     durationSec,
     name: typeof p.values.name === "string" ? p.values.name : undefined,
+    transport: transportFlag("join", p.values.transport),
     logger,
   });
   io.out(JSON.stringify(summary));
@@ -124,7 +132,8 @@ export async function runLoadgen(p: Parsed, io: Io): Promise<number> {
   const rooms = numberFlag("rooms", p.values.rooms, 1, 1000, true) ?? 1;
   const participants = numberFlag("participants", p.values.participants, 1, 1000, true) ?? 3;
   const durationSec = numberFlag("duration", p.values.duration, 1, 86400) ?? 10;
-  const summary = await runLoadgenClients({ node, rooms, participants, durationSec, logger: cliLogger() });
+  const transport = transportFlag("loadgen", p.values.transport);
+  const summary = await runLoadgenClients({ node, rooms, participants, durationSec, transport, logger: cliLogger() });
   io.out(p.values.json ? JSON.stringify(summary) : JSON.stringify(summary, null, 2));
   return (summary as { failed?: number }).failed ? EXIT_FAILURE : EXIT_OK;
 }

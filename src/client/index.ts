@@ -45,7 +45,15 @@ export { PlayoutBuffer } from "./playout";
 export { seededRandom } from "./random";
 export { type JoinRoomOptions, joinRoom, type MovedEvent, RoomConnection, type RoomEvents } from "./room";
 export { type Participant, type RosterChange, RosterView } from "./roster";
-export { AudioRedirectError, AudioRemoteError, AudioSession, type AudioSessionOptions } from "./session";
+export {
+  AudioRedirectError,
+  AudioRemoteError,
+  AudioSession,
+  type AudioSessionOptions,
+  VOICE_TRANSPORTS,
+  type VoicePath,
+  type VoiceTransport,
+} from "./session";
 export { PacedTimer, sleep } from "./timing";
 export {
   type DecodedWav,

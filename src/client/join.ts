@@ -28,7 +28,7 @@ import { ReceiveLoss } from "./loss";
 import { createClientNode, type DialTargetProvider, resolveTarget } from "./node";
 import { PlayoutBuffer } from "./playout";
 import { seededRandom } from "./random";
-import { AudioRemoteError, AudioSession } from "./session";
+import { AudioRemoteError, AudioSession, type VoiceTransport } from "./session";
 import { PacedTimer, sleep } from "./timing";
 import { readWav, WavWriter } from "./wav";
 
@@ -78,6 +78,8 @@ export interface JoinClientOptions {
   codec?: OpusCodec;
   /** time source of the pacing, playout, keepalive, backoff, duration and tail timers (default the real clock) */
   clock?: Clock;
+  /** voice by UDP datagram when offered ("auto", default), required ("udp") or never ("stream") */
+  transport?: VoiceTransport;
   /**
    * Called once at the start with the report this run fills in, for progress displays: the frame counters,
    * `outputSeconds`, `reconnects` and `participantIds` move while it runs; the rest is set at the end.
@@ -267,6 +269,7 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
           onAudio,
           signal: runSignal,
           clock,
+          ...(opts.transport ? { transport: opts.transport } : {}),
           onClose: (err) => {
             if (!stopping) rx.left(clock.now());
             if (err && !stopping) {

@@ -30,7 +30,7 @@ import { type Clock, realClock } from "./clock";
 import { loadOpusCodec } from "./codec";
 import { lossPercent, ReceiveLoss } from "./loss";
 import { createClientNode, type DialTarget, type DialTargetProvider } from "./node";
-import { AudioSession } from "./session";
+import { AudioSession, type VoiceTransport } from "./session";
 import { PacedTimer, sleep } from "./timing";
 
 export interface LoadgenOptions {
@@ -59,6 +59,8 @@ export interface LoadgenOptions {
   codec?: OpusCodec;
   /** protocol id to dial (default the audio protocol; the latency bench uses an echo protocol) */
   protocol?: string;
+  /** voice by UDP datagram when offered ("auto", default), required ("udp") or never ("stream") */
+  transport?: VoiceTransport;
   signal?: AbortSignal;
   /** time source of the pacing, the join spread, warm-up and run length, and of the latency figures (default real) */
   clock?: Clock;
@@ -353,6 +355,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
             room: room.id,
             name: `loadgen-${room.id}-${p.index}`,
             protocol: opts.protocol,
+            ...(opts.transport ? { transport: opts.transport } : {}),
             signal: opts.signal,
             maxOutboundStreams: total + 16,
             clock,

@@ -10,9 +10,11 @@ import { AgoraError, type ErrorCode, errorMessage } from "../errors";
 import {
   AUDIO_PROTOCOLS,
   type AudioFrame,
+  Capability,
   checkDisplayName,
   checkRoomId,
   chunkBytes,
+  DATAGRAM_TIMING,
   encodeAudio,
   encodeMessage,
   errorCodeName,
@@ -31,6 +33,7 @@ import {
 } from "../protocol";
 import { type Clock, realClock } from "./clock";
 import type { DialTarget } from "./node";
+import { ClientUdpChannel, RecentSeqs } from "./udp";
 
 /** A server refused or ended the session with an ERROR message. */
 export class AudioRemoteError extends AgoraError {
@@ -106,7 +109,19 @@ export interface AudioSessionOptions {
   maxOutboundStreams?: number;
   /** time source of `lastRxAt`, `receivedAt` and RTT (default the real clock) */
   clock?: Clock;
+  /**
+   * How voice travels (1.1.0): "auto" (default) as encrypted UDP datagrams when the server offers them,
+   * "udp" the same but the open fails when it does not, "stream" never by datagram. The stream carries
+   * control either way and is the fallback whenever datagrams do not get through.
+   */
+  transport?: VoiceTransport;
 }
+
+export type VoiceTransport = "auto" | "udp" | "stream";
+export const VOICE_TRANSPORTS: readonly VoiceTransport[] = ["auto", "udp", "stream"];
+
+/** Which path voice takes in one direction right now. */
+export type VoicePath = "udp" | "stream";
 
 export class AudioSession {
   readonly joined: JoinedMessage;
@@ -123,6 +138,12 @@ export class AudioSession {
   rttMs: number | undefined;
   framesSent = 0;
   framesReceived = 0;
+  /** frames received twice during a path switch (by stream and by datagram) and dropped */
+  framesDuplicate = 0;
+  /** voice datagrams, once the server offered them (undefined: stream only) */
+  private udp: ClientUdpChannel | undefined;
+  private udpTimer: ReturnType<typeof setInterval> | undefined;
+  private readonly recent = new RecentSeqs();
 
   private constructor(
     private readonly stream: Stream,
@@ -149,6 +170,21 @@ export class AudioSession {
 
   get isOpen(): boolean {
     return this.closedWith === null;
+  }
+
+  /** The path of our voice to the mixer now. */
+  get uplinkPath(): VoicePath {
+    return this.udp?.policy.usingDatagrams ? "udp" : "stream";
+  }
+
+  /** Whether voice datagrams were negotiated on this session. */
+  get datagramsOffered(): boolean {
+    return this.udp !== undefined;
+  }
+
+  /** Voice datagrams sent, authenticated from the mixer, and dropped (forged, replayed, foreign). */
+  get datagramStats(): { sent: number; received: number; dropped: number } {
+    return { sent: this.udp?.sent ?? 0, received: this.udp?.received ?? 0, dropped: this.udp?.dropped ?? 0 };
   }
 
   /** Dials, negotiates the protocol, JOINs and waits for JOINED; throws AudioRemoteError on ERROR. */
@@ -207,10 +243,11 @@ export class AudioSession {
     stream.addEventListener("close", onClose);
     signal.addEventListener("abort", onAbort, { once: true });
     try {
+      const capabilities = opts.transport === "stream" ? opts.capabilities : (opts.capabilities ?? 0) | Capability.UDP_DATAGRAMS;
       const ext =
         version >= WIRE_VERSION_1_1
           ? {
-              ...(opts.capabilities !== undefined ? { capabilities: opts.capabilities } : {}),
+              ...(capabilities !== undefined ? { capabilities } : {}),
               ...(opts.moveToken ? { moveToken: opts.moveToken } : {}),
               ...(opts.grant ? { grant: opts.grant } : {}),
             }
@@ -229,7 +266,70 @@ export class AudioSession {
     }
     const session = new AudioSession(stream, r, opts, decoder);
     session.attach(early);
+    if (session.isOpen && r.udp && opts.transport !== "stream" && ((r.capabilities ?? 0) & Capability.UDP_DATAGRAMS) !== 0)
+      await session.startDatagrams(stream);
+    if (opts.transport === "udp" && !session.udp) {
+      session.abort("voice datagrams required but not available");
+      throw new AgoraError(
+        "P2P",
+        version < WIRE_VERSION_1_1
+          ? `transport udp: ${target.toString()} speaks only ${stream.protocol} (no voice datagrams)`
+          : `transport udp: ${target.toString()} did not offer voice datagrams on this connection`,
+      );
+    }
     return session;
+  }
+
+  /**
+   * Binds our socket, sends the first datagram (the mixer binds our NAT mapping from it) and starts the
+   * report/keepalive timer. A failure leaves the session on the stream: datagrams are an optimisation.
+   */
+  private async startDatagrams(stream: Stream): Promise<void> {
+    const offer = this.joined.udp!;
+    const conn = this.opts.libp2p.getConnections().find((c) => c.streams.includes(stream));
+    const remote = conn?.remoteAddr.toString() ?? "";
+    if (remote.includes("/p2p-circuit")) return;
+    const host = offer.addrs[0] ?? /^\/ip[46]\/([^/]+)/.exec(remote)?.[1];
+    if (!host) return;
+    try {
+      this.udp = await ClientUdpChannel.open(offer, host, (frame) => this.onDatagramFrame(frame));
+    } catch {
+      return;
+    }
+    if (!this.isOpen) {
+      this.udp.close();
+      this.udp = undefined;
+      return;
+    }
+    this.udp.send(undefined, this.clock.now());
+    this.udpTimer = setInterval(() => this.udpTick(), DATAGRAM_TIMING.reportIntervalMs);
+    this.udpTimer.unref?.();
+  }
+
+  private udpTick(): void {
+    const u = this.udp;
+    if (!u || !this.isOpen) return;
+    const now = this.clock.now();
+    if (u.received > 0) this.queue.send(encodeMessage({ type: "UDP_REPORT", received: u.received }), false);
+    u.policy.evaluate(now);
+    if (now - u.lastTxAt >= DATAGRAM_TIMING.reportIntervalMs) u.send(undefined, now);
+  }
+
+  private onDatagramFrame(frame: AudioFrame): void {
+    if (!this.isOpen) return;
+    const now = this.clock.now();
+    this.lastRxAt = now;
+    this.deliver(frame, now);
+  }
+
+  /** One received frame from either path; the second copy of a frame that came both ways is dropped. */
+  private deliver(frame: AudioFrame, now: number): void {
+    if (this.udp && !this.recent.first(frame.seq)) {
+      this.framesDuplicate++;
+      return;
+    }
+    this.framesReceived++;
+    this.opts.onAudio?.(frame, now);
   }
 
   private attach(early: WireMessage[]): void {
@@ -259,8 +359,14 @@ export class AudioSession {
     this.lastRxAt = now;
     switch (m.type) {
       case "AUDIO":
-        this.framesReceived++;
-        this.opts.onAudio?.({ seq: m.seq, timestamp: m.timestamp, payload: m.payload }, now);
+        this.deliver({ seq: m.seq, timestamp: m.timestamp, payload: m.payload }, now);
+        return;
+      case "UDP_REPORT":
+        if (this.udp) {
+          this.udp.policy.report(m.received, now);
+          return;
+        }
+        this.finish(new AgoraError("WIRE_PROTOCOL", "UDP_REPORT on a session without voice datagrams"), true);
         return;
       case "PONG": {
         const sentAt = this.pings.get(m.nonce);
@@ -299,6 +405,15 @@ export class AudioSession {
   /** Queues one frame; false once the session is closed. */
   sendAudio(frame: AudioFrame): boolean {
     if (!this.isOpen) return false;
+    if (this.udp) {
+      const now = this.clock.now();
+      const route = this.udp.policy.route(now);
+      const sent = route.datagram && this.udp.send(frame, now);
+      if (sent && !route.stream) {
+        this.framesSent++;
+        return true;
+      }
+    }
     const ok = this.queue.send(encodeAudio(frame), true);
     if (ok) this.framesSent++;
     return ok;
@@ -319,6 +434,7 @@ export class AudioSession {
     if (!this.isOpen) return;
     this.closedWith = undefined;
     this.queue.close();
+    this.stopDatagrams();
     try {
       this.stream.send(encodeMessage({ type: "LEAVE" }));
       await this.stream.close({ signal: AbortSignal.timeout(timeoutMs) });
@@ -343,6 +459,12 @@ export class AudioSession {
     this.opts.onClose?.(undefined);
   }
 
+  private stopDatagrams(): void {
+    clearInterval(this.udpTimer);
+    this.udpTimer = undefined;
+    this.udp?.close();
+  }
+
   /** Drops the session without LEAVE (used when the connection is already known dead). */
   abort(reason: string): void {
     this.finish(new AgoraError("P2P", reason), true);
@@ -352,6 +474,7 @@ export class AudioSession {
     if (!this.isOpen) return;
     this.closedWith = error;
     this.queue.close();
+    this.stopDatagrams();
     if (abortStream && this.stream.status !== "closed") this.stream.abort(error);
     this.opts.onClose?.(error);
   }

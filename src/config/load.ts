@@ -355,6 +355,15 @@ function crossCheck(cfg: AgoraConfig, errors: ConfigIssue[], warnings: ConfigIss
   ] as const)
     if (on && port === n.listen_port)
       errors.push({ source: where("node.listen_port"), path: "node.listen_port", message: `conflicts with ${name} (${port})` });
+  // The node's UDP socket (STUN) already holds node.listen_port on node.listen_addr: the voice datagrams
+  // share it (udp_port 0, or the same port and address) or need a port of their own.
+  const a = cfg.audio;
+  if (a.udp_enabled && a.udp_port === n.listen_port && a.udp_listen_addr !== n.listen_addr)
+    errors.push({
+      source: where("audio.udp_port"),
+      path: "audio.udp_port",
+      message: `equals node.listen_port (${n.listen_port}), whose UDP socket binds node.listen_addr ${n.listen_addr}; set audio.udp_port = 0 to share that socket, or another port`,
+    });
   const net = cfg.network;
   if (net.ws_port !== 0) {
     for (const [name, on, port] of [

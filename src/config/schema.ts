@@ -485,6 +485,27 @@ const SCHEMA_TABLE = [
     live: true,
     doc: "Largest jitter-buffer target (ms).",
   },
+  {
+    section: "audio",
+    key: "udp_enabled",
+    type: { kind: "boolean" },
+    default: true,
+    doc: "Offer voice as encrypted UDP datagrams to 1.1.0 clients that handle them (the stream stays for control and is the fallback).",
+  },
+  {
+    section: "audio",
+    key: "udp_port",
+    type: { kind: "integer", min: 0, max: 65535 },
+    default: 0,
+    doc: "UDP port of the voice datagrams. 0 = share the node's UDP socket on node.listen_port (the one STUN maps for NAT traversal); open it in your firewall.",
+  },
+  {
+    section: "audio",
+    key: "udp_listen_addr",
+    type: { kind: "address" },
+    default: "0.0.0.0",
+    doc: "IP address the voice datagram socket binds when audio.udp_port is set; a specific address is also offered to clients (0.0.0.0/:: offers none: clients use the address they dialled).",
+  },
   // [dashboard]
   { section: "dashboard", key: "enabled", type: { kind: "boolean" }, default: true, doc: "Serve the web dashboard and JSON API." },
   {

@@ -5,7 +5,7 @@
  * It is also the DashboardSource the HTTP layer reads from.
  */
 import { hostname } from "node:os";
-import { Counter } from "prom-client";
+import { Counter, type Registry } from "prom-client";
 import { createMediaEngine, type MediaEngine, mediaMetrics } from "../audio";
 import { type AgoraConfig, type LoadedConfig, maskSecrets, restartRequiredChanges, specFor } from "../config";
 import { AgoraError, errorMessage, isAddressInUse, portInUse } from "../errors";
@@ -27,8 +27,8 @@ import {
 import type { LogHandle, LogLevel } from "../log";
 import { createNodeMetrics, type NodeMetrics } from "../metrics";
 import { createNetworkNode, type LoadFigures, type NetworkNode } from "../p2p";
-import { AudioRoomService } from "../rooms";
-import { StunService } from "../stun";
+import { AudioRoomService, UdpVoiceEndpoint } from "../rooms";
+import { bindUdp, StunService, type UdpEndpoint } from "../stun";
 import { type Identity, loadOrCreateIdentity } from "./identity";
 import { Lifecycle, type Service } from "./lifecycle";
 import { acquirePidLock, type PidLock } from "./pidfile";
@@ -206,9 +206,11 @@ export class NodeRuntime implements DashboardSource {
             () => media.stop(),
           ),
         );
+        const udp = c.audio.udp_enabled ? await this.voiceDatagramEndpoint(c, stun.endpoint, this.metrics.registry) : undefined;
         const rooms = new AudioRoomService({
           libp2p: this.network.libp2p,
           engine: this.media,
+          ...udp,
           logger: this.log.child({ subsystem: "rooms" }),
           registry: this.metrics.registry,
           bitrate: c.audio.bitrate,
@@ -264,6 +266,36 @@ export class NodeRuntime implements DashboardSource {
   private readyStatus(): string {
     const c = this.config;
     return `ready: ${c.node.mode} node ${this.peerId}${this.dashboard ? `, dashboard ${this.dashboard.url()}` : ""}`;
+  }
+
+  /**
+   * The socket for voice datagrams: by default the node's own UDP socket (the STUN one, so the public mapping
+   * STUN learned is the one clients reach); a separate one when audio.udp_port names another port.
+   */
+  private async voiceDatagramEndpoint(
+    c: AgoraConfig,
+    shared: UdpEndpoint | undefined,
+    registry: Registry,
+  ): Promise<{ udp: UdpVoiceEndpoint; udpAddrs: string[] } | undefined> {
+    const own = c.audio.udp_port !== 0 && !(c.audio.udp_port === c.node.listen_port && c.audio.udp_listen_addr === c.node.listen_addr);
+    let endpoint = shared;
+    if (own) {
+      const bound = await bindUdp(c.audio.udp_listen_addr, c.audio.udp_port).catch((err) => {
+        throw portInUse("audio.udp_port", c.audio.udp_listen_addr, c.audio.udp_port, err);
+      });
+      await this.lifecycle.start(
+        service(
+          "udp-voice",
+          async () => {},
+          async () => bound.close(),
+        ),
+      );
+      endpoint = bound;
+    }
+    if (!endpoint) return undefined;
+    const addr = own ? c.audio.udp_listen_addr : c.node.listen_addr;
+    const udp = new UdpVoiceEndpoint({ endpoint, registry, logger: this.log.child({ subsystem: "rooms" }) });
+    return { udp, udpAddrs: addr === "0.0.0.0" || addr === "::" ? [] : [addr] };
   }
 
   private mediaSettings(c: AgoraConfig) {

@@ -5,6 +5,31 @@
  * (src/audio); it depends on nothing but src/errors, so any of them can import it without the others.
  */
 export * from "./constants";
+export {
+  DATAGRAM_DROP_REASONS,
+  DATAGRAM_HEADER_BYTES,
+  DATAGRAM_KEY_BYTES,
+  DATAGRAM_TAG_BYTES,
+  DATAGRAM_TIMING,
+  DATAGRAM_VERSION,
+  DatagramDirection,
+  type DatagramDirectionValue,
+  type DatagramDropReason,
+  DatagramFlag,
+  type DatagramHeader,
+  type DatagramKey,
+  type DatagramTiming,
+  datagramKey,
+  datagramNonce,
+  MAX_DATAGRAM_BYTES,
+  MAX_DATAGRAM_COUNTER,
+  MIN_DATAGRAM_BYTES,
+  openDatagram,
+  parseDatagramHeader,
+  ReplayWindow,
+  sealDatagram,
+  UdpSendPolicy,
+} from "./datagram";
 export { chunkBytes, type DrainableStream, OutboundQueue } from "./send-queue";
 export type { AudioFrame, OpusCodec, OpusDecoder, OpusEncoder, OpusEncoderOptions } from "./types";
 export {
@@ -24,6 +49,7 @@ export {
   encodeMessage,
   encodeRosterSnapshot,
   errorCodeName,
+  isIpLiteral,
   isRetryableErrorCode,
   isValidRoomId,
   JoinExtension,
@@ -42,6 +68,8 @@ export {
   MAX_PARTICIPANT_ID_LENGTH,
   MAX_REDIRECT_ADDRS,
   MAX_ROSTER_LISTED,
+  MAX_UDP_OFFER_ADDR_BYTES,
+  MAX_UDP_OFFER_ADDRS,
   MessageDecoder,
   MessageType,
   type MessageTypeName,
@@ -58,6 +86,8 @@ export {
   type RosterSpeakingMessage,
   SUPPORTED_WIRE_VERSIONS,
   seqDiff,
+  type UdpOffer,
+  type UdpReportMessage,
   WIRE_VERSION,
   WIRE_VERSION_1_1,
   WireError,

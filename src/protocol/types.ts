@@ -11,6 +11,8 @@ export interface AudioFrame {
   /** uint32 sample clock at 48 kHz (increments by 960 per 20 ms frame); wraps */
   timestamp: number;
   payload: Uint8Array;
+  /** voice-activity flag of the sender (datagram flags bit 0 / AUDIO_VAD), when it sent one */
+  voice?: boolean;
 }
 
 export interface OpusEncoder {

@@ -99,6 +99,11 @@ export const MessageType = {
   /** 1.1.0 with Capability.ROSTER: who is in the room and who speaks. */
   ROSTER: 0x09,
   AUDIO: 0x10,
+  /**
+   * 1.1.0, both directions, Capability.UDP_DATAGRAMS: how many of the peer's datagrams this side has
+   * authenticated so far; the peer sends voice by datagram only while this count keeps rising.
+   */
+  UDP_REPORT: 0x20,
 } as const;
 /*
  * Reserved type ranges for 1.1.0 capabilities (see protocol.md): 0x0a-0x0f and 0x30-0x3f access control and
@@ -119,7 +124,37 @@ export const JoinedExtension = {
   EPOCH: 0x02,
   /** the participant's role (access control) */
   ROLE: 0x03,
+  /** the UDP voice endpoint, session id and key (Capability.UDP_DATAGRAMS) */
+  UDP_OFFER: 0x10,
 } as const;
+
+/** An IPv4 or IPv6 literal in text form (without node:net, so the codec also bundles for browsers). */
+export function isIpLiteral(a: string): boolean {
+  if (/^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/.test(a)) return true;
+  if (!a.includes(":") || /[^0-9A-Fa-f:.]/.test(a)) return false;
+  try {
+    new URL(`http://[${a}]/`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Most addresses in a UDP offer, and the longest (an IP literal in text form). */
+export const MAX_UDP_OFFER_ADDRS = 4;
+export const MAX_UDP_OFFER_ADDR_BYTES = 45;
+
+/**
+ * Where and how to send voice datagrams (JOINED extension 0x10): the mixer's UDP port, optionally its IP
+ * addresses (none: the host the client dialled), the session id every datagram carries and the 32-byte
+ * AES-256-GCM key of this session.
+ */
+export interface UdpOffer {
+  sessionId: number;
+  port: number;
+  key: Uint8Array;
+  addrs: string[];
+}
 
 /** Why a MOVE was sent. */
 export const MoveReason = {
@@ -198,6 +233,7 @@ export interface JoinedMessage {
   capabilities?: number;
   epoch?: number;
   role?: number;
+  udp?: UdpOffer;
 }
 
 /** 1.1.0, server → client: the room lives on another mixer. */
@@ -245,6 +281,12 @@ export interface AudioMessage extends AudioFrame {
   type: "AUDIO";
 }
 
+/** 1.1.0: authenticated datagrams received from the peer on this session so far (uint32, wraps). */
+export interface UdpReportMessage {
+  type: "UDP_REPORT";
+  received: number;
+}
+
 export type WireMessage =
   | JoinMessage
   | JoinedMessage
@@ -255,7 +297,8 @@ export type WireMessage =
   | AudioMessage
   | RedirectMessage
   | MoveMessage
-  | RosterMessage;
+  | RosterMessage
+  | UdpReportMessage;
 
 /** Why a decode failed; also the `reason` label of `agora_audio_stream_errors_total`. */
 export type WireErrorReason =
@@ -374,7 +417,10 @@ export function encodeMessage(msg: WireMessage): Uint8Array {
         invalid("joined.serverTimeMs", `must be a non-negative integer, got ${msg.serverTimeMs}`);
       const pid = utf8.encode(msg.participantId);
       const ext = msg.version >= WIRE_VERSION_1_1 ? joinedExtensions(msg) : EMPTY;
-      if (msg.version < WIRE_VERSION_1_1 && (msg.capabilities !== undefined || msg.epoch !== undefined || msg.role !== undefined))
+      if (
+        msg.version < WIRE_VERSION_1_1 &&
+        (msg.capabilities !== undefined || msg.epoch !== undefined || msg.role !== undefined || msg.udp !== undefined)
+      )
         invalid("joined.version", "extensions need version 2 (/agora/audio/1.1.0)");
       const { buf, view } = frameBuffer(1 + 1 + 1 + pid.length + 4 + 1 + 2 + 1 + 4 + 8 + ext.length);
       let o = LENGTH_PREFIX_BYTES;
@@ -418,6 +464,13 @@ export function encodeMessage(msg: WireMessage): Uint8Array {
     case "LEAVE": {
       const { buf, view } = frameBuffer(1);
       view.setUint8(LENGTH_PREFIX_BYTES, MessageType.LEAVE);
+      return buf;
+    }
+    case "UDP_REPORT": {
+      checkU32("udp_report.received", msg.received);
+      const { buf, view } = frameBuffer(5);
+      view.setUint8(LENGTH_PREFIX_BYTES, MessageType.UDP_REPORT);
+      view.setUint32(LENGTH_PREFIX_BYTES + 1, msg.received);
       return buf;
     }
     case "PING":
@@ -500,7 +553,61 @@ function joinedExtensions(msg: JoinedMessage): Uint8Array {
     if (!Number.isInteger(msg.role) || msg.role < 0 || msg.role > 255) invalid("joined.role", `must be a uint8, got ${msg.role}`);
     entries.push([JoinedExtension.ROLE, Uint8Array.of(msg.role)]);
   }
+  if (msg.udp !== undefined) entries.push([JoinedExtension.UDP_OFFER, encodeUdpOffer(msg.udp)]);
   return encodeExtensionList("joined", entries);
+}
+
+/** `sessionId:u32 | port:u16 | key[32] | addrCount:u8 | (addrLen:u8, addr)×addrCount` */
+function encodeUdpOffer(offer: UdpOffer): Uint8Array {
+  checkU32("joined.udp.sessionId", offer.sessionId);
+  if (!Number.isInteger(offer.port) || offer.port < 1 || offer.port > 0xffff)
+    invalid("joined.udp.port", `must be 1-65535, got ${offer.port}`);
+  if (offer.key.length !== 32) invalid("joined.udp.key", `must be 32 bytes, got ${offer.key.length}`);
+  if (offer.addrs.length > MAX_UDP_OFFER_ADDRS)
+    invalid("joined.udp.addrs", `${offer.addrs.length} addresses, at most ${MAX_UDP_OFFER_ADDRS}`);
+  const addrs = offer.addrs.map((a, i) => {
+    const b = utf8.encode(a);
+    if (b.length === 0 || b.length > MAX_UDP_OFFER_ADDR_BYTES || !isIpLiteral(a))
+      invalid(`joined.udp.addrs[${i}]`, `"${a}" is not an IP address of 1-${MAX_UDP_OFFER_ADDR_BYTES} characters`);
+    return b;
+  });
+  const out = new Uint8Array(4 + 2 + 32 + 1 + addrs.reduce((n, a) => n + 1 + a.length, 0));
+  const view = new DataView(out.buffer);
+  view.setUint32(0, offer.sessionId);
+  view.setUint16(4, offer.port);
+  out.set(offer.key, 6);
+  out[38] = addrs.length;
+  let o = 39;
+  for (const a of addrs) {
+    out[o++] = a.length;
+    out.set(a, o);
+    o += a.length;
+  }
+  return out;
+}
+
+function decodeUdpOffer(v: Uint8Array): UdpOffer | WireError {
+  const bad = (msg: string) => new WireError("bad_field", "joined.udp", msg);
+  if (v.length < 39) return bad(`UDP offer of ${v.length} bytes, needs at least 39`);
+  const view = new DataView(v.buffer, v.byteOffset, v.byteLength);
+  const port = view.getUint16(4);
+  if (port === 0) return bad("UDP offer port 0");
+  const count = v[38]!;
+  if (count > MAX_UDP_OFFER_ADDRS) return bad(`${count} addresses, at most ${MAX_UDP_OFFER_ADDRS}`);
+  const addrs: string[] = [];
+  let o = 39;
+  for (let i = 0; i < count; i++) {
+    const len = v[o];
+    if (len === undefined || o + 1 + len > v.length)
+      return new WireError("truncated", "joined.udp", `UDP offer address ${i} runs past the extension`);
+    const a = ascii.decode(v.subarray(o + 1, o + 1 + len));
+    if (len === 0 || len > MAX_UDP_OFFER_ADDR_BYTES || !isIpLiteral(a))
+      return bad(`UDP offer address ${i} "${a.slice(0, 60)}" is not an IP address`);
+    addrs.push(a);
+    o += 1 + len;
+  }
+  if (o !== v.length) return new WireError("trailing_bytes", "joined.udp", `UDP offer has ${v.length - o} unexpected trailing bytes`);
+  return { sessionId: view.getUint32(0), port, key: v.slice(6, 38), addrs };
 }
 
 /** REDIRECT: `room, epoch:u32, peer, addrs`; MOVE adds `token` and `reason:u8`. Strings are u8-length-prefixed, addrs u16. */
@@ -683,6 +790,14 @@ export function decodeMessage(body: Uint8Array): DecodeResult<WireMessage> {
       return decodePlacement(new Reader(body, view, "move"), "MOVE");
     case MessageType.ROSTER:
       return decodeRoster(new Reader(body, view, "roster"));
+    case MessageType.UDP_REPORT: {
+      const r = new Reader(body, view, "udp_report");
+      const received = r.u32("received");
+      if (isErr(received)) return { ok: false, error: received };
+      const end = r.end();
+      if (end) return { ok: false, error: end };
+      return { ok: true, value: { type: "UDP_REPORT", received } };
+    }
     case MessageType.PING:
     case MessageType.PONG: {
       const name = type === MessageType.PING ? "PING" : "PONG";
@@ -860,7 +975,7 @@ function decodeJoined(r: Reader): DecodeResult<WireMessage> {
   if (isErr(bitrate)) return { ok: false, error: bitrate };
   const serverTimeMs = r.u64("serverTimeMs");
   if (isErr(serverTimeMs)) return { ok: false, error: serverTimeMs };
-  const extra: Pick<JoinedMessage, "capabilities" | "epoch" | "role"> = {};
+  const extra: Pick<JoinedMessage, "capabilities" | "epoch" | "role" | "udp"> = {};
   if (version >= WIRE_VERSION_1_1) {
     const ext = readExtensions(r);
     if (isErr(ext)) return { ok: false, error: ext };
@@ -877,6 +992,12 @@ function decodeJoined(r: Reader): DecodeResult<WireMessage> {
     if (role !== undefined) {
       if (role.length !== 1) return fail("bad_field", "joined.role", `role must be 1 byte, got ${role.length}`);
       extra.role = role[0];
+    }
+    const udp = ext.get(JoinedExtension.UDP_OFFER);
+    if (udp !== undefined) {
+      const offer = decodeUdpOffer(udp);
+      if (isErr(offer)) return { ok: false, error: offer };
+      extra.udp = offer;
     }
   }
   const end = r.end();

@@ -14,3 +14,9 @@ export {
   SeqWindow,
   type StreamErrorReason,
 } from "./room-service";
+export {
+  DEFAULT_UDP_VOICE_LIMITS,
+  UdpVoiceEndpoint,
+  type UdpVoiceEndpointOptions,
+  type UdpVoiceLimits,
+} from "./udp-voice";

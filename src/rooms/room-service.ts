@@ -46,6 +46,7 @@ import {
   wireVersionForProtocol,
 } from "../protocol";
 import { type RosterMember, RosterPublisher } from "./roster";
+import type { UdpVoiceEndpoint, UdpVoiceSession } from "./udp-voice";
 
 export interface AudioServiceLimits {
   /** A joined stream that sends nothing (no audio, no PING) for this long is half-open: closed. */
@@ -140,6 +141,10 @@ export interface AudioRoomServiceOptions {
   limits?: Partial<AudioServiceLimits>;
   /** Monotonic clock in ms (default performance.now); tests inject one to drive the token buckets. */
   now?: () => number;
+  /** Voice datagrams (Capability.UDP_DATAGRAMS); without it every session uses the stream. */
+  udp?: UdpVoiceEndpoint;
+  /** IP addresses offered beside the UDP port (none: clients send to the host they dialled). */
+  udpAddrs?: string[];
 }
 
 /** Settings that change on a running service (SIGHUP). */
@@ -350,6 +355,10 @@ interface Session {
   clientCapabilities: number;
   /** Its entry in the room's roster while joined. */
   rosterMember?: RosterMember;
+  /** Voice datagrams of this session, when both sides announced UDP_DATAGRAMS and the connection is direct. */
+  udp?: UdpVoiceSession;
+  /** the connection is relayed (no direct path for datagrams) */
+  readonly relayed: boolean;
 }
 
 export class AudioRoomService {
@@ -366,8 +375,9 @@ export class AudioRoomService {
   private running = false;
   private draining = false;
   /** Capability bits this server offers in JOINED on 1.1.0 sessions (features OR theirs in as they land). */
-  private readonly capabilities = Capability.ROSTER;
   private readonly roster: RosterPublisher;
+  private readonly capabilities: number;
+  private reportTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(private readonly opts: AudioRoomServiceOptions) {
     this.limits = { ...DEFAULT_AUDIO_SERVICE_LIMITS, ...opts.limits };
@@ -377,6 +387,7 @@ export class AudioRoomService {
     this.metrics = createMetrics(opts.registry);
     this.log = opts.logger.child({ component: "audio-net" });
     this.now = opts.now ?? (() => performance.now());
+    this.capabilities = Capability.ROSTER | (opts.udp ? Capability.UDP_DATAGRAMS : 0);
     this.bitrate = opts.bitrate ?? 32_000;
     this.roster = new RosterPublisher({
       registry: opts.registry,
@@ -421,6 +432,11 @@ export class AudioRoomService {
     this.sweepTimer = setInterval(() => this.sweep(), sweepMs);
     this.sweepTimer.unref?.();
     this.roster.start();
+    if (this.opts.udp) {
+      this.opts.udp.start();
+      this.reportTimer = setInterval(() => this.udpTick(), this.opts.udp.limits.reportIntervalMs);
+      this.reportTimer.unref?.();
+    }
     this.log.info({ protocols: AUDIO_PROTOCOLS }, "audio protocol registered");
   }
 
@@ -430,6 +446,8 @@ export class AudioRoomService {
     this.running = false;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = undefined;
+    if (this.reportTimer) clearInterval(this.reportTimer);
+    this.reportTimer = undefined;
     clearTimeout(this.spreadTimer);
     this.spreadTimer = undefined;
     this.roster.stop();
@@ -442,6 +460,7 @@ export class AudioRoomService {
       this.closeSession(s, { code: WireErrorCode.SHUTTING_DOWN, message: "node is shutting down" }),
     );
     await Promise.allSettled(closing);
+    this.opts.udp?.stop();
     this.log.info("audio protocol stopped");
   }
 
@@ -503,6 +522,7 @@ export class AudioRoomService {
       seq: new SeqWindow(this.limits.reorderWindow),
       wireVersion: wireVersionForProtocol(stream.protocol ?? "") ?? WIRE_VERSION,
       clientCapabilities: 0,
+      relayed: ip === undefined,
     };
     this.sessions.add(s);
     this.metrics.streamsActive.inc();
@@ -642,28 +662,21 @@ export class AudioRoomService {
           this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "AUDIO before JOIN", "unexpected_message");
           return;
         }
-        const verdict = s.seq.accept(m.seq);
-        if (verdict === "duplicate" || verdict === "late") {
-          this.metrics.framesDropped.inc({ reason: verdict });
-          return;
-        }
-        if (verdict === "reordered") this.metrics.framesReordered.inc();
-        const limited = this.takeFrame(s, this.now());
-        if (limited) {
-          this.metrics.limited.inc({ limit: limited });
-          this.metrics.framesDropped.inc({ reason: "rate_limited" });
-          return;
-        }
         if (checkOpusPacket(m.payload) !== undefined) {
           // A broken encoder is not hostile: drop the frame (the mixer conceals it), keep the participant.
           this.metrics.framesDropped.inc({ reason: "invalid_opus" });
           return;
         }
-        const frame: AudioFrame = { seq: m.seq, timestamp: m.timestamp, payload: m.payload };
-        this.opts.engine.pushFrame(s.room!, s.participantId!, frame);
-        this.metrics.framesIn.inc();
+        this.acceptFrame(s, { seq: m.seq, timestamp: m.timestamp, payload: m.payload });
         return;
       }
+      case "UDP_REPORT":
+        if (!s.udp) {
+          this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "UDP_REPORT on a session without voice datagrams", "unexpected_message");
+          return;
+        }
+        s.udp.policy.report(m.received, this.now());
+        return;
       case "PING":
         s.queue.send(encodeMessage({ type: "PONG", nonce: m.nonce }), false);
         return;
@@ -692,6 +705,65 @@ export class AudioRoomService {
         this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, `${m.type} is sent by servers only`, "unexpected_message");
         return;
     }
+  }
+
+  /**
+   * One inbound frame, from the stream or a datagram (already checked as Opus): one sequence window for both
+   * paths, so a frame that came both ways during a switch reaches the engine once.
+   */
+  private acceptFrame(s: Session, frame: AudioFrame): void {
+    const verdict = s.seq.accept(frame.seq);
+    if (verdict === "duplicate" || verdict === "late") {
+      this.metrics.framesDropped.inc({ reason: verdict });
+      return;
+    }
+    if (verdict === "reordered") this.metrics.framesReordered.inc();
+    const limited = this.takeFrame(s, this.now());
+    if (limited) {
+      this.metrics.limited.inc({ limit: limited });
+      this.metrics.framesDropped.inc({ reason: "rate_limited" });
+      return;
+    }
+    this.opts.engine.pushFrame(s.room!, s.participantId!, frame);
+    this.metrics.framesIn.inc();
+  }
+
+  /** Datagram offer for a session that may use one: 1.1.0, both announced UDP_DATAGRAMS, a direct connection. */
+  private openUdp(s: Session): UdpVoiceSession | undefined {
+    const udp = this.opts.udp;
+    if (!udp || s.wireVersion < WIRE_VERSION_1_1 || (s.clientCapabilities & Capability.UDP_DATAGRAMS) === 0 || s.relayed) return undefined;
+    // The voice-activity bit reaches the engine only from a client that announced it means it.
+    const voice = (s.clientCapabilities & Capability.VOICE_ACTIVITY) !== 0;
+    return udp.open({
+      onFrame: (frame) =>
+        this.guard(s, () => {
+          if (s.state !== "joined") return;
+          if (!voice) frame.voice = undefined;
+          this.acceptFrame(s, frame);
+        }),
+      onAlive: () => {
+        s.lastRxAt = this.now();
+        s.pingedAt = 0;
+      },
+    });
+  }
+
+  /** Every report interval: UDP_REPORT to clients that sent datagrams, keepalives where nothing went out. */
+  private udpTick(): void {
+    const udp = this.opts.udp;
+    if (!udp) return;
+    const now = this.now();
+    for (const s of this.sessions) {
+      const u = s.udp;
+      if (!u || s.state !== "joined") continue;
+      this.guard(s, () => {
+        if (u.received > 0) s.queue.send(encodeMessage({ type: "UDP_REPORT", received: u.received }), false);
+        u.policy.evaluate(now);
+        if (u.bound && now - u.lastTxAt >= udp.limits.reportIntervalMs) udp.send(u, undefined);
+      });
+    }
+    udp.logDrops();
+    udp.pruneSources(now);
   }
 
   private join(s: Session, m: JoinMessage): void {
@@ -732,6 +804,7 @@ export class AudioRoomService {
     s.state = "joined";
     s.room = m.room;
     s.participantId = participantId;
+    s.udp = this.openUdp(s);
     s.name = m.name;
     this.participantIds.add(participantId);
     for (const p of s.principals) p.joined++;
@@ -749,6 +822,7 @@ export class AudioRoomService {
         bitrate: this.bitrate,
         serverTimeMs: Date.now(),
         ...(s.wireVersion >= WIRE_VERSION_1_1 ? { capabilities: this.capabilities } : {}),
+        ...(s.udp ? { udp: { sessionId: s.udp.id, port: this.opts.udp!.port, key: s.udp.key, addrs: this.opts.udpAddrs ?? [] } } : {}),
       }),
       false,
     );
@@ -766,6 +840,14 @@ export class AudioRoomService {
   private onEngineFrame(s: Session, frame: AudioFrame): void {
     // The worker may still deliver a frame or two after leave(): ignore them.
     if (s.state !== "joined") return;
+    if (s.udp && this.opts.udp) {
+      const route = s.udp.policy.route(this.now());
+      const sent = route.datagram && this.opts.udp.send(s.udp, frame);
+      if (sent && !route.stream) {
+        this.metrics.framesOut.inc();
+        return;
+      }
+    }
     let bytes: Uint8Array;
     try {
       bytes = encodeAudio(frame);
@@ -888,6 +970,7 @@ export class AudioRoomService {
     this.participantIds.delete(participantId);
     if (s.rosterMember) this.roster.remove(room, s.rosterMember);
     s.rosterMember = undefined;
+    if (s.udp) this.opts.udp?.close(s.udp);
     for (const p of s.principals) p.joined--;
     try {
       this.opts.engine.leave(room, participantId);

@@ -15,6 +15,11 @@ export interface UdpEndpoint {
   /** The bound address and port (the port is the one STUN reports a mapping for). */
   readonly local: UdpPeer;
   send(data: Uint8Array, to: UdpPeer): void;
+  /**
+   * Many datagrams in one call: `[data, port, address, data, port, address, …]` (Bun's sendMany); returns
+   * how many went out: the kernel stops at the first one it refuses (full buffer, firewall, ICMP error).
+   */
+  sendMany?(packets: Array<Uint8Array | number | string>): number;
   /** Adds a receiver of every datagram; returns the function that removes it. */
   onDatagram(receiver: (data: Uint8Array, from: UdpPeer) => void): () => void;
   /** Adds a listener for socket errors (ICMP unreachable as ECONNREFUSED); returns the remover. */
@@ -60,6 +65,9 @@ export async function bindUdp(address: string, port: number): Promise<UdpEndpoin
     local: { address: socket.address.address, port: socket.port },
     send(data, to) {
       socket.send(data, to.port, to.address);
+    },
+    sendMany(packets) {
+      return socket.sendMany(packets as Array<Uint8Array | number | string>);
     },
     onDatagram(receiver) {
       receivers.add(receiver);

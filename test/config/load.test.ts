@@ -191,6 +191,21 @@ format = "json"
     expect(issuesOf(() => loadConfig({ env: { AGORA_METRICS_PORT: "8080" } }))[0]).toContain("metrics.port: conflicts with dashboard.port");
   });
 
+  test("voice datagram keys: port range, address, and no second socket on node.listen_port", () => {
+    const { config } = loadConfig({ env: {} });
+    expect(config.audio.udp_enabled).toBe(true);
+    expect(config.audio.udp_port).toBe(0);
+    expect(issuesOf(() => loadConfig({ env: { AGORA_AUDIO_UDP_PORT: "70000" } }))[0]).toContain(
+      "audio.udp_port: expected integer 0..65535",
+    );
+    expect(issuesOf(() => loadConfig({ env: { AGORA_AUDIO_UDP_LISTEN_ADDR: "not-an-ip" } }))[0]).toContain("audio.udp_listen_addr");
+    const clash = issuesOf(() =>
+      loadConfig({ env: { AGORA_NODE_LISTEN_PORT: "7001", AGORA_AUDIO_UDP_PORT: "7001", AGORA_AUDIO_UDP_LISTEN_ADDR: "127.0.0.1" } }),
+    );
+    expect(clash[0]).toContain("audio.udp_port: equals node.listen_port (7001)");
+    expect(loadConfig({ env: { AGORA_AUDIO_UDP_PORT: "7001" } }).config.audio.udp_port).toBe(7001); // same port and address: shared
+  });
+
   test("the WebSocket listener: off by default, loopback unless plain ws on a public address is allowed, no port clash", () => {
     const { config } = loadConfig({ env: {} });
     expect(config.network.ws_port).toBe(0);

@@ -1,0 +1,173 @@
+/**
+ * The participant's side of voice datagrams (protocol.md, "UDP datagrams"): its own UDP socket, sending
+ * first so the mixer learns the address its NAT maps us to, keepalives while idle, the replay window and
+ * AEAD on what comes back, and the count of authenticated datagrams that the session reports on the stream.
+ */
+import { AgoraError, errorMessage } from "../errors";
+import {
+  type AudioFrame,
+  DATAGRAM_TIMING,
+  DatagramDirection,
+  DatagramFlag,
+  type DatagramKey,
+  datagramKey,
+  isIpLiteral,
+  MAX_DATAGRAM_COUNTER,
+  openDatagram,
+  parseDatagramHeader,
+  ReplayWindow,
+  sealDatagram,
+  seqDiff,
+  type UdpOffer,
+  UdpSendPolicy,
+} from "../protocol";
+
+/** Datagrams dropped by the client, by reason (a listener of a hostile network path can read them). */
+export interface ClientUdpStats {
+  sent: number;
+  received: number;
+  dropped: number;
+}
+
+const EMPTY = new Uint8Array(0);
+
+export class ClientUdpChannel {
+  readonly policy = new UdpSendPolicy(DATAGRAM_TIMING);
+  /** authenticated datagrams from the mixer (reported in UDP_REPORT) */
+  received = 0;
+  sent = 0;
+  dropped = 0;
+  lastTxAt = Number.NEGATIVE_INFINITY;
+  private counter = 0;
+  private readonly replay = new ReplayWindow(128);
+  private readonly key: DatagramKey;
+  private readonly nonce = Buffer.alloc(12);
+  private closed = false;
+
+  private constructor(
+    private readonly socket: import("bun").udp.Socket<"uint8array">,
+    private readonly offer: UdpOffer,
+    readonly host: string,
+    private readonly onFrame: (frame: AudioFrame) => void,
+  ) {
+    this.key = datagramKey(offer.key);
+  }
+
+  /** Binds an ephemeral socket of the mixer address's family; `host` is an IP literal. */
+  static async open(offer: UdpOffer, host: string, onFrame: (frame: AudioFrame) => void): Promise<ClientUdpChannel> {
+    if (!isIpLiteral(host)) throw new AgoraError("USAGE", `voice datagram host "${host}" is not an IP address`);
+    let channel: ClientUdpChannel | undefined;
+    let socket: import("bun").udp.Socket<"uint8array">;
+    try {
+      socket = await Bun.udpSocket({
+        hostname: host.includes(":") ? "::" : "0.0.0.0",
+        port: 0,
+        binaryType: "uint8array",
+        socket: {
+          data(_s, data, port, address) {
+            channel?.onDatagram(data, port, address);
+          },
+          // ICMP unreachable (UDP blocked with a reject rule): the fallback notices by the missing reports.
+          error() {},
+        },
+      });
+    } catch (err) {
+      throw new AgoraError("P2P", `cannot bind a UDP socket for voice datagrams: ${errorMessage(err)}`, { cause: err });
+    }
+    channel = new ClientUdpChannel(socket, offer, host, onFrame);
+    return channel;
+  }
+
+  get localPort(): number {
+    return this.socket.port;
+  }
+
+  /** Seals and sends one frame (undefined: a keepalive); false when this direction has used up its counter. */
+  send(frame: AudioFrame | undefined, now: number): boolean {
+    if (this.closed || this.counter > MAX_DATAGRAM_COUNTER) return false;
+    const flags = frame ? (frame.voice ? DatagramFlag.VOICE : 0) : DatagramFlag.KEEPALIVE;
+    const header = {
+      flags,
+      sessionId: this.offer.sessionId,
+      counter: this.counter++,
+      seq: frame?.seq ?? 0,
+      timestamp: frame?.timestamp ?? 0,
+    };
+    const bytes = sealDatagram(this.key, DatagramDirection.CLIENT_TO_SERVER, header, frame?.payload ?? EMPTY, this.nonce);
+    try {
+      // false: the send buffer is full; the caller sends this frame on the stream instead
+      if (!this.socket.send(bytes, this.offer.port, this.host)) return false;
+    } catch {
+      return false;
+    }
+    this.sent++;
+    this.lastTxAt = now;
+    return true;
+  }
+
+  private onDatagram(data: Uint8Array, port: number, address: string): void {
+    if (this.closed) return;
+    // Only the mixer's endpoint; anything else on our ephemeral port is noise.
+    if (port !== this.offer.port || address.replace(/^::ffff:/, "") !== this.host.replace(/^::ffff:/, "")) {
+      this.dropped++;
+      return;
+    }
+    const header = parseDatagramHeader(data);
+    if (typeof header === "string" || header.sessionId !== this.offer.sessionId || this.replay.check(header.counter) !== "ok") {
+      this.dropped++;
+      return;
+    }
+    const plain = openDatagram(this.key, DatagramDirection.SERVER_TO_CLIENT, data, header.counter, this.nonce);
+    if (!plain) {
+      this.dropped++;
+      return;
+    }
+    this.replay.update(header.counter);
+    this.received = (this.received + 1) >>> 0;
+    if ((header.flags & DatagramFlag.KEEPALIVE) !== 0) return;
+    this.onFrame({ seq: header.seq, timestamp: header.timestamp, payload: plain, voice: (header.flags & DatagramFlag.VOICE) !== 0 });
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.socket.close();
+  }
+}
+
+/**
+ * Which received seqs were already delivered, for frames that arrive both by stream and by datagram while
+ * a direction switches: the last `size` seqs below the highest (older ones are the jitter buffer's "late").
+ */
+export class RecentSeqs {
+  private highest: number | undefined;
+  private readonly seen: Uint8Array;
+
+  constructor(private readonly size = 128) {
+    this.seen = new Uint8Array(size);
+  }
+
+  /** true the first time a seq is offered (within the window), false for a repeat. */
+  first(seq: number): boolean {
+    seq >>>= 0;
+    if (this.highest === undefined) {
+      this.highest = seq;
+      this.seen[seq % this.size] = 1;
+      return true;
+    }
+    const d = seqDiff(seq, this.highest);
+    if (d > 0) {
+      if (d >= this.size) this.seen.fill(0);
+      else for (let i = 1; i <= d; i++) this.seen[(this.highest + i) % this.size] = 0;
+      this.highest = seq;
+      this.seen[seq % this.size] = 1;
+      return true;
+    }
+    // Too old to tell (a restarted sender, or a very late frame): let the jitter buffer decide.
+    if (-d >= this.size) return true;
+    const slot = seq % this.size;
+    if (this.seen[slot]) return false;
+    this.seen[slot] = 1;
+    return true;
+  }
+}

@@ -36,9 +36,10 @@ export { lossPercent, ReceiveLoss, type ReceiveLossFigures } from "./loss";
 export { createClientNode, type DialTarget, type DialTargetProvider } from "./node";
 export { PlayoutBuffer } from "./playout";
 export { seededRandom } from "./random";
-export { type JoinRoomOptions, joinRoom, RoomConnection, type RoomEvents } from "./room";
+export { DEFAULT_ROOM_CAPABILITIES, type JoinRoomOptions, joinRoom, RoomConnection, type RoomEvents } from "./room";
 export { AudioRedirectError, AudioRemoteError, AudioSession, type AudioSessionOptions } from "./session";
 export { PacedTimer, sleep } from "./timing";
+export { VOICE_GATE_DB, VoiceGate } from "./vad";
 export {
   type DecodedWav,
   decodeWav,

@@ -42,6 +42,9 @@ function workerStats(participant: number, over: Partial<WorkerParticipantStats> 
     invalid: 0,
     resyncs: 0,
     decodeErrors: 0,
+    decodes: 0,
+    skipped: 0,
+    probes: 0,
     ...over,
   };
 }

@@ -64,6 +64,7 @@
 #define PRIORITY_BONUS_DB 100.0f /* a talking priority speaker always wins a top-K slot */
 #define DEFAULT_PROBES 4
 #define MAX_PROBES 64
+#define PROBE_PERIOD_TICKS 50 /* every skipped participant is probed at least once a second */
 
 typedef struct MixRule {
   int src;    /* source slot */
@@ -540,10 +541,15 @@ static void vad_skipped(AmPart *p) {
   p->candidate = 0;
 }
 
-/* Picks this tick's probes: the next `probes` participants (round robin) whose frames are being skipped. */
+/* Picks this tick's probes: the next participants (round robin) whose frames are being skipped, at least
+ * `probes`, and enough that each is probed once per PROBE_PERIOD_TICKS. */
 static void pick_probes(AmRoom *r) {
   if (!r->skip_on || r->probes <= 0 || r->cap == 0) return;
-  int left = r->probes;
+  int skipping = 0;
+  for (int i = 0; i < r->cap; i++)
+    if (r->parts[i] && r->parts[i]->skipping) skipping++;
+  int left = (skipping + PROBE_PERIOD_TICKS - 1) / PROBE_PERIOD_TICKS;
+  if (left < r->probes) left = r->probes;
   int i = r->probe_cursor % r->cap;
   for (int walked = 0; walked < r->cap && left > 0; walked++, i = (i + 1) % r->cap) {
     AmPart *p = r->parts[i];

@@ -44,6 +44,13 @@ const QUICK = flag("quick");
 const NO_NATIVE = flag("no-native");
 const BASELINE_REV = argValue("baseline-rev");
 const TICKS = QUICK ? 30 : 60;
+/**
+ * What must stay within 20 ms: the slowest tick (real time, the default), or with `--median` (the default
+ * of `--quick`; `--worst` overrides) the median tick: on a machine busy with other work preemptions make
+ * the slowest tick meaningless, while the median still compares variants run side by side.
+ */
+const CRITERION: "worst" | "median" = flag("worst") ? "worst" : flag("median") || QUICK ? "median" : "worst";
+const tickMs = (t: { worstMs: number; medianMs: number }): number => (CRITERION === "worst" ? t.worstMs : t.medianMs);
 const WARM = 10;
 const ENCODE_FRAMES = 500;
 const ENCODE_REPS = 9;
@@ -244,12 +251,12 @@ function searchWasm(v: Variant, maxN: number): Search {
   const attempt = (n: number): boolean => {
     // Up to three attempts, the best counts: a preempted tick is not the mixer's cost.
     let t = trialWasm(n, v);
-    for (let i = 1; i < 3 && t.worstMs > 20; i++) {
+    for (let i = 1; i < 3 && tickMs(t) > 20; i++) {
       const again = trialWasm(n, v);
-      if (again.worstMs < t.worstMs) t = again;
+      if (tickMs(again) < tickMs(t)) t = again;
     }
     trials.push(t);
-    return t.worstMs <= 20;
+    return tickMs(t) <= 20;
   };
   let lo = 0;
   let hi = -1;
@@ -316,7 +323,9 @@ const rows: Array<[string, string]> = [
   ["(e) flagged room, skipping ON, 30 % personal settings", String(personal30.maxN)],
 ];
 const w = Math.max(...rows.map((r) => r[0].length));
-console.log(`media-plane benchmark (${TICKS} ticks per trial after ${WARM} warm-up; slowest tick must stay ≤ 20 ms)`);
+console.log(
+  `media-plane benchmark (${TICKS} ticks per trial after ${WARM} warm-up; ${CRITERION === "worst" ? "slowest" : "median"} tick must stay ≤ 20 ms)`,
+);
 for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${v}`);
 const trialLine = (name: string, s: Search): string =>
   `  ${name}: ${s.trials.map((t) => `${t.n}:${f(t.worstMs)}/${f(t.medianMs)}ms`).join(" ")}`;
@@ -348,6 +357,7 @@ console.log(
       personal30: personal30.maxN,
     },
     quick: QUICK,
+    criterion: CRITERION,
     ticksPerTrial: TICKS,
     searchSeconds,
   }),

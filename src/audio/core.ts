@@ -112,7 +112,7 @@ interface CoreExports {
     len: number,
     flags: number,
   ): number;
-  am_room_set_vad(room: number, skip: number, probes: number): number;
+  am_room_set_vad(room: number, skip: number, probePeriodTicks: number): number;
   am_room_set_can_speak(room: number, slot: number, canSpeak: number): number;
   am_room_set_gain(room: number, listener: number, source: number, gain: number): number;
   am_room_clear_gains(room: number, listener: number): number;
@@ -324,10 +324,13 @@ export class CoreRoom {
     return this.core.x.am_room_push_flags(this.ptr, slot, seq >>> 0, ts >>> 0, arrivalMs, ptr, len, vadFlags);
   }
 
-  /** Decode skipping of flagged-silent participants (default on) and how many are probed per tick (default 4). */
-  setVad(skip: boolean, probesPerTick = 4): void {
-    if (this.core.x.am_room_set_vad(this.live(), skip ? 1 : 0, probesPerTick) < 0)
-      throw new AgoraError("MEDIA_ENGINE", `invalid decode-skipping settings (probes per tick ${probesPerTick}, expected 0..64)`);
+  /**
+   * Decode skipping of flagged-silent participants (default on), and every how many ticks each of them is
+   * decoded anyway to catch a lying flag (default 25 = 500 ms; 0 = never).
+   */
+  setVad(skip: boolean, probePeriodTicks = 25): void {
+    if (this.core.x.am_room_set_vad(this.live(), skip ? 1 : 0, probePeriodTicks) < 0)
+      throw new AgoraError("MEDIA_ENGINE", `invalid decode-skipping settings (probe period ${probePeriodTicks} ticks, expected 0..500)`);
   }
 
   /** false: a listener, never decoded nor mixed (its packets are counted and dropped). */

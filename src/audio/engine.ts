@@ -205,6 +205,8 @@ export class WorkerMediaEngine implements MediaEngine {
     for (const s of r.tickSeconds) this.metrics.tickSeconds.observe(s);
     if (r.concealed > 0) this.metrics.concealed.inc(r.concealed);
     if (r.late > 0) this.metrics.late.inc(r.late);
+    if (r.decodes) this.metrics.decodes.inc(r.decodes);
+    if (r.undecoded) this.metrics.undecoded.inc(r.undecoded);
     if (r.unknownDropped > 0) this.metrics.dropped.inc({ reason: "unknown_participant" }, r.unknownDropped);
     if (r.outboundDropped > 0) {
       this.metrics.dropped.inc({ reason: "ring_full" }, r.outboundDropped);

@@ -84,6 +84,9 @@ export interface TickReport {
   unknownDropped: number;
   /** Ticks skipped because the worker fell more than a few ticks behind real time. */
   skipped: number;
+  /** Opus decodes run, and frames left undecoded (flagged silent, unable to reach a mix). */
+  decodes?: number;
+  undecoded?: number;
 }
 
 export type FromWorker =

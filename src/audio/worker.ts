@@ -28,6 +28,8 @@ interface WRoom {
   seq: number;
   concealed: number;
   late: number;
+  decodes: number;
+  undecoded: number;
   participants: Set<number>;
 }
 interface WPart {
@@ -55,7 +57,17 @@ let stopped = false;
 let timer: ReturnType<typeof setTimeout> | undefined;
 let origin = 0;
 let ticksDone = 0;
-let report = { concealed: 0, late: 0, delivered: 0, outboundDropped: 0, unknownDropped: 0, skipped: 0 };
+const emptyReport = () => ({
+  concealed: 0,
+  late: 0,
+  delivered: 0,
+  outboundDropped: 0,
+  unknownDropped: 0,
+  skipped: 0,
+  decodes: 0,
+  undecoded: 0,
+});
+let report = emptyReport();
 const scratchRec: InboundRecord = { room: 0, participant: 0, seq: 0, ts: 0, arrivalMs: 0, flags: 0, payloadOffset: 0, payloadLength: 0 };
 
 function post(m: FromWorker): void {
@@ -96,6 +108,8 @@ function createRoom(handle: number, seqBase: number): WRoom {
     seq: seqBase >>> 0,
     concealed: 0,
     late: 0,
+    decodes: 0,
+    undecoded: 0,
     participants: new Set(),
   };
   rooms.set(handle, r);
@@ -185,6 +199,10 @@ function runTick(): number {
     report.concealed += c.concealed - r.concealed;
     report.late += c.late - r.late;
     r.concealed = c.concealed;
+    report.decodes += c.decodes - r.decodes;
+    report.undecoded += c.skipped - r.undecoded;
+    r.decodes = c.decodes;
+    r.undecoded = c.skipped;
     r.late = c.late;
   }
   return (performance.now() - t0) / 1000;
@@ -217,7 +235,7 @@ function loop(): void {
   if (heartbeat) Atomics.store(heartbeat, 0, ticksDone | 0);
   if (durations.length > 0 || report.unknownDropped > 0) {
     post({ t: "tick", tickSeconds: durations, ...report });
-    report = { concealed: 0, late: 0, delivered: 0, outboundDropped: 0, unknownDropped: 0, skipped: 0 };
+    report = emptyReport();
   }
   const next = origin + (ticksDone + 1) * TICK_MS;
   timer = setTimeout(loop, Math.max(0, next - performance.now()));

@@ -128,10 +128,10 @@ AM_API int am_room_push(AmRoom *room, int slot, uint32_t seq, uint32_t ts, doubl
 /* am_room_push with the sender's voice-activity flags (AM_VAD_*); am_room_push is flags 0 (unknown). */
 AM_API int am_room_push_flags(AmRoom *room, int slot, uint32_t seq, uint32_t ts, double arrival_ms, const uint8_t *data,
                               int len, int flags);
-/* Decode skipping: skip 0/1 (default 1); probes_per_tick 0..64: at least this many flagged-silent
- * participants are decoded anyway per tick, round robin (default 4; more when needed so each is probed
- * once a second; 0 disables probing), so a client whose flag lies is still heard. */
-AM_API int am_room_set_vad(AmRoom *room, int skip, int probes_per_tick);
+/* Decode skipping: skip 0/1 (default 1). Each flagged-silent participant is still decoded once every
+ * probe_period ticks (default 25 = 500 ms, 0..500, 0 = never), round robin spread over the ticks, so a
+ * client whose flag lies is heard within that period. */
+AM_API int am_room_set_vad(AmRoom *room, int skip, int probe_period_ticks);
 /* can_speak 0: a listener. Its packets are counted and dropped, it is never decoded nor mixed. Default 1. */
 AM_API int am_room_set_can_speak(AmRoom *room, int slot, int can_speak);
 /* What `listener` hears of `source`: gain 0 (muted for this listener only) .. AM_MAX_GAIN; 1 removes the

@@ -62,9 +62,8 @@
 #define ONSET_RAMP 120      /* samples */
 #define QUIET_BELOW_DB 15.0f /* a frame this far under the talker's smoothed level is a good place to drop */
 #define PRIORITY_BONUS_DB 100.0f /* a talking priority speaker always wins a top-K slot */
-#define DEFAULT_PROBES 4
-#define MAX_PROBES 64
-#define PROBE_PERIOD_TICKS 50 /* every skipped participant is probed at least once a second */
+#define DEFAULT_PROBE_PERIOD 25 /* ticks: every skipped participant is probed twice a second */
+#define MAX_PROBE_PERIOD 500
 
 typedef struct MixRule {
   int src;    /* source slot */
@@ -122,7 +121,8 @@ struct AmRoom {
   const uint8_t **out_pkt; /* native-width copies of the descriptor pointers */
   int *out_first;
   double counters[AM_RC_COUNT];
-  int skip_on, probes, probe_cursor;
+  int skip_on, probe_period, probe_cursor;
+  double probe_credit; /* probes owed: skipped participants / probe_period per tick, accumulated */
   int priority;                 /* slot, or -1 */
   float duck_gain, duck_cur;    /* what others are scaled by while the priority speaker is mixed; now */
 };
@@ -192,7 +192,7 @@ AmRoom *am_room_create(void) {
   r->jmax = 200;
   r->fec = 0;
   r->skip_on = 1;
-  r->probes = DEFAULT_PROBES;
+  r->probe_period = DEFAULT_PROBE_PERIOD;
   r->priority = -1;
   r->duck_gain = 0.25f;
   r->duck_cur = 1.0f;
@@ -326,10 +326,11 @@ int am_room_remove(AmRoom *r, int slot) {
   return 0;
 }
 
-int am_room_set_vad(AmRoom *r, int skip, int probes) {
-  if (!r || probes < 0 || probes > MAX_PROBES) return AM_ERR_ARG;
+int am_room_set_vad(AmRoom *r, int skip, int probe_period) {
+  if (!r || probe_period < 0 || probe_period > MAX_PROBE_PERIOD) return AM_ERR_ARG;
   r->skip_on = skip != 0;
-  r->probes = probes;
+  r->probe_period = probe_period;
+  r->probe_credit = 0.0;
   return 0;
 }
 
@@ -541,15 +542,20 @@ static void vad_skipped(AmPart *p) {
   p->candidate = 0;
 }
 
-/* Picks this tick's probes: the next participants (round robin) whose frames are being skipped, at least
- * `probes`, and enough that each is probed once per PROBE_PERIOD_TICKS. */
+/* Picks this tick's probes: the next participants (round robin) whose frames are being skipped, as many
+ * as keep each of them probed once per probe_period ticks (spread evenly over the ticks). */
 static void pick_probes(AmRoom *r) {
-  if (!r->skip_on || r->probes <= 0 || r->cap == 0) return;
+  if (!r->skip_on || r->probe_period <= 0 || r->cap == 0) return;
   int skipping = 0;
   for (int i = 0; i < r->cap; i++)
-    if (r->parts[i] && r->parts[i]->skipping) skipping++;
-  int left = (skipping + PROBE_PERIOD_TICKS - 1) / PROBE_PERIOD_TICKS;
-  if (left < r->probes) left = r->probes;
+    if (r->parts[i] && r->parts[i]->skipping && r->parts[i]->can_speak) skipping++;
+  if (skipping == 0) {
+    r->probe_credit = 0.0;
+    return;
+  }
+  r->probe_credit += (double)skipping / r->probe_period;
+  int left = (int)r->probe_credit;
+  r->probe_credit -= left;
   int i = r->probe_cursor % r->cap;
   for (int walked = 0; walked < r->cap && left > 0; walked++, i = (i + 1) % r->cap) {
     AmPart *p = r->parts[i];

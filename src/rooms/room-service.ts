@@ -819,7 +819,8 @@ export class AudioRoomService {
     if (s.state !== "joined") return;
     let bytes: Uint8Array;
     try {
-      bytes = encodeAudio(frame);
+      // The mix goes out as plain AUDIO: AUDIO_VAD is client → server only.
+      bytes = encodeAudio(frame.voice === undefined ? frame : { seq: frame.seq, timestamp: frame.timestamp, payload: frame.payload });
     } catch (err) {
       s.log.warn({ err: errorMessage(err) }, "engine produced an unsendable frame; dropped");
       this.metrics.framesDropped.inc({ reason: "invalid" });

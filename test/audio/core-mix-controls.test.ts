@@ -312,6 +312,35 @@ describe("per-listener mix controls", () => {
     expect(toneDb(res.a, 660)).toBeGreaterThan(-3); // a talker (mix-minus) still hears b
   });
 
+  test("a listener's personal mix exists only while a source it has a rule for is mixed", () => {
+    const r = new Room();
+    r.add("a");
+    r.add("x");
+    r.add("l");
+    r.room.setGain(r.slot("l"), r.slot("x"), 0);
+    const xTalks = (t: number) => t >= 40 && t < 100;
+    const personalAt: boolean[] = [];
+    const mixes: Int16Array[] = [];
+    for (let k = 0; k < 400; k++) {
+      r.step((n, t) => {
+        if (n === "a") return [toneFrame(440, t), VOICE];
+        if (n === "x") return xTalks(t) ? [toneFrame(880, t), VOICE] : [noiseFrame(3, t), SILENT];
+        return [noiseFrame(4, t), SILENT];
+      });
+      personalAt.push(r.stats("l").personalMix);
+      if (k >= 45 && k < 100) mixes.push(r.mix("l"));
+    }
+    expect(personalAt.slice(0, 40).some(Boolean)).toBe(false); // x silent: l shares the encode
+    expect(personalAt.slice(42, 100).every(Boolean)).toBe(true); // x mixed: l's own mix without x
+    const m = concat(mixes);
+    expect(toneDb(m, 440) - toneDb(m, 880)).toBeGreaterThan(26);
+    expect(personalAt.at(-1)).toBe(false); // back on the shared encode once x has been quiet a while
+    // The switch into the personal mix is a clone of the shared encoder: no gap in what l decodes.
+    const heard = r.heard("l", 30).subarray(0, 20 * FRAME);
+    expect(toneDb(heard, 440)).toBeGreaterThan(-3);
+    r.destroy();
+  });
+
   test("per-source volume: gain 0.5 puts the source 6 dB down for that listener only", () => {
     const res = runMix((r) => r.room.setGain(r.slot("l"), r.slot("a"), 0.5));
     const drop = toneDb(res.m, 440) - toneDb(res.l, 440);

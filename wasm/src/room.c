@@ -27,7 +27,8 @@
  * state (no PLC run, no burst), then the usual 2.5 ms onset ramp.
  *
  * Per-listener rules (am_room_set_gain): a listener with a gain for some source (0 = muted for it only)
- * gets a personal mix S - own + sum((g - 1) * source); everyone else keeps the shared encode. A priority
+ * gets a personal mix S - own + sum((g - 1) * source) while one of those sources is mixed (the personal
+ * encoder then follows the same hold/release rules as a talker's); everyone else keeps the shared encode. A priority
  * speaker (am_room_set_priority) ducks everyone else inside S itself, so it costs no extra encode.
  *
  * Encoder continuity. The client's decoder carries state from the stream it has been receiving, so
@@ -89,6 +90,7 @@ typedef struct AmPart {
   int above, hang, speaking, candidate;
   int in_topk;
   float mix_gain; /* 0..1 at the end of the last tick */
+  float mix_gain_prev; /* at its start (before this tick's ramp) */
   int in_mix;     /* contributes to S this tick (selected, or fading out) */
   MixOut *personal;
   int hold;       /* ticks since it last needed a personal mix */
@@ -630,9 +632,36 @@ static int mix_in(AmRoom *r, AmPart *p, float d0, float d1) {
       p->contrib[i] = (int16_t)lrintf((float)p->pcm[i] * g);
     }
   }
+  p->mix_gain_prev = m0;
   p->mix_gain = m1;
   for (int i = 0; i < AM_FRAME; i++) r->sum[i] += p->contrib[i];
   return 1;
+}
+
+/* Whether a rule of p changes what it hears this tick: its source is mixed (or a ramp is still running).
+ * Rules back at gain 1 with no ramp left are pruned here. A listener without a personal encoder hears the
+ * shared mix, i.e. every rule at 1. */
+static int rules_active(AmRoom *r, AmPart *p) {
+  int active = 0, k = 0;
+  for (int j = 0; j < p->nrules; j++) {
+    MixRule *u = &p->rules[j];
+    if (!p->personal) u->cur = 1.0f;
+    if (u->gain == 1.0f && u->cur == 1.0f) continue;
+    AmPart *src = part_at(r, u->src);
+    if (src && src->in_mix) active = 1;
+    p->rules[k++] = *u;
+  }
+  p->nrules = k;
+  return active;
+}
+
+/* p just got a personal encoder (a clone of the shared one): a rule whose source enters the mix in this
+ * very tick applies at once (the source fades in anyway); one whose source was already audible ramps. */
+static void rules_enter(AmRoom *r, AmPart *p) {
+  for (int j = 0; j < p->nrules; j++) {
+    AmPart *src = part_at(r, p->rules[j].src);
+    if (src && src->mix_gain_prev == 0.0f) p->rules[j].cur = p->rules[j].gain;
+  }
 }
 
 /* r->tmp = what listener p hears with its rules: S - own + sum over its rules of (gain - 1) * source, each
@@ -731,7 +760,7 @@ int am_room_tick(AmRoom *r, double now_ms) {
   for (int i = 0; i < r->cap; i++) {
     AmPart *p = r->parts[i];
     if (!p) continue;
-    int need = !r->shared_on || p->in_mix || p->nrules > 0;
+    int need = !r->shared_on || p->in_mix || rules_active(r, p);
     if (need) {
       p->hold = 0;
       if (!p->personal) {
@@ -746,6 +775,7 @@ int am_room_tick(AmRoom *r, double now_ms) {
             lim_init(&m->lim);
           }
           p->personal = m;
+          rules_enter(r, p);
         }
       }
     } else if (p->personal) {

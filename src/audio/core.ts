@@ -18,7 +18,14 @@ export const MAX_PACKET = MAX_OPUS_PAYLOAD;
 export const MAX_TOP_K = 16;
 
 /** Results of CoreRoom.push (wasm/src/agora_media.h AM_PUSH_*). */
-export const PushResult = { OK: 0, LATE: 1, DUPLICATE: 2, RESYNC: 3, INVALID: 4 } as const;
+export const PushResult = { OK: 0, LATE: 1, DUPLICATE: 2, RESYNC: 3, INVALID: 4, LISTEN_ONLY: 5 } as const;
+
+/** Voice-activity flags of CoreRoom.push (AM_VAD_*): KNOWN says the sender marks frames, VOICE that this one has voice. */
+export const VadFlag = { VOICE: 1, KNOWN: 2 } as const;
+/** Largest per-source gain of a listener's mix rules (+12 dB); 0 mutes the source for that listener. */
+export const MAX_MIX_GAIN = 4;
+/** Most sources one listener may have a rule for. */
+export const MAX_MIX_RULES = 64;
 export type PushResultCode = (typeof PushResult)[keyof typeof PushResult];
 
 /** Per-participant figures of the core (AM_ST_* order). */
@@ -32,8 +39,14 @@ export interface CoreParticipantStats extends Omit<ParticipantStats, "id" | "jit
   invalid: number;
   resyncs: number;
   decodeErrors: number;
+  /** opus_decode calls (frames, concealment, warm-ups). */
+  decodes: number;
+  /** Frames pulled but not decoded: flagged silent and unable to reach a mix. */
+  skipped: number;
+  /** Skipped-stream frames decoded anyway by the round-robin probe. */
+  probes: number;
 }
-const STAT_COUNT = 18;
+const STAT_COUNT = 21;
 
 export interface RoomCounters {
   ticks: number;
@@ -44,8 +57,11 @@ export interface RoomCounters {
   encodeErrors: number;
   concealed: number;
   late: number;
+  decodes: number;
+  skipped: number;
+  probes: number;
 }
-const COUNTER_COUNT = 8;
+const COUNTER_COUNT = 11;
 
 export interface RoomConfig {
   topK: number;
@@ -86,6 +102,21 @@ interface CoreExports {
   am_room_add(room: number, handle: number): number;
   am_room_remove(room: number, slot: number): number;
   am_room_push(room: number, slot: number, seq: number, ts: number, arrivalMs: number, data: number, len: number): number;
+  am_room_push_flags(
+    room: number,
+    slot: number,
+    seq: number,
+    ts: number,
+    arrivalMs: number,
+    data: number,
+    len: number,
+    flags: number,
+  ): number;
+  am_room_set_vad(room: number, skip: number, probePeriodTicks: number): number;
+  am_room_set_can_speak(room: number, slot: number, canSpeak: number): number;
+  am_room_set_gain(room: number, listener: number, source: number, gain: number): number;
+  am_room_clear_gains(room: number, listener: number): number;
+  am_room_set_priority(room: number, slot: number, duckGain: number): number;
   am_room_tick(room: number, nowMs: number): number;
   am_room_outputs(room: number): number;
   am_room_stats(room: number, slot: number, out: number): number;
@@ -280,16 +311,55 @@ export class CoreRoom {
     this.core.x.am_room_remove(this.live(), slot);
   }
 
-  push(slot: number, seq: number, ts: number, arrivalMs: number, payload: Uint8Array): PushResultCode | -1 {
+  /** `vadFlags`: VadFlag bits (0 = the sender does not mark frames: always decoded). */
+  push(slot: number, seq: number, ts: number, arrivalMs: number, payload: Uint8Array, vadFlags = 0): PushResultCode | -1 {
     if (payload.length === 0 || payload.length > MAX_PACKET) return PushResult.INVALID;
     const p = this.core.putPacket(payload);
-    const r = this.core.x.am_room_push(this.live(), slot, seq >>> 0, ts >>> 0, arrivalMs, p, payload.length);
+    const r = this.core.x.am_room_push_flags(this.live(), slot, seq >>> 0, ts >>> 0, arrivalMs, p, payload.length, vadFlags);
     return r < 0 ? -1 : (r as PushResultCode);
   }
 
   /** Pushes a packet already in wasm memory (no copy). */
-  pushRaw(slot: number, seq: number, ts: number, arrivalMs: number, ptr: number, len: number): number {
-    return this.core.x.am_room_push(this.ptr, slot, seq >>> 0, ts >>> 0, arrivalMs, ptr, len);
+  pushRaw(slot: number, seq: number, ts: number, arrivalMs: number, ptr: number, len: number, vadFlags = 0): number {
+    return this.core.x.am_room_push_flags(this.ptr, slot, seq >>> 0, ts >>> 0, arrivalMs, ptr, len, vadFlags);
+  }
+
+  /**
+   * Decode skipping of flagged-silent participants (default on), and every how many ticks each of them is
+   * decoded anyway to catch a lying flag (default 25 = 500 ms; 0 = never).
+   */
+  setVad(skip: boolean, probePeriodTicks = 25): void {
+    if (this.core.x.am_room_set_vad(this.live(), skip ? 1 : 0, probePeriodTicks) < 0)
+      throw new AgoraError("MEDIA_ENGINE", `invalid decode-skipping settings (probe period ${probePeriodTicks} ticks, expected 0..500)`);
+  }
+
+  /** false: a listener, never decoded nor mixed (its packets are counted and dropped). */
+  setCanSpeak(slot: number, canSpeak: boolean): void {
+    if (this.core.x.am_room_set_can_speak(this.live(), slot, canSpeak ? 1 : 0) < 0)
+      throw new AgoraError("MEDIA_ENGINE", `no participant in slot ${slot}`);
+  }
+
+  /** What `listener` hears of `source`: 0 (muted for it) .. MAX_MIX_GAIN, 1 = as everyone else. */
+  setGain(listener: number, source: number, gain: number): void {
+    const rc = this.core.x.am_room_set_gain(this.live(), listener, source, gain);
+    if (rc < 0)
+      throw new AgoraError(
+        "MEDIA_ENGINE",
+        rc === -4
+          ? `no participant in slot ${listener} or ${source}`
+          : `invalid mix rule: gain ${gain} for slot ${source} (0..${MAX_MIX_GAIN}, not oneself, at most ${MAX_MIX_RULES} sources)`,
+      );
+  }
+
+  clearGains(listener: number): void {
+    if (this.core.x.am_room_clear_gains(this.live(), listener) < 0)
+      throw new AgoraError("MEDIA_ENGINE", `no participant in slot ${listener}`);
+  }
+
+  /** The priority speaker (a slot, or -1): others are scaled by `duckGain` while it is mixed. */
+  setPriority(slot: number, duckGain = 0.25): void {
+    if (this.core.x.am_room_set_priority(this.live(), slot, duckGain) < 0)
+      throw new AgoraError("MEDIA_ENGINE", `invalid priority speaker: slot ${slot}, duck gain ${duckGain} (0..1)`);
   }
 
   /** Runs one 20 ms tick; returns the number of output packets (read them with output()). */
@@ -335,6 +405,9 @@ export class CoreRoom {
       invalid: s[15]!,
       resyncs: s[16]!,
       decodeErrors: s[17]!,
+      decodes: s[18]!,
+      skipped: s[19]!,
+      probes: s[20]!,
     };
   }
 
@@ -350,6 +423,9 @@ export class CoreRoom {
       encodeErrors: f[base + 5]!,
       concealed: f[base + 6]!,
       late: f[base + 7]!,
+      decodes: f[base + 8]!,
+      skipped: f[base + 9]!,
+      probes: f[base + 10]!,
     };
   }
 

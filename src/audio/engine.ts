@@ -22,12 +22,12 @@
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
 import type { WorkerChannel } from "./channel";
-import { MAX_PACKET, MAX_TOP_K } from "./core";
+import { MAX_MIX_GAIN, MAX_MIX_RULES, MAX_PACKET, MAX_TOP_K, VadFlag } from "./core";
 import { type DropReason, type MediaMetrics, mediaMetrics } from "./metrics";
 import { readOutbound, writeInbound } from "./rings";
 import { RoomRegistry } from "./room-registry";
 import { type WorkerGeneration, WorkerSupervisor } from "./supervisor";
-import type { AudioFrame, FrameSink, MediaEngine, MediaEngineOptions, MediaSettings, RoomStats } from "./types";
+import type { AudioFrame, FrameSink, MediaEngine, MediaEngineOptions, MediaSettings, MixGain, MixGainsResult, RoomStats } from "./types";
 import type { CrashMode, TickReport, ToWorkerRequest, WorkerRoomStats, WorkerSettings } from "./worker-protocol";
 
 export { embeddedRoot, resolveWorkerUrl } from "./supervisor";
@@ -205,6 +205,8 @@ export class WorkerMediaEngine implements MediaEngine {
     for (const s of r.tickSeconds) this.metrics.tickSeconds.observe(s);
     if (r.concealed > 0) this.metrics.concealed.inc(r.concealed);
     if (r.late > 0) this.metrics.late.inc(r.late);
+    if (r.decodes) this.metrics.decodes.inc(r.decodes);
+    if (r.undecoded) this.metrics.undecoded.inc(r.undecoded);
     if (r.unknownDropped > 0) this.metrics.dropped.inc({ reason: "unknown_participant" }, r.unknownDropped);
     if (r.outboundDropped > 0) {
       this.metrics.dropped.inc({ reason: "ring_full" }, r.outboundDropped);
@@ -298,13 +300,73 @@ export class WorkerMediaEngine implements MediaEngine {
       return;
     }
     const arrival = performance.timeOrigin + performance.now();
-    if (!writeInbound(gen.inbound, p.room.handle, p.handle, frame.seq, frame.timestamp, arrival, frame.payload)) {
+    const flags = frame.voice === undefined ? 0 : frame.voice ? VadFlag.KNOWN | VadFlag.VOICE : VadFlag.KNOWN;
+    if (!writeInbound(gen.inbound, p.room.handle, p.handle, frame.seq, frame.timestamp, arrival, frame.payload, flags)) {
       this.warnRing("inbound", 1);
       this.drop("ring_full");
       return;
     }
     p.packetsIn++;
     this.pendingIn++;
+  }
+
+  setCanSpeak(roomId: string, participantId: string, canSpeak: boolean): void {
+    const p = this.mustParticipant(roomId, participantId);
+    if (p.canSpeak === canSpeak) return;
+    p.canSpeak = canSpeak;
+    this.send({ t: "canSpeak", participant: p.handle, canSpeak });
+  }
+
+  setMixGains(roomId: string, listenerId: string, gains: readonly MixGain[]): MixGainsResult {
+    const p = this.mustParticipant(roomId, listenerId);
+    if (!Array.isArray(gains) || gains.length > MAX_MIX_RULES)
+      throw new AgoraError(
+        "BAD_REQUEST",
+        `mix gains: at most ${MAX_MIX_RULES} entries, got ${Array.isArray(gains) ? gains.length : typeof gains}`,
+      );
+    for (const [i, g] of gains.entries()) {
+      if (typeof g?.gain !== "number" || !(g.gain >= 0 && g.gain <= MAX_MIX_GAIN))
+        throw new AgoraError("BAD_REQUEST", `mix gains[${i}]: gain must be 0..${MAX_MIX_GAIN}, got ${String(g?.gain)}`);
+    }
+    const next = new Map<string, number>();
+    const unknown: string[] = [];
+    const handles: Array<[number, number]> = [];
+    for (const g of gains) {
+      const src = p.room.participants.get(g.participantId);
+      if (!src || src === p) {
+        unknown.push(String(g.participantId));
+        continue;
+      }
+      if (g.gain === 1 || next.has(src.id)) continue;
+      next.set(src.id, g.gain);
+      handles.push([src.handle, g.gain]);
+    }
+    p.gains.clear();
+    for (const [id, g] of next) p.gains.set(id, g);
+    this.send({ t: "mixGains", participant: p.handle, gains: handles });
+    return { applied: handles.length, unknown };
+  }
+
+  setPrioritySpeaker(roomId: string, participantId: string | undefined, duckDb = 12): void {
+    const room = this.registry.room(roomId);
+    if (!room) throw new AgoraError("BAD_REQUEST", `no room ${roomId}`);
+    if (!Number.isFinite(duckDb) || duckDb < 0 || duckDb > 60)
+      throw new AgoraError("BAD_REQUEST", `priority ducking must be 0..60 dB, got ${duckDb}`);
+    const duckGain = 10 ** (-duckDb / 20);
+    if (participantId === undefined) {
+      room.priority = undefined;
+      this.send({ t: "priority", room: room.handle, participant: 0, duckGain });
+      return;
+    }
+    const p = this.mustParticipant(roomId, participantId);
+    room.priority = { participantId, duckGain };
+    this.send({ t: "priority", room: room.handle, participant: p.handle, duckGain });
+  }
+
+  private mustParticipant(roomId: string, participantId: string) {
+    const p = this.registry.participant(roomId, participantId);
+    if (!p) throw new AgoraError("BAD_REQUEST", `no participant ${participantId} in room ${roomId}`);
+    return p;
   }
 
   private drop(reason: DropReason): void {

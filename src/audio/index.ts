@@ -6,10 +6,20 @@ import { WorkerMediaEngine, type WorkerMediaEngineOptions } from "./engine";
 import type { MediaEngine, MediaEngineOptions } from "./types";
 
 export { createOpusCodec, type OpusCodec, type OpusDecoder, type OpusEncoder, type OpusEncoderOptions } from "./codec";
-export { CoreRoom, libopusVersion, MAX_PACKET, MediaCore, PushResult, type RoomConfig } from "./core";
+export { CoreRoom, libopusVersion, MAX_MIX_GAIN, MAX_MIX_RULES, MAX_PACKET, MediaCore, PushResult, type RoomConfig, VadFlag } from "./core";
 export { resolveWorkerUrl, WorkerMediaEngine, type WorkerMediaEngineOptions } from "./engine";
 export { type MediaMetrics, mediaMetrics } from "./metrics";
-export type { AudioFrame, FrameSink, MediaEngine, MediaEngineOptions, MediaSettings, ParticipantStats, RoomStats } from "./types";
+export type {
+  AudioFrame,
+  FrameSink,
+  MediaEngine,
+  MediaEngineOptions,
+  MediaSettings,
+  MixGain,
+  MixGainsResult,
+  ParticipantStats,
+  RoomStats,
+} from "./types";
 
 /** Creates the media engine (a supervised Bun Worker running the wasm mixer). Call start() before use. */
 export function createMediaEngine(opts: MediaEngineOptions | WorkerMediaEngineOptions): MediaEngine {

@@ -17,6 +17,10 @@
  *   agora_audio_packets_concealed_total              counter   frames concealed (Opus PLC or FEC)
  *   agora_audio_packets_late_total                   counter   packets dropped for arriving after their
  *                                                               playout time
+ *   agora_mixer_decodes_total                        counter   Opus decodes run by the mixer (frames, PLC,
+ *                                                               FEC, warm-ups)
+ *   agora_mixer_frames_undecoded_total               counter   frames not decoded: flagged silent by their
+ *                                                               sender (AUDIO_VAD) with no chance to be mixed
  *   agora_media_worker_restarts_total                counter   media worker restarts after a crash/hang
  *   agora_audio_packets_dropped_total{reason}        counter   frames dropped before the mixer
  *
@@ -34,6 +38,8 @@ export interface MediaMetrics {
   jitterDepthSeconds: Histogram;
   concealed: Counter;
   late: Counter;
+  decodes: Counter;
+  undecoded: Counter;
   restarts: Counter;
   dropped: Counter<"reason">;
   /** Adds a source to agora_rooms_active; returns its removal. */
@@ -78,6 +84,16 @@ export function mediaMetrics(registry: Registry): MediaMetrics {
     late: new Counter({
       name: "agora_audio_packets_late_total",
       help: "Frames that arrived after their playout time and were dropped",
+      registers: [registry],
+    }),
+    decodes: new Counter({
+      name: "agora_mixer_decodes_total",
+      help: "Opus decodes run by the mixer (received frames, concealment, warm-ups)",
+      registers: [registry],
+    }),
+    undecoded: new Counter({
+      name: "agora_mixer_frames_undecoded_total",
+      help: "Received frames the mixer did not decode: flagged silent by their sender and unable to reach a mix",
       registers: [registry],
     }),
     restarts: new Counter({

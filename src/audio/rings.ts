@@ -16,7 +16,8 @@
  * HEAD load (and likewise for TAIL), so no lock is needed.
  *
  * Two record formats ride on it (little-endian):
- *   inbound  (control → worker): room u32 | participant u32 | seq u32 | ts u32 | arrival f64 (epoch ms) | payload
+ *   inbound  (control → worker): room u32 | participant u32 | seq u32 | ts u32 | arrival f64 (epoch ms) |
+ *                                flags u32 (voice activity, core.ts VadFlag; 0 = unknown) | payload
  *   outbound (worker → control): room u32 | seq u32 | ts u32 | payloadLen u32 | recipientCount u32 |
  *                                recipients u32[] | payload
  */
@@ -28,7 +29,7 @@ const TAIL = 1;
 const DROPS = 2;
 const WRAP = 0xffffffff;
 
-export const INBOUND_HEADER_BYTES = 24;
+export const INBOUND_HEADER_BYTES = 28;
 export const OUTBOUND_HEADER_BYTES = 20;
 /** Outbound records carry at most this many recipients; a shared mix for more is split. */
 export const MAX_RECIPIENTS_PER_RECORD = 512;
@@ -159,6 +160,8 @@ export interface InboundRecord {
   seq: number;
   ts: number;
   arrivalMs: number;
+  /** VadFlag bits (0: the sender does not mark frames) */
+  flags: number;
   payloadOffset: number;
   payloadLength: number;
 }
@@ -171,6 +174,7 @@ export function writeInbound(
   ts: number,
   arrivalMs: number,
   payload: Uint8Array,
+  flags = 0,
 ): boolean {
   const off = w.reserve(INBOUND_HEADER_BYTES + payload.length);
   if (off < 0) return false;
@@ -180,6 +184,7 @@ export function writeInbound(
   v.setUint32(off + 8, seq >>> 0, true);
   v.setUint32(off + 12, ts >>> 0, true);
   v.setFloat64(off + 16, arrivalMs, true);
+  v.setUint32(off + 24, flags, true);
   w.bytes.set(payload, off + INBOUND_HEADER_BYTES);
   w.commit();
   return true;
@@ -193,6 +198,7 @@ export function readInbound(r: RingReader, off: number, out: InboundRecord): voi
   out.seq = v.getUint32(off + 8, true);
   out.ts = v.getUint32(off + 12, true);
   out.arrivalMs = v.getFloat64(off + 16, true);
+  out.flags = v.getUint32(off + 24, true);
   out.payloadOffset = off + INBOUND_HEADER_BYTES;
   out.payloadLength = r.length - INBOUND_HEADER_BYTES;
 }

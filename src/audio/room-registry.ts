@@ -9,7 +9,7 @@
  */
 import { AgoraError } from "../errors";
 import type { FrameSink, ParticipantStats, RoomStats } from "./types";
-import type { RestoreRoom, WorkerParticipantStats, WorkerRoomStats } from "./worker-protocol";
+import type { RestoreRoom, RoomControls, WorkerParticipantStats, WorkerRoomStats } from "./worker-protocol";
 
 const TICK_MS = 20;
 
@@ -25,6 +25,10 @@ export interface ParticipantEntry {
   baseLate: number;
   last?: WorkerParticipantStats;
   sinkErrors: number;
+  /** false: a listener (never mixed). */
+  canSpeak: boolean;
+  /** What this participant hears of other participants (by id), when not 1. */
+  readonly gains: Map<string, number>;
 }
 
 export interface RoomEntry {
@@ -36,6 +40,8 @@ export interface RoomEntry {
   lastSeq: number;
   lastSeqAt: number;
   seqBase: number;
+  /** The priority speaker (an id) and the gain everyone else gets while it talks. */
+  priority?: { participantId: string; duckGain: number };
 }
 
 export interface RoomLimits {
@@ -154,6 +160,8 @@ export class RoomRegistry {
       baseConcealed: 0,
       baseLate: 0,
       sinkErrors: 0,
+      canSpeak: true,
+      gains: new Map(),
     };
     room.participants.set(participantId, participant);
     this.partsByHandle.set(participant.handle, participant);
@@ -169,6 +177,10 @@ export class RoomRegistry {
     room.participants.delete(participantId);
     this.partsByHandle.delete(participant.handle);
     this.participants--;
+    // Nobody keeps a rule about someone who left (a later participant may reuse nothing, but stale rules
+    // would be restored after a worker restart).
+    for (const other of room.participants.values()) other.gains.delete(participantId);
+    if (room.priority?.participantId === participantId) room.priority = undefined;
     const removedRoom = room.participants.size === 0;
     if (removedRoom) {
       this.roomsById.delete(room.id);
@@ -197,7 +209,13 @@ export class RoomRegistry {
         const missed = Math.max(0, Math.round((now - r.lastSeqAt) / TICK_MS));
         r.seqBase = (r.lastSeq + 1 + missed) >>> 0;
       }
-      list.push({ room: r.handle, seqBase: r.seqBase, participants: [...r.participants.values()].map((p) => p.handle) });
+      const controls = roomControls(r);
+      list.push({
+        room: r.handle,
+        seqBase: r.seqBase,
+        participants: [...r.participants.values()].map((p) => p.handle),
+        ...(controls ? { controls } : {}),
+      });
     }
     return list;
   }
@@ -234,6 +252,26 @@ export class RoomRegistry {
     }
     return out;
   }
+}
+
+/** The room's mix controls as handles, or undefined when everything is at its default. */
+export function roomControls(r: RoomEntry): RoomControls | undefined {
+  const listenOnly: number[] = [];
+  const gains: RoomControls["gains"] = [];
+  for (const p of r.participants.values()) {
+    if (!p.canSpeak) listenOnly.push(p.handle);
+    if (p.gains.size === 0) continue;
+    const list: Array<[number, number]> = [];
+    for (const [id, g] of p.gains) {
+      const src = r.participants.get(id);
+      if (src) list.push([src.handle, g]);
+    }
+    gains.push({ participant: p.handle, gains: list });
+  }
+  const prio = r.priority && r.participants.get(r.priority.participantId);
+  const priority = prio ? { participant: prio.handle, duckGain: r.priority!.duckGain } : undefined;
+  if (listenOnly.length === 0 && gains.length === 0 && !priority) return undefined;
+  return { listenOnly, gains, ...(priority ? { priority } : {}) };
 }
 
 function participantStats(p: ParticipantEntry): ParticipantStats {

@@ -5,9 +5,15 @@
  */
 import type { Registry } from "prom-client";
 import type { Logger } from "../log";
-import type { AudioFrame } from "../protocol";
+import type { AudioFrame, MixGain } from "../protocol";
 
-export type { AudioFrame };
+export type { AudioFrame, MixGain };
+
+/** What setMixGains applied: entries naming nobody in the room (or the listener itself) are skipped. */
+export interface MixGainsResult {
+  applied: number;
+  unknown: string[];
+}
 
 export interface MediaSettings {
   topKSpeakers: number;
@@ -56,8 +62,24 @@ export interface MediaEngine {
   /** Creates the room on first join. Throws AgoraError("CAPACITY") past max_mixers / max_connections. */
   join(roomId: string, participantId: string, sink: FrameSink): void;
   leave(roomId: string, participantId: string): void;
-  /** Queues a received frame; frames cross to the worker in bulk, never one message each. */
+  /**
+   * Queues a received frame; frames cross to the worker in bulk, never one message each. `frame.voice`
+   * (the sender's voice-activity flag) lets the mixer skip decoding silence; absent = always decoded.
+   */
   pushFrame(roomId: string, participantId: string, frame: AudioFrame): void;
+  /**
+   * false makes the participant listen-only (access control's listener role): its audio is never decoded
+   * nor mixed, it still receives the mix. Default true. Throws BAD_REQUEST for an unknown participant.
+   */
+  setCanSpeak(roomId: string, participantId: string, canSpeak: boolean): void;
+  /**
+   * Replaces the listener's per-source gains (0 = muted for this listener only, 1 = unchanged, at most 4).
+   * A listener with any gain gets a personal mix. Throws BAD_REQUEST on an out-of-range gain or too many
+   * entries; entries naming no participant of the room are skipped and returned.
+   */
+  setMixGains(roomId: string, listenerId: string, gains: readonly MixGain[]): MixGainsResult;
+  /** The room's priority speaker (undefined: none): everyone else is ducked by `duckDb` (default 12) while it talks. */
+  setPrioritySpeaker(roomId: string, participantId: string | undefined, duckDb?: number): void;
   rooms(): RoomStats[];
   participantCount(): number;
   updateSettings(settings: Partial<MediaSettings>): void;

@@ -15,6 +15,18 @@ export interface RestoreRoom {
   /** Sequence number of the first frame this room sends, so receivers see no jump after a restart. */
   seqBase: number;
   participants: number[];
+  /** Mix controls that differ from the defaults (listen-only participants, per-listener gains, priority). */
+  controls?: RoomControls;
+}
+
+/** A room's mix controls as the worker applies them; handles, not ids. */
+export interface RoomControls {
+  /** participants that may not speak */
+  listenOnly: number[];
+  /** per listener: [source handle, gain] pairs (the complete set) */
+  gains: Array<{ participant: number; gains: Array<[number, number]> }>;
+  /** the priority speaker and the gain everyone else gets while it talks */
+  priority?: { participant: number; duckGain: number };
 }
 
 /** Test hooks: die by an uncaught error, exit the thread, hang for good, or stall once for 400 ms (ticks are skipped). */
@@ -38,6 +50,11 @@ export type ToWorker =
   | { t: "join"; id: number; room: number; participant: number }
   | { t: "leave"; id: number; room: number; participant: number }
   | { t: "settings"; id: number; settings: WorkerSettings }
+  | { t: "canSpeak"; id: number; participant: number; canSpeak: boolean }
+  /** Replaces the listener's whole set of per-source gains. */
+  | { t: "mixGains"; id: number; participant: number; gains: Array<[number, number]> }
+  /** participant 0: no priority speaker */
+  | { t: "priority"; id: number; room: number; participant: number; duckGain: number }
   | { t: "stats"; id: number }
   | { t: "crash"; id: number; mode: CrashMode }
   | { t: "stop"; id: number };
@@ -67,6 +84,9 @@ export interface TickReport {
   unknownDropped: number;
   /** Ticks skipped because the worker fell more than a few ticks behind real time. */
   skipped: number;
+  /** Opus decodes run, and frames left undecoded (flagged silent, unable to reach a mix). */
+  decodes?: number;
+  undecoded?: number;
 }
 
 export type FromWorker =

@@ -28,6 +28,8 @@ interface WRoom {
   seq: number;
   concealed: number;
   late: number;
+  decodes: number;
+  undecoded: number;
   participants: Set<number>;
 }
 interface WPart {
@@ -55,8 +57,18 @@ let stopped = false;
 let timer: ReturnType<typeof setTimeout> | undefined;
 let origin = 0;
 let ticksDone = 0;
-let report = { concealed: 0, late: 0, delivered: 0, outboundDropped: 0, unknownDropped: 0, skipped: 0 };
-const scratchRec: InboundRecord = { room: 0, participant: 0, seq: 0, ts: 0, arrivalMs: 0, payloadOffset: 0, payloadLength: 0 };
+const emptyReport = () => ({
+  concealed: 0,
+  late: 0,
+  delivered: 0,
+  outboundDropped: 0,
+  unknownDropped: 0,
+  skipped: 0,
+  decodes: 0,
+  undecoded: 0,
+});
+let report = emptyReport();
+const scratchRec: InboundRecord = { room: 0, participant: 0, seq: 0, ts: 0, arrivalMs: 0, flags: 0, payloadOffset: 0, payloadLength: 0 };
 
 function post(m: FromWorker): void {
   self.postMessage(m);
@@ -96,6 +108,8 @@ function createRoom(handle: number, seqBase: number): WRoom {
     seq: seqBase >>> 0,
     concealed: 0,
     late: 0,
+    decodes: 0,
+    undecoded: 0,
     participants: new Set(),
   };
   rooms.set(handle, r);
@@ -122,7 +136,7 @@ function join(roomHandle: number, participant: number): void {
     const rest: Pending[] = [];
     for (const p of pending) {
       if (p.rec.participant === participant) {
-        r.core.push(slot, p.rec.seq, p.rec.ts, p.rec.arrivalMs, p.payload);
+        r.core.push(slot, p.rec.seq, p.rec.ts, p.rec.arrivalMs, p.payload, p.rec.flags);
       } else {
         rest.push(p);
       }
@@ -150,7 +164,7 @@ function drainInbound(): void {
     const p = parts.get(rec.participant);
     if (p) {
       // Late, duplicate and invalid packets are counted per participant by the core.
-      p.room.core.push(p.slot, rec.seq, rec.ts, rec.arrivalMs, payload);
+      p.room.core.push(p.slot, rec.seq, rec.ts, rec.arrivalMs, payload, rec.flags);
     } else if (rec.participant > maxJoined && pending.length < PENDING_MAX) {
       pending.push({ rec: { ...rec }, payload: payload.slice(), tick: ticksDone });
     } else {
@@ -185,6 +199,10 @@ function runTick(): number {
     report.concealed += c.concealed - r.concealed;
     report.late += c.late - r.late;
     r.concealed = c.concealed;
+    report.decodes += c.decodes - r.decodes;
+    report.undecoded += c.skipped - r.undecoded;
+    r.decodes = c.decodes;
+    r.undecoded = c.skipped;
     r.late = c.late;
   }
   return (performance.now() - t0) / 1000;
@@ -217,7 +235,7 @@ function loop(): void {
   if (heartbeat) Atomics.store(heartbeat, 0, ticksDone | 0);
   if (durations.length > 0 || report.unknownDropped > 0) {
     post({ t: "tick", tickSeconds: durations, ...report });
-    report = { concealed: 0, late: 0, delivered: 0, outboundDropped: 0, unknownDropped: 0, skipped: 0 };
+    report = emptyReport();
   }
   const next = origin + (ticksDone + 1) * TICK_MS;
   timer = setTimeout(loop, Math.max(0, next - performance.now()));
@@ -259,7 +277,35 @@ function restore(list: RestoreRoom[]): void {
   for (const r of list) {
     createRoom(r.room, r.seqBase);
     for (const p of r.participants) join(r.room, p);
+    const c = r.controls;
+    if (!c) continue;
+    for (const p of c.listenOnly) setCanSpeak(p, false);
+    for (const g of c.gains) setMixGains(g.participant, g.gains);
+    if (c.priority) setPriority(r.room, c.priority.participant, c.priority.duckGain);
   }
+}
+
+function setCanSpeak(participant: number, canSpeak: boolean): void {
+  const p = parts.get(participant);
+  if (p) p.room.core.setCanSpeak(p.slot, canSpeak);
+}
+
+/** Replaces the listener's gains; sources that are not (or no longer) in its room are skipped. */
+function setMixGains(participant: number, gains: Array<[number, number]>): void {
+  const p = parts.get(participant);
+  if (!p) return;
+  p.room.core.clearGains(p.slot);
+  for (const [source, gain] of gains) {
+    const s = parts.get(source);
+    if (s && s.room === p.room && s.slot !== p.slot) p.room.core.setGain(p.slot, s.slot, gain);
+  }
+}
+
+function setPriority(roomHandle: number, participant: number, duckGain: number): void {
+  const r = rooms.get(roomHandle);
+  if (!r) return;
+  const p = participant ? parts.get(participant) : undefined;
+  r.core.setPriority(p && p.room === r ? p.slot : -1, duckGain);
 }
 
 function crash(mode: CrashMode): void {
@@ -311,6 +357,15 @@ function handle(m: ToWorker): unknown {
       return undefined;
     case "settings":
       applySettings(m.settings);
+      return undefined;
+    case "canSpeak":
+      setCanSpeak(m.participant, m.canSpeak);
+      return undefined;
+    case "mixGains":
+      setMixGains(m.participant, m.gains);
+      return undefined;
+    case "priority":
+      setPriority(m.room, m.participant, m.duckGain);
       return undefined;
     case "stats":
       return statsSnapshot();

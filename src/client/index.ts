@@ -43,7 +43,7 @@ export { createClientNode, type DialTarget, type DialTargetProvider } from "./no
 export { type ClientPlatform, clientPlatform, installClientPlatform } from "./platform";
 export { PlayoutBuffer } from "./playout";
 export { seededRandom } from "./random";
-export { type JoinRoomOptions, joinRoom, type MovedEvent, RoomConnection, type RoomEvents } from "./room";
+export { type JoinRoomOptions, joinRoom, type MovedEvent, RoomConnection, type RoomEvents, DEFAULT_ROOM_CAPABILITIES } from "./room";
 export { type Participant, type RosterChange, RosterView } from "./roster";
 export {
   AudioRedirectError,
@@ -55,6 +55,7 @@ export {
   type VoiceTransport,
 } from "./session";
 export { PacedTimer, sleep } from "./timing";
+export { VOICE_GATE_DB, VoiceGate } from "./vad";
 export {
   type DecodedWav,
   decodeWav,

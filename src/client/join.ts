@@ -14,6 +14,7 @@ import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
 import {
   type AudioFrame,
+  Capability,
   checkRoomId,
   FRAME_MS,
   FRAME_SAMPLES,
@@ -30,6 +31,7 @@ import { PlayoutBuffer } from "./playout";
 import { seededRandom } from "./random";
 import { AudioRemoteError, AudioSession, type VoiceTransport } from "./session";
 import { PacedTimer, sleep } from "./timing";
+import { VoiceGate } from "./vad";
 import { readWav, WavWriter } from "./wav";
 
 export interface SimulateOptions {
@@ -266,6 +268,8 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
           target,
           room: opts.room,
           name: opts.name,
+          // Voice-activity flags on what we send (1.1.0): the node skips decoding our silence.
+          capabilities: Capability.VOICE_ACTIVITY,
           onAudio,
           signal: runSignal,
           clock,
@@ -318,6 +322,7 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
   let ts = (rand() * 0x100000000) >>> 0;
   let held: AudioFrame | undefined; // reorder simulation: frame waiting for its successor
   const frameBuf = new Int16Array(FRAME_SAMPLES);
+  const gate = new VoiceGate();
   const sendOne = (f: AudioFrame) => {
     if (session?.sendAudio(f)) report.framesSent++;
     else report.framesNotSent++;
@@ -337,7 +342,7 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
       frameBuf.fill(0);
       frameBuf.set(input.subarray(k * FRAME_SAMPLES, Math.min(input.length, (k + 1) * FRAME_SAMPLES)));
       // Copy: an encoder may return a view of its own memory that the next call overwrites.
-      const frame: AudioFrame = { seq, timestamp: ts, payload: encoder.encode(frameBuf).slice() };
+      const frame: AudioFrame = { seq, timestamp: ts, payload: encoder.encode(frameBuf).slice(), voice: gate.update(frameBuf) };
       seq = (seq + 1) >>> 0;
       ts = (ts + FRAME_SAMPLES) >>> 0;
       if (dropRate > 0 && rand() < dropRate) {

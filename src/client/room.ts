@@ -13,6 +13,8 @@ import {
   Capability,
   FRAME_SAMPLES,
   type JoinedMessage,
+  MAX_MIX_ENTRIES,
+  MAX_MIX_GAIN,
   type OpusCodec,
   type OpusDecoder,
   type OpusEncoder,
@@ -23,6 +25,10 @@ import { clientPlatform } from "./platform";
 import { type Participant, RosterView } from "./roster";
 import { type AudioRemoteError, AudioSession } from "./session";
 import { type DialTarget, resolveTarget } from "./target";
+import { VoiceGate } from "./vad";
+
+/** What a RoomConnection announces in JOIN by default: voice-activity flags, personal mix settings, the roster. */
+export const DEFAULT_ROOM_CAPABILITIES = Capability.VOICE_ACTIVITY | Capability.PERSONAL_MIX | Capability.ROSTER;
 
 export interface JoinRoomOptions {
   /** the node's multiaddr (…/p2p/<peer id>); `discover()` finds one */
@@ -41,6 +47,8 @@ export interface JoinRoomOptions {
   /** bound on dial + JOIN/JOINED (default 10 s) */
   timeoutMs?: number;
   signal?: AbortSignal;
+  /** 1.1.0 capability bits announced in JOIN (default DEFAULT_ROOM_CAPABILITIES) */
+  capabilities?: number;
   /** where an exception thrown by an event listener goes (default: console.error, once per listener) */
   onListenerError?: (event: keyof RoomEvents, err: unknown) => void;
 }
@@ -91,6 +99,9 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
   private ended = false;
   private roster: RosterView | undefined;
   private readonly earlyRoster: RosterMessage[] = [];
+  private readonly gate = new VoiceGate();
+  /** What we hear of other participants, when not 1 (sent whole as MIX_SETTINGS on every change). */
+  private readonly gains = new Map<string, number>();
 
   private constructor(
     private readonly codec: OpusCodec | undefined,
@@ -115,8 +126,8 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
         name: opts.name,
         timeoutMs: opts.timeoutMs,
         signal: opts.signal,
+        capabilities: opts.capabilities ?? DEFAULT_ROOM_CAPABILITIES,
         onAudio: (frame, receivedAt) => conn.onAudio(frame, receivedAt),
-        capabilities: Capability.ROSTER,
         onRoster: (m) => conn.onRoster(m),
         onClose: (error) => void conn.end(error),
       });
@@ -157,9 +168,13 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
     return this.session.rttMs;
   }
 
-  /** Sends one 20 ms Opus packet; false once the connection has ended. */
-  sendOpus(payload: Uint8Array): boolean {
+  /**
+   * Sends one 20 ms Opus packet; false once the connection has ended. `voice`: whether it carries voice
+   * (from the encoder's VAD or DTX), sent where the server takes voice-activity flags.
+   */
+  sendOpus(payload: Uint8Array, voice?: boolean): boolean {
     const frame: AudioFrame = { seq: this.seq, timestamp: this.timestamp, payload };
+    if (voice !== undefined) frame.voice = voice;
     this.seq = (this.seq + 1) >>> 0;
     this.timestamp = (this.timestamp + FRAME_SAMPLES) >>> 0;
     return this.session.sendAudio(frame);
@@ -174,7 +189,49 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
       const codec = this.codec ?? (await clientPlatform().loadCodec());
       this.encoder = codec.encoder(this.bitrate ?? this.session.joined.bitrate);
     }
-    return this.sendOpus(this.encoder.encode(pcm));
+    return this.sendOpus(this.encoder.encode(pcm), this.gate.update(pcm));
+  }
+
+  /** Whether the server takes personal mix settings on this connection (both sides announced PERSONAL_MIX). */
+  get personalMix(): boolean {
+    return this.session.negotiated(Capability.PERSONAL_MIX);
+  }
+
+  /**
+   * Replaces what we hear of other participants (by participant id): 0 mutes one for us only, 1 is as
+   * everyone hears it, up to 4 (+12 dB). Nobody else's mix changes. Throws USAGE without PERSONAL_MIX
+   * or on a bad entry.
+   */
+  setMixSettings(gains: Readonly<Record<string, number>> | ReadonlyMap<string, number>): void {
+    const entries = gains instanceof Map ? [...gains.entries()] : Object.entries(gains);
+    const next = new Map<string, number>();
+    for (const [id, gain] of entries) {
+      if (typeof gain !== "number" || !(gain >= 0 && gain <= MAX_MIX_GAIN))
+        throw new AgoraError("USAGE", `volume for ${id} must be 0..${MAX_MIX_GAIN}, got ${String(gain)}`);
+      if (gain !== 1) next.set(id, gain);
+    }
+    if (next.size > MAX_MIX_ENTRIES)
+      throw new AgoraError("USAGE", `at most ${MAX_MIX_ENTRIES} participants with their own volume, got ${next.size}`);
+    this.session.sendMixSettings([...next].map(([participantId, gain]) => ({ participantId, gain })));
+    this.gains.clear();
+    for (const [id, g] of next) this.gains.set(id, g);
+  }
+
+  /** Mutes (or unmutes) one participant for us only. */
+  muteFor(participantId: string, muted = true): void {
+    this.setVolume(participantId, muted ? 0 : 1);
+  }
+
+  /** What we hear of one participant: 0..4, 1 = unchanged. */
+  setVolume(participantId: string, gain: number): void {
+    const next = new Map(this.gains);
+    next.set(participantId, gain);
+    this.setMixSettings(next);
+  }
+
+  /** Our current per-participant volumes (those not at 1). */
+  mixSettings(): ReadonlyMap<string, number> {
+    return new Map(this.gains);
   }
 
   /** Keepalive and RTT probe; the caller decides the period (protocol.md asks for at least one per 5 s of silence). */

@@ -21,6 +21,7 @@ import {
   isRetryableErrorCode,
   type JoinedMessage,
   MessageDecoder,
+  type MixGain,
   type MoveMessage,
   OutboundQueue,
   type RedirectMessage,
@@ -402,21 +403,50 @@ export class AudioSession {
     }
   }
 
-  /** Queues one frame; false once the session is closed. */
+  /** Whether a 1.1.0 feature (Capability bit) was announced by both sides of this session. */
+  negotiated(capability: number): boolean {
+    return this.wireVersion >= WIRE_VERSION_1_1 && ((this.opts.capabilities ?? 0) & (this.joined.capabilities ?? 0) & capability) !== 0;
+  }
+
+  /**
+   * Queues one frame; false once the session is closed. `frame.voice` goes out as AUDIO_VAD where
+   * VOICE_ACTIVITY was negotiated and is dropped (plain AUDIO) elsewhere.
+   */
   sendAudio(frame: AudioFrame): boolean {
     if (!this.isOpen) return false;
+    const out =
+      frame.voice !== undefined && !this.negotiated(Capability.VOICE_ACTIVITY)
+        ? { seq: frame.seq, timestamp: frame.timestamp, payload: frame.payload }
+        : frame;
     if (this.udp) {
       const now = this.clock.now();
       const route = this.udp.policy.route(now);
-      const sent = route.datagram && this.udp.send(frame, now);
+      const sent = route.datagram && this.udp.send(out, now);
       if (sent && !route.stream) {
         this.framesSent++;
         return true;
       }
     }
-    const ok = this.queue.send(encodeAudio(frame), true);
+    const ok = this.queue.send(encodeAudio(out), true);
     if (ok) this.framesSent++;
     return ok;
+  }
+
+  /**
+   * Sends the complete set of per-source gains of our mix (MIX_SETTINGS): 0 mutes a participant for us
+   * only, 1 is unchanged, up to 4. Throws USAGE when the server does not offer PERSONAL_MIX on this session
+   * (or we did not announce it), or when an entry is invalid.
+   */
+  sendMixSettings(gains: readonly MixGain[]): void {
+    if (!this.negotiated(Capability.PERSONAL_MIX))
+      throw new AgoraError("USAGE", "personal mix settings need PERSONAL_MIX announced by both sides of a 1.1.0 session");
+    let bytes: Uint8Array;
+    try {
+      bytes = encodeMessage({ type: "MIX_SETTINGS", gains: [...gains] });
+    } catch (err) {
+      throw new AgoraError("USAGE", errorMessage(err), { cause: err });
+    }
+    if (this.isOpen) this.queue.send(bytes, false);
   }
 
   /** Keepalive and RTT probe. */

@@ -11,7 +11,10 @@ export interface AudioFrame {
   /** uint32 sample clock at 48 kHz (increments by 960 per 20 ms frame); wraps */
   timestamp: number;
   payload: Uint8Array;
-  /** voice-activity flag of the sender (datagram flags bit 0 / AUDIO_VAD), when it sent one */
+  /**
+   * The sender's voice-activity flag (protocol 1.1.0 AUDIO_VAD, or the UDP datagram header): true = voice,
+   * false = silence (the mixer may skip decoding it), absent = unknown (always decoded).
+   */
   voice?: boolean;
 }
 

@@ -104,7 +104,19 @@ export const MessageType = {
    * authenticated so far; the peer sends voice by datagram only while this count keeps rising.
    */
   UDP_REPORT: 0x20,
+  /** 1.1.0 with Capability.VOICE_ACTIVITY: AUDIO plus a flags byte (bit 0: the sender detects voice). */
+  AUDIO_VAD: 0x11,
+  /** 1.1.0 with Capability.PERSONAL_MIX, client → server: per-source gains of this listener's mix. */
+  MIX_SETTINGS: 0x31,
 } as const;
+
+/** AUDIO_VAD flags: bit 0 voice activity; the other bits are reserved and must be 0. */
+export const AudioVadFlag = { VOICE: 0x01 } as const;
+/** Most entries of one MIX_SETTINGS (the whole set of a listener's rules). */
+export const MAX_MIX_ENTRIES = 32;
+/** MIX_SETTINGS gains are u16 in thousandths: 0 mutes, 1000 is unchanged, 4000 (+12 dB) the most. */
+export const MIX_GAIN_UNIT = 1000;
+export const MAX_MIX_GAIN = 4;
 /*
  * Reserved type ranges for 1.1.0 capabilities (see protocol.md): 0x0a-0x0f and 0x30-0x3f access control and
  * personal mix, 0x11-0x1f audio variants (voice activity), 0x20-0x2f UDP datagram control.
@@ -277,6 +289,7 @@ export interface PongMessage {
   nonce: number;
 }
 
+/** AUDIO (0x10), or AUDIO_VAD (0x11) when `voice` is set. */
 export interface AudioMessage extends AudioFrame {
   type: "AUDIO";
 }
@@ -285,6 +298,18 @@ export interface AudioMessage extends AudioFrame {
 export interface UdpReportMessage {
   type: "UDP_REPORT";
   received: number;
+}
+
+/** One source of a listener's mix and what the listener hears of it (linear, 0 = muted for it). */
+export interface MixGain {
+  participantId: string;
+  gain: number;
+}
+
+/** 1.1.0, client → server: the complete set of the listener's per-source gains (sources not listed: 1). */
+export interface MixSettingsMessage {
+  type: "MIX_SETTINGS";
+  gains: MixGain[];
 }
 
 export type WireMessage =
@@ -298,7 +323,8 @@ export type WireMessage =
   | RedirectMessage
   | MoveMessage
   | RosterMessage
-  | UdpReportMessage;
+  | UdpReportMessage
+  | MixSettingsMessage;
 
 /** Why a decode failed; also the `reason` label of `agora_audio_stream_errors_total`. */
 export type WireErrorReason =
@@ -483,10 +509,44 @@ export function encodeMessage(msg: WireMessage): Uint8Array {
     }
     case "AUDIO":
       return encodeAudio(msg);
+    case "MIX_SETTINGS":
+      return encodeMixSettings(msg);
   }
 }
 
-/** Hot path (50 frames/s per participant and direction): one allocation, one copy of the payload. */
+/** `flags:u8 (0), count:u8, (idLen:u8, participantId, gain:u16 thousandths)×count`. */
+function encodeMixSettings(msg: MixSettingsMessage): Uint8Array {
+  if (msg.gains.length > MAX_MIX_ENTRIES) invalid("mix_settings.count", `${msg.gains.length} entries, at most ${MAX_MIX_ENTRIES}`);
+  const seen = new Set<string>();
+  const ids = msg.gains.map((g, i) => {
+    if (!PARTICIPANT_ID_RE.test(g.participantId))
+      invalid(`mix_settings.entries[${i}].participantId`, `"${g.participantId}" is not a valid participant id`);
+    if (seen.has(g.participantId)) invalid(`mix_settings.entries[${i}].participantId`, `"${g.participantId}" is listed twice`);
+    seen.add(g.participantId);
+    if (!(g.gain >= 0 && g.gain <= MAX_MIX_GAIN)) invalid(`mix_settings.entries[${i}].gain`, `must be 0..${MAX_MIX_GAIN}, got ${g.gain}`);
+    return utf8.encode(g.participantId);
+  });
+  let size = 1 + 1 + 1;
+  for (const id of ids) size += 1 + id.length + 2;
+  const { buf, view } = frameBuffer(size);
+  let o = LENGTH_PREFIX_BYTES;
+  view.setUint8(o++, MessageType.MIX_SETTINGS);
+  view.setUint8(o++, 0);
+  view.setUint8(o++, ids.length);
+  for (const [i, id] of ids.entries()) {
+    view.setUint8(o++, id.length);
+    buf.set(id, o);
+    o += id.length;
+    view.setUint16(o, Math.round(msg.gains[i]!.gain * MIX_GAIN_UNIT));
+    o += 2;
+  }
+  return buf;
+}
+
+/**
+ * Hot path (50 frames/s per participant and direction): one allocation, one copy of the payload. A frame
+ * with `voice` set becomes AUDIO_VAD (only on a session where both sides announced VOICE_ACTIVITY).
+ */
 export function encodeAudio(frame: AudioFrame): Uint8Array {
   const n = frame.payload.byteLength;
   if (n === 0) invalid("audio.payload", "Opus payload is empty");
@@ -494,11 +554,14 @@ export function encodeAudio(frame: AudioFrame): Uint8Array {
     throw new WireError("payload_too_big", "audio.payload", `Opus payload of ${n} bytes exceeds ${MAX_OPUS_PAYLOAD}`);
   checkU32("audio.seq", frame.seq);
   checkU32("audio.timestamp", frame.timestamp);
-  const { buf, view } = frameBuffer(9 + n);
-  view.setUint8(2, MessageType.AUDIO);
+  const vad = frame.voice !== undefined;
+  const head = vad ? 10 : 9;
+  const { buf, view } = frameBuffer(head + n);
+  view.setUint8(2, vad ? MessageType.AUDIO_VAD : MessageType.AUDIO);
   view.setUint32(3, frame.seq);
   view.setUint32(7, frame.timestamp);
-  buf.set(frame.payload, 11);
+  if (vad) view.setUint8(11, frame.voice ? AudioVadFlag.VOICE : 0);
+  buf.set(frame.payload, 2 + head);
   return buf;
 }
 
@@ -759,6 +822,28 @@ export function decodeMessage(body: Uint8Array): DecodeResult<WireMessage> {
         return fail("payload_too_big", "audio.payload", `Opus payload of ${payloadLength} bytes exceeds ${MAX_OPUS_PAYLOAD}`);
       return { ok: true, value: { type: "AUDIO", seq: view.getUint32(1), timestamp: view.getUint32(5), payload: body.subarray(9) } };
     }
+    case MessageType.AUDIO_VAD: {
+      if (body.length < 10) return fail("truncated", "audio_vad.header", `AUDIO_VAD truncated: ${body.length} bytes, header needs 10`);
+      const flags = body[9]!;
+      if ((flags & ~AudioVadFlag.VOICE) !== 0)
+        return fail("bad_field", "audio_vad.flags", `reserved AUDIO_VAD flag bits set (0x${flags.toString(16).padStart(2, "0")})`);
+      const payloadLength = body.length - 10;
+      if (payloadLength === 0) return fail("empty_payload", "audio_vad.payload", "AUDIO_VAD has an empty Opus payload");
+      if (payloadLength > MAX_OPUS_PAYLOAD)
+        return fail("payload_too_big", "audio_vad.payload", `Opus payload of ${payloadLength} bytes exceeds ${MAX_OPUS_PAYLOAD}`);
+      return {
+        ok: true,
+        value: {
+          type: "AUDIO",
+          seq: view.getUint32(1),
+          timestamp: view.getUint32(5),
+          voice: (flags & AudioVadFlag.VOICE) !== 0,
+          payload: body.subarray(10),
+        },
+      };
+    }
+    case MessageType.MIX_SETTINGS:
+      return decodeMixSettings(new Reader(body, view, "mix_settings"));
     case MessageType.JOIN:
       return decodeJoin(new Reader(body, view, "join"));
     case MessageType.JOINED:
@@ -819,6 +904,38 @@ function decodeUtf8(bytes: Uint8Array): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+function decodeMixSettings(r: Reader): DecodeResult<WireMessage> {
+  const flags = r.u8("flags");
+  if (isErr(flags)) return { ok: false, error: flags };
+  if (flags !== 0) return fail("bad_field", "mix_settings.flags", `reserved MIX_SETTINGS flags must be 0, got ${flags}`);
+  const count = r.u8("count");
+  if (isErr(count)) return { ok: false, error: count };
+  if (count > MAX_MIX_ENTRIES) return fail("bad_field", "mix_settings.count", `${count} entries, at most ${MAX_MIX_ENTRIES}`);
+  const gains: MixGain[] = [];
+  const seen = new Set<string>();
+  for (let i = 0; i < count; i++) {
+    const field = `entries[${i}]`;
+    const len = r.u8(`${field}.idLength`);
+    if (isErr(len)) return { ok: false, error: len };
+    const idBytes = r.bytes(len, `${field}.participantId`);
+    if (isErr(idBytes)) return { ok: false, error: idBytes };
+    const participantId = decodeUtf8(idBytes);
+    if (participantId === undefined || !PARTICIPANT_ID_RE.test(participantId))
+      return fail("bad_field", `mix_settings.${field}.participantId`, "not a valid participant id");
+    if (seen.has(participantId))
+      return fail("bad_field", `mix_settings.${field}.participantId`, `participant ${participantId} is listed twice`);
+    seen.add(participantId);
+    const g = r.u16(`${field}.gain`);
+    if (isErr(g)) return { ok: false, error: g };
+    if (g > MAX_MIX_GAIN * MIX_GAIN_UNIT)
+      return fail("bad_field", `mix_settings.${field}.gain`, `gain ${g} exceeds ${MAX_MIX_GAIN * MIX_GAIN_UNIT} (+12 dB)`);
+    gains.push({ participantId, gain: g / MIX_GAIN_UNIT });
+  }
+  const end = r.end();
+  if (end) return { ok: false, error: end };
+  return { ok: true, value: { type: "MIX_SETTINGS", gains } };
 }
 
 function decodeJoin(r: Reader): DecodeResult<WireMessage> {

@@ -34,6 +34,7 @@ import {
   FRAME_SAMPLES,
   type JoinMessage,
   MessageDecoder,
+  type MixSettingsMessage,
   OutboundQueue,
   SAMPLE_RATE,
   seqDiff,
@@ -175,7 +176,11 @@ interface NetMetrics {
   framesReordered: Counter;
   limited: Counter<"limit">;
   pings: Counter;
+  mixSettings: Counter<"result">;
 }
+
+/** MIX_SETTINGS a session may have applied per second; more are coalesced (the latest wins, applied later). */
+const MIX_SETTINGS_PER_SECOND = 5;
 
 /** Get-or-create, so a service restarted on the same registry (tests, reload) does not throw on re-registration. */
 function counter<L extends string>(registry: Registry, name: string, help: string, labelNames: L[] = []): Counter<L> {
@@ -217,6 +222,12 @@ function createMetrics(registry: Registry): NetMetrics {
       ["limit"],
     ),
     pings: counter(registry, "agora_audio_net_pings_sent_total", "PINGs sent by the server to joined clients it heard nothing from"),
+    mixSettings: counter(
+      registry,
+      "agora_audio_net_mix_settings_total",
+      "MIX_SETTINGS messages by result: applied, unknown_participant (applied without entries naming nobody in the room), coalesced (over the rate, applied later), engine_error",
+      ["result"],
+    ),
   };
 }
 
@@ -359,6 +370,10 @@ interface Session {
   udp?: UdpVoiceSession;
   /** the connection is relayed (no direct path for datagrams) */
   readonly relayed: boolean;
+  /** MIX_SETTINGS rate: when the last one was applied, and the one waiting for its turn. */
+  mixAppliedAt: number;
+  mixPending?: MixSettingsMessage;
+  mixTimer?: ReturnType<typeof setTimeout>;
 }
 
 export class AudioRoomService {
@@ -387,7 +402,8 @@ export class AudioRoomService {
     this.metrics = createMetrics(opts.registry);
     this.log = opts.logger.child({ component: "audio-net" });
     this.now = opts.now ?? (() => performance.now());
-    this.capabilities = Capability.ROSTER | (opts.udp ? Capability.UDP_DATAGRAMS : 0);
+    this.capabilities =
+      Capability.ROSTER | Capability.VOICE_ACTIVITY | Capability.PERSONAL_MIX | (opts.udp ? Capability.UDP_DATAGRAMS : 0);
     this.bitrate = opts.bitrate ?? 32_000;
     this.roster = new RosterPublisher({
       registry: opts.registry,
@@ -523,6 +539,7 @@ export class AudioRoomService {
       wireVersion: wireVersionForProtocol(stream.protocol ?? "") ?? WIRE_VERSION,
       clientCapabilities: 0,
       relayed: ip === undefined,
+      mixAppliedAt: Number.NEGATIVE_INFINITY,
     };
     this.sessions.add(s);
     this.metrics.streamsActive.inc();
@@ -662,12 +679,18 @@ export class AudioRoomService {
           this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "AUDIO before JOIN", "unexpected_message");
           return;
         }
+        if (m.voice !== undefined && !this.negotiated(s, Capability.VOICE_ACTIVITY)) {
+          this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "AUDIO_VAD needs VOICE_ACTIVITY announced on 1.1.0", "unexpected_message");
+          return;
+        }
         if (checkOpusPacket(m.payload) !== undefined) {
           // A broken encoder is not hostile: drop the frame (the mixer conceals it), keep the participant.
           this.metrics.framesDropped.inc({ reason: "invalid_opus" });
           return;
         }
-        this.acceptFrame(s, { seq: m.seq, timestamp: m.timestamp, payload: m.payload });
+        const frame: AudioFrame = { seq: m.seq, timestamp: m.timestamp, payload: m.payload };
+        if (m.voice !== undefined) frame.voice = m.voice;
+        this.acceptFrame(s, frame);
         return;
       }
       case "UDP_REPORT":
@@ -681,6 +704,17 @@ export class AudioRoomService {
         s.queue.send(encodeMessage({ type: "PONG", nonce: m.nonce }), false);
         return;
       case "PONG":
+        return;
+      case "MIX_SETTINGS":
+        if (s.state !== "joined") {
+          this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "MIX_SETTINGS before JOIN", "unexpected_message");
+          return;
+        }
+        if (!this.negotiated(s, Capability.PERSONAL_MIX)) {
+          this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "MIX_SETTINGS needs PERSONAL_MIX announced on 1.1.0", "unexpected_message");
+          return;
+        }
+        this.mixSettings(s, m);
         return;
       case "JOIN":
         if (s.state !== "awaiting_join") {
@@ -764,6 +798,49 @@ export class AudioRoomService {
     }
     udp.logDrops();
     udp.pruneSources(now);
+  }
+
+  /** A 1.1.0 feature both sides announced. */
+  private negotiated(s: Session, cap: number): boolean {
+    return s.wireVersion >= WIRE_VERSION_1_1 && (s.clientCapabilities & this.capabilities & cap) !== 0;
+  }
+
+  /**
+   * Applies a listener's mix settings, at most MIX_SETTINGS_PER_SECOND per second: a faster sender (a
+   * volume slider) has its latest settings applied when its turn comes, the ones in between are skipped.
+   */
+  private mixSettings(s: Session, m: MixSettingsMessage): void {
+    const now = this.now();
+    const wait = s.mixAppliedAt + 1000 / MIX_SETTINGS_PER_SECOND - now;
+    if (wait > 0) {
+      this.metrics.mixSettings.inc({ result: "coalesced" });
+      s.mixPending = m;
+      s.mixTimer ??= setTimeout(() => {
+        s.mixTimer = undefined;
+        const pending = s.mixPending;
+        s.mixPending = undefined;
+        if (pending && s.state === "joined") this.guard(s, () => this.applyMixSettings(s, pending, this.now()));
+      }, wait);
+      return;
+    }
+    this.applyMixSettings(s, m, now);
+  }
+
+  private applyMixSettings(s: Session, m: MixSettingsMessage, now: number): void {
+    s.mixAppliedAt = now;
+    try {
+      const r = this.opts.engine.setMixGains(s.room!, s.participantId!, m.gains);
+      if (r.unknown.length > 0) {
+        // Not hostile: a source may have left while the message was on its way.
+        this.metrics.mixSettings.inc({ result: "unknown_participant" });
+        s.log.debug({ unknown: r.unknown.slice(0, 4), count: r.unknown.length }, "MIX_SETTINGS names participants not in the room");
+      } else {
+        this.metrics.mixSettings.inc({ result: "applied" });
+      }
+    } catch (err) {
+      this.metrics.mixSettings.inc({ result: "engine_error" });
+      s.log.warn({ err: errorMessage(err) }, "MIX_SETTINGS not applied");
+    }
   }
 
   private join(s: Session, m: JoinMessage): void {
@@ -850,7 +927,8 @@ export class AudioRoomService {
     }
     let bytes: Uint8Array;
     try {
-      bytes = encodeAudio(frame);
+      // The mix goes out as plain AUDIO: AUDIO_VAD is client → server only.
+      bytes = encodeAudio(frame.voice === undefined ? frame : { seq: frame.seq, timestamp: frame.timestamp, payload: frame.payload });
     } catch (err) {
       s.log.warn({ err: errorMessage(err) }, "engine produced an unsendable frame; dropped");
       this.metrics.framesDropped.inc({ reason: "invalid" });
@@ -982,6 +1060,8 @@ export class AudioRoomService {
 
   private release(s: Session): void {
     if (s.state === "closed") return;
+    if (s.mixTimer) clearTimeout(s.mixTimer);
+    s.mixTimer = undefined;
     this.leaveEngine(s);
     s.state = "closed";
     s.queue.close();

@@ -177,11 +177,12 @@ describe("rings", () => {
     expect(() => createRingBuffer(5000)).toThrow(/power of two/);
   });
 
-  test("inbound records carry room, participant, seq, timestamp, arrival and payload", () => {
+  test("inbound records carry room, participant, seq, timestamp, arrival, voice-activity flags and payload", () => {
     const { w, r } = ring();
     const payload = body(7, 99);
-    expect(writeInbound(w, 3, 0xfffffff0, -1, 2 ** 32 + 5, 1_700_000_000_123.25, payload)).toBe(true);
-    const rec: InboundRecord = { room: 0, participant: 0, seq: 0, ts: 0, arrivalMs: 0, payloadOffset: 0, payloadLength: 0 };
+    expect(writeInbound(w, 3, 0xfffffff0, -1, 2 ** 32 + 5, 1_700_000_000_123.25, payload, 3)).toBe(true);
+    expect(writeInbound(w, 3, 1, 2, 3, 4, payload)).toBe(true);
+    const rec: InboundRecord = { room: 0, participant: 0, seq: 0, ts: 0, arrivalMs: 0, flags: 0, payloadOffset: 0, payloadLength: 0 };
     const off = r.next();
     readInbound(r, off, rec);
     expect(rec).toMatchObject({
@@ -190,9 +191,13 @@ describe("rings", () => {
       seq: 0xffffffff,
       ts: 5,
       arrivalMs: 1_700_000_000_123.25,
+      flags: 3,
       payloadLength: 99,
     });
     expect([...r.bytes.subarray(rec.payloadOffset, rec.payloadOffset + rec.payloadLength)]).toEqual([...payload]);
+    r.release();
+    readInbound(r, r.next(), rec);
+    expect(rec.flags).toBe(0); // no flags given: unknown
   });
 
   test("outbound: a packet for more than MAX_RECIPIENTS_PER_RECORD listeners is split into several records", () => {

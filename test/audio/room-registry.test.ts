@@ -42,6 +42,9 @@ function workerStats(participant: number, over: Partial<WorkerParticipantStats> 
     invalid: 0,
     resyncs: 0,
     decodeErrors: 0,
+    decodes: 0,
+    skipped: 0,
+    probes: 0,
     ...over,
   };
 }
@@ -174,5 +177,39 @@ describe("RoomRegistry", () => {
     const fresh = reg.join("r", "b", sink, roomy).participant;
     expect(reg.stats()[0]!.participants.find((p) => p.id === "b")).toMatchObject({ speaking: false, concealed: 0, jitterTargetMs: 0 });
     expect(fresh.baseConcealed).toBe(0);
+  });
+});
+
+describe("RoomRegistry mix controls", () => {
+  test("the restore list carries listen-only participants, gains and the priority speaker; a leave drops rules about it", () => {
+    const reg = new RoomRegistry({ random: () => 0.5 });
+    const a = reg.join("r", "a", sink, roomy).participant;
+    const b = reg.join("r", "b", sink, roomy).participant;
+    const c = reg.join("r", "c", sink, roomy).participant;
+    expect(reg.restoreList()[0]!.controls).toBeUndefined(); // all defaults: nothing extra to restore
+    a.gains.set("b", 0);
+    a.gains.set("c", 0.5);
+    c.canSpeak = false;
+    a.room.priority = { participantId: "b", duckGain: 0.25 };
+    expect(reg.restoreList()[0]!.controls).toEqual({
+      listenOnly: [c.handle],
+      gains: [
+        {
+          participant: a.handle,
+          gains: [
+            [b.handle, 0],
+            [c.handle, 0.5],
+          ],
+        },
+      ],
+      priority: { participant: b.handle, duckGain: 0.25 },
+    });
+    reg.leave("r", "b");
+    expect([...a.gains.keys()]).toEqual(["c"]);
+    expect(a.room.priority).toBeUndefined();
+    expect(reg.restoreList()[0]!.controls).toEqual({
+      listenOnly: [c.handle],
+      gains: [{ participant: a.handle, gains: [[c.handle, 0.5]] }],
+    });
   });
 });

@@ -8,7 +8,7 @@ import type { Libp2p, Stream } from "@libp2p/interface";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
 import type { Registry } from "prom-client";
-import type { AudioFrame, FrameSink, MediaEngine, MediaSettings, RoomStats } from "../../src/audio";
+import type { AudioFrame, FrameSink, MediaEngine, MediaSettings, MixGain, MixGainsResult, RoomStats } from "../../src/audio";
 import { AgoraError } from "../../src/errors";
 import type { OpusCodec } from "../../src/protocol";
 import { AUDIO_PROTOCOL, chunkBytes, MessageDecoder, type WireMessage } from "../../src/protocol";
@@ -69,6 +69,23 @@ export class FakeMediaEngine implements MediaEngine {
         sink({ seq, timestamp: (seq * 960) >>> 0, payload: frame.payload });
       }
     }
+  }
+
+  readonly mixCalls: Array<{ kind: "canSpeak" | "gains" | "priority"; room: string; participant?: string; value: unknown }> = [];
+
+  setCanSpeak(roomId: string, participantId: string, canSpeak: boolean): void {
+    this.mixCalls.push({ kind: "canSpeak", room: roomId, participant: participantId, value: canSpeak });
+  }
+
+  setMixGains(roomId: string, listenerId: string, gains: readonly MixGain[]): MixGainsResult {
+    this.mixCalls.push({ kind: "gains", room: roomId, participant: listenerId, value: gains });
+    const members = this.roomMap.get(roomId)?.sinks;
+    const unknown = gains.filter((g) => !members?.has(g.participantId) || g.participantId === listenerId).map((g) => g.participantId);
+    return { applied: gains.length - unknown.length, unknown };
+  }
+
+  setPrioritySpeaker(roomId: string, participantId: string | undefined, duckDb?: number): void {
+    this.mixCalls.push({ kind: "priority", room: roomId, participant: participantId, value: duckDb });
   }
 
   /** Sends a frame to one participant as if the mixer produced it. */

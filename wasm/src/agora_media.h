@@ -41,6 +41,15 @@
 #define AM_PUSH_DUPLICATE 2
 #define AM_PUSH_RESYNC 3
 #define AM_PUSH_INVALID 4 /* not a decodable 20 ms Opus packet */
+#define AM_PUSH_LISTEN_ONLY 5 /* the participant may not speak (am_room_set_can_speak): counted, not buffered */
+
+/* Voice-activity flags of am_room_push_flags (protocol 1.1.0 AUDIO_VAD). */
+#define AM_VAD_VOICE 1 /* the sender's own VAD says the frame carries voice */
+#define AM_VAD_KNOWN 2 /* the sender marks its frames: bit 0 is meaningful (else every frame is decoded) */
+
+/* Per-listener mix rules: at most this many sources with a gain per listener; gains 0 (mute) .. 4 (+12 dB). */
+#define AM_MAX_RULES 64
+#define AM_MAX_GAIN 4.0f
 
 /* Layout of am_room_stats() output (doubles). Keep in sync with src/audio/core.ts. */
 enum {
@@ -62,6 +71,9 @@ enum {
   AM_ST_INVALID,
   AM_ST_RESYNCS,
   AM_ST_DECODE_ERRORS,
+  AM_ST_DECODES, /* opus_decode calls (frames, PLC, FEC, warm-ups) */
+  AM_ST_SKIPPED, /* frames pulled but not decoded (flagged silent, no chance to reach a mix) */
+  AM_ST_PROBES,  /* skipped-stream frames decoded anyway by the round-robin probe */
   AM_ST_COUNT
 };
 
@@ -75,6 +87,9 @@ enum {
   AM_RC_ENCODE_ERRORS,
   AM_RC_CONCEALED,      /* frames concealed (PLC or FEC) over all participants */
   AM_RC_LATE,           /* packets dropped as late over all participants */
+  AM_RC_DECODES,        /* opus_decode calls over all participants */
+  AM_RC_SKIPPED,        /* frames not decoded (flagged silent) */
+  AM_RC_PROBES,         /* probe decodes of flagged-silent participants */
   AM_RC_COUNT
 };
 
@@ -110,6 +125,23 @@ AM_API int am_room_add(AmRoom *room, uint32_t handle);
 AM_API int am_room_remove(AmRoom *room, int slot);
 AM_API int am_room_push(AmRoom *room, int slot, uint32_t seq, uint32_t ts, double arrival_ms, const uint8_t *data,
                         int len);
+/* am_room_push with the sender's voice-activity flags (AM_VAD_*); am_room_push is flags 0 (unknown). */
+AM_API int am_room_push_flags(AmRoom *room, int slot, uint32_t seq, uint32_t ts, double arrival_ms, const uint8_t *data,
+                              int len, int flags);
+/* Decode skipping: skip 0/1 (default 1). Each flagged-silent participant is still decoded once every
+ * probe_period ticks (default 25 = 500 ms, 0..500, 0 = never), round robin spread over the ticks, so a
+ * client whose flag lies is heard within that period. */
+AM_API int am_room_set_vad(AmRoom *room, int skip, int probe_period_ticks);
+/* can_speak 0: a listener. Its packets are counted and dropped, it is never decoded nor mixed. Default 1. */
+AM_API int am_room_set_can_speak(AmRoom *room, int slot, int can_speak);
+/* What `listener` hears of `source`: gain 0 (muted for this listener only) .. AM_MAX_GAIN; 1 removes the
+ * rule. A listener with rules gets a personal mix (its own encoder). Changes ramp over one frame. */
+AM_API int am_room_set_gain(AmRoom *room, int listener, int source, float gain);
+AM_API int am_room_clear_gains(AmRoom *room, int listener);
+/* Priority speaker (slot, or -1 for none): favoured for a top-K slot, and while it is mixed everyone
+ * else is scaled by duck_gain (0..1, e.g. 0.25 = -12 dB) in every mix, ramped over a frame. */
+AM_API int am_room_set_priority(AmRoom *room, int slot, float duck_gain);
+
 /*
  * Runs one 20 ms tick: pulls, decodes and conceals every participant, selects the speakers, mixes and
  * encodes. Returns the number of output packets; am_room_outputs() then points at that many

@@ -264,8 +264,9 @@ static void anchor(Jb *jb, uint32_t seq) {
 
 static JbPushResult push(Jb *jb, uint32_t seq, const uint8_t *data, int len, uint32_t ts);
 
-JbPushResult jb_push(Jb *jb, uint32_t seq, uint32_t ts, double arrival_ms, const uint8_t *data, int len) {
+JbPushResult jb_push(Jb *jb, uint32_t seq, uint32_t ts, double arrival_ms, const uint8_t *data, int len, uint8_t flags) {
   if (len <= 0 || len > 0xffff) return JB_PUSH_NOMEM;
+  jb->pending_flags = flags;
   /* Late packets count for jitter too: their lateness is exactly what the target must absorb. */
   jb->pending_seq = seq;
   update_timing(jb, ts, arrival_ms);
@@ -336,6 +337,7 @@ static JbPushResult push(Jb *jb, uint32_t seq, const uint8_t *data, int len, uin
   s->len = (uint16_t)len;
   s->seq = seq;
   s->ts = ts;
+  s->flags = jb->pending_flags;
   s->valid = 1;
   jb->count++;
   int32_t adv = sdiff(seq, jb->max_seq);
@@ -371,6 +373,7 @@ static JbOut take(Jb *jb) {
     jb->last_played_seq = jb->next_seq;
     out.data = s->data; /* stays valid for this tick: pushes only happen between ticks */
     out.len = s->len;
+    out.flags = s->flags;
     s->valid = 0;
     jb->count--;
     if (jb->media_ok) {
@@ -390,6 +393,7 @@ static JbOut take(Jb *jb) {
       out.action = JB_FEC;
       out.data = n->data;
       out.len = n->len;
+      out.flags = n->flags;
       jb->fec++;
     }
   }
@@ -419,6 +423,7 @@ static void skip_to_target(Jb *jb, double now_ms, JbOut *warmup) {
       warmup->action = JB_PLAY;
       warmup->data = s->data; /* the slot keeps its buffer until a later push reuses it */
       warmup->len = s->len;
+      warmup->flags = s->flags;
     }
     jb->next_seq++;
     jb->next_media += JB_SAMPLES_PER_FRAME;

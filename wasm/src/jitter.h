@@ -33,6 +33,7 @@ typedef struct {
   JbAction action;
   const uint8_t *data;
   int len;
+  uint8_t flags; /* the packet's sender flags (room.c: voice activity), as given to jb_push */
 } JbOut;
 
 typedef struct {
@@ -41,6 +42,7 @@ typedef struct {
   uint16_t len;
   uint16_t cap;
   uint8_t valid;
+  uint8_t flags;
   uint8_t *data;
 } JbSlot;
 
@@ -105,6 +107,7 @@ typedef struct {
   int media_ok;            /* 0 after a timestamp jump, until a packet of the new clock plays */
   uint32_t media_epoch_seq; /* the first packet of the new clock */
   uint32_t pending_seq;     /* the packet jb_push is processing */
+  uint8_t pending_flags;    /* and its flags */
   double playout_ms; /* last P measured (diagnostics) */
 
   double target_ms;   /* playout delay aimed at: clamp(jitter quantile + margin) */
@@ -129,7 +132,8 @@ typedef struct {
 void jb_init(Jb *jb, int min_ms, int max_ms);
 void jb_free(Jb *jb);
 void jb_set_limits(Jb *jb, int min_ms, int max_ms);
-JbPushResult jb_push(Jb *jb, uint32_t seq, uint32_t ts, double arrival_ms, const uint8_t *data, int len);
+/* `flags` are stored with the packet and handed back in JbOut.flags (opaque to the buffer). */
+JbPushResult jb_push(Jb *jb, uint32_t seq, uint32_t ts, double arrival_ms, const uint8_t *data, int len, uint8_t flags);
 /* Frames buffered from next_seq up to the newest packet (gaps included). */
 int jb_depth(const Jb *jb);
 /*

@@ -14,6 +14,23 @@
  *  5. SHARED ENCODE: mixed participants get a personal encoder; everyone else receives the single
  *     shared encoding of S, which is correct for them because they are not in S.
  *
+ * Decode skipping (voice-activity flags, am_room_push_flags). A participant whose frames say "no voice"
+ * and who has no chance to reach a mix (not talking, not a top-K candidate, not fading out) is not
+ * decoded: its packet still goes through the jitter buffer (timing, loss, latency shrink stay exact) and
+ * the last one is kept. The flag is a hint, never trusted for ranking:
+ *  - a flagged-speaking frame is decoded and ranked by its measured level, so silence flagged as voice
+ *    never takes a top-K slot;
+ *  - a few flagged-silent participants per tick are decoded anyway (round robin, am_room_set_vad); one
+ *    with energy becomes a candidate on that frame and is decoded from then on like any talker.
+ * Decoder continuity: Opus prediction needs the frames before; after skipped frames the decoder is reset
+ * and the last skipped packet decoded (and thrown away) first, so the resumed stream starts from a primed
+ * state (no PLC run, no burst), then the usual 2.5 ms onset ramp.
+ *
+ * Per-listener rules (am_room_set_gain): a listener with a gain for some source (0 = muted for it only)
+ * gets a personal mix S - own + sum((g - 1) * source) while one of those sources is mixed (the personal
+ * encoder then follows the same hold/release rules as a talker's); everyone else keeps the shared encode. A priority
+ * speaker (am_room_set_priority) ducks everyone else inside S itself, so it costs no extra encode.
+ *
  * Encoder continuity. The client's decoder carries state from the stream it has been receiving, so
  * switching a participant between streams must not break prediction:
  *  - shared → personal (a listener starts talking): the new personal encoder is a byte copy of the
@@ -45,6 +62,15 @@
 #define SILENT_DB -120.0f
 #define ONSET_RAMP 120      /* samples */
 #define QUIET_BELOW_DB 15.0f /* a frame this far under the talker's smoothed level is a good place to drop */
+#define PRIORITY_BONUS_DB 100.0f /* a talking priority speaker always wins a top-K slot */
+#define DEFAULT_PROBE_PERIOD 25 /* ticks: every skipped participant is probed twice a second */
+#define MAX_PROBE_PERIOD 500
+
+typedef struct MixRule {
+  int src;    /* source slot */
+  float gain; /* target */
+  float cur;  /* applied at the end of the last tick (ramps towards gain) */
+} MixRule;
 
 typedef struct MixOut {
   OpusEncoder *enc;
@@ -64,11 +90,21 @@ typedef struct AmPart {
   int above, hang, speaking, candidate;
   int in_topk;
   float mix_gain; /* 0..1 at the end of the last tick */
+  float mix_gain_prev; /* at its start (before this tick's ramp) */
   int in_mix;     /* contributes to S this tick (selected, or fading out) */
   MixOut *personal;
   int hold;       /* ticks since it last needed a personal mix */
   int got_shared; /* received the shared packet in the previous tick */
   uint32_t packets_in, packets_out, invalid, decode_errors;
+  int can_speak;
+  uint8_t last_flags;  /* flags of the last frame pulled */
+  int skipping;        /* frames pulled without decoding since the last decode */
+  int probe_now;       /* picked by this tick's round-robin probe */
+  int skip_len;        /* the last packet pulled without decoding (decoder warm-up on resume) */
+  uint8_t skip_pkt[AM_MAX_PACKET];
+  MixRule rules[AM_MAX_RULES];
+  int nrules;
+  uint32_t decodes, skipped, probes;
 } AmPart;
 
 struct AmRoom {
@@ -87,6 +123,10 @@ struct AmRoom {
   const uint8_t **out_pkt; /* native-width copies of the descriptor pointers */
   int *out_first;
   double counters[AM_RC_COUNT];
+  int skip_on, probe_period, probe_cursor;
+  double probe_credit; /* probes owed: skipped participants / probe_period per tick, accumulated */
+  int priority;                 /* slot, or -1 */
+  float duck_gain, duck_cur;    /* what others are scaled by while the priority speaker is mixed; now */
 };
 
 static void enc_apply(OpusEncoder *e, int bitrate, int complexity, int fec) {
@@ -153,6 +193,11 @@ AmRoom *am_room_create(void) {
   r->jmin = 20;
   r->jmax = 200;
   r->fec = 0;
+  r->skip_on = 1;
+  r->probe_period = DEFAULT_PROBE_PERIOD;
+  r->priority = -1;
+  r->duck_gain = 0.25f;
+  r->duck_cur = 1.0f;
   r->shared.enc = enc_new(r->bitrate, r->complexity, r->fec);
   if (!r->shared.enc) {
     free(r);
@@ -253,6 +298,7 @@ int am_room_add(AmRoom *r, uint32_t handle) {
   p->level_db = SILENT_DB;
   p->smooth_db = SILENT_DB;
   p->noise_db = -70.0f;
+  p->can_speak = 1;
   r->parts[slot] = p;
   r->count++;
   return slot;
@@ -269,20 +315,89 @@ int am_room_remove(AmRoom *r, int slot) {
   part_free(r, p);
   r->parts[slot] = NULL;
   r->count--;
+  /* The slot will be reused: nobody keeps a rule about it, and it is no longer the priority speaker. */
+  for (int i = 0; i < r->cap; i++) {
+    AmPart *q = r->parts[i];
+    if (!q) continue;
+    int k = 0;
+    for (int j = 0; j < q->nrules; j++)
+      if (q->rules[j].src != slot) q->rules[k++] = q->rules[j];
+    q->nrules = k;
+  }
+  if (r->priority == slot) r->priority = -1;
+  return 0;
+}
+
+int am_room_set_vad(AmRoom *r, int skip, int probe_period) {
+  if (!r || probe_period < 0 || probe_period > MAX_PROBE_PERIOD) return AM_ERR_ARG;
+  r->skip_on = skip != 0;
+  r->probe_period = probe_period;
+  r->probe_credit = 0.0;
+  return 0;
+}
+
+int am_room_set_can_speak(AmRoom *r, int slot, int can_speak) {
+  AmPart *p = part_at(r, slot);
+  if (!p) return AM_ERR_SLOT;
+  can_speak = can_speak != 0;
+  if (p->can_speak && !can_speak) {
+    /* Nothing it already sent is played: the buffer restarts empty when it may speak again. */
+    jb_free(&p->jb);
+    jb_init(&p->jb, r->jmin, r->jmax);
+    p->skipping = 1;
+    p->skip_len = 0;
+  }
+  p->can_speak = can_speak;
+  return 0;
+}
+
+int am_room_set_gain(AmRoom *r, int listener, int source, float gain) {
+  AmPart *l = part_at(r, listener);
+  if (!l || !part_at(r, source)) return AM_ERR_SLOT;
+  if (!(gain >= 0.0f && gain <= AM_MAX_GAIN) || listener == source) return AM_ERR_ARG; /* also rejects NaN */
+  for (int j = 0; j < l->nrules; j++)
+    if (l->rules[j].src == source) {
+      l->rules[j].gain = gain; /* gain 1: kept until its ramp is done, then pruned in the tick */
+      return 0;
+    }
+  if (gain == 1.0f) return 0;
+  if (l->nrules >= AM_MAX_RULES) return AM_ERR_ARG;
+  l->rules[l->nrules++] = (MixRule){source, gain, 1.0f};
+  return 0;
+}
+
+int am_room_clear_gains(AmRoom *r, int listener) {
+  AmPart *l = part_at(r, listener);
+  if (!l) return AM_ERR_SLOT;
+  for (int j = 0; j < l->nrules; j++) l->rules[j].gain = 1.0f;
+  return 0;
+}
+
+int am_room_set_priority(AmRoom *r, int slot, float duck_gain) {
+  if (!r || !(duck_gain >= 0.0f && duck_gain <= 1.0f)) return AM_ERR_ARG;
+  if (slot >= 0 && !part_at(r, slot)) return AM_ERR_SLOT;
+  r->priority = slot < 0 ? -1 : slot;
+  r->duck_gain = duck_gain;
   return 0;
 }
 
 int am_room_push(AmRoom *r, int slot, uint32_t seq, uint32_t ts, double arrival_ms, const uint8_t *data, int len) {
+  return am_room_push_flags(r, slot, seq, ts, arrival_ms, data, len, 0);
+}
+
+int am_room_push_flags(AmRoom *r, int slot, uint32_t seq, uint32_t ts, double arrival_ms, const uint8_t *data, int len,
+                       int flags) {
   AmPart *p = part_at(r, slot);
   if (!p) return AM_ERR_SLOT;
   p->packets_in++;
+  if (!p->can_speak) return AM_PUSH_LISTEN_ONLY;
   /* Only well-formed 20 ms packets enter the buffer: anything else would desynchronise the
    * one-frame-per-tick playout (and overflow the 960-sample decode buffer). */
   if (len <= 0 || len > AM_MAX_PACKET || opus_packet_get_nb_samples(data, len, AM_SAMPLE_RATE) != AM_FRAME) {
     p->invalid++;
     return AM_PUSH_INVALID;
   }
-  JbPushResult res = jb_push(&p->jb, seq, ts, arrival_ms, data, len);
+  JbPushResult res = jb_push(&p->jb, seq, ts, arrival_ms, data, len, (uint8_t)(flags & (AM_VAD_VOICE | AM_VAD_KNOWN)));
   if (res == JB_PUSH_LATE) r->counters[AM_RC_LATE]++;
   switch (res) {
     case JB_PUSH_OK: return AM_PUSH_OK;
@@ -328,34 +443,76 @@ static void crossfade(int16_t *a, const int16_t *b) {
   }
 }
 
-static void decode_part(AmPart *p, double now_ms) {
+static int dec(AmPart *p, const uint8_t *data, int len, int16_t *pcm, int fec) {
+  p->decodes++;
+  return opus_decode(p->dec, data, len, pcm, AM_FRAME, fec);
+}
+
+static void keep_skipped(AmPart *p, const JbOut *o) {
+  if (o->action != JB_PLAY || o->len <= 0 || o->len > AM_MAX_PACKET) return;
+  memcpy(p->skip_pkt, o->data, (size_t)o->len);
+  p->skip_len = o->len;
+}
+
+/* Whether this frame may stay undecoded: the sender flags it silent and the participant cannot reach a
+ * mix this tick. Everything the ranking needs is decoded. */
+static int may_skip(const AmRoom *r, const AmPart *p, const JbOut *o) {
+  if (!r->skip_on || p->probe_now) return 0;
+  uint8_t f = o->action == JB_PLAY || o->action == JB_FEC ? o->flags : p->last_flags;
+  if (!(f & AM_VAD_KNOWN) || (f & AM_VAD_VOICE)) return 0;
+  return !p->speaking && !p->candidate && !p->in_topk && p->mix_gain == 0.0f;
+}
+
+/* Returns 1 when the frame was decoded (or is silence), 0 when it was skipped. */
+static int decode_part(AmRoom *r, AmPart *p, double now_ms) {
   int had_audio = p->has_audio;
   JbOut warmup;
   JbOut o = jb_pull(&p->jb, now_ms, !p->speaking, &warmup);
+  if (o.action == JB_PLAY || o.action == JB_FEC) p->last_flags = o.flags;
+  if (o.action != JB_SILENCE && may_skip(r, p, &o)) {
+    if (warmup.action == JB_PLAY) keep_skipped(p, &warmup);
+    keep_skipped(p, &o);
+    /* The buffer's latency shrink still happens: a skipped frame is quiet by definition. */
+    JbOut nx;
+    if (o.action == JB_PLAY && p->jb.shrink != JB_SHRINK_NONE && jb_drop_next(&p->jb, &nx)) keep_skipped(p, &nx);
+    if (p->has_audio) memset(p->pcm, 0, sizeof p->pcm);
+    p->has_audio = 0;
+    p->skipping++;
+    p->skipped++;
+    return 0;
+  }
+  if (o.action != JB_SILENCE && p->skipping) {
+    /* Resuming after skipped frames: a primed decoder instead of one predicting from stale state. */
+    opus_decoder_ctl(p->dec, OPUS_RESET_STATE);
+    if (p->skip_len > 0 && dec(p, p->skip_pkt, p->skip_len, p->pcm, 0) < 0) p->decode_errors++;
+    p->skipping = 0;
+    p->skip_len = 0;
+    had_audio = 0;
+  }
   if (warmup.action == JB_PLAY) {
     /* The frame right before the playout point when playout (re)starts past skipped frames: decoded
      * and thrown away so the decoder's state leads into the first frame played. */
-    if (opus_decode(p->dec, warmup.data, warmup.len, p->pcm, AM_FRAME, 0) < 0) p->decode_errors++;
+    if (dec(p, warmup.data, warmup.len, p->pcm, 0) < 0) p->decode_errors++;
   }
   int n;
   switch (o.action) {
-    case JB_PLAY: n = opus_decode(p->dec, o.data, o.len, p->pcm, AM_FRAME, 0); break;
-    case JB_FEC: n = opus_decode(p->dec, o.data, o.len, p->pcm, AM_FRAME, 1); break;
-    case JB_PLC: n = opus_decode(p->dec, NULL, 0, p->pcm, AM_FRAME, 0); break;
+    case JB_PLAY: n = dec(p, o.data, o.len, p->pcm, 0); break;
+    case JB_FEC: n = dec(p, o.data, o.len, p->pcm, 1); break;
+    case JB_PLC: n = dec(p, NULL, 0, p->pcm, 0); break;
     case JB_SILENCE:
     default:
       if (p->has_audio) memset(p->pcm, 0, sizeof p->pcm); /* once per silence, not per tick */
       p->has_audio = 0;
-      return;
+      return 1;
   }
   if (n != AM_FRAME) {
     /* A corrupt packet: conceal it instead. */
     p->decode_errors++;
-    n = opus_decode(p->dec, NULL, 0, p->pcm, AM_FRAME, 0);
+    n = dec(p, NULL, 0, p->pcm, 0);
     if (n != AM_FRAME) {
       memset(p->pcm, 0, sizeof p->pcm);
       p->has_audio = 0;
-      return;
+      return 1;
     }
   }
   p->has_audio = 1;
@@ -371,10 +528,44 @@ static void decode_part(AmPart *p, double now_ms) {
     JbOut nx;
     if (jb_drop_next(&p->jb, &nx)) {
       int16_t next[AM_FRAME];
-      if (opus_decode(p->dec, nx.data, nx.len, next, AM_FRAME, 0) == AM_FRAME) crossfade(p->pcm, next);
+      if (dec(p, nx.data, nx.len, next, 0) == AM_FRAME) crossfade(p->pcm, next);
       else p->decode_errors++;
     }
   }
+  return 1;
+}
+
+/* A skipped frame tells the ranking nothing new: not a candidate, and the smoothed level restarts from
+ * the next measured frame. The noise floor keeps its value (it was never measured on this silence). */
+static void vad_skipped(AmPart *p) {
+  p->level_db = SILENT_DB;
+  p->smooth_db = SILENT_DB;
+  p->above = 0;
+  p->candidate = 0;
+}
+
+/* Picks this tick's probes: the next participants (round robin) whose frames are being skipped, as many
+ * as keep each of them probed once per probe_period ticks (spread evenly over the ticks). */
+static void pick_probes(AmRoom *r) {
+  if (!r->skip_on || r->probe_period <= 0 || r->cap == 0) return;
+  int skipping = 0;
+  for (int i = 0; i < r->cap; i++)
+    if (r->parts[i] && r->parts[i]->skipping && r->parts[i]->can_speak) skipping++;
+  if (skipping == 0) {
+    r->probe_credit = 0.0;
+    return;
+  }
+  r->probe_credit += (double)skipping / r->probe_period;
+  int left = (int)r->probe_credit;
+  r->probe_credit -= left;
+  int i = r->probe_cursor % r->cap;
+  for (int walked = 0; walked < r->cap && left > 0; walked++, i = (i + 1) % r->cap) {
+    AmPart *p = r->parts[i];
+    if (!p || !p->skipping || !p->can_speak) continue;
+    p->probe_now = 1;
+    left--;
+  }
+  r->probe_cursor = i;
 }
 
 static void vad_update(AmPart *p) {
@@ -410,7 +601,7 @@ static void select_topk(AmRoom *r) {
     int was = p->in_topk;
     p->in_topk = 0;
     if (!p->candidate) continue;
-    float s = p->smooth_db + (was ? INCUMBENT_BONUS_DB : 0.0f);
+    float s = p->smooth_db + (was ? INCUMBENT_BONUS_DB : 0.0f) + (i == r->priority ? PRIORITY_BONUS_DB : 0.0f);
     if (nb == k && s <= score[nb - 1]) continue; /* ties keep the earlier slot: deterministic */
     int j = nb < k ? nb++ : k - 1;
     while (j > 0 && score[j - 1] < s) {
@@ -424,10 +615,12 @@ static void select_topk(AmRoom *r) {
   for (int j = 0; j < nb; j++) r->parts[best[j]]->in_topk = 1;
 }
 
-/* Adds p's faded input to the sum; returns whether it contributes. */
-static int mix_in(AmRoom *r, AmPart *p) {
-  float g0 = p->mix_gain, g1 = p->in_topk ? 1.0f : 0.0f;
-  if (g0 == 0.0f && g1 == 0.0f) return 0;
+/* Adds p's faded input (scaled by the priority duck, d0 → d1 over the frame) to the sum; returns whether
+ * it contributes. */
+static int mix_in(AmRoom *r, AmPart *p, float d0, float d1) {
+  float m0 = p->mix_gain, m1 = p->in_topk ? 1.0f : 0.0f;
+  if (m0 == 0.0f && m1 == 0.0f) return 0;
+  float g0 = m0 * d0, g1 = m1 * d1;
   if (!p->has_audio) {
     memset(p->contrib, 0, sizeof p->contrib);
   } else if (g0 == 1.0f && g1 == 1.0f) {
@@ -439,9 +632,65 @@ static int mix_in(AmRoom *r, AmPart *p) {
       p->contrib[i] = (int16_t)lrintf((float)p->pcm[i] * g);
     }
   }
-  p->mix_gain = g1;
+  p->mix_gain_prev = m0;
+  p->mix_gain = m1;
   for (int i = 0; i < AM_FRAME; i++) r->sum[i] += p->contrib[i];
   return 1;
+}
+
+/* Whether a rule of p changes what it hears this tick: its source is mixed (or a ramp is still running).
+ * Rules back at gain 1 with no ramp left are pruned here. A listener without a personal encoder hears the
+ * shared mix, i.e. every rule at 1. */
+static int rules_active(AmRoom *r, AmPart *p) {
+  int active = 0, k = 0;
+  for (int j = 0; j < p->nrules; j++) {
+    MixRule *u = &p->rules[j];
+    if (!p->personal) u->cur = 1.0f;
+    if (u->gain == 1.0f && u->cur == 1.0f) continue;
+    AmPart *src = part_at(r, u->src);
+    if (src && src->in_mix) active = 1;
+    p->rules[k++] = *u;
+  }
+  p->nrules = k;
+  return active;
+}
+
+/* p just got a personal encoder (a clone of the shared one): a rule whose source enters the mix in this
+ * very tick applies at once (the source fades in anyway); one whose source was already audible ramps. */
+static void rules_enter(AmRoom *r, AmPart *p) {
+  for (int j = 0; j < p->nrules; j++) {
+    AmPart *src = part_at(r, p->rules[j].src);
+    if (src && src->mix_gain_prev == 0.0f) p->rules[j].cur = p->rules[j].gain;
+  }
+}
+
+/* r->tmp = what listener p hears with its rules: S - own + sum over its rules of (gain - 1) * source, each
+ * rule's gain ramped from the last tick's value. Rules back at gain 1 are pruned. */
+static void personal_mix(AmRoom *r, AmPart *p) {
+  if (p->in_mix)
+    for (int s = 0; s < AM_FRAME; s++) r->tmp[s] = r->sum[s] - p->contrib[s];
+  else
+    memcpy(r->tmp, r->sum, sizeof r->tmp);
+  int k = 0;
+  for (int j = 0; j < p->nrules; j++) {
+    MixRule *u = &p->rules[j];
+    AmPart *src = part_at(r, u->src);
+    if (src && src->in_mix && (u->cur != 1.0f || u->gain != 1.0f)) {
+      float a0 = u->cur - 1.0f, a1 = u->gain - 1.0f;
+      if (a0 == a1) {
+        for (int s = 0; s < AM_FRAME; s++) r->tmp[s] += (int32_t)lrintf(a1 * (float)src->contrib[s]);
+      } else {
+        float step = (a1 - a0) / AM_FRAME, a = a0;
+        for (int s = 0; s < AM_FRAME; s++) {
+          a += step;
+          r->tmp[s] += (int32_t)lrintf(a * (float)src->contrib[s]);
+        }
+      }
+    }
+    u->cur = u->gain;
+    if (u->gain != 1.0f) p->rules[k++] = *u;
+  }
+  p->nrules = k;
 }
 
 /* Records one output packet. Descriptor pointers are wasm32 offsets (what core.ts reads); native
@@ -461,22 +710,48 @@ int am_room_tick(AmRoom *r, double now_ms) {
   if (!r) return AM_ERR_ARG;
   r->counters[AM_RC_TICKS]++;
 
+  pick_probes(r);
   for (int i = 0; i < r->cap; i++) {
     AmPart *p = r->parts[i];
     if (!p) continue;
-    uint32_t concealed = p->jb.concealed;
-    decode_part(p, now_ms);
+    if (!p->can_speak) {
+      /* A listener: never decoded, never ranked. */
+      if (p->has_audio) memset(p->pcm, 0, sizeof p->pcm);
+      p->has_audio = 0;
+      p->speaking = 0;
+      p->hang = 0;
+      vad_skipped(p);
+      continue;
+    }
+    uint32_t concealed = p->jb.concealed, decodes = p->decodes;
+    int probe = p->probe_now;
+    int decoded = decode_part(r, p, now_ms);
+    p->probe_now = 0;
     r->counters[AM_RC_CONCEALED] += (double)(p->jb.concealed - concealed);
-    vad_update(p);
+    r->counters[AM_RC_DECODES] += (double)(p->decodes - decodes);
+    if (decoded) {
+      vad_update(p);
+      if (probe) {
+        p->probes++;
+        r->counters[AM_RC_PROBES]++;
+      }
+    } else {
+      vad_skipped(p);
+      r->counters[AM_RC_SKIPPED]++;
+    }
   }
   select_topk(r);
 
+  /* Priority ducking: everyone else is scaled while the priority speaker is in the mix. */
+  AmPart *prio = r->priority >= 0 ? r->parts[r->priority] : NULL;
+  float d0 = r->duck_cur, d1 = prio && prio->in_topk ? r->duck_gain : 1.0f;
+  r->duck_cur = d1;
   memset(r->sum, 0, sizeof r->sum);
   int mixing = 0;
   for (int i = 0; i < r->cap; i++) {
     AmPart *p = r->parts[i];
     if (!p) continue;
-    p->in_mix = mix_in(r, p);
+    p->in_mix = p == prio ? mix_in(r, p, 1.0f, 1.0f) : mix_in(r, p, d0, d1);
     mixing |= p->in_mix;
   }
 
@@ -485,7 +760,7 @@ int am_room_tick(AmRoom *r, double now_ms) {
   for (int i = 0; i < r->cap; i++) {
     AmPart *p = r->parts[i];
     if (!p) continue;
-    int need = !r->shared_on || p->in_mix;
+    int need = !r->shared_on || p->in_mix || rules_active(r, p);
     if (need) {
       p->hold = 0;
       if (!p->personal) {
@@ -500,6 +775,7 @@ int am_room_tick(AmRoom *r, double now_ms) {
             lim_init(&m->lim);
           }
           p->personal = m;
+          rules_enter(r, p);
         }
       }
     } else if (p->personal) {
@@ -522,7 +798,10 @@ int am_room_tick(AmRoom *r, double now_ms) {
     p->got_shared = 0;
     MixOut *m = p->personal;
     if (!m) continue;
-    if (p->in_mix) {
+    if (p->nrules > 0) {
+      personal_mix(r, p);
+      lim_process(&m->lim, r->tmp, m->pcm, AM_FRAME);
+    } else if (p->in_mix) {
       for (int s = 0; s < AM_FRAME; s++) r->tmp[s] = r->sum[s] - p->contrib[s];
       lim_process(&m->lim, r->tmp, m->pcm, AM_FRAME);
     } else {
@@ -599,6 +878,9 @@ int am_room_stats(AmRoom *r, int slot, double *out) {
   out[AM_ST_INVALID] = p->invalid;
   out[AM_ST_RESYNCS] = jb->resyncs;
   out[AM_ST_DECODE_ERRORS] = p->decode_errors;
+  out[AM_ST_DECODES] = p->decodes;
+  out[AM_ST_SKIPPED] = p->skipped;
+  out[AM_ST_PROBES] = p->probes;
   return AM_ST_COUNT;
 }
 

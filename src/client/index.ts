@@ -81,3 +81,30 @@ export async function discover(opts: DiscoverOptions): Promise<DiscoveredNode[]>
     query: { region: opts.region, capability: opts.capability ?? "mixer", group: opts.group, limit: opts.limit, timeoutMs },
   });
 }
+
+export interface ResolveRoomOptions {
+  /** multiaddrs of any nodes of the network (…/p2p/<peer id>) */
+  bootstrap: string[];
+  room: string;
+  /** overall bound (default 10 s) */
+  timeoutMs?: number;
+  logger?: Logger;
+}
+
+/** A room's record (docs/room-record.md): its host's peer id and addresses, region, epoch, participants. */
+export type RoomLocation = NonNullable<Awaited<ReturnType<typeof import("../p2p").resolveRoomOnce>>>;
+
+/**
+ * Where a room lives: its best live record in the DHT (verified: signed by the host it names, fresh), or
+ * undefined when no mixer hosts it now. Dial `${addrs[0]}/p2p/${host}` to join it.
+ */
+export async function resolveRoom(opts: ResolveRoomOptions): Promise<RoomLocation | undefined> {
+  if (opts.bootstrap.length === 0) throw new AgoraError("USAGE", "resolveRoom: give at least one bootstrap address");
+  const { resolveRoomOnce } = await import("../p2p");
+  return resolveRoomOnce({
+    bootstrap: opts.bootstrap,
+    room: opts.room,
+    logger: opts.logger ?? silentLogger(),
+    timeoutMs: opts.timeoutMs ?? 10_000,
+  });
+}

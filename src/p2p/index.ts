@@ -14,7 +14,16 @@ export {
   signAdvertisement,
   verifyAdvertisementRecord,
 } from "./advertisement";
-export { createDiscoveryClient, type DiscoverOnceOptions, type DiscoveryClient, type DiscoveryClientOptions, discoverOnce } from "./client";
+export {
+  createDiscoveryClient,
+  type DiscoverOnceOptions,
+  type DiscoveryClient,
+  type DiscoveryClientOptions,
+  discoverOnce,
+  listRoomsOnce,
+  resolveRoom,
+  resolveRoomOnce,
+} from "./client";
 export type { DiscoverQuery } from "./discovery";
 export { PROTOCOL_ADVERT, PROTOCOL_DHT } from "./namespaces";
 export type { LoadFigures, NetworkNode, NetworkNodeInternals, NetworkNodeOptions, NetworkStatus, PeerSummary } from "./node";
@@ -28,6 +37,7 @@ export {
   PROTOCOL_ROOMS,
   type ResolveRoomOptions,
   type ResolveRoomRecordOptions,
+  ROOMS_ALL_NAMESPACE,
   type RoomClaimOptions,
   type RoomClock,
   RoomDirectory,
@@ -36,6 +46,7 @@ export {
   roomsRegionNamespace,
   systemRoomClock,
 } from "./room-directory";
+export { type ListedRoom, type ListRoomsQuery, listRooms, MAX_LIST_HOSTS } from "./room-list";
 export { type HandoverDirection, ROOM_REJECTED_METRIC, RoomMetrics } from "./room-metrics";
 export {
   compareRoomRecords,

@@ -44,6 +44,8 @@ export const PROTOCOL_ROOMS = "/agora/rooms/1.0.0";
 export function roomsRegionNamespace(region: string): string {
   return `/agora/rooms-region/${region}`;
 }
+/** Provided by every node hosting at least one room: lists rooms of every region. */
+export const ROOMS_ALL_NAMESPACE = "/agora/rooms-all";
 /** Records in one room-list answer at most (the busiest rooms first), and its size bound. */
 export const MAX_LISTED_ROOMS = 64;
 export const MAX_ROOM_LIST_BYTES = 256 * 1024;
@@ -429,8 +431,9 @@ export class RoomDirectory implements Startable {
     }
     if (stored > 0) h.lastPublished = this.clock.now();
     else await this.checkClaim(room, h);
-    // The first room of a region makes this node a provider of the region's room namespace.
-    void this.provideRegion(h.opts.region);
+    // The first room of a region makes this node a provider of the region's room namespace (and of "all").
+    void this.provideNamespace(roomsRegionNamespace(h.opts.region));
+    void this.provideNamespace(ROOMS_ALL_NAMESPACE);
   }
 
   /** After a put no server took: a better claim may hold the room. */
@@ -455,20 +458,20 @@ export class RoomDirectory implements Startable {
 
   private provided = new Map<string, number>();
 
-  private async provideRegion(region: string): Promise<void> {
+  private async provideNamespace(namespace: string): Promise<void> {
     const now = this.clock.now();
-    const last = this.provided.get(region);
+    const last = this.provided.get(namespace);
     // Provider records live 15 min by default; refreshed at most once per interval (and at least every 5 min).
     if (last !== undefined && now - last < Math.min(this.init.intervalMs, 5 * 60_000)) return;
-    this.provided.set(region, now);
+    this.provided.set(namespace, now);
     try {
-      const cid = await namespaceCid(roomsRegionNamespace(region));
+      const cid = await namespaceCid(namespace);
       const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(this.timeoutMs())]);
       for await (const _ev of this.components.dht.provide(cid, { signal })) {
         /* drain */
       }
     } catch (err) {
-      this.log.debug({ region, err: errorMessage(err) }, "room region provide ended early");
+      this.log.debug({ namespace, err: errorMessage(err) }, "room namespace provide ended early");
     }
   }
 

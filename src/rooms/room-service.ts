@@ -135,6 +135,11 @@ export interface AudioRoomServiceOptions {
   limits?: Partial<AudioServiceLimits>;
   /** Monotonic clock in ms (default performance.now); tests inject one to drive the token buckets. */
   now?: () => number;
+  /**
+   * Called after a participant joined or left a room, with the room's participant count on this node
+   * (1 after the first JOIN: the room opened; 0: it closed). Errors thrown by it are logged, never fatal.
+   */
+  onRoomParticipants?: (room: string, participants: number) => void;
 }
 
 /** Settings that change on a running service (SIGHUP). */
@@ -352,6 +357,8 @@ export class AudioRoomService {
   private readonly sessions = new Set<Session>();
   private readonly participantIds = new Set<string>();
   private readonly principals = new Map<string, Principal>();
+  /** Joined participants per room on this node (for onRoomParticipants). */
+  private readonly roomCounts = new Map<string, number>();
   private readonly now: () => number;
   private bitrate: number;
   private sweepTimer: ReturnType<typeof setInterval> | undefined;
@@ -736,6 +743,18 @@ export class AudioRoomService {
       false,
     );
     s.log.info({ name: m.name || undefined }, "participant joined");
+    this.roomParticipants(m.room, 1);
+  }
+
+  private roomParticipants(room: string, delta: number): void {
+    const n = Math.max(0, (this.roomCounts.get(room) ?? 0) + delta);
+    if (n === 0) this.roomCounts.delete(room);
+    else this.roomCounts.set(room, n);
+    try {
+      this.opts.onRoomParticipants?.(room, n);
+    } catch (err) {
+      this.log.warn({ room, err: errorMessage(err) }, "room participants hook failed");
+    }
   }
 
   private onEngineFrame(s: Session, frame: AudioFrame): void {
@@ -868,6 +887,7 @@ export class AudioRoomService {
       s.log.warn({ err: errorMessage(err) }, "engine.leave failed");
     }
     s.log.info("participant left");
+    this.roomParticipants(room, -1);
   }
 
   private release(s: Session): void {

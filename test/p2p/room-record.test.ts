@@ -66,7 +66,7 @@ async function signed(s: Signer, over: Partial<UnsignedRoomRecord> = {}): Promis
 
 const KEY = roomRecordKey("standup");
 
-async function reasonOf(p: Promise<unknown>): Promise<string> {
+async function reasonOf(p: unknown): Promise<string> {
   try {
     await p;
   } catch (err) {

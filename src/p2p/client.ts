@@ -101,7 +101,7 @@ export function resolveRoom(
   opts: ResolveRoomOptions & { timeoutMs?: number } = {},
 ): Promise<RoomRecord | undefined> {
   const signal = AbortSignal.any([AbortSignal.timeout(opts.timeoutMs ?? 5_000), ...(opts.signal ? [opts.signal] : [])]);
-  return resolveRoomRecord(libp2p.services.dht, room, { signal, quorum: opts.quorum });
+  return resolveRoomRecord(libp2p.services.dht, room, { signal, quorum: opts.quorum, settleMs: opts.settleMs });
 }
 
 /** One room lookup with a throwaway client, all within `timeoutMs`. */

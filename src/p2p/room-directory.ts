@@ -110,6 +110,8 @@ export interface ResolveRoomOptions {
   signal?: AbortSignal;
   /** Valid answers collected before the lookup stops early (default 3). */
   quorum?: number;
+  /** After the first answer, stop after this long even without the quorum (default 150 ms). */
+  settleMs?: number;
 }
 
 /** Per-room view for /api/rooms. */
@@ -333,6 +335,7 @@ export class RoomDirectory implements Startable {
     const found = await resolveRoomRecord(this.components.dht, room, {
       signal,
       quorum: opts.quorum,
+      settleMs: opts.settleMs,
       nowMs: this.clock.now(),
       maxAgeMs: 3 * this.init.intervalMs,
     });
@@ -522,9 +525,16 @@ export function roomDirectory(init: RoomDirectoryInit): (components: RoomDirecto
 
 // --- resolving, for nodes and clients alike --------------------------------------------------------
 
+/** Answers a lookup collects before it stops (the walk may end sooner). */
+export const DEFAULT_RESOLVE_QUORUM = 3;
+/** After the first answer, how long a lookup waits for the quorum before deciding on what it has. */
+export const DEFAULT_RESOLVE_SETTLE_MS = 150;
+
 export interface ResolveRoomRecordOptions {
   signal: AbortSignal;
   quorum?: number;
+  /** After the first valid answer, stop after this long even without the quorum (default 150 ms). */
+  settleMs?: number;
   /** Unix ms "now" (default: the wall clock). */
   nowMs?: number;
   /** Records whose last_seen is older than this are not live, whatever their ttl (default: their ttl only). */
@@ -542,18 +552,25 @@ export async function resolveRoomRecord(
   opts: ResolveRoomRecordOptions,
 ): Promise<RoomRecord | undefined> {
   const key = roomRecordKey(room);
-  const quorum = Math.max(1, opts.quorum ?? 3);
+  const quorum = Math.max(1, opts.quorum ?? DEFAULT_RESOLVE_QUORUM);
+  const settleMs = opts.settleMs ?? DEFAULT_RESOLVE_SETTLE_MS;
   const stop = new AbortController();
   const values: Uint8Array[] = [];
+  let settle: ReturnType<typeof setTimeout> | undefined;
   try {
     for await (const ev of dht.get(new TextEncoder().encode(key), { signal: AbortSignal.any([opts.signal, stop.signal]) })) {
       if (ev.name === "PEER_RESPONSE" && ev.record) values.push(ev.record.value);
       else if (ev.name === "VALUE") values.push(ev.value);
+      else continue;
       if (values.length >= quorum) break;
+      // The first answer is in: wait a little for more (a server that missed the latest claim may have
+      // answered first), not for the whole walk.
+      settle ??= setTimeout(() => stop.abort(), settleMs);
     }
   } catch {
     // not found, timeout, aborted: use what arrived
   } finally {
+    clearTimeout(settle);
     stop.abort();
   }
   const nowMs = opts.nowMs ?? Date.now();

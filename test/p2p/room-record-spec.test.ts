@@ -10,6 +10,8 @@ import { peerIdFromPrivateKey } from "@libp2p/peer-id";
 import { namespaceCid } from "../../src/p2p/namespaces";
 import { DEFAULT_STORE_LIMITS } from "../../src/p2p/record-store";
 import {
+  DEFAULT_RESOLVE_QUORUM,
+  DEFAULT_RESOLVE_SETTLE_MS,
   MAX_HOSTED_ROOMS,
   MAX_LISTED_ROOMS,
   MAX_ROOM_LIST_BYTES,
@@ -87,5 +89,6 @@ describe("docs/room-record.md limits", () => {
     expect(doc).toContain(`≤ ${MAX_ROOM_ADDRS} multiaddr`);
     expect(doc).toContain(`≤ ${MAX_REVOCATIONS} \`{"id"`);
     expect(doc).toContain(`\`${PROTOCOL_ROOMS}\``);
+    expect(doc).toContain(`until it holds\n**${DEFAULT_RESOLVE_QUORUM}** answers, or **${DEFAULT_RESOLVE_SETTLE_MS}** ms after the first`);
   });
 });

@@ -499,15 +499,34 @@ export class RoomDirectory implements Startable {
 
   private async serveList(stream: Stream): Promise<void> {
     try {
-      const recs = this.hostedRooms()
-        .sort((a, b) => b.participants - a.participants)
-        .slice(0, MAX_LISTED_ROOMS);
-      stream.send(new TextEncoder().encode(canonicalJson({ rooms: recs })));
+      stream.send(encodeRoomList(this.hostedRooms()));
       await stream.close({ signal: AbortSignal.timeout(5_000) });
     } catch (err) {
       stream.abort(err instanceof Error ? err : new Error(String(err)));
     }
   }
+}
+
+/**
+ * The room-list answer: the busiest rooms first, at most MAX_LISTED_ROOMS, and only as many as fit in
+ * MAX_ROOM_LIST_BYTES (records with many revocations are large: 64 full ones would not).
+ */
+export function encodeRoomList(records: RoomRecord[]): Uint8Array {
+  const sorted = [...records].sort((a, b) => b.participants - a.participants).slice(0, MAX_LISTED_ROOMS);
+  const enc = new TextEncoder();
+  const parts: string[] = [];
+  let size = '{"rooms":[]}'.length;
+  for (const r of sorted) {
+    const text = canonicalJson(r);
+    const add = text.length + (parts.length > 0 ? 1 : 0);
+    if (size + add > MAX_ROOM_LIST_BYTES) break;
+    parts.push(text);
+    size += add;
+  }
+  // Records are ASCII (ids, tokens, multiaddrs, base64), so characters are bytes; the check below keeps the
+  // bound true whatever a future field holds.
+  const bytes = enc.encode(`{"rooms":[${parts.join(",")}]}`);
+  return bytes.byteLength <= MAX_ROOM_LIST_BYTES ? bytes : enc.encode('{"rooms":[]}');
 }
 
 function checkClaim(room: string, o: RoomClaimOptions, self: string): void {

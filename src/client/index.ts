@@ -7,10 +7,12 @@
  *   await room.sendPcm(twentyMsOfSamples);
  *   await room.leave();
  *
+ *   const where = await resolveRoom({ bootstrap, room: "standup" });   // its host, from the room record
+ *
  * Lower layers for tools: AudioSession (one protocol session), runJoinClient (a whole call from and to
  * WAV files, with reconnects: the `join` command), runLoadgen (many synthetic participants), WAV I/O.
- * The node's network subsystem is loaded only when discover() is called, and the wasm codec only when
- * PCM is sent or decoded.
+ * The node's network subsystem is loaded only when discover() or resolveRoom() is called, and the wasm codec
+ * only when PCM is sent or decoded.
  */
 import { AgoraError } from "../errors";
 import { type Logger, silentLogger } from "../log";

@@ -1,6 +1,7 @@
 /**
  * Public surface of the network subsystem (see node.ts for the node, client.ts for the transient discover
- * client, advertisement.ts for the record format and its checks).
+ * client, advertisement.ts for the record format and its checks, room-record.ts / room-directory.ts for room
+ * records: where a room lives, docs/room-record.md).
  */
 
 export { RELAYED_STREAM_OPTIONS } from "../relay";

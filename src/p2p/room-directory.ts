@@ -7,6 +7,16 @@
  * What it does not do: decide where a room should go (placement), redirect joiners or move participants.
  * Those build on claim/update/release/resolve and on the handover counters kept here per room.
  *
+ * How placement and handover code uses it (the selector's order, docs/room-record.md §6, does the rest):
+ *   - take a room over (drain successor, re-home after a host's death): `claim(room, { epoch: old.epoch + 1,
+ *     region: old.region, open: old.open })`, then `countHandover(room, "in")`;
+ *   - hand a room over: `update(room, { status: "handing-over", successor })`, MOVE the participants, and once
+ *     the successor's claim resolves, `release(room)` and `countHandover(room, "out")` (the old record then
+ *     loses by epoch everywhere; release only stops re-publishing it);
+ *   - answer a JOIN for a room another live mixer hosts: `resolve(room)`, REDIRECT, `countRedirect()`;
+ *   - `on({ onClaimLost })`: a heartbeat found a better claim (partition heal, concurrent claim); the room is
+ *     no longer hosted here and its participants should be moved to the winner.
+ *
  * Liveness: a record's ttl is 3 × intervalMs. A host that dies stops re-signing, so its record is refused
  * everywhere (stale) within 3 intervals; resolve() also ignores records whose last_seen is older than 3 of
  * its own intervals, whatever ttl they claim. The heartbeat runs on an injectable clock (tests: virtual time).

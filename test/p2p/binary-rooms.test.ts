@@ -139,6 +139,12 @@ describe("room records between binary processes", () => {
       // Valid and signed by its own host, but a lower epoch than A's live claim (epoch 1).
       ["lower_epoch", async () => encodeRoomRecord(await signRoomRecord(base({ epoch: 0 }), evil.key))],
     ];
+    // Every server holds A's live claim before the attacks (a busy machine may have delayed a put).
+    for (const h of servers()) {
+      const session = new RawDhtSession(evil.libp2p, multiaddr(await h.multiaddr()));
+      await waitFor("the server holds A's claim", async () => (await session.get(KEY)) !== null, 30_000, 200);
+      session.close();
+    }
     for (const [reason, make] of attacks) {
       const value = await make();
       for (const h of servers()) {

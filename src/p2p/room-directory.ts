@@ -435,21 +435,23 @@ export class RoomDirectory implements Startable {
 
   private async publish(room: string, h: Hosted): Promise<void> {
     if (!h.bytes || !h.record) return;
-    let stored = 0;
+    let result = { stored: 0, failed: 0 };
     try {
-      stored = await this.put(room, h.bytes);
+      result = await this.put(room, h.bytes);
     } catch (err) {
       // Our own store refuses the put when it holds a better claim: find out whether the room is lost.
       this.log.debug({ room, err: errorMessage(err) }, "room record put refused");
     }
-    if (stored > 0) h.lastPublished = this.clock.now();
-    else await this.checkClaim(room, h);
+    if (result.stored > 0) h.lastPublished = this.clock.now();
+    // No server took it, or some refused it (a server refuses a claim that loses to the one it holds; after a
+    // partition heals, servers on the other side hold the other host's claim): is the room still ours?
+    if (result.stored === 0 || result.failed > 0) await this.checkClaim(room, h);
     // The first room of a region makes this node a provider of the region's room namespace (and of "all").
     void this.provideNamespace(roomsRegionNamespace(h.opts.region));
     void this.provideNamespace(ROOMS_ALL_NAMESPACE);
   }
 
-  /** After a put no server took: a better claim may hold the room. */
+  /** After a put some or all servers refused: a better claim may hold the room. */
   private async checkClaim(room: string, h: Hosted): Promise<void> {
     let best: RoomRecord | undefined;
     try {
@@ -488,9 +490,11 @@ export class RoomDirectory implements Startable {
     }
   }
 
-  private async put(room: string, bytes: Uint8Array, opts: AbortOptions = {}): Promise<number> {
+  /** Puts a record; `stored`: servers that took it, `failed`: query errors (refusals reset the stream). */
+  private async put(room: string, bytes: Uint8Array, opts: AbortOptions = {}): Promise<{ stored: number; failed: number }> {
     const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(this.timeoutMs()), ...(opts.signal ? [opts.signal] : [])]);
     let stored = 0;
+    let failed = 0;
     try {
       for await (const ev of this.components.dht.put(roomRecordKeyBytes(room), bytes, { signal })) {
         if (
@@ -500,11 +504,12 @@ export class RoomDirectory implements Startable {
           Buffer.from(ev.record.value).equals(Buffer.from(bytes))
         )
           stored++;
+        else if (ev.name === "QUERY_ERROR") failed++;
       }
     } catch (err) {
       if (stored === 0 && !signal.aborted) throw err;
     }
-    return stored;
+    return { stored, failed };
   }
 
   private async serveList(stream: Stream): Promise<void> {

@@ -12,7 +12,14 @@ import { multiaddr } from "@multiformats/multiaddr";
 import { silentLogger } from "../../src/log";
 import { type RoomClock, RoomDirectory, type RoomDirectoryComponents } from "../../src/p2p/room-directory";
 import { RoomMetrics } from "../../src/p2p/room-metrics";
-import { encodeRoomRecord, type RoomRecord, roomRecordKey, signRoomRecord, verifyRoomRecord } from "../../src/p2p/room-record";
+import {
+  encodeRoomRecord,
+  type RoomRecord,
+  roomRecordKey,
+  roomTieBreak,
+  signRoomRecord,
+  verifyRoomRecord,
+} from "../../src/p2p/room-record";
 import { createRecordValidation } from "../../src/p2p/validator";
 import { VirtualClock } from "../helpers/virtual-clock";
 
@@ -48,13 +55,43 @@ function fakeDht(nowMs: () => number) {
   };
 }
 
+/**
+ * Several fake DHT servers; each directory reaches the servers its view lists (a partition is two disjoint
+ * views). A refused put is a QUERY_ERROR from that server, as a reset stream is in kad-dht.
+ */
+function fakeCluster(nowMs: () => number, n: number) {
+  const servers = Array.from({ length: n }, () => fakeDht(nowMs));
+  const view = (reach: number[]) => ({
+    reach,
+    async *put(key: Uint8Array, value: Uint8Array) {
+      for (const i of this.reach) {
+        try {
+          for await (const ev of servers[i]!.put(key, value)) yield ev;
+        } catch (err) {
+          yield { name: "QUERY_ERROR", error: err } as never;
+        }
+      }
+    },
+    async *get(key: Uint8Array) {
+      for (const i of this.reach) yield* servers[i]!.get(key);
+    },
+    async *provide() {},
+  });
+  return { servers, view };
+}
+
 async function identity(): Promise<{ key: PrivateKey; peerId: PeerId }> {
   const key = await generateKeyPair("Ed25519");
   return { key, peerId: peerIdFromPrivateKey(key) };
 }
 
-async function directory(dht: ReturnType<typeof fakeDht>, clock: RoomClock, metrics = new RoomMetrics()) {
-  const id = await identity();
+async function directory(
+  dht: Pick<ReturnType<typeof fakeDht>, "put" | "get" | "provide">,
+  clock: RoomClock,
+  metrics = new RoomMetrics(),
+  id?: { key: PrivateKey; peerId: PeerId },
+) {
+  id ??= await identity();
   const components: RoomDirectoryComponents = {
     peerId: id.peerId,
     privateKey: id.key,
@@ -65,6 +102,12 @@ async function directory(dht: ReturnType<typeof fakeDht>, clock: RoomClock, metr
   const dir = new RoomDirectory(components, { logger: silentLogger(), region: "eu-west", intervalMs: INTERVAL, metrics, clock });
   await dir.start();
   return { dir, id, metrics };
+}
+
+/** Lets a few rounds of promise continuations run (no wall time involved). */
+async function waitUntil(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000 && !cond(); i++) await new Promise((r) => setImmediate(r));
+  if (!cond()) throw new Error("condition not reached");
 }
 
 function clocks() {
@@ -168,6 +211,42 @@ describe("room directory", () => {
     await vc.advance(INTERVAL);
     expect(dht.puts.filter((p) => p.host === loser.id.peerId.toString()).length).toBe(0);
     expect(dht.puts.length).toBe(before + 1);
+    await winner.dir.stop();
+    await loser.dir.stop();
+  });
+
+  test("after a partition heals, the claim that loses the tie-break learns it from the refusals and gives up", async () => {
+    const { vc, clock } = clocks();
+    const cluster = fakeCluster(clock.now, 2);
+    const [i1, i2] = [await identity(), await identity()];
+    const firstWins = roomTieBreak("standup", i1.peerId.toString()) < roomTieBreak("standup", i2.peerId.toString());
+    const [wId, lId] = firstWins ? [i1, i2] : [i2, i1];
+    const wView = cluster.view([0]);
+    const lView = cluster.view([1]);
+    const winner = await directory(wView, clock, new RoomMetrics(), wId);
+    const lMetrics = new RoomMetrics();
+    const loser = await directory(lView, clock, lMetrics, lId);
+    const lost: string[] = [];
+    loser.dir.on({ onClaimLost: (_room, rec) => lost.push(rec.host) });
+    // Both sides of the partition claim the room at epoch 1: each side's server accepts its own.
+    await winner.dir.claim("standup", { epoch: 1 });
+    await loser.dir.claim("standup", { epoch: 1 });
+    expect(lost).toEqual([]);
+    // Heal: both reach both servers from now on.
+    wView.reach = [0, 1];
+    lView.reach = [0, 1];
+    await vc.advance(INTERVAL);
+    await waitUntil(() => lost.length > 0);
+    expect(lost).toEqual([wId.peerId.toString()]);
+    expect(loser.dir.current("standup")).toBeUndefined();
+    expect(winner.dir.current("standup")).toBeDefined();
+    expect((await lMetrics.claimsLost.get()).values[0]!.value).toBe(1);
+    // Every server ends up with the winner's claim, and the loser publishes the room no more.
+    await vc.advance(INTERVAL);
+    for (const srv of cluster.servers) {
+      const held = JSON.parse(new TextDecoder().decode(srv.values.get(roomRecordKey("standup"))!)) as RoomRecord;
+      expect(held.host).toBe(wId.peerId.toString());
+    }
     await winner.dir.stop();
     await loser.dir.stop();
   });

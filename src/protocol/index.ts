@@ -9,8 +9,8 @@ export {
   isPlacementCandidate,
   PLACEMENT_DOMAIN,
   type PlacementCandidate,
-  placeRoom,
   placementWeight,
+  placeRoom,
   rankPlacement,
 } from "./placement";
 export { chunkBytes, type DrainableStream, OutboundQueue } from "./send-queue";

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { type PlacementCandidate, placeRoom, placementWeight, rankPlacement } from "../../src/protocol";
+import { type PlacementCandidate, placementWeight, placeRoom, rankPlacement } from "../../src/protocol";
 
 const A = "12D3KooWAaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const B = "12D3KooWBbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";

@@ -39,6 +39,9 @@ export interface RoomDirectoryPort {
   handOver(room: string, epoch: number, successor: string, participants: number): Promise<void>;
   /** Stops publishing the room (it emptied or moved). */
   release(room: string): Promise<void>;
+  /** Counters kept by the directory (agora_rooms_redirects_total, agora_rooms_handovers_total{direction}). */
+  countRedirect?(): void;
+  countHandover?(room: string, direction: "in" | "out"): void;
 }
 
 /** What RoomHost needs from the audio service: the rooms it serves and a way to tell their participants. */
@@ -78,9 +81,7 @@ interface HostedRoom {
 }
 
 interface RoomHostMetrics {
-  redirects: Counter;
   claims: Counter<"result">;
-  handovers: Counter<"direction" | "reason">;
   moveTokens: Counter<"result">;
 }
 
@@ -103,13 +104,8 @@ export class RoomHost {
     this.log = opts.logger.child({ component: "room-host" });
     this.now = opts.now ?? Date.now;
     this.metrics = {
-      redirects: counter(opts.registry, "agora_rooms_redirects_sent_total", "JOINs answered with REDIRECT to the room's live host"),
       claims: counter(opts.registry, "agora_rooms_host_claims_total", "Room claims by this node, by result (claimed, taken_over, lost)", [
         "result",
-      ]),
-      handovers: counter(opts.registry, "agora_rooms_host_handovers_total", "Rooms moved by MOVE, by direction (out, in) and reason", [
-        "direction",
-        "reason",
       ]),
       moveTokens: counter(
         opts.registry,
@@ -157,7 +153,6 @@ export class RoomHost {
   private async redirectTo(peer: string, epoch: number, room: string): Promise<JoinDecision> {
     const cands = await this.opts.candidates().catch(() => []);
     const addrs = cands.find((c) => c.peer_id === peer)?.listen_addr ?? [];
-    this.metrics.redirects.inc();
     this.log.debug({ room, host: peer }, "JOIN redirected to the room's successor");
     return { kind: "redirect", hostPeerId: peer, addrs, epoch };
   }
@@ -186,11 +181,16 @@ export class RoomHost {
     const epoch = Math.max(v.claims.epoch, rec?.epoch ?? 0);
     if (!this.hosted.has(room)) {
       this.hosted.set(room, { epoch });
-      this.metrics.handovers.inc({ direction: "in", reason: "drain" });
+      this.opts.directory.countHandover?.(room, "in");
       this.log.info({ room, epoch, from: v.claims.issuer }, "room handed over to this node");
       void this.publishClaim(room, epoch);
     }
     return { kind: "admit", epoch };
+  }
+
+  /** The audio service answered a JOIN with REDIRECT. */
+  redirected(): void {
+    this.opts.directory.countRedirect?.();
   }
 
   private countToken(result: MoveTokenRejection | "accepted"): void {
@@ -209,7 +209,6 @@ export class RoomHost {
       const toUs = rec.status === "handing-over" && rec.successor === self;
       if (!toUs) {
         if (await this.opts.isAlive(rec.host, rec.addrs).catch(() => false)) {
-          this.metrics.redirects.inc();
           return { kind: "redirect", hostPeerId: rec.host, addrs: rec.addrs, epoch: rec.epoch };
         }
         this.log.info({ room, host: rec.host, epoch: rec.epoch }, "room's recorded host does not answer; claiming it");
@@ -260,16 +259,19 @@ export class RoomHost {
           this.log.warn({ room }, "no successor mixer for the room; its participants stay until the node stops");
           return;
         }
+        // The record says handing-over at the current epoch; the successor claims epoch + 1 (the MOVE and the
+        // token carry it). Equal epochs of two hosts are decided by the tie-break, which could prefer the old
+        // host's handing-over record over the successor's claim: one epoch apart, the successor always wins.
         const epoch = h.epoch + 1;
         h.leaving = { to: succ.peer_id, epoch };
         const participants = this.members?.hostedRooms().get(room) ?? 0;
         try {
-          await this.opts.directory.handOver(room, epoch, succ.peer_id, participants);
+          await this.opts.directory.handOver(room, h.epoch, succ.peer_id, participants);
         } catch (err) {
           this.log.warn({ room, err: errorMessage(err) }, "could not publish handing-over record; moving anyway (tokens prove it)");
         }
         await this.moveRoom(room, succ.peer_id, succ.listen_addr, epoch, MoveReason.DRAIN);
-        this.metrics.handovers.inc({ direction: "out", reason: "drain" });
+        this.opts.directory.countHandover?.(room, "out");
         moved.push(room);
       }),
     );
@@ -291,6 +293,18 @@ export class RoomHost {
     );
     this.log.info({ room, to, epoch, participants: n, reason }, "room moved");
     return n;
+  }
+
+  /** The directory found a better live claim than ours (its put was refused): move our participants there. */
+  claimLost(room: string, winner: RoomHostRecord): void {
+    const h = this.hosted.get(room);
+    if (!h || h.leaving || winner.host === this.opts.selfPeerId) return;
+    this.metrics.claims.inc({ result: "lost" });
+    this.log.warn({ room, winner: winner.host, epoch: winner.epoch }, "room claim lost; moving participants to the winner");
+    h.leaving = { to: winner.host, epoch: winner.epoch };
+    void this.moveRoom(room, winner.host, winner.addrs, winner.epoch, MoveReason.CLAIM_LOST).then(() =>
+      this.opts.directory.countHandover?.(room, "out"),
+    );
   }
 
   /**
@@ -323,7 +337,7 @@ export class RoomHost {
       this.log.warn({ room, winner: rec.host, epoch: rec.epoch, ours: h.epoch }, "another live host won the room; moving participants");
       h.leaving = { to: rec.host, epoch: rec.epoch };
       await this.moveRoom(room, rec.host, rec.addrs, rec.epoch, MoveReason.CLAIM_LOST);
-      this.metrics.handovers.inc({ direction: "out", reason: "claim_lost" });
+      this.opts.directory.countHandover?.(room, "out");
     }
   }
 }

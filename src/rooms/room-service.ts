@@ -384,14 +384,7 @@ export class AudioRoomService {
     this.bitrate = opts.bitrate ?? 32_000;
     this.capabilities = opts.host ? Capability.ROOM_DIRECTORY : 0;
     opts.host?.bind({ hostedRooms: () => this.hostedRooms(), move: (room, target, token) => this.moveRoom(room, target, token) });
-    this.redirects = counter(
-      opts.registry,
-      "agora_audio_net_redirects_total",
-      "JOINs answered with REDIRECT (the room lives on another mixer)",
-    );
   }
-
-  private readonly redirects: Counter;
 
   /** Joined participants per room. */
   hostedRooms(): Map<string, number> {
@@ -798,7 +791,7 @@ export class AudioRoomService {
 
   private redirect(s: Session, room: string, d: { hostPeerId: string; addrs: string[]; epoch: number }): void {
     this.metrics.joins.inc({ result: "redirect" });
-    this.redirects.inc();
+    this.opts.host?.redirected();
     s.log.debug({ room, host: d.hostPeerId }, "JOIN redirected to the room's host");
     // Written straight to the stream (as an ERROR is), not through the queue that closing discards.
     try {

@@ -149,7 +149,7 @@ describe("room host: placement, REDIRECT, claims", () => {
     const sc = await c.open({});
     expect(c.host).toBe(hostM.peer);
     expect(c.stats.redirectsFollowed).toBe(1);
-    expect(await metricValue(firstM.registry, "agora_audio_net_redirects_total")).toBe(1);
+    expect(await metricValue(firstM.registry, "agora_audio_net_joins_total", { result: "redirect" })).toBe(1);
     expect(sc.joined.epoch).toBe(3);
     expect(members(hostM, "r-redirect")).toBe(2);
     expect(members(firstM, "r-redirect")).toBe(0);

@@ -36,6 +36,7 @@ export {
   roomsRegionNamespace,
   systemRoomClock,
 } from "./room-directory";
+export { createRoomLocator, type LocatorMixer, type LocatorRoom, type RoomLocatorClient, type RoomLocatorOptions } from "./room-locator";
 export { type HandoverDirection, ROOM_REJECTED_METRIC, RoomMetrics } from "./room-metrics";
 export {
   compareRoomRecords,

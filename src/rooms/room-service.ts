@@ -386,6 +386,13 @@ export class AudioRoomService {
     opts.host?.bind({ hostedRooms: () => this.hostedRooms(), move: (room, target, token) => this.moveRoom(room, target, token) });
   }
 
+  /** Joined participants that were sent a MOVE and have not left yet (a drain waits for them). */
+  movingParticipants(): number {
+    let n = 0;
+    for (const s of this.sessions) if (s.state === "joined" && s.moved) n++;
+    return n;
+  }
+
   /** Joined participants per room. */
   hostedRooms(): Map<string, number> {
     const out = new Map<string, number>();

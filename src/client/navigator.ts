@@ -165,8 +165,11 @@ export class RoomNavigator {
       }
       return { host: rec.host, addrs: rec.addrs };
     }
-    for (const refresh of [false, true]) {
-      const cands = await this.mixers(refresh);
+    // A client that just connected may find no mixer on its first walk (its routing table is still
+    // filling): a few bounded retries before giving up.
+    for (let attempt = 0; attempt < 6; attempt++) {
+      if (attempt > 0) await new Promise((res) => setTimeout(res, 250 * attempt));
+      const cands = await this.mixers(attempt > 0).catch(() => []);
       const [best] = rankPlacement(this.opts.room, this.region ?? "", cands, this.excluded);
       if (best) return { host: best.peer_id, addrs: best.listen_addr };
     }
@@ -177,6 +180,7 @@ export class RoomNavigator {
     const maxHops = this.opts.maxHops ?? 4;
     const o = this.sessionOpts!;
     let target = { host, addrs };
+    let dialRetries = 0;
     for (let hop = 0; ; hop++) {
       const targets = hostTargets(target.host, target.addrs);
       if (targets.length === 0) throw new AgoraError("P2P", `no dialable address for mixer ${target.host}`);
@@ -199,7 +203,15 @@ export class RoomNavigator {
           },
         });
       } catch (err) {
-        if (!(err instanceof AudioRedirectError)) throw err;
+        if (!(err instanceof AudioRedirectError)) {
+          // A dial that lost a race with a closing connection gets another try (bounded), not an error.
+          if (err instanceof AgoraError && err.code === "P2P" && dialRetries++ < 2 && !(this.sessionOpts?.signal?.aborted ?? false)) {
+            await new Promise((res) => setTimeout(res, 100 * dialRetries));
+            hop--;
+            continue;
+          }
+          throw err;
+        }
         if (hop + 1 >= maxHops) {
           this.stats.redirectLoops++;
           throw new AgoraError("P2P", `room ${this.opts.room}: more than ${maxHops} REDIRECTs, giving up (a redirect loop)`);

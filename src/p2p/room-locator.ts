@@ -43,8 +43,12 @@ export interface RoomLocatorOptions {
   discoverTimeoutMs?: number;
 }
 
+/** One discovery serves every participant that asks within this long (many join at once through one client). */
+const MIXERS_CACHE_MS = 2_000;
+
 export async function createRoomLocator(opts: RoomLocatorOptions): Promise<RoomLocatorClient> {
   const client = await createDiscoveryClient({ bootstrap: opts.bootstrap, logger: opts.logger });
+  const cache = new Map<string, { at: number; list: Promise<LocatorMixer[]> }>();
   return {
     libp2p: client.libp2p,
     resolve: async (room) => {
@@ -62,8 +66,19 @@ export async function createRoomLocator(opts: RoomLocatorOptions): Promise<RoomL
       );
     },
     mixers: async (region) => {
-      const ranked = await client.discover({ region, capability: "mixer", limit: 64, timeoutMs: opts.discoverTimeoutMs ?? 4_000 });
-      return ranked.map((r) => ({ ...r.advertisement }));
+      const key = region ?? "";
+      const hit = cache.get(key);
+      if (hit && Date.now() - hit.at < MIXERS_CACHE_MS) return (await hit.list).map((m) => ({ ...m }));
+      const list = client
+        .discover({ region, capability: "mixer", limit: 64, timeoutMs: opts.discoverTimeoutMs ?? 4_000 })
+        .then((ranked) => {
+          // An empty answer (a routing table still filling) is not worth remembering.
+          if (ranked.length === 0) cache.delete(key);
+          return ranked.map((r) => ({ ...r.advertisement }));
+        });
+      cache.set(key, { at: Date.now(), list });
+      list.catch(() => cache.delete(key));
+      return (await list).map((m) => ({ ...m }));
     },
     stop: () => client.stop(),
   };

@@ -209,9 +209,10 @@ export const COMMANDS: CommandSpec[] = [
     help: [
       "  --room R              room id",
       "  --node MULTIADDR      the dedicated node (…/p2p/<peer id>)",
-      "  --bootstrap MULTIADDR instead of --node: find the best mixer through the DHT, and re-home to the",
-      "                        next best one if the node dies (repeatable)",
-      "  --region R            with --bootstrap: only mixers of this region",
+      "  --bootstrap MULTIADDR instead of --node: join the room by name where it lives (its record in the DHT,",
+      "                        or the placement rule), follow REDIRECT/MOVE, and re-home with the room if its",
+      "                        host dies (repeatable)",
+      "  --region R            with --bootstrap: the region a new room is placed in (default: the first found)",
       "  --input FILE          16-bit PCM WAV to send",
       "  --output FILE         where to write what you hear",
       "  --duration S          stop after S seconds",

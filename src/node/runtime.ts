@@ -32,6 +32,7 @@ import { StunService } from "../stun";
 import { type Identity, loadOrCreateIdentity } from "./identity";
 import { Lifecycle, type Service } from "./lifecycle";
 import { acquirePidLock, type PidLock } from "./pidfile";
+import { createRoomPlacement, type RoomPlacementWiring } from "./room-placement";
 import { type ServiceNotifier, systemdNotifier } from "./sd-notify";
 import { SystemSampler } from "./system";
 
@@ -77,6 +78,8 @@ export class NodeRuntime implements DashboardSource {
   /** Participants per open room on this node (from the room service), and rooms whose claim is in flight. */
   private readonly roomCounts = new Map<string, number>();
   private readonly roomClaims = new Set<string>();
+  private placement?: RoomPlacementWiring;
+  private placementTimer?: ReturnType<typeof setInterval>;
   private pidLock?: PidLock;
   private dashboard?: DashboardServer;
   private historyTimer?: ReturnType<typeof setInterval>;
@@ -207,8 +210,21 @@ export class NodeRuntime implements DashboardSource {
             () => media.stop(),
           ),
         );
+        // The room directory's placement (claims, REDIRECT, handover) runs where the network hosts rooms.
+        const directory = this.network.rooms;
+        this.placement = directory
+          ? createRoomPlacement({
+              network: this.network,
+              directory,
+              privateKey: this.identity.privateKey,
+              region: c.node.region,
+              registry: this.metrics.registry,
+              logger: this.log.child({ subsystem: "rooms" }),
+            })
+          : undefined;
         const rooms = new AudioRoomService({
           libp2p: this.network.libp2p,
+          host: this.placement?.host,
           engine: this.media,
           logger: this.log.child({ subsystem: "rooms" }),
           registry: this.metrics.registry,
@@ -231,6 +247,13 @@ export class NodeRuntime implements DashboardSource {
             () => rooms.stop(),
           ),
         );
+        const placement = this.placement;
+        if (placement) {
+          // Re-resolve hosted rooms often enough that a lost claim (a healed partition) moves within seconds.
+          const beatMs = Math.min(5_000, c.network.heartbeat_interval * 1000);
+          this.placementTimer = setInterval(() => void placement.beat(rooms.hostedRooms()), beatMs);
+          this.placementTimer.unref?.();
+        }
       }
 
       if (this.isolated(c.network.bootstrap_peers.length, this.network.status().known_peers))
@@ -263,15 +286,17 @@ export class NodeRuntime implements DashboardSource {
   }
 
   /**
-   * Keeps this node's room records in the DHT in step with its rooms: the first JOIN claims the room (epoch 1)
-   * unless another live host holds it, every change updates the participant count on the next heartbeat,
-   * the last LEAVE releases it. Placement (REDIRECT, handover) replaces the claim-on-first-JOIN part.
+   * Rooms of clients the placement host does not place (1.0.0 clients, 1.1.0 ones that do not announce
+   * Capability.ROOM_DIRECTORY) still get a record, so directory-aware joiners find and REDIRECT to them: the
+   * first JOIN claims the room (epoch 1) unless another live host holds it, every change updates the
+   * participant count on the next heartbeat, the last LEAVE releases it. Rooms the placement host handles
+   * (RoomHost.epochOf) are left to it.
    */
   private onRoomParticipants(room: string, n: number): void {
     if (n === 0) this.roomCounts.delete(room);
     else this.roomCounts.set(room, n);
     const dir = this.network?.rooms;
-    if (!dir) return;
+    if (!dir || this.placement?.host.epochOf(room) !== undefined) return;
     if (n === 0) {
       void dir.release(room).catch(() => undefined);
       return;
@@ -284,8 +309,8 @@ export class NodeRuntime implements DashboardSource {
     void (async () => {
       try {
         const live = await dir.resolve(room);
-        // Still open here, and not claimed meanwhile?
-        if (!this.roomCounts.has(room) || dir.current(room)) return;
+        // Still open here, and not claimed meanwhile (by the placement host either)?
+        if (!this.roomCounts.has(room) || dir.current(room) || this.placement?.host.epochOf(room) !== undefined) return;
         if (live && live.host !== this.peerId) {
           this.log.info({ room, host: live.host, epoch: live.epoch }, "room is hosted by another live mixer; not claiming it");
           return;
@@ -524,12 +549,36 @@ export class NodeRuntime implements DashboardSource {
     const announced = (this.network?.peers().length ?? 0) === 0 ? Promise.resolve() : Promise.race([announce, Bun.sleep(ANNOUNCE_WAIT_MS)]);
     this.drainWaiter = (async () => {
       try {
-        await this.waitForEmptyRooms();
+        if (this.placement && this.rooms_) await this.handOverRooms(this.placement, this.rooms_);
+        else await this.waitForEmptyRooms();
       } finally {
         await announced;
       }
     })();
     return this.drainWaiter;
+  }
+
+  /**
+   * Drain with a room directory: each hosted room goes to its successor (MOVE with tokens); the drain is over
+   * when no moved participant is left here (they joined the successor), bounded by node.drain_timeout.
+   * Participants that cannot follow a MOVE (1.0.0 clients) are not waited for.
+   */
+  private async handOverRooms(placement: RoomPlacementWiring, rooms: AudioRoomService): Promise<void> {
+    await placement.refreshMixers();
+    const moved = await placement.host.handOverAll();
+    this.log.info({ rooms: moved.length, participants: rooms.movingParticipants() }, "draining: rooms handed over to their successors");
+    while (!this.drainCancelled) {
+      const left = rooms.movingParticipants();
+      if (left === 0) {
+        this.log.info({ rooms: moved }, "drained: every moved participant is on the successor");
+        return;
+      }
+      if (Date.now() >= this.drainDeadline!) {
+        this.log.warn({ participants: left }, "drain timeout reached before every participant moved");
+        return;
+      }
+      await Bun.sleep(50);
+    }
   }
 
   private async waitForEmptyRooms(): Promise<void> {
@@ -571,6 +620,7 @@ export class NodeRuntime implements DashboardSource {
     }
     this.stateValue = "stopping";
     clearInterval(this.historyTimer);
+    clearInterval(this.placementTimer);
     const failures = await this.lifecycle.stopAll();
     this.notifier.close();
     this.log.info({ failures }, failures.length ? "stopped with errors" : "stopped");

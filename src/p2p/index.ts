@@ -48,6 +48,7 @@ export {
   systemRoomClock,
 } from "./room-directory";
 export { type ListedRoom, type ListRoomsQuery, listRooms, MAX_LIST_HOSTS } from "./room-list";
+export { createRoomLocator, type LocatorMixer, type LocatorRoom, type RoomLocatorClient, type RoomLocatorOptions } from "./room-locator";
 export { type HandoverDirection, ROOM_REJECTED_METRIC, RoomMetrics } from "./room-metrics";
 export {
   compareRoomRecords,

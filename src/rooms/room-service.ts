@@ -139,7 +139,9 @@ export interface AudioRoomServiceOptions {
   now?: () => number;
   /**
    * Called after a participant joined or left a room, with the room's participant count on this node
-   * (1 after the first JOIN: the room opened; 0: it closed). Errors thrown by it are logged, never fatal.
+   * (1 after the first JOIN: the room opened; 0: it closed). Only participants `host` did not place count
+   * (clients without Capability.ROOM_DIRECTORY): those `host` places are its business. Errors thrown by it
+   * are logged, never fatal.
    */
   onRoomParticipants?: (room: string, participants: number) => void;
   /**
@@ -858,7 +860,12 @@ export class AudioRoomService {
       false,
     );
     s.log.info({ name: m.name || undefined }, "participant joined");
-    this.roomParticipants(m.room, 1);
+    if (!this.placedByHost(s)) this.roomParticipants(m.room, 1);
+  }
+
+  /** The session's JOIN was decided by the room directory's host (a directory-aware 1.1.0 client). */
+  private placedByHost(s: Session): boolean {
+    return this.opts.host !== undefined && s.wireVersion >= WIRE_VERSION_1_1 && (s.clientCapabilities & Capability.ROOM_DIRECTORY) !== 0;
   }
 
   private roomParticipants(room: string, delta: number): void {
@@ -1002,7 +1009,7 @@ export class AudioRoomService {
       s.log.warn({ err: errorMessage(err) }, "engine.leave failed");
     }
     s.log.info("participant left");
-    this.roomParticipants(room, -1);
+    if (!this.placedByHost(s)) this.roomParticipants(room, -1);
     if (this.opts.host && !this.hostedRooms().has(room)) this.opts.host.roomEmptied(room);
   }
 

@@ -173,6 +173,24 @@ export const COMMANDS: CommandSpec[] = [
     positionals: { min: 0, max: 0 },
   },
   {
+    name: "rooms",
+    summary: "list live rooms of the network: host, participants, age, epoch",
+    usage: "agora-node rooms --bootstrap MULTIADDR [--region R] [--json] [--timeout S]",
+    options: {
+      ...HELP_OPT,
+      bootstrap: { type: "string", multiple: true },
+      region: { type: "string" },
+      json: { type: "boolean" },
+      timeout: { type: "string" },
+    },
+    help: [
+      "  --bootstrap MULTIADDR   a node to enter the DHT through (repeatable)",
+      "  --region R  only rooms of this region (the region a room was created in)",
+      "  --json      machine-readable output (one array of {record, age_seconds})",
+    ],
+    positionals: { min: 0, max: 0 },
+  },
+  {
     name: "join",
     summary: "join a room: send a WAV as Opus in real time, record what you hear",
     usage:

@@ -1,9 +1,9 @@
-/** `discover`, `join` and `loadgen`: client-side commands that start a transient libp2p node. */
+/** `discover`, `rooms`, `join` and `loadgen`: client-side commands that start a transient libp2p node. */
 import { RoomNavigator, runJoinClient, runLoadgen as runLoadgenClients } from "../client";
 import { checkMultiaddrText } from "../config";
 import { AgoraError } from "../errors";
 import { createLogger } from "../log";
-import { createRoomLocator, discoverOnce, type RankedNode } from "../p2p";
+import { createRoomLocator, discoverOnce, listRoomsOnce, type RankedNode } from "../p2p";
 import { checkRoomId, REGION_TOKEN_PATTERN } from "../protocol";
 import { EXIT_FAILURE, EXIT_OK, numberFlag, type Parsed, requireFlag } from "./args";
 import type { Io } from "./context";
@@ -59,6 +59,29 @@ export async function runDiscover(p: Parsed, io: Io): Promise<number> {
     io.out(`   ${(a.listen_addr ?? []).join(" ")}`);
     io.out(`   why: ${n.reasons.join("; ")}`);
   });
+  return EXIT_OK;
+}
+
+export async function runRooms(p: Parsed, io: Io): Promise<number> {
+  const boots = (p.values.bootstrap as string[] | undefined) ?? [];
+  if (boots.length === 0) throw new AgoraError("USAGE", "rooms: --bootstrap MULTIADDR is required (a node to enter the DHT through)");
+  for (const b of boots) multiaddrFlag("rooms", "bootstrap", b);
+  const region = tokenFlag("region", p.values.region);
+  const timeoutMs = (numberFlag("timeout", p.values.timeout, 1, 300) ?? 10) * 1000;
+  const rooms = await listRoomsOnce({ bootstrap: boots, region, logger: cliLogger(), timeoutMs });
+  if (p.values.json) {
+    io.out(JSON.stringify(rooms));
+    return EXIT_OK;
+  }
+  if (rooms.length === 0) {
+    io.out(`no live rooms found${region ? ` in region ${region}` : ""}`);
+    return EXIT_OK;
+  }
+  io.out("ROOM  REGION  HOST  PARTICIPANTS  AGE  EPOCH  STATUS");
+  for (const { record: r, age_seconds } of rooms) {
+    const status = r.status === "handing-over" ? `handing-over to ${r.successor}` : r.status;
+    io.out(`${r.room}  ${r.region}  ${r.host}  ${r.participants}  ${age_seconds}s  ${r.epoch}  ${status}`);
+  }
   return EXIT_OK;
 }
 

@@ -154,6 +154,12 @@ export class RoomNavigator {
 
   /** The room's live host (unless excluded), else the placement rule's first mixer. */
   private async placeTarget(): Promise<{ host: string; addrs: string[] }> {
+    if (this.excluded.size > 0 && this.mixersCache) {
+      // Failover: every participant computes the successor from its cached mixer list without the dead host,
+      // at once (a record walk now would wait on the dead peer); the successor's claim settles the record.
+      const [best] = rankPlacement(this.opts.room, this.region ?? "", this.mixersCache, this.excluded);
+      if (best) return { host: best.peer_id, addrs: best.listen_addr };
+    }
     const rec = await this.opts.locator.resolve(this.opts.room).catch((err) => {
       this.log.debug({ err: errorMessage(err) }, "room record lookup failed; placing by rule");
       return undefined;
@@ -205,8 +211,8 @@ export class RoomNavigator {
       } catch (err) {
         if (!(err instanceof AudioRedirectError)) {
           // A dial that lost a race with a closing connection gets another try (bounded), not an error.
-          if (err instanceof AgoraError && err.code === "P2P" && dialRetries++ < 2 && !(this.sessionOpts?.signal?.aborted ?? false)) {
-            await new Promise((res) => setTimeout(res, 100 * dialRetries));
+          if (err instanceof AgoraError && err.code === "P2P" && dialRetries++ < 4 && !(this.sessionOpts?.signal?.aborted ?? false)) {
+            await new Promise((res) => setTimeout(res, 150 * 2 ** dialRetries));
             hop--;
             continue;
           }

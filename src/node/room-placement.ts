@@ -25,10 +25,13 @@ export function roomRecordView(r: RoomRecord): RoomHostRecord {
   };
 }
 
+/** A JOIN waits on this lookup: bounded well below the join timeout. */
+const QUICK_RESOLVE_MS = 1_500;
+
 export function directoryPort(d: RoomDirectory): RoomDirectoryPort {
   return {
-    resolve: async (room) => {
-      const r = await d.resolve(room);
+    resolve: async (room, o) => {
+      const r = await d.resolve(room, o?.quick ? { quorum: 1, signal: AbortSignal.timeout(QUICK_RESOLVE_MS) } : {});
       return r && roomRecordView(r);
     },
     claim: async (room, epoch, participants) => {

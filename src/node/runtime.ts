@@ -77,6 +77,9 @@ export class NodeRuntime implements DashboardSource {
   private rooms_?: AudioRoomService;
   private placement?: RoomPlacementWiring;
   private placementTimer?: ReturnType<typeof setInterval>;
+  /** Participants per open room on this node (from the room service), and rooms whose claim is in flight. */
+  private readonly roomCounts = new Map<string, number>();
+  private readonly roomClaims = new Set<string>();
   private pidLock?: PidLock;
   private dashboard?: DashboardServer;
   private historyTimer?: ReturnType<typeof setInterval>;
@@ -234,6 +237,7 @@ export class NodeRuntime implements DashboardSource {
             ipJoinsPerSecond: c.audio.joins_per_second_per_ip,
             ipJoinBurst: 4 * c.audio.joins_per_second_per_ip,
           },
+          onRoomParticipants: (room, n) => this.onRoomParticipants(room, n),
         });
         this.rooms_ = rooms;
         await this.lifecycle.start(
@@ -279,6 +283,50 @@ export class NodeRuntime implements DashboardSource {
       await this.lifecycle.stopAll();
       throw err;
     }
+  }
+
+  /**
+   * Keeps this node's room records in the DHT in step with its rooms: the first JOIN claims the room (epoch 1)
+   * unless another live host holds it, every change updates the participant count on the next heartbeat,
+   * the last LEAVE releases it. Placement (REDIRECT, handover) replaces the claim-on-first-JOIN part.
+   */
+  private onRoomParticipants(room: string, n: number): void {
+    if (n === 0) this.roomCounts.delete(room);
+    else this.roomCounts.set(room, n);
+    const dir = this.network?.rooms;
+    if (!dir) return;
+    // With placement wired (mixers), RoomHost claims, hands over and releases; only the count is kept here.
+    if (this.placement) {
+      dir.setParticipants(room, n);
+      return;
+    }
+    if (n === 0) {
+      void dir.release(room).catch(() => undefined);
+      return;
+    }
+    if (dir.current(room) || this.roomClaims.has(room)) {
+      dir.setParticipants(room, n);
+      return;
+    }
+    this.roomClaims.add(room);
+    void (async () => {
+      try {
+        const live = await dir.resolve(room);
+        // Still open here, and not claimed meanwhile?
+        if (!this.roomCounts.has(room) || dir.current(room)) return;
+        if (live && live.host !== this.peerId) {
+          this.log.info({ room, host: live.host, epoch: live.epoch }, "room is hosted by another live mixer; not claiming it");
+          return;
+        }
+        await dir.claim(room, { epoch: live?.epoch ?? 1, participants: this.roomCounts.get(room) ?? n });
+        // The last participant may have left while the claim was being published.
+        if (!this.roomCounts.has(room)) await dir.release(room);
+      } catch (err) {
+        this.log.warn({ room, err: errorMessage(err) }, "room claim failed");
+      } finally {
+        this.roomClaims.delete(room);
+      }
+    })();
   }
 
   /** One line for `systemctl status`. */
@@ -443,11 +491,31 @@ export class NodeRuntime implements DashboardSource {
   }
 
   rooms(): RoomReport[] {
-    return (this.media?.rooms() ?? []).map((r) => ({
+    const directory = new Map((this.network?.rooms?.info() ?? []).map((d) => [d.room, d]));
+    const dirReport = (id: string): RoomReport["directory"] => {
+      const d = directory.get(id);
+      if (!d) return undefined;
+      return {
+        hosted_here: d.hosted_here,
+        epoch: d.epoch,
+        status: d.status,
+        handovers_in: d.handovers_in,
+        handovers_out: d.handovers_out,
+        last_published_at: d.last_published_at === null ? null : new Date(d.last_published_at).toISOString(),
+      };
+    };
+    const open = (this.media?.rooms() ?? []).map((r) => ({
       id: r.id,
       created_at: r.createdAt,
       participants: r.participants.map(participantReport),
+      directory: dirReport(r.id),
     }));
+    // Rooms the directory knows that are not open here (handed over, claim pending): listed with no participants.
+    const openIds = new Set(open.map((r) => r.id));
+    const others = [...directory.keys()]
+      .filter((id) => !openIds.has(id))
+      .map((id) => ({ id, created_at: 0, participants: [], directory: dirReport(id) }));
+    return [...open, ...others];
   }
 
   history(): HistorySample[] {

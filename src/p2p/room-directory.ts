@@ -7,6 +7,16 @@
  * What it does not do: decide where a room should go (placement), redirect joiners or move participants.
  * Those build on claim/update/release/resolve and on the handover counters kept here per room.
  *
+ * How placement and handover code uses it (the selector's order, docs/room-record.md §6, does the rest):
+ *   - take a room over (drain successor, re-home after a host's death): `claim(room, { epoch: old.epoch + 1,
+ *     region: old.region, open: old.open })`, then `countHandover(room, "in")`;
+ *   - hand a room over: `update(room, { status: "handing-over", successor })`, MOVE the participants, and once
+ *     the successor's claim resolves, `release(room)` and `countHandover(room, "out")` (the old record then
+ *     loses by epoch everywhere; release only stops re-publishing it);
+ *   - answer a JOIN for a room another live mixer hosts: `resolve(room)`, REDIRECT, `countRedirect()`;
+ *   - `on({ onClaimLost })`: a heartbeat found a better claim (partition heal, concurrent claim); the room is
+ *     no longer hosted here and its participants should be moved to the winner.
+ *
  * Liveness: a record's ttl is 3 × intervalMs. A host that dies stops re-signing, so its record is refused
  * everywhere (stale) within 3 intervals; resolve() also ignores records whose last_seen is older than 3 of
  * its own intervals, whatever ttl they claim. The heartbeat runs on an injectable clock (tests: virtual time).
@@ -44,6 +54,8 @@ export const PROTOCOL_ROOMS = "/agora/rooms/1.0.0";
 export function roomsRegionNamespace(region: string): string {
   return `/agora/rooms-region/${region}`;
 }
+/** Provided by every node hosting at least one room: lists rooms of every region. */
+export const ROOMS_ALL_NAMESPACE = "/agora/rooms-all";
 /** Records in one room-list answer at most (the busiest rooms first), and its size bound. */
 export const MAX_LISTED_ROOMS = 64;
 export const MAX_ROOM_LIST_BYTES = 256 * 1024;
@@ -108,6 +120,8 @@ export interface ResolveRoomOptions {
   signal?: AbortSignal;
   /** Valid answers collected before the lookup stops early (default 3). */
   quorum?: number;
+  /** After the first answer, stop after this long even without the quorum (default 150 ms). */
+  settleMs?: number;
 }
 
 /** Per-room view for /api/rooms. */
@@ -331,6 +345,7 @@ export class RoomDirectory implements Startable {
     const found = await resolveRoomRecord(this.components.dht, room, {
       signal,
       quorum: opts.quorum,
+      settleMs: opts.settleMs,
       nowMs: this.clock.now(),
       maxAgeMs: 3 * this.init.intervalMs,
     });
@@ -420,20 +435,23 @@ export class RoomDirectory implements Startable {
 
   private async publish(room: string, h: Hosted): Promise<void> {
     if (!h.bytes || !h.record) return;
-    let stored = 0;
+    let result = { stored: 0, failed: 0 };
     try {
-      stored = await this.put(room, h.bytes);
+      result = await this.put(room, h.bytes);
     } catch (err) {
       // Our own store refuses the put when it holds a better claim: find out whether the room is lost.
       this.log.debug({ room, err: errorMessage(err) }, "room record put refused");
     }
-    if (stored > 0) h.lastPublished = this.clock.now();
-    else await this.checkClaim(room, h);
-    // The first room of a region makes this node a provider of the region's room namespace.
-    void this.provideRegion(h.opts.region);
+    if (result.stored > 0) h.lastPublished = this.clock.now();
+    // No server took it, or some refused it (a server refuses a claim that loses to the one it holds; after a
+    // partition heals, servers on the other side hold the other host's claim): is the room still ours?
+    if (result.stored === 0 || result.failed > 0) await this.checkClaim(room, h);
+    // The first room of a region makes this node a provider of the region's room namespace (and of "all").
+    void this.provideNamespace(roomsRegionNamespace(h.opts.region));
+    void this.provideNamespace(ROOMS_ALL_NAMESPACE);
   }
 
-  /** After a put no server took: a better claim may hold the room. */
+  /** After a put some or all servers refused: a better claim may hold the room. */
   private async checkClaim(room: string, h: Hosted): Promise<void> {
     let best: RoomRecord | undefined;
     try {
@@ -455,26 +473,28 @@ export class RoomDirectory implements Startable {
 
   private provided = new Map<string, number>();
 
-  private async provideRegion(region: string): Promise<void> {
+  private async provideNamespace(namespace: string): Promise<void> {
     const now = this.clock.now();
-    const last = this.provided.get(region);
+    const last = this.provided.get(namespace);
     // Provider records live 15 min by default; refreshed at most once per interval (and at least every 5 min).
     if (last !== undefined && now - last < Math.min(this.init.intervalMs, 5 * 60_000)) return;
-    this.provided.set(region, now);
+    this.provided.set(namespace, now);
     try {
-      const cid = await namespaceCid(roomsRegionNamespace(region));
+      const cid = await namespaceCid(namespace);
       const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(this.timeoutMs())]);
       for await (const _ev of this.components.dht.provide(cid, { signal })) {
         /* drain */
       }
     } catch (err) {
-      this.log.debug({ region, err: errorMessage(err) }, "room region provide ended early");
+      this.log.debug({ namespace, err: errorMessage(err) }, "room namespace provide ended early");
     }
   }
 
-  private async put(room: string, bytes: Uint8Array, opts: AbortOptions = {}): Promise<number> {
+  /** Puts a record; `stored`: servers that took it, `failed`: query errors (refusals reset the stream). */
+  private async put(room: string, bytes: Uint8Array, opts: AbortOptions = {}): Promise<{ stored: number; failed: number }> {
     const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(this.timeoutMs()), ...(opts.signal ? [opts.signal] : [])]);
     let stored = 0;
+    let failed = 0;
     try {
       for await (const ev of this.components.dht.put(roomRecordKeyBytes(room), bytes, { signal })) {
         if (
@@ -484,24 +504,44 @@ export class RoomDirectory implements Startable {
           Buffer.from(ev.record.value).equals(Buffer.from(bytes))
         )
           stored++;
+        else if (ev.name === "QUERY_ERROR") failed++;
       }
     } catch (err) {
       if (stored === 0 && !signal.aborted) throw err;
     }
-    return stored;
+    return { stored, failed };
   }
 
   private async serveList(stream: Stream): Promise<void> {
     try {
-      const recs = this.hostedRooms()
-        .sort((a, b) => b.participants - a.participants)
-        .slice(0, MAX_LISTED_ROOMS);
-      stream.send(new TextEncoder().encode(canonicalJson({ rooms: recs })));
+      stream.send(encodeRoomList(this.hostedRooms()));
       await stream.close({ signal: AbortSignal.timeout(5_000) });
     } catch (err) {
       stream.abort(err instanceof Error ? err : new Error(String(err)));
     }
   }
+}
+
+/**
+ * The room-list answer: the busiest rooms first, at most MAX_LISTED_ROOMS, and only as many as fit in
+ * MAX_ROOM_LIST_BYTES (records with many revocations are large: 64 full ones would not).
+ */
+export function encodeRoomList(records: RoomRecord[]): Uint8Array {
+  const sorted = [...records].sort((a, b) => b.participants - a.participants).slice(0, MAX_LISTED_ROOMS);
+  const enc = new TextEncoder();
+  const parts: string[] = [];
+  let size = '{"rooms":[]}'.length;
+  for (const r of sorted) {
+    const text = canonicalJson(r);
+    const add = text.length + (parts.length > 0 ? 1 : 0);
+    if (size + add > MAX_ROOM_LIST_BYTES) break;
+    parts.push(text);
+    size += add;
+  }
+  // Records are ASCII (ids, tokens, multiaddrs, base64), so characters are bytes; the check below keeps the
+  // bound true whatever a future field holds.
+  const bytes = enc.encode(`{"rooms":[${parts.join(",")}]}`);
+  return bytes.byteLength <= MAX_ROOM_LIST_BYTES ? bytes : enc.encode('{"rooms":[]}');
 }
 
 function checkClaim(room: string, o: RoomClaimOptions, self: string): void {
@@ -519,9 +559,16 @@ export function roomDirectory(init: RoomDirectoryInit): (components: RoomDirecto
 
 // --- resolving, for nodes and clients alike --------------------------------------------------------
 
+/** Answers a lookup collects before it stops (the walk may end sooner). */
+export const DEFAULT_RESOLVE_QUORUM = 3;
+/** After the first answer, how long a lookup waits for the quorum before deciding on what it has. */
+export const DEFAULT_RESOLVE_SETTLE_MS = 150;
+
 export interface ResolveRoomRecordOptions {
   signal: AbortSignal;
   quorum?: number;
+  /** After the first valid answer, stop after this long even without the quorum (default 150 ms). */
+  settleMs?: number;
   /** Unix ms "now" (default: the wall clock). */
   nowMs?: number;
   /** Records whose last_seen is older than this are not live, whatever their ttl (default: their ttl only). */
@@ -539,18 +586,25 @@ export async function resolveRoomRecord(
   opts: ResolveRoomRecordOptions,
 ): Promise<RoomRecord | undefined> {
   const key = roomRecordKey(room);
-  const quorum = Math.max(1, opts.quorum ?? 3);
+  const quorum = Math.max(1, opts.quorum ?? DEFAULT_RESOLVE_QUORUM);
+  const settleMs = opts.settleMs ?? DEFAULT_RESOLVE_SETTLE_MS;
   const stop = new AbortController();
   const values: Uint8Array[] = [];
+  let settle: ReturnType<typeof setTimeout> | undefined;
   try {
     for await (const ev of dht.get(new TextEncoder().encode(key), { signal: AbortSignal.any([opts.signal, stop.signal]) })) {
       if (ev.name === "PEER_RESPONSE" && ev.record) values.push(ev.record.value);
       else if (ev.name === "VALUE") values.push(ev.value);
+      else continue;
       if (values.length >= quorum) break;
+      // The first answer is in: wait a little for more (a server that missed the latest claim may have
+      // answered first), not for the whole walk.
+      settle ??= setTimeout(() => stop.abort(), settleMs);
     }
   } catch {
     // not found, timeout, aborted: use what arrived
   } finally {
+    clearTimeout(settle);
     stop.abort();
   }
   const nowMs = opts.nowMs ?? Date.now();

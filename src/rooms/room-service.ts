@@ -143,6 +143,11 @@ export interface AudioRoomServiceOptions {
    * service serves every room it is asked for, as before 1.1.0.
    */
   host?: RoomHost;
+  /**
+   * Called after a participant joined or left a room, with the room's participant count on this node
+   * (1 after the first JOIN: the room opened; 0: it closed). Errors thrown by it are logged, never fatal.
+   */
+  onRoomParticipants?: (room: string, participants: number) => void;
 }
 
 /** Settings that change on a running service (SIGHUP). */
@@ -364,6 +369,8 @@ export class AudioRoomService {
   private readonly sessions = new Set<Session>();
   private readonly participantIds = new Set<string>();
   private readonly principals = new Map<string, Principal>();
+  /** Joined participants per room on this node (for onRoomParticipants). */
+  private readonly roomCounts = new Map<string, number>();
   private readonly now: () => number;
   private bitrate: number;
   private sweepTimer: ReturnType<typeof setInterval> | undefined;
@@ -851,6 +858,18 @@ export class AudioRoomService {
       false,
     );
     s.log.info({ name: m.name || undefined }, "participant joined");
+    this.roomParticipants(m.room, 1);
+  }
+
+  private roomParticipants(room: string, delta: number): void {
+    const n = Math.max(0, (this.roomCounts.get(room) ?? 0) + delta);
+    if (n === 0) this.roomCounts.delete(room);
+    else this.roomCounts.set(room, n);
+    try {
+      this.opts.onRoomParticipants?.(room, n);
+    } catch (err) {
+      this.log.warn({ room, err: errorMessage(err) }, "room participants hook failed");
+    }
   }
 
   private onEngineFrame(s: Session, frame: AudioFrame): void {
@@ -984,6 +1003,7 @@ export class AudioRoomService {
     }
     s.log.info("participant left");
     if (this.opts.host && !this.hostedRooms().has(room)) this.opts.host.roomEmptied(room);
+    this.roomParticipants(room, -1);
   }
 
   private release(s: Session): void {

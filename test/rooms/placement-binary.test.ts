@@ -104,9 +104,18 @@ describe("rooms in the network (binary processes)", () => {
       (_, i) => new Participant(codec, entries[i % 3]!.libp2p, entries[i % 3]!, REGION, "crowd", i < 3 ? freqs[i] : undefined, i === 19),
     );
     await Promise.all(crowd.map((p) => p.join()));
-    const hosts = new Set(crowd.map((p) => p.nav.host));
-    expect(hosts.size).toBe(1);
-    const host = [...hosts][0]!;
+    // Joiners whose discovery saw different mixers may split at first; the losing claim MOVEs its
+    // participants to the winner on its next heartbeat (one host within seconds).
+    const host = await eventually(
+      () => {
+        const hosts = new Set(crowd.map((p) => p.nav.host));
+        return hosts.size === 1 && [...hosts][0];
+      },
+      15_000,
+      "all 20 on one host",
+    );
+    const split = crowd.filter((p) => p.moves > 0).length;
+    console.log(`crowd: 20 on ${host}; ${split} moved there after a split claim`);
     expect(ids).toContain(host);
     expect(crowd.reduce((n, p) => n + p.nav.stats.redirectsRefused + p.nav.stats.redirectLoops, 0)).toBe(0);
     // The host's dashboard has the room with all 20.

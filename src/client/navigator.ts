@@ -103,8 +103,11 @@ export class RoomNavigator {
   private region: string | undefined;
   private current: Current | undefined;
   private moving = false;
-  /** set while switching: the first frame of the new session closes the gap */
-  private gapFrom: number | undefined;
+  /**
+   * While switching: the session being left. Its frames are still played until the new session's first
+   * frame arrives (then it is left), so the listener hears no hole while the successor's mix starts.
+   */
+  private previous: { current: Current; leave: () => void } | undefined;
   private sessionOpts: (NavigatedSessionOptions & { onMoved?: (s: AudioSession) => void }) | undefined;
 
   constructor(private readonly opts: RoomNavigatorOptions) {
@@ -212,6 +215,9 @@ export class RoomNavigator {
         if (!(err instanceof AudioRedirectError)) {
           // A dial that lost a race with a closing connection gets another try (bounded), not an error.
           if (err instanceof AgoraError && err.code === "P2P" && dialRetries++ < 4 && !(this.sessionOpts?.signal?.aborted ?? false)) {
+            // A connection whose muxer already closed is still handed out until libp2p notices: drop it,
+            // so the retry dials afresh (every stream on it is dead anyway).
+            if (/muxer is "closed"/.test(err.message)) await this.hangUp(target.host);
             await new Promise((res) => setTimeout(res, 150 * 2 ** dialRetries));
             hop--;
             continue;
@@ -228,6 +234,16 @@ export class RoomNavigator {
       }
       this.current = { session, host: thisHost };
       return session;
+    }
+  }
+
+  private async hangUp(peer: string): Promise<void> {
+    try {
+      const { peerIdFromString } = await import("@libp2p/peer-id");
+      const id = peerIdFromString(peer);
+      for (const c of this.opts.libp2p.getConnections(id)) await c.close().catch(() => c.abort(new Error("muxer closed")));
+    } catch {
+      /* nothing to drop */
     }
   }
 
@@ -255,10 +271,17 @@ export class RoomNavigator {
 
   private onAudio(session: AudioSession | undefined, frame: AudioFrame, at: number): void {
     const cur = this.current;
-    if (!cur || session !== cur.session) return; // the old session during a switch, or a stray one
-    if (this.gapFrom !== undefined) {
-      this.stats.moveGapsMs.push(Math.max(0, at - this.gapFrom));
-      this.gapFrom = undefined;
+    const prev = this.previous;
+    if (prev && session === prev.current.session) {
+      // make-before-break: the old host's mix until the new one's first frame
+      prev.current.lastFrameAt = at;
+      this.sessionOpts?.onAudio?.(frame, at);
+      return;
+    }
+    if (!cur || session !== cur.session) return; // a stray session
+    if (prev) {
+      this.stats.moveGapsMs.push(Math.max(0, at - (prev.current.lastFrameAt ?? at)));
+      prev.leave();
     }
     cur.lastFrameAt = at;
     this.sessionOpts?.onAudio?.(frame, at);
@@ -276,12 +299,32 @@ export class RoomNavigator {
     const old = cur;
     void (async () => {
       try {
-        await this.joinFollowing(m.successorPeerId, m.addrs, m.token);
+        // Set before the new session exists, so frames of both are told apart from its first one on.
+        let left = false;
+        const leave = () => {
+          if (left) return;
+          left = true;
+          clearTimeout(deadline);
+          if (this.previous?.current === old) this.previous = undefined;
+          void old.session.leave().catch(() => {});
+        };
+        // The new host's mix may take a moment to start: the old session is left at its first frame, or
+        // after a second at the latest.
+        let deadline: ReturnType<typeof setTimeout> | undefined;
+        this.previous = { current: old, leave };
+        try {
+          await this.joinFollowing(m.successorPeerId, m.addrs, m.token);
+        } catch (err) {
+          this.previous = undefined;
+          throw err;
+        }
+        deadline = setTimeout(() => {
+          if (this.previous?.current === old) this.stats.moveGapsMs.push(Math.max(0, this.clock.now() - (old.lastFrameAt ?? 0)));
+          leave();
+        }, 1_000);
         this.stats.movesFollowed++;
-        this.gapFrom = old.lastFrameAt ?? this.clock.now();
         this.log.info({ from: old.host, to: this.current?.host, epoch: m.epoch, reason: m.reason }, "moved to the room's new host");
         this.sessionOpts?.onMoved?.(this.current!.session);
-        await old.session.leave().catch(() => {});
       } catch (err) {
         // The old host still serves us; if it goes, the caller's reconnect re-homes by the rule.
         this.log.warn({ err: errorMessage(err), successor: m.successorPeerId }, "could not join the successor; staying");

@@ -52,8 +52,8 @@ export interface RoomPlacementWiring {
   host: RoomHost;
   /** heartbeat: refresh the mixer list, reconcile hosted rooms, report participant counts */
   beat(participants: Map<string, number>): Promise<void>;
-  /** a fresh mixer list (before a drain picks successors), bounded by discovery's timeout */
-  refreshMixers(): Promise<void>;
+  /** a fresh mixer list (before a drain picks successors), bounded by discovery's timeout; `ifEmpty`: only without one */
+  refreshMixers(ifEmpty?: boolean): Promise<void>;
 }
 
 /** How long a liveness ping of a recorded host may take before the host counts as dead. */
@@ -124,8 +124,8 @@ export function createRoomPlacement(opts: {
   let beating = false;
   return {
     host,
-    refreshMixers: async () => {
-      await refresh();
+    refreshMixers: async (ifEmpty = false) => {
+      if (!ifEmpty || cache.length === 0) await refresh();
     },
     async beat(participants) {
       if (beating) return;

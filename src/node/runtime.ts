@@ -567,7 +567,8 @@ export class NodeRuntime implements DashboardSource {
    * Participants that cannot follow a MOVE (1.0.0 clients) are not waited for.
    */
   private async handOverRooms(placement: RoomPlacementWiring, rooms: AudioRoomService): Promise<void> {
-    await placement.refreshMixers();
+    // The heartbeat keeps the mixer list fresh; a drain only waits for a discovery when it has none.
+    await placement.refreshMixers(true);
     const moved = await placement.host.handOverAll();
     this.log.info({ rooms: moved.length, participants: rooms.movingParticipants() }, "draining: rooms handed over to their successors");
     while (!this.drainCancelled) {

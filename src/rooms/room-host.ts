@@ -268,11 +268,11 @@ export class RoomHost {
         const epoch = h.epoch + 1;
         h.leaving = { to: succ.peer_id, epoch };
         const participants = this.members?.hostedRooms().get(room) ?? 0;
-        try {
-          await this.opts.directory.handOver(room, h.epoch, succ.peer_id, participants);
-        } catch (err) {
-          this.log.warn({ room, err: errorMessage(err) }, "could not publish handing-over record; moving anyway (tokens prove it)");
-        }
+        // Published beside the MOVEs, not before them: the tokens prove the handover to the successor, and
+        // a DHT put can take a while on a busy network.
+        void this.opts.directory
+          .handOver(room, h.epoch, succ.peer_id, participants)
+          .catch((err) => this.log.warn({ room, err: errorMessage(err) }, "could not publish the handing-over record"));
         await this.moveRoom(room, succ.peer_id, succ.listen_addr, epoch, MoveReason.DRAIN);
         this.opts.directory.countHandover?.(room, "out");
         moved.push(room);

@@ -90,6 +90,8 @@ describe("rooms in the network (binary processes)", () => {
     // Three entry nodes: each third of the crowd uses another mixer as its bootstrap.
     const entries: RoomLocatorClient[] = [];
     for (let i = 0; i < 3; i++) entries.push(await locator([await mixers[i]!.multiaddr()]));
+    // each entry's client is connected: it sees the region's four mixers
+    for (const e of entries) await eventually(async () => (await e.mixers(REGION)).length === 4, 30_000, "an entry's mixers", 300);
     const loadLoc = entries[0]!;
     const load: Participant[] = [];
     for (const [room, n] of [

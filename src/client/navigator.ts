@@ -10,6 +10,7 @@
  * locator over the DHT lives in src/p2p and is loaded on demand.
  */
 import type { Libp2p } from "@libp2p/interface";
+import { peerIdFromString } from "@libp2p/peer-id";
 import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import { AgoraError, errorMessage } from "../errors";
 import { type Logger, silentLogger } from "../log";
@@ -103,8 +104,11 @@ export class RoomNavigator {
   private region: string | undefined;
   private current: Current | undefined;
   private moving = false;
-  /** set while switching: the first frame of the new session closes the gap */
-  private gapFrom: number | undefined;
+  /**
+   * While switching: the session being left. Its frames are still played until the new session's first
+   * frame arrives (then it is left), so the listener hears no hole while the successor's mix starts.
+   */
+  private previous: { current: Current; leave: () => void } | undefined;
   private sessionOpts: (NavigatedSessionOptions & { onMoved?: (s: AudioSession) => void }) | undefined;
 
   constructor(private readonly opts: RoomNavigatorOptions) {
@@ -154,6 +158,12 @@ export class RoomNavigator {
 
   /** The room's live host (unless excluded), else the placement rule's first mixer. */
   private async placeTarget(): Promise<{ host: string; addrs: string[] }> {
+    if (this.excluded.size > 0 && this.mixersCache) {
+      // Failover: every participant computes the successor from its cached mixer list without the dead host,
+      // at once (a record walk now would wait on the dead peer); the successor's claim settles the record.
+      const [best] = rankPlacement(this.opts.room, this.region ?? "", this.mixersCache, this.excluded);
+      if (best) return { host: best.peer_id, addrs: best.listen_addr };
+    }
     const rec = await this.opts.locator.resolve(this.opts.room).catch((err) => {
       this.log.debug({ err: errorMessage(err) }, "room record lookup failed; placing by rule");
       return undefined;
@@ -205,8 +215,11 @@ export class RoomNavigator {
       } catch (err) {
         if (!(err instanceof AudioRedirectError)) {
           // A dial that lost a race with a closing connection gets another try (bounded), not an error.
-          if (err instanceof AgoraError && err.code === "P2P" && dialRetries++ < 2 && !(this.sessionOpts?.signal?.aborted ?? false)) {
-            await new Promise((res) => setTimeout(res, 100 * dialRetries));
+          if (err instanceof AgoraError && err.code === "P2P" && dialRetries++ < 4 && !(this.sessionOpts?.signal?.aborted ?? false)) {
+            // A connection whose muxer already closed is still handed out until libp2p notices: drop it,
+            // so the retry dials afresh (every stream on it is dead anyway).
+            if (/muxer is "closed"/.test(err.message)) await this.hangUp(target.host);
+            await new Promise((res) => setTimeout(res, 150 * 2 ** dialRetries));
             hop--;
             continue;
           }
@@ -225,6 +238,15 @@ export class RoomNavigator {
     }
   }
 
+  private async hangUp(peer: string): Promise<void> {
+    try {
+      const id = peerIdFromString(peer);
+      for (const c of this.opts.libp2p.getConnections(id)) await c.close().catch(() => c.abort(new Error("muxer closed")));
+    } catch {
+      /* nothing to drop */
+    }
+  }
+
   /**
    * A REDIRECT is followed only to the host a verified record names (the redirecting mixer could lie). The
    * claim behind it may still be on its way through the DHT: the record is looked up a few times.
@@ -234,14 +256,21 @@ export class RoomNavigator {
       this.stats.redirectsRefused++;
       throw new AgoraError("WIRE_PROTOCOL", `REDIRECT for room ${r.room} while joining ${this.opts.room}: refused`);
     }
-    for (let attempt = 0; attempt < 5; attempt++) {
+    // The rule's own choice needs no record: this client would have gone there anyway.
+    const cands = this.mixersCache ?? [];
+    const [ruled] = rankPlacement(this.opts.room, this.region ?? "", cands, this.excluded);
+    if (ruled && ruled.peer_id === r.hostPeerId && r.hostPeerId !== from) {
+      this.stats.redirectsFollowed++;
+      return { host: ruled.peer_id, addrs: r.addrs.length > 0 ? r.addrs : ruled.listen_addr };
+    }
+    for (let attempt = 0; attempt < 8; attempt++) {
       const rec = await this.opts.locator.resolve(this.opts.room).catch(() => undefined);
       if (rec && rec.host === r.hostPeerId && rec.host !== from) {
         this.stats.redirectsFollowed++;
         this.log.debug({ host: rec.host, epoch: rec.epoch }, "following REDIRECT");
         return { host: rec.host, addrs: r.addrs.length > 0 ? r.addrs : rec.addrs };
       }
-      await new Promise((res) => setTimeout(res, 150 * (attempt + 1)));
+      await new Promise((res) => setTimeout(res, 100 * (attempt + 1)));
     }
     this.stats.redirectsRefused++;
     throw new AgoraError("P2P", `REDIRECT of room ${this.opts.room} to ${r.hostPeerId} is not confirmed by its record: refused`);
@@ -249,10 +278,17 @@ export class RoomNavigator {
 
   private onAudio(session: AudioSession | undefined, frame: AudioFrame, at: number): void {
     const cur = this.current;
-    if (!cur || session !== cur.session) return; // the old session during a switch, or a stray one
-    if (this.gapFrom !== undefined) {
-      this.stats.moveGapsMs.push(Math.max(0, at - this.gapFrom));
-      this.gapFrom = undefined;
+    const prev = this.previous;
+    if (prev && session === prev.current.session) {
+      // make-before-break: the old host's mix until the new one's first frame
+      prev.current.lastFrameAt = at;
+      this.sessionOpts?.onAudio?.(frame, at);
+      return;
+    }
+    if (!cur || session !== cur.session) return; // a stray session
+    if (prev) {
+      this.stats.moveGapsMs.push(Math.max(0, at - (prev.current.lastFrameAt ?? at)));
+      prev.leave();
     }
     cur.lastFrameAt = at;
     this.sessionOpts?.onAudio?.(frame, at);
@@ -270,12 +306,32 @@ export class RoomNavigator {
     const old = cur;
     void (async () => {
       try {
-        await this.joinFollowing(m.successorPeerId, m.addrs, m.token);
+        // Set before the new session exists, so frames of both are told apart from its first one on.
+        let left = false;
+        const leave = () => {
+          if (left) return;
+          left = true;
+          clearTimeout(deadline);
+          if (this.previous?.current === old) this.previous = undefined;
+          void old.session.leave().catch(() => {});
+        };
+        // The new host's mix may take a moment to start: the old session is left at its first frame, or
+        // after a second at the latest.
+        let deadline: ReturnType<typeof setTimeout> | undefined;
+        this.previous = { current: old, leave };
+        try {
+          await this.joinFollowing(m.successorPeerId, m.addrs, m.token);
+        } catch (err) {
+          this.previous = undefined;
+          throw err;
+        }
+        deadline = setTimeout(() => {
+          if (this.previous?.current === old) this.stats.moveGapsMs.push(Math.max(0, this.clock.now() - (old.lastFrameAt ?? 0)));
+          leave();
+        }, 1_000);
         this.stats.movesFollowed++;
-        this.gapFrom = old.lastFrameAt ?? this.clock.now();
         this.log.info({ from: old.host, to: this.current?.host, epoch: m.epoch, reason: m.reason }, "moved to the room's new host");
         this.sessionOpts?.onMoved?.(this.current!.session);
-        await old.session.leave().catch(() => {});
       } catch (err) {
         // The old host still serves us; if it goes, the caller's reconnect re-homes by the rule.
         this.log.warn({ err: errorMessage(err), successor: m.successorPeerId }, "could not join the successor; staying");

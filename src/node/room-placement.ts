@@ -25,10 +25,13 @@ export function roomRecordView(r: RoomRecord): RoomHostRecord {
   };
 }
 
+/** A JOIN waits on this lookup: bounded well below the join timeout. */
+const QUICK_RESOLVE_MS = 1_500;
+
 export function directoryPort(d: RoomDirectory): RoomDirectoryPort {
   return {
-    resolve: async (room) => {
-      const r = await d.resolve(room);
+    resolve: async (room, o) => {
+      const r = await d.resolve(room, o?.quick ? { quorum: 1, signal: AbortSignal.timeout(QUICK_RESOLVE_MS) } : {});
       return r && roomRecordView(r);
     },
     claim: async (room, epoch, participants) => {
@@ -49,8 +52,8 @@ export interface RoomPlacementWiring {
   host: RoomHost;
   /** heartbeat: refresh the mixer list, reconcile hosted rooms, report participant counts */
   beat(participants: Map<string, number>): Promise<void>;
-  /** a fresh mixer list (before a drain picks successors), bounded by discovery's timeout */
-  refreshMixers(): Promise<void>;
+  /** a fresh mixer list (before a drain picks successors), bounded by discovery's timeout; `ifEmpty`: only without one */
+  refreshMixers(ifEmpty?: boolean): Promise<void>;
 }
 
 /** How long a liveness ping of a recorded host may take before the host counts as dead. */
@@ -121,8 +124,8 @@ export function createRoomPlacement(opts: {
   let beating = false;
   return {
     host,
-    refreshMixers: async () => {
-      await refresh();
+    refreshMixers: async (ifEmpty = false) => {
+      if (!ifEmpty || cache.length === 0) await refresh();
     },
     async beat(participants) {
       if (beating) return;

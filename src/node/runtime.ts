@@ -75,11 +75,11 @@ export class NodeRuntime implements DashboardSource {
   private corsRefusedTotal?: Counter<"reason">;
   private media?: MediaEngine;
   private rooms_?: AudioRoomService;
+  private placement?: RoomPlacementWiring;
+  private placementTimer?: ReturnType<typeof setInterval>;
   /** Participants per open room on this node (from the room service), and rooms whose claim is in flight. */
   private readonly roomCounts = new Map<string, number>();
   private readonly roomClaims = new Set<string>();
-  private placement?: RoomPlacementWiring;
-  private placementTimer?: ReturnType<typeof setInterval>;
   private pidLock?: PidLock;
   private dashboard?: DashboardServer;
   private historyTimer?: ReturnType<typeof setInterval>;
@@ -286,17 +286,20 @@ export class NodeRuntime implements DashboardSource {
   }
 
   /**
-   * Rooms of clients the placement host does not place (1.0.0 clients, 1.1.0 ones that do not announce
-   * Capability.ROOM_DIRECTORY) still get a record, so directory-aware joiners find and REDIRECT to them: the
-   * first JOIN claims the room (epoch 1) unless another live host holds it, every change updates the
-   * participant count on the next heartbeat, the last LEAVE releases it. Rooms the placement host handles
-   * (RoomHost.epochOf) are left to it.
+   * Keeps this node's room records in the DHT in step with its rooms: the first JOIN claims the room (epoch 1)
+   * unless another live host holds it, every change updates the participant count on the next heartbeat,
+   * the last LEAVE releases it. Placement (REDIRECT, handover) replaces the claim-on-first-JOIN part.
    */
   private onRoomParticipants(room: string, n: number): void {
     if (n === 0) this.roomCounts.delete(room);
     else this.roomCounts.set(room, n);
     const dir = this.network?.rooms;
-    if (!dir || this.placement?.host.epochOf(room) !== undefined) return;
+    if (!dir) return;
+    // With placement wired (mixers), RoomHost claims, hands over and releases; only the count is kept here.
+    if (this.placement) {
+      dir.setParticipants(room, n);
+      return;
+    }
     if (n === 0) {
       void dir.release(room).catch(() => undefined);
       return;
@@ -309,8 +312,8 @@ export class NodeRuntime implements DashboardSource {
     void (async () => {
       try {
         const live = await dir.resolve(room);
-        // Still open here, and not claimed meanwhile (by the placement host either)?
-        if (!this.roomCounts.has(room) || dir.current(room) || this.placement?.host.epochOf(room) !== undefined) return;
+        // Still open here, and not claimed meanwhile?
+        if (!this.roomCounts.has(room) || dir.current(room)) return;
         if (live && live.host !== this.peerId) {
           this.log.info({ room, host: live.host, epoch: live.epoch }, "room is hosted by another live mixer; not claiming it");
           return;
@@ -564,7 +567,8 @@ export class NodeRuntime implements DashboardSource {
    * Participants that cannot follow a MOVE (1.0.0 clients) are not waited for.
    */
   private async handOverRooms(placement: RoomPlacementWiring, rooms: AudioRoomService): Promise<void> {
-    await placement.refreshMixers();
+    // The heartbeat keeps the mixer list fresh; a drain only waits for a discovery when it has none.
+    await placement.refreshMixers(true);
     const moved = await placement.host.handOverAll();
     this.log.info({ rooms: moved.length, participants: rooms.movingParticipants() }, "draining: rooms handed over to their successors");
     while (!this.drainCancelled) {

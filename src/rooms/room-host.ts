@@ -31,8 +31,11 @@ export interface RoomHostRecord {
 
 /** What RoomHost needs from the room directory (src/p2p RoomDirectory through the runtime; in-memory in tests). */
 export interface RoomDirectoryPort {
-  /** The winning live record of `room` by the record selector, or undefined. */
-  resolve(room: string): Promise<RoomHostRecord | undefined>;
+  /**
+   * The winning live record of `room` by the record selector, or undefined. `quick`: a JOIN waits on it, so
+   * the first valid answer will do (the heartbeat's reconcile asks for more and corrects a wrong choice).
+   */
+  resolve(room: string, opts?: { quick?: boolean }): Promise<RoomHostRecord | undefined>;
   /** Publishes this node as the room's host (`active`) with `epoch`; the directory keeps republishing it. */
   claim(room: string, epoch: number, participants: number): Promise<void>;
   /** Publishes the record `handing-over` to `successor` with `epoch`. */
@@ -167,7 +170,7 @@ export class RoomHost {
     // The token is genuine; is its issuer the room's host? The record says so (active, or handing over to
     // us). While the issuer's record is not visible here yet, its own signed word that we are the successor
     // is accepted only if nobody else holds a live record with a higher epoch.
-    const rec = await this.opts.directory.resolve(room).catch(() => undefined);
+    const rec = await this.opts.directory.resolve(room, { quick: true }).catch(() => undefined);
     const issuerHosts =
       rec === undefined ||
       (rec.host === v.claims.issuer && rec.epoch <= v.claims.epoch) ||
@@ -200,7 +203,7 @@ export class RoomHost {
   private async resolveOrClaim(room: string): Promise<JoinDecision> {
     let rec: RoomHostRecord | undefined;
     try {
-      rec = await this.opts.directory.resolve(room);
+      rec = await this.opts.directory.resolve(room, { quick: true });
     } catch (err) {
       this.log.warn({ room, err: errorMessage(err) }, "room directory unreachable; serving the room here");
     }
@@ -265,11 +268,11 @@ export class RoomHost {
         const epoch = h.epoch + 1;
         h.leaving = { to: succ.peer_id, epoch };
         const participants = this.members?.hostedRooms().get(room) ?? 0;
-        try {
-          await this.opts.directory.handOver(room, h.epoch, succ.peer_id, participants);
-        } catch (err) {
-          this.log.warn({ room, err: errorMessage(err) }, "could not publish handing-over record; moving anyway (tokens prove it)");
-        }
+        // Published beside the MOVEs, not before them: the tokens prove the handover to the successor, and
+        // a DHT put can take a while on a busy network.
+        void this.opts.directory
+          .handOver(room, h.epoch, succ.peer_id, participants)
+          .catch((err) => this.log.warn({ room, err: errorMessage(err) }, "could not publish the handing-over record"));
         await this.moveRoom(room, succ.peer_id, succ.listen_addr, epoch, MoveReason.DRAIN);
         this.opts.directory.countHandover?.(room, "out");
         moved.push(room);

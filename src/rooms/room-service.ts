@@ -138,18 +138,16 @@ export interface AudioRoomServiceOptions {
   /** Monotonic clock in ms (default performance.now); tests inject one to drive the token buckets. */
   now?: () => number;
   /**
-   * Called after a participant joined or left a room, with the room's participant count on this node
-   * (1 after the first JOIN: the room opened; 0: it closed). Only participants `host` did not place count
-   * (clients without Capability.ROOM_DIRECTORY): those `host` places are its business. Errors thrown by it
-   * are logged, never fatal.
-   */
-  onRoomParticipants?: (room: string, participants: number) => void;
-  /**
    * The room directory's policy (dedicated mode with a network): JOINs of directory-aware 1.1.0 clients are
    * placed by it (admit and claim, or REDIRECT), and it moves rooms on drain and lost claims. Without it the
    * service serves every room it is asked for, as before 1.1.0.
    */
   host?: RoomHost;
+  /**
+   * Called after a participant joined or left a room, with the room's participant count on this node
+   * (1 after the first JOIN: the room opened; 0: it closed). Errors thrown by it are logged, never fatal.
+   */
+  onRoomParticipants?: (room: string, participants: number) => void;
 }
 
 /** Settings that change on a running service (SIGHUP). */
@@ -860,12 +858,7 @@ export class AudioRoomService {
       false,
     );
     s.log.info({ name: m.name || undefined }, "participant joined");
-    if (!this.placedByHost(s)) this.roomParticipants(m.room, 1);
-  }
-
-  /** The session's JOIN was decided by the room directory's host (a directory-aware 1.1.0 client). */
-  private placedByHost(s: Session): boolean {
-    return this.opts.host !== undefined && s.wireVersion >= WIRE_VERSION_1_1 && (s.clientCapabilities & Capability.ROOM_DIRECTORY) !== 0;
+    this.roomParticipants(m.room, 1);
   }
 
   private roomParticipants(room: string, delta: number): void {
@@ -1009,8 +1002,8 @@ export class AudioRoomService {
       s.log.warn({ err: errorMessage(err) }, "engine.leave failed");
     }
     s.log.info("participant left");
-    if (!this.placedByHost(s)) this.roomParticipants(room, -1);
     if (this.opts.host && !this.hostedRooms().has(room)) this.opts.host.roomEmptied(room);
+    this.roomParticipants(room, -1);
   }
 
   private release(s: Session): void {

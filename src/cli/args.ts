@@ -173,6 +173,24 @@ export const COMMANDS: CommandSpec[] = [
     positionals: { min: 0, max: 0 },
   },
   {
+    name: "rooms",
+    summary: "list live rooms of the network: host, participants, age, epoch",
+    usage: "agora-node rooms --bootstrap MULTIADDR [--region R] [--json] [--timeout S]",
+    options: {
+      ...HELP_OPT,
+      bootstrap: { type: "string", multiple: true },
+      region: { type: "string" },
+      json: { type: "boolean" },
+      timeout: { type: "string" },
+    },
+    help: [
+      "  --bootstrap MULTIADDR   a node to enter the DHT through (repeatable)",
+      "  --region R  only rooms of this region (the region a room was created in)",
+      "  --json      machine-readable output (one array of {record, age_seconds})",
+    ],
+    positionals: { min: 0, max: 0 },
+  },
+  {
     name: "join",
     summary: "join a room: send a WAV as Opus in real time, record what you hear",
     usage:
@@ -192,9 +210,10 @@ export const COMMANDS: CommandSpec[] = [
     help: [
       "  --room R              room id",
       "  --node MULTIADDR      the dedicated node (…/p2p/<peer id>)",
-      "  --bootstrap MULTIADDR instead of --node: find the best mixer through the DHT, and re-home to the",
-      "                        next best one if the node dies (repeatable)",
-      "  --region R            with --bootstrap: only mixers of this region",
+      "  --bootstrap MULTIADDR instead of --node: join the room by name where it lives (its record in the DHT,",
+      "                        or the placement rule), follow REDIRECT/MOVE, and re-home with the room if its",
+      "                        host dies (repeatable)",
+      "  --region R            with --bootstrap: the region a new room is placed in (default: the first found)",
       "  --input FILE          16-bit PCM WAV to send",
       "  --output FILE         where to write what you hear",
       "  --duration S          stop after S seconds",

@@ -20,7 +20,7 @@ import {
 import { defaultIo, flagOverrides, type Io, loadForCommand } from "./context";
 import { runHealth, runStatus, runStop } from "./control";
 import { runIdentity } from "./identity";
-import { runDiscover, runJoin, runLoadgen } from "./network-commands";
+import { runDiscover, runJoin, runLoadgen, runRooms } from "./network-commands";
 import { runStart } from "./start";
 
 export { flagOverrides, type Io, loadForCommand };
@@ -114,6 +114,8 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
         return await runIdentity(parsed, io);
       case "discover":
         return await runDiscover(parsed, io);
+      case "rooms":
+        return await runRooms(parsed, io);
       case "join":
         return await runJoin(parsed, io);
       case "loadgen":

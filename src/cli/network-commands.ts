@@ -1,9 +1,9 @@
-/** `discover`, `join` and `loadgen`: client-side commands that start a transient libp2p node. */
-import { runJoinClient, runLoadgen as runLoadgenClients, VOICE_TRANSPORTS, type VoiceTransport } from "../client";
+/** `discover`, `rooms`, `join` and `loadgen`: client-side commands that start a transient libp2p node. */
+import { RoomNavigator, runJoinClient, runLoadgen as runLoadgenClients, VOICE_TRANSPORTS, type VoiceTransport } from "../client";
 import { checkMultiaddrText } from "../config";
 import { AgoraError } from "../errors";
 import { createLogger } from "../log";
-import { discoverOnce, type RankedNode } from "../p2p";
+import { createRoomLocator, discoverOnce, listRoomsOnce, type RankedNode } from "../p2p";
 import { checkRoomId, REGION_TOKEN_PATTERN } from "../protocol";
 import { EXIT_FAILURE, EXIT_OK, numberFlag, type Parsed, requireFlag } from "./args";
 import type { Io } from "./context";
@@ -62,6 +62,29 @@ export async function runDiscover(p: Parsed, io: Io): Promise<number> {
   return EXIT_OK;
 }
 
+export async function runRooms(p: Parsed, io: Io): Promise<number> {
+  const boots = (p.values.bootstrap as string[] | undefined) ?? [];
+  if (boots.length === 0) throw new AgoraError("USAGE", "rooms: --bootstrap MULTIADDR is required (a node to enter the DHT through)");
+  for (const b of boots) multiaddrFlag("rooms", "bootstrap", b);
+  const region = tokenFlag("region", p.values.region);
+  const timeoutMs = (numberFlag("timeout", p.values.timeout, 1, 300) ?? 10) * 1000;
+  const rooms = await listRoomsOnce({ bootstrap: boots, region, logger: cliLogger(), timeoutMs });
+  if (p.values.json) {
+    io.out(JSON.stringify(rooms));
+    return EXIT_OK;
+  }
+  if (rooms.length === 0) {
+    io.out(`no live rooms found${region ? ` in region ${region}` : ""}`);
+    return EXIT_OK;
+  }
+  io.out("ROOM  REGION  HOST  PARTICIPANTS  AGE  EPOCH  STATUS");
+  for (const { record: r, age_seconds } of rooms) {
+    const status = r.status === "handing-over" ? `handing-over to ${r.successor}` : r.status;
+    io.out(`${r.room}  ${r.region}  ${r.host}  ${r.participants}  ${age_seconds}s  ${r.epoch}  ${status}`);
+  }
+  return EXIT_OK;
+}
+
 /**
  * A dial target that follows discovery: each (re)connect asks the DHT for the best live mixer, skipping the
  * nodes this client already failed on (a dead node's record lingers until its TTL runs out).
@@ -108,21 +131,30 @@ export async function runJoin(p: Parsed, io: Io): Promise<number> {
   for (const b of boots) multiaddrFlag("join", "bootstrap", b);
   const region = tokenFlag("region", p.values.region);
   const logger = cliLogger();
-  const node = boots.length > 0 ? discoveredMixer(boots, region, logger) : multiaddrFlag("join", "node", p.values.node);
   const input = typeof p.values.input === "string" ? p.values.input : undefined;
   const output = typeof p.values.output === "string" ? p.values.output : undefined;
   const durationSec = numberFlag("duration", p.values.duration, 0.1, 86400);
   if (!input && durationSec === undefined) throw new AgoraError("USAGE", "join: give --input FILE or --duration S (how long to listen)");
-  const summary = await runJoinClient({
-    node,
-    room,
-    input,
-    output,
-    durationSec,
-    name: typeof p.values.name === "string" ? p.values.name : undefined,
-    transport: transportFlag("join", p.values.transport),
-    logger,
-  });
+  // Join by name: the room's record (or the placement rule) says where it lives; REDIRECT and MOVE are
+  // followed, and a lost host is replaced by the successor every participant computes.
+  const node = boots.length > 0 ? undefined : multiaddrFlag("join", "node", p.values.node);
+  const locator = boots.length > 0 ? await createRoomLocator({ bootstrap: boots, logger }) : undefined;
+  const navigator = locator ? new RoomNavigator({ libp2p: locator.libp2p, room, locator, region, logger }) : undefined;
+  let summary: Awaited<ReturnType<typeof runJoinClient>>;
+  try {
+    summary = await runJoinClient({
+      ...(navigator && locator ? { navigator, libp2p: locator.libp2p } : { node }),
+      room,
+      input,
+      output,
+      durationSec,
+      name: typeof p.values.name === "string" ? p.values.name : undefined,
+      transport: transportFlag("join", p.values.transport),
+      logger,
+    });
+  } finally {
+    await locator?.stop();
+  }
   io.out(JSON.stringify(summary));
   return EXIT_OK;
 }

@@ -7,10 +7,12 @@
  *   await room.sendPcm(twentyMsOfSamples);
  *   await room.leave();
  *
+ *   const where = await resolveRoom({ bootstrap, room: "standup" });   // its host, from the room record
+ *
  * Lower layers for tools: AudioSession (one protocol session), runJoinClient (a whole call from and to
  * WAV files, with reconnects: the `join` command), runLoadgen (many synthetic participants), WAV I/O.
- * The node's network subsystem is loaded only when discover() is called, and the wasm codec only when
- * PCM is sent or decoded.
+ * The node's network subsystem is loaded only when discover() or resolveRoom() is called, and the wasm codec
+ * only when PCM is sent or decoded.
  */
 import { AgoraError } from "../errors";
 import { type Logger, silentLogger } from "../log";
@@ -39,6 +41,16 @@ export {
   summarize,
 } from "./loadgen";
 export { lossPercent, ReceiveLoss, type ReceiveLossFigures } from "./loss";
+export {
+  hostTargets,
+  type LocatedRoom,
+  type MixerCandidate,
+  type NavigatedSessionOptions,
+  type NavigatorStats,
+  type RoomLocator,
+  RoomNavigator,
+  type RoomNavigatorOptions,
+} from "./navigator";
 export { createClientNode, type DialTarget, type DialTargetProvider } from "./node";
 export { type ClientPlatform, clientPlatform, installClientPlatform } from "./platform";
 export { PlayoutBuffer } from "./playout";
@@ -96,5 +108,32 @@ export async function discover(opts: DiscoverOptions): Promise<DiscoveredNode[]>
     logger: opts.logger ?? silentLogger(),
     timeoutMs,
     query: { region: opts.region, capability: opts.capability ?? "mixer", group: opts.group, limit: opts.limit, timeoutMs },
+  });
+}
+
+export interface ResolveRoomOptions {
+  /** multiaddrs of any nodes of the network (…/p2p/<peer id>) */
+  bootstrap: string[];
+  room: string;
+  /** overall bound (default 10 s) */
+  timeoutMs?: number;
+  logger?: Logger;
+}
+
+/** A room's record (docs/room-record.md): its host's peer id and addresses, region, epoch, participants. */
+export type RoomLocation = NonNullable<Awaited<ReturnType<typeof import("../p2p").resolveRoomOnce>>>;
+
+/**
+ * Where a room lives: its best live record in the DHT (verified: signed by the host it names, fresh), or
+ * undefined when no mixer hosts it now. Dial `${addrs[0]}/p2p/${host}` to join it.
+ */
+export async function resolveRoom(opts: ResolveRoomOptions): Promise<RoomLocation | undefined> {
+  if (opts.bootstrap.length === 0) throw new AgoraError("USAGE", "resolveRoom: give at least one bootstrap address");
+  const { resolveRoomOnce } = await import("../p2p");
+  return resolveRoomOnce({
+    bootstrap: opts.bootstrap,
+    room: opts.room,
+    logger: opts.logger ?? silentLogger(),
+    timeoutMs: opts.timeoutMs ?? 10_000,
   });
 }

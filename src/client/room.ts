@@ -8,6 +8,7 @@
  */
 import type { Libp2p } from "@libp2p/interface";
 import { AgoraError } from "../errors";
+import { silentLogger } from "../log";
 import {
   type AudioFrame,
   Capability,
@@ -21,6 +22,7 @@ import {
   type RosterMessage,
 } from "../protocol";
 import { SafeEmitter } from "./events";
+import { type RoomLocator, RoomNavigator } from "./navigator";
 import { clientPlatform } from "./platform";
 import { type Participant, RosterView } from "./roster";
 import { type AudioRemoteError, AudioSession } from "./session";
@@ -31,8 +33,18 @@ import { VoiceGate } from "./vad";
 export const DEFAULT_ROOM_CAPABILITIES = Capability.VOICE_ACTIVITY | Capability.PERSONAL_MIX | Capability.ROSTER;
 
 export interface JoinRoomOptions {
-  /** the node's multiaddr (…/p2p/<peer id>); `discover()` finds one */
-  node: DialTarget;
+  /** the node's multiaddr (…/p2p/<peer id>); `discover()` finds one. Or give `bootstrap`: join by name. */
+  node?: DialTarget;
+  /**
+   * Join by name: any nodes of the network. The room is found where it lives (its record, or the placement
+   * rule), REDIRECTs and MOVEs are followed, and a dead host is replaced by the successor every participant
+   * computes (`moved` events tell).
+   */
+  bootstrap?: string[];
+  /** the room's region when it has to be placed (default: the first region discovered) */
+  region?: string;
+  /** where rooms and mixers are looked up instead of the DHT behind `bootstrap` (tests, custom directories) */
+  locator?: RoomLocator;
   room: string;
   /** display name, up to 64 bytes of UTF-8 */
   name?: string;
@@ -69,7 +81,7 @@ export interface RoomEvents extends Record<string, unknown> {
   participants: { participants: readonly Participant[]; total: number };
   /** a participant started or stopped speaking (the mixer's talk detection, about 5 updates/s at most) */
   speaking: { participant: Participant; speaking: boolean };
-  /** the room moved to another node (1.1.0 MOVE, or REDIRECT at join); `joined` follows once re-joined */
+  /** join by name: the room moved to another host (MOVE from the host, or the host died: `failover`) */
   moved: MovedEvent;
   /**
    * something went wrong; `error.code` says what (AgoraError codes; an AudioRemoteError also carries the
@@ -80,14 +92,13 @@ export interface RoomEvents extends Record<string, unknown> {
 
 /** What `moved` tells: where the room went and why. */
 export interface MovedEvent {
-  room: string;
-  /** peer id of the node we were on, and of the node we go to */
-  fromPeerId: string;
-  toPeerId: string;
+  /** peer id of the host we were on, and of the host we are on now */
+  from: string | undefined;
+  to: string | undefined;
   /** the room's epoch on the new host */
-  epoch: number;
-  /** "drain": the host hands the room over; "claim_lost": another host owns it; "redirect": JOIN was redirected */
-  reason: "drain" | "claim_lost" | "redirect";
+  epoch: number | undefined;
+  /** "move": the host sent MOVE (drain, or it lost the room to another claim); "failover": the host died */
+  reason: "move" | "failover";
 }
 
 export class RoomConnection extends SafeEmitter<RoomEvents> {
@@ -102,6 +113,8 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
   private readonly gate = new VoiceGate();
   /** What we hear of other participants, when not 1 (sent whole as MIX_SETTINGS on every change). */
   private readonly gains = new Map<string, number>();
+  private navigator: RoomNavigator | undefined;
+  private stopExtra: (() => Promise<void>) | undefined;
 
   private constructor(
     private readonly codec: OpusCodec | undefined,
@@ -114,6 +127,9 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
 
   /** Dials the node, joins the room and resolves once JOINED arrived; throws AudioRemoteError on ERROR. */
   static async join(opts: JoinRoomOptions): Promise<RoomConnection> {
+    if (opts.node === undefined && !opts.bootstrap?.length && !opts.locator)
+      throw new AgoraError("USAGE", "joinRoom: give node (a mixer's multiaddr), or bootstrap / locator to join by name");
+    if (opts.node === undefined) return RoomConnection.joinByName(opts);
     const codec = opts.codec ?? (opts.decode ? await clientPlatform().loadCodec() : undefined);
     const ownNode = opts.libp2p ? undefined : await clientPlatform().createNode();
     const conn = new RoomConnection(codec, opts.bitrate, ownNode, opts.onListenerError);
@@ -121,7 +137,7 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
       conn.decoder = opts.decode ? codec?.decoder() : undefined;
       conn.session = await AudioSession.open({
         libp2p: opts.libp2p ?? ownNode!,
-        target: await resolveTarget(opts.node),
+        target: await resolveTarget(opts.node!),
         room: opts.room,
         name: opts.name,
         timeoutMs: opts.timeoutMs,
@@ -148,6 +164,90 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
   /** How many are in the room, listed in `participants` or not (0 before the first roster). */
   get participantTotal(): number {
     return this.roster?.total ?? 0;
+  }
+
+  private static async joinByName(opts: JoinRoomOptions): Promise<RoomConnection> {
+    const codec = opts.codec ?? (opts.decode ? await clientPlatform().loadCodec() : undefined);
+    let locator = opts.locator;
+    let libp2p = opts.libp2p;
+    let stopLocator: (() => Promise<void>) | undefined;
+    if (!locator) {
+      // The network subsystem is loaded only for this (as discover() does).
+      const { createRoomLocator } = await import("../p2p");
+      const l = await createRoomLocator({ bootstrap: opts.bootstrap!, logger: silentLogger() });
+      locator = l;
+      libp2p ??= l.libp2p;
+      stopLocator = () => l.stop();
+    }
+    const ownNode = libp2p ? undefined : await clientPlatform().createNode();
+    const conn = new RoomConnection(codec, opts.bitrate, ownNode, opts.onListenerError);
+    conn.stopExtra = stopLocator;
+    const nav = new RoomNavigator({ libp2p: libp2p ?? ownNode!, room: opts.room, locator, region: opts.region });
+    conn.navigator = nav;
+    const sessionOpts = {
+      name: opts.name,
+      capabilities: opts.capabilities ?? DEFAULT_ROOM_CAPABILITIES,
+      onRoster: (m: RosterMessage) => conn.onRoster(m),
+      timeoutMs: opts.timeoutMs,
+      signal: opts.signal,
+      onAudio: (frame: AudioFrame, receivedAt: number) => conn.onAudio(frame, receivedAt),
+      onMoved: (s: AudioSession) => {
+        const from = conn.hostPeer;
+        conn.session = s;
+        conn.roster = undefined; // the new host's first ROSTER rebuilds it (our participant id changed)
+        conn.hostPeer = nav.host;
+        conn.emit("moved", { from, to: nav.host, epoch: s.joined.epoch, reason: "move" });
+      },
+      onClose: (error: AgoraError | undefined) => {
+        if (!error || conn.ended) return void conn.end(error);
+        void conn.failover(sessionOpts, error);
+      },
+    };
+    try {
+      conn.decoder = opts.decode ? codec?.decoder() : undefined;
+      conn.session = await nav.open(sessionOpts);
+      conn.hostPeer = nav.host;
+    } catch (err) {
+      conn.decoder?.destroy();
+      await Promise.resolve(ownNode?.stop()).catch(() => {});
+      await stopLocator?.().catch(() => {});
+      throw err;
+    }
+    return conn;
+  }
+
+  private hostPeer: string | undefined;
+
+  /**
+   * The host's session ended with an error (it died, or a network cut): every participant leaves that host
+   * out and joins the successor by the same rule; bounded attempts, then `left` with the error.
+   */
+  private async failover(sessionOpts: Parameters<RoomNavigator["open"]>[0], error: AgoraError): Promise<void> {
+    const nav = this.navigator!;
+    const from = this.hostPeer;
+    nav.hostLost(from);
+    for (let attempt = 0; attempt < 5 && !this.ended; attempt++) {
+      try {
+        this.session = await nav.open(sessionOpts);
+        this.roster = undefined;
+        this.hostPeer = nav.host;
+        this.emit("moved", { from, to: nav.host, epoch: this.session.joined.epoch, reason: "failover" });
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
+      }
+    }
+    await this.end(error);
+  }
+
+  /** Join by name: REDIRECTs and MOVEs followed and refused, and the audio gap of each MOVE (ms). */
+  get placementStats(): RoomNavigator["stats"] | undefined {
+    return this.navigator?.stats;
+  }
+
+  /** The peer id of the mixer hosting our session (join by name). */
+  get host(): string | undefined {
+    return this.navigator?.host;
   }
 
   /** What the server said in JOINED: our participant id, the bitrate it suggests, the codec parameters. */
@@ -282,6 +382,7 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
     this.encoder = this.decoder = undefined;
     this.emit("left", { error });
     await Promise.resolve(this.ownNode?.stop()).catch(() => {});
+    await this.stopExtra?.().catch(() => {});
   }
 }
 

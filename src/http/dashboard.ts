@@ -161,7 +161,7 @@ export function renderLive(s: StatusReport, peers: PeerReport[], rooms: RoomRepo
     ? rooms
         .map(
           (r) =>
-            `<tr><td>${e(r.id)}</td><td>${r.participants.length}</td><td>${e(
+            `<tr><td>${e(r.id)}</td><td>${roomDirectoryCells(r)}</td><td>${r.participants.length}</td><td>${e(
               r.participants
                 .filter((p) => p.speaking)
                 .map((p) => p.id)
@@ -171,10 +171,10 @@ export function renderLive(s: StatusReport, peers: PeerReport[], rooms: RoomRepo
             )} ms</td><td>${e(Math.max(0, ...r.participants.map((p) => p.loss_percent)).toFixed(1))}%</td></tr>`,
         )
         .join("")
-    : `<tr><td colspan="5" class="muted">No active rooms.</td></tr>`;
+    : `<tr><td colspan="7" class="muted">No active rooms.</td></tr>`;
   return `${isolated}<section class="cards">${cards}</section>
 <section class="charts">${charts}</section>
-<section><h2>Rooms</h2><table id="rooms"><thead><tr><th>Room</th><th>Participants</th><th>Speaking</th><th>Jitter (max)</th><th>Loss (max)</th></tr></thead><tbody>${roomRows}</tbody></table></section>
+<section><h2>Rooms</h2><table id="rooms"><thead><tr><th>Room</th><th>Hosted here</th><th>Epoch · handovers in/out</th><th>Participants</th><th>Speaking</th><th>Jitter (max)</th><th>Loss (max)</th></tr></thead><tbody>${roomRows}</tbody></table></section>
 <section><h2>Peers</h2><table id="peers"><thead><tr><th>Peer</th><th>Direction</th><th>Address</th><th>Latency</th></tr></thead><tbody>${peerRows}</tbody></table></section>
 <section class="meta"><h2>Node</h2><dl>
 <dt>Peer ID</dt><dd class="mono" id="peer-id">${e(s.peer_id)}</dd>
@@ -228,6 +228,14 @@ function tick(){fetch('/fragment',{credentials:'same-origin',cache:'no-store',si
 .catch(function(err){stamp.textContent='node not answering ('+err.message+'), retrying…';check()})}
 setInterval(tick,${REFRESH_MS});setInterval(check,1000);})();
 `;
+
+/** Two cells: whether this node hosts the room, and its epoch with handovers in/out ("—" without a directory). */
+function roomDirectoryCells(r: RoomReport): string {
+  const d = r.directory;
+  if (!d) return "—</td><td>—";
+  const hosted = d.hosted_here ? (d.status === "handing-over" ? "yes (handing over)" : "yes") : "no";
+  return `${e(hosted)}</td><td>${d.hosted_here ? e(d.epoch) : "—"} · ${e(d.handovers_in)}/${e(d.handovers_out)}`;
+}
 
 export function renderPage(s: StatusReport, peers: PeerReport[], rooms: RoomReport[], history: HistorySample[]): string {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">

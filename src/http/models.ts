@@ -97,10 +97,26 @@ export const ParticipantModel = t.Object({
   jitter_target_ms: t.Optional(t.Number()),
 });
 
+/** The room's record in the network's room directory, as this node sees it (mixer nodes). */
+export const RoomDirectoryModel = t.Object({
+  /** This node hosts the room (publishes its record). */
+  hosted_here: t.Boolean(),
+  /** Epoch of this node's record (0 when it does not host the room). */
+  epoch: t.Number(),
+  status: t.Union([t.Literal("active"), t.Literal("handing-over")]),
+  /** Handovers of the room to this node (in) and from it (out). */
+  handovers_in: t.Number(),
+  handovers_out: t.Number(),
+  /** When its record last reached a DHT peer; null = not yet (or not hosted). */
+  last_published_at: t.Union([t.String(), t.Null()]),
+});
+
 export const RoomModel = t.Object({
   id: t.String(),
   created_at: t.Number(),
   participants: t.Array(ParticipantModel),
+  /** Absent on nodes without a room directory (relay, bootstrap) and for rooms it knows nothing about. */
+  directory: t.Optional(RoomDirectoryModel),
 });
 
 export const StatusModel = t.Object({

@@ -32,6 +32,7 @@ import { bindUdp, StunService, type UdpEndpoint } from "../stun";
 import { type Identity, loadOrCreateIdentity } from "./identity";
 import { Lifecycle, type Service } from "./lifecycle";
 import { acquirePidLock, type PidLock } from "./pidfile";
+import { createRoomPlacement, type RoomPlacementWiring } from "./room-placement";
 import { type ServiceNotifier, systemdNotifier } from "./sd-notify";
 import { SystemSampler } from "./system";
 
@@ -74,6 +75,11 @@ export class NodeRuntime implements DashboardSource {
   private corsRefusedTotal?: Counter<"reason">;
   private media?: MediaEngine;
   private rooms_?: AudioRoomService;
+  private placement?: RoomPlacementWiring;
+  private placementTimer?: ReturnType<typeof setInterval>;
+  /** Participants per open room on this node (from the room service), and rooms whose claim is in flight. */
+  private readonly roomCounts = new Map<string, number>();
+  private readonly roomClaims = new Set<string>();
   private pidLock?: PidLock;
   private dashboard?: DashboardServer;
   private historyTimer?: ReturnType<typeof setInterval>;
@@ -207,8 +213,21 @@ export class NodeRuntime implements DashboardSource {
           ),
         );
         const udp = c.audio.udp_enabled ? await this.voiceDatagramEndpoint(c, stun.endpoint, this.metrics.registry) : undefined;
+        // The room directory's placement (claims, REDIRECT, handover) runs where the network hosts rooms.
+        const directory = this.network.rooms;
+        this.placement = directory
+          ? createRoomPlacement({
+              network: this.network,
+              directory,
+              privateKey: this.identity.privateKey,
+              region: c.node.region,
+              registry: this.metrics.registry,
+              logger: this.log.child({ subsystem: "rooms" }),
+            })
+          : undefined;
         const rooms = new AudioRoomService({
           libp2p: this.network.libp2p,
+          host: this.placement?.host,
           engine: this.media,
           ...udp,
           logger: this.log.child({ subsystem: "rooms" }),
@@ -222,6 +241,7 @@ export class NodeRuntime implements DashboardSource {
             ipJoinsPerSecond: c.audio.joins_per_second_per_ip,
             ipJoinBurst: 4 * c.audio.joins_per_second_per_ip,
           },
+          onRoomParticipants: (room, n) => this.onRoomParticipants(room, n),
         });
         this.rooms_ = rooms;
         await this.lifecycle.start(
@@ -231,6 +251,13 @@ export class NodeRuntime implements DashboardSource {
             () => rooms.stop(),
           ),
         );
+        const placement = this.placement;
+        if (placement) {
+          // Re-resolve hosted rooms often enough that a lost claim (a healed partition) moves within seconds.
+          const beatMs = Math.min(5_000, c.network.heartbeat_interval * 1000);
+          this.placementTimer = setInterval(() => void placement.beat(rooms.hostedRooms()), beatMs);
+          this.placementTimer.unref?.();
+        }
       }
 
       if (this.isolated(c.network.bootstrap_peers.length, this.network.status().known_peers))
@@ -260,6 +287,50 @@ export class NodeRuntime implements DashboardSource {
       await this.lifecycle.stopAll();
       throw err;
     }
+  }
+
+  /**
+   * Keeps this node's room records in the DHT in step with its rooms: the first JOIN claims the room (epoch 1)
+   * unless another live host holds it, every change updates the participant count on the next heartbeat,
+   * the last LEAVE releases it. Placement (REDIRECT, handover) replaces the claim-on-first-JOIN part.
+   */
+  private onRoomParticipants(room: string, n: number): void {
+    if (n === 0) this.roomCounts.delete(room);
+    else this.roomCounts.set(room, n);
+    const dir = this.network?.rooms;
+    if (!dir) return;
+    // With placement wired (mixers), RoomHost claims, hands over and releases; only the count is kept here.
+    if (this.placement) {
+      dir.setParticipants(room, n);
+      return;
+    }
+    if (n === 0) {
+      void dir.release(room).catch(() => undefined);
+      return;
+    }
+    if (dir.current(room) || this.roomClaims.has(room)) {
+      dir.setParticipants(room, n);
+      return;
+    }
+    this.roomClaims.add(room);
+    void (async () => {
+      try {
+        const live = await dir.resolve(room);
+        // Still open here, and not claimed meanwhile?
+        if (!this.roomCounts.has(room) || dir.current(room)) return;
+        if (live && live.host !== this.peerId) {
+          this.log.info({ room, host: live.host, epoch: live.epoch }, "room is hosted by another live mixer; not claiming it");
+          return;
+        }
+        await dir.claim(room, { epoch: live?.epoch ?? 1, participants: this.roomCounts.get(room) ?? n });
+        // The last participant may have left while the claim was being published.
+        if (!this.roomCounts.has(room)) await dir.release(room);
+      } catch (err) {
+        this.log.warn({ room, err: errorMessage(err) }, "room claim failed");
+      } finally {
+        this.roomClaims.delete(room);
+      }
+    })();
   }
 
   /** One line for `systemctl status`. */
@@ -458,11 +529,31 @@ export class NodeRuntime implements DashboardSource {
   }
 
   rooms(): RoomReport[] {
-    return (this.media?.rooms() ?? []).map((r) => ({
+    const directory = new Map((this.network?.rooms?.info() ?? []).map((d) => [d.room, d]));
+    const dirReport = (id: string): RoomReport["directory"] => {
+      const d = directory.get(id);
+      if (!d) return undefined;
+      return {
+        hosted_here: d.hosted_here,
+        epoch: d.epoch,
+        status: d.status,
+        handovers_in: d.handovers_in,
+        handovers_out: d.handovers_out,
+        last_published_at: d.last_published_at === null ? null : new Date(d.last_published_at).toISOString(),
+      };
+    };
+    const open = (this.media?.rooms() ?? []).map((r) => ({
       id: r.id,
       created_at: r.createdAt,
       participants: r.participants.map(participantReport),
+      directory: dirReport(r.id),
     }));
+    // Rooms the directory knows that are not open here (handed over, claim pending): listed with no participants.
+    const openIds = new Set(open.map((r) => r.id));
+    const others = [...directory.keys()]
+      .filter((id) => !openIds.has(id))
+      .map((id) => ({ id, created_at: 0, participants: [], directory: dirReport(id) }));
+    return [...open, ...others];
   }
 
   history(): HistorySample[] {
@@ -499,12 +590,37 @@ export class NodeRuntime implements DashboardSource {
     const announced = (this.network?.peers().length ?? 0) === 0 ? Promise.resolve() : Promise.race([announce, Bun.sleep(ANNOUNCE_WAIT_MS)]);
     this.drainWaiter = (async () => {
       try {
-        await this.waitForEmptyRooms();
+        if (this.placement && this.rooms_) await this.handOverRooms(this.placement, this.rooms_);
+        else await this.waitForEmptyRooms();
       } finally {
         await announced;
       }
     })();
     return this.drainWaiter;
+  }
+
+  /**
+   * Drain with a room directory: each hosted room goes to its successor (MOVE with tokens); the drain is over
+   * when no moved participant is left here (they joined the successor), bounded by node.drain_timeout.
+   * Participants that cannot follow a MOVE (1.0.0 clients) are not waited for.
+   */
+  private async handOverRooms(placement: RoomPlacementWiring, rooms: AudioRoomService): Promise<void> {
+    // The heartbeat keeps the mixer list fresh; a drain only waits for a discovery when it has none.
+    await placement.refreshMixers(true);
+    const moved = await placement.host.handOverAll();
+    this.log.info({ rooms: moved.length, participants: rooms.movingParticipants() }, "draining: rooms handed over to their successors");
+    while (!this.drainCancelled) {
+      const left = rooms.movingParticipants();
+      if (left === 0) {
+        this.log.info({ rooms: moved }, "drained: every moved participant is on the successor");
+        return;
+      }
+      if (Date.now() >= this.drainDeadline!) {
+        this.log.warn({ participants: left }, "drain timeout reached before every participant moved");
+        return;
+      }
+      await Bun.sleep(50);
+    }
   }
 
   private async waitForEmptyRooms(): Promise<void> {
@@ -546,6 +662,7 @@ export class NodeRuntime implements DashboardSource {
     }
     this.stateValue = "stopping";
     clearInterval(this.historyTimer);
+    clearInterval(this.placementTimer);
     const failures = await this.lifecycle.stopAll();
     this.notifier.close();
     this.log.info({ failures }, failures.length ? "stopped with errors" : "stopped");

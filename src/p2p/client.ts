@@ -16,6 +16,9 @@ import { agoraTransportStack } from "../transport";
 import { agoraDhtInit } from "./dht";
 import { type DiscoverQuery, type DiscoveryServices, MAX_PARALLEL_DIALS, runDiscovery } from "./discovery";
 import type { RankedNode } from "./ranking";
+import { type ResolveRoomOptions, resolveRoomRecord } from "./room-directory";
+import { type ListedRoom, type ListRoomsQuery, listRooms } from "./room-list";
+import type { RoomRecord } from "./room-record";
 import { createRecordValidation } from "./validator";
 
 export interface DiscoverOnceOptions {
@@ -29,6 +32,10 @@ export interface DiscoverOnceOptions {
 export interface DiscoveryClient {
   readonly libp2p: Libp2p<DiscoveryServices>;
   discover(q: DiscoverQuery): Promise<RankedNode[]>;
+  /** The best live record of a room (where it is hosted), or undefined (docs/room-record.md). */
+  resolveRoom(room: string, opts?: ResolveRoomOptions & { timeoutMs?: number }): Promise<RoomRecord | undefined>;
+  /** Live rooms, busiest first (providers of the rooms namespace, each asked for its hosted rooms). */
+  listRooms(q: ListRoomsQuery): Promise<ListedRoom[]>;
   stop(): Promise<void>;
 }
 
@@ -78,8 +85,63 @@ export async function createDiscoveryClient(opts: DiscoveryClientOptions): Promi
   return {
     libp2p: lib,
     discover: (q) => runDiscovery({ libp2p: lib, validation, logger: opts.logger }, q),
+    resolveRoom: (room, o = {}) => resolveRoom(lib, room, o),
+    listRooms: (q) => listRooms(lib, q, opts.logger),
     stop,
   };
+}
+
+/**
+ * Where `room` lives: its best live record in the DHT, or undefined. Works with any libp2p node that runs
+ * Agora's DHT (a node, or a client-mode one such as createDiscoveryClient's).
+ */
+export function resolveRoom(
+  libp2p: Pick<Libp2p<{ dht: Pick<DiscoveryServices["dht"], "get"> }>, "services">,
+  room: string,
+  opts: ResolveRoomOptions & { timeoutMs?: number } = {},
+): Promise<RoomRecord | undefined> {
+  const signal = AbortSignal.any([AbortSignal.timeout(opts.timeoutMs ?? 5_000), ...(opts.signal ? [opts.signal] : [])]);
+  return resolveRoomRecord(libp2p.services.dht, room, { signal, quorum: opts.quorum, settleMs: opts.settleMs });
+}
+
+/** One room lookup with a throwaway client, all within `timeoutMs`. */
+export async function resolveRoomOnce(opts: {
+  bootstrap: string[];
+  room: string;
+  logger: Logger;
+  timeoutMs: number;
+}): Promise<RoomRecord | undefined> {
+  const deadline = Date.now() + opts.timeoutMs;
+  const client = await createDiscoveryClient({
+    bootstrap: opts.bootstrap,
+    logger: opts.logger,
+    connectTimeoutMs: Math.min(10_000, opts.timeoutMs),
+  });
+  try {
+    return await client.resolveRoom(opts.room, { timeoutMs: Math.max(1, deadline - Date.now()) });
+  } finally {
+    await client.stop();
+  }
+}
+
+/** One room listing with a throwaway client, all within `timeoutMs`. */
+export async function listRoomsOnce(opts: {
+  bootstrap: string[];
+  region?: string;
+  logger: Logger;
+  timeoutMs: number;
+}): Promise<ListedRoom[]> {
+  const deadline = Date.now() + opts.timeoutMs;
+  const client = await createDiscoveryClient({
+    bootstrap: opts.bootstrap,
+    logger: opts.logger,
+    connectTimeoutMs: Math.min(10_000, opts.timeoutMs),
+  });
+  try {
+    return await client.listRooms({ region: opts.region, timeoutMs: Math.max(1, deadline - Date.now()) });
+  } finally {
+    await client.stop();
+  }
 }
 
 /** One query with a throwaway client, all within `timeoutMs`. */

@@ -30,6 +30,14 @@ export {
   sealDatagram,
   UdpSendPolicy,
 } from "./datagram";
+export {
+  isPlacementCandidate,
+  PLACEMENT_DOMAIN,
+  type PlacementCandidate,
+  placementWeight,
+  placeRoom,
+  rankPlacement,
+} from "./placement";
 export { chunkBytes, type DrainableStream, OutboundQueue } from "./send-queue";
 export type { AudioFrame, OpusCodec, OpusDecoder, OpusEncoder, OpusEncoderOptions } from "./types";
 export {

@@ -48,6 +48,7 @@ import {
 } from "../protocol";
 import { type RosterMember, RosterPublisher } from "./roster";
 import type { UdpVoiceEndpoint, UdpVoiceSession } from "./udp-voice";
+import type { RoomHost } from "./room-host";
 
 export interface AudioServiceLimits {
   /** A joined stream that sends nothing (no audio, no PING) for this long is half-open: closed. */
@@ -146,6 +147,17 @@ export interface AudioRoomServiceOptions {
   udp?: UdpVoiceEndpoint;
   /** IP addresses offered beside the UDP port (none: clients send to the host they dialled). */
   udpAddrs?: string[];
+  /**
+   * The room directory's policy (dedicated mode with a network): JOINs of directory-aware 1.1.0 clients are
+   * placed by it (admit and claim, or REDIRECT), and it moves rooms on drain and lost claims. Without it the
+   * service serves every room it is asked for, as before 1.1.0.
+   */
+  host?: RoomHost;
+  /**
+   * Called after a participant joined or left a room, with the room's participant count on this node
+   * (1 after the first JOIN: the room opened; 0: it closed). Errors thrown by it are logged, never fatal.
+   */
+  onRoomParticipants?: (room: string, participants: number) => void;
 }
 
 /** Settings that change on a running service (SIGHUP). */
@@ -374,6 +386,10 @@ interface Session {
   mixAppliedAt: number;
   mixPending?: MixSettingsMessage;
   mixTimer?: ReturnType<typeof setTimeout>;
+  /** a JOIN is being placed (directory lookup in flight): a second JOIN is unexpected */
+  placing?: boolean;
+  /** MOVE already sent on this session (a session is moved at most once) */
+  moved?: boolean;
 }
 
 export class AudioRoomService {
@@ -383,6 +399,8 @@ export class AudioRoomService {
   private readonly sessions = new Set<Session>();
   private readonly participantIds = new Set<string>();
   private readonly principals = new Map<string, Principal>();
+  /** Joined participants per room on this node (for onRoomParticipants). */
+  private readonly roomCounts = new Map<string, number>();
   private readonly now: () => number;
   private bitrate: number;
   private sweepTimer: ReturnType<typeof setInterval> | undefined;
@@ -403,7 +421,11 @@ export class AudioRoomService {
     this.log = opts.logger.child({ component: "audio-net" });
     this.now = opts.now ?? (() => performance.now());
     this.capabilities =
-      Capability.ROSTER | Capability.VOICE_ACTIVITY | Capability.PERSONAL_MIX | (opts.udp ? Capability.UDP_DATAGRAMS : 0);
+      Capability.ROSTER |
+      Capability.VOICE_ACTIVITY |
+      Capability.PERSONAL_MIX |
+      (opts.udp ? Capability.UDP_DATAGRAMS : 0) |
+      (opts.host ? Capability.ROOM_DIRECTORY : 0);
     this.bitrate = opts.bitrate ?? 32_000;
     this.roster = new RosterPublisher({
       registry: opts.registry,
@@ -411,6 +433,52 @@ export class AudioRoomService {
       intervalMs: this.limits.rosterIntervalMs,
       speaking: () => speakingByRoom(this.opts.engine.rooms()),
     });
+    opts.host?.bind({ hostedRooms: () => this.hostedRooms(), move: (room, target, token) => this.moveRoom(room, target, token) });
+  }
+
+  /** Joined participants that were sent a MOVE and have not left yet (a drain waits for them). */
+  movingParticipants(): number {
+    let n = 0;
+    for (const s of this.sessions) if (s.state === "joined" && s.moved) n++;
+    return n;
+  }
+
+  /** Joined participants per room. */
+  hostedRooms(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const s of this.sessions) if (s.state === "joined" && s.room) out.set(s.room, (out.get(s.room) ?? 0) + 1);
+    return out;
+  }
+
+  /**
+   * Sends MOVE (successor, token) to each directory-aware participant of `room`; they stay joined here until
+   * they leave (make-before-break on the client). Returns how many were told.
+   */
+  async moveRoom(
+    room: string,
+    target: { successorPeerId: string; addrs: string[]; epoch: number; reason: number },
+    token: (participantPeer: string) => Promise<Uint8Array>,
+  ): Promise<number> {
+    const targets = [...this.sessions].filter(
+      (s) => s.state === "joined" && s.room === room && !s.moved && (s.clientCapabilities & Capability.ROOM_DIRECTORY) !== 0,
+    );
+    let told = 0;
+    await Promise.all(
+      targets.map(async (s) => {
+        let t: Uint8Array;
+        try {
+          t = await token(s.peer);
+        } catch (err) {
+          s.log.warn({ err: errorMessage(err) }, "could not sign a move token");
+          return;
+        }
+        if (s.state !== "joined" || s.moved) return;
+        s.moved = true;
+        s.queue.send(encodeMessage({ type: "MOVE", room, ...target, token: t }), false);
+        told++;
+      }),
+    );
+    return told;
   }
 
   /** Applies settings that may change while running; takes effect for the next JOIN. */
@@ -717,7 +785,7 @@ export class AudioRoomService {
         this.mixSettings(s, m);
         return;
       case "JOIN":
-        if (s.state !== "awaiting_join") {
+        if (s.state !== "awaiting_join" || s.placing) {
           this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "second JOIN on one stream", "unexpected_message");
           return;
         }
@@ -855,6 +923,43 @@ export class AudioRoomService {
       return;
     }
     s.clientCapabilities = m.capabilities ?? 0;
+    const host = this.opts.host;
+    if (host && s.wireVersion >= WIRE_VERSION_1_1 && (s.clientCapabilities & Capability.ROOM_DIRECTORY) !== 0) {
+      // Placed by the room directory: admit here (claiming the room if nobody live hosts it) or REDIRECT.
+      s.placing = true;
+      void host
+        .decide(m.room, s.peer, m.moveToken)
+        .then((d) =>
+          this.guard(s, () => {
+            s.placing = false;
+            if (isEnded(s)) return;
+            if (d.kind === "redirect") {
+              if (d.addrs.length === 0 && this.draining) {
+                this.metrics.joins.inc({ result: "draining" });
+                void this.closeSession(s, { code: WireErrorCode.DRAINING, message: "node is draining; join the room's successor" });
+                return;
+              }
+              this.redirect(s, m.room, d);
+              return;
+            }
+            if (this.draining && host.epochOf(m.room) === undefined) {
+              this.metrics.joins.inc({ result: "draining" });
+              void this.closeSession(s, {
+                code: WireErrorCode.DRAINING,
+                message: "node is draining and accepts no new participants; join another node",
+              });
+              return;
+            }
+            this.admitJoin(s, m, d.epoch);
+          }),
+        )
+        .catch((err) =>
+          this.guard(s, () => {
+            throw err;
+          }),
+        );
+      return;
+    }
     if (this.draining) {
       this.metrics.joins.inc({ result: "draining" });
       void this.closeSession(s, {
@@ -863,6 +968,24 @@ export class AudioRoomService {
       });
       return;
     }
+    this.admitJoin(s, m);
+  }
+
+  private redirect(s: Session, room: string, d: { hostPeerId: string; addrs: string[]; epoch: number }): void {
+    this.metrics.joins.inc({ result: "redirect" });
+    this.opts.host?.redirected();
+    s.log.debug({ room, host: d.hostPeerId }, "JOIN redirected to the room's host");
+    // Written straight to the stream (as an ERROR is), not through the queue that closing discards.
+    try {
+      if (s.stream.writeStatus === "writable")
+        s.stream.send(encodeMessage({ type: "REDIRECT", room, epoch: d.epoch, hostPeerId: d.hostPeerId, addrs: d.addrs.slice(0, 16) }));
+    } catch {
+      /* write end gone: the close below releases the session */
+    }
+    void this.closeSession(s);
+  }
+
+  private admitJoin(s: Session, m: JoinMessage, epoch?: number): void {
     const participantId = this.newParticipantId();
     const sink = (frame: AudioFrame): void => this.onEngineFrame(s, frame);
     try {
@@ -900,6 +1023,7 @@ export class AudioRoomService {
         serverTimeMs: Date.now(),
         ...(s.wireVersion >= WIRE_VERSION_1_1 ? { capabilities: this.capabilities } : {}),
         ...(s.udp ? { udp: { sessionId: s.udp.id, port: this.opts.udp!.port, key: s.udp.key, addrs: this.opts.udpAddrs ?? [] } } : {}),
+        ...(s.wireVersion >= WIRE_VERSION_1_1 && epoch !== undefined ? { epoch } : {}),
       }),
       false,
     );
@@ -912,6 +1036,18 @@ export class AudioRoomService {
       send: (bytes) => s.queue.send(bytes, false),
     };
     this.roster.add(m.room, s.rosterMember);
+    this.roomParticipants(m.room, 1);
+  }
+
+  private roomParticipants(room: string, delta: number): void {
+    const n = Math.max(0, (this.roomCounts.get(room) ?? 0) + delta);
+    if (n === 0) this.roomCounts.delete(room);
+    else this.roomCounts.set(room, n);
+    try {
+      this.opts.onRoomParticipants?.(room, n);
+    } catch (err) {
+      this.log.warn({ room, err: errorMessage(err) }, "room participants hook failed");
+    }
   }
 
   private onEngineFrame(s: Session, frame: AudioFrame): void {
@@ -1056,6 +1192,8 @@ export class AudioRoomService {
       s.log.warn({ err: errorMessage(err) }, "engine.leave failed");
     }
     s.log.info("participant left");
+    if (this.opts.host && !this.hostedRooms().has(room)) this.opts.host.roomEmptied(room);
+    this.roomParticipants(room, -1);
   }
 
   private release(s: Session): void {

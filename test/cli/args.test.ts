@@ -43,11 +43,28 @@ describe("CLI parsing", () => {
   });
 
   test("every command has --help", async () => {
-    for (const name of ["start", "stop", "status", "health", "config", "identity", "discover", "join", "loadgen"]) {
+    for (const name of ["start", "stop", "status", "health", "config", "identity", "discover", "rooms", "join", "loadgen"]) {
       const c = capture();
       expect(await main([name, "--help"], c.io)).toBe(0);
       expect(c.out[0]).toContain(`usage: agora-node ${name}`);
     }
+  });
+
+  test("rooms: --bootstrap is required, --region must be a token, bad addresses are usage errors", async () => {
+    let c = capture();
+    expect(await main(["rooms"], c.io)).toBe(2);
+    expect(c.err.join("\n")).toContain("rooms: --bootstrap MULTIADDR is required");
+    c = capture();
+    expect(
+      await main(
+        ["rooms", "--bootstrap", "/ip4/1.2.3.4/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN", "--region", "EU West"],
+        c.io,
+      ),
+    ).toBe(2);
+    expect(c.err.join("\n")).toContain("--region: expected a lowercase token");
+    c = capture();
+    expect(await main(["rooms", "--bootstrap", "not-an-address"], c.io)).toBe(2);
+    expect(c.err.join("\n")).toContain("rooms --bootstrap");
   });
 
   test("flag values are validated with the flag named", async () => {

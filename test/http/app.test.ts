@@ -40,6 +40,21 @@ function fakeSource(opts: { token?: string; state?: NodeState; isolated?: boolea
             late: 0,
           },
         ],
+        directory: {
+          hosted_here: true,
+          epoch: 7,
+          status: "active",
+          handovers_in: 2,
+          handovers_out: 1,
+          last_published_at: new Date(0).toISOString(),
+        },
+      },
+      // handed over to another mixer: known to the directory, no participants here
+      {
+        id: "moved-away",
+        created_at: 0,
+        participants: [],
+        directory: { hosted_here: false, epoch: 0, status: "active", handovers_in: 0, handovers_out: 3, last_published_at: null },
       },
     ],
     history: () => [1, 2, 3].map((i) => ({ t: i, peers: i, rooms: 1, participants: i, cpu_percent: i, rss_mb: 50 })),
@@ -95,7 +110,20 @@ describe("dashboard app without token (loopback default)", () => {
   test("JSON API endpoints answer with their models", async () => {
     expect(((await (await app.handle(req("/api/status"))).json()) as StatusReport).peer_id).toBe("12D3KooWTest");
     expect(await (await app.handle(req("/api/peers"))).json()).toHaveLength(1);
-    expect(((await (await app.handle(req("/api/rooms"))).json()) as { id: string }[])[0]!.id).toBe("standup");
+    const rooms = (await (await app.handle(req("/api/rooms"))).json()) as {
+      id: string;
+      directory?: { hosted_here: boolean; epoch: number };
+    }[];
+    expect(rooms[0]!.id).toBe("standup");
+    expect(rooms[0]!.directory).toMatchObject({ hosted_here: true, epoch: 7, handovers_in: 2, handovers_out: 1 });
+    expect(rooms[1]!.directory).toMatchObject({ hosted_here: false, handovers_out: 3 });
+  });
+
+  test("the dashboard's room table shows whether this node hosts the room, its epoch and handovers in/out", async () => {
+    const html = await (await app.handle(req("/fragment"))).text();
+    expect(html).toContain("<th>Hosted here</th>");
+    expect(html).toContain("<td>standup</td><td>yes</td><td>7 · 2/1</td>");
+    expect(html).toContain("<td>moved-away</td><td>no</td><td>— · 0/3</td>");
   });
 
   test("unknown paths and bad queries are JSON errors with a code", async () => {

@@ -31,6 +31,7 @@ describe("exposition", () => {
       "agora_connections_total",
       "agora_connections_active",
       "agora_dht_records_rejected_total",
+      "agora_rooms_records_rejected_total",
       "agora_relay_reservations_active",
       "agora_relay_circuits_active",
       "agora_relay_bytes_total",

@@ -188,6 +188,43 @@ describe("join and frame flow", () => {
   });
 });
 
+describe("room participants hook", () => {
+  test("onRoomParticipants sees each room's count on this node: 1 when it opens, 0 when it closes", async () => {
+    const { node: server, addr } = await createServerNode();
+    const client = await createBareClientNode();
+    const engine = new FakeMediaEngine(1000);
+    const calls: string[] = [];
+    const service = new AudioRoomService({
+      libp2p: server,
+      engine,
+      registry: new Registry(),
+      logger: silentLogger(),
+      onRoomParticipants: (room, n) => {
+        calls.push(`${room}=${n}`);
+        if (room === "boom") throw new Error("a failing hook is logged, never fatal");
+      },
+    });
+    await service.start();
+    const c = { server, addr, client, engine, registry: new Registry(), service };
+    try {
+      const a = await participant(c, "r1");
+      const b = await participant(c, "r1");
+      const x = await participant(c, "boom");
+      await waitFor(() => calls.length === 3, "three joins reported");
+      expect(calls).toEqual(["r1=1", "r1=2", "boom=1"]);
+      await a.session.leave();
+      await waitFor(() => calls.length === 4, "a leave reported");
+      b.session.abort("simulated crash");
+      await waitFor(() => calls.length === 5, "a reset reported");
+      await x.session.leave();
+      await waitFor(() => calls.length === 6, "the failing hook's room closed");
+      expect(calls.slice(3)).toEqual(["r1=1", "r1=0", "boom=0"]);
+    } finally {
+      await teardown(c);
+    }
+  });
+});
+
 describe("both protocol versions are served", () => {
   beforeEach(async () => {
     ctx = await setup();

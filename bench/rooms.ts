@@ -1,0 +1,168 @@
+/**
+ * Rooms bench on a 10-node loopback network of compiled-binary processes (1 bootstrap + 9 mixers, one region):
+ *
+ *   join by name   resolve the room record (or place it by the rule) + dial + JOINED, on a connected client
+ *                  (SDK navigator over a DHT client): a new room (placement + claim) and a second joiner of
+ *                  it (record resolve, maybe a REDIRECT). p50/p95. Target p95 ≤ 1 s.
+ *   handover gap   a room of 5 talking participants; its host drains (POST /api/drain), MOVE, make-before-
+ *                  break to the successor, then the drain is cancelled and the next host drains: per moved
+ *                  participant, ms between the last frame from the old host and the first from the new.
+ *                  p50/p99 over drains × 5. Target p99 ≤ 200 ms.
+ *   reunite        the host of a 5-participant room is SIGKILLed: ms until every participant is joined on
+ *                  the one successor. Target ≤ 5 s.
+ *
+ * Usage: bun bench/rooms.ts [--joins 20] [--drains 20] [--kills 3]     (bounded: every wait has a deadline)
+ * Prints a table, then one JSON line.
+ */
+import { loadOpusCodec, RoomNavigator } from "../src/client";
+import { silentLogger } from "../src/log";
+import { createRoomLocator, type RoomLocatorClient } from "../src/p2p";
+import { eventually, type NodeHandle, startNode } from "../test/helpers/node-process";
+import { Participant, stopParticipants } from "../test/helpers/room-participant";
+import { positiveArg } from "./args";
+
+const JOINS = positiveArg("joins", 20);
+const DRAINS = positiveArg("drains", 20);
+const KILLS = positiveArg("kills", 3);
+const REGION = "bench-region";
+const HEARTBEAT_S = 2;
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] ?? Number.NaN;
+}
+const r0 = (x: number) => Math.round(x);
+
+const codec = await loadOpusCodec();
+const nodes: NodeHandle[] = [];
+let locator: RoomLocatorClient | undefined;
+let exitCode = 0;
+const out: Record<string, unknown> = {};
+try {
+  const boot = await startNode({ args: ["--mode", "bootstrap", "--heartbeat-interval", `${HEARTBEAT_S}s`] });
+  nodes.push(boot);
+  const bootAddr = await boot.multiaddr();
+  const mixerArgs = [
+    "--mode",
+    "dedicated",
+    "--region",
+    REGION,
+    "--heartbeat-interval",
+    `${HEARTBEAT_S}s`,
+    "--bootstrap",
+    bootAddr,
+    "--set",
+    "node.drain_timeout=20",
+  ];
+  const mixers = await Promise.all(Array.from({ length: 9 }, () => startNode({ args: mixerArgs })));
+  nodes.push(...mixers);
+  const l = await createRoomLocator({ bootstrap: [bootAddr], logger: silentLogger() });
+  locator = l;
+  await eventually(async () => (await l.mixers(REGION)).length === 9, 60_000, "nine mixers discoverable", 300);
+  const ids = await Promise.all(mixers.map((m) => m.peerId()));
+  const byPeer = (peer: string | undefined) => mixers[ids.indexOf(peer ?? "")];
+
+  // --- join by name ------------------------------------------------------------------------------
+  const firstMs: number[] = [];
+  const secondMs: number[] = [];
+  for (let i = 0; i < JOINS; i++) {
+    const room = `bench-join-${i}`;
+    const a = new RoomNavigator({ libp2p: l.libp2p, room, locator: l, region: REGION });
+    let t0 = performance.now();
+    const sa = await a.open({});
+    firstMs.push(performance.now() - t0);
+    await Bun.sleep(300); // the claim's put is on its way; a second joiner a moment later resolves it
+    const b = new RoomNavigator({ libp2p: l.libp2p, room, locator: l, region: REGION });
+    t0 = performance.now();
+    const sb = await b.open({});
+    secondMs.push(performance.now() - t0);
+    if (a.host !== b.host) throw new Error(`room ${room}: joiners on ${a.host} and ${b.host}`);
+    await sa.leave();
+    await sb.leave();
+  }
+  const allJoins = [...firstMs, ...secondMs];
+
+  // --- handover gap --------------------------------------------------------------------------------
+  const gaps: number[] = [];
+  let dropped = 0;
+  const ps = Array.from({ length: 5 }, (_, i) => new Participant(codec, l.libp2p, l, REGION, "bench-handover", 400 + 100 * i));
+  await Promise.all(ps.map((p) => p.join()));
+  await eventually(() => ps.every((p) => p.frames > 25), 20_000, "audio flowing", 100);
+  let drains = 0;
+  for (let d = 0; d < DRAINS; d++) {
+    const host = byPeer(ps[0]!.nav.host);
+    if (!host || !ps.every((p) => p.nav.host === ps[0]!.nav.host)) throw new Error("participants not on one host before a drain");
+    const moves = ps.map((p) => p.moves);
+    const r = await fetch(`${host.dashboardUrl}/api/drain`, { method: "POST" });
+    if (r.status !== 200) throw new Error(`drain refused: ${r.status}`);
+    await eventually(() => ps.every((p, i) => p.moves > moves[i]!), 20_000, `drain ${d}: every participant moved`, 20);
+    drains++;
+    await fetch(`${host.dashboardUrl}/api/drain`, { method: "DELETE" });
+    await eventually(async () => (await fetch(`${host.dashboardUrl}/health`)).status === 200, 10_000, "drain cancelled", 50);
+    await Bun.sleep(300); // audio settles on the new host before the next drain
+  }
+  for (const p of ps) {
+    gaps.push(...p.nav.stats.moveGapsMs);
+    dropped += p.lost;
+  }
+  await stopParticipants();
+
+  // --- reunite after SIGKILL ---------------------------------------------------------------------
+  const reuniteMs: number[] = [];
+  for (let k = 0; k < KILLS; k++) {
+    const room = `bench-kill-${k}`;
+    const kp = Array.from({ length: 5 }, (_, i) => new Participant(codec, l.libp2p, l, REGION, room, 300 + 60 * i));
+    await Promise.all(kp.map((p) => p.join()));
+    const victimPeer = kp[0]!.nav.host;
+    const victim = byPeer(victimPeer)!;
+    const idx = mixers.indexOf(victim);
+    const t0 = performance.now();
+    victim.proc.kill("SIGKILL");
+    await eventually(() => kp.every((p) => p.lost > 0), 10_000, "sessions lost", 10);
+    await Promise.all(kp.map((p) => p.failover()));
+    const hosts = new Set(kp.map((p) => p.nav.host));
+    if (hosts.size !== 1 || hosts.has(victimPeer)) throw new Error(`after SIGKILL: hosts ${[...hosts].join(", ")}`);
+    reuniteMs.push(performance.now() - t0);
+    await stopParticipants();
+    victim.cleanup();
+    mixers[idx] = await startNode({ args: mixerArgs });
+    nodes.push(mixers[idx]!);
+    ids[idx] = await mixers[idx]!.peerId();
+    await eventually(async () => (await l.mixers(REGION)).length === 9, 60_000, "the restarted mixer discoverable", 300);
+  }
+
+  console.log("agora rooms bench (10 binary nodes on loopback)");
+  console.log("measure                         n     p50      p95/p99     target");
+  console.log(
+    `join by name (all)            ${String(allJoins.length).padStart(3)}  ${String(r0(pct(allJoins, 50))).padStart(6)} ms  p95 ${String(r0(pct(allJoins, 95))).padStart(5)} ms  p95 ≤ 1000 ms`,
+  );
+  console.log(
+    `  new room (place + claim)    ${String(firstMs.length).padStart(3)}  ${String(r0(pct(firstMs, 50))).padStart(6)} ms  p95 ${String(r0(pct(firstMs, 95))).padStart(5)} ms`,
+  );
+  console.log(
+    `  second joiner (resolve)     ${String(secondMs.length).padStart(3)}  ${String(r0(pct(secondMs, 50))).padStart(6)} ms  p95 ${String(r0(pct(secondMs, 95))).padStart(5)} ms`,
+  );
+  console.log(
+    `handover gap (${drains} drains)      ${String(gaps.length).padStart(3)}  ${String(r0(pct(gaps, 50))).padStart(6)} ms  p99 ${String(r0(pct(gaps, 99))).padStart(5)} ms  p99 ≤ 200 ms (dropped: ${dropped})`,
+  );
+  console.log(
+    `reunite after SIGKILL         ${String(reuniteMs.length).padStart(3)}  ${String(r0(pct(reuniteMs, 50))).padStart(6)} ms  max ${String(r0(Math.max(...reuniteMs))).padStart(5)} ms  ≤ 5000 ms`,
+  );
+  Object.assign(out, {
+    bench: "rooms",
+    join_by_name_ms: { n: allJoins.length, p50: r0(pct(allJoins, 50)), p95: r0(pct(allJoins, 95)) },
+    join_new_room_ms: { p50: r0(pct(firstMs, 50)), p95: r0(pct(firstMs, 95)) },
+    join_existing_room_ms: { p50: r0(pct(secondMs, 50)), p95: r0(pct(secondMs, 95)) },
+    handover_gap_ms: { drains, n: gaps.length, p50: r0(pct(gaps, 50)), p99: r0(pct(gaps, 99)), max: r0(Math.max(...gaps)), dropped },
+    reunite_ms: { n: reuniteMs.length, p50: r0(pct(reuniteMs, 50)), max: r0(Math.max(...reuniteMs)) },
+  });
+  console.log(JSON.stringify(out));
+} catch (err) {
+  console.error(`bench failed: ${err instanceof Error ? err.stack : String(err)}`);
+  exitCode = 1;
+} finally {
+  await stopParticipants();
+  await locator?.stop().catch(() => {});
+  for (const n of nodes) n.cleanup();
+}
+process.exit(exitCode);

@@ -17,6 +17,18 @@
 import { randomBytes } from "node:crypto";
 import type { Connection, Libp2p, Stream } from "@libp2p/interface";
 import { Counter, Gauge, type Registry } from "prom-client";
+import {
+  GrantError,
+  type GrantFailure,
+  MemoryRevocationStore,
+  type RevocationStore,
+  Role,
+  roomOwnership,
+  toHex,
+  type VerifiedGrant,
+  verifyGrant,
+  verifyModerate,
+} from "../access";
 import type { MediaEngine, RoomStats } from "../audio";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
@@ -24,6 +36,7 @@ import {
   AUDIO_PROTOCOL,
   AUDIO_PROTOCOLS,
   type AudioFrame,
+  Capability,
   CHANNELS,
   CODEC_OPUS,
   checkOpusPacket,
@@ -33,6 +46,8 @@ import {
   FRAME_SAMPLES,
   type JoinMessage,
   MessageDecoder,
+  ModerateAction,
+  type ModerateMessage,
   OutboundQueue,
   SAMPLE_RATE,
   seqDiff,
@@ -135,7 +150,20 @@ export interface AudioRoomServiceOptions {
   limits?: Partial<AudioServiceLimits>;
   /** Monotonic clock in ms (default performance.now); tests inject one to drive the token buckets. */
   now?: () => number;
+  /** Wall clock in unix ms for grant expiry and revocations (default Date.now); tests inject one. */
+  wallClock?: () => number;
+  /**
+   * Revocations of owned rooms (banned grants and keys). Default: kept in this service's memory; the room
+   * directory replaces it with the room record's `revocations`, so a ban holds on every mixer.
+   */
+  revocations?: RevocationStore;
 }
+
+/** Why a JOIN to an owned room was refused: the `reason` label of agora_access_denied_total. */
+export type AccessDeniedReason = GrantFailure | "no_grant" | "locked";
+
+/** Outcome labels of agora_access_moderation_total{result}. */
+type ModerationResult = "ok" | "not_moderator" | "bad_signature" | "replayed" | "bad_target" | "outranked" | "bad_action" | "full";
 
 /** Settings that change on a running service (SIGHUP). */
 export interface AudioRoomSettings {
@@ -165,6 +193,8 @@ interface NetMetrics {
   framesReordered: Counter;
   limited: Counter<"limit">;
   pings: Counter;
+  accessDenied: Counter<"reason">;
+  moderation: Counter<"action" | "result">;
 }
 
 /** Get-or-create, so a service restarted on the same registry (tests, reload) does not throw on re-registration. */
@@ -207,6 +237,13 @@ function createMetrics(registry: Registry): NetMetrics {
       ["limit"],
     ),
     pings: counter(registry, "agora_audio_net_pings_sent_total", "PINGs sent by the server to joined clients it heard nothing from"),
+    accessDenied: counter(
+      registry,
+      "agora_access_denied_total",
+      "JOINs to owned rooms refused with FORBIDDEN, by reason (no_grant, malformed, bad_signature, expired, wrong_room, revoked, locked, ...)",
+      ["reason"],
+    ),
+    moderation: counter(registry, "agora_access_moderation_total", "MODERATE requests by action and result", ["action", "result"]),
   };
 }
 
@@ -343,7 +380,23 @@ interface Session {
   readonly wireVersion: number;
   /** Capabilities the client announced in JOIN (1.1.0), 0 before JOIN or on 1.0.0. */
   clientCapabilities: number;
+  /** raw Ed25519 key of the remote peer (libp2p authenticated it); undefined for other key types */
+  readonly remoteKey?: Uint8Array;
+  /** Role in the room (Role): speaker in open rooms, the grant's role in owned ones. */
+  role: number;
+  /** server-side mute by a moderator: its AUDIO is dropped */
+  muted: boolean;
+  /** the verified grant (owned rooms) */
+  grant?: VerifiedGrant;
+  /** last MODERATE request id accepted (ids must increase: a replayed request is refused) */
+  lastRequestId: number;
 }
+
+/** Per owned room state the service keeps beside its sessions. */
+interface AccessRoomState {
+  locked: boolean;
+}
+const MAX_ROOM_STATES = 10_000;
 
 export class AudioRoomService {
   private readonly limits: AudioServiceLimits;
@@ -359,7 +412,10 @@ export class AudioRoomService {
   private running = false;
   private draining = false;
   /** Capability bits this server offers in JOINED on 1.1.0 sessions (features OR theirs in as they land). */
-  private readonly capabilities = 0;
+  private readonly capabilities = Capability.ACCESS_CONTROL;
+  private readonly wallClock: () => number;
+  private readonly revocations: RevocationStore;
+  private readonly roomStates = new Map<string, AccessRoomState>();
 
   constructor(private readonly opts: AudioRoomServiceOptions) {
     this.limits = { ...DEFAULT_AUDIO_SERVICE_LIMITS, ...opts.limits };
@@ -369,6 +425,8 @@ export class AudioRoomService {
     this.metrics = createMetrics(opts.registry);
     this.log = opts.logger.child({ component: "audio-net" });
     this.now = opts.now ?? (() => performance.now());
+    this.wallClock = opts.wallClock ?? (() => Date.now());
+    this.revocations = opts.revocations ?? new MemoryRevocationStore();
     this.bitrate = opts.bitrate ?? 32_000;
   }
 
@@ -487,6 +545,10 @@ export class AudioRoomService {
       seq: new SeqWindow(this.limits.reorderWindow),
       wireVersion: wireVersionForProtocol(stream.protocol ?? "") ?? WIRE_VERSION,
       clientCapabilities: 0,
+      remoteKey: connection.remotePeer.type === "Ed25519" ? connection.remotePeer.publicKey.raw : undefined,
+      role: Role.SPEAKER,
+      muted: false,
+      lastRequestId: -1,
     };
     this.sessions.add(s);
     this.metrics.streamsActive.inc();
@@ -626,6 +688,11 @@ export class AudioRoomService {
           this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "AUDIO before JOIN", "unexpected_message");
           return;
         }
+        // A listener's (or a muted speaker's) audio is never mixed: dropped before anything else.
+        if (s.role < Role.SPEAKER || s.muted) {
+          this.metrics.framesDropped.inc({ reason: s.muted ? "muted" : "listener" });
+          return;
+        }
         const verdict = s.seq.accept(m.seq);
         if (verdict === "duplicate" || verdict === "late") {
           this.metrics.framesDropped.inc({ reason: verdict });
@@ -669,11 +736,184 @@ export class AudioRoomService {
         s.log.info({ code: m.code, message: m.message }, "client sent ERROR");
         void this.closeSession(s);
         return;
+      case "MODERATE":
+        if (s.wireVersion < WIRE_VERSION_1_1) {
+          this.fail(s, WireErrorCode.MALFORMED, "unknown message type 0x30 on /agora/audio/1.0.0", "bad_type");
+          return;
+        }
+        if (s.state !== "joined") {
+          this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "MODERATE before JOIN", "unexpected_message");
+          return;
+        }
+        this.moderate(s, m);
+        return;
+      case "MODERATE_RESULT":
+      case "MODERATION":
+        if (s.wireVersion < WIRE_VERSION_1_1) {
+          this.fail(s, WireErrorCode.MALFORMED, `unknown message type ${m.type} on /agora/audio/1.0.0`, "bad_type");
+          return;
+        }
+        this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, `${m.type} is sent by servers only`, "unexpected_message");
+        return;
       case "JOINED":
       case "REDIRECT":
       case "MOVE":
         this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, `${m.type} is sent by servers only`, "unexpected_message");
         return;
+    }
+  }
+
+  /**
+   * Admission to an owned room: the grant verified offline against the owner key the room id names (see
+   * docs/access.md), the connection's key, the revocations and the room's lock. Returns the role, or
+   * refuses the JOIN with FORBIDDEN (counted by reason) and returns undefined. Open rooms admit speakers.
+   */
+  private admitAccess(s: Session, m: JoinMessage): { role: number; grant?: VerifiedGrant } | undefined {
+    if (!roomOwnership(m.room).owned) return { role: Role.SPEAKER };
+    const deny = (reason: AccessDeniedReason, message: string): undefined => {
+      this.metrics.accessDenied.inc({ reason });
+      this.metrics.joins.inc({ result: "forbidden" });
+      s.log.info({ room: m.room, reason }, `join refused: ${message}`);
+      void this.closeSession(s, { code: WireErrorCode.FORBIDDEN, message });
+      return undefined;
+    };
+    if (!m.grant) return deny("no_grant", `room ${m.room} is owned: JOIN must carry a grant`);
+    const now = this.wallClock();
+    let grant: VerifiedGrant;
+    try {
+      grant = verifyGrant(m.grant, {
+        room: m.room,
+        now,
+        remoteKey: s.remoteKey,
+        revoked: (id, at) => this.revocations.isRevoked(m.room, id, at),
+      });
+    } catch (err) {
+      if (err instanceof GrantError) return deny(err.reason, err.message);
+      throw err;
+    }
+    if (s.remoteKey && this.revocations.isRevoked(m.room, toHex(s.remoteKey), now))
+      return deny("revoked", "this participant key is banned from the room");
+    if (this.roomStates.get(m.room)?.locked && grant.role < Role.MODERATOR)
+      return deny("locked", `room ${m.room} is locked: only moderators may join`);
+    return { role: grant.role, grant };
+  }
+
+  private roomSessions(room: string): Session[] {
+    return [...this.sessions].filter((x) => x.state === "joined" && x.room === room);
+  }
+
+  /** A moderator's rank: 0 for the owner's own key, else the length of its delegation chain (lower = more). */
+  private rank(s: Session): number {
+    if (!s.grant) return Number.MAX_SAFE_INTEGER;
+    return s.grant.subject && s.grant.keys[0] === toHex(s.grant.subject) ? 0 : s.grant.linkIds.length;
+  }
+
+  private roomState(room: string): AccessRoomState {
+    let st = this.roomStates.get(room);
+    if (!st) {
+      if (this.roomStates.size >= MAX_ROOM_STATES) this.roomStates.delete(this.roomStates.keys().next().value!);
+      st = { locked: false };
+      this.roomStates.set(room, st);
+    }
+    return st;
+  }
+
+  /**
+   * One MODERATE: from a moderator whose grant is bound to its key, signed by that key over this room and
+   * session, with a request id above the last one. Answered with MODERATE_RESULT; what happened is told to
+   * the room with MODERATION (participants that announced ACCESS_CONTROL).
+   */
+  private moderate(s: Session, m: ModerateMessage): void {
+    const actionName =
+      Object.entries(ModerateAction)
+        .find(([, v]) => v === m.action)?.[0]
+        ?.toLowerCase() ?? "unknown";
+    const answer = (result: ModerationResult, code: number, message: string): void => {
+      this.metrics.moderation.inc({ action: actionName, result });
+      if (result !== "ok") s.log.info({ action: actionName, result }, `moderation refused: ${message}`);
+      if (s.clientCapabilities & Capability.ACCESS_CONTROL)
+        s.queue.send(encodeMessage({ type: "MODERATE_RESULT", requestId: m.requestId, code, message }), false);
+    };
+    const room = s.room!;
+    const now = this.wallClock();
+    const g = s.grant;
+    if (!g || s.role < Role.MODERATOR || !g.subject || now >= g.expiresAt)
+      return answer("not_moderator", WireErrorCode.FORBIDDEN, "only a participant with a (bound, unexpired) moderator grant may moderate");
+    if (!verifyModerate(g.subject, { room, participantId: s.participantId! }, m))
+      return answer("bad_signature", WireErrorCode.FORBIDDEN, "MODERATE signature does not verify with the moderator's key");
+    if (m.requestId <= s.lastRequestId) return answer("replayed", WireErrorCode.FORBIDDEN, `request id ${m.requestId} was already used`);
+    s.lastRequestId = m.requestId;
+    const notify = (target: string, until = 0): void => {
+      const notice = encodeMessage({ type: "MODERATION", action: m.action, target, by: s.participantId!, until });
+      for (const x of this.roomSessions(room)) if (x.clientCapabilities & Capability.ACCESS_CONTROL) x.queue.send(notice, false);
+    };
+    const A = ModerateAction;
+    switch (m.action) {
+      case A.LOCK:
+      case A.UNLOCK:
+        this.roomState(room).locked = m.action === A.LOCK;
+        answer("ok", 0, m.action === A.LOCK ? "room locked" : "room unlocked");
+        notify("");
+        return;
+      case A.END: {
+        this.roomState(room).locked = true;
+        answer("ok", 0, "room ended");
+        notify("");
+        for (const x of this.roomSessions(room))
+          void this.closeSession(x, { code: WireErrorCode.FORBIDDEN, message: "the room was ended by a moderator" });
+        return;
+      }
+      case A.REVOKE: {
+        if (!/^[0-9a-f]{1,64}$/.test(m.target) || m.until <= now)
+          return answer("bad_target", WireErrorCode.MALFORMED, "REVOKE needs a hex id (grant link id or key) and an until in the future");
+        if (!this.revocations.revoke(room, { id: m.target, until: m.until }, now))
+          return answer("full", WireErrorCode.CAPACITY, "the room's revocation list is full");
+        answer("ok", 0, "revoked");
+        notify(m.target, m.until);
+        for (const x of this.roomSessions(room))
+          if (
+            x.grant &&
+            (x.grant.linkIds.includes(m.target) || x.grant.keys.includes(m.target) || (x.remoteKey && toHex(x.remoteKey) === m.target))
+          )
+            if (this.rank(x) !== 0) void this.closeSession(x, { code: WireErrorCode.FORBIDDEN, message: "your grant was revoked" });
+        return;
+      }
+      case A.MUTE:
+      case A.UNMUTE:
+      case A.REMOVE:
+      case A.BAN_KEY:
+      case A.PROMOTE: {
+        const t = this.roomSessions(room).find((x) => x.participantId === m.target);
+        if (!t) return answer("bad_target", WireErrorCode.MALFORMED, `no participant ${m.target} in room ${room}`);
+        // Rights never exceed the owner's delegation: a moderator acts on participants below it only.
+        if (t !== s && t.role >= Role.MODERATOR && this.rank(t) <= this.rank(s))
+          return answer("outranked", WireErrorCode.FORBIDDEN, `${m.target} is a moderator delegated at or above you`);
+        if (m.action === A.MUTE || m.action === A.UNMUTE) {
+          t.muted = m.action === A.MUTE;
+          answer("ok", 0, t.muted ? "muted" : "unmuted");
+          notify(m.target);
+          return;
+        }
+        if (m.action === A.PROMOTE) {
+          if (t.role === Role.LISTENER) t.role = Role.SPEAKER;
+          answer("ok", 0, "promoted to speaker");
+          notify(m.target);
+          return;
+        }
+        // REMOVE / BAN_KEY: revoke so the same grant (or key) cannot rejoin, then close the target.
+        const until = m.until > now ? m.until : (t.grant?.expiresAt ?? now + 86_400_000);
+        const ids = t.grant ? [t.grant.linkIds[t.grant.linkIds.length - 1]!] : [];
+        if (m.action === A.BAN_KEY && t.remoteKey) ids.push(toHex(t.remoteKey));
+        for (const id of ids)
+          if (!this.revocations.revoke(room, { id, until }, now))
+            return answer("full", WireErrorCode.CAPACITY, "the room's revocation list is full");
+        answer("ok", 0, m.action === A.BAN_KEY ? "removed and key banned" : "removed");
+        notify(m.target, until);
+        void this.closeSession(t, { code: WireErrorCode.FORBIDDEN, message: "removed from the room by a moderator" });
+        return;
+      }
+      default:
+        return answer("bad_action", WireErrorCode.MALFORMED, `unknown moderation action ${m.action}`);
     }
   }
 
@@ -697,6 +937,10 @@ export class AudioRoomService {
       });
       return;
     }
+    const access = this.admitAccess(s, m);
+    if (!access) return;
+    s.role = access.role;
+    s.grant = access.grant;
     const participantId = this.newParticipantId();
     const sink = (frame: AudioFrame): void => this.onEngineFrame(s, frame);
     try {
@@ -731,7 +975,7 @@ export class AudioRoomService {
         codec: CODEC_OPUS,
         bitrate: this.bitrate,
         serverTimeMs: Date.now(),
-        ...(s.wireVersion >= WIRE_VERSION_1_1 ? { capabilities: this.capabilities } : {}),
+        ...(s.wireVersion >= WIRE_VERSION_1_1 ? { capabilities: this.capabilities, role: s.role } : {}),
       }),
       false,
     );

@@ -1,8 +1,10 @@
 /** `discover`, `join` and `loadgen`: client-side commands that start a transient libp2p node. */
+import { GrantError, grantFromString } from "../access";
 import { runJoinClient, runLoadgen as runLoadgenClients } from "../client";
 import { checkMultiaddrText } from "../config";
 import { AgoraError } from "../errors";
 import { createLogger } from "../log";
+import { readIdentity } from "../node";
 import { discoverOnce, type RankedNode } from "../p2p";
 import { checkRoomId, REGION_TOKEN_PATTERN } from "../protocol";
 import { EXIT_FAILURE, EXIT_OK, numberFlag, type Parsed, requireFlag } from "./args";
@@ -106,7 +108,19 @@ export async function runJoin(p: Parsed, io: Io): Promise<number> {
   const output = typeof p.values.output === "string" ? p.values.output : undefined;
   const durationSec = numberFlag("duration", p.values.duration, 0.1, 86400);
   if (!input && durationSec === undefined) throw new AgoraError("USAGE", "join: give --input FILE or --duration S (how long to listen)");
+  let grant: Uint8Array | undefined;
+  if (p.values.grant !== undefined) {
+    try {
+      grant = grantFromString(String(p.values.grant));
+    } catch (err) {
+      if (err instanceof GrantError) throw new AgoraError("USAGE", `join --grant: ${err.message}`);
+      throw err;
+    }
+  }
+  const identity = typeof p.values["key-file"] === "string" ? readIdentity(p.values["key-file"]).privateKey : undefined;
   const summary = await runJoinClient({
+    ...(grant ? { grant } : {}),
+    ...(identity ? { identity } : {}),
     node,
     room,
     input,

@@ -15,9 +15,19 @@
 import { AgoraError } from "../errors";
 import { type Logger, silentLogger } from "../log";
 
+export {
+  grantFromString,
+  grantToString,
+  issueGrant,
+  ownedRoomId,
+  Role,
+  type RoleName,
+  roleFromName,
+  signerFromRawPrivateKey,
+} from "../access";
 export { AgoraError, type ErrorCode } from "../errors";
 export type { AudioFrame, JoinedMessage, OpusCodec, OpusDecoder, OpusEncoder } from "../protocol";
-export { AUDIO_PROTOCOL, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, WireErrorCode } from "../protocol";
+export { AUDIO_PROTOCOL, FRAME_MS, FRAME_SAMPLES, ModerateAction, type ModerateActionName, SAMPLE_RATE, WireErrorCode } from "../protocol";
 export { type Clock, every, realClock, type TimerHandle } from "./clock";
 export { loadOpusCodec } from "./codec";
 export { type Listener, SafeEmitter } from "./events";
@@ -36,7 +46,7 @@ export { lossPercent, ReceiveLoss, type ReceiveLossFigures } from "./loss";
 export { createClientNode, type DialTarget, type DialTargetProvider } from "./node";
 export { PlayoutBuffer } from "./playout";
 export { seededRandom } from "./random";
-export { type JoinRoomOptions, joinRoom, RoomConnection, type RoomEvents } from "./room";
+export { type JoinRoomOptions, joinRoom, type ModerationOutcome, RoomConnection, type RoomEvents } from "./room";
 export { AudioRedirectError, AudioRemoteError, AudioSession, type AudioSessionOptions } from "./session";
 export { PacedTimer, sleep } from "./timing";
 export {

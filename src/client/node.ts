@@ -3,7 +3,7 @@
  * multiaddr, or a function asked again on every (re)connect so re-homing can swap the node.
  */
 import { identify } from "@libp2p/identify";
-import type { Libp2p } from "@libp2p/interface";
+import type { Libp2p, PrivateKey } from "@libp2p/interface";
 import { ping } from "@libp2p/ping";
 import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
@@ -14,9 +14,13 @@ export type DialTarget = string | Multiaddr;
 /** A fixed multiaddr or a function asked again on every (re)connect, so re-homing can swap the node. */
 export type DialTargetProvider = DialTarget | (() => DialTarget | Promise<DialTarget>);
 
-/** Minimal dial-only node: tcp, noise, yamux, identify, ping. No listen address. */
-export async function createClientNode(): Promise<Libp2p> {
+/**
+ * Minimal dial-only node: tcp, noise, yamux, identify, ping. No listen address. `privateKey` fixes its peer
+ * id (a participant whose grant is bound to its key); default a fresh key.
+ */
+export async function createClientNode(privateKey?: PrivateKey): Promise<Libp2p> {
   return createLibp2p({
+    ...(privateKey ? { privateKey } : {}),
     addresses: { listen: [] },
     // Bun needs the p2p subsystem's transport and encrypter (tcp abort crash, noise cipher gap): see there.
     ...agoraTransportStack(),

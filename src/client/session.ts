@@ -19,6 +19,9 @@ import {
   isRetryableErrorCode,
   type JoinedMessage,
   MessageDecoder,
+  type ModerateMessage,
+  type ModerateResultMessage,
+  type ModerationMessage,
   type MoveMessage,
   OutboundQueue,
   type RedirectMessage,
@@ -62,6 +65,8 @@ function agoraCodeFor(wireCode: number): ErrorCode {
       return "SHUTTING_DOWN";
     case WireErrorCode.BAD_ROOM:
       return "BAD_REQUEST";
+    case WireErrorCode.FORBIDDEN:
+      return "UNAUTHORIZED";
     case WireErrorCode.UNSUPPORTED_VERSION:
     case WireErrorCode.MALFORMED:
     case WireErrorCode.UNEXPECTED_MESSAGE:
@@ -90,6 +95,11 @@ export interface AudioSessionOptions {
    * as a server must not send one to a client that did not announce Capability.ROOM_DIRECTORY.
    */
   onControl?: (msg: MoveMessage) => void;
+  /**
+   * 1.1.0 access control messages (MODERATE_RESULT, MODERATION). Without a handler they end the session, as
+   * a server must not send them to a client that did not announce Capability.ACCESS_CONTROL.
+   */
+  onAccess?: (msg: ModerateResultMessage | ModerationMessage) => void;
   /** bound on dial + protocol negotiation + JOIN/JOINED (default 10 s) */
   timeoutMs?: number;
   /** outbound audio frames held while the connection cannot keep up before the oldest is dropped */
@@ -137,6 +147,10 @@ export class AudioSession {
 
   get participantId(): string {
     return this.joined.participantId;
+  }
+
+  get room(): string {
+    return this.opts.room;
   }
 
   /** JOIN/JOINED version in use: 1 on `/agora/audio/1.0.0`, 2 on `/agora/audio/1.1.0`. */
@@ -274,6 +288,14 @@ export class AudioSession {
       case "ERROR":
         this.finish(new AudioRemoteError(m.code, m.message), true);
         return;
+      case "MODERATE_RESULT":
+      case "MODERATION":
+        if (this.wireVersion >= WIRE_VERSION_1_1 && this.opts.onAccess) {
+          this.opts.onAccess(m);
+          return;
+        }
+        this.finish(new AgoraError("WIRE_PROTOCOL", `unexpected ${m.type} from server`), true);
+        return;
       case "MOVE":
         if (this.wireVersion >= WIRE_VERSION_1_1 && this.opts.onControl) {
           this.opts.onControl(m);
@@ -292,6 +314,13 @@ export class AudioSession {
     const ok = this.queue.send(encodeAudio(frame), true);
     if (ok) this.framesSent++;
     return ok;
+  }
+
+  /** Sends a signed moderation request (1.1.0, access control); false once the session is closed. */
+  sendModerate(msg: ModerateMessage): boolean {
+    if (!this.isOpen) return false;
+    if (this.wireVersion < WIRE_VERSION_1_1) throw new AgoraError("USAGE", "moderation needs /agora/audio/1.1.0");
+    return this.queue.send(encodeMessage(msg), false);
   }
 
   /** Keepalive and RTT probe. */

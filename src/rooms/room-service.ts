@@ -823,12 +823,12 @@ export class AudioRoomService {
    * session, with a request id above the last one. Answered with MODERATE_RESULT; what happened is told to
    * the room with MODERATION (participants that announced ACCESS_CONTROL).
    */
-  private moderate(s: Session, m: ModerateMessage): void {
+  private moderate(s: Session, m: ModerateMessage): undefined {
     const actionName =
       Object.entries(ModerateAction)
         .find(([, v]) => v === m.action)?.[0]
         ?.toLowerCase() ?? "unknown";
-    const answer = (result: ModerationResult, code: number, message: string): void => {
+    const answer = (result: ModerationResult, code: number, message: string): undefined => {
       this.metrics.moderation.inc({ action: actionName, result });
       if (result !== "ok") s.log.info({ action: actionName, result }, `moderation refused: ${message}`);
       if (s.clientCapabilities & Capability.ACCESS_CONTROL)

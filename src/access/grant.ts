@@ -252,10 +252,11 @@ export interface VerifyGrantOptions {
 
 /** Rules that need no signature check: rooms, delegation, roles and expiries never exceeding the parent's. */
 function checkChainShape(links: GrantLink[], room: string): void {
-  for (let i = 0; i < links.length; i++) {
-    const l = links[i]!;
+  links.forEach((l, i) => {
     if (l.room !== room) throw new GrantError("wrong_room", `grant link ${i} is for room ${l.room}, not ${room}`);
-    if (i === 0) continue;
+  });
+  for (let i = 1; i < links.length; i++) {
+    const l = links[i]!;
     const parent = links[i - 1]!;
     if (parent.role !== Role.MODERATOR)
       throw new GrantError("broken_chain", `grant link ${i - 1} is a ${ROLE_NAMES[parent.role]} grant; only moderators delegate`);

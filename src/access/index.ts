@@ -28,6 +28,7 @@ export {
   type VerifyGrantOptions,
   verifyGrant,
 } from "./grant";
+export { applyCarried, type CarriedAccess, type CarriedParticipant } from "./handover";
 export { ED25519_PUBLIC_KEY_BYTES, type GrantSigner, sha256, signerFromRawPrivateKey, toHex, verifyEd25519 } from "./keys";
 export {
   MODERATE_SIGNATURE_DOMAIN,

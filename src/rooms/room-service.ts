@@ -18,6 +18,8 @@ import { randomBytes } from "node:crypto";
 import type { Connection, Libp2p, Stream } from "@libp2p/interface";
 import { Counter, Gauge, type Registry } from "prom-client";
 import {
+  applyCarried,
+  type CarriedAccess,
   GrantError,
   type GrantFailure,
   MemoryRevocationStore,
@@ -157,6 +159,12 @@ export interface AudioRoomServiceOptions {
    * directory replaces it with the room record's `revocations`, so a ban holds on every mixer.
    */
   revocations?: RevocationStore;
+  /**
+   * Handover: the access state a verified move token carries (see src/access/handover.ts). The placement
+   * subsystem verifies the token (JOIN ext 0x02) and returns what the old host signed into it, or undefined
+   * when the token is not valid for the room. Without it, a moved participant gets exactly its grant's role.
+   */
+  carriedAccess?: (room: string, moveToken: Uint8Array) => CarriedAccess | undefined;
 }
 
 /** Why a JOIN to an owned room was refused: the `reason` label of agora_access_denied_total. */
@@ -386,6 +394,8 @@ interface Session {
   role: number;
   /** server-side mute by a moderator: its AUDIO is dropped */
   muted: boolean;
+  /** promoted by a moderator from listener to speaker (carried with a MOVE) */
+  promoted: boolean;
   /** the verified grant (owned rooms) */
   grant?: VerifiedGrant;
   /** last MODERATE request id accepted (ids must increase: a replayed request is refused) */
@@ -548,6 +558,7 @@ export class AudioRoomService {
       remoteKey: connection.remotePeer.type === "Ed25519" ? connection.remotePeer.publicKey.raw : undefined,
       role: Role.SPEAKER,
       muted: false,
+      promoted: false,
       lastRequestId: -1,
     };
     this.sessions.add(s);
@@ -768,7 +779,10 @@ export class AudioRoomService {
    * docs/access.md), the connection's key, the revocations and the room's lock. Returns the role, or
    * refuses the JOIN with FORBIDDEN (counted by reason) and returns undefined. Open rooms admit speakers.
    */
-  private admitAccess(s: Session, m: JoinMessage): { role: number; grant?: VerifiedGrant } | undefined {
+  private admitAccess(
+    s: Session,
+    m: JoinMessage,
+  ): { role: number; grant?: VerifiedGrant; muted?: boolean; promoted?: boolean } | undefined {
     if (!roomOwnership(m.room).owned) return { role: Role.SPEAKER };
     const deny = (reason: AccessDeniedReason, message: string): undefined => {
       this.metrics.accessDenied.inc({ reason });
@@ -793,9 +807,28 @@ export class AudioRoomService {
     }
     if (s.remoteKey && this.revocations.isRevoked(m.room, toHex(s.remoteKey), now))
       return deny("revoked", "this participant key is banned from the room");
-    if (this.roomStates.get(m.room)?.locked && grant.role < Role.MODERATOR)
+    // A moved participant: what the old host carried applies on top of the grant, never beyond it.
+    const carried = m.moveToken ? this.opts.carriedAccess?.(m.room, m.moveToken) : undefined;
+    const mine = carried?.room === m.room ? carried.participants.find((p) => p.linkId === grant.linkIds.at(-1)) : undefined;
+    if (carried?.room === m.room && carried.locked) this.roomState(m.room).locked = true;
+    if (!mine && this.roomStates.get(m.room)?.locked && grant.role < Role.MODERATOR)
       return deny("locked", `room ${m.room} is locked: only moderators may join`);
-    return { role: grant.role, grant };
+    const { role, muted } = applyCarried(grant, mine);
+    return { role, grant, muted, promoted: role > grant.role };
+  }
+
+  /**
+   * The access state of a room to carry with a MOVE (placement signs it into the move token): who was
+   * promoted or muted, and whether the room is locked. Roles themselves are not carried: grants are.
+   */
+  accessSnapshot(room: string): CarriedAccess {
+    return {
+      room,
+      locked: this.roomStates.get(room)?.locked ?? false,
+      participants: this.roomSessions(room)
+        .filter((x) => x.grant && (x.promoted || x.muted))
+        .map((x) => ({ linkId: x.grant!.linkIds.at(-1)!, promoted: x.promoted, muted: x.muted })),
+    };
   }
 
   private roomSessions(room: string): Session[] {
@@ -895,7 +928,10 @@ export class AudioRoomService {
           return;
         }
         if (m.action === A.PROMOTE) {
-          if (t.role === Role.LISTENER) t.role = Role.SPEAKER;
+          if (t.role === Role.LISTENER) {
+            t.role = Role.SPEAKER;
+            t.promoted = true;
+          }
           answer("ok", 0, "promoted to speaker");
           notify(m.target);
           return;
@@ -941,6 +977,8 @@ export class AudioRoomService {
     if (!access) return;
     s.role = access.role;
     s.grant = access.grant;
+    s.muted = access.muted ?? false;
+    s.promoted = access.promoted ?? false;
     const participantId = this.newParticipantId();
     const sink = (frame: AudioFrame): void => this.onEngineFrame(s, frame);
     try {

@@ -327,3 +327,95 @@ describe("moderation", () => {
     expect((err as AudioRemoteError).wireCode).toBe(WireErrorCode.MALFORMED);
   });
 });
+
+describe("handover to a successor mixer", () => {
+  test("roles survive as the grants say, promotions and mutes as carried, bans through the shared revocations; nothing more", async () => {
+    const { MemoryRevocationStore } = await import("../../src/access");
+    const records = new MemoryRevocationStore(); // stands for the room record both mixers read
+    const first = await createServerNode();
+    const second = await createServerNode();
+    const e1 = new FakeMediaEngine();
+    const e2 = new FakeMediaEngine();
+    const token = Uint8Array.of(7, 7, 7);
+    let carried: ReturnType<AudioRoomService["accessSnapshot"]> | undefined;
+    const m1 = new AudioRoomService({
+      libp2p: first.node,
+      engine: e1,
+      registry: new Registry(),
+      logger: silentLogger(),
+      wallClock: () => wall,
+      revocations: records,
+    });
+    // The successor trusts only the token the placement subsystem verified (here: these exact bytes).
+    const m2 = new AudioRoomService({
+      libp2p: second.node,
+      engine: e2,
+      registry: new Registry(),
+      logger: silentLogger(),
+      wallClock: () => wall,
+      revocations: records,
+      carriedAccess: (_room, t) => (Buffer.from(t).equals(Buffer.from(token)) ? carried : undefined),
+    });
+    await m1.start();
+    await m2.start();
+    try {
+      const room = newRoom();
+      const g = {
+        mod: grant(room, Role.MODERATOR, mod),
+        alice: grant(room, Role.SPEAKER, alice),
+        bob: grant(room, Role.LISTENER, bob),
+        boss: grant(room, Role.LISTENER, boss),
+      };
+      const at = (target: Multiaddr, p: Person, gr: Uint8Array, moveToken?: Uint8Array) =>
+        AudioSession.open({
+          libp2p: p.node,
+          target,
+          room,
+          grant: gr,
+          ...(moveToken ? { moveToken } : {}),
+          capabilities: Capability.ACCESS_CONTROL,
+          onAccess: () => {},
+        });
+      const m = await joinRoom({ node: first.addr, room, grant: g.mod, libp2p: mod.node, identity: mod.key });
+      const a = await at(first.addr, alice, g.alice);
+      const b = await at(first.addr, bob, g.bob);
+      const x = await at(first.addr, boss, g.boss);
+      expect(await m.moderate("PROMOTE", b.participantId)).toMatchObject({ code: 0 });
+      expect(await m.moderate("MUTE", a.participantId)).toMatchObject({ code: 0 });
+      expect(await m.moderate("REMOVE", x.participantId)).toMatchObject({ code: 0 });
+      expect(await m.moderate("LOCK")).toMatchObject({ code: 0 });
+      carried = m1.accessSnapshot(room);
+      expect(carried).toMatchObject({ room, locked: true });
+      expect(carried.participants).toHaveLength(2);
+      // Everyone rejoins at the successor with its grant and the token.
+      const a2 = await at(second.addr, alice, g.alice, token);
+      const b2 = await at(second.addr, bob, g.bob, token);
+      const m2s = await at(second.addr, mod, g.mod, token);
+      expect([a2.joined.role, b2.joined.role, m2s.joined.role]).toEqual([Role.SPEAKER, Role.SPEAKER, Role.MODERATOR]);
+      // the mute holds: alice's frames are dropped; bob (promoted) is mixed
+      a2.sendAudio({ seq: 1, timestamp: 960, payload: opus(1) });
+      b2.sendAudio({ seq: 1, timestamp: 960, payload: opus(1) });
+      await waitFor(() => e2.pushed.some((f) => f.participant === b2.participantId), "the promoted listener's frame at the successor");
+      expect(e2.pushed.some((f) => f.participant === a2.participantId)).toBe(false);
+      // the removed one stays out (the revocation is in the shared record), the lock holds for newcomers,
+      // and a token does not turn an unknown grant into anything: bob's second grant is a listener's, locked out
+      expect(await refusal(at(second.addr, boss, g.boss, token))).toMatchObject({ code: WireErrorCode.FORBIDDEN });
+      const bobOther = grant(room, Role.LISTENER, bob, HOUR + 5);
+      expect((await refusal(at(second.addr, bob, bobOther, token))).message).toMatch(/locked/);
+      // a wrong token: exactly the grant's role (bob is a listener again), whatever the hook would carry
+      carried = { room, locked: false, participants: [{ linkId: "00", promoted: true, muted: false }] };
+      const mUnlock = await joinRoom({ node: second.addr, room, grant: g.mod, libp2p: mod.node, identity: mod.key });
+      expect(await mUnlock.moderate("UNLOCK")).toMatchObject({ code: 0 });
+      const b3 = await at(second.addr, bob, bobOther, Uint8Array.of(1));
+      expect(b3.joined.role).toBe(Role.LISTENER);
+      for (const c of [a, b, a2, b2, m2s, b3]) c.abort("done");
+      await m.leave();
+      await mUnlock.leave();
+    } finally {
+      await m1.stop();
+      await m2.stop();
+      await first.node.stop();
+      await second.node.stop();
+    }
+  });
+});

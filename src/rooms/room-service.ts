@@ -234,7 +234,7 @@ function createMetrics(registry: Registry): NetMetrics {
     framesDropped: counter(
       registry,
       "agora_audio_net_frames_dropped_total",
-      "Audio frames dropped by the network layer: send_queue (receiver too slow, oldest dropped), duplicate, late",
+      "Audio frames dropped by the network layer: send_queue (receiver too slow, oldest dropped), duplicate, late, listener and muted (access control)",
       ["reason"],
     ),
     framesReordered: counter(registry, "agora_audio_net_frames_reordered_total", "Audio frames received out of order and still forwarded"),
@@ -787,7 +787,8 @@ export class AudioRoomService {
     const deny = (reason: AccessDeniedReason, message: string): undefined => {
       this.metrics.accessDenied.inc({ reason });
       this.metrics.joins.inc({ result: "forbidden" });
-      s.log.info({ room: m.room, reason }, `join refused: ${message}`);
+      // debug, as other refusals: a storm of forbidden JOINs must not become a storm of log lines (counted)
+      s.log.debug({ room: m.room, reason }, `join refused: ${message}`);
       void this.closeSession(s, { code: WireErrorCode.FORBIDDEN, message });
       return undefined;
     };
@@ -870,8 +871,14 @@ export class AudioRoomService {
     const room = s.room!;
     const now = this.wallClock();
     const g = s.grant;
-    if (!g || s.role < Role.MODERATOR || !g.subject || now >= g.expiresAt)
-      return answer("not_moderator", WireErrorCode.FORBIDDEN, "only a participant with a (bound, unexpired) moderator grant may moderate");
+    // The grant is checked again: it may have expired or been revoked since the JOIN.
+    const revoked = g && [...g.linkIds, ...g.keys.slice(1)].some((id) => this.revocations.isRevoked(room, id, now));
+    if (!g || s.role < Role.MODERATOR || !g.subject || now >= g.expiresAt || revoked)
+      return answer(
+        "not_moderator",
+        WireErrorCode.FORBIDDEN,
+        "only a participant with a bound, unexpired, unrevoked moderator grant may moderate",
+      );
     if (!verifyModerate(g.subject, { room, participantId: s.participantId! }, m))
       return answer("bad_signature", WireErrorCode.FORBIDDEN, "MODERATE signature does not verify with the moderator's key");
     if (m.requestId <= s.lastRequestId) return answer("replayed", WireErrorCode.FORBIDDEN, `request id ${m.requestId} was already used`);

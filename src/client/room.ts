@@ -171,6 +171,7 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
     if (pcm.length !== FRAME_SAMPLES)
       throw new AgoraError("USAGE", `sendPcm: expected ${FRAME_SAMPLES} samples (20 ms at 48 kHz), got ${pcm.length}`);
     if (!this.isOpen) return false;
+    if (this.role_ < Role.SPEAKER || this.muted_) return true; // withheld (see sendOpus): no need to encode
     if (!this.encoder) {
       const codec = this.codec ?? (await loadOpusCodec());
       this.encoder = codec.encoder(this.bitrate ?? this.session.joined.bitrate);

@@ -219,3 +219,25 @@ describe("MODERATE", () => {
     expect(moderateSigningMessage(ctx, req).subarray(0, 17)).toEqual(new TextEncoder().encode("agora-moderate/1\0"));
   });
 });
+
+describe("bad input never gets through, never throws anything but GrantError", () => {
+  test("random bytes and every single-byte change of a valid grant", () => {
+    let seedN = 12345;
+    const rnd = () => {
+      seedN = (seedN * 1103515245 + 12345) >>> 0;
+      return seedN >>> 8;
+    };
+    for (let i = 0; i < 500; i++) {
+      const b = Uint8Array.from({ length: rnd() % 400 }, () => rnd() & 0xff);
+      if (i % 2) b[0] = 1; // mostly past the version byte
+      const r = reason(() => verifyGrant(b, { room: ROOM, now: NOW }));
+      expect(r).not.toBe("accepted");
+    }
+    const valid = hex(G3);
+    for (let at = 0; at < valid.length; at++) {
+      const b = valid.slice();
+      b[at] = b[at]! ^ (1 << (at % 8));
+      expect(reason(() => verifyGrant(b, { room: ROOM, now: NOW - 1, remoteKey: part.publicKey }))).not.toBe("accepted");
+    }
+  });
+});

@@ -11,6 +11,8 @@ import { Role, type VerifiedGrant } from "./grant";
 export interface CarriedParticipant {
   /** the id of the participant grant's last link (what the successor matches the re-presented grant on) */
   linkId: string;
+  /** the participant's libp2p peer id on the old host (to sign its own move token); not used to match */
+  peer?: string;
   promoted: boolean;
   muted: boolean;
 }

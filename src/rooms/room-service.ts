@@ -828,7 +828,7 @@ export class AudioRoomService {
       locked: this.roomStates.get(room)?.locked ?? false,
       participants: this.roomSessions(room)
         .filter((x) => x.grant && (x.promoted || x.muted))
-        .map((x) => ({ linkId: x.grant!.linkIds.at(-1)!, promoted: x.promoted, muted: x.muted })),
+        .map((x) => ({ linkId: x.grant!.linkIds.at(-1)!, peer: x.peer, promoted: x.promoted, muted: x.muted })),
     };
   }
 

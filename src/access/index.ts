@@ -49,6 +49,7 @@ export {
 export {
   checkRevocation,
   MAX_REVOCATION_ID_CHARS,
+  MAX_REVOCATION_ROOMS,
   MAX_REVOCATIONS_PER_ROOM,
   MemoryRevocationStore,
   type Revocation,

@@ -8,6 +8,8 @@
 
 export const MAX_REVOCATIONS_PER_ROOM = 64;
 export const MAX_REVOCATION_ID_CHARS = 64;
+/** Rooms whose lists one in-memory store holds: anyone can own rooms, so the number of lists is bounded too. */
+export const MAX_REVOCATION_ROOMS = 10_000;
 const ID_RE = /^[0-9a-f]{1,64}$/;
 
 export interface Revocation {
@@ -37,6 +39,8 @@ export function checkRevocation(entry: Revocation): string | undefined {
 export class MemoryRevocationStore implements RevocationStore {
   private readonly rooms = new Map<string, Map<string, number>>();
 
+  constructor(private readonly maxRooms = MAX_REVOCATION_ROOMS) {}
+
   isRevoked(room: string, id: string, nowMs: number): boolean {
     const until = this.rooms.get(room)?.get(id);
     return until !== undefined && until > nowMs;
@@ -47,6 +51,7 @@ export class MemoryRevocationStore implements RevocationStore {
     if (err) throw new TypeError(err);
     let m = this.rooms.get(room);
     if (!m) {
+      if (this.rooms.size >= this.maxRooms) this.evictRoom(nowMs);
       m = new Map();
       this.rooms.set(room, m);
     }
@@ -65,6 +70,12 @@ export class MemoryRevocationStore implements RevocationStore {
     }
     m.set(entry.id, entry.until);
     return true;
+  }
+
+  /** Makes room for one more list: drops lists whose entries all lapsed, else the oldest list. */
+  private evictRoom(nowMs: number): void {
+    for (const [room, m] of this.rooms) if ([...m.values()].every((until) => until <= nowMs)) this.rooms.delete(room);
+    if (this.rooms.size >= this.maxRooms) this.rooms.delete(this.rooms.keys().next().value!);
   }
 
   list(room: string, nowMs: number): Revocation[] {

@@ -196,6 +196,16 @@ describe("grant verification", () => {
     expect(store.list(ROOM, 0)).toHaveLength(MAX_REVOCATIONS_PER_ROOM);
     expect(() => store.revoke(ROOM, { id: "XYZ", until: 1 }, 0)).toThrow(/hex/);
   });
+  test("the number of rooms' lists is bounded: lapsed lists go first, then the oldest", () => {
+    const store = new MemoryRevocationStore(3);
+    store.revoke("a", { id: "1", until: 10 }, 0);
+    store.revoke("b", { id: "1", until: 100 }, 0);
+    store.revoke("c", { id: "1", until: 100 }, 0);
+    store.revoke("d", { id: "1", until: 100 }, 50); // "a" has lapsed: it goes
+    expect(["a", "b", "c", "d"].map((r) => store.isRevoked(r, "1", 50))).toEqual([false, true, true, true]);
+    store.revoke("e", { id: "1", until: 100 }, 50); // none lapsed: the oldest ("b") goes
+    expect(["b", "c", "d", "e"].map((r) => store.isRevoked(r, "1", 50))).toEqual([false, true, true, true]);
+  });
 });
 
 describe("MODERATE", () => {

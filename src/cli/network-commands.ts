@@ -1,11 +1,11 @@
 /** `discover`, `join` and `loadgen`: client-side commands that start a transient libp2p node. */
 import { GrantError, grantFromString } from "../access";
-import { runJoinClient, runLoadgen as runLoadgenClients } from "../client";
+import { RoomNavigator, runJoinClient, runLoadgen as runLoadgenClients } from "../client";
 import { checkMultiaddrText } from "../config";
 import { AgoraError } from "../errors";
 import { createLogger } from "../log";
 import { readIdentity } from "../node";
-import { discoverOnce, type RankedNode } from "../p2p";
+import { createRoomLocator, discoverOnce, type RankedNode } from "../p2p";
 import { checkRoomId, REGION_TOKEN_PATTERN } from "../protocol";
 import { EXIT_FAILURE, EXIT_OK, numberFlag, type Parsed, requireFlag } from "./args";
 import type { Io } from "./context";
@@ -103,7 +103,6 @@ export async function runJoin(p: Parsed, io: Io): Promise<number> {
   for (const b of boots) multiaddrFlag("join", "bootstrap", b);
   const region = tokenFlag("region", p.values.region);
   const logger = cliLogger();
-  const node = boots.length > 0 ? discoveredMixer(boots, region, logger) : multiaddrFlag("join", "node", p.values.node);
   const input = typeof p.values.input === "string" ? p.values.input : undefined;
   const output = typeof p.values.output === "string" ? p.values.output : undefined;
   const durationSec = numberFlag("duration", p.values.duration, 0.1, 86400);
@@ -118,17 +117,32 @@ export async function runJoin(p: Parsed, io: Io): Promise<number> {
     }
   }
   const identity = typeof p.values["key-file"] === "string" ? readIdentity(p.values["key-file"]).privateKey : undefined;
-  const summary = await runJoinClient({
-    ...(grant ? { grant } : {}),
-    ...(identity ? { identity } : {}),
-    node,
-    room,
-    input,
-    output,
-    durationSec,
-    name: typeof p.values.name === "string" ? p.values.name : undefined,
-    logger,
-  });
+  if (identity && boots.length > 0)
+    throw new AgoraError(
+      "USAGE",
+      "join: --key-file works with --node (the locator of --bootstrap has its own key); use a bearer grant there",
+    );
+  // Join by name: the room's record (or the placement rule) says where it lives; REDIRECT and MOVE are
+  // followed, and a lost host is replaced by the successor every participant computes.
+  const node = boots.length > 0 ? undefined : multiaddrFlag("join", "node", p.values.node);
+  const locator = boots.length > 0 ? await createRoomLocator({ bootstrap: boots, logger }) : undefined;
+  const navigator = locator ? new RoomNavigator({ libp2p: locator.libp2p, room, locator, region, logger }) : undefined;
+  let summary: Awaited<ReturnType<typeof runJoinClient>>;
+  try {
+    summary = await runJoinClient({
+      ...(navigator && locator ? { navigator, libp2p: locator.libp2p } : { node }),
+      ...(grant ? { grant } : {}),
+      ...(identity ? { identity } : {}),
+      room,
+      input,
+      output,
+      durationSec,
+      name: typeof p.values.name === "string" ? p.values.name : undefined,
+      logger,
+    });
+  } finally {
+    await locator?.stop();
+  }
   io.out(JSON.stringify(summary));
   return EXIT_OK;
 }

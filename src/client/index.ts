@@ -43,6 +43,16 @@ export {
   summarize,
 } from "./loadgen";
 export { lossPercent, ReceiveLoss, type ReceiveLossFigures } from "./loss";
+export {
+  hostTargets,
+  type LocatedRoom,
+  type MixerCandidate,
+  type NavigatedSessionOptions,
+  type NavigatorStats,
+  type RoomLocator,
+  RoomNavigator,
+  type RoomNavigatorOptions,
+} from "./navigator";
 export { createClientNode, type DialTarget, type DialTargetProvider } from "./node";
 export { PlayoutBuffer } from "./playout";
 export { seededRandom } from "./random";

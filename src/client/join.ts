@@ -20,6 +20,8 @@ import {
   FRAME_MS,
   FRAME_SAMPLES,
   ModerateAction,
+  type ModerateResultMessage,
+  type ModerationMessage,
   type OpusCodec,
   type OpusEncoder,
   SAMPLE_RATE,
@@ -28,6 +30,7 @@ import {
 import { type Clock, every, realClock, type TimerHandle } from "./clock";
 import { loadOpusCodec } from "./codec";
 import { ReceiveLoss } from "./loss";
+import type { RoomNavigator } from "./navigator";
 import { createClientNode, type DialTargetProvider, resolveTarget } from "./node";
 import { PlayoutBuffer } from "./playout";
 import { seededRandom } from "./random";
@@ -52,7 +55,13 @@ export interface ReconnectOptions {
 
 export interface JoinClientOptions {
   /** node multiaddr (…/p2p/<peer id>), or a function returning one, asked again on every reconnect */
-  node: DialTargetProvider;
+  node?: DialTargetProvider;
+  /**
+   * Join by name instead of `node`: the navigator finds the room's host, follows REDIRECT and MOVE
+   * (make-before-break), and after a lost session joins the successor every participant computes. Its
+   * libp2p node should be `libp2p` too.
+   */
+  navigator?: RoomNavigator;
   room: string;
   name?: string;
   /** WAV to send (any rate/channels of 16-bit PCM; converted to 48 kHz mono); none = listen only */
@@ -122,6 +131,14 @@ export interface JoinClientReport {
   /** received but rejected by the decoder (concealed instead) */
   framesUndecodable: number;
   reconnects: number;
+  /** join by name: sessions switched by a MOVE, and the audio gap of each (ms, last old frame → first new) */
+  moves: number;
+  moveGapsMs: number[];
+  redirectsFollowed: number;
+  /** REDIRECT/MOVE refused (not confirmed by the record, not from the host's session) */
+  placementRefusals: number;
+  /** peer id of the mixer of the last session (join by name) */
+  host?: string;
   rttMs?: number;
   /** the role the server gave (JOINED, 1.1.0): a listener, or a muted speaker, sends nothing */
   role?: RoleName;
@@ -143,6 +160,7 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
     throw new AgoraError("USAGE", `durationSec must be > 0, got ${opts.durationSec}`);
   const roomErr = checkRoomId(opts.room);
   if (roomErr) throw new AgoraError("USAGE", roomErr, { where: "room" });
+  if (!opts.node === !opts.navigator) throw new AgoraError("USAGE", "runJoinClient needs either node or navigator");
   if (!opts.input && opts.durationSec === undefined && !opts.signal)
     throw new AgoraError("USAGE", "runJoinClient needs an input, a duration or an abort signal to know when to stop");
 
@@ -178,6 +196,10 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
     framesUndecodable: 0,
     reconnects: 0,
     framesWithheld: 0,
+    moves: 0,
+    moveGapsMs: [],
+    redirectsFollowed: 0,
+    placementRefusals: 0,
   };
   let role: number = Role.SPEAKER;
   let muted = false;
@@ -272,32 +294,59 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
     let delay = reconnect.initialDelayMs;
     while (!stopping) {
       try {
-        const target = await resolveTarget(opts.node);
-        const s = await AudioSession.open({
-          libp2p: node,
-          target,
-          room: opts.room,
-          name: opts.name,
-          capabilities: Capability.ACCESS_CONTROL,
+        // Access control: the grant (re-presented after a MOVE too) and the moderation notices about us.
+        const access = {
           ...(opts.grant ? { grant: opts.grant } : {}),
-          onAccess: (m) => {
+          onAccess: (m: ModerateResultMessage | ModerationMessage) => {
             if (m.type !== "MODERATION" || m.target !== session?.participantId) return;
             if (m.action === ModerateAction.MUTE || m.action === ModerateAction.UNMUTE) muted = m.action === ModerateAction.MUTE;
             if (m.action === ModerateAction.PROMOTE && role === Role.LISTENER) role = Role.SPEAKER;
             report.role = ROLE_NAMES[role];
           },
-          onAudio,
-          signal: runSignal,
-          clock,
-          onClose: (err) => {
-            if (!stopping) rx.left(clock.now());
-            if (err && !stopping) {
-              log.warn({ err: err.message }, "audio session lost");
-              if (err instanceof AudioRemoteError && !err.retryable) fatal = err;
-              onSessionLost();
-            }
-          },
-        });
+        };
+        const onClose = (err: AgoraError | undefined) => {
+          if (!stopping) rx.left(clock.now());
+          if (err && !stopping) {
+            log.warn({ err: err.message }, "audio session lost");
+            if (err instanceof AudioRemoteError && !err.retryable) fatal = err;
+            onSessionLost();
+          }
+        };
+        const nav = opts.navigator;
+        const target = nav ? nav.host : await resolveTarget(opts.node!);
+        const s = nav
+          ? await nav.open({
+              name: opts.name,
+              ...access,
+              onAudio,
+              signal: runSignal,
+              clock,
+              onClose,
+              onMoved: (moved) => {
+                // make-before-break: the new session is joined, the old one is being left by the navigator
+                rx.left(clock.now());
+                session = moved;
+                rx.joined(clock.now());
+                playout.reset();
+                report.moves++;
+                report.participantIds.push(moved.participantId);
+                report.host = nav.host;
+                log.info({ participant: moved.participantId, host: nav.host, epoch: moved.joined.epoch }, "moved to the room's new host");
+              },
+            })
+          : await AudioSession.open({
+              libp2p: node,
+              target: target!,
+              room: opts.room,
+              name: opts.name,
+              capabilities: Capability.ACCESS_CONTROL,
+              ...access,
+              onAudio,
+              signal: runSignal,
+              clock,
+              onClose,
+            });
+        report.host = nav?.host;
         session = s;
         role = s.joined.role ?? Role.SPEAKER;
         muted = false;
@@ -306,13 +355,19 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
         playout.reset(); // the new stream has its own sequence numbering
         report.participantIds.push(s.participantId);
         if (!encoder) encoder = codec.encoder(opts.bitrate ?? s.joined.bitrate);
-        log.info({ participant: s.participantId, target: target.toString() }, "joined");
+        log.info({ participant: s.participantId, target: String(nav ? nav.host : target) }, "joined");
         return;
       } catch (err) {
         if (stopping) return;
         if (err instanceof AudioRemoteError && !err.retryable) throw err;
         // A draining node will not take us back; only a target chosen anew (discovery) can help.
-        if (err instanceof AudioRemoteError && err.wireCode === WireErrorCode.DRAINING && typeof opts.node !== "function") throw err;
+        if (
+          err instanceof AudioRemoteError &&
+          err.wireCode === WireErrorCode.DRAINING &&
+          typeof opts.node !== "function" &&
+          !opts.navigator
+        )
+          throw err;
         if (err instanceof AgoraError && err.code === "USAGE") throw err; // a bad multiaddr will not get better
         if (++attempt >= reconnect.maxAttempts)
           throw new AgoraError("P2P", `giving up after ${attempt} attempts to join room ${opts.room}: ${errorMessage(err)}`, {
@@ -326,6 +381,8 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
   };
   onSessionLost = () => {
     session = undefined;
+    // The host is gone for us: placement leaves it out, so every participant picks the same successor.
+    opts.navigator?.hostLost();
     if (stopping) return;
     if (fatal) return finishRun("aborted");
     report.reconnects++;
@@ -419,6 +476,12 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
     await connectLoop.catch(() => {});
     rx.left(clock.now());
     Object.assign(report, (({ framesReceived: _, ...loss }) => loss)(rx.figures()));
+    if (opts.navigator) {
+      const st = opts.navigator.stats;
+      report.moveGapsMs = [...st.moveGapsMs];
+      report.redirectsFollowed = st.redirectsFollowed;
+      report.placementRefusals = st.redirectsRefused + st.movesRefused + st.redirectLoops;
+    }
     if (session) {
       report.rttMs = session.rttMs;
       await session.leave().catch(() => {});

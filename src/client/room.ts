@@ -9,6 +9,7 @@
 import type { Libp2p, PrivateKey } from "@libp2p/interface";
 import { type GrantSigner, grantFromString, ROLE_NAMES, Role, type RoleName, signerFromRawPrivateKey, signModerate } from "../access";
 import { AgoraError } from "../errors";
+import { silentLogger } from "../log";
 import {
   type AudioFrame,
   Capability,
@@ -24,12 +25,23 @@ import {
 } from "../protocol";
 import { loadOpusCodec } from "./codec";
 import { SafeEmitter } from "./events";
+import { type RoomLocator, RoomNavigator } from "./navigator";
 import { createClientNode, type DialTarget, resolveTarget } from "./node";
 import { type AudioRemoteError, AudioSession } from "./session";
 
 export interface JoinRoomOptions {
-  /** the node's multiaddr (…/p2p/<peer id>); `discover()` finds one */
-  node: DialTarget;
+  /** the node's multiaddr (…/p2p/<peer id>); `discover()` finds one. Or give `bootstrap`: join by name. */
+  node?: DialTarget;
+  /**
+   * Join by name: any nodes of the network. The room is found where it lives (its record, or the placement
+   * rule), REDIRECTs and MOVEs are followed, and a dead host is replaced by the successor every participant
+   * computes (`moved` events tell).
+   */
+  bootstrap?: string[];
+  /** the room's region when it has to be placed (default: the first region discovered) */
+  region?: string;
+  /** where rooms and mixers are looked up instead of the DHT behind `bootstrap` (tests, custom directories) */
+  locator?: RoomLocator;
   room: string;
   /** display name, up to 64 bytes of UTF-8 */
   name?: string;
@@ -65,6 +77,8 @@ export interface RoomEvents extends Record<string, unknown> {
   left: { error?: AgoraError | AudioRemoteError };
   /** a moderation in the room (owned rooms): who did what to whom; `self` when it was done to us */
   moderation: { action: ModerateActionName | "UNKNOWN"; target: string; by: string; until: number; self: boolean };
+  /** join by name: the room moved to another host (MOVE from the host, or the host died: `failover`) */
+  moved: { from: string | undefined; to: string | undefined; epoch: number | undefined; reason: "move" | "failover" };
 }
 
 /** What a moderation request came back with: `code` 0 = done, else a WireErrorCode (FORBIDDEN, …). */
@@ -85,6 +99,8 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
   private signer: GrantSigner | undefined;
   private requestId = 0;
   private readonly pendingRequests = new Map<number, (o: ModerationOutcome) => void>();
+  private navigator: RoomNavigator | undefined;
+  private stopExtra: (() => Promise<void>) | undefined;
 
   private constructor(
     private readonly codec: OpusCodec | undefined,
@@ -97,6 +113,9 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
 
   /** Dials the node, joins the room and resolves once JOINED arrived; throws AudioRemoteError on ERROR. */
   static async join(opts: JoinRoomOptions): Promise<RoomConnection> {
+    if (opts.node === undefined && !opts.bootstrap?.length && !opts.locator)
+      throw new AgoraError("USAGE", "joinRoom: give node (a mixer's multiaddr), or bootstrap / locator to join by name");
+    if (opts.node === undefined) return RoomConnection.joinByName(opts);
     const codec = opts.codec ?? (opts.decode ? await loadOpusCodec() : undefined);
     const grant = typeof opts.grant === "string" ? grantFromString(opts.grant) : opts.grant;
     const ownNode = opts.libp2p ? undefined : await createClientNode(opts.identity);
@@ -106,7 +125,7 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
       conn.decoder = opts.decode ? codec?.decoder() : undefined;
       conn.session = await AudioSession.open({
         libp2p: opts.libp2p ?? ownNode!,
-        target: await resolveTarget(opts.node),
+        target: await resolveTarget(opts.node!),
         room: opts.room,
         name: opts.name,
         timeoutMs: opts.timeoutMs,
@@ -124,6 +143,94 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
       throw err;
     }
     return conn;
+  }
+
+  private static async joinByName(opts: JoinRoomOptions): Promise<RoomConnection> {
+    const codec = opts.codec ?? (opts.decode ? await loadOpusCodec() : undefined);
+    let locator = opts.locator;
+    let libp2p = opts.libp2p;
+    let stopLocator: (() => Promise<void>) | undefined;
+    if (!locator) {
+      // The network subsystem is loaded only for this (as discover() does).
+      const { createRoomLocator } = await import("../p2p");
+      const l = await createRoomLocator({ bootstrap: opts.bootstrap!, logger: silentLogger() });
+      locator = l;
+      libp2p ??= l.libp2p;
+      stopLocator = () => l.stop();
+    }
+    const ownNode = libp2p ? undefined : await createClientNode(opts.identity);
+    const conn = new RoomConnection(codec, opts.bitrate, ownNode, opts.onListenerError);
+    conn.stopExtra = stopLocator;
+    if (opts.identity) conn.signer = signerFromRawPrivateKey(opts.identity.raw);
+    const grant = typeof opts.grant === "string" ? grantFromString(opts.grant) : opts.grant;
+    const nav = new RoomNavigator({ libp2p: libp2p ?? ownNode!, room: opts.room, locator, region: opts.region });
+    conn.navigator = nav;
+    const sessionOpts = {
+      name: opts.name,
+      timeoutMs: opts.timeoutMs,
+      signal: opts.signal,
+      // the grant goes with every JOIN, the successor's after a MOVE too: it verifies the role anew
+      ...(grant ? { grant } : {}),
+      onAccess: (m: ModerateResultMessage | ModerationMessage) => conn.onAccess(m),
+      onAudio: (frame: AudioFrame, receivedAt: number) => conn.onAudio(frame, receivedAt),
+      onMoved: (s: AudioSession) => {
+        const from = conn.hostPeer;
+        conn.session = s;
+        conn.role_ = s.joined.role ?? Role.SPEAKER;
+        conn.hostPeer = nav.host;
+        conn.emit("moved", { from, to: nav.host, epoch: s.joined.epoch, reason: "move" });
+      },
+      onClose: (error: AgoraError | undefined) => {
+        if (!error || conn.ended) return void conn.end(error);
+        void conn.failover(sessionOpts, error);
+      },
+    };
+    try {
+      conn.decoder = opts.decode ? codec?.decoder() : undefined;
+      conn.session = await nav.open(sessionOpts);
+      conn.role_ = conn.session.joined.role ?? Role.SPEAKER;
+      conn.hostPeer = nav.host;
+    } catch (err) {
+      conn.decoder?.destroy();
+      await Promise.resolve(ownNode?.stop()).catch(() => {});
+      await stopLocator?.().catch(() => {});
+      throw err;
+    }
+    return conn;
+  }
+
+  private hostPeer: string | undefined;
+
+  /**
+   * The host's session ended with an error (it died, or a network cut): every participant leaves that host
+   * out and joins the successor by the same rule; bounded attempts, then `left` with the error.
+   */
+  private async failover(sessionOpts: Parameters<RoomNavigator["open"]>[0], error: AgoraError): Promise<void> {
+    const nav = this.navigator!;
+    const from = this.hostPeer;
+    nav.hostLost(from);
+    for (let attempt = 0; attempt < 5 && !this.ended; attempt++) {
+      try {
+        this.session = await nav.open(sessionOpts);
+        this.role_ = this.session.joined.role ?? Role.SPEAKER;
+        this.hostPeer = nav.host;
+        this.emit("moved", { from, to: nav.host, epoch: this.session.joined.epoch, reason: "failover" });
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
+      }
+    }
+    await this.end(error);
+  }
+
+  /** Join by name: REDIRECTs and MOVEs followed and refused, and the audio gap of each MOVE (ms). */
+  get placementStats(): RoomNavigator["stats"] | undefined {
+    return this.navigator?.stats;
+  }
+
+  /** The peer id of the mixer hosting our session (join by name). */
+  get host(): string | undefined {
+    return this.navigator?.host;
   }
 
   /** What the server said in JOINED: our participant id, the bitrate it suggests, the codec parameters. */
@@ -256,6 +363,7 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
     this.encoder = this.decoder = undefined;
     this.emit("left", { error });
     await Promise.resolve(this.ownNode?.stop()).catch(() => {});
+    await this.stopExtra?.().catch(() => {});
   }
 }
 

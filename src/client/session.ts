@@ -5,7 +5,7 @@
  * queue, so a slow connection drops old frames rather than growing latency.
  */
 import type { Libp2p, Stream } from "@libp2p/interface";
-import { multiaddr } from "@multiformats/multiaddr";
+import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import { AgoraError, type ErrorCode, errorMessage } from "../errors";
 import {
   AUDIO_PROTOCOLS,
@@ -78,7 +78,8 @@ function agoraCodeFor(wireCode: number): ErrorCode {
 
 export interface AudioSessionOptions {
   libp2p: Libp2p;
-  target: DialTarget;
+  /** one address, or several of one peer (libp2p dials them as one peer) */
+  target: DialTarget | Multiaddr[];
   room: string;
   name?: string;
   /**
@@ -179,7 +180,7 @@ export class AudioSession {
         maxOutboundStreams: opts.maxOutboundStreams,
       });
     } catch (err) {
-      throw new AgoraError("P2P", `cannot open ${protocols.join(" or ")} to ${target.toString()}: ${errorMessage(err)}`, {
+      throw new AgoraError("P2P", `cannot open ${protocols.join(" or ")} to ${String(target)}: ${errorMessage(err)}`, {
         cause: err,
       });
     }

@@ -32,6 +32,7 @@ import { StunService } from "../stun";
 import { type Identity, loadOrCreateIdentity } from "./identity";
 import { Lifecycle, type Service } from "./lifecycle";
 import { acquirePidLock, type PidLock } from "./pidfile";
+import { createRoomPlacement, type RoomPlacementWiring } from "./room-placement";
 import { type ServiceNotifier, systemdNotifier } from "./sd-notify";
 import { SystemSampler } from "./system";
 
@@ -74,6 +75,8 @@ export class NodeRuntime implements DashboardSource {
   private corsRefusedTotal?: Counter<"reason">;
   private media?: MediaEngine;
   private rooms_?: AudioRoomService;
+  private placement?: RoomPlacementWiring;
+  private placementTimer?: ReturnType<typeof setInterval>;
   private pidLock?: PidLock;
   private dashboard?: DashboardServer;
   private historyTimer?: ReturnType<typeof setInterval>;
@@ -204,8 +207,21 @@ export class NodeRuntime implements DashboardSource {
             () => media.stop(),
           ),
         );
+        // The room directory's placement (claims, REDIRECT, handover) runs where the network hosts rooms.
+        const directory = this.network.rooms;
+        this.placement = directory
+          ? createRoomPlacement({
+              network: this.network,
+              directory,
+              privateKey: this.identity.privateKey,
+              region: c.node.region,
+              registry: this.metrics.registry,
+              logger: this.log.child({ subsystem: "rooms" }),
+            })
+          : undefined;
         const rooms = new AudioRoomService({
           libp2p: this.network.libp2p,
+          host: this.placement?.host,
           engine: this.media,
           logger: this.log.child({ subsystem: "rooms" }),
           registry: this.metrics.registry,
@@ -227,6 +243,13 @@ export class NodeRuntime implements DashboardSource {
             () => rooms.stop(),
           ),
         );
+        const placement = this.placement;
+        if (placement) {
+          // Re-resolve hosted rooms often enough that a lost claim (a healed partition) moves within seconds.
+          const beatMs = Math.min(5_000, c.network.heartbeat_interval * 1000);
+          this.placementTimer = setInterval(() => void placement.beat(rooms.hostedRooms()), beatMs);
+          this.placementTimer.unref?.();
+        }
       }
 
       if (this.isolated(c.network.bootstrap_peers.length, this.network.status().known_peers))
@@ -461,12 +484,36 @@ export class NodeRuntime implements DashboardSource {
     const announced = (this.network?.peers().length ?? 0) === 0 ? Promise.resolve() : Promise.race([announce, Bun.sleep(ANNOUNCE_WAIT_MS)]);
     this.drainWaiter = (async () => {
       try {
-        await this.waitForEmptyRooms();
+        if (this.placement && this.rooms_) await this.handOverRooms(this.placement, this.rooms_);
+        else await this.waitForEmptyRooms();
       } finally {
         await announced;
       }
     })();
     return this.drainWaiter;
+  }
+
+  /**
+   * Drain with a room directory: each hosted room goes to its successor (MOVE with tokens); the drain is over
+   * when no moved participant is left here (they joined the successor), bounded by node.drain_timeout.
+   * Participants that cannot follow a MOVE (1.0.0 clients) are not waited for.
+   */
+  private async handOverRooms(placement: RoomPlacementWiring, rooms: AudioRoomService): Promise<void> {
+    await placement.refreshMixers();
+    const moved = await placement.host.handOverAll();
+    this.log.info({ rooms: moved.length, participants: rooms.movingParticipants() }, "draining: rooms handed over to their successors");
+    while (!this.drainCancelled) {
+      const left = rooms.movingParticipants();
+      if (left === 0) {
+        this.log.info({ rooms: moved }, "drained: every moved participant is on the successor");
+        return;
+      }
+      if (Date.now() >= this.drainDeadline!) {
+        this.log.warn({ participants: left }, "drain timeout reached before every participant moved");
+        return;
+      }
+      await Bun.sleep(50);
+    }
   }
 
   private async waitForEmptyRooms(): Promise<void> {
@@ -508,6 +555,7 @@ export class NodeRuntime implements DashboardSource {
     }
     this.stateValue = "stopping";
     clearInterval(this.historyTimer);
+    clearInterval(this.placementTimer);
     const failures = await this.lifecycle.stopAll();
     this.notifier.close();
     this.log.info({ failures }, failures.length ? "stopped with errors" : "stopped");

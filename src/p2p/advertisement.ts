@@ -93,7 +93,10 @@ export type RejectReason =
   | "not_canonical"
   | "seq_conflict"
   | "signer_quota"
-  | "store_full";
+  | "store_full"
+  // room records (room-record.ts): a claim that loses to the live one held for the room
+  | "lower_epoch"
+  | "claim_lost";
 
 export const REJECT_REASONS: readonly RejectReason[] = [
   "oversized",
@@ -110,6 +113,8 @@ export const REJECT_REASONS: readonly RejectReason[] = [
   "seq_conflict",
   "signer_quota",
   "store_full",
+  "lower_epoch",
+  "claim_lost",
 ];
 
 /** A refused record. kad-dht treats any throw from a validator as "invalid record": never fatal to the node. */

@@ -21,3 +21,36 @@ export type { LoadFigures, NetworkNode, NetworkNodeInternals, NetworkNodeOptions
 export { createNetworkNode } from "./node";
 export type { RankedNode } from "./ranking";
 export { loadScore, rankNodes, scoreNode } from "./ranking";
+export {
+  fetchHostedRooms,
+  type HostedRoomInfo,
+  MAX_HOSTED_ROOMS,
+  PROTOCOL_ROOMS,
+  type ResolveRoomOptions,
+  type ResolveRoomRecordOptions,
+  type RoomClaimOptions,
+  type RoomClock,
+  RoomDirectory,
+  type RoomDirectoryEvents,
+  resolveRoomRecord,
+  roomsRegionNamespace,
+  systemRoomClock,
+} from "./room-directory";
+export { createRoomLocator, type LocatorMixer, type LocatorRoom, type RoomLocatorClient, type RoomLocatorOptions } from "./room-locator";
+export { type HandoverDirection, ROOM_REJECTED_METRIC, RoomMetrics } from "./room-metrics";
+export {
+  compareRoomRecords,
+  encodeRoomRecord,
+  MAX_REVOCATIONS,
+  MAX_ROOM_RECORD_BYTES,
+  type RoomClaim,
+  type RoomRecord,
+  type RoomRevocation,
+  type RoomStatus,
+  roomRecordKey,
+  roomTieBreak,
+  selectRoomRecord,
+  signRoomRecord,
+  type UnsignedRoomRecord,
+  verifyRoomRecord,
+} from "./room-record";

@@ -37,6 +37,8 @@ import type { RankedNode } from "./ranking";
 import { reachability } from "./reachability";
 import { createDhtRecordStore, type DhtRecordStoreLimits } from "./record-store";
 import { relayListen } from "./relay-listen";
+import { type RoomClock, type RoomDirectory, type RoomDirectoryComponents, roomDirectory } from "./room-directory";
+import { RoomMetrics } from "./room-metrics";
 import { createRecordValidation, type RecordValidation } from "./validator";
 import { type WebSocketListen, webSocketListen } from "./websocket";
 
@@ -73,6 +75,9 @@ export interface NetworkNodeInternals {
   dhtStore?: Partial<DhtRecordStoreLimits> & { now?: () => number };
   /** Additional libp2p connection gater hooks (tests block direct dials with this). */
   connectionGater?: import("@libp2p/interface").ConnectionGater;
+  /** The room directory's clock (virtual time in tests) and record interval (default: network.heartbeat_interval). */
+  roomClock?: RoomClock;
+  roomRecordIntervalMs?: number;
 }
 
 export interface NetworkNodeOptions {
@@ -125,6 +130,10 @@ export interface NetworkNode {
   announceDraining(): Promise<void>;
   discover(q: DiscoverQuery): Promise<RankedNode[]>;
   setMaxConnections(n: number): void;
+  /** The room directory (mixer nodes, i.e. with the "mixer" capability, while running); undefined otherwise. */
+  readonly rooms: RoomDirectory | undefined;
+  /** Room metrics (agora_rooms_*), on the node's registry while running. */
+  readonly roomMetrics: RoomMetrics | undefined;
 }
 
 const PROVIDER_VALIDITY_MS = 15 * 60_000;
@@ -153,6 +162,7 @@ interface Assembly {
   listen: string[];
   maxConnections: number;
   validation: RecordValidation;
+  roomMetrics: RoomMetrics;
   relayMonitor?: RelayMonitor;
   /** libp2p over WebSocket (network.ws_port), when configured */
   wsListen?: WebSocketListen;
@@ -196,6 +206,7 @@ function createAgoraLibp2p(a: Assembly) {
       selfPeerId: peerIdFromPrivateKey(opts.privateKey).toString(),
       ownSeq: () => publisher?.ownSeq() ?? 0,
       onReject: a.validation.countRejection,
+      onRoomReject: a.validation.countRoomRejection,
       registry: opts.registry,
       limits: { maxRecords: cfg.network.dht_max_records, ...internal.dhtStore },
       now: internal.dhtStore?.now,
@@ -218,6 +229,18 @@ function createAgoraLibp2p(a: Assembly) {
       ...(cfg.network.enable_upnp ? { upnp: uPnPNAT() } : {}),
       ...(relayMonitor ? { relay: circuitRelayServer(relayServerInit(cfg.relay)) } : {}),
       ...(relayAuto ? { relayListen: relayListen({ logger: opts.logger, intervalMs: internal.relayCheckIntervalMs }) } : {}),
+      ...(publishes && opts.capabilities.includes("mixer")
+        ? {
+            roomDirectory: (components: RoomDirectoryComponents) =>
+              roomDirectory({
+                logger: opts.logger,
+                region: cfg.node.region,
+                intervalMs: internal.roomRecordIntervalMs ?? jittered(heartbeatMs),
+                metrics: a.roomMetrics,
+                clock: internal.roomClock,
+              })(components),
+          }
+        : {}),
       ...(publishes
         ? {
             advertPublisher: (components: AdvertPublisherComponents) => {
@@ -252,6 +275,7 @@ class AgoraNetworkNode implements NetworkNode {
   private readonly internal: NetworkNodeInternals;
   private lib?: AgoraLibp2p;
   private validation?: RecordValidation;
+  private roomMetricsInstance?: RoomMetrics;
   private connMetrics?: ConnectionMetrics;
   private wsListen?: WebSocketListen;
   private relayMonitor?: RelayMonitor;
@@ -296,7 +320,8 @@ class AgoraNetworkNode implements NetworkNode {
   private async doStart(): Promise<void> {
     const cfg = this.cfg;
     this.knownPeers = loadKnownPeers(knownPeersPath(this.opts.dataDir), this.log);
-    const validation = createRecordValidation({ registry: this.opts.registry });
+    const roomMetrics = new RoomMetrics(this.opts.registry);
+    const validation = createRecordValidation({ registry: this.opts.registry, roomMetrics });
     const connMetrics = new ConnectionMetrics(this.opts.registry);
     const relayMonitor = cfg.node.mode === "relay" ? new RelayMonitor(cfg.relay, this.opts.registry) : undefined;
     const wsListen = webSocketListen(cfg.network, this.opts.registry, this.log, this.internal.wsPort);
@@ -304,6 +329,7 @@ class AgoraNetworkNode implements NetworkNode {
     const dispose = () => {
       connMetrics.dispose();
       validation.dispose();
+      roomMetrics.dispose();
       relayMonitor?.dispose();
       wsListen?.dispose();
     };
@@ -316,6 +342,7 @@ class AgoraNetworkNode implements NetworkNode {
         listen,
         maxConnections: this.maxConnections,
         validation,
+        roomMetrics,
         relayMonitor,
         wsListen,
       });
@@ -338,6 +365,7 @@ class AgoraNetworkNode implements NetworkNode {
     }
     this.lib = lib;
     this.validation = validation;
+    this.roomMetricsInstance = roomMetrics;
     this.connMetrics = connMetrics;
     this.wsListen = wsListen;
     this.relayMonitor = relayMonitor;
@@ -393,6 +421,7 @@ class AgoraNetworkNode implements NetworkNode {
     this.wsListen = undefined;
     this.relayMonitor?.dispose();
     this.validation?.dispose();
+    this.roomMetricsInstance?.dispose();
     this.log.info({ peer_id: this.peerId }, "p2p network stopped");
   }
 
@@ -410,6 +439,16 @@ class AgoraNetworkNode implements NetworkNode {
     const publisher = this.running ? this.lib?.services.advertPublisher : undefined;
     if (!publisher) throw new AgoraError("P2P", "cannot publish: the network node is not running");
     await publisher.announceDraining();
+  }
+
+  // --- rooms -------------------------------------------------------------------------------------
+
+  get rooms(): RoomDirectory | undefined {
+    return this.running ? this.lib?.services.roomDirectory : undefined;
+  }
+
+  get roomMetrics(): RoomMetrics | undefined {
+    return this.running ? this.roomMetricsInstance : undefined;
   }
 
   // --- discovery ---------------------------------------------------------------------------------

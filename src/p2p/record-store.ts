@@ -18,6 +18,11 @@
  *   and is exempt from the bounds;
  * - a record past last_seen + ttl_seconds is never served (get/has say "not found") and a sweep every
  *   `sweepIntervalMs` deletes it.
+ * Room records (`/agora/rooms/<room-id>`, room-record.ts) are stored too, signed by the host they name (the
+ * validator has proven it): at most `maxRoomRecordsPerSigner` per host (a mixer hosts many rooms), inside the
+ * same total bound. A live stored room record is replaced only by a better claim (room-record.ts
+ * roomReplacementRefusal: a lower epoch, a lost tie-break or an older seq is refused), so a PUT that kad-dht
+ * does not run through the selector still cannot take a room from its host.
  * Providers (`<prefix>/provider/<cid>/<peer-id>`, written by the server with its own clock): at most
  * `maxProvidersPerPeer` per providing peer (a node provides its region, "all" and ≤ 16 capabilities) and
  * `maxProviders` in total; over either bound the oldest-written entry goes. Expiry stays kad-dht's
@@ -36,9 +41,12 @@ import { Key, type KeyQuery, type Pair, type Query } from "interface-datastore";
 import type { Registry } from "prom-client";
 import { parseAdvertisementKey, RecordRejectedError, type RejectReason } from "./advertisement";
 import { DhtStoreMetrics } from "./metrics";
+import { isRoomRecordKey, parseRoomRecordKey, peekRoomClaim, type RoomClaim, roomReplacementRefusal } from "./room-record";
 
 export interface DhtRecordStoreLimits {
   maxRecordsPerSigner: number;
+  /** Room records per hosting peer (its signer). */
+  maxRoomRecordsPerSigner: number;
   maxRecords: number;
   maxProvidersPerPeer: number;
   maxProviders: number;
@@ -51,6 +59,7 @@ export interface DhtRecordStoreLimits {
  */
 export const DEFAULT_STORE_LIMITS: DhtRecordStoreLimits = {
   maxRecordsPerSigner: 4,
+  maxRoomRecordsPerSigner: 256,
   maxRecords: 8192,
   maxProvidersPerPeer: 32,
   maxProviders: 32768,
@@ -67,6 +76,8 @@ export interface DhtRecordStoreOptions {
   limits?: Partial<DhtRecordStoreLimits>;
   /** Counts each refusal (agora_dht_records_rejected_total). */
   onReject?: (reason: RejectReason) => void;
+  /** Counts each refusal of a room record (agora_rooms_records_rejected_total); onReject when omitted. */
+  onRoomReject?: (reason: RejectReason) => void;
   /** Registry for agora_dht_store_*; registered on start, removed on stop. */
   registry?: Registry;
   /** Unix seconds; the wall clock by default (tests inject one). */
@@ -78,6 +89,8 @@ interface RecordEntry {
   seq: number;
   lastSeen: number;
   expires: number;
+  /** Room records only: what the room selector compares. */
+  room?: RoomClaim;
 }
 
 export class DhtRecordStore extends BaseDatastore implements Startable {
@@ -89,6 +102,8 @@ export class DhtRecordStore extends BaseDatastore implements Startable {
   private readonly now: () => number;
   private readonly records = new Map<string, RecordEntry>();
   private readonly recordsBySigner = new Map<string, Set<string>>();
+  /** Room records by hosting signer (a separate quota from advertisements). */
+  private readonly roomsBySigner = new Map<string, Set<string>>();
   /** Provider entries in write order (re-written entries move to the end): the first is the oldest. */
   private readonly providers = new Map<string, string>();
   private readonly providersByPeer = new Map<string, Set<string>>();
@@ -198,11 +213,18 @@ export class DhtRecordStore extends BaseDatastore implements Startable {
     } catch {
       this.refuse("malformed", "not a DHT record");
     }
+    if (isRoomRecordKey(dhtKey)) {
+      this.admitRoomRecord(k, dhtKey, value);
+      return;
+    }
     let signer: string;
     try {
       signer = parseAdvertisementKey(dhtKey).peerId;
     } catch {
-      this.refuse("unsupported_key", `this DHT stores only node advertisements, not ${JSON.stringify(dhtKey.slice(0, 80))}`);
+      this.refuse(
+        "unsupported_key",
+        `this DHT stores only node advertisements and room records, not ${JSON.stringify(dhtKey.slice(0, 80))}`,
+      );
     }
     const adv = peekAdvertisement(value);
     if (!adv) this.refuse("malformed", "record value is not an advertisement");
@@ -247,6 +269,69 @@ export class DhtRecordStore extends BaseDatastore implements Startable {
     }
   }
 
+  private refuseRoom(reason: RejectReason, message: string): never {
+    (this.opts.onRoomReject ?? this.opts.onReject)?.(reason);
+    throw new RecordRejectedError(reason, message);
+  }
+
+  /** Room records: the host named in the record signs it (the validator checked); the selector order guards it. */
+  private admitRoomRecord(k: string, dhtKey: string, value: Uint8Array): void {
+    try {
+      parseRoomRecordKey(dhtKey);
+    } catch (err) {
+      this.refuseRoom("bad_key", (err as Error).message);
+    }
+    const claim = peekRoomClaim(value);
+    if (!claim) this.refuseRoom("malformed", "record value is not a room record");
+    const t = this.now();
+    const entry: RecordEntry = {
+      signer: claim.host,
+      seq: claim.seq,
+      lastSeen: claim.last_seen,
+      expires: claim.last_seen + claim.ttl_seconds,
+      room: { room: claim.room, host: claim.host, epoch: claim.epoch, seq: claim.seq, last_seen: claim.last_seen },
+    };
+    if (entry.expires < t) this.refuseRoom("stale", "room record has expired");
+    const old = this.records.get(k);
+    if (old?.room && old.expires >= t) {
+      const why = roomReplacementRefusal(old.room, entry.room!);
+      if (why) this.refuseRoom(why.reason, why.message);
+      if (old.room.host === claim.host && old.seq === claim.seq && !this.sameValue(k, value))
+        this.refuseRoom("seq_conflict", `seq ${claim.seq} is already stored with different bytes`);
+    }
+    if (old) this.unindexRecord(k);
+    const mine = this.indexRecord(k, entry);
+    // A refused newcomer gives the key back to the record it would have replaced (its bytes are untouched).
+    const giveBack = () => {
+      this.unindexRecord(k);
+      if (old) this.indexRecord(k, old);
+    };
+    if (entry.signer === this.opts.selfPeerId) return;
+    if (mine.size > this.limits.maxRoomRecordsPerSigner) {
+      const victim = stalest(mine, this.records, () => true);
+      if (victim === k) {
+        giveBack();
+        this.refuseRoom(
+          "signer_quota",
+          `host ${entry.signer} already has ${this.limits.maxRoomRecordsPerSigner} fresher room records stored`,
+        );
+      }
+      this.dropRecord(victim!);
+      this.metrics?.evicted("record", "signer_quota");
+    }
+    if (this.records.size > this.limits.maxRecords) {
+      const victim = stalest(this.records.keys(), this.records, (e) => e.signer !== this.opts.selfPeerId);
+      if (victim === k) {
+        giveBack();
+        this.refuseRoom("store_full", `the store holds ${this.limits.maxRecords} fresher records`);
+      }
+      if (victim !== undefined) {
+        this.dropRecord(victim);
+        this.metrics?.evicted("record", "store_full");
+      }
+    }
+  }
+
   /** Takes back the index entry of a refused record (the stored bytes are untouched) and refuses it. */
   private undo(k: string, old: RecordEntry | undefined, reason: RejectReason, message: string): never {
     if (old) this.records.set(k, old);
@@ -263,13 +348,26 @@ export class DhtRecordStore extends BaseDatastore implements Startable {
     }
   }
 
+  private indexRecord(k: string, entry: RecordEntry): Set<string> {
+    this.records.set(k, entry);
+    const index = entry.room ? this.roomsBySigner : this.recordsBySigner;
+    let mine = index.get(entry.signer);
+    if (!mine) {
+      mine = new Set();
+      index.set(entry.signer, mine);
+    }
+    mine.add(k);
+    return mine;
+  }
+
   private unindexRecord(k: string): void {
     const e = this.records.get(k);
     if (!e) return;
     this.records.delete(k);
-    const mine = this.recordsBySigner.get(e.signer);
+    const index = e.room ? this.roomsBySigner : this.recordsBySigner;
+    const mine = index.get(e.signer);
     mine?.delete(k);
-    if (mine?.size === 0) this.recordsBySigner.delete(e.signer);
+    if (mine?.size === 0) index.delete(e.signer);
   }
 
   private dropRecord(k: string): void {

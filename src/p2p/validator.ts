@@ -10,6 +10,11 @@
  * (go-libp2p does consult it). A peer could therefore replay a node's older, still-unexpired record and roll
  * replicas back. The validator closes that gap itself: it remembers the highest seq it has accepted per key
  * (until that record expires) and refuses lower ones as "superseded".
+ *
+ * The namespace holds two record types, told apart by the second key segment: node advertisements
+ * (`/agora/nodes/…`, advertisement.ts) and room records (`/agora/rooms/…`, room-record.ts). Room records get
+ * the same guard with the room selector's order (a lower epoch, a lost tie-break or an older seq of the same
+ * host is refused while the better claim is live) and are counted in agora_rooms_records_rejected_total.
  */
 import type { SelectFn, ValidateFn } from "@libp2p/kad-dht";
 import { Counter, type Registry } from "prom-client";
@@ -22,6 +27,15 @@ import {
   type RejectReason,
   verifyAdvertisementRecord,
 } from "./advertisement";
+import { RoomMetrics } from "./room-metrics";
+import {
+  isRoomRecordKey,
+  type RoomClaim,
+  type RoomRecord,
+  roomReplacementRefusal,
+  selectRoomRecord,
+  verifyRoomRecord,
+} from "./room-record";
 
 export const REJECTED_METRIC = "agora_dht_records_rejected_total";
 
@@ -33,6 +47,8 @@ export interface RecordValidationOptions {
   registry?: Registry;
   /** Unix seconds; the wall clock by default (tests inject one). */
   now?: () => number;
+  /** Where room-record refusals are counted (agora_rooms_records_rejected_total); a private one when omitted. */
+  roomMetrics?: RoomMetrics;
 }
 
 export interface RecordValidation {
@@ -45,6 +61,13 @@ export interface RecordValidation {
   rejected(reason: RejectReason): number;
   /** Counts a refusal decided elsewhere (the DHT record store: quotas, rollbacks, seq conflicts). */
   countRejection(reason: RejectReason): void;
+  /** Same checks as the DHT validator for a room record (`/agora/rooms/<room>`), returning the typed record. */
+  verifyRoom(key: Uint8Array | string, value: Uint8Array): Promise<RoomRecord>;
+  /** Index of the best of several valid records of one room (room-record.ts compareRoomRecords). */
+  selectRoom(records: Uint8Array[]): number;
+  /** Counts a room-record refusal decided elsewhere (the DHT record store). */
+  countRoomRejection(reason: RejectReason): void;
+  readonly roomMetrics: RoomMetrics;
   /** Unregister the metric (node stop), so a later node can register it again on the same registry. */
   dispose(): void;
 }
@@ -64,6 +87,10 @@ export function createRecordValidation(opts: RecordValidationOptions = {}): Reco
 
   /** key → highest accepted seq and when that record expires (unix seconds). Map order = insertion (LRU-ish). */
   const highest = new Map<string, { seq: number; expires: number }>();
+
+  const roomMetrics = opts.roomMetrics ?? new RoomMetrics();
+  /** room key → the best live claim accepted (same order as the selector) and when it expires. */
+  const bestRoom = new Map<string, { claim: RoomClaim; expires: number }>();
 
   function countRejection(reason: RejectReason): void {
     counter.inc({ reason });
@@ -99,6 +126,41 @@ export function createRecordValidation(opts: RecordValidationOptions = {}): Reco
     return rec;
   }
 
+  async function verifyRoom(key: Uint8Array | string, value: Uint8Array): Promise<RoomRecord> {
+    const keyText = typeof key === "string" ? key : new TextDecoder().decode(key);
+    const refuse = (err: unknown): never => {
+      const e = err instanceof RecordRejectedError ? err : new RecordRejectedError("malformed", String(err));
+      roomMetrics.countRejection(e.reason);
+      throw e;
+    };
+    let rec: RoomRecord;
+    try {
+      rec = await verifyRoomRecord(keyText, value, { now: now() });
+    } catch (err) {
+      return refuse(err);
+    }
+    const t = now();
+    const held = bestRoom.get(keyText);
+    if (held && held.expires >= t) {
+      const why = roomReplacementRefusal(held.claim, rec);
+      if (why) return refuse(new RecordRejectedError(why.reason, why.message));
+    }
+    bestRoom.delete(keyText);
+    bestRoom.set(keyText, {
+      claim: { room: rec.room, host: rec.host, epoch: rec.epoch, seq: rec.seq, last_seen: rec.last_seen },
+      expires: rec.last_seen + rec.ttl_seconds,
+    });
+    if (bestRoom.size > MAX_GUARD_ENTRIES) {
+      for (const [k, v] of bestRoom) if (v.expires < t) bestRoom.delete(k);
+      while (bestRoom.size > MAX_GUARD_ENTRIES) {
+        const first = bestRoom.keys().next().value;
+        if (first === undefined) break;
+        bestRoom.delete(first);
+      }
+    }
+    return rec;
+  }
+
   function prune(t: number): void {
     for (const [k, v] of highest) if (v.expires < t) highest.delete(k);
     // Still too many live keys (a flood of distinct valid keys): forget the oldest-inserted ones.
@@ -130,16 +192,22 @@ export function createRecordValidation(opts: RecordValidationOptions = {}): Reco
   return {
     validators: {
       [AGORA_NAMESPACE]: async (key: Uint8Array, value: Uint8Array) => {
-        await verify(key, value);
+        if (isRoomRecordKey(new TextDecoder().decode(key))) await verifyRoom(key, value);
+        else await verify(key, value);
       },
     },
     selectors: {
-      [AGORA_NAMESPACE]: (_key: Uint8Array, records: Uint8Array[]) => select(records),
+      [AGORA_NAMESPACE]: (key: Uint8Array, records: Uint8Array[]) =>
+        isRoomRecordKey(new TextDecoder().decode(key)) ? selectRoomRecord(records) : select(records),
     },
     verify,
     select,
     rejected: (reason) => counts.get(reason) ?? 0,
     countRejection,
+    verifyRoom,
+    selectRoom: selectRoomRecord,
+    countRoomRejection: (reason) => roomMetrics.countRejection(reason),
+    roomMetrics,
     dispose() {
       if (registry && registry.getSingleMetric(REJECTED_METRIC) === counter) registry.removeSingleMetric(REJECTED_METRIC);
     },

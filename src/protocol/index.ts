@@ -5,6 +5,14 @@
  * (src/audio); it depends on nothing but src/errors, so any of them can import it without the others.
  */
 export * from "./constants";
+export {
+  isPlacementCandidate,
+  PLACEMENT_DOMAIN,
+  type PlacementCandidate,
+  placementWeight,
+  placeRoom,
+  rankPlacement,
+} from "./placement";
 export { chunkBytes, type DrainableStream, OutboundQueue } from "./send-queue";
 export type { AudioFrame, OpusCodec, OpusDecoder, OpusEncoder, OpusEncoderOptions } from "./types";
 export {

@@ -1,7 +1,25 @@
 /**
  * The room server: the node's side of the audio protocol (src/protocol), binding each participant's stream to
- * the media engine (src/audio).
+ * the media engine (src/audio), and the room directory's placement policy (room-host.ts: claim, REDIRECT,
+ * handover with move tokens).
  */
+export {
+  decodeMoveToken,
+  MOVE_TOKEN_DOMAIN,
+  MOVE_TOKEN_TTL_MS,
+  type MoveTokenClaims,
+  type MoveTokenRejection,
+  signMoveToken,
+  verifyMoveToken,
+} from "./move-token";
+export {
+  type JoinDecision,
+  type RoomDirectoryPort,
+  RoomHost,
+  type RoomHostOptions,
+  type RoomHostRecord,
+  type RoomMembers,
+} from "./room-host";
 export {
   AudioRoomService,
   type AudioRoomServiceOptions,

@@ -61,6 +61,7 @@ import {
   wireErrorCodeFor,
   wireVersionForProtocol,
 } from "../protocol";
+import type { RoomHost } from "./room-host";
 
 export interface AudioServiceLimits {
   /** A joined stream that sends nothing (no audio, no PING) for this long is half-open: closed. */
@@ -165,6 +166,12 @@ export interface AudioRoomServiceOptions {
    * when the token is not valid for the room. Without it, a moved participant gets exactly its grant's role.
    */
   carriedAccess?: (room: string, moveToken: Uint8Array) => CarriedAccess | undefined;
+  /**
+   * The room directory's policy (dedicated mode with a network): JOINs of directory-aware 1.1.0 clients are
+   * placed by it (admit and claim, or REDIRECT), and it moves rooms on drain and lost claims. Without it the
+   * service serves every room it is asked for, as before 1.1.0.
+   */
+  host?: RoomHost;
 }
 
 /** Why a JOIN to an owned room was refused: the `reason` label of agora_access_denied_total. */
@@ -400,6 +407,10 @@ interface Session {
   grant?: VerifiedGrant;
   /** last MODERATE request id accepted (ids must increase: a replayed request is refused) */
   lastRequestId: number;
+  /** a JOIN is being placed (directory lookup in flight): a second JOIN is unexpected */
+  placing?: boolean;
+  /** MOVE already sent on this session (a session is moved at most once) */
+  moved?: boolean;
 }
 
 /** Per owned room state the service keeps beside its sessions. */
@@ -422,7 +433,7 @@ export class AudioRoomService {
   private running = false;
   private draining = false;
   /** Capability bits this server offers in JOINED on 1.1.0 sessions (features OR theirs in as they land). */
-  private readonly capabilities = Capability.ACCESS_CONTROL;
+  private readonly capabilities: number;
   private readonly wallClock: () => number;
   private readonly revocations: RevocationStore;
   private readonly roomStates = new Map<string, AccessRoomState>();
@@ -438,6 +449,53 @@ export class AudioRoomService {
     this.wallClock = opts.wallClock ?? (() => Date.now());
     this.revocations = opts.revocations ?? new MemoryRevocationStore();
     this.bitrate = opts.bitrate ?? 32_000;
+    this.capabilities = Capability.ACCESS_CONTROL | (opts.host ? Capability.ROOM_DIRECTORY : 0);
+    opts.host?.bind({ hostedRooms: () => this.hostedRooms(), move: (room, target, token) => this.moveRoom(room, target, token) });
+  }
+
+  /** Joined participants that were sent a MOVE and have not left yet (a drain waits for them). */
+  movingParticipants(): number {
+    let n = 0;
+    for (const s of this.sessions) if (s.state === "joined" && s.moved) n++;
+    return n;
+  }
+
+  /** Joined participants per room. */
+  hostedRooms(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const s of this.sessions) if (s.state === "joined" && s.room) out.set(s.room, (out.get(s.room) ?? 0) + 1);
+    return out;
+  }
+
+  /**
+   * Sends MOVE (successor, token) to each directory-aware participant of `room`; they stay joined here until
+   * they leave (make-before-break on the client). Returns how many were told.
+   */
+  async moveRoom(
+    room: string,
+    target: { successorPeerId: string; addrs: string[]; epoch: number; reason: number },
+    token: (participantPeer: string) => Promise<Uint8Array>,
+  ): Promise<number> {
+    const targets = [...this.sessions].filter(
+      (s) => s.state === "joined" && s.room === room && !s.moved && (s.clientCapabilities & Capability.ROOM_DIRECTORY) !== 0,
+    );
+    let told = 0;
+    await Promise.all(
+      targets.map(async (s) => {
+        let t: Uint8Array;
+        try {
+          t = await token(s.peer);
+        } catch (err) {
+          s.log.warn({ err: errorMessage(err) }, "could not sign a move token");
+          return;
+        }
+        if (s.state !== "joined" || s.moved) return;
+        s.moved = true;
+        s.queue.send(encodeMessage({ type: "MOVE", room, ...target, token: t }), false);
+        told++;
+      }),
+    );
+    return told;
   }
 
   /** Applies settings that may change while running; takes effect for the next JOIN. */
@@ -732,7 +790,7 @@ export class AudioRoomService {
       case "PONG":
         return;
       case "JOIN":
-        if (s.state !== "awaiting_join") {
+        if (s.state !== "awaiting_join" || s.placing) {
           this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "second JOIN on one stream", "unexpected_message");
           return;
         }
@@ -972,6 +1030,51 @@ export class AudioRoomService {
       return;
     }
     s.clientCapabilities = m.capabilities ?? 0;
+    // Access to an owned room first: a JOIN without the right grant is refused before it is placed (a
+    // stranger must not make this node claim or look up the room), redirected or counted against capacity.
+    const access = this.admitAccess(s, m);
+    if (!access) return;
+    s.role = access.role;
+    s.grant = access.grant;
+    s.muted = access.muted ?? false;
+    s.promoted = access.promoted ?? false;
+    const host = this.opts.host;
+    if (host && s.wireVersion >= WIRE_VERSION_1_1 && (s.clientCapabilities & Capability.ROOM_DIRECTORY) !== 0) {
+      // Placed by the room directory: admit here (claiming the room if nobody live hosts it) or REDIRECT.
+      s.placing = true;
+      void host
+        .decide(m.room, s.peer, m.moveToken)
+        .then((d) =>
+          this.guard(s, () => {
+            s.placing = false;
+            if (isEnded(s)) return;
+            if (d.kind === "redirect") {
+              if (d.addrs.length === 0 && this.draining) {
+                this.metrics.joins.inc({ result: "draining" });
+                void this.closeSession(s, { code: WireErrorCode.DRAINING, message: "node is draining; join the room's successor" });
+                return;
+              }
+              this.redirect(s, m.room, d);
+              return;
+            }
+            if (this.draining && host.epochOf(m.room) === undefined) {
+              this.metrics.joins.inc({ result: "draining" });
+              void this.closeSession(s, {
+                code: WireErrorCode.DRAINING,
+                message: "node is draining and accepts no new participants; join another node",
+              });
+              return;
+            }
+            this.admitJoin(s, m, d.epoch);
+          }),
+        )
+        .catch((err) =>
+          this.guard(s, () => {
+            throw err;
+          }),
+        );
+      return;
+    }
     if (this.draining) {
       this.metrics.joins.inc({ result: "draining" });
       void this.closeSession(s, {
@@ -980,12 +1083,24 @@ export class AudioRoomService {
       });
       return;
     }
-    const access = this.admitAccess(s, m);
-    if (!access) return;
-    s.role = access.role;
-    s.grant = access.grant;
-    s.muted = access.muted ?? false;
-    s.promoted = access.promoted ?? false;
+    this.admitJoin(s, m);
+  }
+
+  private redirect(s: Session, room: string, d: { hostPeerId: string; addrs: string[]; epoch: number }): void {
+    this.metrics.joins.inc({ result: "redirect" });
+    this.opts.host?.redirected();
+    s.log.debug({ room, host: d.hostPeerId }, "JOIN redirected to the room's host");
+    // Written straight to the stream (as an ERROR is), not through the queue that closing discards.
+    try {
+      if (s.stream.writeStatus === "writable")
+        s.stream.send(encodeMessage({ type: "REDIRECT", room, epoch: d.epoch, hostPeerId: d.hostPeerId, addrs: d.addrs.slice(0, 16) }));
+    } catch {
+      /* write end gone: the close below releases the session */
+    }
+    void this.closeSession(s);
+  }
+
+  private admitJoin(s: Session, m: JoinMessage, epoch?: number): void {
     const participantId = this.newParticipantId();
     const sink = (frame: AudioFrame): void => this.onEngineFrame(s, frame);
     try {
@@ -1021,6 +1136,7 @@ export class AudioRoomService {
         bitrate: this.bitrate,
         serverTimeMs: Date.now(),
         ...(s.wireVersion >= WIRE_VERSION_1_1 ? { capabilities: this.capabilities, role: s.role } : {}),
+        ...(s.wireVersion >= WIRE_VERSION_1_1 && epoch !== undefined ? { epoch } : {}),
       }),
       false,
     );
@@ -1157,6 +1273,7 @@ export class AudioRoomService {
       s.log.warn({ err: errorMessage(err) }, "engine.leave failed");
     }
     s.log.info("participant left");
+    if (this.opts.host && !this.hostedRooms().has(room)) this.opts.host.roomEmptied(room);
   }
 
   private release(s: Session): void {

@@ -1,0 +1,289 @@
+/**
+ * RoomNavigator: join a room by name and stay with it (protocol.md, "Room placement"). It finds the room's
+ * host (its live record, or the placement rule over the region's mixers), opens the session announcing
+ * Capability.ROOM_DIRECTORY, follows REDIRECTs that a verified record confirms (bounded hops), and on a MOVE
+ * from its host opens the session on the successor BEFORE leaving the old one (make-before-break), so the
+ * audio gap is one switch, not a reconnect. When the host vanishes, `hostLost()` excludes it and the next
+ * `open()` computes the same successor every other participant computes.
+ *
+ * It takes a RoomLocator (record resolve + the region's mixers), so it needs nothing of the node: the SDK's
+ * locator over the DHT lives in src/p2p and is loaded on demand.
+ */
+import type { Libp2p } from "@libp2p/interface";
+import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
+import { AgoraError, errorMessage } from "../errors";
+import { type Logger, silentLogger } from "../log";
+import { type AudioFrame, Capability, type MoveMessage, type PlacementCandidate, type RedirectMessage, rankPlacement } from "../protocol";
+import { type Clock, realClock } from "./clock";
+import { AudioRedirectError, AudioSession, type AudioSessionOptions } from "./session";
+
+/** A live room record as a client sees it (verified by the locator). */
+export interface LocatedRoom {
+  host: string;
+  addrs: string[];
+  epoch: number;
+  status?: "active" | "handing-over";
+  successor?: string;
+}
+
+export interface MixerCandidate extends PlacementCandidate {
+  listen_addr: string[];
+}
+
+/** Where rooms and mixers are found: the DHT through a node of the network (src/p2p), or a fake in tests. */
+export interface RoomLocator {
+  /** The room's live, verified record, or undefined when it has none. */
+  resolve(room: string): Promise<LocatedRoom | undefined>;
+  /** The live mixers of `region` (or of every region, when undefined) from verified advertisements. */
+  mixers(region: string | undefined): Promise<MixerCandidate[]>;
+}
+
+export interface RoomNavigatorOptions {
+  libp2p: Libp2p;
+  room: string;
+  locator: RoomLocator;
+  /** the room's region; default: the region of the first mixer the locator returns (sorted by peer id) */
+  region?: string;
+  /** REDIRECTs followed per join before it is taken for a loop (default 4) */
+  maxHops?: number;
+  logger?: Logger;
+  clock?: Clock;
+}
+
+export type NavigatedSessionOptions = Omit<AudioSessionOptions, "libp2p" | "target" | "room" | "capabilities" | "moveToken" | "onControl">;
+
+export interface NavigatorStats {
+  redirectsFollowed: number;
+  /** REDIRECTs not confirmed by a verified record, or for another room */
+  redirectsRefused: number;
+  /** joins given up after maxHops REDIRECTs */
+  redirectLoops: number;
+  movesFollowed: number;
+  /** MOVEs not from the current host's session, for another room, or repeated */
+  movesRefused: number;
+  /** per followed MOVE: ms between the last frame of the old session and the first of the new one */
+  moveGapsMs: number[];
+}
+
+interface Current {
+  session: AudioSession;
+  host: string;
+  /** clock time of the last frame delivered from this session */
+  lastFrameAt?: number;
+}
+
+/** `/…/p2p/<peer>` appended when missing; only addresses that parse. */
+export function hostTargets(peer: string, addrs: readonly string[]): Multiaddr[] {
+  const out: Multiaddr[] = [];
+  for (const a of addrs) {
+    try {
+      const ma = multiaddr(a.includes("/p2p/") ? a : `${a}/p2p/${peer}`);
+      if (ma.getComponents().some((c) => c.name === "udp")) continue; // STUN endpoint, not a libp2p transport
+      out.push(ma);
+    } catch {
+      /* skip */
+    }
+  }
+  return out;
+}
+
+export class RoomNavigator {
+  readonly stats: NavigatorStats = {
+    redirectsFollowed: 0,
+    redirectsRefused: 0,
+    redirectLoops: 0,
+    movesFollowed: 0,
+    movesRefused: 0,
+    moveGapsMs: [],
+  };
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private readonly excluded = new Set<string>();
+  private mixersCache: MixerCandidate[] | undefined;
+  private region: string | undefined;
+  private current: Current | undefined;
+  private moving = false;
+  /** set while switching: the first frame of the new session closes the gap */
+  private gapFrom: number | undefined;
+  private sessionOpts: (NavigatedSessionOptions & { onMoved?: (s: AudioSession) => void }) | undefined;
+
+  constructor(private readonly opts: RoomNavigatorOptions) {
+    this.log = (opts.logger ?? silentLogger()).child({ component: "room-navigator", room: opts.room });
+    this.clock = opts.clock ?? realClock;
+    this.region = opts.region;
+  }
+
+  /** The host of the current session. */
+  get host(): string | undefined {
+    return this.current?.host;
+  }
+
+  get session(): AudioSession | undefined {
+    return this.current?.session;
+  }
+
+  /** The host died (stream reset, silence): it is left out of placement from now on. */
+  hostLost(peer?: string): void {
+    const p = peer ?? this.current?.host;
+    if (p) this.excluded.add(p);
+    this.current = undefined;
+  }
+
+  /**
+   * Joins the room where it lives, following REDIRECTs; `onMoved` is told when a MOVE switched the session
+   * (the returned session is then closed by us, without an error).
+   */
+  async open(o: NavigatedSessionOptions & { onMoved?: (s: AudioSession) => void }): Promise<AudioSession> {
+    this.sessionOpts = o;
+    const first = await this.placeTarget();
+    const session = await this.joinFollowing(first.host, first.addrs, undefined);
+    return session;
+  }
+
+  private async mixers(refresh = false): Promise<MixerCandidate[]> {
+    if (!this.mixersCache || refresh) {
+      const all = await this.opts.locator.mixers(this.region);
+      this.mixersCache = all;
+      if (this.region === undefined) {
+        const sorted = [...all].filter((m) => m.capabilities.includes("mixer")).sort((a, b) => (a.peer_id < b.peer_id ? -1 : 1));
+        this.region = sorted[0]?.region;
+      }
+    }
+    return this.mixersCache;
+  }
+
+  /** The room's live host (unless excluded), else the placement rule's first mixer. */
+  private async placeTarget(): Promise<{ host: string; addrs: string[] }> {
+    const rec = await this.opts.locator.resolve(this.opts.room).catch((err) => {
+      this.log.debug({ err: errorMessage(err) }, "room record lookup failed; placing by rule");
+      return undefined;
+    });
+    if (rec && !this.excluded.has(rec.host)) {
+      if (rec.status === "handing-over" && rec.successor && !this.excluded.has(rec.successor)) {
+        const succ = (await this.mixers()).find((m) => m.peer_id === rec.successor);
+        if (succ) return { host: succ.peer_id, addrs: succ.listen_addr };
+      }
+      return { host: rec.host, addrs: rec.addrs };
+    }
+    // A client that just connected may find no mixer on its first walk (its routing table is still
+    // filling): a few bounded retries before giving up.
+    for (let attempt = 0; attempt < 6; attempt++) {
+      if (attempt > 0) await new Promise((res) => setTimeout(res, 250 * attempt));
+      const cands = await this.mixers(attempt > 0).catch(() => []);
+      const [best] = rankPlacement(this.opts.room, this.region ?? "", cands, this.excluded);
+      if (best) return { host: best.peer_id, addrs: best.listen_addr };
+    }
+    throw new AgoraError("P2P", `no live mixer can host room ${this.opts.room}${this.region ? ` in region ${this.region}` : ""}`);
+  }
+
+  private async joinFollowing(host: string, addrs: string[], moveToken: Uint8Array | undefined): Promise<AudioSession> {
+    const maxHops = this.opts.maxHops ?? 4;
+    const o = this.sessionOpts!;
+    let target = { host, addrs };
+    let dialRetries = 0;
+    for (let hop = 0; ; hop++) {
+      const targets = hostTargets(target.host, target.addrs);
+      if (targets.length === 0) throw new AgoraError("P2P", `no dialable address for mixer ${target.host}`);
+      const thisHost = target.host;
+      let session: AudioSession | undefined;
+      try {
+        session = await AudioSession.open({
+          ...o,
+          libp2p: this.opts.libp2p,
+          target: targets.length === 1 ? targets[0]! : targets,
+          room: this.opts.room,
+          // access control too when the caller handles its messages (a grant, the moderation notices)
+          capabilities: Capability.ROOM_DIRECTORY | (o.onAccess ? Capability.ACCESS_CONTROL : 0),
+          ...(moveToken ? { moveToken } : {}),
+          onAudio: (frame, at) => this.onAudio(session, frame, at),
+          onControl: (m) => this.onMove(session, m),
+          onClose: (err) => {
+            // A session we left behind (moved away) ends quietly; only the current one's end is news.
+            if (session && this.current?.session !== session) return;
+            o.onClose?.(err);
+          },
+        });
+      } catch (err) {
+        if (!(err instanceof AudioRedirectError)) {
+          // A dial that lost a race with a closing connection gets another try (bounded), not an error.
+          if (err instanceof AgoraError && err.code === "P2P" && dialRetries++ < 2 && !(this.sessionOpts?.signal?.aborted ?? false)) {
+            await new Promise((res) => setTimeout(res, 100 * dialRetries));
+            hop--;
+            continue;
+          }
+          throw err;
+        }
+        if (hop + 1 >= maxHops) {
+          this.stats.redirectLoops++;
+          throw new AgoraError("P2P", `room ${this.opts.room}: more than ${maxHops} REDIRECTs, giving up (a redirect loop)`);
+        }
+        target = await this.verifyRedirect(err.redirect, thisHost);
+        moveToken = undefined;
+        continue;
+      }
+      this.current = { session, host: thisHost };
+      return session;
+    }
+  }
+
+  /**
+   * A REDIRECT is followed only to the host a verified record names (the redirecting mixer could lie). The
+   * claim behind it may still be on its way through the DHT: the record is looked up a few times.
+   */
+  private async verifyRedirect(r: RedirectMessage, from: string): Promise<{ host: string; addrs: string[] }> {
+    if (r.room !== this.opts.room) {
+      this.stats.redirectsRefused++;
+      throw new AgoraError("WIRE_PROTOCOL", `REDIRECT for room ${r.room} while joining ${this.opts.room}: refused`);
+    }
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const rec = await this.opts.locator.resolve(this.opts.room).catch(() => undefined);
+      if (rec && rec.host === r.hostPeerId && rec.host !== from) {
+        this.stats.redirectsFollowed++;
+        this.log.debug({ host: rec.host, epoch: rec.epoch }, "following REDIRECT");
+        return { host: rec.host, addrs: r.addrs.length > 0 ? r.addrs : rec.addrs };
+      }
+      await new Promise((res) => setTimeout(res, 150 * (attempt + 1)));
+    }
+    this.stats.redirectsRefused++;
+    throw new AgoraError("P2P", `REDIRECT of room ${this.opts.room} to ${r.hostPeerId} is not confirmed by its record: refused`);
+  }
+
+  private onAudio(session: AudioSession | undefined, frame: AudioFrame, at: number): void {
+    const cur = this.current;
+    if (!cur || session !== cur.session) return; // the old session during a switch, or a stray one
+    if (this.gapFrom !== undefined) {
+      this.stats.moveGapsMs.push(Math.max(0, at - this.gapFrom));
+      this.gapFrom = undefined;
+    }
+    cur.lastFrameAt = at;
+    this.sessionOpts?.onAudio?.(frame, at);
+  }
+
+  /** MOVE: accepted only on the current host's session, for our room, once. Make-before-break. */
+  private onMove(session: AudioSession | undefined, m: MoveMessage): void {
+    const cur = this.current;
+    if (!cur || session !== cur.session || m.room !== this.opts.room || this.moving || m.successorPeerId === cur.host) {
+      this.stats.movesRefused++;
+      this.log.warn({ room: m.room, successor: m.successorPeerId }, "MOVE refused (not from the room's current host session)");
+      return;
+    }
+    this.moving = true;
+    const old = cur;
+    void (async () => {
+      try {
+        await this.joinFollowing(m.successorPeerId, m.addrs, m.token);
+        this.stats.movesFollowed++;
+        this.gapFrom = old.lastFrameAt ?? this.clock.now();
+        this.log.info({ from: old.host, to: this.current?.host, epoch: m.epoch, reason: m.reason }, "moved to the room's new host");
+        this.sessionOpts?.onMoved?.(this.current!.session);
+        await old.session.leave().catch(() => {});
+      } catch (err) {
+        // The old host still serves us; if it goes, the caller's reconnect re-homes by the rule.
+        this.log.warn({ err: errorMessage(err), successor: m.successorPeerId }, "could not join the successor; staying");
+        this.current = old;
+      } finally {
+        this.moving = false;
+      }
+    })();
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * Wires the room directory's placement policy (src/rooms RoomHost) to the network (src/p2p RoomDirectory,
+ * discovery, ping) for a mixer node: the directory port over the DHT records, the region's mixers from
+ * discovered signed advertisements (cached, refreshed on the heartbeat), and a bounded liveness check of a
+ * recorded host.
+ */
+import type { Libp2p, PrivateKey } from "@libp2p/interface";
+import { peerIdFromString } from "@libp2p/peer-id";
+import { multiaddr } from "@multiformats/multiaddr";
+import type { Registry } from "prom-client";
+import { errorMessage } from "../errors";
+import type { Logger } from "../log";
+import type { NetworkNode, RoomDirectory, RoomRecord } from "../p2p";
+import { type RoomDirectoryPort, RoomHost, type RoomHostRecord } from "../rooms";
+
+export function roomRecordView(r: RoomRecord): RoomHostRecord {
+  return {
+    room: r.room,
+    region: r.region,
+    host: r.host,
+    addrs: r.addrs,
+    epoch: r.epoch,
+    status: r.status,
+    ...(r.successor ? { successor: r.successor } : {}),
+  };
+}
+
+export function directoryPort(d: RoomDirectory): RoomDirectoryPort {
+  return {
+    resolve: async (room) => {
+      const r = await d.resolve(room);
+      return r && roomRecordView(r);
+    },
+    claim: async (room, epoch, participants) => {
+      await d.claim(room, { epoch, participants });
+    },
+    handOver: async (room, epoch, successor, participants) => {
+      await d.update(room, { epoch, status: "handing-over", successor, participants });
+    },
+    release: (room) => d.release(room),
+    countRedirect: () => d.countRedirect(),
+    countHandover: (room, direction) => d.countHandover(room, direction),
+  };
+}
+
+type Candidate = Awaited<ReturnType<NonNullable<ConstructorParameters<typeof RoomHost>[0]["candidates"]>>>[number];
+
+export interface RoomPlacementWiring {
+  host: RoomHost;
+  /** heartbeat: refresh the mixer list, reconcile hosted rooms, report participant counts */
+  beat(participants: Map<string, number>): Promise<void>;
+  /** a fresh mixer list (before a drain picks successors), bounded by discovery's timeout */
+  refreshMixers(): Promise<void>;
+}
+
+/** How long a liveness ping of a recorded host may take before the host counts as dead. */
+const ALIVE_TIMEOUT_MS = 1_500;
+const DISCOVER_TIMEOUT_MS = 4_000;
+
+export function createRoomPlacement(opts: {
+  network: NetworkNode;
+  directory: RoomDirectory;
+  privateKey: PrivateKey;
+  region: string;
+  registry: Registry;
+  logger: Logger;
+}): RoomPlacementWiring {
+  const { network, directory } = opts;
+  const log = opts.logger.child({ component: "room-placement" });
+  let cache: Candidate[] = [];
+  let refreshing: Promise<Candidate[]> | undefined;
+  const refresh = (): Promise<Candidate[]> => {
+    refreshing ??= network
+      .discover({ region: opts.region, capability: "mixer", includeSelf: true, timeoutMs: DISCOVER_TIMEOUT_MS })
+      .then((ranked) => {
+        cache = ranked.map((r) => ({ ...r.advertisement }));
+        return cache;
+      })
+      .catch((err) => {
+        log.debug({ err: errorMessage(err) }, "mixer discovery for placement failed; keeping the last list");
+        return cache;
+      })
+      .finally(() => {
+        refreshing = undefined;
+      });
+    return refreshing;
+  };
+  const libp2p = network.libp2p as Libp2p<{ ping?: { ping(peer: unknown, o: { signal: AbortSignal }): Promise<number> } }>;
+  const isAlive = async (peer: string, addrs: string[]): Promise<boolean> => {
+    try {
+      const id = peerIdFromString(peer);
+      const mas = addrs.flatMap((a) => {
+        try {
+          return [multiaddr(a.replace(/\/p2p\/[^/]+$/, ""))];
+        } catch {
+          return [];
+        }
+      });
+      if (mas.length > 0) await libp2p.peerStore.merge(id, { multiaddrs: mas }).catch(() => undefined);
+      const ping = libp2p.services.ping;
+      if (!ping) return (await libp2p.dial(id, { signal: AbortSignal.timeout(ALIVE_TIMEOUT_MS) })).status === "open";
+      await ping.ping(id, { signal: AbortSignal.timeout(ALIVE_TIMEOUT_MS) });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const host = new RoomHost({
+    directory: directoryPort(directory),
+    selfPeerId: network.peerId,
+    privateKey: opts.privateKey,
+    region: opts.region,
+    selfAddrs: () => network.listenAddrs(),
+    candidates: async () => (cache.length > 0 ? cache : refresh()),
+    isAlive,
+    registry: opts.registry,
+    logger: opts.logger,
+  });
+  directory.on({ onClaimLost: (room, winner) => host.claimLost(room, roomRecordView(winner)) });
+  void refresh();
+  let beating = false;
+  return {
+    host,
+    refreshMixers: async () => {
+      await refresh();
+    },
+    async beat(participants) {
+      if (beating) return;
+      beating = true;
+      try {
+        for (const [room, n] of participants) directory.setParticipants(room, n);
+        await Promise.all([refresh(), host.reconcile()]);
+      } catch (err) {
+        log.debug({ err: errorMessage(err) }, "room placement heartbeat failed");
+      } finally {
+        beating = false;
+      }
+    },
+  };
+}

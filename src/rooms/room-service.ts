@@ -61,6 +61,7 @@ import {
   wireErrorCodeFor,
   wireVersionForProtocol,
 } from "../protocol";
+import type { MoveTokenAccess } from "./move-token";
 import type { RoomHost } from "./room-host";
 
 export interface AudioServiceLimits {
@@ -474,7 +475,7 @@ export class AudioRoomService {
   async moveRoom(
     room: string,
     target: { successorPeerId: string; addrs: string[]; epoch: number; reason: number },
-    token: (participantPeer: string) => Promise<Uint8Array>,
+    token: (participantPeer: string, access?: MoveTokenAccess) => Promise<Uint8Array>,
   ): Promise<number> {
     const targets = [...this.sessions].filter(
       (s) => s.state === "joined" && s.room === room && !s.moved && (s.clientCapabilities & Capability.ROOM_DIRECTORY) !== 0,
@@ -484,7 +485,16 @@ export class AudioRoomService {
       targets.map(async (s) => {
         let t: Uint8Array;
         try {
-          t = await token(s.peer);
+          // Owned rooms: what of the participant's access is not in its grant travels in its token.
+          const access = s.grant
+            ? {
+                promoted: s.promoted,
+                muted: s.muted,
+                locked: this.roomStates.get(room)?.locked ?? false,
+                grantLinkId: s.grant.linkIds.at(-1)!,
+              }
+            : undefined;
+          t = await token(s.peer, access);
         } catch (err) {
           s.log.warn({ err: errorMessage(err) }, "could not sign a move token");
           return;
@@ -837,10 +847,7 @@ export class AudioRoomService {
    * docs/access.md), the connection's key, the revocations and the room's lock. Returns the role, or
    * refuses the JOIN with FORBIDDEN (counted by reason) and returns undefined. Open rooms admit speakers.
    */
-  private admitAccess(
-    s: Session,
-    m: JoinMessage,
-  ): { role: number; grant?: VerifiedGrant; muted?: boolean; promoted?: boolean } | undefined {
+  private admitAccess(s: Session, m: JoinMessage): { role: number; grant?: VerifiedGrant } | undefined {
     if (!roomOwnership(m.room).owned) return { role: Role.SPEAKER };
     const deny = (reason: AccessDeniedReason, message: string): undefined => {
       this.metrics.accessDenied.inc({ reason });
@@ -866,14 +873,41 @@ export class AudioRoomService {
     }
     if (s.remoteKey && this.revocations.isRevoked(m.room, toHex(s.remoteKey), now))
       return deny("revoked", "this participant key is banned from the room");
-    // A moved participant: what the old host carried applies on top of the grant, never beyond it.
-    const carried = m.moveToken ? this.opts.carriedAccess?.(m.room, m.moveToken) : undefined;
+    return { role: grant.role, grant };
+  }
+
+  /**
+   * The last access step, once the JOIN is placed here: what a verified move token carried (from the room
+   * host's decision, or the `carriedAccess` hook) applies on top of the grant, never beyond it, and the room's
+   * lock refuses newcomers without a moderator role (participants the token names were inside already).
+   * False when the JOIN was refused.
+   */
+  private finishAccess(s: Session, m: JoinMessage, fromHost?: MoveTokenAccess): boolean {
+    const grant = s.grant;
+    if (!grant) return true;
+    const carried: CarriedAccess | undefined = fromHost
+      ? {
+          room: m.room,
+          locked: fromHost.locked,
+          participants: [{ linkId: fromHost.grantLinkId, promoted: fromHost.promoted, muted: fromHost.muted }],
+        }
+      : m.moveToken
+        ? this.opts.carriedAccess?.(m.room, m.moveToken)
+        : undefined;
     const mine = carried?.room === m.room ? carried.participants.find((p) => p.linkId === grant.linkIds.at(-1)) : undefined;
-    if (carried?.room === m.room && carried.locked) this.roomState(m.room).locked = true;
-    if (!mine && this.roomStates.get(m.room)?.locked && grant.role < Role.MODERATOR)
-      return deny("locked", `room ${m.room} is locked: only moderators may join`);
+    if (mine && carried?.locked) this.roomState(m.room).locked = true;
+    if (!mine && this.roomStates.get(m.room)?.locked && grant.role < Role.MODERATOR) {
+      this.metrics.accessDenied.inc({ reason: "locked" });
+      this.metrics.joins.inc({ result: "forbidden" });
+      s.log.debug({ room: m.room, reason: "locked" }, "join refused: room locked");
+      void this.closeSession(s, { code: WireErrorCode.FORBIDDEN, message: `room ${m.room} is locked: only moderators may join` });
+      return false;
+    }
     const { role, muted } = applyCarried(grant, mine);
-    return { role, grant, muted, promoted: role > grant.role };
+    s.role = role;
+    s.muted = muted;
+    s.promoted = role > grant.role;
+    return true;
   }
 
   /**
@@ -1036,8 +1070,6 @@ export class AudioRoomService {
     if (!access) return;
     s.role = access.role;
     s.grant = access.grant;
-    s.muted = access.muted ?? false;
-    s.promoted = access.promoted ?? false;
     const host = this.opts.host;
     if (host && s.wireVersion >= WIRE_VERSION_1_1 && (s.clientCapabilities & Capability.ROOM_DIRECTORY) !== 0) {
       // Placed by the room directory: admit here (claiming the room if nobody live hosts it) or REDIRECT.
@@ -1065,7 +1097,7 @@ export class AudioRoomService {
               });
               return;
             }
-            this.admitJoin(s, m, d.epoch);
+            this.admitJoin(s, m, d.epoch, d.carried);
           }),
         )
         .catch((err) =>
@@ -1100,7 +1132,8 @@ export class AudioRoomService {
     void this.closeSession(s);
   }
 
-  private admitJoin(s: Session, m: JoinMessage, epoch?: number): void {
+  private admitJoin(s: Session, m: JoinMessage, epoch?: number, carried?: MoveTokenAccess): void {
+    if (!this.finishAccess(s, m, carried)) return;
     const participantId = this.newParticipantId();
     const sink = (frame: AudioFrame): void => this.onEngineFrame(s, frame);
     try {

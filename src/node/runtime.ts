@@ -32,7 +32,7 @@ import { StunService } from "../stun";
 import { type Identity, loadOrCreateIdentity } from "./identity";
 import { Lifecycle, type Service } from "./lifecycle";
 import { acquirePidLock, type PidLock } from "./pidfile";
-import { createRoomPlacement, type RoomPlacementWiring } from "./room-placement";
+import { createRoomPlacement, RecordRevocations, type RoomPlacementWiring } from "./room-placement";
 import { type ServiceNotifier, systemdNotifier } from "./sd-notify";
 import { SystemSampler } from "./system";
 
@@ -209,6 +209,8 @@ export class NodeRuntime implements DashboardSource {
         );
         // The room directory's placement (claims, REDIRECT, handover) runs where the network hosts rooms.
         const directory = this.network.rooms;
+        // Owned rooms' revocations live in the room records, so a ban holds wherever the room moves.
+        const revocations = directory ? new RecordRevocations(directory, this.log.child({ subsystem: "rooms" })) : undefined;
         this.placement = directory
           ? createRoomPlacement({
               network: this.network,
@@ -217,11 +219,13 @@ export class NodeRuntime implements DashboardSource {
               region: c.node.region,
               registry: this.metrics.registry,
               logger: this.log.child({ subsystem: "rooms" }),
+              revocations,
             })
           : undefined;
         const rooms = new AudioRoomService({
           libp2p: this.network.libp2p,
           host: this.placement?.host,
+          ...(revocations ? { revocations } : {}),
           engine: this.media,
           logger: this.log.child({ subsystem: "rooms" }),
           registry: this.metrics.registry,

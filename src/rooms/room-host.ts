@@ -154,6 +154,8 @@ export class RoomHost {
           participant: participantPeer,
           nowMs: this.now(),
         });
+        // Counted like the first token, so every moved participant's token shows in the metric.
+        this.countToken(!v.ok ? v.reason : v.claims.issuer === h.from ? "accepted" : "not_host");
         if (v.ok && v.claims.issuer === h.from && v.claims.access) return { kind: "admit", epoch: h.epoch, carried: v.claims.access };
       }
       return { kind: "admit", epoch: h.epoch };

@@ -21,6 +21,7 @@ import { defaultIo, flagOverrides, type Io, loadForCommand } from "./context";
 import { runHealth, runStatus, runStop } from "./control";
 import { runIdentity } from "./identity";
 import { runDiscover, runJoin, runLoadgen, runRooms } from "./network-commands";
+import { runRoom } from "./room";
 import { runStart } from "./start";
 
 export { flagOverrides, type Io, loadForCommand };
@@ -120,6 +121,8 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
         return await runJoin(parsed, io);
       case "loadgen":
         return await runLoadgen(parsed, io);
+      case "room":
+        return await runRoom(parsed, io);
       case "version":
         return await runVersion(parsed, io);
     }

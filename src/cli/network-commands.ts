@@ -1,8 +1,10 @@
 /** `discover`, `rooms`, `join` and `loadgen`: client-side commands that start a transient libp2p node. */
+import { GrantError, grantFromString } from "../access";
 import { RoomNavigator, runJoinClient, runLoadgen as runLoadgenClients, VOICE_TRANSPORTS, type VoiceTransport } from "../client";
 import { checkMultiaddrText } from "../config";
 import { AgoraError } from "../errors";
 import { createLogger } from "../log";
+import { readIdentity } from "../node";
 import { createRoomLocator, discoverOnce, listRoomsOnce, type RankedNode } from "../p2p";
 import { checkRoomId, REGION_TOKEN_PATTERN } from "../protocol";
 import { EXIT_FAILURE, EXIT_OK, numberFlag, type Parsed, requireFlag } from "./args";
@@ -135,6 +137,21 @@ export async function runJoin(p: Parsed, io: Io): Promise<number> {
   const output = typeof p.values.output === "string" ? p.values.output : undefined;
   const durationSec = numberFlag("duration", p.values.duration, 0.1, 86400);
   if (!input && durationSec === undefined) throw new AgoraError("USAGE", "join: give --input FILE or --duration S (how long to listen)");
+  let grant: Uint8Array | undefined;
+  if (p.values.grant !== undefined) {
+    try {
+      grant = grantFromString(String(p.values.grant));
+    } catch (err) {
+      if (err instanceof GrantError) throw new AgoraError("USAGE", `join --grant: ${err.message}`);
+      throw err;
+    }
+  }
+  const identity = typeof p.values["key-file"] === "string" ? readIdentity(p.values["key-file"]).privateKey : undefined;
+  if (identity && boots.length > 0)
+    throw new AgoraError(
+      "USAGE",
+      "join: --key-file works with --node (the locator of --bootstrap has its own key); use a bearer grant there",
+    );
   // Join by name: the room's record (or the placement rule) says where it lives; REDIRECT and MOVE are
   // followed, and a lost host is replaced by the successor every participant computes.
   const node = boots.length > 0 ? undefined : multiaddrFlag("join", "node", p.values.node);
@@ -144,6 +161,8 @@ export async function runJoin(p: Parsed, io: Io): Promise<number> {
   try {
     summary = await runJoinClient({
       ...(navigator && locator ? { navigator, libp2p: locator.libp2p } : { node }),
+      ...(grant ? { grant } : {}),
+      ...(identity ? { identity } : {}),
       room,
       input,
       output,

@@ -6,14 +6,16 @@
 import { noise } from "@chainsafe/libp2p-noise";
 import { yamux } from "@chainsafe/libp2p-yamux";
 import { identify } from "@libp2p/identify";
-import type { Libp2p } from "@libp2p/interface";
+import type { Libp2p, PrivateKey } from "@libp2p/interface";
 import { ping } from "@libp2p/ping";
 import { webSockets } from "@libp2p/websockets";
 import { createLibp2p } from "libp2p";
 
 /** A dial-only node over WebSockets (ws:// or wss://, the page's origin policy permitting). */
-export async function createBrowserNode(): Promise<Libp2p> {
+export async function createBrowserNode(privateKey?: PrivateKey): Promise<Libp2p> {
   return createLibp2p({
+    // a participant key (grants bound to it, owned rooms) or a fresh one
+    ...(privateKey ? { privateKey } : {}),
     addresses: { listen: [] },
     transports: [webSockets()],
     connectionEncrypters: [noise()],

@@ -23,9 +23,19 @@ import { installClientPlatform } from "./platform";
 // Bun and Node: TCP with agora-node's noise/yamux, the media core read from disk (browser.ts has the other).
 installClientPlatform({ name: "native", createNode: createClientNode, loadCodec: loadOpusCodec });
 
+export {
+  grantFromString,
+  grantToString,
+  issueGrant,
+  ownedRoomId,
+  Role,
+  type RoleName,
+  roleFromName,
+  signerFromRawPrivateKey,
+} from "../access";
 export { AgoraError, type ErrorCode } from "../errors";
 export type { AudioFrame, JoinedMessage, OpusCodec, OpusDecoder, OpusEncoder } from "../protocol";
-export { AUDIO_PROTOCOL, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, WireErrorCode } from "../protocol";
+export { AUDIO_PROTOCOL, FRAME_MS, FRAME_SAMPLES, ModerateAction, type ModerateActionName, SAMPLE_RATE, WireErrorCode } from "../protocol";
 export { type Clock, every, realClock, type TimerHandle } from "./clock";
 export { loadOpusCodec } from "./codec";
 export { type Listener, SafeEmitter } from "./events";
@@ -55,7 +65,15 @@ export { createClientNode, type DialTarget, type DialTargetProvider } from "./no
 export { type ClientPlatform, clientPlatform, installClientPlatform } from "./platform";
 export { PlayoutBuffer } from "./playout";
 export { seededRandom } from "./random";
-export { type JoinRoomOptions, joinRoom, type MovedEvent, RoomConnection, type RoomEvents, DEFAULT_ROOM_CAPABILITIES } from "./room";
+export {
+  DEFAULT_ROOM_CAPABILITIES,
+  type JoinRoomOptions,
+  joinRoom,
+  type ModerationOutcome,
+  type MovedEvent,
+  RoomConnection,
+  type RoomEvents,
+} from "./room";
 export { type Participant, type RosterChange, RosterView } from "./roster";
 export {
   AudioRedirectError,

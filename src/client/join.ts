@@ -9,7 +9,8 @@
  * frame, Opus packet-loss concealment for a missing one, or silence for a long gap — so the output WAV is a
  * continuous timeline, like a speaker would play it, whatever the network did.
  */
-import type { Libp2p } from "@libp2p/interface";
+import type { Libp2p, PrivateKey } from "@libp2p/interface";
+import { ROLE_NAMES, Role, type RoleName } from "../access";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
 import {
@@ -18,6 +19,9 @@ import {
   checkRoomId,
   FRAME_MS,
   FRAME_SAMPLES,
+  ModerateAction,
+  type ModerateResultMessage,
+  type ModerationMessage,
   type OpusCodec,
   type OpusEncoder,
   SAMPLE_RATE,
@@ -83,6 +87,10 @@ export interface JoinClientOptions {
   signal?: AbortSignal;
   /** reuse this libp2p node instead of starting (and stopping) a private one */
   libp2p?: Libp2p;
+  /** an access grant for an owned room (the bytes of `agora-node room grant`'s string) */
+  grant?: Uint8Array;
+  /** the private node's key, so a grant bound to it matches (default: a fresh key) */
+  identity?: PrivateKey;
   /** codec implementation; default: wasm libopus from ./codec */
   codec?: OpusCodec;
   /** time source of the pacing, playout, keepalive, backoff, duration and tail timers (default the real clock) */
@@ -135,6 +143,10 @@ export interface JoinClientReport {
   /** peer id of the mixer of the last session (join by name) */
   host?: string;
   rttMs?: number;
+  /** the role the server gave (JOINED, 1.1.0): a listener, or a muted speaker, sends nothing */
+  role?: RoleName;
+  /** frames not sent because the role (listener) or a moderator's mute means they would not be mixed */
+  framesWithheld: number;
 }
 
 const LONG_GAP_FRAMES = 5; // beyond 100 ms of loss, Opus PLC has faded out anyway: write silence
@@ -160,7 +172,7 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
   const codec = opts.codec ?? (await loadOpusCodec());
   const output = opts.output ? WavWriter.open(opts.output) : undefined;
   const ownNode = !opts.libp2p;
-  const node = opts.libp2p ?? (await createClientNode());
+  const node = opts.libp2p ?? (await createClientNode(opts.identity));
 
   const rand = seededRandom(opts.simulate?.seed ?? 0x5eed);
   const dropRate = opts.simulate?.dropRate ?? 0;
@@ -186,11 +198,14 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
     framesSkipped: 0,
     framesUndecodable: 0,
     reconnects: 0,
+    framesWithheld: 0,
     moves: 0,
     moveGapsMs: [],
     redirectsFollowed: 0,
     placementRefusals: 0,
   };
+  let role: number = Role.SPEAKER;
+  let muted = false;
   opts.live?.(report);
 
   let session: AudioSession | undefined;
@@ -282,6 +297,16 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
     let delay = reconnect.initialDelayMs;
     while (!stopping) {
       try {
+        // Access control: the grant (re-presented after a MOVE too) and the moderation notices about us.
+        const access = {
+          ...(opts.grant ? { grant: opts.grant } : {}),
+          onAccess: (m: ModerateResultMessage | ModerationMessage) => {
+            if (m.type !== "MODERATION" || m.target !== session?.participantId) return;
+            if (m.action === ModerateAction.MUTE || m.action === ModerateAction.UNMUTE) muted = m.action === ModerateAction.MUTE;
+            if (m.action === ModerateAction.PROMOTE && role === Role.LISTENER) role = Role.SPEAKER;
+            report.role = ROLE_NAMES[role];
+          },
+        };
         const onClose = (err: AgoraError | undefined) => {
           if (!stopping) rx.left(clock.now());
           if (err && !stopping) {
@@ -300,6 +325,7 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
               name: opts.name,
               capabilities,
               ...transport,
+              ...access,
               onAudio,
               signal: runSignal,
               clock,
@@ -321,8 +347,9 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
               target: target!,
               room: opts.room,
               name: opts.name,
-              capabilities,
+              capabilities: capabilities | Capability.ACCESS_CONTROL,
               ...transport,
+              ...access,
               onAudio,
               signal: runSignal,
               clock,
@@ -330,6 +357,9 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
             });
         report.host = nav?.host;
         session = s;
+        role = s.joined.role ?? Role.SPEAKER;
+        muted = false;
+        report.role = ROLE_NAMES[role];
         rx.joined(clock.now());
         playout.reset(); // the new stream has its own sequence numbering
         report.participantIds.push(s.participantId);
@@ -378,7 +408,8 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
   const frameBuf = new Int16Array(FRAME_SAMPLES);
   const gate = new VoiceGate();
   const sendOne = (f: AudioFrame) => {
-    if (session?.sendAudio(f)) report.framesSent++;
+    if (session && (role < Role.SPEAKER || muted)) report.framesWithheld++;
+    else if (session?.sendAudio(f)) report.framesSent++;
     else report.framesNotSent++;
   };
   let tailTimer: TimerHandle | undefined;

@@ -203,7 +203,8 @@ export class RoomNavigator {
           libp2p: this.opts.libp2p,
           target: targets.length === 1 ? targets[0]! : targets,
           room: this.opts.room,
-          capabilities: Capability.ROOM_DIRECTORY | (o.capabilities ?? 0),
+          // access control too when the caller handles its messages (a grant, the moderation notices)
+          capabilities: Capability.ROOM_DIRECTORY | (o.capabilities ?? 0) | (o.onAccess ? Capability.ACCESS_CONTROL : 0),
           ...(moveToken ? { moveToken } : {}),
           onAudio: (frame, at) => this.onAudio(session, frame, at),
           onControl: (m) => this.onMove(session, m),

@@ -5,15 +5,15 @@
  * browser.ts). RoomConnection asks here instead of importing either, so a browser bundle never pulls
  * node-only code (node:crypto, prom-client, Bun.file).
  */
-import type { Libp2p } from "@libp2p/interface";
+import type { Libp2p, PrivateKey } from "@libp2p/interface";
 import { AgoraError } from "../errors";
 import type { OpusCodec } from "../protocol";
 
 export interface ClientPlatform {
   /** "native" (Bun, Node) or "browser" */
   readonly name: string;
-  /** a private dial-only libp2p node (the caller stops it) */
-  createNode(): Promise<Libp2p>;
+  /** a private dial-only libp2p node (the caller stops it), with the given key or a fresh one */
+  createNode(privateKey?: PrivateKey): Promise<Libp2p>;
   /** the Opus codec (loaded once, on first use) */
   loadCodec(): Promise<OpusCodec>;
 }

@@ -6,7 +6,8 @@
  * Sequence numbers and timestamps of what it sends are its own (random start, +1 and +960 per frame, as
  * protocol.md asks), so a program only supplies samples or packets.
  */
-import type { Libp2p } from "@libp2p/interface";
+import type { Libp2p, PrivateKey } from "@libp2p/interface";
+import { type GrantSigner, grantFromString, ROLE_NAMES, Role, type RoleName, signerFromRawPrivateKey, signModerate } from "../access";
 import { AgoraError } from "../errors";
 import { silentLogger } from "../log";
 import {
@@ -16,6 +17,10 @@ import {
   type JoinedMessage,
   MAX_MIX_ENTRIES,
   MAX_MIX_GAIN,
+  ModerateAction,
+  type ModerateActionName,
+  type ModerateResultMessage,
+  type ModerationMessage,
   type OpusCodec,
   type OpusDecoder,
   type OpusEncoder,
@@ -58,6 +63,14 @@ export interface JoinRoomOptions {
   libp2p?: Libp2p;
   /** bound on dial + JOIN/JOINED (default 10 s) */
   timeoutMs?: number;
+  /** an access grant for an owned room: the string `agora-node room grant` prints, or its bytes */
+  grant?: string | Uint8Array;
+  /**
+   * the participant's Ed25519 key: the private node's peer id (so a grant bound to it matches) and the key
+   * MODERATE requests are signed with. Ignored for the node's identity when `libp2p` is given (that node's
+   * key must then be this one for a bound grant to match).
+   */
+  identity?: PrivateKey;
   signal?: AbortSignal;
   /** 1.1.0 capability bits announced in JOIN (default DEFAULT_ROOM_CAPABILITIES) */
   capabilities?: number;
@@ -81,6 +94,8 @@ export interface RoomEvents extends Record<string, unknown> {
   participants: { participants: readonly Participant[]; total: number };
   /** a participant started or stopped speaking (the mixer's talk detection, about 5 updates/s at most) */
   speaking: { participant: Participant; speaking: boolean };
+  /** a moderation in the room (owned rooms): who did what to whom; `self` when it was done to us */
+  moderation: { action: ModerateActionName | "UNKNOWN"; target: string; by: string; until: number; self: boolean };
   /** join by name: the room moved to another host (MOVE from the host, or the host died: `failover`) */
   moved: MovedEvent;
   /**
@@ -101,6 +116,12 @@ export interface MovedEvent {
   reason: "move" | "failover";
 }
 
+/** What a moderation request came back with: `code` 0 = done, else a WireErrorCode (FORBIDDEN, …). */
+export interface ModerationOutcome {
+  code: number;
+  message: string;
+}
+
 export class RoomConnection extends SafeEmitter<RoomEvents> {
   private session!: AudioSession;
   private encoder: OpusEncoder | undefined;
@@ -113,6 +134,11 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
   private readonly gate = new VoiceGate();
   /** What we hear of other participants, when not 1 (sent whole as MIX_SETTINGS on every change). */
   private readonly gains = new Map<string, number>();
+  private role_: number = Role.SPEAKER;
+  private muted_ = false;
+  private signer: GrantSigner | undefined;
+  private requestId = 0;
+  private readonly pendingRequests = new Map<number, (o: ModerationOutcome) => void>();
   private navigator: RoomNavigator | undefined;
   private stopExtra: (() => Promise<void>) | undefined;
 
@@ -131,8 +157,10 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
       throw new AgoraError("USAGE", "joinRoom: give node (a mixer's multiaddr), or bootstrap / locator to join by name");
     if (opts.node === undefined) return RoomConnection.joinByName(opts);
     const codec = opts.codec ?? (opts.decode ? await clientPlatform().loadCodec() : undefined);
-    const ownNode = opts.libp2p ? undefined : await clientPlatform().createNode();
+    const grant = typeof opts.grant === "string" ? grantFromString(opts.grant) : opts.grant;
+    const ownNode = opts.libp2p ? undefined : await clientPlatform().createNode(opts.identity);
     const conn = new RoomConnection(codec, opts.bitrate, ownNode, opts.onListenerError);
+    if (opts.identity) conn.signer = signerFromRawPrivateKey(opts.identity.raw);
     try {
       conn.decoder = opts.decode ? codec?.decoder() : undefined;
       conn.session = await AudioSession.open({
@@ -142,11 +170,14 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
         name: opts.name,
         timeoutMs: opts.timeoutMs,
         signal: opts.signal,
-        capabilities: opts.capabilities ?? DEFAULT_ROOM_CAPABILITIES,
+        capabilities: (opts.capabilities ?? DEFAULT_ROOM_CAPABILITIES) | Capability.ACCESS_CONTROL,
+        ...(grant ? { grant } : {}),
+        onAccess: (m) => conn.onAccess(m),
         onAudio: (frame, receivedAt) => conn.onAudio(frame, receivedAt),
         onRoster: (m) => conn.onRoster(m),
         onClose: (error) => void conn.end(error),
       });
+      conn.role_ = conn.session.joined.role ?? Role.SPEAKER;
     } catch (err) {
       conn.decoder?.destroy();
       await Promise.resolve(ownNode?.stop()).catch(() => {});
@@ -179,9 +210,11 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
       libp2p ??= l.libp2p;
       stopLocator = () => l.stop();
     }
-    const ownNode = libp2p ? undefined : await clientPlatform().createNode();
+    const ownNode = libp2p ? undefined : await clientPlatform().createNode(opts.identity);
     const conn = new RoomConnection(codec, opts.bitrate, ownNode, opts.onListenerError);
     conn.stopExtra = stopLocator;
+    if (opts.identity) conn.signer = signerFromRawPrivateKey(opts.identity.raw);
+    const grant = typeof opts.grant === "string" ? grantFromString(opts.grant) : opts.grant;
     const nav = new RoomNavigator({ libp2p: libp2p ?? ownNode!, room: opts.room, locator, region: opts.region });
     conn.navigator = nav;
     const sessionOpts = {
@@ -190,11 +223,15 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
       onRoster: (m: RosterMessage) => conn.onRoster(m),
       timeoutMs: opts.timeoutMs,
       signal: opts.signal,
+      // the grant goes with every JOIN, the successor's after a MOVE too: it verifies the role anew
+      ...(grant ? { grant } : {}),
+      onAccess: (m: ModerateResultMessage | ModerationMessage) => conn.onAccess(m),
       onAudio: (frame: AudioFrame, receivedAt: number) => conn.onAudio(frame, receivedAt),
       onMoved: (s: AudioSession) => {
         const from = conn.hostPeer;
         conn.session = s;
         conn.roster = undefined; // the new host's first ROSTER rebuilds it (our participant id changed)
+        conn.role_ = s.joined.role ?? Role.SPEAKER;
         conn.hostPeer = nav.host;
         conn.emit("moved", { from, to: nav.host, epoch: s.joined.epoch, reason: "move" });
       },
@@ -206,6 +243,7 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
     try {
       conn.decoder = opts.decode ? codec?.decoder() : undefined;
       conn.session = await nav.open(sessionOpts);
+      conn.role_ = conn.session.joined.role ?? Role.SPEAKER;
       conn.hostPeer = nav.host;
     } catch (err) {
       conn.decoder?.destroy();
@@ -230,6 +268,7 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
       try {
         this.session = await nav.open(sessionOpts);
         this.roster = undefined;
+        this.role_ = this.session.joined.role ?? Role.SPEAKER;
         this.hostPeer = nav.host;
         this.emit("moved", { from, to: nav.host, epoch: this.session.joined.epoch, reason: "failover" });
         return;
@@ -268,11 +307,23 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
     return this.session.rttMs;
   }
 
+  /** Our role in the room: `speaker` in open rooms; in owned ones what the grant (or a promotion) gives. */
+  get role(): RoleName {
+    return ROLE_NAMES[this.role_] ?? "listener";
+  }
+
+  /** Muted by a moderator: what we send is not mixed, so it is not sent. */
+  get muted(): boolean {
+    return this.muted_;
+  }
+
   /**
    * Sends one 20 ms Opus packet; false once the connection has ended. `voice`: whether it carries voice
-   * (from the encoder's VAD or DTX), sent where the server takes voice-activity flags.
+   * (from the encoder's VAD or DTX), sent where the server takes voice-activity flags. A listener's (or
+   * muted) audio would never be mixed, so it is not sent at all (true: nothing went wrong).
    */
   sendOpus(payload: Uint8Array, voice?: boolean): boolean {
+    if (this.role_ < Role.SPEAKER || this.muted_) return this.isOpen;
     const frame: AudioFrame = { seq: this.seq, timestamp: this.timestamp, payload };
     if (voice !== undefined) frame.voice = voice;
     this.seq = (this.seq + 1) >>> 0;
@@ -285,6 +336,7 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
     if (pcm.length !== FRAME_SAMPLES)
       throw new AgoraError("USAGE", `sendPcm: expected ${FRAME_SAMPLES} samples (20 ms at 48 kHz), got ${pcm.length}`);
     if (!this.isOpen) return false;
+    if (this.role_ < Role.SPEAKER || this.muted_) return true; // withheld (see sendOpus): no need to encode
     if (!this.encoder) {
       const codec = this.codec ?? (await clientPlatform().loadCodec());
       this.encoder = codec.encoder(this.bitrate ?? this.session.joined.bitrate);
@@ -332,6 +384,52 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
   /** Our current per-participant volumes (those not at 1). */
   mixSettings(): ReadonlyMap<string, number> {
     return new Map(this.gains);
+  }
+
+  /**
+   * A moderator's request (owned rooms, needs `identity`: the key its moderator grant is bound to): mute,
+   * unmute, remove (and ban the grant or key until `until`), promote a listener, lock, unlock or end the
+   * room, or revoke a grant id / key. Resolves with the server's answer (code 0 = done).
+   */
+  moderate(action: ModerateActionName, target = "", until = 0, timeoutMs = 10_000): Promise<ModerationOutcome> {
+    if (!this.signer) throw new AgoraError("USAGE", "moderate: joinRoom needs `identity` (the key the moderator grant is bound to)");
+    if (!this.isOpen) throw new AgoraError("P2P", "moderate: the room connection has ended");
+    const requestId = ++this.requestId;
+    const msg = signModerate(
+      this.signer,
+      { room: this.session.room, participantId: this.participantId },
+      { requestId, action: ModerateAction[action], target, until },
+    );
+    return new Promise<ModerationOutcome>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pendingRequests.delete(requestId);
+        reject(new AgoraError("P2P", `no answer to moderation request ${requestId} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pendingRequests.set(requestId, (o) => {
+        clearTimeout(timer);
+        resolve(o);
+      });
+      if (!this.session.sendModerate(msg)) {
+        this.pendingRequests.delete(requestId);
+        clearTimeout(timer);
+        reject(new AgoraError("P2P", "moderate: the room connection has ended"));
+      }
+    });
+  }
+
+  private onAccess(m: ModerateResultMessage | ModerationMessage): void {
+    if (m.type === "MODERATE_RESULT") {
+      const done = this.pendingRequests.get(m.requestId);
+      this.pendingRequests.delete(m.requestId);
+      done?.({ code: m.code, message: m.message });
+      return;
+    }
+    const action = (Object.entries(ModerateAction).find(([, v]) => v === m.action)?.[0] ?? "UNKNOWN") as ModerateActionName | "UNKNOWN";
+    const self = m.target === this.participantId;
+    if (self && action === "MUTE") this.muted_ = true;
+    if (self && action === "UNMUTE") this.muted_ = false;
+    if (self && action === "PROMOTE" && this.role_ === Role.LISTENER) this.role_ = Role.SPEAKER;
+    this.emit("moderation", { action, target: m.target, by: m.by, until: m.until, self });
   }
 
   /** Keepalive and RTT probe; the caller decides the period (protocol.md asks for at least one per 5 s of silence). */

@@ -22,6 +22,9 @@ import {
   type JoinedMessage,
   MessageDecoder,
   type MixGain,
+  type ModerateMessage,
+  type ModerateResultMessage,
+  type ModerationMessage,
   type MoveMessage,
   OutboundQueue,
   type RedirectMessage,
@@ -67,6 +70,8 @@ function agoraCodeFor(wireCode: number): ErrorCode {
       return "SHUTTING_DOWN";
     case WireErrorCode.BAD_ROOM:
       return "BAD_REQUEST";
+    case WireErrorCode.FORBIDDEN:
+      return "UNAUTHORIZED";
     case WireErrorCode.UNSUPPORTED_VERSION:
     case WireErrorCode.MALFORMED:
     case WireErrorCode.UNEXPECTED_MESSAGE:
@@ -98,6 +103,11 @@ export interface AudioSessionOptions {
   onControl?: (msg: MoveMessage) => void;
   /** 1.1.0 ROSTER messages (announce Capability.ROSTER in `capabilities`); without a handler ROSTER ends the session */
   onRoster?: (msg: RosterMessage) => void;
+  /**
+   * 1.1.0 access control messages (MODERATE_RESULT, MODERATION). Without a handler they end the session, as
+   * a server must not send them to a client that did not announce Capability.ACCESS_CONTROL.
+   */
+  onAccess?: (msg: ModerateResultMessage | ModerationMessage) => void;
   /** bound on dial + protocol negotiation + JOIN/JOINED (default 10 s) */
   timeoutMs?: number;
   /** outbound audio frames held while the connection cannot keep up before the oldest is dropped */
@@ -163,6 +173,10 @@ export class AudioSession {
 
   get participantId(): string {
     return this.joined.participantId;
+  }
+
+  get room(): string {
+    return this.opts.room;
   }
 
   /** JOIN/JOINED version in use: 1 on `/agora/audio/1.0.0`, 2 on `/agora/audio/1.1.0`. */
@@ -385,6 +399,14 @@ export class AudioSession {
       case "ERROR":
         this.finish(new AudioRemoteError(m.code, m.message), true);
         return;
+      case "MODERATE_RESULT":
+      case "MODERATION":
+        if (this.wireVersion >= WIRE_VERSION_1_1 && this.opts.onAccess) {
+          this.opts.onAccess(m);
+          return;
+        }
+        this.finish(new AgoraError("WIRE_PROTOCOL", `unexpected ${m.type} from server`), true);
+        return;
       case "MOVE":
         if (this.wireVersion >= WIRE_VERSION_1_1 && this.opts.onControl) {
           this.opts.onControl(m);
@@ -448,6 +470,13 @@ export class AudioSession {
       throw new AgoraError("USAGE", errorMessage(err), { cause: err });
     }
     if (this.isOpen) this.queue.send(bytes, false);
+  }
+
+  /** Sends a signed moderation request (1.1.0, access control); false once the session is closed. */
+  sendModerate(msg: ModerateMessage): boolean {
+    if (!this.isOpen) return false;
+    if (this.wireVersion < WIRE_VERSION_1_1) throw new AgoraError("USAGE", "moderation needs /agora/audio/1.1.0");
+    return this.queue.send(encodeMessage(msg), false);
   }
 
   /** Keepalive and RTT probe. */

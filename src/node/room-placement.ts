@@ -8,6 +8,7 @@ import type { Libp2p, PrivateKey } from "@libp2p/interface";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { multiaddr } from "@multiformats/multiaddr";
 import type { Registry } from "prom-client";
+import { MAX_REVOCATIONS_PER_ROOM, MemoryRevocationStore, type Revocation, type RevocationStore, roomOwnership } from "../access";
 import { errorMessage } from "../errors";
 import type { Logger } from "../log";
 import type { NetworkNode, RoomDirectory, RoomRecord } from "../p2p";
@@ -28,14 +29,65 @@ export function roomRecordView(r: RoomRecord): RoomHostRecord {
 /** A JOIN waits on this lookup: bounded well below the join timeout. */
 const QUICK_RESOLVE_MS = 1_500;
 
-export function directoryPort(d: RoomDirectory): RoomDirectoryPort {
+/**
+ * Revocations of owned rooms kept in the room record (its signed `revocations`, at most 64), so a ban holds
+ * on every mixer the room moves to: what this node revoked, what its own record says, and what the records it
+ * resolved (the previous host's, on a takeover) said. A revocation made here is published with the next
+ * update of the record this node holds. A record's revocations come from its signing host: a hostile host's
+ * winning record can only refuse more, never admit a revoked grant elsewhere (every list is only added to).
+ */
+export class RecordRevocations implements RevocationStore {
+  private readonly local = new MemoryRevocationStore();
+  constructor(
+    private readonly directory: Pick<RoomDirectory, "current" | "update">,
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  isRevoked(room: string, id: string, nowMs: number): boolean {
+    if (this.local.isRevoked(room, id, nowMs)) return true;
+    return (this.directory.current(room)?.revocations ?? []).some((r) => r.id === id && r.until > nowMs);
+  }
+
+  revoke(room: string, entry: Revocation, nowMs: number): boolean {
+    if (!this.local.revoke(room, entry, nowMs)) return false;
+    if (this.directory.current(room))
+      void this.directory
+        .update(room, { revocations: this.list(room, nowMs) })
+        .catch((err) => this.log.warn({ room, err: errorMessage(err) }, "could not publish the room's revocations"));
+    return true;
+  }
+
+  /** Ours and our record's, the latest expiry per id; at most 64, those lapsing last kept. */
+  list(room: string, nowMs: number): Revocation[] {
+    const all = new Map<string, number>();
+    for (const r of [...(this.directory.current(room)?.revocations ?? []), ...this.local.list(room, nowMs)])
+      if (r.until > nowMs) all.set(r.id, Math.max(all.get(r.id) ?? 0, r.until));
+    return [...all]
+      .map(([id, until]) => ({ id, until }))
+      .sort((a, b) => b.until - a.until)
+      .slice(0, MAX_REVOCATIONS_PER_ROOM);
+  }
+
+  /** Takes over the revocations of a record resolved from the network (a previous host's). */
+  learn(room: string, revocations: readonly Revocation[] | undefined): void {
+    const now = this.now();
+    for (const r of revocations ?? []) if (r.until > now) this.local.revoke(room, r, now);
+  }
+}
+
+export function directoryPort(d: RoomDirectory, revocations?: RecordRevocations): RoomDirectoryPort {
   return {
     resolve: async (room, o) => {
       const r = await d.resolve(room, o?.quick ? { quorum: 1, signal: AbortSignal.timeout(QUICK_RESOLVE_MS) } : {});
+      if (r && roomOwnership(room).owned) revocations?.learn(room, r.revocations);
       return r && roomRecordView(r);
     },
     claim: async (room, epoch, participants) => {
-      await d.claim(room, { epoch, participants });
+      // Owned rooms are marked so in their record and keep their revocations across hosts.
+      const owned = roomOwnership(room).owned;
+      const revs = owned ? (revocations?.list(room, Date.now()) ?? []) : [];
+      await d.claim(room, { epoch, participants, ...(owned ? { open: false } : {}), ...(revs.length > 0 ? { revocations: revs } : {}) });
     },
     handOver: async (room, epoch, successor, participants) => {
       await d.update(room, { epoch, status: "handing-over", successor, participants });
@@ -67,6 +119,8 @@ export function createRoomPlacement(opts: {
   region: string;
   registry: Registry;
   logger: Logger;
+  /** owned rooms' revocations over the records (pass the same store to the audio service) */
+  revocations?: RecordRevocations;
 }): RoomPlacementWiring {
   const { network, directory } = opts;
   const log = opts.logger.child({ component: "room-placement" });
@@ -109,7 +163,7 @@ export function createRoomPlacement(opts: {
     }
   };
   const host = new RoomHost({
-    directory: directoryPort(directory),
+    directory: directoryPort(directory, opts.revocations),
     selfPeerId: network.peerId,
     privateKey: opts.privateKey,
     region: opts.region,

@@ -32,7 +32,7 @@ import { bindUdp, StunService, type UdpEndpoint } from "../stun";
 import { type Identity, loadOrCreateIdentity } from "./identity";
 import { Lifecycle, type Service } from "./lifecycle";
 import { acquirePidLock, type PidLock } from "./pidfile";
-import { createRoomPlacement, type RoomPlacementWiring } from "./room-placement";
+import { createRoomPlacement, RecordRevocations, type RoomPlacementWiring } from "./room-placement";
 import { type ServiceNotifier, systemdNotifier } from "./sd-notify";
 import { SystemSampler } from "./system";
 
@@ -215,6 +215,8 @@ export class NodeRuntime implements DashboardSource {
         const udp = c.audio.udp_enabled ? await this.voiceDatagramEndpoint(c, stun.endpoint, this.metrics.registry) : undefined;
         // The room directory's placement (claims, REDIRECT, handover) runs where the network hosts rooms.
         const directory = this.network.rooms;
+        // Owned rooms' revocations live in the room records, so a ban holds wherever the room moves.
+        const revocations = directory ? new RecordRevocations(directory, this.log.child({ subsystem: "rooms" })) : undefined;
         this.placement = directory
           ? createRoomPlacement({
               network: this.network,
@@ -223,11 +225,13 @@ export class NodeRuntime implements DashboardSource {
               region: c.node.region,
               registry: this.metrics.registry,
               logger: this.log.child({ subsystem: "rooms" }),
+              revocations,
             })
           : undefined;
         const rooms = new AudioRoomService({
           libp2p: this.network.libp2p,
           host: this.placement?.host,
+          ...(revocations ? { revocations } : {}),
           engine: this.media,
           ...udp,
           logger: this.log.child({ subsystem: "rooms" }),

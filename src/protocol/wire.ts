@@ -79,7 +79,9 @@ export const MAX_MESSAGE_LENGTH_V1 = 1536;
 /** Largest value of one JOIN/JOINED extension. */
 export const MAX_EXTENSION_BYTES = 3072;
 /** Largest move token in a MOVE (and the JOIN extension that presents it). */
-export const MAX_MOVE_TOKEN_BYTES = 256;
+// 512, not 256: a move token names the room (up to 64 characters), three peer ids (52 each) and carries a
+// signature (64) and, for owned rooms, the access state (17): about 320 bytes at most.
+export const MAX_MOVE_TOKEN_BYTES = 512;
 /** Addresses carried in REDIRECT and MOVE, and the length of each (multiaddr text form). */
 export const MAX_REDIRECT_ADDRS = 16;
 export const MAX_ADDR_BYTES = 256;
@@ -108,6 +110,12 @@ export const MessageType = {
   AUDIO_VAD: 0x11,
   /** 1.1.0 with Capability.PERSONAL_MIX, client → server: per-source gains of this listener's mix. */
   MIX_SETTINGS: 0x31,
+  /** 1.1.0 access control: a moderator's signed request (C → S). */
+  MODERATE: 0x30,
+  /** 1.1.0 access control: the answer to one MODERATE (S → C). */
+  MODERATE_RESULT: 0x32,
+  /** 1.1.0 access control: a moderation that happened in the room, to every participant (S → C). */
+  MODERATION: 0x33,
 } as const;
 
 /** AUDIO_VAD flags: bit 0 voice activity; the other bits are reserved and must be 0. */
@@ -117,6 +125,29 @@ export const MAX_MIX_ENTRIES = 32;
 /** MIX_SETTINGS gains are u16 in thousandths: 0 mutes, 1000 is unchanged, 4000 (+12 dB) the most. */
 export const MIX_GAIN_UNIT = 1000;
 export const MAX_MIX_GAIN = 4;
+
+/** What a MODERATE asks (the `action` byte of MODERATE and MODERATION). */
+export const ModerateAction = {
+  /** the target's audio is no longer mixed (server-side mute) */
+  MUTE: 1,
+  UNMUTE: 2,
+  /** the target leaves the room (ERROR FORBIDDEN) and its grant is revoked until `until` (0: until it expires) */
+  REMOVE: 3,
+  /** REMOVE, and the target's key is banned until `until` (0: until its grant expires) */
+  BAN_KEY: 4,
+  /** a listener becomes a speaker */
+  PROMOTE: 5,
+  /** no new joins except moderators */
+  LOCK: 6,
+  UNLOCK: 7,
+  /** everyone leaves; the room stays locked */
+  END: 8,
+  /** a revocation (target = a grant link id or a key, in hex) until `until`; holders present are removed */
+  REVOKE: 9,
+} as const;
+export type ModerateActionName = keyof typeof ModerateAction;
+export const MAX_MODERATE_TARGET_BYTES = 64;
+export const MODERATE_SIGNATURE_BYTES = 64;
 /*
  * Reserved type ranges for 1.1.0 capabilities (see protocol.md): 0x0a-0x0f and 0x30-0x3f access control and
  * personal mix, 0x11-0x1f audio variants (voice activity), 0x20-0x2f UDP datagram control.
@@ -195,6 +226,8 @@ export const WireErrorCode = {
   UNEXPECTED_MESSAGE: 9,
   SHUTTING_DOWN: 10,
   INTERNAL: 11,
+  /** access control: no grant, or a forged, expired, wrong-room or revoked one; removed; room locked */
+  FORBIDDEN: 12,
 } as const;
 export type WireErrorCodeName = keyof typeof WireErrorCode;
 
@@ -269,6 +302,35 @@ export interface MoveMessage {
   reason: number;
 }
 
+/** 1.1.0, client → server: a moderator's request, signed (see docs/access.md). */
+export interface ModerateMessage {
+  type: "MODERATE";
+  requestId: number;
+  action: number;
+  /** a participant id, or for REVOKE a hex id; empty for LOCK, UNLOCK, END */
+  target: string;
+  /** unix ms: end of a ban or revocation; 0 otherwise */
+  until: number;
+  signature: Uint8Array;
+}
+
+/** 1.1.0, server → client: the outcome of one MODERATE; `code` 0 = done, else a WireErrorCode. */
+export interface ModerateResultMessage {
+  type: "MODERATE_RESULT";
+  requestId: number;
+  code: number;
+  message: string;
+}
+
+/** 1.1.0, server → client: a moderation in the room (`by` = the moderator's participant id). */
+export interface ModerationMessage {
+  type: "MODERATION";
+  action: number;
+  target: string;
+  by: string;
+  until: number;
+}
+
 export interface ErrorMessage {
   type: "ERROR";
   code: number;
@@ -324,7 +386,10 @@ export type WireMessage =
   | MoveMessage
   | RosterMessage
   | UdpReportMessage
-  | MixSettingsMessage;
+  | MixSettingsMessage
+  | ModerateMessage
+  | ModerateResultMessage
+  | ModerationMessage;
 
 /** Why a decode failed; also the `reason` label of `agora_audio_stream_errors_total`. */
 export type WireErrorReason =
@@ -511,6 +576,77 @@ export function encodeMessage(msg: WireMessage): Uint8Array {
       return encodeAudio(msg);
     case "MIX_SETTINGS":
       return encodeMixSettings(msg);
+    case "MODERATE":
+    case "MODERATE_RESULT":
+    case "MODERATION":
+      return encodeAccess(msg);
+  }
+}
+
+function shortAscii(field: string, s: string, max: number, allowEmpty: boolean): Uint8Array {
+  const b = utf8.encode(s);
+  if (b.length > max || (!allowEmpty && b.length === 0) || !/^[\x21-\x7e]*$/.test(s))
+    invalid(field, `must be ${allowEmpty ? 0 : 1}-${max} printable ASCII characters, got "${s}"`);
+  return b;
+}
+
+function encodeAccess(msg: ModerateMessage | ModerateResultMessage | ModerationMessage): Uint8Array {
+  switch (msg.type) {
+    case "MODERATE": {
+      checkU32("moderate.requestId", msg.requestId);
+      if (!Number.isInteger(msg.action) || msg.action < 0 || msg.action > 255)
+        invalid("moderate.action", `must be a uint8, got ${msg.action}`);
+      const target = shortAscii("moderate.target", msg.target, MAX_MODERATE_TARGET_BYTES, true);
+      if (!Number.isSafeInteger(msg.until) || msg.until < 0) invalid("moderate.until", `must be a unix time in ms, got ${msg.until}`);
+      if (msg.signature.length !== MODERATE_SIGNATURE_BYTES) invalid("moderate.signature", `must be 64 bytes, got ${msg.signature.length}`);
+      const { buf, view } = frameBuffer(1 + 4 + 1 + 1 + target.length + 8 + 64);
+      let o = LENGTH_PREFIX_BYTES;
+      view.setUint8(o++, MessageType.MODERATE);
+      view.setUint32(o, msg.requestId);
+      o += 4;
+      view.setUint8(o++, msg.action);
+      view.setUint8(o++, target.length);
+      buf.set(target, o);
+      o += target.length;
+      view.setBigUint64(o, BigInt(msg.until));
+      buf.set(msg.signature, o + 8);
+      return buf;
+    }
+    case "MODERATE_RESULT": {
+      checkU32("moderate_result.requestId", msg.requestId);
+      if (!Number.isInteger(msg.code) || msg.code < 0 || msg.code > 0xffff)
+        invalid("moderate_result.code", `must be a uint16, got ${msg.code}`);
+      const text = utf8.encode(truncateUtf8(msg.message, 255));
+      const { buf, view } = frameBuffer(1 + 4 + 2 + 1 + text.length);
+      let o = LENGTH_PREFIX_BYTES;
+      view.setUint8(o++, MessageType.MODERATE_RESULT);
+      view.setUint32(o, msg.requestId);
+      o += 4;
+      view.setUint16(o, msg.code);
+      o += 2;
+      view.setUint8(o++, text.length);
+      buf.set(text, o);
+      return buf;
+    }
+    case "MODERATION": {
+      if (!Number.isInteger(msg.action) || msg.action < 0 || msg.action > 255)
+        invalid("moderation.action", `must be a uint8, got ${msg.action}`);
+      const target = shortAscii("moderation.target", msg.target, MAX_MODERATE_TARGET_BYTES, true);
+      const by = shortAscii("moderation.by", msg.by, MAX_PARTICIPANT_ID_LENGTH, false);
+      if (!Number.isSafeInteger(msg.until) || msg.until < 0) invalid("moderation.until", `must be a unix time in ms, got ${msg.until}`);
+      const { buf, view } = frameBuffer(1 + 1 + 1 + target.length + 1 + by.length + 8);
+      let o = LENGTH_PREFIX_BYTES;
+      view.setUint8(o++, MessageType.MODERATION);
+      view.setUint8(o++, msg.action);
+      view.setUint8(o++, target.length);
+      buf.set(target, o);
+      o += target.length;
+      view.setUint8(o++, by.length);
+      buf.set(by, o);
+      o += by.length;
+      view.setBigUint64(o, BigInt(msg.until));
+      return buf;
+    }
   }
 }
 
@@ -893,9 +1029,68 @@ export function decodeMessage(body: Uint8Array): DecodeResult<WireMessage> {
       if (end) return { ok: false, error: end };
       return { ok: true, value: { type: name, nonce } };
     }
+    case MessageType.MODERATE:
+    case MessageType.MODERATE_RESULT:
+    case MessageType.MODERATION:
+      return decodeAccess(body, view, type);
     default:
       return fail("bad_type", "type", `unknown message type 0x${type.toString(16).padStart(2, "0")}`);
   }
+}
+
+function readShortAscii(r: Reader, field: string, max: number, allowEmpty: boolean): string | WireError {
+  const len = r.u8(`${field}Length`);
+  if (isErr(len)) return len;
+  if (len > max || (!allowEmpty && len === 0))
+    return new WireError("bad_field", `${r.msg}.${field}`, `${field} length ${len} is outside ${allowEmpty ? 0 : 1}-${max}`);
+  const b = r.bytes(len, field);
+  if (isErr(b)) return b;
+  for (const c of b) if (c < 0x21 || c > 0x7e) return new WireError("bad_field", `${r.msg}.${field}`, `${field} is not printable ASCII`);
+  return String.fromCharCode(...b);
+}
+
+function decodeAccess(body: Uint8Array, view: DataView, type: number): DecodeResult<WireMessage> {
+  const name = type === MessageType.MODERATE ? "moderate" : type === MessageType.MODERATE_RESULT ? "moderate_result" : "moderation";
+  const r = new Reader(body, view, name);
+  const done = <T extends WireMessage>(value: T): DecodeResult<WireMessage> => {
+    const end = r.end();
+    return end ? { ok: false, error: end } : { ok: true, value };
+  };
+  if (type === MessageType.MODERATE_RESULT) {
+    const requestId = r.u32("requestId");
+    if (isErr(requestId)) return { ok: false, error: requestId };
+    const code = r.u16("code");
+    if (isErr(code)) return { ok: false, error: code };
+    const len = r.u8("messageLength");
+    if (isErr(len)) return { ok: false, error: len };
+    const text = r.bytes(len, "message");
+    if (isErr(text)) return { ok: false, error: text };
+    const message = decodeUtf8(text);
+    if (message === undefined) return fail("bad_field", "moderate_result.message", "message is not valid UTF-8");
+    return done({ type: "MODERATE_RESULT", requestId, code, message });
+  }
+  let requestId = 0;
+  if (type === MessageType.MODERATE) {
+    const id = r.u32("requestId");
+    if (isErr(id)) return { ok: false, error: id };
+    requestId = id;
+  }
+  const action = r.u8("action");
+  if (isErr(action)) return { ok: false, error: action };
+  const target = readShortAscii(r, "target", MAX_MODERATE_TARGET_BYTES, true);
+  if (isErr(target)) return { ok: false, error: target };
+  if (type === MessageType.MODERATION) {
+    const by = readShortAscii(r, "by", MAX_PARTICIPANT_ID_LENGTH, false);
+    if (isErr(by)) return { ok: false, error: by };
+    const until = r.u64("until");
+    if (isErr(until)) return { ok: false, error: until };
+    return done({ type: "MODERATION", action, target, by, until });
+  }
+  const until = r.u64("until");
+  if (isErr(until)) return { ok: false, error: until };
+  const signature = r.bytes(MODERATE_SIGNATURE_BYTES, "signature");
+  if (isErr(signature)) return { ok: false, error: signature };
+  return done({ type: "MODERATE", requestId, action, target, until, signature: signature.slice() });
 }
 
 function decodeUtf8(bytes: Uint8Array): string | undefined {

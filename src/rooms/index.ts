@@ -7,6 +7,7 @@ export {
   decodeMoveToken,
   MOVE_TOKEN_DOMAIN,
   MOVE_TOKEN_TTL_MS,
+  type MoveTokenAccess,
   type MoveTokenClaims,
   type MoveTokenRejection,
   signMoveToken,

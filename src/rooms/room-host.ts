@@ -14,7 +14,7 @@ import { Counter, type Registry } from "prom-client";
 import { errorMessage } from "../errors";
 import type { Logger } from "../log";
 import { MoveReason, type PlacementCandidate, rankPlacement } from "../protocol";
-import { MOVE_TOKEN_TTL_MS, type MoveTokenRejection, signMoveToken, verifyMoveToken } from "./move-token";
+import { MOVE_TOKEN_TTL_MS, type MoveTokenAccess, type MoveTokenRejection, signMoveToken, verifyMoveToken } from "./move-token";
 
 /** A verified, live room record as the directory resolved it. */
 export interface RoomHostRecord {
@@ -51,11 +51,14 @@ export interface RoomDirectoryPort {
 export interface RoomMembers {
   /** Rooms with directory-aware participants joined here, with their count. */
   hostedRooms(): Map<string, number>;
-  /** Sends MOVE to every directory-aware participant of `room`; `token(peer)` signs one per participant. */
+  /**
+   * Sends MOVE to every directory-aware participant of `room`; `token(peer, access)` signs one per
+   * participant, with its access state beyond its grant in owned rooms (version 2 tokens).
+   */
   move(
     room: string,
     target: { successorPeerId: string; addrs: string[]; epoch: number; reason: number },
-    token: (participantPeer: string) => Promise<Uint8Array>,
+    token: (participantPeer: string, access?: MoveTokenAccess) => Promise<Uint8Array>,
   ): Promise<number>;
 }
 
@@ -75,12 +78,17 @@ export interface RoomHostOptions {
   now?: () => number;
 }
 
-export type JoinDecision = { kind: "admit"; epoch: number } | { kind: "redirect"; hostPeerId: string; addrs: string[]; epoch: number };
+/** `carried`: the access state a verified version 2 move token carried for this participant. */
+export type JoinDecision =
+  | { kind: "admit"; epoch: number; carried?: MoveTokenAccess }
+  | { kind: "redirect"; hostPeerId: string; addrs: string[]; epoch: number };
 
 interface HostedRoom {
   epoch: number;
   /** set once the room is being handed over or moved away: no second hand-over, no re-claim */
   leaving?: { to: string; epoch: number };
+  /** the old host that handed the room to us with move tokens (later tokens from it still carry access) */
+  from?: string;
 }
 
 interface RoomHostMetrics {
@@ -139,7 +147,22 @@ export class RoomHost {
    */
   async decide(room: string, participantPeer: string, moveToken?: Uint8Array): Promise<JoinDecision> {
     const h = this.hosted.get(room);
-    if (h && !h.leaving) return { kind: "admit", epoch: h.epoch };
+    if (h && !h.leaving) {
+      // Already ours (an earlier moved participant made it so): a later participant's token from the same
+      // old host still carries its access state.
+      if (moveToken && h.from) {
+        const v = await verifyMoveToken(moveToken, {
+          room,
+          successor: this.opts.selfPeerId,
+          participant: participantPeer,
+          nowMs: this.now(),
+        });
+        // Counted like the first token, so every moved participant's token shows in the metric.
+        this.countToken(!v.ok ? v.reason : v.claims.issuer === h.from ? "accepted" : "not_host");
+        if (v.ok && v.claims.issuer === h.from && v.claims.access) return { kind: "admit", epoch: h.epoch, carried: v.claims.access };
+      }
+      return { kind: "admit", epoch: h.epoch };
+    }
     if (h?.leaving) return this.redirectTo(h.leaving.to, h.leaving.epoch, room);
     if (moveToken) {
       const verdict = await this.checkToken(room, participantPeer, moveToken);
@@ -183,12 +206,12 @@ export class RoomHost {
     this.countToken("accepted");
     const epoch = Math.max(v.claims.epoch, rec?.epoch ?? 0);
     if (!this.hosted.has(room)) {
-      this.hosted.set(room, { epoch });
+      this.hosted.set(room, { epoch, from: v.claims.issuer });
       this.opts.directory.countHandover?.(room, "in");
       this.log.info({ room, epoch, from: v.claims.issuer }, "room handed over to this node");
       void this.publishClaim(room, epoch);
     }
-    return { kind: "admit", epoch };
+    return { kind: "admit", epoch, ...(v.claims.access ? { carried: v.claims.access } : {}) };
   }
 
   /** The audio service answered a JOIN with REDIRECT. */
@@ -284,7 +307,7 @@ export class RoomHost {
   private async moveRoom(room: string, to: string, addrs: string[], epoch: number, reason: number): Promise<number> {
     if (!this.members) return 0;
     const issuer = this.opts.selfPeerId;
-    const n = await this.members.move(room, { successorPeerId: to, addrs, epoch, reason }, (participant) =>
+    const n = await this.members.move(room, { successorPeerId: to, addrs, epoch, reason }, (participant, access) =>
       signMoveToken(this.opts.privateKey, {
         room,
         epoch,
@@ -292,6 +315,7 @@ export class RoomHost {
         successor: to,
         participant,
         expiresAtMs: this.now() + MOVE_TOKEN_TTL_MS,
+        ...(access ? { access } : {}),
       }),
     );
     this.log.info({ room, to, epoch, participants: n, reason }, "room moved");

@@ -17,6 +17,20 @@
 import { randomBytes } from "node:crypto";
 import type { Connection, Libp2p, Stream } from "@libp2p/interface";
 import { Counter, Gauge, type Registry } from "prom-client";
+import {
+  applyCarried,
+  type CarriedAccess,
+  GrantError,
+  type GrantFailure,
+  MemoryRevocationStore,
+  type RevocationStore,
+  Role,
+  roomOwnership,
+  toHex,
+  type VerifiedGrant,
+  verifyGrant,
+  verifyModerate,
+} from "../access";
 import type { MediaEngine, RoomStats } from "../audio";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
@@ -35,6 +49,8 @@ import {
   type JoinMessage,
   MessageDecoder,
   type MixSettingsMessage,
+  ModerateAction,
+  type ModerateMessage,
   OutboundQueue,
   SAMPLE_RATE,
   seqDiff,
@@ -48,6 +64,7 @@ import {
 } from "../protocol";
 import { type RosterMember, RosterPublisher } from "./roster";
 import type { UdpVoiceEndpoint, UdpVoiceSession } from "./udp-voice";
+import type { MoveTokenAccess } from "./move-token";
 import type { RoomHost } from "./room-host";
 
 export interface AudioServiceLimits {
@@ -147,6 +164,19 @@ export interface AudioRoomServiceOptions {
   udp?: UdpVoiceEndpoint;
   /** IP addresses offered beside the UDP port (none: clients send to the host they dialled). */
   udpAddrs?: string[];
+  /** Wall clock in unix ms for grant expiry and revocations (default Date.now); tests inject one. */
+  wallClock?: () => number;
+  /**
+   * Revocations of owned rooms (banned grants and keys). Default: kept in this service's memory; the room
+   * directory replaces it with the room record's `revocations`, so a ban holds on every mixer.
+   */
+  revocations?: RevocationStore;
+  /**
+   * Handover: the access state a verified move token carries (see src/access/handover.ts). The placement
+   * subsystem verifies the token (JOIN ext 0x02) and returns what the old host signed into it, or undefined
+   * when the token is not valid for the room. Without it, a moved participant gets exactly its grant's role.
+   */
+  carriedAccess?: (room: string, moveToken: Uint8Array) => CarriedAccess | undefined;
   /**
    * The room directory's policy (dedicated mode with a network): JOINs of directory-aware 1.1.0 clients are
    * placed by it (admit and claim, or REDIRECT), and it moves rooms on drain and lost claims. Without it the
@@ -159,6 +189,12 @@ export interface AudioRoomServiceOptions {
    */
   onRoomParticipants?: (room: string, participants: number) => void;
 }
+
+/** Why a JOIN to an owned room was refused: the `reason` label of agora_access_denied_total. */
+export type AccessDeniedReason = GrantFailure | "no_grant" | "locked";
+
+/** Outcome labels of agora_access_moderation_total{result}. */
+type ModerationResult = "ok" | "not_moderator" | "bad_signature" | "replayed" | "bad_target" | "outranked" | "bad_action" | "full";
 
 /** Settings that change on a running service (SIGHUP). */
 export interface AudioRoomSettings {
@@ -189,6 +225,8 @@ interface NetMetrics {
   limited: Counter<"limit">;
   pings: Counter;
   mixSettings: Counter<"result">;
+  accessDenied: Counter<"reason">;
+  moderation: Counter<"action" | "result">;
 }
 
 /** MIX_SETTINGS a session may have applied per second; more are coalesced (the latest wins, applied later). */
@@ -223,7 +261,7 @@ function createMetrics(registry: Registry): NetMetrics {
     framesDropped: counter(
       registry,
       "agora_audio_net_frames_dropped_total",
-      "Audio frames dropped by the network layer: send_queue (receiver too slow, oldest dropped), duplicate, late",
+      "Audio frames dropped by the network layer: send_queue (receiver too slow, oldest dropped), duplicate, late, listener and muted (access control)",
       ["reason"],
     ),
     framesReordered: counter(registry, "agora_audio_net_frames_reordered_total", "Audio frames received out of order and still forwarded"),
@@ -240,6 +278,13 @@ function createMetrics(registry: Registry): NetMetrics {
       "MIX_SETTINGS messages by result: applied, unknown_participant (applied without entries naming nobody in the room), coalesced (over the rate, applied later), engine_error",
       ["result"],
     ),
+    accessDenied: counter(
+      registry,
+      "agora_access_denied_total",
+      "JOINs to owned rooms refused with FORBIDDEN, by reason (no_grant, malformed, bad_signature, expired, wrong_room, revoked, locked, ...)",
+      ["reason"],
+    ),
+    moderation: counter(registry, "agora_access_moderation_total", "MODERATE requests by action and result", ["action", "result"]),
   };
 }
 
@@ -386,11 +431,29 @@ interface Session {
   mixAppliedAt: number;
   mixPending?: MixSettingsMessage;
   mixTimer?: ReturnType<typeof setTimeout>;
+  /** raw Ed25519 key of the remote peer (libp2p authenticated it); undefined for other key types */
+  readonly remoteKey?: Uint8Array;
+  /** Role in the room (Role): speaker in open rooms, the grant's role in owned ones. */
+  role: number;
+  /** server-side mute by a moderator: its AUDIO is dropped */
+  muted: boolean;
+  /** promoted by a moderator from listener to speaker (carried with a MOVE) */
+  promoted: boolean;
+  /** the verified grant (owned rooms) */
+  grant?: VerifiedGrant;
+  /** last MODERATE request id accepted (ids must increase: a replayed request is refused) */
+  lastRequestId: number;
   /** a JOIN is being placed (directory lookup in flight): a second JOIN is unexpected */
   placing?: boolean;
   /** MOVE already sent on this session (a session is moved at most once) */
   moved?: boolean;
 }
+
+/** Per owned room state the service keeps beside its sessions. */
+interface AccessRoomState {
+  locked: boolean;
+}
+const MAX_ROOM_STATES = 10_000;
 
 export class AudioRoomService {
   private readonly limits: AudioServiceLimits;
@@ -411,6 +474,9 @@ export class AudioRoomService {
   private readonly roster: RosterPublisher;
   private readonly capabilities: number;
   private reportTimer: ReturnType<typeof setInterval> | undefined;
+  private readonly wallClock: () => number;
+  private readonly revocations: RevocationStore;
+  private readonly roomStates = new Map<string, AccessRoomState>();
 
   constructor(private readonly opts: AudioRoomServiceOptions) {
     this.limits = { ...DEFAULT_AUDIO_SERVICE_LIMITS, ...opts.limits };
@@ -420,10 +486,13 @@ export class AudioRoomService {
     this.metrics = createMetrics(opts.registry);
     this.log = opts.logger.child({ component: "audio-net" });
     this.now = opts.now ?? (() => performance.now());
+    this.wallClock = opts.wallClock ?? (() => Date.now());
+    this.revocations = opts.revocations ?? new MemoryRevocationStore();
     this.capabilities =
       Capability.ROSTER |
       Capability.VOICE_ACTIVITY |
       Capability.PERSONAL_MIX |
+      Capability.ACCESS_CONTROL |
       (opts.udp ? Capability.UDP_DATAGRAMS : 0) |
       (opts.host ? Capability.ROOM_DIRECTORY : 0);
     this.bitrate = opts.bitrate ?? 32_000;
@@ -457,7 +526,7 @@ export class AudioRoomService {
   async moveRoom(
     room: string,
     target: { successorPeerId: string; addrs: string[]; epoch: number; reason: number },
-    token: (participantPeer: string) => Promise<Uint8Array>,
+    token: (participantPeer: string, access?: MoveTokenAccess) => Promise<Uint8Array>,
   ): Promise<number> {
     const targets = [...this.sessions].filter(
       (s) => s.state === "joined" && s.room === room && !s.moved && (s.clientCapabilities & Capability.ROOM_DIRECTORY) !== 0,
@@ -467,7 +536,16 @@ export class AudioRoomService {
       targets.map(async (s) => {
         let t: Uint8Array;
         try {
-          t = await token(s.peer);
+          // Owned rooms: what of the participant's access is not in its grant travels in its token.
+          const access = s.grant
+            ? {
+                promoted: s.promoted,
+                muted: s.muted,
+                locked: this.roomStates.get(room)?.locked ?? false,
+                grantLinkId: s.grant.linkIds.at(-1)!,
+              }
+            : undefined;
+          t = await token(s.peer, access);
         } catch (err) {
           s.log.warn({ err: errorMessage(err) }, "could not sign a move token");
           return;
@@ -608,6 +686,11 @@ export class AudioRoomService {
       clientCapabilities: 0,
       relayed: ip === undefined,
       mixAppliedAt: Number.NEGATIVE_INFINITY,
+      remoteKey: connection.remotePeer.type === "Ed25519" ? connection.remotePeer.publicKey.raw : undefined,
+      role: Role.SPEAKER,
+      muted: false,
+      promoted: false,
+      lastRequestId: -1,
     };
     this.sessions.add(s);
     this.metrics.streamsActive.inc();
@@ -800,6 +883,25 @@ export class AudioRoomService {
         s.log.info({ code: m.code, message: m.message }, "client sent ERROR");
         void this.closeSession(s);
         return;
+      case "MODERATE":
+        if (s.wireVersion < WIRE_VERSION_1_1) {
+          this.fail(s, WireErrorCode.MALFORMED, "unknown message type 0x30 on /agora/audio/1.0.0", "bad_type");
+          return;
+        }
+        if (s.state !== "joined") {
+          this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, "MODERATE before JOIN", "unexpected_message");
+          return;
+        }
+        this.moderate(s, m);
+        return;
+      case "MODERATE_RESULT":
+      case "MODERATION":
+        if (s.wireVersion < WIRE_VERSION_1_1) {
+          this.fail(s, WireErrorCode.MALFORMED, `unknown message type ${m.type} on /agora/audio/1.0.0`, "bad_type");
+          return;
+        }
+        this.fail(s, WireErrorCode.UNEXPECTED_MESSAGE, `${m.type} is sent by servers only`, "unexpected_message");
+        return;
       case "JOINED":
       case "REDIRECT":
       case "MOVE":
@@ -814,6 +916,11 @@ export class AudioRoomService {
    * paths, so a frame that came both ways during a switch reaches the engine once.
    */
   private acceptFrame(s: Session, frame: AudioFrame): void {
+    // A listener's (or a muted speaker's) audio is never mixed: dropped before anything else, on either path.
+    if (s.role < Role.SPEAKER || s.muted) {
+      this.metrics.framesDropped.inc({ reason: s.muted ? "muted" : "listener" });
+      return;
+    }
     const verdict = s.seq.accept(frame.seq);
     if (verdict === "duplicate" || verdict === "late") {
       this.metrics.framesDropped.inc({ reason: verdict });
@@ -911,6 +1018,216 @@ export class AudioRoomService {
     }
   }
 
+  /**
+   * Admission to an owned room: the grant verified offline against the owner key the room id names (see
+   * docs/access.md), the connection's key, the revocations and the room's lock. Returns the role, or
+   * refuses the JOIN with FORBIDDEN (counted by reason) and returns undefined. Open rooms admit speakers.
+   */
+  private admitAccess(s: Session, m: JoinMessage): { role: number; grant?: VerifiedGrant } | undefined {
+    if (!roomOwnership(m.room).owned) return { role: Role.SPEAKER };
+    const deny = (reason: AccessDeniedReason, message: string): undefined => {
+      this.metrics.accessDenied.inc({ reason });
+      this.metrics.joins.inc({ result: "forbidden" });
+      // debug, as other refusals: a storm of forbidden JOINs must not become a storm of log lines (counted)
+      s.log.debug({ room: m.room, reason }, `join refused: ${message}`);
+      void this.closeSession(s, { code: WireErrorCode.FORBIDDEN, message });
+      return undefined;
+    };
+    if (!m.grant) return deny("no_grant", `room ${m.room} is owned: JOIN must carry a grant`);
+    const now = this.wallClock();
+    let grant: VerifiedGrant;
+    try {
+      grant = verifyGrant(m.grant, {
+        room: m.room,
+        now,
+        remoteKey: s.remoteKey,
+        revoked: (id, at) => this.revocations.isRevoked(m.room, id, at),
+      });
+    } catch (err) {
+      if (err instanceof GrantError) return deny(err.reason, err.message);
+      throw err;
+    }
+    if (s.remoteKey && this.revocations.isRevoked(m.room, toHex(s.remoteKey), now))
+      return deny("revoked", "this participant key is banned from the room");
+    return { role: grant.role, grant };
+  }
+
+  /**
+   * The last access step, once the JOIN is placed here: what a verified move token carried (from the room
+   * host's decision, or the `carriedAccess` hook) applies on top of the grant, never beyond it, and the room's
+   * lock refuses newcomers without a moderator role (participants the token names were inside already).
+   * False when the JOIN was refused.
+   */
+  private finishAccess(s: Session, m: JoinMessage, fromHost?: MoveTokenAccess): boolean {
+    const grant = s.grant;
+    if (!grant) return true;
+    const carried: CarriedAccess | undefined = fromHost
+      ? {
+          room: m.room,
+          locked: fromHost.locked,
+          participants: [{ linkId: fromHost.grantLinkId, promoted: fromHost.promoted, muted: fromHost.muted }],
+        }
+      : m.moveToken
+        ? this.opts.carriedAccess?.(m.room, m.moveToken)
+        : undefined;
+    const mine = carried?.room === m.room ? carried.participants.find((p) => p.linkId === grant.linkIds.at(-1)) : undefined;
+    if (mine && carried?.locked) this.roomState(m.room).locked = true;
+    if (!mine && this.roomStates.get(m.room)?.locked && grant.role < Role.MODERATOR) {
+      this.metrics.accessDenied.inc({ reason: "locked" });
+      this.metrics.joins.inc({ result: "forbidden" });
+      s.log.debug({ room: m.room, reason: "locked" }, "join refused: room locked");
+      void this.closeSession(s, { code: WireErrorCode.FORBIDDEN, message: `room ${m.room} is locked: only moderators may join` });
+      return false;
+    }
+    const { role, muted } = applyCarried(grant, mine);
+    s.role = role;
+    s.muted = muted;
+    s.promoted = role > grant.role;
+    return true;
+  }
+
+  /**
+   * The access state of a room to carry with a MOVE (placement signs it into the move token): who was
+   * promoted or muted, and whether the room is locked. Roles themselves are not carried: grants are.
+   */
+  accessSnapshot(room: string): CarriedAccess {
+    return {
+      room,
+      locked: this.roomStates.get(room)?.locked ?? false,
+      participants: this.roomSessions(room)
+        .filter((x) => x.grant && (x.promoted || x.muted))
+        .map((x) => ({ linkId: x.grant!.linkIds.at(-1)!, peer: x.peer, promoted: x.promoted, muted: x.muted })),
+    };
+  }
+
+  private roomSessions(room: string): Session[] {
+    return [...this.sessions].filter((x) => x.state === "joined" && x.room === room);
+  }
+
+  /** A moderator's rank: 0 for the owner's own key, else the length of its delegation chain (lower = more). */
+  private rank(s: Session): number {
+    if (!s.grant) return Number.MAX_SAFE_INTEGER;
+    return s.grant.subject && s.grant.keys[0] === toHex(s.grant.subject) ? 0 : s.grant.linkIds.length;
+  }
+
+  private roomState(room: string): AccessRoomState {
+    let st = this.roomStates.get(room);
+    if (!st) {
+      if (this.roomStates.size >= MAX_ROOM_STATES) this.roomStates.delete(this.roomStates.keys().next().value!);
+      st = { locked: false };
+      this.roomStates.set(room, st);
+    }
+    return st;
+  }
+
+  /**
+   * One MODERATE: from a moderator whose grant is bound to its key, signed by that key over this room and
+   * session, with a request id above the last one. Answered with MODERATE_RESULT; what happened is told to
+   * the room with MODERATION (participants that announced ACCESS_CONTROL).
+   */
+  private moderate(s: Session, m: ModerateMessage): undefined {
+    const actionName =
+      Object.entries(ModerateAction)
+        .find(([, v]) => v === m.action)?.[0]
+        ?.toLowerCase() ?? "unknown";
+    const answer = (result: ModerationResult, code: number, message: string): undefined => {
+      this.metrics.moderation.inc({ action: actionName, result });
+      if (result !== "ok") s.log.info({ action: actionName, result }, `moderation refused: ${message}`);
+      if (s.clientCapabilities & Capability.ACCESS_CONTROL)
+        s.queue.send(encodeMessage({ type: "MODERATE_RESULT", requestId: m.requestId, code, message }), false);
+    };
+    const room = s.room!;
+    const now = this.wallClock();
+    const g = s.grant;
+    // The grant is checked again: it may have expired or been revoked since the JOIN.
+    const revoked = g && [...g.linkIds, ...g.keys.slice(1)].some((id) => this.revocations.isRevoked(room, id, now));
+    if (!g || s.role < Role.MODERATOR || !g.subject || now >= g.expiresAt || revoked)
+      return answer(
+        "not_moderator",
+        WireErrorCode.FORBIDDEN,
+        "only a participant with a bound, unexpired, unrevoked moderator grant may moderate",
+      );
+    if (!verifyModerate(g.subject, { room, participantId: s.participantId! }, m))
+      return answer("bad_signature", WireErrorCode.FORBIDDEN, "MODERATE signature does not verify with the moderator's key");
+    if (m.requestId <= s.lastRequestId) return answer("replayed", WireErrorCode.FORBIDDEN, `request id ${m.requestId} was already used`);
+    s.lastRequestId = m.requestId;
+    const notify = (target: string, until = 0): void => {
+      const notice = encodeMessage({ type: "MODERATION", action: m.action, target, by: s.participantId!, until });
+      for (const x of this.roomSessions(room)) if (x.clientCapabilities & Capability.ACCESS_CONTROL) x.queue.send(notice, false);
+    };
+    const A = ModerateAction;
+    switch (m.action) {
+      case A.LOCK:
+      case A.UNLOCK:
+        this.roomState(room).locked = m.action === A.LOCK;
+        answer("ok", 0, m.action === A.LOCK ? "room locked" : "room unlocked");
+        notify("");
+        return;
+      case A.END: {
+        this.roomState(room).locked = true;
+        answer("ok", 0, "room ended");
+        notify("");
+        for (const x of this.roomSessions(room))
+          void this.closeSession(x, { code: WireErrorCode.FORBIDDEN, message: "the room was ended by a moderator" });
+        return;
+      }
+      case A.REVOKE: {
+        if (!/^[0-9a-f]{1,64}$/.test(m.target) || m.until <= now)
+          return answer("bad_target", WireErrorCode.MALFORMED, "REVOKE needs a hex id (grant link id or key) and an until in the future");
+        if (!this.revocations.revoke(room, { id: m.target, until: m.until }, now))
+          return answer("full", WireErrorCode.CAPACITY, "the room's revocation list is full");
+        answer("ok", 0, "revoked");
+        notify(m.target, m.until);
+        for (const x of this.roomSessions(room))
+          if (
+            x.grant &&
+            (x.grant.linkIds.includes(m.target) || x.grant.keys.includes(m.target) || (x.remoteKey && toHex(x.remoteKey) === m.target))
+          )
+            if (this.rank(x) !== 0) void this.closeSession(x, { code: WireErrorCode.FORBIDDEN, message: "your grant was revoked" });
+        return;
+      }
+      case A.MUTE:
+      case A.UNMUTE:
+      case A.REMOVE:
+      case A.BAN_KEY:
+      case A.PROMOTE: {
+        const t = this.roomSessions(room).find((x) => x.participantId === m.target);
+        if (!t) return answer("bad_target", WireErrorCode.MALFORMED, `no participant ${m.target} in room ${room}`);
+        // Rights never exceed the owner's delegation: a moderator acts on participants below it only.
+        if (t !== s && t.role >= Role.MODERATOR && this.rank(t) <= this.rank(s))
+          return answer("outranked", WireErrorCode.FORBIDDEN, `${m.target} is a moderator delegated at or above you`);
+        if (m.action === A.MUTE || m.action === A.UNMUTE) {
+          t.muted = m.action === A.MUTE;
+          answer("ok", 0, t.muted ? "muted" : "unmuted");
+          notify(m.target);
+          return;
+        }
+        if (m.action === A.PROMOTE) {
+          if (t.role === Role.LISTENER) {
+            t.role = Role.SPEAKER;
+            t.promoted = true;
+          }
+          answer("ok", 0, "promoted to speaker");
+          notify(m.target);
+          return;
+        }
+        // REMOVE / BAN_KEY: revoke so the same grant (or key) cannot rejoin, then close the target.
+        const until = m.until > now ? m.until : (t.grant?.expiresAt ?? now + 86_400_000);
+        const ids = t.grant ? [t.grant.linkIds[t.grant.linkIds.length - 1]!] : [];
+        if (m.action === A.BAN_KEY && t.remoteKey) ids.push(toHex(t.remoteKey));
+        for (const id of ids)
+          if (!this.revocations.revoke(room, { id, until }, now))
+            return answer("full", WireErrorCode.CAPACITY, "the room's revocation list is full");
+        answer("ok", 0, m.action === A.BAN_KEY ? "removed and key banned" : "removed");
+        notify(m.target, until);
+        void this.closeSession(t, { code: WireErrorCode.FORBIDDEN, message: "removed from the room by a moderator" });
+        return;
+      }
+      default:
+        return answer("bad_action", WireErrorCode.MALFORMED, `unknown moderation action ${m.action}`);
+    }
+  }
+
   private join(s: Session, m: JoinMessage): void {
     if (m.version !== s.wireVersion) {
       this.metrics.joins.inc({ result: "error" });
@@ -923,6 +1240,12 @@ export class AudioRoomService {
       return;
     }
     s.clientCapabilities = m.capabilities ?? 0;
+    // Access to an owned room first: a JOIN without the right grant is refused before it is placed (a
+    // stranger must not make this node claim or look up the room), redirected or counted against capacity.
+    const access = this.admitAccess(s, m);
+    if (!access) return;
+    s.role = access.role;
+    s.grant = access.grant;
     const host = this.opts.host;
     if (host && s.wireVersion >= WIRE_VERSION_1_1 && (s.clientCapabilities & Capability.ROOM_DIRECTORY) !== 0) {
       // Placed by the room directory: admit here (claiming the room if nobody live hosts it) or REDIRECT.
@@ -950,7 +1273,7 @@ export class AudioRoomService {
               });
               return;
             }
-            this.admitJoin(s, m, d.epoch);
+            this.admitJoin(s, m, d.epoch, d.carried);
           }),
         )
         .catch((err) =>
@@ -985,7 +1308,8 @@ export class AudioRoomService {
     void this.closeSession(s);
   }
 
-  private admitJoin(s: Session, m: JoinMessage, epoch?: number): void {
+  private admitJoin(s: Session, m: JoinMessage, epoch?: number, carried?: MoveTokenAccess): void {
+    if (!this.finishAccess(s, m, carried)) return;
     const participantId = this.newParticipantId();
     const sink = (frame: AudioFrame): void => this.onEngineFrame(s, frame);
     try {
@@ -1021,7 +1345,7 @@ export class AudioRoomService {
         codec: CODEC_OPUS,
         bitrate: this.bitrate,
         serverTimeMs: Date.now(),
-        ...(s.wireVersion >= WIRE_VERSION_1_1 ? { capabilities: this.capabilities } : {}),
+        ...(s.wireVersion >= WIRE_VERSION_1_1 ? { capabilities: this.capabilities, role: s.role } : {}),
         ...(s.udp ? { udp: { sessionId: s.udp.id, port: this.opts.udp!.port, key: s.udp.key, addrs: this.opts.udpAddrs ?? [] } } : {}),
         ...(s.wireVersion >= WIRE_VERSION_1_1 && epoch !== undefined ? { epoch } : {}),
       }),

@@ -25,7 +25,7 @@ import {
 
 const repo = join(import.meta.dir, "..", "..");
 
-test("importing the SDK loads no part of the node (only client, protocol, transport, errors, log)", () => {
+test("importing the SDK loads no part of the node (only client, access, protocol, transport, errors, log)", () => {
   const probe = `
     await import(${JSON.stringify(join(repo, "src/client/index.ts"))});
     const ours = Object.keys(require.cache).filter((k) => k.startsWith(${JSON.stringify(`${join(repo, "src")}/`)}));
@@ -34,7 +34,7 @@ test("importing the SDK loads no part of the node (only client, protocol, transp
   const r = Bun.spawnSync([process.execPath, "-e", probe], { cwd: repo, timeout: 30_000 });
   expect(r.exitCode).toBe(0);
   const subsystems = [...new Set(JSON.parse(r.stdout.toString()) as string[])].sort();
-  expect(subsystems).toEqual(["client", "errors", "log", "protocol", "transport"]);
+  expect(subsystems).toEqual(["access", "client", "errors", "log", "protocol", "transport"]);
 });
 
 describe("joinRoom", () => {

@@ -62,10 +62,10 @@ import {
   wireErrorCodeFor,
   wireVersionForProtocol,
 } from "../protocol";
-import { type RosterMember, RosterPublisher } from "./roster";
-import type { UdpVoiceEndpoint, UdpVoiceSession } from "./udp-voice";
 import type { MoveTokenAccess } from "./move-token";
 import type { RoomHost } from "./room-host";
+import { type RosterMember, RosterPublisher } from "./roster";
+import type { UdpVoiceEndpoint, UdpVoiceSession } from "./udp-voice";
 
 export interface AudioServiceLimits {
   /** A joined stream that sends nothing (no audio, no PING) for this long is half-open: closed. */

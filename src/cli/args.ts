@@ -211,16 +211,31 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: "loadgen",
     summary: "drive many participants against a node (benchmarks, soaks)",
-    usage: "agora-node loadgen --node MULTIADDR --rooms N --participants M --duration S [--json]",
+    usage:
+      "agora-node loadgen --node MULTIADDR --rooms N --participants M --duration S [--connections shared|per-participant] [--talkers T] [--silent] [--local-address IP] [--join-interval MS] [--json]",
     options: {
       ...HELP_OPT,
       node: { type: "string" },
       rooms: { type: "string" },
       participants: { type: "string" },
       duration: { type: "string" },
+      connections: { type: "string" },
+      talkers: { type: "string" },
+      silent: { type: "boolean" },
+      "local-address": { type: "string" },
+      "join-interval": { type: "string" },
       json: { type: "boolean" },
     },
-    help: ["  --rooms N          rooms", "  --participants M   participants per room", "  --duration S       seconds"],
+    help: [
+      "  --rooms N          rooms",
+      "  --participants M   participants per room",
+      "  --duration S       seconds",
+      "  --connections C    shared (one libp2p connection, default) or per-participant (one each, as real clients)",
+      "  --talkers T        talkers per room (default 1, the latency probe speaker)",
+      "  --silent           everyone else is an open, silent microphone (comfort noise) instead of a quiet tone",
+      "  --local-address IP source address of the connections (e.g. 127.0.0.2: the node limits new connections per IP)",
+      "  --join-interval MS pause between joins (default 10; per-participant 250, under the node's 5 connections/s per IP)",
+    ],
     positionals: { min: 0, max: 0 },
   },
 ];

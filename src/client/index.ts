@@ -24,16 +24,20 @@ export { type Listener, SafeEmitter } from "./events";
 export { type JoinClientOptions, type JoinClientReport, type ReconnectOptions, runJoinClient, type SimulateOptions } from "./join";
 export {
   type LatencySummary,
+  LOADGEN_CONNECTIONS,
+  type LoadgenConnections,
   type LoadgenCounts,
   type LoadgenOptions,
+  type LoadgenPhase,
   type LoadgenReport,
   type LoadgenRoomReport,
+  type LoadgenRoomSpec,
   OnsetDetector,
   runLoadgen,
   summarize,
 } from "./loadgen";
 export { lossPercent, ReceiveLoss, type ReceiveLossFigures } from "./loss";
-export { createClientNode, type DialTarget, type DialTargetProvider } from "./node";
+export { type ClientNodeOptions, createClientNode, type DialTarget, type DialTargetProvider } from "./node";
 export { PlayoutBuffer } from "./playout";
 export { seededRandom } from "./random";
 export { type JoinRoomOptions, joinRoom, RoomConnection, type RoomEvents } from "./room";

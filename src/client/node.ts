@@ -8,18 +8,33 @@ import { ping } from "@libp2p/ping";
 import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
 import { AgoraError, errorMessage } from "../errors";
-import { agoraTransportStack } from "../transport";
+import { agoraTcp, agoraTransportStack } from "../transport";
 
 export type DialTarget = string | Multiaddr;
 /** A fixed multiaddr or a function asked again on every (re)connect, so re-homing can swap the node. */
 export type DialTargetProvider = DialTarget | (() => DialTarget | Promise<DialTarget>);
 
+export interface ClientNodeOptions {
+  /**
+   * Source IP of outgoing TCP connections (net.connect's `localAddress`, which @libp2p/tcp passes through
+   * from `dialOpts`). A load generator gives each of its processes its own loopback address (127.0.0.x)
+   * so that the node's per-IP limits see one host per process, as they would see real clients.
+   */
+  localAddress?: string;
+}
+
 /** Minimal dial-only node: tcp, noise, yamux, identify, ping. No listen address. */
-export async function createClientNode(): Promise<Libp2p> {
+export async function createClientNode(opts: ClientNodeOptions = {}): Promise<Libp2p> {
+  // Bun needs the p2p subsystem's transport and encrypter (tcp abort crash, noise cipher gap): see there.
+  const stack = agoraTransportStack();
+  if (opts.localAddress !== undefined) {
+    // TCPSocketOptions does not declare localAddress, but its fields are spread into net.connect().
+    const dialOpts = { localAddress: opts.localAddress } as NonNullable<Parameters<typeof agoraTcp>[0]>["dialOpts"];
+    stack.transports = [agoraTcp({ dialOpts })];
+  }
   return createLibp2p({
     addresses: { listen: [] },
-    // Bun needs the p2p subsystem's transport and encrypter (tcp abort crash, noise cipher gap): see there.
-    ...agoraTransportStack(),
+    ...stack,
     services: { identify: identify(), ping: ping() },
   });
 }

@@ -1,0 +1,64 @@
+/**
+ * One loadgen process of a multi-process benchmark (bench/capacity.ts, bench/mixer-latency.ts --background):
+ *
+ *   bun bench/loadgen-worker.ts '<LoadgenWorkerSpec as JSON>'
+ *
+ * Runs runLoadgen with the given rooms and prints one JSON line per event on stdout:
+ * `{"event":"joined"|"measuring"|"stopped"}` as the run passes each phase (the parent aligns its CPU and
+ * metrics window to them), then `{"event":"report","report":LoadgenReport}`, or `{"event":"error","error":…}`
+ * and exit code 1. Ends early, cleanly (LEAVE), when stdin closes.
+ */
+import { type LoadgenConnections, type LoadgenReport, type LoadgenRoomSpec, runLoadgen } from "../src/client";
+import { createLogger } from "../src/log";
+
+export interface LoadgenWorkerSpec {
+  node: string;
+  rooms: LoadgenRoomSpec[];
+  durationSec: number;
+  warmupSec: number;
+  connections: LoadgenConnections;
+  localAddress?: string;
+  joinIntervalMs?: number;
+  silentMicrophones: boolean;
+  probePeriodMs?: number;
+}
+
+export type LoadgenWorkerEvent =
+  | { event: "joined" | "measuring" | "stopped" }
+  | { event: "report"; report: LoadgenReport }
+  | { event: "error"; error: string };
+
+if (import.meta.main) {
+  const spec = JSON.parse(process.argv[2] ?? "") as LoadgenWorkerSpec;
+  const emit = (e: LoadgenWorkerEvent) => process.stdout.write(`${JSON.stringify(e)}\n`);
+  const abort = new AbortController();
+  process.stdin.on("end", () => abort.abort());
+  process.stdin.resume();
+  const logger = createLogger({ level: "warn", format: "json", stdout: process.stderr }).logger;
+  try {
+    const report = await runLoadgen({
+      node: spec.node,
+      rooms: spec.rooms.length,
+      participants: 1,
+      roomSpecs: spec.rooms,
+      durationSec: spec.durationSec,
+      warmupSec: spec.warmupSec,
+      connections: spec.connections,
+      localAddress: spec.localAddress,
+      joinIntervalMs: spec.joinIntervalMs,
+      silentMicrophones: spec.silentMicrophones,
+      probePeriodMs: spec.probePeriodMs,
+      // One send timer per process: the processes of a benchmark start at different phases anyway.
+      sendPhases: 1,
+      keepLatencySamples: true,
+      logger,
+      signal: abort.signal,
+      onPhase: (event) => emit({ event }),
+    });
+    emit({ event: "report", report });
+    process.exit(0);
+  } catch (err) {
+    emit({ event: "error", error: err instanceof Error ? err.message : String(err) });
+    process.exit(1);
+  }
+}

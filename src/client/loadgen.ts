@@ -496,6 +496,16 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
     }
   };
   try {
+    if (sharedNode) {
+      // Connect once before the joins: many streams racing to open the first connection can each start a
+      // dial, and the loser's streams are reset.
+      const signal = opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(10_000)]) : AbortSignal.timeout(10_000);
+      try {
+        await sharedNode.dial(targetAddr, { signal });
+      } catch (err) {
+        throw new AgoraError("P2P", `loadgen: cannot connect to ${targetAddr.toString()}: ${errorMessage(err)}`, { cause: err });
+      }
+    }
     const sendStart = clock.now();
     for (const [ph, t] of sendTimers.entries()) t.begin(sendStart + (ph * FRAME_MS) / phases);
     // Join everyone, staggered; each participant starts sending on its first tick after JOINED.

@@ -157,16 +157,18 @@ export function splitParticipants(
   id: (r: number) => string,
 ): LoadgenRoomSpec[][] {
   const out: LoadgenRoomSpec[][] = Array.from({ length: procs }, () => []);
-  let next = 0;
+  const load = new Array<number>(procs).fill(0);
   for (let r = 0; r < rooms; r++) {
     const inRoom = Math.floor(n / rooms) + (r < n % rooms ? 1 : 0);
     if (inRoom === 0) continue;
     const counts = new Array<number>(procs).fill(0);
     const owner = r % procs;
     counts[owner] = Math.min(inRoom, talkersPerRoom + 1);
+    load[owner]! += counts[owner]!;
     for (let left = inRoom - counts[owner]!; left > 0; left--) {
-      counts[next % procs]!++;
-      next++;
+      const least = load.indexOf(Math.min(...load));
+      counts[least]!++;
+      load[least]!++;
     }
     for (let p = 0; p < procs; p++)
       if (counts[p]! > 0) out[p]!.push({ id: id(r), participants: counts[p]!, talkers: p === owner ? talkersPerRoom : 0 });
@@ -202,6 +204,7 @@ function startWorker(spec: LoadgenWorkerSpec, onEvent: () => void): Worker {
         } catch {
           continue;
         }
+        if (process.env.AGORA_BENCH_DEBUG) console.error(`${new Date().toISOString()} loadgen ${proc.pid}: ${line.slice(0, 200)}`);
         if (e.event === "report") w.report = e.report;
         else if (e.event === "error") w.error = e.error;
         else w.phases.add(e.event);
@@ -279,23 +282,28 @@ async function runStep(node: { pid: number; addr: string; metricsUrl: string }, 
   );
   const subscribe = (fn: () => void) => listeners.add(fn);
   try {
-    const failed = () => workers.some((w) => w.error);
-    const joinBudgetMs = (perProc * joinIntervalMs + 30_000 + warmupSec * 1000) * 2;
+    // A process that failed (none of its participants could join) no longer counts for the phases; its
+    // participants count as not joined.
+    const live = () => workers.filter((w) => !w.error);
+    const joinBudgetMs = (perProc * joinIntervalMs + 30_000) * 3;
+    await until(() => live().every((w) => w.phases.has("joined")), subscribe, joinBudgetMs, "all loadgen processes joined");
+    // Everyone joined: start the warm-up and measurement of all processes together.
+    for (const w of live()) w.proc.stdin.write("go\n");
+    for (const w of live()) w.proc.stdin.flush();
     await until(
-      () => failed() || workers.every((w) => w.phases.has("measuring")),
+      () => live().every((w) => w.phases.has("measuring")),
       subscribe,
-      joinBudgetMs,
+      warmupSec * 1000 + 60_000,
       "all loadgen processes measuring",
     );
-    if (failed()) throw new Error(`loadgen failed: ${workers.find((w) => w.error)!.error}`);
     const c0 = threadCpu(node.pid);
     const l0 = workers.map((w) => processCpuSeconds(w.proc.pid));
     const m0 = await metrics(node.metricsUrl);
     const t0 = performance.now();
     await until(
-      () => failed() || workers.some((w) => w.phases.has("stopped")),
+      () => live().length === 0 || live().some((w) => w.phases.has("stopped")),
       subscribe,
-      (durationSec + 60) * 2000,
+      durationSec * 1000 + 60_000,
       "a loadgen process to stop",
     );
     const seconds = (performance.now() - t0) / 1000;
@@ -304,7 +312,7 @@ async function runStep(node: { pid: number; addr: string; metricsUrl: string }, 
     const m1 = await metrics(node.metricsUrl);
     await Promise.race([Promise.all(workers.map((w) => w.done)), Bun.sleep(60_000)]);
     const reports = workers.map((w) => w.report).filter((r): r is LoadgenReport => r !== undefined);
-    if (reports.length < workers.length) throw new Error(`loadgen failed: ${workers.find((w) => w.error)?.error ?? "no report"}`);
+    const workerErrors = workers.flatMap((w) => (w.error ? [w.error] : []));
     const sum = (f: (r: LoadgenReport) => number) => reports.reduce((s, r) => s + f(r), 0);
     const cores = nodeCores(node.pid, c0, c1, seconds);
     const result: StepResult = {
@@ -316,7 +324,7 @@ async function runStep(node: { pid: number; addr: string; metricsUrl: string }, 
       windowSec: Math.round(seconds * 10) / 10,
       nodeCores: cores,
       participantsPerNodeCore: cores.total > 0 ? Math.round(n / cores.total) : null,
-      loadgenCores: Math.round((l1.reduce((s, x, i) => s + x - l0[i]!, 0) / seconds) * 1000) / 1000,
+      loadgenCores: Math.round((l1.reduce((s, x, i) => s + (Number.isFinite(x - l0[i]!) ? x - l0[i]! : 0), 0) / seconds) * 1000) / 1000,
       dueLossPercent: lossPercent(
         sum((r) => r.totals.framesDue),
         sum((r) => r.totals.framesReceived),
@@ -333,7 +341,7 @@ async function runStep(node: { pid: number; addr: string; metricsUrl: string }, 
       realTime: true,
       failures: [],
     };
-    result.failures = realTimeFailures(result);
+    result.failures = [...realTimeFailures(result), ...workerErrors.map((e) => `loadgen process failed: ${e}`)];
     result.realTime = result.failures.length === 0;
     return result;
   } finally {
@@ -433,7 +441,7 @@ async function main(): Promise<void> {
       const layout = { rooms, steps: [] as StepResult[], capacity: null as StepResult | null, lostAt: null as StepResult | null };
       results.push(layout);
       for (const n of steps) {
-        if (n < rooms) continue;
+        if (n < 2 * rooms) continue; // a latency probe needs a speaker and a listener in every room
         const s = await runStep(target, rooms, n);
         layout.steps.push(s);
         console.error(

@@ -6,7 +6,8 @@
  * Runs runLoadgen with the given rooms and prints one JSON line per event on stdout:
  * `{"event":"joined"|"measuring"|"stopped"}` as the run passes each phase (the parent aligns its CPU and
  * metrics window to them), then `{"event":"report","report":LoadgenReport}`, or `{"event":"error","error":…}`
- * and exit code 1. Ends early, cleanly (LEAVE), when stdin closes.
+ * and exit code 1. After "joined" it keeps sending but waits for a line `go` on stdin before its warm-up,
+ * so the parent starts every process's measurement together. Ends early, cleanly (LEAVE), when stdin closes.
  */
 import { type LoadgenConnections, type LoadgenReport, type LoadgenRoomSpec, runLoadgen } from "../src/client";
 import { createLogger } from "../src/log";
@@ -32,7 +33,17 @@ if (import.meta.main) {
   const spec = JSON.parse(process.argv[2] ?? "") as LoadgenWorkerSpec;
   const emit = (e: LoadgenWorkerEvent) => process.stdout.write(`${JSON.stringify(e)}\n`);
   const abort = new AbortController();
-  process.stdin.on("end", () => abort.abort());
+  let go: () => void = () => {};
+  const started = new Promise<void>((resolve) => (go = resolve));
+  let input = "";
+  process.stdin.on("data", (chunk: Buffer) => {
+    input += chunk.toString();
+    if (input.split("\n").includes("go")) go();
+  });
+  process.stdin.on("end", () => {
+    abort.abort();
+    go();
+  });
   process.stdin.resume();
   const logger = createLogger({ level: "warn", format: "json", stdout: process.stderr }).logger;
   try {
@@ -54,6 +65,7 @@ if (import.meta.main) {
       logger,
       signal: abort.signal,
       onPhase: (event) => emit({ event }),
+      whenJoined: () => started,
     });
     emit({ event: "report", report });
     process.exit(0);

@@ -85,6 +85,11 @@ export interface LoadgenOptions {
   sendPhases?: number;
   /** called as the run passes each phase */
   onPhase?: (phase: LoadgenPhase) => void;
+  /**
+   * Awaited after the joins, before the warm-up (everyone keeps sending meanwhile): a benchmark with several
+   * loadgen processes starts their measurements together once all of them have joined.
+   */
+  whenJoined?: () => Promise<void>;
   /** include every probe latency in the report (`latencySamplesMs`), for merging several processes */
   keepLatencySamples?: boolean;
   durationSec: number;
@@ -530,6 +535,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
       throw new AgoraError("P2P", `loadgen: no participant could join ${targetAddr.toString()}${first ? `: ${first}` : ""}`);
     }
     phase("joined");
+    if (opts.whenJoined) await opts.whenJoined();
     await sleep(Math.min(warmupMs, opts.durationSec * 1000), opts.signal, clock);
     measuring = true;
     phase("measuring");

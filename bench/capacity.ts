@@ -7,6 +7,8 @@
  *                         [--layouts 1,10] [--talkers 3] [--connections per-participant|shared]
  *                         [--join-interval 250] [--mixer run|skip|<participants per core>]
  *   short run (≈ 2 min): --steps 20,50,100 --duration 8 --warmup 2 --layouts 1 --mixer skip
+ *   profile of the node's main thread: --profile DIR (Bun's sampling profiler through BUN_OPTIONS, written
+ *   as .cpuprofile and .md when the node exits; e.g. --steps 40 --layouts 1 --profile bench/output/prof)
  *
  * Per layout (1 room, or N spread over 10 rooms) and per N, ramped upwards: `procs` loadgen processes
  * (bench/loadgen-worker.ts) share the N participants; each dials from its own loopback address (127.0.0.2,
@@ -70,6 +72,7 @@ if (connections !== "per-participant" && connections !== "shared")
   throw new Error(`--connections: per-participant or shared, got ${connections}`);
 const joinIntervalMs = numberFlag("join-interval", connections === "per-participant" ? 250 : 10, 0);
 const mixerMode = flag("mixer") ?? "run";
+const profileDir = flag("profile");
 if (procs > 200) throw new Error("--procs: at most 200 (one loopback source address each)");
 
 // ---- /proc sampling ---------------------------------------------------------------------------------
@@ -433,6 +436,7 @@ async function main(): Promise<void> {
       "audio.joins_per_second_per_ip=1000",
     ],
     timeoutMs: 60_000,
+    ...(profileDir ? { env: { BUN_OPTIONS: `--cpu-prof --cpu-prof-md --cpu-prof-dir=${resolve(profileDir)}` } } : {}),
   });
   const results: { rooms: number; steps: StepResult[]; capacity: StepResult | null; lostAt: StepResult | null }[] = [];
   try {

@@ -13,7 +13,8 @@
  * Per layout (1 room, or N spread over 10 rooms) and per N, ramped upwards: `procs` loadgen processes
  * (bench/loadgen-worker.ts) share the N participants; each dials from its own loopback address (127.0.0.2,
  * .3, …) so the node's limit of 5 new connections per second per IP (protocol.md) paces each process, not
- * the whole ramp, and joins are 250 ms apart per process. In every room 3 participants talk (one of them the
+ * the whole ramp, and joins are 250 ms apart per process, with at most 8 handshakes in flight over all
+ * processes (libp2p resets inbound connections beyond 10 mid-handshake, and a busy node is slow to finish). In every room 3 participants talk (one of them the
  * latency probe speaker, see src/client/loadgen.ts) and everyone else is an open, silent microphone that
  * still sends 50 comfort-noise Opus frames per second.
  *
@@ -131,6 +132,7 @@ function metric(text: string, name: string, labels = ""): number {
   return Number(re.exec(text)?.[1] ?? 0);
 }
 interface MetricSample {
+  workerRestarts: number;
   skippedTicks: number;
   lateFrames: number;
   packetsIn: number;
@@ -139,6 +141,7 @@ interface MetricSample {
 async function metrics(url: string): Promise<MetricSample> {
   const text = await (await fetch(url, { signal: AbortSignal.timeout(10_000) })).text();
   return {
+    workerRestarts: metric(text, "agora_media_worker_restarts_total"),
     skippedTicks: metric(text, "agora_mixer_ticks_skipped_total"),
     lateFrames: metric(text, "agora_audio_packets_late_total"),
     packetsIn: metric(text, "agora_audio_packets_total", 'direction="in"'),
@@ -250,6 +253,9 @@ export interface StepResult {
   seqLossPercent: number;
   lateFrames: number;
   skippedTicks: number;
+  workerRestarts: number;
+  /** the machine's 1-minute load average at the end of the window (a shared machine distorts every figure) */
+  loadAverage: number;
   packetsInPerSec: number;
   packetsOutPerSec: number;
   latencyMs: LatencySummary;
@@ -278,6 +284,8 @@ async function runStep(node: { pid: number; addr: string; metricsUrl: string }, 
         connections,
         ...(connections === "per-participant" ? { localAddress: `127.0.0.${2 + i}` } : {}),
         joinIntervalMs,
+        // all processes together stay under the node's 10 connections mid-handshake (see loadgen)
+        ...(connections === "per-participant" ? { maxPendingJoins: Math.max(1, Math.floor(8 / active.length)) } : {}),
         silentMicrophones: true,
       },
       notify,
@@ -338,6 +346,8 @@ async function runStep(node: { pid: number; addr: string; metricsUrl: string }, 
       ),
       lateFrames: m1.lateFrames - m0.lateFrames,
       skippedTicks: m1.skippedTicks - m0.skippedTicks,
+      workerRestarts: m1.workerRestarts - m0.workerRestarts,
+      loadAverage: Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]),
       packetsInPerSec: Math.round((m1.packetsIn - m0.packetsIn) / seconds),
       packetsOutPerSec: Math.round((m1.packetsOut - m0.packetsOut) / seconds),
       latencyMs: summarize(reports.flatMap((r) => r.latencySamplesMs ?? [])),
@@ -362,9 +372,10 @@ async function runStep(node: { pid: number; addr: string; metricsUrl: string }, 
 
 /** The reasons a step lost real time, by the thresholds of the issue. */
 export function realTimeFailures(
-  s: Pick<StepResult, "participants" | "joined" | "sessionsLost" | "dueLossPercent" | "skippedTicks" | "latencyMs">,
+  s: Pick<StepResult, "participants" | "joined" | "sessionsLost" | "dueLossPercent" | "skippedTicks" | "workerRestarts" | "latencyMs">,
 ): string[] {
   const f: string[] = [];
+  if (s.workerRestarts > 0) f.push(`media worker restarted ${s.workerRestarts}×`);
   if (s.joined < s.participants) f.push(`joined ${s.joined}/${s.participants}`);
   if (s.sessionsLost > 0) f.push(`${s.sessionsLost} sessions lost`);
   if (s.dueLossPercent > THRESHOLDS.lossPercent) f.push(`loss ${s.dueLossPercent} % > ${THRESHOLDS.lossPercent} %`);
@@ -474,7 +485,7 @@ function report(
     `capacity of one dedicated node: ${connections} connections, ${talkers} talkers per room, others silent microphones; ${durationSec} s measured per step after ${warmupSec} s warm-up; ${procs} loadgen processes`,
   );
   const head =
-    "rooms      N joined  node cores  main  worker  other  part/core  loadgen cores  loss%  seqloss%  late  skipped  p50 ms  p99 ms  real time";
+    "rooms      N joined  node cores  main  worker  other  part/core  loadgen cores  loss%  seqloss%  late  skipped  p50 ms  p99 ms  load  real time";
   for (const l of results) {
     console.log(head);
     for (const s of l.steps)
@@ -495,6 +506,7 @@ function report(
           String(s.skippedTicks).padStart(8),
           fmt(s.latencyMs.p50).padStart(7),
           fmt(s.latencyMs.p99).padStart(7),
+          fmt(s.loadAverage).padStart(5),
           s.realTime ? "  kept" : `  LOST (${s.failures.join(", ")})`,
         ].join(" "),
       );

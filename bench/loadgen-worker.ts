@@ -20,6 +20,7 @@ export interface LoadgenWorkerSpec {
   connections: LoadgenConnections;
   localAddress?: string;
   joinIntervalMs?: number;
+  maxPendingJoins?: number;
   silentMicrophones: boolean;
   probePeriodMs?: number;
 }
@@ -57,6 +58,7 @@ if (import.meta.main) {
       connections: spec.connections,
       localAddress: spec.localAddress,
       joinIntervalMs: spec.joinIntervalMs,
+      maxPendingJoins: spec.maxPendingJoins,
       silentMicrophones: spec.silentMicrophones,
       probePeriodMs: spec.probePeriodMs,
       // One send timer per process: the processes of a benchmark start at different phases anyway.

@@ -100,6 +100,12 @@ export interface LoadgenOptions {
   bitrate?: number;
   /** pause between two JOINs, spreading the join storm (default 10 ms; per-participant connections 250 ms) */
   joinIntervalMs?: number;
+  /**
+   * Joins in flight at once (default unbounded; per-participant connections 2). A node accepts only 10
+   * inbound connections still in their handshake (libp2p's maxIncomingPendingConnections) and resets the
+   * rest, and a busy node takes long to finish handshakes: several processes ramping must stay under it.
+   */
+  maxPendingJoins?: number;
   /** one latency probe burst per this period (default 1000 ms; latencies above it are not measurable) */
   probePeriodMs?: number;
   /**
@@ -188,6 +194,8 @@ const talkerFreq = (k: number) => 250 + 110 * k;
 const NOISE_AMPLITUDE = 32;
 /** per-participant joins: under the node's 5 new connections per second per IP */
 const PER_PARTICIPANT_JOIN_INTERVAL_MS = 250;
+/** per-participant joins in flight per process: a few processes together stay under the node's 10 pending handshakes */
+const PER_PARTICIPANT_PENDING_JOINS = 2;
 /** 1 ms blocks; a -6 dBFS sine has RMS ≈ 11 300, the background at most a few hundred per participant */
 const ONSET_BLOCK = 48;
 const ONSET_RMS = 4000;
@@ -327,6 +335,9 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
   // Half the gap between bursts must be quiet before an onset counts.
   const quietBeforeMs = ((periodFrames - BURST_FRAMES) * FRAME_MS) / 2;
   const joinIntervalMs = opts.joinIntervalMs ?? (connections === "per-participant" ? PER_PARTICIPANT_JOIN_INTERVAL_MS : 10);
+  const maxPendingJoins =
+    opts.maxPendingJoins ?? (connections === "per-participant" ? PER_PARTICIPANT_PENDING_JOINS : Number.POSITIVE_INFINITY);
+  if (!(maxPendingJoins >= 1)) throw new AgoraError("USAGE", `maxPendingJoins must be ≥ 1, got ${maxPendingJoins}`);
   const codec = opts.codec ?? (await loadOpusCodec());
   const target: DialTarget = await (typeof opts.node === "function" ? opts.node() : opts.node);
   const targetAddr = typeof target === "string" ? multiaddr(target) : target;
@@ -515,14 +526,24 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
     for (const [ph, t] of sendTimers.entries()) t.begin(sendStart + (ph * FRAME_MS) / phases);
     // Join everyone, staggered; each participant starts sending on its first tick after JOINED.
     const joins: Promise<void>[] = [];
+    let inFlight = 0;
+    let joinSettled: (() => void) | undefined;
     for (const room of rooms) {
       for (const p of room.participants) {
+        while (inFlight >= maxPendingJoins) await new Promise<void>((resolve) => (joinSettled = resolve));
         if (stopping || opts.signal?.aborted) break;
+        inFlight++;
         joins.push(
-          join(room, p).catch((err) => {
-            room.joinErrors++;
-            room.joinError ??= errorMessage(err);
-          }),
+          join(room, p)
+            .catch((err) => {
+              room.joinErrors++;
+              room.joinError ??= errorMessage(err);
+            })
+            .finally(() => {
+              inFlight--;
+              joinSettled?.();
+              joinSettled = undefined;
+            }),
         );
         if (joinIntervalMs > 0) await sleep(joinIntervalMs, opts.signal, clock);
       }

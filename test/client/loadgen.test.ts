@@ -63,6 +63,7 @@ describe("loadgen connections", () => {
     try {
       const made: ClientNodeOptions[] = [];
       let during: { peer: string; addr: string }[] = [];
+      let maxInFlight = 0;
       const report = await runLoadgen({
         node: s.addr,
         rooms: 2,
@@ -76,6 +77,9 @@ describe("loadgen connections", () => {
         localAddress: "127.0.0.5",
         createNode: async (o) => {
           made.push(o);
+          // joins in flight: at most the default 2 of per-participant mode (4 would start at once otherwise)
+          maxInFlight = Math.max(maxInFlight, made.length - s.engine.participantCount());
+          await Bun.sleep(100);
           return createClientNode(o);
         },
         onPhase: (p) => {
@@ -88,6 +92,7 @@ describe("loadgen connections", () => {
       expect(new Set(during.map((c) => c.peer)).size).toBe(4);
       for (const c of during) expect(c.addr).toStartWith("/ip4/127.0.0.5/tcp/");
       expect(made).toEqual(Array.from({ length: 4 }, () => ({ localAddress: "127.0.0.5" })));
+      expect(maxInFlight).toBe(2);
       expect(report.connections).toBe("per-participant");
       expect(report.libp2pNodes).toBe(4);
       expect(report.totals.joined).toBe(4);

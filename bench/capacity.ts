@@ -39,6 +39,9 @@ import { BINARY, startNode } from "../test/helpers/node-process";
 import type { LoadgenWorkerEvent, LoadgenWorkerSpec } from "./loadgen-worker";
 
 const ROOT = resolve(import.meta.dir, "..");
+
+/** A bound for Promise.race that does not keep the process alive once the race is won. */
+const unrefDelay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 const WORKER = join(import.meta.dir, "loadgen-worker.ts");
 
 function flag(name: string): string | undefined {
@@ -321,7 +324,7 @@ async function runStep(node: { pid: number; addr: string; metricsUrl: string }, 
     const c1 = threadCpu(node.pid);
     const l1 = workers.map((w) => processCpuSeconds(w.proc.pid));
     const m1 = await metrics(node.metricsUrl);
-    await Promise.race([Promise.all(workers.map((w) => w.done)), Bun.sleep(60_000)]);
+    await Promise.race([Promise.all(workers.map((w) => w.done)), unrefDelay(60_000)]);
     const reports = workers.map((w) => w.report).filter((r): r is LoadgenReport => r !== undefined);
     const workerErrors = workers.flatMap((w) => (w.error ? [w.error] : []));
     const sum = (f: (r: LoadgenReport) => number) => reports.reduce((s, r) => s + f(r), 0);
@@ -365,7 +368,7 @@ async function runStep(node: { pid: number; addr: string; metricsUrl: string }, 
         /* already gone */
       }
     }
-    await Promise.race([Promise.all(workers.map((w) => w.proc.exited)), Bun.sleep(15_000)]);
+    await Promise.race([Promise.all(workers.map((w) => w.proc.exited)), unrefDelay(15_000)]);
     for (const w of workers) w.proc.kill("SIGKILL");
   }
 }

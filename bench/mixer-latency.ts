@@ -254,7 +254,7 @@ async function startBackground(addr: string, n: number, procs: number, maxSec: n
     stop() {
       stopped ??= (async () => {
         for (const c of children) c.proc.stdin.end();
-        await Promise.race([Promise.all(children.map((c) => c.done)), Bun.sleep(30_000)]);
+        await Promise.race([Promise.all(children.map((c) => c.done)), new Promise<void>((resolve) => setTimeout(resolve, 30_000).unref())]);
         for (const c of children) c.proc.kill();
         const reports = children.flatMap((c) => c.events.flatMap((e) => (e.event === "report" ? [e.report] : [])));
         const sum = (f: (r: LoadgenReport) => number) => reports.reduce((s, r) => s + f(r), 0);

@@ -179,6 +179,11 @@ export interface LoadgenReport {
   latencyMs: LatencySummary;
   /** every probe latency (ms), with keepLatencySamples */
   latencySamplesMs?: number[];
+  /**
+   * Loss against the wall clock over the measured part only (warm-up end to the end of sending), for the
+   * sessions open at both ends: the steady state, without the join ramp.
+   */
+  window: { seconds: number; sessions: number; framesDue: number; framesReceived: number; lossPercent: number };
   perRoom: LoadgenRoomReport[];
 }
 
@@ -413,6 +418,15 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
   let measuring = false;
   const warmupMs = (opts.warmupSec ?? 1) * 1000;
 
+  // Steady-state window: frames received per participant at its start, and when it started and ended.
+  const windowStart = new Map<Participant, number>();
+  let windowFrom = 0;
+  let windowTo = 0;
+  const windowEnd = new Map<Participant, number>();
+  const snapshot = (into: Map<Participant, number>) => {
+    for (const r of rooms) for (const p of r.participants) if (p.session?.isOpen) into.set(p, p.rx.figures().framesReceived);
+  };
+
   const onAudio = (p: Participant, seq: number, payload: Uint8Array, receivedAt: number) => {
     p.rx.frame(seq);
     const room = p.room;
@@ -559,9 +573,13 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
     if (opts.whenJoined) await opts.whenJoined();
     await sleep(Math.min(warmupMs, opts.durationSec * 1000), opts.signal, clock);
     measuring = true;
+    windowFrom = clock.now();
+    snapshot(windowStart);
     phase("measuring");
     await sleep(Math.max(0, opts.durationSec * 1000 - warmupMs), opts.signal, clock);
     stopSending();
+    windowTo = clock.now();
+    snapshot(windowEnd);
     phase("stopped");
     // Let the last mixed frames arrive before counting.
     await sleep(300, opts.signal, clock);
@@ -606,6 +624,19 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
       framesUndecodable: r.undecodable,
     };
   });
+  const windowFigures = () => {
+    const seconds = Math.max(0, windowTo - windowFrom) / 1000;
+    let sessions = 0;
+    let received = 0;
+    for (const [p, end] of windowEnd) {
+      const start = windowStart.get(p);
+      if (start === undefined) continue;
+      sessions++;
+      received += end - start;
+    }
+    const framesDue = Math.floor((sessions * seconds * 1000) / FRAME_MS);
+    return { seconds: round1(seconds), sessions, framesDue, framesReceived: received, lossPercent: lossPercent(framesDue, received) };
+  };
   const sum = (f: (r: LoadgenRoomReport) => number) => perRoom.reduce((n, r) => n + f(r), 0);
   const framesExpected = sum((r) => r.framesExpected);
   const framesReceived = sum((r) => r.framesReceived);
@@ -635,6 +666,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
     },
     latencyMs: summarize(rooms.flatMap((r) => r.latencies)),
     ...(opts.keepLatencySamples ? { latencySamplesMs: rooms.flatMap((r) => r.latencies.map(round1)) } : {}),
+    window: windowFigures(),
     perRoom,
   };
   log.info({ totals: report.totals, latencyMs: report.latencyMs }, "loadgen finished");

@@ -41,7 +41,8 @@ test("bench/capacity: one tiny step yields a complete JSON line", async () => {
   expect(step.packetsInPerSec).toBeGreaterThan(30);
   expect(step.packetsInPerSec).toBeLessThan(400);
   expect(step.packetsOutPerSec).toBeGreaterThan(0);
-  for (const k of ["dueLossPercent", "seqLossPercent", "lateFrames", "skippedTicks", "workerRestarts", "loadAverage"]) expect(typeof step[k]).toBe("number");
+  for (const k of ["windowLossPercent", "dueLossPercent", "seqLossPercent", "lateFrames", "skippedTicks", "workerRestarts", "loadAverage"])
+    expect(typeof step[k]).toBe("number");
   expect(step.latencyMs.samples).toBeGreaterThan(0);
   expect(step.latencyMs.p50).toBeGreaterThan(0);
   // the verdict agrees with its reasons, and the layout's summary with the verdict

@@ -214,6 +214,8 @@ describe("loadgen sending (virtual time)", () => {
       expect(codec.stats.encoded).toBe(encodedAtStart);
       expect(report.totals.framesSent).toBeGreaterThan(encodedAtStart);
       expect(report.totals.joined).toBe(12);
+      // the steady-state window: from the warm-up's end (0.5 s) to the end of sending (2.5 s), 12 sessions
+      expect(report.window).toMatchObject({ seconds: 2, sessions: 12, framesDue: 12 * 100 });
 
       // Each room: the probe speaker, one more talker and two silent microphones, told apart by level.
       const frames = framesBy(s.engine);

@@ -9,7 +9,7 @@
  * and exit code 1. After "joined" it keeps sending but waits for a line `go` on stdin before its warm-up,
  * so the parent starts every process's measurement together. Ends early, cleanly (LEAVE), when stdin closes.
  */
-import { type LoadgenConnections, type LoadgenReport, type LoadgenRoomSpec, runLoadgen } from "../src/client";
+import { type LoadgenConnections, type LoadgenOptions, type LoadgenReport, type LoadgenRoomSpec, runLoadgen } from "../src/client";
 import { createLogger } from "../src/log";
 
 export interface LoadgenWorkerSpec {
@@ -23,6 +23,8 @@ export interface LoadgenWorkerSpec {
   maxPendingJoins?: number;
   silentMicrophones: boolean;
   probePeriodMs?: number;
+  /** JSON-able AudioSession options for every session (e.g. a transport choice) */
+  sessionOptions?: LoadgenOptions["sessionOptions"];
 }
 
 export type LoadgenWorkerEvent =
@@ -61,6 +63,7 @@ if (import.meta.main) {
       maxPendingJoins: spec.maxPendingJoins,
       silentMicrophones: spec.silentMicrophones,
       probePeriodMs: spec.probePeriodMs,
+      sessionOptions: spec.sessionOptions,
       // One send timer per process: the processes of a benchmark start at different phases anyway.
       sendPhases: 1,
       keepLatencySamples: true,

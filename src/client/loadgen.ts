@@ -42,7 +42,7 @@ import { loadOpusCodec } from "./codec";
 import { lossPercent, ReceiveLoss } from "./loss";
 import { type ClientNodeOptions, createClientNode, type DialTarget, type DialTargetProvider } from "./node";
 import { seededRandom } from "./random";
-import { AudioSession } from "./session";
+import { AudioSession, type AudioSessionOptions } from "./session";
 import { PacedTimer, sleep } from "./timing";
 
 /** How loadgen's sessions reach the node (see the file comment). */
@@ -90,6 +90,11 @@ export interface LoadgenOptions {
    * loadgen processes starts their measurements together once all of them have joined.
    */
   whenJoined?: () => Promise<void>;
+  /**
+   * More AudioSession options for every session (a transport choice, capabilities), under loadgen's own:
+   * new session features reach the load generator without loadgen knowing them.
+   */
+  sessionOptions?: Partial<Omit<AudioSessionOptions, "libp2p" | "target" | "room" | "name" | "onAudio" | "onClose" | "clock" | "signal">>;
   /** include every probe latency in the report (`latencySamplesMs`), for merging several processes */
   keepLatencySamples?: boolean;
   durationSec: number;
@@ -496,6 +501,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
       libp2pNodes++;
     }
     const s = await AudioSession.open({
+      ...opts.sessionOptions,
       libp2p: node,
       target: targetAddr,
       room: room.id,

@@ -129,6 +129,28 @@ describe("loadgen connections", () => {
     }
   });
 
+  test("sessionOptions reach every AudioSession", async () => {
+    const s = await startServer();
+    try {
+      // a 0 ms bound on dial + JOIN cannot be met: every join fails, so the run fails naming why
+      const err = await runLoadgen({
+        node: s.addr,
+        rooms: 1,
+        participants: 2,
+        durationSec: 1,
+        joinIntervalMs: 0,
+        logger: silentLogger(),
+        codec: createFakeCodec(),
+        sessionOptions: { timeoutMs: 0 },
+      }).catch((e) => e);
+      expect(err).toBeInstanceOf(AgoraError);
+      expect((err as AgoraError).message).toMatch(/no participant could join/);
+      expect(s.engine.participantCount()).toBe(0);
+    } finally {
+      await stopServer(s);
+    }
+  });
+
   test("bad options are typed usage errors", async () => {
     const base = {
       node: "/ip4/127.0.0.1/tcp/1",

@@ -3,6 +3,12 @@
  *
  *   bun bench/mixer-latency.ts [--duration 20] [--rooms 4] [--participants 3] [--probe-period-ms 250]
  *                              [--jitter-min-ms N]   (engine jitter-buffer floor; default: config default)
+ *                              [--background N [--background-procs 4]]
+ *
+ * `--background N` measures at a given load: N more participants in one room of the same mixer (3 talkers,
+ * everyone else an open silent microphone, each on its own libp2p connection, from `--background-procs`
+ * loadgen processes, bench/loadgen-worker.ts, as in bench/capacity.ts), joined before and running through
+ * both measurements. The target is stated at 80 % of the capacity bench/capacity.ts found.
  *
  * A server subprocess (its own event loop, like a real node) runs a libp2p node on 127.0.0.1 with the real
  * media engine behind AudioRoomService, plus an echo protocol that reflects AUDIO frames untouched. This
@@ -13,9 +19,11 @@
  * Added latency = mixer − direct at each percentile. Targets: added p50 ≤ 30 ms, p99 ≤ 60 ms.
  * Prints a table, then ONE JSON line.
  */
+
+import { join } from "node:path";
 import type { Libp2p, Stream } from "@libp2p/interface";
 import { Registry } from "prom-client";
-import { type LatencySummary, type LoadgenReport, runLoadgen } from "../src/client";
+import { type LatencySummary, type LoadgenReport, lossPercent, runLoadgen } from "../src/client";
 import { defaultConfig } from "../src/config/schema";
 import { createLogger, silentLogger } from "../src/log";
 import {
@@ -31,6 +39,7 @@ import {
 } from "../src/protocol";
 import { AudioRoomService } from "../src/rooms";
 import { agoraTransportStack } from "../src/transport";
+import type { LoadgenWorkerEvent, LoadgenWorkerSpec } from "./loadgen-worker";
 
 const ECHO_PROTOCOL = "/agora/audio-echo/1.0.0";
 
@@ -104,7 +113,14 @@ async function serve(): Promise<void> {
     registry,
   });
   await engine.start();
-  const service = new AudioRoomService({ libp2p: node, engine, registry, logger: log, limits: { maxStreamsPerConnection: 4096 } });
+  // The background load comes from a few loopback addresses: per-IP limits sized for it.
+  const service = new AudioRoomService({
+    libp2p: node,
+    engine,
+    registry,
+    logger: log,
+    limits: { maxStreamsPerConnection: 4096, ipMaxStreams: 4096, ipJoinsPerSecond: 1000, ipJoinBurst: 1000 },
+  });
   await service.start();
   await node.handle(ECHO_PROTOCOL, (stream) => echoHandler(stream), { maxInboundStreams: 4096 });
   process.stdout.write(`${JSON.stringify({ addr: node.getMultiaddrs()[0]!.toString() })}\n`);
@@ -136,6 +152,9 @@ async function main(): Promise<void> {
   const probePeriodMs = arg("probe-period-ms", 250);
 
   const jitterMinMs = arg("jitter-min-ms", defaultConfig().audio.jitter_min_ms, true);
+  const background = Math.round(arg("background", 0, true));
+  const backgroundProcs = Math.max(1, Math.round(arg("background-procs", 4)));
+  let background_: Background | undefined;
   const server = Bun.spawn([process.execPath, import.meta.path, "--serve", "--jitter-min-ms", String(jitterMinMs)], {
     stdin: "pipe",
     stdout: "pipe",
@@ -156,11 +175,14 @@ async function main(): Promise<void> {
     const addr = (JSON.parse(buf.split("\n")[0]!) as { addr: string }).addr;
     const logger = silentLogger();
     const common = { node: addr, durationSec: duration, logger, probePeriodMs };
+    if (background > 0) background_ = await startBackground(addr, background, backgroundProcs, duration * 2 + 60);
     // Direct path: one "room" per probe, each a single participant talking to the echo.
     const direct = await runLoadgen({ ...common, rooms, participants: 1, protocol: ECHO_PROTOCOL, roomPrefix: "echo" });
     const mixer = await runLoadgen({ ...common, rooms, participants, roomPrefix: "bench" });
-    report(direct, mixer, { duration, rooms, participants, probePeriodMs, jitterMinMs });
+    const bg = background_ ? await background_.stop() : undefined;
+    report(direct, mixer, { duration, rooms, participants, probePeriodMs, jitterMinMs, background }, bg);
   } finally {
+    await background_?.stop();
     clearTimeout(killTimer);
     server.stdin.end();
     await Promise.race([server.exited, Bun.sleep(10_000)]);
@@ -168,7 +190,89 @@ async function main(): Promise<void> {
   }
 }
 
-function report(direct: LoadgenReport, mixer: LoadgenReport, params: Record<string, number>): void {
+interface BackgroundFigures {
+  participants: number;
+  joined: number;
+  /** loss against the wall clock over the background participants' whole stay */
+  dueLossPercent: number;
+}
+
+interface Background {
+  stop(): Promise<BackgroundFigures>;
+}
+
+/**
+ * Joins `n` background participants (one room, 3 talkers, silent microphones, per-participant connections)
+ * from `procs` loadgen processes and resolves once all of them are sending; stop() ends them (LEAVE) and
+ * returns their figures.
+ */
+async function startBackground(addr: string, n: number, procs: number, maxSec: number): Promise<Background> {
+  const worker = join(import.meta.dir, "loadgen-worker.ts");
+  const count = Math.min(procs, n);
+  const children = Array.from({ length: count }, (_, i) => {
+    const share = Math.floor(n / count) + (i < n % count ? 1 : 0);
+    const spec: LoadgenWorkerSpec = {
+      node: addr,
+      rooms: [{ id: "background-0", participants: share, talkers: i === 0 ? Math.min(3, share) : 0 }],
+      durationSec: maxSec,
+      warmupSec: 0,
+      connections: "per-participant",
+      localAddress: `127.0.0.${2 + i}`,
+      silentMicrophones: true,
+    };
+    const proc = Bun.spawn([process.execPath, worker, JSON.stringify(spec)], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+    const events: LoadgenWorkerEvent[] = [];
+    const done = (async () => {
+      const reader = proc.stdout.getReader();
+      const dec = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+          events.push(JSON.parse(buf.slice(0, nl)) as LoadgenWorkerEvent);
+          buf = buf.slice(nl + 1);
+        }
+      }
+      await proc.exited;
+    })();
+    return { proc, events, done, share };
+  });
+  const has = (c: (typeof children)[number], e: string) => c.events.some((x) => x.event === e || x.event === "error");
+  const deadline = Date.now() + (n / count) * 1000 + 120_000;
+  while (!children.every((c) => has(c, "joined"))) {
+    if (Date.now() > deadline) throw new Error("background participants did not join in time");
+    await Bun.sleep(100);
+  }
+  for (const c of children) {
+    c.proc.stdin.write("go\n");
+    c.proc.stdin.flush();
+  }
+  let stopped: Promise<BackgroundFigures> | undefined;
+  return {
+    stop() {
+      stopped ??= (async () => {
+        for (const c of children) c.proc.stdin.end();
+        await Promise.race([Promise.all(children.map((c) => c.done)), new Promise<void>((resolve) => setTimeout(resolve, 30_000).unref())]);
+        for (const c of children) c.proc.kill();
+        const reports = children.flatMap((c) => c.events.flatMap((e) => (e.event === "report" ? [e.report] : [])));
+        const sum = (f: (r: LoadgenReport) => number) => reports.reduce((s, r) => s + f(r), 0);
+        return {
+          participants: n,
+          joined: sum((r) => r.totals.joined),
+          dueLossPercent: lossPercent(
+            sum((r) => r.totals.framesDue),
+            sum((r) => r.totals.framesReceived),
+          ),
+        };
+      })();
+      return stopped;
+    },
+  };
+}
+
+function report(direct: LoadgenReport, mixer: LoadgenReport, params: Record<string, number>, background?: BackgroundFigures): void {
   const d = direct.latencyMs;
   const m = mixer.latencyMs;
   const diff = (k: keyof LatencySummary) =>
@@ -178,7 +282,7 @@ function report(direct: LoadgenReport, mixer: LoadgenReport, params: Record<stri
   const pass = added.p50 !== null && added.p99 !== null && added.p50 <= targets.p50 && added.p99 <= targets.p99;
   const fmt = (v: number | null) => (v === null ? "-" : v.toFixed(1).padStart(7));
   console.log(
-    `mixer latency on loopback: ${params.rooms} rooms × ${params.participants} participants, ${params.duration} s per path, engine jitter_min_ms ${params.jitterMinMs}`,
+    `mixer latency on loopback: ${params.rooms} rooms × ${params.participants} participants, ${params.duration} s per path, engine jitter_min_ms ${params.jitterMinMs}${background ? `, background load ${background.joined}/${background.participants} participants (loss ${background.dueLossPercent} %)` : ""}`,
   );
   console.log("path          samples     p50     p90     p99     max   loss%");
   console.log(
@@ -207,6 +311,7 @@ function report(direct: LoadgenReport, mixer: LoadgenReport, params: Record<stri
         joined: mixer.totals.joined,
         unmatched: mixer.perRoom.reduce((n, r) => n + r.probesUnmatched, 0),
       },
+      ...(background ? { background } : {}),
       addedMs: added,
       targetsMs: targets,
       pass,

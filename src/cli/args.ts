@@ -268,7 +268,8 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: "loadgen",
     summary: "drive many participants against a node (benchmarks, soaks)",
-    usage: "agora-node loadgen --node MULTIADDR --rooms N --participants M --duration S [--transport auto|udp|stream] [--json]",
+    usage:
+      "agora-node loadgen --node MULTIADDR --rooms N --participants M --duration S [--transport auto|udp|stream] [--connections shared|per-participant] [--talkers T] [--silent] [--local-address IP] [--join-interval MS] [--json]",
     options: {
       ...HELP_OPT,
       node: { type: "string" },
@@ -276,6 +277,11 @@ export const COMMANDS: CommandSpec[] = [
       participants: { type: "string" },
       duration: { type: "string" },
       transport: { type: "string" },
+      connections: { type: "string" },
+      talkers: { type: "string" },
+      silent: { type: "boolean" },
+      "local-address": { type: "string" },
+      "join-interval": { type: "string" },
       json: { type: "boolean" },
     },
     help: [
@@ -283,6 +289,11 @@ export const COMMANDS: CommandSpec[] = [
       "  --participants M   participants per room",
       "  --duration S       seconds",
       "  --transport T      auto (default), udp or stream: how voice travels",
+      "  --connections C    shared (one libp2p connection, default) or per-participant (one each, as real clients)",
+      "  --talkers T        talkers per room (default 1, the latency probe speaker)",
+      "  --silent           everyone else is an open, silent microphone (comfort noise) instead of a quiet tone",
+      "  --local-address IP source address of the connections (e.g. 127.0.0.2: the node limits new connections per IP)",
+      "  --join-interval MS pause between joins (default 10; per-participant 250, under the node's 5 connections/s per IP)",
     ],
     positionals: { min: 0, max: 0 },
   },

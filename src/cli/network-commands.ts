@@ -1,6 +1,15 @@
 /** `discover`, `rooms`, `join` and `loadgen`: client-side commands that start a transient libp2p node. */
+import { isIP } from "node:net";
 import { GrantError, grantFromString } from "../access";
-import { RoomNavigator, runJoinClient, runLoadgen as runLoadgenClients, VOICE_TRANSPORTS, type VoiceTransport } from "../client";
+import {
+  LOADGEN_CONNECTIONS,
+  type LoadgenConnections,
+  RoomNavigator,
+  runJoinClient,
+  runLoadgen as runLoadgenClients,
+  VOICE_TRANSPORTS,
+  type VoiceTransport,
+} from "../client";
 import { checkMultiaddrText } from "../config";
 import { AgoraError } from "../errors";
 import { createLogger } from "../log";
@@ -183,8 +192,26 @@ export async function runLoadgen(p: Parsed, io: Io): Promise<number> {
   const rooms = numberFlag("rooms", p.values.rooms, 1, 1000, true) ?? 1;
   const participants = numberFlag("participants", p.values.participants, 1, 1000, true) ?? 3;
   const durationSec = numberFlag("duration", p.values.duration, 1, 86400) ?? 10;
+  const connections = p.values.connections ?? "shared";
+  if (!LOADGEN_CONNECTIONS.includes(connections as LoadgenConnections))
+    throw new AgoraError("USAGE", `--connections: expected ${LOADGEN_CONNECTIONS.join(" or ")}, got "${String(connections)}"`);
+  const localAddress = p.values["local-address"];
+  if (localAddress !== undefined && (typeof localAddress !== "string" || isIP(localAddress) === 0))
+    throw new AgoraError("USAGE", `--local-address: expected an IP address like 127.0.0.2, got "${String(localAddress)}"`);
   const transport = transportFlag("loadgen", p.values.transport);
-  const summary = await runLoadgenClients({ node, rooms, participants, durationSec, transport, logger: cliLogger() });
+  const summary = await runLoadgenClients({
+    node,
+    transport,
+    rooms,
+    participants,
+    durationSec,
+    logger: cliLogger(),
+    connections: connections as LoadgenConnections,
+    talkers: numberFlag("talkers", p.values.talkers, 0, 1000, true),
+    silentMicrophones: p.values.silent === true,
+    localAddress,
+    joinIntervalMs: numberFlag("join-interval", p.values["join-interval"], 0, 60_000),
+  });
   io.out(p.values.json ? JSON.stringify(summary) : JSON.stringify(summary, null, 2));
   return (summary as { failed?: number }).failed ? EXIT_FAILURE : EXIT_OK;
 }

@@ -21,7 +21,11 @@ import { createClientNode } from "./node";
 import { installClientPlatform } from "./platform";
 
 // Bun and Node: TCP with agora-node's noise/yamux, the media core read from disk (browser.ts has the other).
-installClientPlatform({ name: "native", createNode: createClientNode, loadCodec: loadOpusCodec });
+installClientPlatform({
+  name: "native",
+  createNode: (privateKey) => createClientNode(privateKey ? { privateKey } : {}),
+  loadCodec: loadOpusCodec,
+});
 
 export {
   grantFromString,
@@ -42,10 +46,14 @@ export { type Listener, SafeEmitter } from "./events";
 export { type JoinClientOptions, type JoinClientReport, type ReconnectOptions, runJoinClient, type SimulateOptions } from "./join";
 export {
   type LatencySummary,
+  LOADGEN_CONNECTIONS,
+  type LoadgenConnections,
   type LoadgenCounts,
   type LoadgenOptions,
+  type LoadgenPhase,
   type LoadgenReport,
   type LoadgenRoomReport,
+  type LoadgenRoomSpec,
   OnsetDetector,
   runLoadgen,
   summarize,
@@ -61,7 +69,7 @@ export {
   RoomNavigator,
   type RoomNavigatorOptions,
 } from "./navigator";
-export { createClientNode, type DialTarget, type DialTargetProvider } from "./node";
+export { type ClientNodeOptions, createClientNode, type DialTarget, type DialTargetProvider } from "./node";
 export { type ClientPlatform, clientPlatform, installClientPlatform } from "./platform";
 export { PlayoutBuffer } from "./playout";
 export { seededRandom } from "./random";

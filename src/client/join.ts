@@ -172,7 +172,7 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
   const codec = opts.codec ?? (await loadOpusCodec());
   const output = opts.output ? WavWriter.open(opts.output) : undefined;
   const ownNode = !opts.libp2p;
-  const node = opts.libp2p ?? (await createClientNode(opts.identity));
+  const node = opts.libp2p ?? (await createClientNode(opts.identity ? { privateKey: opts.identity } : {}));
 
   const rand = seededRandom(opts.simulate?.seed ?? 0x5eed);
   const dropRate = opts.simulate?.dropRate ?? 0;

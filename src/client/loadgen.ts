@@ -1,15 +1,26 @@
 /**
- * Load generator: rooms × participants sessions against one node over ONE libp2p connection (one stream
- * each), sending pre-encoded audio in real time, and measuring what comes back.
+ * Load generator: rooms × participants sessions against one node, sending pre-encoded audio in real time,
+ * and measuring what comes back. Connections (`connections`):
+ *  - "shared" (default): every session is one stream on ONE libp2p connection;
+ *  - "per-participant": every participant is its own libp2p node (own peer id, own connection, own Noise
+ *    session), as real clients are. The node accepts only 5 new connections per second from one IP
+ *    (protocol.md, "Transport and framing"), so joins are paced 250 ms apart by default, and a benchmark
+ *    spreads participants over several loadgen processes, each with its own loopback source address
+ *    (`localAddress`, 127.0.0.x).
  *
- * What each participant sends (encoded once up front and replayed, so loadgen's own CPU stays low):
- *  - participant 0 of every room, the "probe speaker": a 100 ms 1 kHz burst at -6 dBFS every `probePeriodMs`
- *    (default 1 s), near-silence in between;
+ * What each participant sends (encoded once up front and replayed, so loadgen's own CPU stays low; one
+ * timer tick sends every due frame of every participant of a send phase, and only probe listeners decode):
+ *  - participant 0 of every room with `talkers` ≥ 1, the "probe speaker": a 100 ms 1 kHz burst at -6 dBFS
+ *    every `probePeriodMs` (default 1 s); near-silence in between, or, with several talkers, its talker tone
+ *    (so it competes for a top-K slot like the others);
+ *  - participants 1 … talkers−1: a talker tone at -30 dBFS (250 + 110·k Hz; three of them summed stay under
+ *    the onset threshold, so they do not mask the bursts);
  *  - everyone else: a quiet 300 Hz tone at about -50 dBFS (keeps the mixer decoding and mixing real audio
- *    without masking the bursts: even 30 of them summed stay well under the detection threshold).
+ *    without masking the bursts: even 30 of them summed stay well under the detection threshold), or with
+ *    `silentMicrophones` an open but silent microphone: comfort noise at about -65 dBFS, still 50 frames/s.
  *
- * Latency method (documented in protocol.md): participant 1 of each room, the "probe listener", decodes its
- * mix. When a burst onset appears after ≥ 300 ms of quiet, its position is located to 1 ms (RMS over
+ * Latency method (documented in protocol.md): the first non-talker of each room (participant 1 with one
+ * talker), the "probe listener", decodes its mix. When a burst onset appears after ≥ 300 ms of quiet, its position is located to 1 ms (RMS over
  * 48-sample blocks) and latency = (arrival time of the frame + onset offset inside it) − (time the burst's
  * first frame was sent). Both times come from the same process clock, so no clock sync is needed. This is
  * mouth-to-ear minus capture and playout buffering: network both ways, the node's jitter buffer, mixing
@@ -29,9 +40,25 @@ import { FRAME_MS, FRAME_SAMPLES, type OpusCodec, type OpusDecoder, SAMPLE_RATE 
 import { type Clock, realClock } from "./clock";
 import { loadOpusCodec } from "./codec";
 import { lossPercent, ReceiveLoss } from "./loss";
-import { createClientNode, type DialTarget, type DialTargetProvider } from "./node";
-import { AudioSession, type VoiceTransport } from "./session";
+import { type ClientNodeOptions, createClientNode, type DialTarget, type DialTargetProvider } from "./node";
+import { seededRandom } from "./random";
+import { AudioSession, type AudioSessionOptions, type VoiceTransport } from "./session";
 import { PacedTimer, sleep } from "./timing";
+
+/** How loadgen's sessions reach the node (see the file comment). */
+export type LoadgenConnections = "shared" | "per-participant";
+export const LOADGEN_CONNECTIONS: readonly LoadgenConnections[] = ["shared", "per-participant"];
+
+/** One room of a loadgen process, when rooms differ (a benchmark spreading one room over processes). */
+export interface LoadgenRoomSpec {
+  id: string;
+  participants: number;
+  /** talkers among them (default: the run's `talkers`); 0: no probe speaker and no probe listener here */
+  talkers?: number;
+}
+
+/** Phases of a run, reported to `onPhase` (a benchmark aligns its measurement window to them). */
+export type LoadgenPhase = "joined" | "measuring" | "stopped";
 
 export interface LoadgenOptions {
   /** node multiaddr (…/p2p/<peer id>) or a function returning one */
@@ -39,14 +66,51 @@ export interface LoadgenOptions {
   rooms: number;
   /** participants per room */
   participants: number;
+  /** explicit rooms; replaces rooms × participants (ids used as given) */
+  roomSpecs?: LoadgenRoomSpec[];
+  /** talkers per room (default 1: the probe speaker only) */
+  talkers?: number;
+  /** non-talkers send comfort noise (an open, silent microphone) instead of a quiet tone */
+  silentMicrophones?: boolean;
+  /** "shared" (default) or "per-participant" libp2p connections */
+  connections?: LoadgenConnections;
+  /** source IP of this process's connections (per-participant mode; a loopback 127.0.0.x on one host) */
+  localAddress?: string;
+  /** makes the libp2p node of each participant (per-participant mode; default createClientNode) */
+  createNode?: (opts: ClientNodeOptions) => Promise<Libp2p>;
+  /**
+   * Send timers, each sending for its share of the rooms at its own phase of the 20 ms frame (default
+   * min(rooms, 4)): one tick sends every due frame of its rooms.
+   */
+  sendPhases?: number;
+  /** called as the run passes each phase */
+  onPhase?: (phase: LoadgenPhase) => void;
+  /**
+   * Awaited after the joins, before the warm-up (everyone keeps sending meanwhile): a benchmark with several
+   * loadgen processes starts their measurements together once all of them have joined.
+   */
+  whenJoined?: () => Promise<void>;
+  /**
+   * More AudioSession options for every session (a transport choice, capabilities), under loadgen's own:
+   * new session features reach the load generator without loadgen knowing them.
+   */
+  sessionOptions?: Partial<Omit<AudioSessionOptions, "libp2p" | "target" | "room" | "name" | "onAudio" | "onClose" | "clock" | "signal">>;
+  /** include every probe latency in the report (`latencySamplesMs`), for merging several processes */
+  keepLatencySamples?: boolean;
   durationSec: number;
   logger: Logger;
   /** room ids are `${roomPrefix}-${i}` (default "loadgen") */
   roomPrefix?: string;
   /** Opus bitrate of the generated audio (default 32000) */
   bitrate?: number;
-  /** pause between two JOINs, spreading the join storm (default 10 ms) */
+  /** pause between two JOINs, spreading the join storm (default 10 ms; per-participant connections 250 ms) */
   joinIntervalMs?: number;
+  /**
+   * Joins in flight at once (default unbounded; per-participant connections 2). A node accepts only 10
+   * inbound connections still in their handshake (libp2p's maxIncomingPendingConnections) and resets the
+   * rest, and a busy node takes long to finish handshakes: several processes ramping must stay under it.
+   */
+  maxPendingJoins?: number;
   /** one latency probe burst per this period (default 1000 ms; latencies above it are not measurable) */
   probePeriodMs?: number;
   /**
@@ -109,6 +173,9 @@ export interface LoadgenReport {
   node: string;
   rooms: number;
   participantsPerRoom: number;
+  connections: LoadgenConnections;
+  /** libp2p connections opened to the node (1 when shared) */
+  libp2pNodes: number;
   durationSec: number;
   warmupSec: number;
   probePeriodMs: number;
@@ -117,6 +184,13 @@ export interface LoadgenReport {
   totals: LoadgenCounts & { sessions: number };
   /** over all rooms' probes */
   latencyMs: LatencySummary;
+  /** every probe latency (ms), with keepLatencySamples */
+  latencySamplesMs?: number[];
+  /**
+   * Loss against the wall clock over the measured part only (warm-up end to the end of sending), for the
+   * sessions open at both ends: the steady state, without the join ramp.
+   */
+  window: { seconds: number; sessions: number; framesDue: number; framesReceived: number; lossPercent: number };
   perRoom: LoadgenRoomReport[];
 }
 
@@ -125,6 +199,15 @@ const BURST_FREQ = 1000;
 const BURST_AMPLITUDE = 16_000;
 const BACKGROUND_FREQ = 300;
 const BACKGROUND_AMPLITUDE = 100;
+/** -30 dBFS: voice level, yet three talkers summed (≤ 3000) stay under ONSET_RMS even in phase */
+const TALKER_AMPLITUDE = 1000;
+const talkerFreq = (k: number) => 250 + 110 * k;
+/** comfort noise of a silent microphone: uniform ±32, RMS ≈ 18 (-65 dBFS) */
+const NOISE_AMPLITUDE = 32;
+/** per-participant joins: under the node's 5 new connections per second per IP */
+const PER_PARTICIPANT_JOIN_INTERVAL_MS = 250;
+/** per-participant joins in flight per process: a few processes together stay under the node's 10 pending handshakes */
+const PER_PARTICIPANT_PENDING_JOINS = 2;
 /** 1 ms blocks; a -6 dBFS sine has RMS ≈ 11 300, the background at most a few hundred per participant */
 const ONSET_BLOCK = 48;
 const ONSET_RMS = 4000;
@@ -196,7 +279,12 @@ export class OnsetDetector {
 interface Participant {
   room: RoomState;
   index: number;
+  /** pre-encoded frames replayed in a loop */
+  pattern: Uint8Array[];
+  isProbe: boolean;
   session?: AudioSession;
+  /** its own libp2p node (per-participant connections) */
+  node?: Libp2p;
   lost: boolean;
   seq: number;
   ts: number;
@@ -207,6 +295,8 @@ interface Participant {
 interface RoomState {
   id: string;
   participants: Participant[];
+  /** the participant whose mix is decoded for latency probes, if the room has a probe speaker */
+  listener?: Participant;
   joinErrors: number;
   joinError?: string;
   /** send times of probe bursts, newest last (bounded) */
@@ -219,14 +309,33 @@ interface RoomState {
 }
 
 export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
-  for (const [k, v] of [
-    ["rooms", opts.rooms],
-    ["participants", opts.participants],
-  ] as const)
-    if (!Number.isInteger(v) || v < 1 || v > 10_000) throw new AgoraError("USAGE", `${k} must be an integer in 1-10000, got ${v}`);
+  const specs: LoadgenRoomSpec[] = opts.roomSpecs ?? [];
+  if (opts.roomSpecs) {
+    if (specs.length < 1 || specs.length > 10_000) throw new AgoraError("USAGE", `roomSpecs must list 1-10000 rooms, got ${specs.length}`);
+    for (const [i, r] of specs.entries())
+      if (!Number.isInteger(r.participants) || r.participants < 1 || r.participants > 10_000)
+        throw new AgoraError("USAGE", `roomSpecs[${i}].participants must be an integer in 1-10000, got ${r.participants}`);
+  } else {
+    for (const [k, v] of [
+      ["rooms", opts.rooms],
+      ["participants", opts.participants],
+    ] as const)
+      if (!Number.isInteger(v) || v < 1 || v > 10_000) throw new AgoraError("USAGE", `${k} must be an integer in 1-10000, got ${v}`);
+  }
   if (opts.warmupSec !== undefined && !(opts.warmupSec >= 0)) throw new AgoraError("USAGE", `warmupSec must be ≥ 0, got ${opts.warmupSec}`);
   if (!(opts.durationSec > 0) || opts.durationSec > 86_400)
     throw new AgoraError("USAGE", `durationSec must be in (0, 86400], got ${opts.durationSec}`);
+  const talkersOf = (v: number | undefined, where: string) => {
+    const t = v ?? opts.talkers ?? 1;
+    if (!Number.isInteger(t) || t < 0 || t > 10_000) throw new AgoraError("USAGE", `${where} must be an integer in 0-10000, got ${t}`);
+    return t;
+  };
+  talkersOf(undefined, "talkers");
+  const connections = opts.connections ?? "shared";
+  if (!LOADGEN_CONNECTIONS.includes(connections))
+    throw new AgoraError("USAGE", `connections must be ${LOADGEN_CONNECTIONS.join(" or ")}, got ${String(connections)}`);
+  if (opts.libp2p && connections === "per-participant")
+    throw new AgoraError("USAGE", "per-participant connections make their own libp2p nodes: do not pass libp2p");
   const log = opts.logger.child({ component: "loadgen" });
   const clock = opts.clock ?? realClock;
   const prefix = opts.roomPrefix ?? "loadgen";
@@ -237,24 +346,46 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
   const periodMs = periodFrames * FRAME_MS;
   // Half the gap between bursts must be quiet before an onset counts.
   const quietBeforeMs = ((periodFrames - BURST_FRAMES) * FRAME_MS) / 2;
-  const joinIntervalMs = opts.joinIntervalMs ?? 10;
+  const joinIntervalMs = opts.joinIntervalMs ?? (connections === "per-participant" ? PER_PARTICIPANT_JOIN_INTERVAL_MS : 10);
+  const maxPendingJoins =
+    opts.maxPendingJoins ?? (connections === "per-participant" ? PER_PARTICIPANT_PENDING_JOINS : Number.POSITIVE_INFINITY);
+  if (!(maxPendingJoins >= 1)) throw new AgoraError("USAGE", `maxPendingJoins must be ≥ 1, got ${maxPendingJoins}`);
   const codec = opts.codec ?? (await loadOpusCodec());
   const target: DialTarget = await (typeof opts.node === "function" ? opts.node() : opts.node);
   const targetAddr = typeof target === "string" ? multiaddr(target) : target;
 
-  // Pre-encoded material: the probe pattern and the background tone, both one period long.
-  const burst = preEncode(codec, bitrate, periodFrames, (i) =>
-    i < BURST_FRAMES * FRAME_SAMPLES ? Math.round(BURST_AMPLITUDE * Math.sin((2 * Math.PI * BURST_FREQ * i) / SAMPLE_RATE)) : 0,
+  const roomList: { id: string; participants: number; talkers: number }[] = opts.roomSpecs
+    ? specs.map((r, i) => ({ id: r.id, participants: r.participants, talkers: talkersOf(r.talkers, `roomSpecs[${i}].talkers`) }))
+    : Array.from({ length: opts.rooms }, (_, r) => ({
+        id: `${prefix}-${r}`,
+        participants: opts.participants,
+        talkers: talkersOf(undefined, "talkers"),
+      }));
+  const maxTalkers = Math.max(...roomList.map((r) => Math.min(r.talkers, r.participants)));
+
+  // Pre-encoded material, each one loop long: the probe pattern (burst, then quiet or talking), the tones of
+  // the other talkers, and what non-talkers send.
+  const sine = (amp: number, freq: number) => (i: number) => Math.round(amp * Math.sin((2 * Math.PI * freq * i) / SAMPLE_RATE));
+  const burstOnly = sine(BURST_AMPLITUDE, BURST_FREQ);
+  const probeFiller = sine(TALKER_AMPLITUDE, talkerFreq(0));
+  const probePattern = (talking: boolean) =>
+    preEncode(codec, bitrate, periodFrames, (i) => (i < BURST_FRAMES * FRAME_SAMPLES ? burstOnly(i) : talking ? probeFiller(i) : 0));
+  const burst = probePattern(false);
+  const talkingBurst = maxTalkers >= 2 ? probePattern(true) : burst;
+  const loopFrames = SAMPLE_RATE / FRAME_SAMPLES; // 1 s: tones of whole hertz loop seamlessly
+  const talkerTones = Array.from({ length: Math.max(0, maxTalkers - 1) }, (_, k) =>
+    preEncode(codec, bitrate, loopFrames, sine(TALKER_AMPLITUDE, talkerFreq(k + 1))),
   );
-  const backgroundFrames = SAMPLE_RATE / FRAME_SAMPLES; // 1 s: 300 Hz loops seamlessly
-  const background = preEncode(codec, bitrate, backgroundFrames, (i) =>
-    Math.round(BACKGROUND_AMPLITUDE * Math.sin((2 * Math.PI * BACKGROUND_FREQ * i) / SAMPLE_RATE)),
-  );
+  const random = seededRandom(0x5eed);
+  const noise = Float64Array.from({ length: loopFrames * FRAME_SAMPLES }, () => Math.round((random() * 2 - 1) * NOISE_AMPLITUDE));
+  const background = opts.silentMicrophones
+    ? preEncode(codec, bitrate, loopFrames, (i) => noise[i % noise.length]!)
+    : preEncode(codec, bitrate, loopFrames, sine(BACKGROUND_AMPLITUDE, BACKGROUND_FREQ));
 
   const rooms: RoomState[] = [];
-  for (let r = 0; r < opts.rooms; r++) {
+  for (const spec of roomList) {
     const room: RoomState = {
-      id: `${prefix}-${r}`,
+      id: spec.id,
       participants: [],
       joinErrors: 0,
       burstSentAt: [],
@@ -263,32 +394,50 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
       undecodable: 0,
       detector: new OnsetDetector(quietBeforeMs),
     };
-    for (let i = 0; i < opts.participants; i++)
+    for (let i = 0; i < spec.participants; i++) {
+      const isProbe = i === 0 && spec.talkers >= 1;
+      const pattern = isProbe ? (spec.talkers >= 2 ? talkingBurst : burst) : i < spec.talkers ? talkerTones[i - 1]! : background;
       room.participants.push({
         room,
         index: i,
+        pattern,
+        isProbe,
         lost: false,
         seq: (Math.random() * 2 ** 32) >>> 0,
         ts: (Math.random() * 2 ** 32) >>> 0,
         k: 0,
         rx: new ReceiveLoss(),
       });
+    }
+    if (spec.talkers >= 1)
+      room.listener = room.participants[spec.talkers < spec.participants ? spec.talkers : spec.participants >= 2 ? 1 : 0];
     rooms.push(room);
   }
-  const probeListener = (room: RoomState) => room.participants[opts.participants >= 2 ? 1 : 0]!;
 
-  const ownNode = !opts.libp2p;
-  const node = opts.libp2p ?? (await createClientNode());
+  const perParticipant = connections === "per-participant";
+  const ownNode = !opts.libp2p && !perParticipant;
+  const sharedNode = perParticipant ? undefined : (opts.libp2p ?? (await createClientNode()));
+  const createNode = opts.createNode ?? createClientNode;
+  let libp2pNodes = sharedNode ? 1 : 0;
   const startedAt = new Date().toISOString();
   const joinTimes: number[] = [];
   let stopping = false;
   let measuring = false;
   const warmupMs = (opts.warmupSec ?? 1) * 1000;
 
+  // Steady-state window: frames received per participant at its start, and when it started and ended.
+  const windowStart = new Map<Participant, number>();
+  let windowFrom = 0;
+  let windowTo = 0;
+  const windowEnd = new Map<Participant, number>();
+  const snapshot = (into: Map<Participant, number>) => {
+    for (const r of rooms) for (const p of r.participants) if (p.session?.isOpen) into.set(p, p.rx.figures().framesReceived);
+  };
+
   const onAudio = (p: Participant, seq: number, payload: Uint8Array, receivedAt: number) => {
     p.rx.frame(seq);
     const room = p.room;
-    if (p !== probeListener(room) || !room.decoder) return;
+    if (p !== room.listener || !room.decoder) return;
     let pcm: Int16Array;
     try {
       pcm = room.decoder.decode(payload);
@@ -309,91 +458,138 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
     else room.latencies.push(onsetAt - sentAt);
   };
 
-  // Rooms are spread over up to 4 send phases within the 20 ms frame: the mixer's tick has a fixed phase,
-  // and a latency measured at a single sender phase would carry one arbitrary 0-20 ms alignment offset.
-  const phases = Math.min(rooms.length, 4);
-  const sendTimers = Array.from({ length: phases }, (_, ph) => new PacedTimer(FRAME_MS, () => sendTick(ph), 10, clock));
+  // Rooms are spread over up to 4 send phases within the 20 ms frame by default: the mixer's tick has a
+  // fixed phase, and a latency measured at a single sender phase would carry one arbitrary 0-20 ms
+  // alignment offset. Each phase's timer sends all of its participants' due frames in one tick.
+  const phases = Math.max(1, Math.min(rooms.length, Math.round(opts.sendPhases ?? 4)));
+  const phaseMembers: Participant[][] = Array.from({ length: phases }, () => []);
+  for (const [r, room] of rooms.entries()) phaseMembers[r % phases]!.push(...room.participants);
   const sendTick = (phase: number) => {
     const now = clock.now();
-    for (let r = phase; r < rooms.length; r += phases) {
-      const room = rooms[r]!;
-      for (const p of room.participants) {
-        const s = p.session;
-        if (!s?.isOpen) continue;
-        const isProbe = p.index === 0;
-        const pattern = isProbe ? burst : background;
-        const i = p.k % pattern.length;
-        if (isProbe && i === 0) {
-          room.burstSentAt.push(now);
-          if (room.burstSentAt.length > 8) room.burstSentAt.shift();
-        }
-        s.sendAudio({ seq: p.seq, timestamp: p.ts, payload: pattern[i]! });
-        p.seq = (p.seq + 1) >>> 0;
-        p.ts = (p.ts + FRAME_SAMPLES) >>> 0;
-        p.k++;
+    for (const p of phaseMembers[phase]!) {
+      const s = p.session;
+      if (!s?.isOpen) continue;
+      const i = p.k % p.pattern.length;
+      if (p.isProbe && i === 0) {
+        const sentAt = p.room.burstSentAt;
+        sentAt.push(now);
+        if (sentAt.length > 8) sentAt.shift();
       }
+      s.sendAudio({ seq: p.seq, timestamp: p.ts, payload: p.pattern[i]! });
+      p.seq = (p.seq + 1) >>> 0;
+      p.ts = (p.ts + FRAME_SAMPLES) >>> 0;
+      p.k++;
     }
   };
+  const sendTimers = Array.from({ length: phases }, (_, ph) => new PacedTimer(FRAME_MS, () => sendTick(ph), 10, clock));
   const stopSending = () => {
     for (const t of sendTimers) t.stop();
   };
+  const phase = (ph: LoadgenPhase) => {
+    try {
+      opts.onPhase?.(ph);
+    } catch (err) {
+      log.warn({ phase: ph, err: errorMessage(err) }, "loadgen onPhase handler failed");
+    }
+  };
 
-  const total = opts.rooms * opts.participants;
+  const total = rooms.reduce((n, r) => n + r.participants.length, 0);
+  const join = async (room: RoomState, p: Participant): Promise<void> => {
+    const t0 = clock.now();
+    let node = sharedNode;
+    if (!node) {
+      node = await createNode(opts.localAddress !== undefined ? { localAddress: opts.localAddress } : {});
+      p.node = node;
+      libp2pNodes++;
+    }
+    const s = await AudioSession.open({
+      ...opts.sessionOptions,
+      libp2p: node,
+      target: targetAddr,
+      room: room.id,
+      name: `loadgen-${room.id}-${p.index}`,
+      protocol: opts.protocol,
+      ...(opts.transport ? { transport: opts.transport } : {}),
+      signal: opts.signal,
+      ...(perParticipant ? {} : { maxOutboundStreams: total + 16 }),
+      clock,
+      onAudio: (f, at) => onAudio(p, f.seq, f.payload, at),
+      onClose: (err) => {
+        if (!stopping) p.rx.left(clock.now());
+        if (err && !stopping) {
+          p.lost = true;
+          log.warn({ room: room.id, participant: p.index, err: err.message }, "loadgen session lost");
+        }
+      },
+    });
+    joinTimes.push(clock.now() - t0);
+    p.rx.joined(clock.now());
+    p.session = s;
+    if (p === room.listener) room.decoder = codec.decoder();
+  };
+  const stopNode = async (node: Libp2p) => {
+    try {
+      await node.stop();
+    } catch (err) {
+      log.warn({ err: errorMessage(err) }, "libp2p stop failed");
+    }
+  };
   try {
+    if (sharedNode) {
+      // Connect once before the joins: many streams racing to open the first connection can each start a
+      // dial, and the loser's streams are reset.
+      const signal = opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(10_000)]) : AbortSignal.timeout(10_000);
+      try {
+        await sharedNode.dial(targetAddr, { signal });
+      } catch (err) {
+        throw new AgoraError("P2P", `loadgen: cannot connect to ${targetAddr.toString()}: ${errorMessage(err)}`, { cause: err });
+      }
+    }
     const sendStart = clock.now();
     for (const [ph, t] of sendTimers.entries()) t.begin(sendStart + (ph * FRAME_MS) / phases);
     // Join everyone, staggered; each participant starts sending on its first tick after JOINED.
     const joins: Promise<void>[] = [];
+    let inFlight = 0;
+    let joinSettled: (() => void) | undefined;
     for (const room of rooms) {
       for (const p of room.participants) {
+        while (inFlight >= maxPendingJoins) await new Promise<void>((resolve) => (joinSettled = resolve));
         if (stopping || opts.signal?.aborted) break;
-        const t0 = clock.now();
+        inFlight++;
         joins.push(
-          AudioSession.open({
-            libp2p: node,
-            target: targetAddr,
-            room: room.id,
-            name: `loadgen-${room.id}-${p.index}`,
-            protocol: opts.protocol,
-            ...(opts.transport ? { transport: opts.transport } : {}),
-            signal: opts.signal,
-            maxOutboundStreams: total + 16,
-            clock,
-            onAudio: (f, at) => onAudio(p, f.seq, f.payload, at),
-            onClose: (err) => {
-              if (!stopping) p.rx.left(clock.now());
-              if (err && !stopping) {
-                p.lost = true;
-                log.warn({ room: room.id, participant: p.index, err: err.message }, "loadgen session lost");
-              }
-            },
-          }).then(
-            (s) => {
-              joinTimes.push(clock.now() - t0);
-              p.rx.joined(clock.now());
-              p.session = s;
-              if (p === probeListener(room)) room.decoder = codec.decoder();
-            },
-            (err) => {
+          join(room, p)
+            .catch((err) => {
               room.joinErrors++;
               room.joinError ??= errorMessage(err);
-            },
-          ),
+            })
+            .finally(() => {
+              inFlight--;
+              joinSettled?.();
+              joinSettled = undefined;
+            }),
         );
         if (joinIntervalMs > 0) await sleep(joinIntervalMs, opts.signal, clock);
       }
     }
     await Promise.all(joins);
     const joined = rooms.reduce((n, r) => n + r.participants.filter((p) => p.session).length, 0);
-    log.info({ joined, total }, "loadgen: participants joined");
+    log.info({ joined, total, connections, libp2pNodes }, "loadgen: participants joined");
     if (joined === 0) {
       const first = rooms.find((r) => r.joinError)?.joinError;
       throw new AgoraError("P2P", `loadgen: no participant could join ${targetAddr.toString()}${first ? `: ${first}` : ""}`);
     }
+    phase("joined");
+    if (opts.whenJoined) await opts.whenJoined();
     await sleep(Math.min(warmupMs, opts.durationSec * 1000), opts.signal, clock);
     measuring = true;
+    windowFrom = clock.now();
+    snapshot(windowStart);
+    phase("measuring");
     await sleep(Math.max(0, opts.durationSec * 1000 - warmupMs), opts.signal, clock);
     stopSending();
+    windowTo = clock.now();
+    snapshot(windowEnd);
+    phase("stopped");
     // Let the last mixed frames arrive before counting.
     await sleep(300, opts.signal, clock);
   } finally {
@@ -403,13 +599,8 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
     for (const r of rooms) for (const p of r.participants) if (p.session?.isOpen) p.rx.left(leftAt);
     await Promise.allSettled(rooms.flatMap((r) => r.participants.map((p) => p.session?.leave(2_000))));
     for (const r of rooms) r.decoder?.destroy();
-    if (ownNode) {
-      try {
-        await node.stop();
-      } catch (err) {
-        log.warn({ err: errorMessage(err) }, "libp2p stop failed");
-      }
-    }
+    await Promise.allSettled(rooms.flatMap((r) => r.participants.map((p) => (p.node ? stopNode(p.node) : undefined))));
+    if (ownNode && sharedNode) await stopNode(sharedNode);
   }
 
   const perRoom: LoadgenRoomReport[] = rooms.map((r) => {
@@ -442,14 +633,29 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
       framesUndecodable: r.undecodable,
     };
   });
+  const windowFigures = () => {
+    const seconds = Math.max(0, windowTo - windowFrom) / 1000;
+    let sessions = 0;
+    let received = 0;
+    for (const [p, end] of windowEnd) {
+      const start = windowStart.get(p);
+      if (start === undefined) continue;
+      sessions++;
+      received += end - start;
+    }
+    const framesDue = Math.floor((sessions * seconds * 1000) / FRAME_MS);
+    return { seconds: round1(seconds), sessions, framesDue, framesReceived: received, lossPercent: lossPercent(framesDue, received) };
+  };
   const sum = (f: (r: LoadgenRoomReport) => number) => perRoom.reduce((n, r) => n + f(r), 0);
   const framesExpected = sum((r) => r.framesExpected);
   const framesReceived = sum((r) => r.framesReceived);
   const framesDue = sum((r) => r.framesDue);
   const report: LoadgenReport = {
     node: targetAddr.toString(),
-    rooms: opts.rooms,
-    participantsPerRoom: opts.participants,
+    rooms: rooms.length,
+    participantsPerRoom: opts.roomSpecs ? Math.max(...roomList.map((r) => r.participants)) : opts.participants,
+    connections,
+    libp2pNodes,
     durationSec: opts.durationSec,
     warmupSec: warmupMs / 1000,
     probePeriodMs: periodMs,
@@ -468,6 +674,8 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
       dueLossPercent: lossPercent(framesDue, framesReceived),
     },
     latencyMs: summarize(rooms.flatMap((r) => r.latencies)),
+    ...(opts.keepLatencySamples ? { latencySamplesMs: rooms.flatMap((r) => r.latencies.map(round1)) } : {}),
+    window: windowFigures(),
     perRoom,
   };
   log.info({ totals: report.totals, latencyMs: report.latencyMs }, "loadgen finished");

@@ -6,20 +6,36 @@ import { identify } from "@libp2p/identify";
 import type { Libp2p, PrivateKey } from "@libp2p/interface";
 import { ping } from "@libp2p/ping";
 import { createLibp2p } from "libp2p";
-import { agoraTransportStack } from "../transport";
+import { AgoraError, errorMessage } from "../errors";
+import { agoraTcp, agoraTransportStack } from "../transport";
 
 export { type DialTarget, type DialTargetProvider, resolveTarget } from "./target";
 
-/**
- * Minimal dial-only node: tcp, noise, yamux, identify, ping. No listen address. `privateKey` fixes its peer
- * id (a participant whose grant is bound to its key); default a fresh key.
- */
-export async function createClientNode(privateKey?: PrivateKey): Promise<Libp2p> {
+export interface ClientNodeOptions {
+  /**
+   * Source IP of outgoing TCP connections (net.connect's `localAddress`, which @libp2p/tcp passes through
+   * from `dialOpts`). A load generator gives each of its processes its own loopback address (127.0.0.x)
+   * so that the node's per-IP limits see one host per process, as they would see real clients.
+   */
+  localAddress?: string;
+  /** fixes the node's peer id (a participant whose grant is bound to its key); default a fresh key */
+  privateKey?: PrivateKey;
+}
+
+/** Minimal dial-only node: tcp, noise, yamux, identify, ping. No listen address. */
+export async function createClientNode(opts: ClientNodeOptions = {}): Promise<Libp2p> {
+  const { privateKey } = opts;
+  // Bun needs the p2p subsystem's transport and encrypter (tcp abort crash, noise cipher gap): see there.
+  const stack = agoraTransportStack();
+  if (opts.localAddress !== undefined) {
+    // TCPSocketOptions does not declare localAddress, but its fields are spread into net.connect().
+    const dialOpts = { localAddress: opts.localAddress } as NonNullable<Parameters<typeof agoraTcp>[0]>["dialOpts"];
+    stack.transports = [agoraTcp({ dialOpts })];
+  }
   return createLibp2p({
     ...(privateKey ? { privateKey } : {}),
     addresses: { listen: [] },
-    // Bun needs the p2p subsystem's transport and encrypter (tcp abort crash, noise cipher gap): see there.
-    ...agoraTransportStack(),
+    ...stack,
     services: { identify: identify(), ping: ping() },
   });
 }

@@ -101,7 +101,7 @@ beforeAll(async () => {
     const file = join(dir, `${name}.key`);
     const out = JSON.parse(await cli(["identity", "new", "--key-file", file, "--json"]));
     const key = readIdentity(file).privateKey;
-    who[name] = { key, peerId: out.peer_id, node: await createClientNode(key) };
+    who[name] = { key, peerId: out.peer_id, node: await createClientNode({ privateKey: key }) };
   }
 });
 

@@ -91,7 +91,7 @@ interface Person {
 }
 async function person(): Promise<Person> {
   const key = await generateKeyPair("Ed25519");
-  const node = await createClientNode(key);
+  const node = await createClientNode({ privateKey: key });
   stops.push(() => node.stop());
   return { key, pub: signerFromRawPrivateKey(key.raw).publicKey, node };
 }

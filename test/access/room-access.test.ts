@@ -34,7 +34,7 @@ interface Person {
 const people: Person[] = [];
 async function person(): Promise<Person> {
   const key = await generateKeyPair("Ed25519");
-  const p = { key, pub: signerFromRawPrivateKey(key.raw).publicKey, node: await createClientNode(key) };
+  const p = { key, pub: signerFromRawPrivateKey(key.raw).publicKey, node: await createClientNode({ privateKey: key }) };
   people.push(p);
   return p;
 }
@@ -57,7 +57,7 @@ beforeAll(async () => {
   alice = await person();
   bob = await person();
   mod = await person();
-  boss = { key: ownerKey, pub: owner.publicKey, node: await createClientNode(ownerKey) };
+  boss = { key: ownerKey, pub: owner.publicKey, node: await createClientNode({ privateKey: ownerKey }) };
   people.push(boss);
 });
 

@@ -14,6 +14,7 @@
  * is the participant's grant.
  */
 
+import { base64url } from "multiformats/bases/base64";
 import { ED25519_PUBLIC_KEY_BYTES, ED25519_SIGNATURE_BYTES, type GrantSigner, sha256, toHex, verifyEd25519 } from "./keys";
 import { isRoomOwner, roomOwnership } from "./owned-room";
 import type { RevocationCheck } from "./revocations";
@@ -184,13 +185,18 @@ export function decodeGrant(bytes: Uint8Array): Grant {
 
 /** The printable form (CLI, SDK): base64url without padding of the binary grant. */
 export function grantToString(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString("base64url");
+  // multiformats rather than Buffer: the SDK's browser bundle prints and parses grants too
+  return base64url.baseEncode(bytes);
 }
 
 export function grantFromString(text: string): Uint8Array {
   const t = text.trim();
   if (!/^[A-Za-z0-9_-]+$/.test(t)) throw new GrantError("malformed", "grant string is not base64url");
-  return new Uint8Array(Buffer.from(t, "base64url"));
+  try {
+    return base64url.baseDecode(t);
+  } catch {
+    throw new GrantError("malformed", "grant string is not base64url");
+  }
 }
 
 export interface IssueGrantOptions {
@@ -260,7 +266,7 @@ function checkChainShape(links: GrantLink[], room: string): void {
     const parent = links[i - 1]!;
     if (parent.role !== Role.MODERATOR)
       throw new GrantError("broken_chain", `grant link ${i - 1} is a ${ROLE_NAMES[parent.role]} grant; only moderators delegate`);
-    if (!parent.subject || !Buffer.from(parent.subject).equals(l.issuer))
+    if (!parent.subject || !sameBytes(parent.subject, l.issuer))
       throw new GrantError("broken_chain", `grant link ${i} is not issued by the key link ${i - 1} is bound to`);
     if (l.role > parent.role) throw new GrantError("exceeds_parent", `grant link ${i} gives a higher role than its issuer holds`);
     if (l.expiresAt > parent.expiresAt) throw new GrantError("exceeds_parent", `grant link ${i} outlives its issuer's grant`);
@@ -285,7 +291,7 @@ export function verifyGrant(bytes: Uint8Array, o: VerifyGrantOptions): VerifiedG
   const last = links[links.length - 1]!;
   const expiresAt = Math.min(...links.map((l) => l.expiresAt));
   if (o.now >= expiresAt) throw new GrantError("expired", `grant expired at ${new Date(expiresAt).toISOString()}`);
-  if (last.subject && !(o.remoteKey && Buffer.from(o.remoteKey).equals(last.subject)))
+  if (last.subject && !(o.remoteKey && sameBytes(o.remoteKey, last.subject)))
     throw new GrantError("wrong_peer", "grant is bound to another participant key");
   const linkIds = links.map((l) => linkId(l));
   const keys = [...new Set([...links.map((l) => toHex(l.issuer)), ...(last.subject ? [toHex(last.subject)] : [])])];
@@ -295,4 +301,10 @@ export function verifyGrant(bytes: Uint8Array, o: VerifyGrantOptions): VerifiedG
     for (const id of [...linkIds, ...keys.filter((k) => k !== ownerHex)])
       if (o.revoked(id, o.now)) throw new GrantError("revoked", "grant (or a key it names) has been revoked");
   return { role: last.role, expiresAt, linkIds, keys, ...(last.subject ? { subject: last.subject } : {}) };
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

@@ -3,14 +3,27 @@
  * node:crypto: synchronous, so a mixer verifies a grant inside the JOIN handler without yielding the event
  * loop between checks and state changes. libp2p's PrivateKey signs asynchronously on some platforms.
  */
-import { createHash, createPrivateKey, createPublicKey, type KeyObject, sign, verify } from "node:crypto";
+import type * as NodeCrypto from "node:crypto";
+import type { KeyObject } from "node:crypto";
+
+let nodeCrypto: typeof NodeCrypto | undefined;
+/**
+ * node:crypto, looked up at first use rather than imported: the SDK's browser bundle reaches this module
+ * (grants in JOIN) and a browser has no node:crypto; there, signing and verifying throw USAGE-like errors.
+ */
+function crypto(): typeof NodeCrypto {
+  nodeCrypto ??= globalThis.process?.getBuiltinModule?.("node:crypto") as typeof NodeCrypto | undefined;
+  if (!nodeCrypto) throw new TypeError("Ed25519 signing and verification need node:crypto (Bun or Node), not available here");
+  return nodeCrypto;
+}
 
 export const ED25519_PUBLIC_KEY_BYTES = 32;
 export const ED25519_SIGNATURE_BYTES = 64;
 
 // DER prefixes of an Ed25519 SubjectPublicKeyInfo and PKCS#8 private key (RFC 8410), followed by the 32 raw bytes.
-const SPKI_PREFIX = Buffer.from("302a300506032b6570032100", "hex");
-const PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
+// Plain bytes, not Buffer: a browser bundle evaluates this module too (it has no global Buffer).
+const SPKI_PREFIX = fromHex("302a300506032b6570032100");
+const PKCS8_PREFIX = fromHex("302e020100300506032b657004220420");
 
 /** Something that signs with an Ed25519 key: its raw public key and a synchronous `sign`. */
 export interface GrantSigner {
@@ -24,6 +37,7 @@ export interface GrantSigner {
  */
 export function signerFromRawPrivateKey(raw: Uint8Array): GrantSigner {
   if (raw.length !== 32 && raw.length !== 64) throw new TypeError(`Ed25519 private key must be 32 or 64 bytes, got ${raw.length}`);
+  const { createPrivateKey, createPublicKey, sign } = crypto();
   const key = createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, raw.subarray(0, 32)]), format: "der", type: "pkcs8" });
   const spki = createPublicKey(key).export({ format: "der", type: "spki" });
   const publicKey = new Uint8Array(spki.subarray(SPKI_PREFIX.length));
@@ -37,8 +51,9 @@ const publicKeys = new Map<string, KeyObject>();
 /** Verifies an Ed25519 signature; false (never a throw) for a malformed key or signature. */
 export function verifyEd25519(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
   if (publicKey.length !== ED25519_PUBLIC_KEY_BYTES || signature.length !== ED25519_SIGNATURE_BYTES) return false;
-  const hex = Buffer.from(publicKey).toString("hex");
+  const hex = toHex(publicKey);
   try {
+    const { createPublicKey, verify } = crypto();
     let key = publicKeys.get(hex);
     if (!key) {
       key = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, publicKey]), format: "der", type: "spki" });
@@ -53,9 +68,17 @@ export function verifyEd25519(publicKey: Uint8Array, message: Uint8Array, signat
 }
 
 export function sha256(bytes: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash("sha256").update(bytes).digest());
+  return new Uint8Array(crypto().createHash("sha256").update(bytes).digest());
 }
 
 export function toHex(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString("hex");
+  let out = "";
+  for (const b of bytes) out += b.toString(16).padStart(2, "0");
+  return out;
+}
+
+function fromHex(hex: string): Uint8Array {
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = Number.parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return out;
 }

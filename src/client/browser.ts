@@ -10,11 +10,20 @@
  *
  * Not here (node-only): discover() through the DHT, runJoinClient (WAV files), runLoadgen.
  */
+
+import { AgoraError } from "../errors";
 import { loadBrowserOpusCodec } from "./browser-codec";
 import { createBrowserNode } from "./browser-node";
 import { installClientPlatform } from "./platform";
 
-installClientPlatform({ name: "browser", createNode: createBrowserNode, loadCodec: loadBrowserOpusCodec });
+installClientPlatform({
+  name: "browser",
+  createNode: createBrowserNode,
+  loadCodec: loadBrowserOpusCodec,
+  createRoomLocator: () => {
+    throw new AgoraError("USAGE", "join by name needs a DHT client, which the browser SDK does not have: give `node` (or a `locator`)");
+  },
+});
 
 export { AgoraError, type ErrorCode } from "../errors";
 export type { AudioFrame, JoinedMessage, OpusCodec, OpusDecoder, OpusEncoder } from "../protocol";

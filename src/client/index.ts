@@ -25,6 +25,10 @@ installClientPlatform({
   name: "native",
   createNode: (privateKey) => createClientNode(privateKey ? { privateKey } : {}),
   loadCodec: loadOpusCodec,
+  createRoomLocator: async (bootstrap) => {
+    const { createRoomLocator } = await import("../p2p");
+    return createRoomLocator({ bootstrap, logger: silentLogger() });
+  },
 });
 
 export {

@@ -13,9 +13,10 @@ import type { Libp2p } from "@libp2p/interface";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import { AgoraError, errorMessage } from "../errors";
-import { type Logger, silentLogger } from "../log";
+import type { Logger } from "../log";
 import { type AudioFrame, Capability, type MoveMessage, type PlacementCandidate, type RedirectMessage, rankPlacement } from "../protocol";
 import { type Clock, realClock } from "./clock";
+import { quietLogger } from "./quiet-log";
 import { AudioRedirectError, AudioSession, type AudioSessionOptions } from "./session";
 
 /** A live room record as a client sees it (verified by the locator). */
@@ -113,7 +114,7 @@ export class RoomNavigator {
   private sessionOpts: (NavigatedSessionOptions & { onMoved?: (s: AudioSession) => void }) | undefined;
 
   constructor(private readonly opts: RoomNavigatorOptions) {
-    this.log = (opts.logger ?? silentLogger()).child({ component: "room-navigator", room: opts.room });
+    this.log = (opts.logger ?? quietLogger()).child({ component: "room-navigator", room: opts.room });
     this.clock = opts.clock ?? realClock;
     this.region = opts.region;
   }

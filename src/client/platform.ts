@@ -8,6 +8,7 @@
 import type { Libp2p, PrivateKey } from "@libp2p/interface";
 import { AgoraError } from "../errors";
 import type { OpusCodec } from "../protocol";
+import type { RoomLocator } from "./navigator";
 
 export interface ClientPlatform {
   /** "native" (Bun, Node) or "browser" */
@@ -16,6 +17,11 @@ export interface ClientPlatform {
   createNode(privateKey?: PrivateKey): Promise<Libp2p>;
   /** the Opus codec (loaded once, on first use) */
   loadCodec(): Promise<OpusCodec>;
+  /**
+   * Join by name without a `locator`: a room locator over the DHT behind `bootstrap` (Bun and Node load the
+   * network subsystem on demand; a browser has no DHT client and throws USAGE: give `node` or a `locator`).
+   */
+  createRoomLocator(bootstrap: string[]): Promise<RoomLocator & { libp2p: Libp2p; stop(): Promise<void> }>;
 }
 
 let installed: ClientPlatform | undefined;

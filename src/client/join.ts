@@ -409,7 +409,8 @@ export async function runJoinClient(opts: JoinClientOptions): Promise<JoinClient
   const gate = new VoiceGate();
   const sendOne = (f: AudioFrame) => {
     if (session && (role < Role.SPEAKER || muted)) report.framesWithheld++;
-    else if (session?.sendAudio(f)) report.framesSent++;
+    // join by name: the navigator also feeds the session being left during a MOVE (make-before-break)
+    else if (session && (opts.navigator ? opts.navigator.sendAudio(f) : session.sendAudio(f))) report.framesSent++;
     else report.framesNotSent++;
   };
   let tailTimer: TimerHandle | undefined;

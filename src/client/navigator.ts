@@ -128,6 +128,16 @@ export class RoomNavigator {
     return this.current?.session;
   }
 
+  /**
+   * Sends one frame on the current session and, while switching, on the one being left too: the old host
+   * keeps mixing us for those still there (and for our own ear) until the successor's mix reaches us.
+   */
+  sendAudio(frame: AudioFrame): boolean {
+    const prev = this.previous?.current.session;
+    if (prev?.isOpen) prev.sendAudio(frame);
+    return this.current?.session.sendAudio(frame) ?? false;
+  }
+
   /** The host died (stream reset, silence): it is left out of placement from now on. */
   hostLost(peer?: string): void {
     const p = peer ?? this.current?.host;

@@ -326,7 +326,7 @@ export class RoomConnection extends SafeEmitter<RoomEvents> {
     if (voice !== undefined) frame.voice = voice;
     this.seq = (this.seq + 1) >>> 0;
     this.timestamp = (this.timestamp + FRAME_SAMPLES) >>> 0;
-    return this.session.sendAudio(frame);
+    return this.navigator ? this.navigator.sendAudio(frame) : this.session.sendAudio(frame);
   }
 
   /** Encodes and sends 960 samples (20 ms of 48 kHz mono); false once the connection has ended. */

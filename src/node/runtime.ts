@@ -303,8 +303,9 @@ export class NodeRuntime implements DashboardSource {
     else this.roomCounts.set(room, n);
     const dir = this.network?.rooms;
     if (!dir) return;
-    // With placement wired (mixers), RoomHost claims, hands over and releases; only the count is kept here.
-    if (this.placement) {
+    // Rooms placed by RoomHost (directory-aware joiners) are claimed, handed over and released by it; only
+    // the count is kept here. Rooms that only older clients joined keep the claim-on-first-JOIN below.
+    if (this.placement?.host.epochOf(room) !== undefined) {
       dir.setParticipants(room, n);
       return;
     }
@@ -594,8 +595,11 @@ export class NodeRuntime implements DashboardSource {
     const announced = (this.network?.peers().length ?? 0) === 0 ? Promise.resolve() : Promise.race([announce, Bun.sleep(ANNOUNCE_WAIT_MS)]);
     this.drainWaiter = (async () => {
       try {
+        // Rooms with a successor move there (the drain need not wait for them to empty); participants that
+        // stay (no successor in the region, clients that cannot follow a MOVE) are waited for as before,
+        // up to node.drain_timeout.
         if (this.placement && this.rooms_) await this.handOverRooms(this.placement, this.rooms_);
-        else await this.waitForEmptyRooms();
+        await this.waitForEmptyRooms();
       } finally {
         await announced;
       }
@@ -606,7 +610,7 @@ export class NodeRuntime implements DashboardSource {
   /**
    * Drain with a room directory: each hosted room goes to its successor (MOVE with tokens); the drain is over
    * when no moved participant is left here (they joined the successor), bounded by node.drain_timeout.
-   * Participants that cannot follow a MOVE (1.0.0 clients) are not waited for.
+   * Participants that were not moved (no successor, 1.0.0 clients) are then waited for by waitForEmptyRooms.
    */
   private async handOverRooms(placement: RoomPlacementWiring, rooms: AudioRoomService): Promise<void> {
     // The heartbeat keeps the mixer list fresh; a drain only waits for a discovery when it has none.

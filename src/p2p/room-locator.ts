@@ -38,13 +38,15 @@ export interface RoomLocatorClient {
 export interface RoomLocatorOptions {
   bootstrap: string[];
   logger: Logger;
-  /** bound on one record lookup (default 3 s) and on one mixer discovery (default 4 s) */
+  /** bound on one record lookup (default 1.5 s: a new room has none to find) and on one mixer discovery (default 4 s) */
   resolveTimeoutMs?: number;
   discoverTimeoutMs?: number;
 }
 
 /** One discovery serves every participant that asks within this long (many join at once through one client). */
 const MIXERS_CACHE_MS = 2_000;
+/** Older answers are still used (and refreshed behind) up to this age: mixers come and go in heartbeats. */
+const MIXERS_STALE_MS = 60_000;
 
 export async function createRoomLocator(opts: RoomLocatorOptions): Promise<RoomLocatorClient> {
   const client = await createDiscoveryClient({ bootstrap: opts.bootstrap, logger: opts.logger });
@@ -53,7 +55,7 @@ export async function createRoomLocator(opts: RoomLocatorOptions): Promise<RoomL
     libp2p: client.libp2p,
     resolve: async (room) => {
       const rec = await resolveRoomRecord(client.libp2p.services.dht, room, {
-        signal: AbortSignal.timeout(opts.resolveTimeoutMs ?? 3_000),
+        signal: AbortSignal.timeout(opts.resolveTimeoutMs ?? 1_500),
       });
       return (
         rec && {
@@ -69,17 +71,31 @@ export async function createRoomLocator(opts: RoomLocatorOptions): Promise<RoomL
       const key = region ?? "";
       const hit = cache.get(key);
       if (hit && Date.now() - hit.at < MIXERS_CACHE_MS) return (await hit.list).map((m) => ({ ...m }));
-      const list = client
-        .discover({ region, capability: "mixer", limit: 64, timeoutMs: opts.discoverTimeoutMs ?? 4_000 })
-        .then((ranked) => {
-          // An empty answer (a routing table still filling) is not worth remembering.
-          if (ranked.length === 0) cache.delete(key);
-          return ranked.map((r) => ({ ...r.advertisement }));
-        });
-      cache.set(key, { at: Date.now(), list });
-      list.catch(() => cache.delete(key));
-      return (await list).map((m) => ({ ...m }));
+      // Stale but recent: answer from it and refresh behind (a join should not wait for a discovery walk).
+      if (hit && Date.now() - hit.at < MIXERS_STALE_MS) {
+        const stale = await hit.list.catch(() => []);
+        if (stale.length > 0) {
+          void refreshMixers(key, region);
+          return stale.map((m) => ({ ...m }));
+        }
+      }
+      return (await refreshMixers(key, region)).map((m) => ({ ...m }));
     },
     stop: () => client.stop(),
   };
+
+  function refreshMixers(key: string, region: string | undefined): Promise<LocatorMixer[]> {
+    const list = client.discover({ region, capability: "mixer", limit: 64, timeoutMs: opts.discoverTimeoutMs ?? 4_000 }).then((ranked) => {
+      // An empty answer (a routing table still filling) is not worth remembering.
+      if (ranked.length === 0) cache.delete(key);
+      return ranked.map((r) => ({ ...r.advertisement }));
+    });
+    const prev = cache.get(key);
+    cache.set(key, { at: Date.now(), list });
+    list.catch(() => {
+      if (prev) cache.set(key, prev);
+      else cache.delete(key);
+    });
+    return list;
+  }
 }

@@ -76,7 +76,7 @@ export class Participant {
     this.timer = setInterval(() => {
       const payload = this.frames50[this.k % 50]!;
       this.k++;
-      this.session?.sendAudio({ seq: this.seq, timestamp: (this.seq * FRAME_SAMPLES) >>> 0, payload });
+      this.nav.sendAudio({ seq: this.seq, timestamp: (this.seq * FRAME_SAMPLES) >>> 0, payload });
       this.seq = (this.seq + 1) >>> 0;
       if (this.k % 50 === 0) this.session?.ping();
     }, 20);

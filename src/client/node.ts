@@ -6,7 +6,6 @@ import { identify } from "@libp2p/identify";
 import type { Libp2p, PrivateKey } from "@libp2p/interface";
 import { ping } from "@libp2p/ping";
 import { createLibp2p } from "libp2p";
-import { AgoraError, errorMessage } from "../errors";
 import { agoraTcp, agoraTransportStack } from "../transport";
 
 export { type DialTarget, type DialTargetProvider, resolveTarget } from "./target";

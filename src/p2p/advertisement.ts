@@ -254,7 +254,7 @@ export function isExpired(rec: Pick<NodeAdvertisement, "last_seen" | "ttl_second
   return rec.last_seen + rec.ttl_seconds < nowSeconds;
 }
 
-function canonicalText(parsed: unknown): string | null {
+export function canonicalText(parsed: unknown): string | null {
   try {
     return canonicalJson(parsed);
   } catch {
@@ -262,7 +262,7 @@ function canonicalText(parsed: unknown): string | null {
   }
 }
 
-function decodeUtf8(bytes: Uint8Array, reason: RejectReason): string {
+export function decodeUtf8(bytes: Uint8Array, reason: RejectReason): string {
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch {
@@ -270,11 +270,11 @@ function decodeUtf8(bytes: Uint8Array, reason: RejectReason): string {
   }
 }
 
-function fail(field: string, why: string): never {
+export function fail(field: string, why: string): never {
   throw new RecordRejectedError("invalid_field", `${field} ${why}`);
 }
 
-function num(o: Record<string, unknown>, f: string, min: number, max: number, integer = false): number {
+export function num(o: Record<string, unknown>, f: string, min: number, max: number, integer = false): number {
   const v = o[f];
   if (typeof v !== "number" || !Number.isFinite(v)) fail(f, "must be a number");
   if (integer && !Number.isSafeInteger(v)) fail(f, "must be an integer");
@@ -282,7 +282,7 @@ function num(o: Record<string, unknown>, f: string, min: number, max: number, in
   return v;
 }
 
-function str(o: Record<string, unknown>, f: string, maxLen: number, pattern?: RegExp): string {
+export function str(o: Record<string, unknown>, f: string, maxLen: number, pattern?: RegExp): string {
   const v = o[f];
   if (typeof v !== "string") fail(f, "must be a string");
   if (v.length > maxLen) fail(f, `must be at most ${maxLen} characters`);
@@ -300,8 +300,9 @@ function strList(o: Record<string, unknown>, f: string, maxItems: number, check:
   return v as string[];
 }
 
-function isMultiaddrText(s: string): boolean {
-  if (s.length > 512 || !s.startsWith("/")) return false;
+/** Field checks shared with the other signed records of src/p2p (room-record.ts). */
+export function isMultiaddrText(s: unknown): boolean {
+  if (typeof s !== "string" || s.length > 512 || !s.startsWith("/")) return false;
   try {
     multiaddr(s);
     return true;

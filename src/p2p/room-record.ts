@@ -15,10 +15,21 @@
 import { createHash } from "node:crypto";
 import type { PrivateKey } from "@libp2p/interface";
 import { peerIdFromString } from "@libp2p/peer-id";
-import { multiaddr } from "@multiformats/multiaddr";
 import { AgoraError } from "../errors";
 import { PEER_ID_PATTERN, REGION_TOKEN_PATTERN, ROOM_ID_PATTERN } from "../protocol";
-import { AGORA_NAMESPACE, MAX_CLOCK_SKEW_SECONDS, MAX_TTL_SECONDS, RecordRejectedError, type RejectReason } from "./advertisement";
+import {
+  AGORA_NAMESPACE,
+  canonicalText,
+  decodeUtf8,
+  fail,
+  isMultiaddrText,
+  MAX_CLOCK_SKEW_SECONDS,
+  MAX_TTL_SECONDS,
+  num,
+  RecordRejectedError,
+  type RejectReason,
+  str,
+} from "./advertisement";
 import { canonicalJson } from "./canonical";
 
 export type RoomStatus = "active" | "handing-over";
@@ -267,52 +278,6 @@ export function selectRoomRecord(records: Uint8Array[]): number {
     }
   });
   return Math.max(best, 0);
-}
-
-function canonicalText(parsed: unknown): string | null {
-  try {
-    return canonicalJson(parsed);
-  } catch {
-    return null;
-  }
-}
-
-function decodeUtf8(bytes: Uint8Array, reason: RejectReason): string {
-  try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-  } catch {
-    throw new RecordRejectedError(reason, "not valid UTF-8");
-  }
-}
-
-function fail(field: string, why: string): never {
-  throw new RecordRejectedError("invalid_field", `${field} ${why}`);
-}
-
-function num(o: Record<string, unknown>, f: string, min: number, max: number, integer = false): number {
-  const v = o[f];
-  if (typeof v !== "number" || !Number.isFinite(v)) fail(f, "must be a number");
-  if (integer && !Number.isSafeInteger(v)) fail(f, "must be an integer");
-  if (v < min || v > max) fail(f, `must be within ${min}..${max}`);
-  return v;
-}
-
-function str(o: Record<string, unknown>, f: string, maxLen: number, pattern?: RegExp): string {
-  const v = o[f];
-  if (typeof v !== "string") fail(f, "must be a string");
-  if (v.length > maxLen) fail(f, `must be at most ${maxLen} characters`);
-  if (pattern && !pattern.test(v)) fail(f, `has an invalid value ${JSON.stringify(v.slice(0, 80))}`);
-  return v;
-}
-
-function isMultiaddrText(s: unknown): boolean {
-  if (typeof s !== "string" || s.length > 512 || !s.startsWith("/")) return false;
-  try {
-    multiaddr(s);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Every field present and well-typed; unknown extra fields are allowed (the signature covers them). */

@@ -108,6 +108,9 @@ export interface RoomPlacementWiring {
   refreshMixers(ifEmpty?: boolean): Promise<void>;
 }
 
+/** The heartbeat refreshes the region's mixer list at most this often (the beat itself may be faster). */
+const MIXER_REFRESH_MS = 5_000;
+
 /** How long a liveness ping of a recorded host may take before the host counts as dead. */
 const ALIVE_TIMEOUT_MS = 1_500;
 const DISCOVER_TIMEOUT_MS = 4_000;
@@ -125,12 +128,14 @@ export function createRoomPlacement(opts: {
   const { network, directory } = opts;
   const log = opts.logger.child({ component: "room-placement" });
   let cache: Candidate[] = [];
+  let refreshedAt = Number.NEGATIVE_INFINITY;
   let refreshing: Promise<Candidate[]> | undefined;
   const refresh = (): Promise<Candidate[]> => {
     refreshing ??= network
       .discover({ region: opts.region, capability: "mixer", includeSelf: true, timeoutMs: DISCOVER_TIMEOUT_MS })
       .then((ranked) => {
         cache = ranked.map((r) => ({ ...r.advertisement }));
+        refreshedAt = Date.now();
         return cache;
       })
       .catch((err) => {
@@ -186,7 +191,11 @@ export function createRoomPlacement(opts: {
       beating = true;
       try {
         for (const [room, n] of participants) directory.setParticipants(room, n);
-        await Promise.all([refresh(), host.reconcile()]);
+        // The mixer list is a discovery (a DHT walk and a ping per advertised mixer): not on every beat, or a
+        // region flooded with fake advertisements keeps this node's dialer busy with them (a drain refreshes
+        // it first anyway).
+        const due = cache.length === 0 || Date.now() - refreshedAt >= MIXER_REFRESH_MS;
+        await Promise.all([due ? refresh() : undefined, host.reconcile()]);
       } catch (err) {
         log.debug({ err: errorMessage(err) }, "room placement heartbeat failed");
       } finally {

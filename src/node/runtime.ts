@@ -613,8 +613,8 @@ export class NodeRuntime implements DashboardSource {
    * Participants that were not moved (no successor, 1.0.0 clients) are then waited for by waitForEmptyRooms.
    */
   private async handOverRooms(placement: RoomPlacementWiring, rooms: AudioRoomService): Promise<void> {
-    // The heartbeat keeps the mixer list fresh; a drain only waits for a discovery when it has none.
-    await placement.refreshMixers(true);
+    // A fresh mixer list before successors are picked (the heartbeat refreshes it only every few seconds).
+    await placement.refreshMixers();
     const moved = await placement.host.handOverAll();
     this.log.info({ rooms: moved.length, participants: rooms.movingParticipants() }, "draining: rooms handed over to their successors");
     while (!this.drainCancelled) {

@@ -200,12 +200,24 @@ describe("rooms in the network (binary processes)", () => {
     dead.proc.kill("SIGKILL");
     await eventually(() => ps.every((p) => p.lost > 0), 10_000, "every session lost");
     await Promise.all(ps.map((p) => p.failover()));
+    const rehomed = Date.now() - t0;
+    const firstHosts = new Set(ps.map((p) => p.nav.host));
+    // Participants whose mixer lists differed (a discovery that missed the mixer restarted by the test before)
+    // may re-home on different successors; the losing claim MOVEs its participants to the winner on its next
+    // heartbeat. The issue's figure is "together again", so that is what is waited for and timed.
+    const successor = await eventually(
+      () => {
+        const hosts = new Set(ps.map((p) => p.nav.host));
+        return hosts.size === 1 && [...hosts][0];
+      },
+      15_000,
+      "all 6 on one successor",
+    );
     const reunited = Date.now() - t0;
-    const hosts = new Set(ps.map((p) => p.nav.host));
-    expect(hosts.size).toBe(1);
-    expect([...hosts][0]).not.toBe(host);
+    expect(successor).not.toBe(host);
+    console.log(`SIGKILL: re-homed after ${rehomed} ms on ${firstHosts.size} host(s)`);
     await eventually(() => ps.every((p) => performance.now() - p.lastFrameAt < 500), 10_000, "audio from the successor");
-    console.log(`SIGKILL: all 6 on ${[...hosts][0]} after ${reunited} ms`);
+    console.log(`SIGKILL: all 6 on ${successor} after ${reunited} ms`);
     expect(reunited).toBeLessThan(5_000 + 5_000); // 5 s is the target; bound generously for a busy machine (bench measures)
     await Promise.all(ps.map((p) => p.stop()));
     mixers[idx] = await startMixer();

@@ -6,8 +6,7 @@
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import { identify } from "@libp2p/identify";
 import type { Libp2p } from "@libp2p/interface";
-import { kadDHT } from "@libp2p/kad-dht";
-import { ping } from "@libp2p/ping";
+import { kadDHT, type SingleKadDHT } from "@libp2p/kad-dht";
 import { multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
 import { AgoraError, errorMessage } from "../errors";
@@ -15,6 +14,7 @@ import type { Logger } from "../log";
 import { agoraTransportStack } from "../transport";
 import { agoraDhtInit } from "./dht";
 import { type DiscoverQuery, type DiscoveryServices, MAX_PARALLEL_DIALS, runDiscovery } from "./discovery";
+import { agoraPing } from "./ping";
 import type { RankedNode } from "./ranking";
 import { type ResolveRoomOptions, resolveRoomRecord } from "./room-directory";
 import { type ListedRoom, type ListRoomsQuery, listRooms } from "./room-list";
@@ -64,7 +64,7 @@ export async function createDiscoveryClient(opts: DiscoveryClientOptions): Promi
     connectionManager: { maxParallelDials: MAX_PARALLEL_DIALS },
     services: {
       identify: identify(),
-      ping: ping(),
+      ping: agoraPing(),
       dht: kadDHT(agoraDhtInit(validation, true)),
     },
   });
@@ -78,6 +78,10 @@ export async function createDiscoveryClient(opts: DiscoveryClientOptions): Promi
       const why = dials.map((d, i) => `${opts.bootstrap[i]}: ${d.status === "rejected" ? errorMessage(d.reason) : "ok"}`).join("; ");
       throw new AgoraError("P2P", `could not reach any bootstrap peer (${why})`);
     }
+    // A dial resolves when the connection is up; the peer enters the DHT routing table only after identify
+    // has told us it serves the DHT. A query started before that has nobody to ask and ends at once, empty
+    // (seen on a busy machine: a fresh `discover` client listing nothing). Wait for it within the budget.
+    await routingTableFilled(lib, budget);
   } catch (err) {
     await stop();
     throw err;
@@ -160,4 +164,23 @@ export async function discoverOnce(opts: DiscoverOnceOptions): Promise<RankedNod
   } finally {
     await client.stop();
   }
+}
+
+/** Resolves when the DHT routing table holds a peer, or after `timeoutMs` (the query then reports what it finds). */
+async function routingTableFilled(lib: Libp2p<DiscoveryServices>, timeoutMs: number): Promise<void> {
+  const table = (lib.services.dht as Partial<SingleKadDHT>).routingTable;
+  if (!table || table.size > 0) return;
+  const deadline = Date.now() + timeoutMs;
+  await new Promise<void>((resolve) => {
+    const check = () => {
+      if (table.size > 0 || Date.now() >= deadline) {
+        lib.removeEventListener("peer:identify", check);
+        clearInterval(poll);
+        resolve();
+      }
+    };
+    // identify is the usual trigger; the poll covers the routing table's own (async) update after it
+    const poll = setInterval(check, 25);
+    lib.addEventListener("peer:identify", check);
+  });
 }

@@ -12,7 +12,6 @@ import { identify } from "@libp2p/identify";
 import type { Libp2p, PeerId, PrivateKey } from "@libp2p/interface";
 import { type KadDHT, kadDHT, type SingleKadDHT } from "@libp2p/kad-dht";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
-import { ping } from "@libp2p/ping";
 import { uPnPNAT } from "@libp2p/upnp-nat";
 import { type RepeatingTask, repeatingTask } from "@libp2p/utils";
 import { createLibp2p } from "libp2p";
@@ -32,6 +31,7 @@ import { type DiscoverQuery, MAX_PARALLEL_DIALS, runDiscovery } from "./discover
 import { type KnownPeer, knownPeersPath, loadKnownPeers, saveKnownPeers } from "./known-peers";
 import { ConnectionMetrics, libp2pMetrics } from "./metrics";
 import { ALL_NODES_NAMESPACE, capabilityNamespace, PROTOCOL_ADVERT, PROTOCOL_DHT, regionNamespace } from "./namespaces";
+import { agoraPing } from "./ping";
 import { providerRefresher } from "./provider-refresher";
 import type { RankedNode } from "./ranking";
 import { reachability } from "./reachability";
@@ -214,7 +214,7 @@ function createAgoraLibp2p(a: Assembly) {
     metrics: libp2pMetrics(opts.registry, relayMonitor ? (s) => relayMonitor.trackStream(s) : undefined),
     services: {
       identify: identify(),
-      ping: ping(),
+      ping: agoraPing(),
       dht: kadDHT({
         ...agoraDhtInit(a.validation, false),
         metricsPrefix: "libp2p_agora_dht",

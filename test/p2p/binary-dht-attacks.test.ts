@@ -172,6 +172,10 @@ describe("discovery in a region flooded with 200 fake nodes", () => {
       const { ms, found } = await api();
       runs.push(ms);
       const ids = found.map((n) => n.advertisement.peer_id);
+      if (ids[0] !== otherId)
+        console.log(
+          `query ${i}: ${Math.round(ms)} ms, the other honest node at rank ${ids.indexOf(otherId)} of ${ids.length}; first: ${JSON.stringify(found.slice(0, 3))}; fake first: ${fakeIds.has(ids[0] ?? "")}`,
+        );
       // the other honest node first (the asking node does not list itself), reachable; fakes after it
       expect(ids[0]).toBe(otherId);
       expect(found[0]!.latency_ms).not.toBeNull();

@@ -7,11 +7,11 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import type { Libp2p } from "@libp2p/interface";
-import type { KadDHT } from "@libp2p/kad-dht";
-import { peerIdFromPrivateKey } from "@libp2p/peer-id";
+import type { KadDHT, SingleKadDHT } from "@libp2p/kad-dht";
+import { peerIdFromPrivateKey, peerIdFromString } from "@libp2p/peer-id";
 import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import { silentLogger } from "../../src/log";
-import { discoverOnce, type NetworkNode } from "../../src/p2p";
+import { createDiscoveryClient, discoverOnce, type NetworkNode } from "../../src/p2p";
 import {
   advertisementKey,
   encodeAdvertisement,
@@ -213,6 +213,21 @@ describe("loopback Agora network", () => {
     expect(await a.node.discover({ region: "ap-south", timeoutMs: 2_000 })).toEqual([]);
   });
 
+  test("concurrent discoveries on one node all see the others reachable (several pings to one peer at once)", async () => {
+    // A node runs discoveries at once (API queries, placement's mixer refresh, alive checks): with libp2p's
+    // default of one outbound ping stream per connection the second ping failed at once and ranked the peer
+    // "unreachable" (behind fakes, in a flood).
+    const pinger = (us.node.libp2p as Libp2p<{ ping: { ping(p: unknown, o?: { signal?: AbortSignal }): Promise<number> } }>).services.ping;
+    const target = peerIdFromString(a.node.peerId);
+    const rtts = await Promise.all(Array.from({ length: 6 }, () => pinger.ping(target, { signal: AbortSignal.timeout(20_000) })));
+    expect(rtts.every((ms) => Number.isFinite(ms) && ms >= 0)).toBe(true);
+    const runs = await Promise.all(Array.from({ length: 4 }, () => us.node.discover({ region: "eu-west", timeoutMs: 20_000 })));
+    for (const r of runs) {
+      expect(ids(r)).toEqual([a.node.peerId, b.node.peerId, relay.node.peerId].sort());
+      expect(r.every((n) => n.latency_ms !== null)).toBe(true);
+    }
+  });
+
   test("capability and group filters are exact", async () => {
     const exactly = async (q: Query, want: string[]) => expect(ids(await discoverExactly(us, q, want))).toEqual([...want].sort());
     await exactly({ capability: "relay" }, [relay.node.peerId]);
@@ -250,6 +265,21 @@ describe("loopback Agora network", () => {
         timeoutMs: 3_000,
       }),
     ).rejects.toMatchObject({ code: "P2P" });
+  });
+
+  test("a discovery client is handed out only once its DHT routing table has the bootstrap peer", async () => {
+    // The dial resolves before identify says the peer serves the DHT; a query started in between had
+    // nobody to ask and returned nothing. Several clients at once make the gap likely.
+    const clients = await Promise.all(
+      Array.from({ length: 4 }, () => createDiscoveryClient({ bootstrap: [boot.addr], logger: silentLogger() })),
+    );
+    try {
+      for (const c of clients) expect((c.libp2p.services.dht as unknown as SingleKadDHT).routingTable.size).toBeGreaterThan(0);
+      const found = await Promise.all(clients.map((c) => c.discover({ region: "eu-west" })));
+      for (const f of found) expect(ids(f)).toEqual([a.node.peerId, b.node.peerId, relay.node.peerId].sort());
+    } finally {
+      await Promise.all(clients.map((c) => c.stop()));
+    }
   });
 
   test("a draining node is no longer returned", async () => {

@@ -175,6 +175,13 @@ export function createRoomPlacement(opts: {
     selfAddrs: () => network.listenAddrs(),
     candidates: async () => (cache.length > 0 ? cache : refresh()),
     isAlive,
+    // An unknown peer may be a mixer that started after our last discovery: one fresh look, then no.
+    isMixer: async (peer) => {
+      const known = () => cache.some((c) => c.peer_id === peer && c.capabilities.includes("mixer"));
+      if (known()) return true;
+      if (Date.now() - refreshedAt >= MIXER_REFRESH_MS) await refresh();
+      return known();
+    },
     registry: opts.registry,
     logger: opts.logger,
   });

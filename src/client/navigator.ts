@@ -80,6 +80,10 @@ export interface NavigatorStats {
   movesFollowed: number;
   /** MOVEs not from the current host's session, for another room, or repeated */
   movesRefused: number;
+  /** MOVEs accepted whose successor could not be joined (the session stayed on the old host) */
+  movesFailed: number;
+  /** why the last failed MOVE failed */
+  lastMoveError?: string;
   /** per followed MOVE: ms between the last frame of the old session and the first of the new one */
   moveGapsMs: number[];
 }
@@ -113,6 +117,7 @@ export class RoomNavigator {
     redirectLoops: 0,
     movesFollowed: 0,
     movesRefused: 0,
+    movesFailed: 0,
     moveGapsMs: [],
   };
   private readonly log: Logger;
@@ -400,6 +405,8 @@ export class RoomNavigator {
       } catch (err) {
         // The old host still serves us; if it goes, the caller's reconnect re-homes by the rule.
         this.log.warn({ err: errorMessage(err), successor: m.successorPeerId }, "could not join the successor; staying");
+        this.stats.movesFailed++;
+        this.stats.lastMoveError = errorMessage(err);
         this.current = old;
       } finally {
         this.moving = false;

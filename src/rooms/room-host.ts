@@ -122,6 +122,8 @@ export class RoomHost {
   private readonly hosted = new Map<string, HostedRoom>();
   /** in-flight decisions per room: concurrent JOINs of one room share one resolve/claim */
   private readonly pending = new Map<string, Promise<JoinDecision>>();
+  /** claims being published (a fast admit confirms once its claim is out) */
+  private readonly claimed = new Map<string, Promise<void>>();
   private readonly metrics: RoomHostMetrics;
   private readonly log: Logger;
   private readonly now: () => number;
@@ -296,7 +298,15 @@ export class RoomHost {
       : await lookup;
     if (fast === undefined) {
       const d = this.claimHere(room, undefined);
-      void lookup.then(({ rec }) => this.confirmFastClaim(room, rec));
+      void (async () => {
+        await this.confirmFastClaim(room, (await lookup).rec);
+        // Two mixers whose mixer lists differ may both take themselves for the rule's first and admit at
+        // once: once our claim is out, one look at the winning record settles it (the loser moves its
+        // participants now, not a heartbeat later).
+        await this.claimed.get(room);
+        await new Promise((res) => setTimeout(res, this.opts.fastAdmitMs ?? FAST_ADMIT_MS));
+        await this.reconcileRoom(room);
+      })().catch((err) => this.log.debug({ room, err: errorMessage(err) }, "fast claim confirmation failed"));
       return d;
     }
     const rec = fast.rec;
@@ -339,7 +349,11 @@ export class RoomHost {
     this.hosted.set(room, { epoch });
     this.metrics.claims.inc({ result: rec && rec.host !== self ? "taken_over" : "claimed" });
     this.log.info({ room, epoch, previous: rec?.host }, "room claimed");
-    void this.publishClaim(room, epoch);
+    const put = this.publishClaim(room, epoch);
+    this.claimed.set(room, put);
+    void put.finally(() => {
+      if (this.claimed.get(room) === put) this.claimed.delete(room);
+    });
     return { kind: "admit", epoch };
   }
 
@@ -463,31 +477,36 @@ export class RoomHost {
    * When our record is missing or outdated, claim again.
    */
   async reconcile(): Promise<void> {
+    for (const room of [...this.hosted.keys()]) await this.reconcileRoom(room);
+  }
+
+  private async reconcileRoom(room: string): Promise<void> {
     const self = this.opts.selfPeerId;
-    for (const [room, h] of [...this.hosted]) {
-      if (h.leaving) continue;
-      let rec: RoomHostRecord | undefined;
-      try {
-        rec = await this.opts.directory.resolve(room);
-      } catch {
-        continue;
-      }
-      if (!rec || rec.host === self) {
-        if (!rec || rec.epoch < h.epoch) void this.publishClaim(room, h.epoch);
-        continue;
-      }
-      if (rec.status === "handing-over" && rec.successor === self) continue;
-      if (!(await this.obeys(room, rec))) {
-        // Our claim lost to a host that is gone (or is no mixer): take the room over with a higher epoch.
-        h.epoch = Math.max(h.epoch, rec.epoch + 1);
-        void this.publishClaim(room, h.epoch);
-        continue;
-      }
-      this.metrics.claims.inc({ result: "lost" });
-      this.log.warn({ room, winner: rec.host, epoch: rec.epoch, ours: h.epoch }, "another live host won the room; moving participants");
-      h.leaving = { to: rec.host, epoch: rec.epoch };
-      await this.moveRoom(room, rec.host, rec.addrs, rec.epoch, MoveReason.CLAIM_LOST);
-      this.opts.directory.countHandover?.(room, "out");
+    const h = this.hosted.get(room);
+    if (!h || h.leaving) return;
+    let rec: RoomHostRecord | undefined;
+    try {
+      rec = await this.opts.directory.resolve(room);
+    } catch {
+      return;
     }
+    if (h.leaving || this.hosted.get(room) !== h) return;
+    if (!rec || rec.host === self) {
+      if (!rec || rec.epoch < h.epoch) void this.publishClaim(room, h.epoch);
+      return;
+    }
+    if (rec.status === "handing-over" && rec.successor === self) return;
+    if (!(await this.obeys(room, rec))) {
+      // Our claim lost to a host that is gone (or is no mixer): take the room over with a higher epoch.
+      h.epoch = Math.max(h.epoch, rec.epoch + 1);
+      void this.publishClaim(room, h.epoch);
+      return;
+    }
+    if (h.leaving) return;
+    this.metrics.claims.inc({ result: "lost" });
+    this.log.warn({ room, winner: rec.host, epoch: rec.epoch, ours: h.epoch }, "another live host won the room; moving participants");
+    h.leaving = { to: rec.host, epoch: rec.epoch };
+    await this.moveRoom(room, rec.host, rec.addrs, rec.epoch, MoveReason.CLAIM_LOST);
+    this.opts.directory.countHandover?.(room, "out");
   }
 }

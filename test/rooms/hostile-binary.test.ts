@@ -12,6 +12,9 @@
  *      issued by itself, other room, expired, other participant, other successor, garbage): each is refused
  *      (the JOIN is handled as one without a token: REDIRECT to the real host, protocol.md "Move token") and
  *      counted by reason in that binary's /metrics; the room stays where it is;
+ *  (d) a peer that is no mixer publishes a valid, self-signed record of a new room naming itself (a squat):
+ *      the real mixers do not obey it (the JOIN is admitted, the room claimed over it at a higher epoch,
+ *      counted as `taken_over_not_mixer`), so the participant ends on the real host;
  *  (c) a MOVE for the room sent on another session (a hostile host of another room the same participant is
  *      in) is ignored and counted; the participant's audio on the real host goes on.
  *
@@ -22,11 +25,12 @@ import { generateKeyPair } from "@libp2p/crypto/keys";
 import { identify } from "@libp2p/identify";
 import type { Libp2p, PrivateKey } from "@libp2p/interface";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
+import { ping } from "@libp2p/ping";
 import { multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
 import { loadOpusCodec, type MixerCandidate, type OpusCodec, type RoomLocator, RoomNavigator } from "../../src/client";
 import { silentLogger } from "../../src/log";
-import { createRoomLocator, type RoomLocatorClient } from "../../src/p2p";
+import { createRoomLocator, encodeRoomRecord, type RoomLocatorClient, roomRecordKey, signRoomRecord } from "../../src/p2p";
 import {
   AUDIO_PROTOCOL_1_1,
   Capability,
@@ -42,6 +46,7 @@ import { agoraTransportStack } from "../../src/transport";
 import { openRaw } from "../helpers/net-fakes";
 import { eventually, type NodeHandle, startNode } from "../helpers/node-process";
 import { Participant, stopParticipants } from "../helpers/room-participant";
+import { RawDhtSession } from "../p2p/raw-dht";
 
 setDefaultTimeout(120_000);
 
@@ -72,7 +77,8 @@ async function hostilePeer(): Promise<Hostile> {
     privateKey: key,
     addresses: { listen: ["/ip4/127.0.0.1/tcp/0"] },
     ...agoraTransportStack(),
-    services: { identify: identify() },
+    // it answers pings, so a mixer's liveness check of a record naming it passes
+    services: { identify: identify(), ping: ping() },
   });
   const peer = peerIdFromPrivateKey(key).toString();
   const addr = node
@@ -102,7 +108,7 @@ async function hostilePeer(): Promise<Hostile> {
     stream.addEventListener("message", (evt) => {
       const msgs: WireMessage[] = dec.push(chunkBytes(evt.data)).messages;
       const join = msgs.find((m) => m.type === "JOIN");
-      if (!join || join.type !== "JOIN" || !h.mode) return;
+      if (join?.type !== "JOIN" || !h.mode) return;
       h.joins++;
       const m = h.mode;
       if (m.kind === "astray" || m.kind === "redirect-to") {
@@ -309,5 +315,55 @@ describe("hostile peers against binary mixers", () => {
     await eventually(() => crowd.every((p, i) => p.frames > frames[i]! + 25), 15_000, "audio still flowing in the main room", 100);
     expect(crowd.every((p) => p.moves === 0 && p.nav.stats.movesRefused === 0 && p.nav.host === realFirst && p.lost === 0)).toBe(true);
     s.abort("done");
+  });
+
+  test("(d) a room squatted by a non-mixer's self-signed record: the real mixers claim over it; the participant ends on the real host", async () => {
+    const squat = "squatted-room";
+    const servers = [boot, ...mixers];
+    const record = encodeRoomRecord(
+      await signRoomRecord(
+        {
+          room: squat,
+          region: REGION,
+          host: evil1.peer,
+          addrs: evil1.cand.listen_addr,
+          participants: 1,
+          epoch: 5,
+          seq: 1,
+          last_seen: Date.now() / 1000,
+          ttl_seconds: 3600,
+          status: "active",
+          open: true,
+        },
+        evil1.key,
+      ),
+    );
+    // It is a valid record (signed by the host it names): the DHT servers store it.
+    let stored = 0;
+    for (const h of servers) {
+      const session = new RawDhtSession(evil1.node, multiaddr(await h.multiaddr()));
+      if (await session.put(roomRecordKey(squat), record).catch(() => false)) stored++;
+      session.close();
+    }
+    expect(stored).toBeGreaterThan(0);
+    evil1.mode = { kind: "astray", to: decoy };
+    const ruled = rankPlacement(squat, REGION, real)[0]!.peer_id;
+    const p = new Participant(codec, loc.libp2p, loc, REGION, squat, 550);
+    await p.join();
+    expect(p.nav.host).toBe(ruled);
+    const host = mixerOf(ruled);
+    expect(await metric(host, "agora_rooms_host_claims_total", 'result="taken_over_not_mixer"')).toBeGreaterThanOrEqual(1);
+    // its claim (epoch 6) beats the squat's record everywhere
+    await eventually(
+      async () => {
+        const r = await loc.resolve(squat);
+        return r?.host === ruled && r.epoch > 5;
+      },
+      20_000,
+      "the real host's claim resolves over the squat",
+      200,
+    );
+    await eventually(() => p.frames > 25, 15_000, "audio from the real host", 100);
+    await p.stop();
   });
 });

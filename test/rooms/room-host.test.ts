@@ -549,6 +549,60 @@ describe("room host: hostile input", () => {
     expect(await d).toEqual({ kind: "admit", epoch: 1 });
   });
 
+  test("two mixers that both take themselves for the rule's first (different mixer lists) admit at once; the loser moves right after its claim", async () => {
+    const dir = new MemoryRoomDirectory();
+    const hosts: { peer: string; host: RoomHost; moved: string[] }[] = [];
+    for (let i = 0; i < 2; i++) {
+      const key = await generateKeyPair("Ed25519");
+      const { peerIdFromPrivateKey } = await import("@libp2p/peer-id");
+      const peer = peerIdFromPrivateKey(key).toString();
+      const port = dir.port(peer, "eu-west", () => ["/ip4/127.0.0.1/tcp/1"]);
+      const slow = { ...port, resolve: async (room: string) => (await Bun.sleep(400), port.resolve(room)) };
+      const me = {
+        peer_id: peer,
+        region: "eu-west",
+        status: "online",
+        capabilities: ["mixer"],
+        current_load: 0,
+        max_clients: 10,
+        listen_addr: [],
+      };
+      const moved: string[] = [];
+      const host = new RoomHost({
+        directory: slow,
+        selfPeerId: peer,
+        privateKey: key,
+        region: "eu-west",
+        selfAddrs: () => [],
+        // each sees only itself (a partial discovery), so each is the rule's first in its own view
+        candidates: async () => [me],
+        isAlive: async () => true,
+        isMixer: async () => true,
+        registry: new Registry(),
+        logger: silentLogger(),
+        fastAdmitMs: 50,
+      });
+      host.bind({
+        hostedRooms: () => new Map([["both", 1]]),
+        move: async (_room, t) => {
+          moved.push(t.successorPeerId);
+          return 1;
+        },
+      });
+      hosts.push({ peer, host, moved });
+    }
+    const [a, b] = hosts as [(typeof hosts)[0], (typeof hosts)[0]];
+    expect(await Promise.all([a.host.decide("both", "p1"), b.host.decide("both", "p2")])).toEqual([
+      { kind: "admit", epoch: 1 },
+      { kind: "admit", epoch: 1 },
+    ]);
+    const winner = dir.winner("both")!.host;
+    const loser = winner === a.peer ? b : a;
+    await waitFor(() => loser.moved.length === 1, "the loser moved its participants to the winner", 10_000);
+    expect(loser.moved).toEqual([winner]);
+    expect((winner === a.peer ? a : b).moved).toEqual([]);
+  });
+
   test("a room record naming a peer that is no mixer of the region is not obeyed: the JOIN is admitted and the room claimed over it", async () => {
     const key = await generateKeyPair("Ed25519");
     const { peerIdFromPrivateKey } = await import("@libp2p/peer-id");

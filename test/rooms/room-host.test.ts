@@ -557,7 +557,13 @@ describe("room host: hostile input", () => {
       const { peerIdFromPrivateKey } = await import("@libp2p/peer-id");
       const peer = peerIdFromPrivateKey(key).toString();
       const port = dir.port(peer, "eu-west", () => ["/ip4/127.0.0.1/tcp/1"]);
-      const slow = { ...port, resolve: async (room: string) => (await Bun.sleep(400), port.resolve(room)) };
+      const slow = {
+        ...port,
+        resolve: async (room: string) => {
+          await Bun.sleep(400);
+          return port.resolve(room);
+        },
+      };
       const me = {
         peer_id: peer,
         region: "eu-west",

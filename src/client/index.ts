@@ -69,6 +69,7 @@ export {
   type MixerCandidate,
   type NavigatedSessionOptions,
   type NavigatorStats,
+  PlacementRefusedError,
   type RoomLocator,
   RoomNavigator,
   type RoomNavigatorOptions,

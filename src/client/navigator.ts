@@ -19,6 +19,22 @@ import { type Clock, realClock } from "./clock";
 import { quietLogger } from "./quiet-log";
 import { AudioRedirectError, AudioSession, type AudioSessionOptions } from "./session";
 
+/** How long a join waits for the room's record before it dials the placement rule's first mixer. */
+const RESOLVE_HEAD_START_MS = 250;
+/** Re-placements after refused REDIRECTs (each leaves the mixers that sent them out). */
+const MAX_REFUSAL_RETRIES = 2;
+
+/** A REDIRECT refused (unconfirmed, for another room, a loop): `peers` are the mixers that sent them. */
+export class PlacementRefusedError extends AgoraError {
+  constructor(
+    message: string,
+    readonly peers: string[],
+  ) {
+    super("P2P", message);
+    this.name = "PlacementRefusedError";
+  }
+}
+
 /** A live room record as a client sees it (verified by the locator). */
 export interface LocatedRoom {
   host: string;
@@ -64,6 +80,10 @@ export interface NavigatorStats {
   movesFollowed: number;
   /** MOVEs not from the current host's session, for another room, or repeated */
   movesRefused: number;
+  /** MOVEs accepted whose successor could not be joined (the session stayed on the old host) */
+  movesFailed: number;
+  /** why the last failed MOVE failed */
+  lastMoveError?: string;
   /** per followed MOVE: ms between the last frame of the old session and the first of the new one */
   moveGapsMs: number[];
 }
@@ -97,6 +117,7 @@ export class RoomNavigator {
     redirectLoops: 0,
     movesFollowed: 0,
     movesRefused: 0,
+    movesFailed: 0,
     moveGapsMs: [],
   };
   private readonly log: Logger;
@@ -151,9 +172,21 @@ export class RoomNavigator {
    */
   async open(o: NavigatedSessionOptions & { onMoved?: (s: AudioSession) => void }): Promise<AudioSession> {
     this.sessionOpts = o;
-    const first = await this.placeTarget();
-    const session = await this.joinFollowing(first.host, first.addrs, undefined);
-    return session;
+    for (let attempt = 0; ; attempt++) {
+      const first = await this.placeTarget();
+      try {
+        return await this.joinFollowing(first.host, first.addrs, undefined);
+      } catch (err) {
+        // A mixer that REDIRECTed where no record confirms, or into a loop, is not trusted with this room
+        // again: it is left out and the room placed without it, as every participant that meets it does
+        // (they compute the same ranking), so they still end together on one host.
+        if (!(err instanceof PlacementRefusedError) || attempt >= MAX_REFUSAL_RETRIES) throw err;
+        for (const p of err.peers) this.excluded.add(p);
+        this.log.warn({ err: err.message, excluded: err.peers }, "placement refused; placing the room without those mixers");
+        const next = rankPlacement(this.opts.room, this.region ?? "", this.mixersCache ?? [], this.excluded)[0];
+        if (!next) throw err;
+      }
+    }
   }
 
   private async mixers(refresh = false): Promise<MixerCandidate[]> {
@@ -176,10 +209,19 @@ export class RoomNavigator {
       const [best] = rankPlacement(this.opts.room, this.region ?? "", this.mixersCache, this.excluded);
       if (best) return { host: best.peer_id, addrs: best.listen_addr };
     }
-    const rec = await this.opts.locator.resolve(this.opts.room).catch((err) => {
+    const lookup = this.opts.locator.resolve(this.opts.room).catch((err) => {
       this.log.debug({ err: errorMessage(err) }, "room record lookup failed; placing by rule");
       return undefined;
     });
+    // A new room has no record, and its lookup answers only at its bound: with a mixer list at hand, the
+    // rule's first mixer is dialled once the lookup has had a head start. That mixer REDIRECTs to the live
+    // host if the room lives elsewhere (the redirect is verified against the record), so nothing is split.
+    const cached = this.mixersCache ?? (await this.mixers().catch(() => undefined));
+    const headStart = cached && cached.length > 0 ? rankPlacement(this.opts.room, this.region ?? "", cached, this.excluded)[0] : undefined;
+    const rec = headStart
+      ? await Promise.race([lookup, new Promise<"late">((res) => setTimeout(res, RESOLVE_HEAD_START_MS, "late"))])
+      : await lookup;
+    if (rec === "late") return { host: headStart!.peer_id, addrs: headStart!.listen_addr };
     if (rec && !this.excluded.has(rec.host)) {
       if (rec.status === "handing-over" && rec.successor && !this.excluded.has(rec.successor)) {
         const succ = (await this.mixers()).find((m) => m.peer_id === rec.successor);
@@ -203,6 +245,8 @@ export class RoomNavigator {
     const o = this.sessionOpts!;
     let target = { host, addrs };
     let dialRetries = 0;
+    /** the mixers that REDIRECTed this join */
+    const chain = new Set<string>();
     for (let hop = 0; ; hop++) {
       const targets = hostTargets(target.host, target.addrs);
       if (targets.length === 0) throw new AgoraError("P2P", `no dialable address for mixer ${target.host}`);
@@ -238,9 +282,12 @@ export class RoomNavigator {
           }
           throw err;
         }
+        chain.add(thisHost);
         if (hop + 1 >= maxHops) {
           this.stats.redirectLoops++;
-          throw new AgoraError("P2P", `room ${this.opts.room}: more than ${maxHops} REDIRECTs, giving up (a redirect loop)`);
+          throw new PlacementRefusedError(`room ${this.opts.room}: more than ${maxHops} REDIRECTs, giving up (a redirect loop)`, [
+            ...chain,
+          ]);
         }
         target = await this.verifyRedirect(err.redirect, thisHost);
         moveToken = undefined;
@@ -267,7 +314,14 @@ export class RoomNavigator {
   private async verifyRedirect(r: RedirectMessage, from: string): Promise<{ host: string; addrs: string[] }> {
     if (r.room !== this.opts.room) {
       this.stats.redirectsRefused++;
-      throw new AgoraError("WIRE_PROTOCOL", `REDIRECT for room ${r.room} while joining ${this.opts.room}: refused`);
+      throw new PlacementRefusedError(`REDIRECT from ${from} for room ${r.room} while joining ${this.opts.room}: refused`, [from]);
+    }
+    if (this.excluded.has(r.hostPeerId) || r.hostPeerId === from) {
+      this.stats.redirectsRefused++;
+      throw new PlacementRefusedError(
+        `REDIRECT from ${from} of room ${this.opts.room} to ${r.hostPeerId === from ? "itself" : `${r.hostPeerId}, a mixer left out of placement`}: refused`,
+        [from],
+      );
     }
     // The rule's own choice needs no record: this client would have gone there anyway.
     const cands = this.mixersCache ?? [];
@@ -286,7 +340,10 @@ export class RoomNavigator {
       await new Promise((res) => setTimeout(res, 100 * (attempt + 1)));
     }
     this.stats.redirectsRefused++;
-    throw new AgoraError("P2P", `REDIRECT of room ${this.opts.room} to ${r.hostPeerId} is not confirmed by its record: refused`);
+    throw new PlacementRefusedError(
+      `REDIRECT from ${from} of room ${this.opts.room} to ${r.hostPeerId} is not confirmed by its record: refused`,
+      [from],
+    );
   }
 
   private onAudio(session: AudioSession | undefined, frame: AudioFrame, at: number): void {
@@ -348,6 +405,8 @@ export class RoomNavigator {
       } catch (err) {
         // The old host still serves us; if it goes, the caller's reconnect re-homes by the rule.
         this.log.warn({ err: errorMessage(err), successor: m.successorPeerId }, "could not join the successor; staying");
+        this.stats.movesFailed++;
+        this.stats.lastMoveError = errorMessage(err);
         this.current = old;
       } finally {
         this.moving = false;

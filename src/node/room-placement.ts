@@ -111,6 +111,9 @@ export interface RoomPlacementWiring {
 /** The heartbeat refreshes the region's mixer list at most this often (the beat itself may be faster). */
 const MIXER_REFRESH_MS = 5_000;
 
+/** A discovery that finds no other mixer does not replace a list younger than this. */
+const KEEP_LAST_LIST_MS = 60_000;
+
 /** How long a liveness ping of a recorded host may take before the host counts as dead. */
 const ALIVE_TIMEOUT_MS = 1_500;
 const DISCOVER_TIMEOUT_MS = 4_000;
@@ -134,7 +137,16 @@ export function createRoomPlacement(opts: {
     refreshing ??= network
       .discover({ region: opts.region, capability: "mixer", includeSelf: true, timeoutMs: DISCOVER_TIMEOUT_MS })
       .then((ranked) => {
-        cache = ranked.map((r) => ({ ...r.advertisement }));
+        const next = ranked.map((r) => ({ ...r.advertisement }));
+        // A walk that found no mixer but this node (a busy machine's timed-out discovery) is a failed one, not
+        // news that the region emptied: replacing a recent list with it left a drain without a successor, so
+        // its rooms got no MOVE at all. The last list stands until it is a minute old.
+        const others = next.some((c) => c.peer_id !== network.peerId);
+        if (!others && cache.some((c) => c.peer_id !== network.peerId) && Date.now() - refreshedAt < KEEP_LAST_LIST_MS) {
+          log.debug({ found: next.length, kept: cache.length }, "mixer discovery found no other mixer; keeping the last list");
+          return cache;
+        }
+        cache = next;
         refreshedAt = Date.now();
         return cache;
       })
@@ -175,6 +187,13 @@ export function createRoomPlacement(opts: {
     selfAddrs: () => network.listenAddrs(),
     candidates: async () => (cache.length > 0 ? cache : refresh()),
     isAlive,
+    // An unknown peer may be a mixer that started after our last discovery: one fresh look, then no.
+    isMixer: async (peer) => {
+      const known = () => cache.some((c) => c.peer_id === peer && c.capabilities.includes("mixer"));
+      if (known()) return true;
+      if (Date.now() - refreshedAt >= MIXER_REFRESH_MS) await refresh();
+      return known();
+    },
     registry: opts.registry,
     logger: opts.logger,
   });

@@ -16,6 +16,9 @@ import type { Logger } from "../log";
 import { MoveReason, type PlacementCandidate, rankPlacement } from "../protocol";
 import { MOVE_TOKEN_TTL_MS, type MoveTokenAccess, type MoveTokenRejection, signMoveToken, verifyMoveToken } from "./move-token";
 
+/** How long the rule's first mixer waits for a record lookup before admitting a JOIN (see fastAdmitMs). */
+const FAST_ADMIT_MS = 300;
+
 /** A verified, live room record as the directory resolved it. */
 export interface RoomHostRecord {
   room: string;
@@ -73,6 +76,19 @@ export interface RoomHostOptions {
   candidates(): Promise<(PlacementCandidate & { listen_addr: string[] })[]>;
   /** whether a peer answers (ping, bounded): a record whose host does not is treated as dead */
   isAlive(peer: string, addrs: string[]): Promise<boolean>;
+  /**
+   * Whether `peer` is a mixer of this region (a live signed advertisement with the `mixer` capability; the
+   * wiring may refresh its list once for an unknown peer). A room record or a move token naming a host that
+   * is not one is not obeyed. Default: listed in `candidates()`.
+   */
+  isMixer?(peer: string): Promise<boolean>;
+  /**
+   * The rule's first mixer admits a JOIN of a room it knows nothing of once the record lookup has taken this
+   * long (default 300 ms), and confirms behind: a live record of another host found later moves the room
+   * there (as a lost claim does). A new room has no record to find; waiting out the lookup's bound made the
+   * join of a new room take seconds.
+   */
+  fastAdmitMs?: number;
   registry: Registry;
   logger: Logger;
   now?: () => number;
@@ -106,6 +122,8 @@ export class RoomHost {
   private readonly hosted = new Map<string, HostedRoom>();
   /** in-flight decisions per room: concurrent JOINs of one room share one resolve/claim */
   private readonly pending = new Map<string, Promise<JoinDecision>>();
+  /** claims being published (a fast admit confirms once its claim is out) */
+  private readonly claimed = new Map<string, Promise<void>>();
   private readonly metrics: RoomHostMetrics;
   private readonly log: Logger;
   private readonly now: () => number;
@@ -115,9 +133,12 @@ export class RoomHost {
     this.log = opts.logger.child({ component: "room-host" });
     this.now = opts.now ?? Date.now;
     this.metrics = {
-      claims: counter(opts.registry, "agora_rooms_host_claims_total", "Room claims by this node, by result (claimed, taken_over, lost)", [
-        "result",
-      ]),
+      claims: counter(
+        opts.registry,
+        "agora_rooms_host_claims_total",
+        "Room claims by this node, by result (claimed, taken_over a dead host's room, taken_over_not_mixer a record naming a peer that is no mixer of the region, lost)",
+        ["result"],
+      ),
       moveTokens: counter(
         opts.registry,
         "agora_rooms_move_tokens_total",
@@ -163,7 +184,17 @@ export class RoomHost {
       }
       return { kind: "admit", epoch: h.epoch };
     }
-    if (h?.leaving) return this.redirectTo(h.leaving.to, h.leaving.epoch, room);
+    if (h?.leaving) {
+      // The room may come back: we handed it to X, X now drains and the rule picks us again. X's genuine
+      // token with a newer epoch than our handover's makes us the host again; without this check the stale
+      // `leaving` mark (our moved participants' old sessions are still closing) REDIRECTed the MOVEd
+      // participants back to X, which redirected them here: a drain in which nobody moved.
+      if (moveToken) {
+        const back = await this.checkToken(room, participantPeer, moveToken, h);
+        if (back) return back;
+      }
+      return this.redirectTo(h.leaving.to, h.leaving.epoch, room);
+    }
     if (moveToken) {
       const verdict = await this.checkToken(room, participantPeer, moveToken);
       if (verdict) return verdict;
@@ -183,21 +214,48 @@ export class RoomHost {
     return { kind: "redirect", hostPeerId: peer, addrs, epoch };
   }
 
-  private async checkToken(room: string, participantPeer: string, token: Uint8Array): Promise<JoinDecision | undefined> {
+  private isMixer(peer: string): Promise<boolean> {
+    if (this.opts.isMixer) return this.opts.isMixer(peer).catch(() => false);
+    return this.opts
+      .candidates()
+      .then((cs) => cs.some((c) => c.peer_id === peer && c.capabilities.includes("mixer")))
+      .catch(() => false);
+  }
+
+  /**
+   * `stale`: our entry for a room we handed over; the token must then come from the host we handed it to,
+   * with a newer epoch than that handover's.
+   */
+  private async checkToken(
+    room: string,
+    participantPeer: string,
+    token: Uint8Array,
+    stale?: HostedRoom,
+  ): Promise<JoinDecision | undefined> {
     const v = await verifyMoveToken(token, { room, successor: this.opts.selfPeerId, participant: participantPeer, nowMs: this.now() });
     if (!v.ok) {
       this.countToken(v.reason);
       this.log.info({ room, peer: participantPeer, reason: v.reason }, `move token refused: ${v.message}`);
       return undefined;
     }
+    if (stale?.leaving && (v.claims.issuer !== stale.leaving.to || v.claims.epoch <= stale.leaving.epoch)) {
+      this.countToken("not_host");
+      this.log.info({ room, issuer: v.claims.issuer, to: stale.leaving.to }, "move token for a room we handed to another host: refused");
+      return undefined;
+    }
     // The token is genuine; is its issuer the room's host? The record says so (active, or handing over to
     // us). While the issuer's record is not visible here yet, its own signed word that we are the successor
     // is accepted only if nobody else holds a live record with a higher epoch.
     const rec = await this.opts.directory.resolve(room, { quick: true }).catch(() => undefined);
+    // Without a visible record the issuer's word is taken only if it is a mixer of the region: any peer can
+    // sign a token naming itself as issuer, and would otherwise make this node host (and claim, at the
+    // token's epoch) any room whose record a lookup did not find in time.
+    // A record naming the issuer counts only if the issuer is a mixer too (a record is self-signed).
     const issuerHosts =
-      rec === undefined ||
-      (rec.host === v.claims.issuer && rec.epoch <= v.claims.epoch) ||
-      (rec.host === this.opts.selfPeerId && rec.epoch >= v.claims.epoch - 1);
+      rec === undefined
+        ? await this.isMixer(v.claims.issuer)
+        : (rec.host === v.claims.issuer && rec.epoch <= v.claims.epoch && (await this.isMixer(v.claims.issuer))) ||
+          (rec.host === this.opts.selfPeerId && rec.epoch >= v.claims.epoch - 1);
     if (!issuerHosts) {
       this.countToken("not_host");
       this.log.info({ room, issuer: v.claims.issuer, host: rec?.host }, "move token issued by a peer that is not the room's host");
@@ -205,7 +263,8 @@ export class RoomHost {
     }
     this.countToken("accepted");
     const epoch = Math.max(v.claims.epoch, rec?.epoch ?? 0);
-    if (!this.hosted.has(room)) {
+    const prior = this.hosted.get(room);
+    if (!prior || prior.leaving) {
       this.hosted.set(room, { epoch, from: v.claims.issuer });
       this.opts.directory.countHandover?.(room, "in");
       this.log.info({ room, epoch, from: v.claims.issuer }, "room handed over to this node");
@@ -224,30 +283,96 @@ export class RoomHost {
   }
 
   private async resolveOrClaim(room: string): Promise<JoinDecision> {
-    let rec: RoomHostRecord | undefined;
-    try {
-      rec = await this.opts.directory.resolve(room, { quick: true });
-    } catch (err) {
-      this.log.warn({ room, err: errorMessage(err) }, "room directory unreachable; serving the room here");
-    }
     const self = this.opts.selfPeerId;
+    const lookup = this.opts.directory.resolve(room, { quick: true }).then(
+      (rec) => ({ rec }),
+      (err) => {
+        this.log.warn({ room, err: errorMessage(err) }, "room directory unreachable; serving the room here");
+        return { rec: undefined as RoomHostRecord | undefined };
+      },
+    );
+    // The rule's first mixer need not wait for a lookup that a new room answers only at its bound.
+    const ruleFirst = await this.isRuleFirst(room);
+    const fast = ruleFirst
+      ? await Promise.race([lookup, new Promise<undefined>((res) => setTimeout(res, this.opts.fastAdmitMs ?? FAST_ADMIT_MS))])
+      : await lookup;
+    if (fast === undefined) {
+      const d = this.claimHere(room, undefined);
+      void (async () => {
+        await this.confirmFastClaim(room, (await lookup).rec);
+        // Two mixers whose mixer lists differ may both take themselves for the rule's first and admit at
+        // once: once our claim is out, one look at the winning record settles it (the loser moves its
+        // participants now, not a heartbeat later).
+        await this.claimed.get(room);
+        await new Promise((res) => setTimeout(res, this.opts.fastAdmitMs ?? FAST_ADMIT_MS));
+        await this.reconcileRoom(room);
+      })().catch((err) => this.log.debug({ room, err: errorMessage(err) }, "fast claim confirmation failed"));
+      return d;
+    }
+    const rec = fast.rec;
     if (rec && rec.host !== self) {
       const toUs = rec.status === "handing-over" && rec.successor === self;
       if (!toUs) {
-        if (await this.opts.isAlive(rec.host, rec.addrs).catch(() => false)) {
-          return { kind: "redirect", hostPeerId: rec.host, addrs: rec.addrs, epoch: rec.epoch };
-        }
-        this.log.info({ room, host: rec.host, epoch: rec.epoch }, "room's recorded host does not answer; claiming it");
+        if (await this.obeys(room, rec)) return { kind: "redirect", hostPeerId: rec.host, addrs: rec.addrs, epoch: rec.epoch };
       }
     }
+    return this.claimHere(room, rec);
+  }
+
+  private async isRuleFirst(room: string): Promise<boolean> {
+    const cands = await this.opts.candidates().catch(() => []);
+    return rankPlacement(room, this.opts.region, cands)[0]?.peer_id === this.opts.selfPeerId;
+  }
+
+  /** Whether a record of another host is to be obeyed: its host answers and is a mixer of the region. */
+  private async obeys(room: string, rec: RoomHostRecord): Promise<boolean> {
+    if (!(await this.opts.isAlive(rec.host, rec.addrs).catch(() => false))) {
+      this.log.info({ room, host: rec.host, epoch: rec.epoch }, "room's recorded host does not answer; claiming it");
+      return false;
+    }
+    if (!(await this.isMixer(rec.host))) {
+      this.metrics.claims.inc({ result: "taken_over_not_mixer" });
+      this.log.warn(
+        { room, host: rec.host, epoch: rec.epoch },
+        "room record names a peer that is no mixer of the region: not obeyed, claiming the room",
+      );
+      return false;
+    }
+    return true;
+  }
+
+  private claimHere(room: string, rec: RoomHostRecord | undefined): JoinDecision {
+    const self = this.opts.selfPeerId;
     const epoch = rec ? (rec.host === self ? rec.epoch : rec.epoch + 1) : 1;
     const existing = this.hosted.get(room);
-    if (existing) return { kind: "admit", epoch: existing.epoch };
+    if (existing && !existing.leaving) return { kind: "admit", epoch: existing.epoch };
     this.hosted.set(room, { epoch });
     this.metrics.claims.inc({ result: rec && rec.host !== self ? "taken_over" : "claimed" });
     this.log.info({ room, epoch, previous: rec?.host }, "room claimed");
-    void this.publishClaim(room, epoch);
+    const put = this.publishClaim(room, epoch);
+    this.claimed.set(room, put);
+    void put.finally(() => {
+      if (this.claimed.get(room) === put) this.claimed.delete(room);
+    });
     return { kind: "admit", epoch };
+  }
+
+  /**
+   * A fast-admitted room's lookup came back: a live record of another host with a newer epoch than our
+   * claim means the room lives there (we were the rule's first, but it was placed while we were away):
+   * our participants move there, as on a lost claim. Equal epochs are the directory selector's to settle
+   * (the claim's put and the heartbeat's reconcile).
+   */
+  private async confirmFastClaim(room: string, rec: RoomHostRecord | undefined): Promise<void> {
+    const h = this.hosted.get(room);
+    if (!rec || !h || h.leaving || rec.host === this.opts.selfPeerId || rec.epoch <= h.epoch) return;
+    if (rec.status === "handing-over" && rec.successor === this.opts.selfPeerId) return;
+    if (!(await this.obeys(room, rec))) {
+      h.epoch = Math.max(h.epoch, rec.epoch + 1);
+      void this.publishClaim(room, h.epoch);
+      return;
+    }
+    this.moveToWinner(room, rec);
   }
 
   private async publishClaim(room: string, epoch: number): Promise<void> {
@@ -326,6 +451,18 @@ export class RoomHost {
   claimLost(room: string, winner: RoomHostRecord): void {
     const h = this.hosted.get(room);
     if (!h || h.leaving || winner.host === this.opts.selfPeerId) return;
+    void this.obeys(room, winner).then((ok) => {
+      if (ok) this.moveToWinner(room, winner);
+      else if (!h.leaving) {
+        h.epoch = Math.max(h.epoch, winner.epoch + 1);
+        void this.publishClaim(room, h.epoch);
+      }
+    });
+  }
+
+  private moveToWinner(room: string, winner: RoomHostRecord): void {
+    const h = this.hosted.get(room);
+    if (!h || h.leaving) return;
     this.metrics.claims.inc({ result: "lost" });
     this.log.warn({ room, winner: winner.host, epoch: winner.epoch }, "room claim lost; moving participants to the winner");
     h.leaving = { to: winner.host, epoch: winner.epoch };
@@ -340,31 +477,36 @@ export class RoomHost {
    * When our record is missing or outdated, claim again.
    */
   async reconcile(): Promise<void> {
+    for (const room of [...this.hosted.keys()]) await this.reconcileRoom(room);
+  }
+
+  private async reconcileRoom(room: string): Promise<void> {
     const self = this.opts.selfPeerId;
-    for (const [room, h] of [...this.hosted]) {
-      if (h.leaving) continue;
-      let rec: RoomHostRecord | undefined;
-      try {
-        rec = await this.opts.directory.resolve(room);
-      } catch {
-        continue;
-      }
-      if (!rec || rec.host === self) {
-        if (!rec || rec.epoch < h.epoch) void this.publishClaim(room, h.epoch);
-        continue;
-      }
-      if (rec.status === "handing-over" && rec.successor === self) continue;
-      if (!(await this.opts.isAlive(rec.host, rec.addrs).catch(() => false))) {
-        // Our claim lost to a host that is gone: take the room over with a higher epoch.
-        h.epoch = Math.max(h.epoch, rec.epoch + 1);
-        void this.publishClaim(room, h.epoch);
-        continue;
-      }
-      this.metrics.claims.inc({ result: "lost" });
-      this.log.warn({ room, winner: rec.host, epoch: rec.epoch, ours: h.epoch }, "another live host won the room; moving participants");
-      h.leaving = { to: rec.host, epoch: rec.epoch };
-      await this.moveRoom(room, rec.host, rec.addrs, rec.epoch, MoveReason.CLAIM_LOST);
-      this.opts.directory.countHandover?.(room, "out");
+    const h = this.hosted.get(room);
+    if (!h || h.leaving) return;
+    let rec: RoomHostRecord | undefined;
+    try {
+      rec = await this.opts.directory.resolve(room);
+    } catch {
+      return;
     }
+    if (h.leaving || this.hosted.get(room) !== h) return;
+    if (!rec || rec.host === self) {
+      if (!rec || rec.epoch < h.epoch) void this.publishClaim(room, h.epoch);
+      return;
+    }
+    if (rec.status === "handing-over" && rec.successor === self) return;
+    if (!(await this.obeys(room, rec))) {
+      // Our claim lost to a host that is gone (or is no mixer): take the room over with a higher epoch.
+      h.epoch = Math.max(h.epoch, rec.epoch + 1);
+      void this.publishClaim(room, h.epoch);
+      return;
+    }
+    if (h.leaving) return;
+    this.metrics.claims.inc({ result: "lost" });
+    this.log.warn({ room, winner: rec.host, epoch: rec.epoch, ours: h.epoch }, "another live host won the room; moving participants");
+    h.leaving = { to: rec.host, epoch: rec.epoch };
+    await this.moveRoom(room, rec.host, rec.addrs, rec.epoch, MoveReason.CLAIM_LOST);
+    this.opts.directory.countHandover?.(room, "out");
   }
 }

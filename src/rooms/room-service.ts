@@ -1255,7 +1255,11 @@ export class AudioRoomService {
         .then((d) =>
           this.guard(s, () => {
             s.placing = false;
-            if (isEnded(s)) return;
+            if (isEnded(s)) {
+              // Gone while being placed: a room claimed for it alone must not stay claimed (and republished).
+              if (d.kind === "admit" && !this.hostedRooms().has(m.room)) host.roomEmptied(m.room);
+              return;
+            }
             if (d.kind === "redirect") {
               if (d.addrs.length === 0 && this.draining) {
                 this.metrics.joins.inc({ result: "draining" });
@@ -1274,6 +1278,8 @@ export class AudioRoomService {
               return;
             }
             this.admitJoin(s, m, d.epoch, d.carried);
+            // refused after all (access, capacity, the engine): no claim for a room nobody is in
+            if (s.state !== "joined" && !this.hostedRooms().has(m.room)) host.roomEmptied(m.room);
           }),
         )
         .catch((err) =>

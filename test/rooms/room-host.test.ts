@@ -9,7 +9,7 @@ import { identify } from "@libp2p/identify";
 import type { Libp2p, PrivateKey } from "@libp2p/interface";
 import { createLibp2p } from "libp2p";
 import { Registry } from "prom-client";
-import { type AudioSession, type MixerCandidate, RoomNavigator } from "../../src/client";
+import { type AudioSession, type MixerCandidate, type RoomLocator, RoomNavigator } from "../../src/client";
 import { silentLogger } from "../../src/log";
 import {
   AUDIO_PROTOCOL,
@@ -20,7 +20,7 @@ import {
   rankPlacement,
   WIRE_VERSION_1_1,
 } from "../../src/protocol";
-import { AudioRoomService, decodeMoveToken, RoomHost, signMoveToken } from "../../src/rooms";
+import { AudioRoomService, decodeMoveToken, RoomHost, type RoomHostRecord, signMoveToken } from "../../src/rooms";
 import { agoraTransportStack } from "../../src/transport";
 import { createBareClientNode, FakeMediaEngine, metricValue, openRaw, waitFor } from "../helpers/net-fakes";
 import { MemoryRoomDirectory } from "../helpers/room-directory";
@@ -238,6 +238,45 @@ describe("room host: handover", () => {
     for (const n of navs) await n.session?.leave();
   });
 
+  test("drained back: A hands the room to B, the drain is cancelled, B drains and the rule picks A again: everyone moves to A", async () => {
+    // Repeated drain series (bench/rooms): A still marks the room as handed to B (a participant that cannot
+    // follow MOVE keeps the room open there), so B's MOVE with a newer epoch must make A the host again,
+    // not be REDIRECTed back to B (which redirected to A: a drain in which nobody moved).
+    const { dir, mixers } = await network(2);
+    const lib = await client();
+    const navs: RoomNavigator[] = [];
+    let moves = 0;
+    for (let i = 0; i < 3; i++) {
+      const nav = new RoomNavigator({ libp2p: lib, room: "ping-pong", locator: dir.locator(), region: "eu-west" });
+      await nav.open({ onMoved: () => moves++ });
+      navs.push(nav);
+    }
+    const a = byPeer(mixers, navs[0]!.host);
+    const b = mixers.find((m) => m !== a)!;
+    // a 1.0.0-style participant (no ROOM_DIRECTORY) on A: not moved, the room stays open on A
+    const stay = await openRaw(lib, a.node.getMultiaddrs()[0]!, AUDIO_PROTOCOL);
+    stay.send(encodeMessage({ type: "JOIN", version: 1, room: "ping-pong", name: "stays" }));
+    await waitFor(() => stay.messages.some((m) => m.type === "JOINED"), "the staying participant joined A");
+    a.service.setDraining(true);
+    expect(await a.host.handOverAll()).toEqual(["ping-pong"]);
+    await waitFor(() => moves === 3 && navs.every((n) => n.host === b.peer), "all three on B");
+    a.service.setDraining(false); // the drain is cancelled
+    expect(a.host.rooms()).toContainEqual({ room: "ping-pong", epoch: 1, leaving: b.peer });
+    b.service.setDraining(true);
+    expect(await b.host.handOverAll()).toEqual(["ping-pong"]);
+    await waitFor(() => moves === 6 && navs.every((n) => n.host === a.peer), "all three back on A", 15_000);
+    expect(a.host.rooms()).toContainEqual({ room: "ping-pong", epoch: 3 });
+    expect(navs.reduce((n, x) => n + x.stats.redirectLoops + x.stats.redirectsRefused, 0)).toBe(0);
+    // A now hands it over again on its next drain (no stale mark suppresses the MOVE)
+    b.service.setDraining(false);
+    a.service.setDraining(true);
+    await waitFor(() => navs.every((n) => n.session?.isOpen && n.host === a.peer), "settled on A");
+    expect(await a.host.handOverAll()).toEqual(["ping-pong"]);
+    await waitFor(() => moves === 9 && navs.every((n) => n.host === b.peer), "all three on B again", 15_000);
+    stay.stream.abort(new Error("done"));
+    for (const n of navs) await n.session?.leave();
+  });
+
   test("lost claim (both sides of a partition hosted the room): the loser MOVEs its participants to the winner", async () => {
     const { dir, mixers } = await network(2);
     const [a, b] = mixers as [Mixer, Mixer];
@@ -371,7 +410,7 @@ describe("room host: hostile input", () => {
     const evilCand: MixerCandidate = { ...dir.mixers[0]!, peer_id: evilPeer, listen_addr: [evilAddr] };
     const locator = { resolve: dir.locator().resolve, mixers: async () => [evilCand] };
     const nav = new RoomNavigator({ libp2p: await client(), room: "target", locator, region: "eu-west" });
-    await expect(nav.open({})).rejects.toThrow(/not confirmed by its record/);
+    await expect(nav.open({})).rejects.toThrow(/REDIRECT from .* to itself: refused/);
     expect(nav.stats.redirectsRefused).toBe(1);
     mode = "move";
     const nav2 = new RoomNavigator({ libp2p: await client(), room: "target", locator, region: "eu-west" });
@@ -380,5 +419,236 @@ describe("room host: hostile input", () => {
     expect(nav2.stats.movesFollowed).toBe(0);
     expect(s.isOpen).toBe(true);
     s.abort("done");
+  });
+  test("a hostile rule's-first mixer REDIRECTing where no record confirms, or into a loop, is left out: every participant ends on one real mixer", async () => {
+    const { dir, mixers } = await network(2);
+    const evils = await Promise.all([mixerNode(), mixerNode()]);
+    const evilIds = evils.map((e) => e.node.peerId.toString());
+    const evilCands: MixerCandidate[] = evils.map((e, i) => ({
+      ...dir.mixers[0]!,
+      peer_id: evilIds[i]!,
+      listen_addr: [
+        e.node
+          .getMultiaddrs()[0]!
+          .toString()
+          .replace(/\/p2p\/.*$/, ""),
+      ],
+    }));
+    const all = [...dir.mixers, ...evilCands];
+    // a room the first hostile peer ranks first for, the second one second
+    let room = "";
+    for (let i = 0; !room; i++) {
+      const r = rankPlacement(`lure-${i}`, "eu-west", all).map((c) => c.peer_id);
+      if (r[0] === evilIds[0] && r[1] === evilIds[1]) room = `lure-${i}`;
+    }
+    const realFirst = rankPlacement(room, "eu-west", dir.mixers)[0]!.peer_id;
+    const decoy = dir.mixers.find((m) => m.peer_id !== realFirst)!;
+    let mode: "astray" | "loop" = "astray";
+    for (const [i, e] of evils.entries())
+      await e.node.handle(AUDIO_PROTOCOL_1_1, (stream) => {
+        stream.addEventListener("message", () => {
+          // astray: to a real mixer that does not host the room; loop: to the other hostile peer
+          const to = mode === "astray" ? decoy : evilCands[1 - i]!;
+          stream.send(encodeMessage({ type: "REDIRECT", room, epoch: 3, hostPeerId: to.peer_id, addrs: to.listen_addr }));
+        });
+      });
+    const base = dir.locator();
+    const lib = await client();
+    const join = async (locator: RoomLocator) => {
+      const nav = new RoomNavigator({ libp2p: lib, room, locator, region: "eu-west", maxHops: 4 });
+      await nav.open({});
+      return nav;
+    };
+    const poisoned: RoomLocator = { resolve: base.resolve, mixers: async () => all.map((m) => ({ ...m })) };
+    const n1 = await join(poisoned);
+    const n2 = await join(poisoned);
+    expect(n1.host).toBe(realFirst);
+    expect(n2.host).toBe(realFirst);
+    expect(n1.stats.redirectsRefused).toBe(2); // both hostile peers lie: each is left out in turn
+    expect(members(byPeer(mixers, decoy.peer_id), room)).toBe(0);
+    expect(members(byPeer(mixers, realFirst), room)).toBe(2);
+    // The loop: the second hostile peer also holds a (self-signed, valid-looking) record of the room, so
+    // each REDIRECT is "confirmed" (one by the record, one by the rule) until the hop bound.
+    mode = "loop";
+    const looped: RoomLocator = {
+      resolve: async () => ({ host: evilIds[1]!, addrs: evilCands[1]!.listen_addr, epoch: 3, status: "active" }),
+      mixers: poisoned.mixers,
+    };
+    const n3 = await join(looped);
+    expect(n3.stats.redirectLoops).toBe(1);
+    expect(n3.host).toBe(realFirst);
+    expect(members(byPeer(mixers, realFirst), room)).toBe(3);
+    for (const n of [n1, n2, n3]) await n.session?.leave();
+  });
+
+  test("the rule's first mixer admits a new room without waiting out the lookup, and moves it when a newer live record shows up", async () => {
+    const key = await generateKeyPair("Ed25519");
+    const { peerIdFromPrivateKey } = await import("@libp2p/peer-id");
+    const self = peerIdFromPrivateKey(key).toString();
+    const other = peerIdFromPrivateKey(await generateKeyPair("Ed25519")).toString();
+    const cand = (peer_id: string) => ({
+      peer_id,
+      region: "eu-west",
+      status: "online",
+      capabilities: ["mixer"],
+      current_load: 0,
+      max_clients: 10,
+      listen_addr: ["/ip4/127.0.0.1/tcp/1"],
+    });
+    let answer: (r: RoomHostRecord | undefined) => void = () => {};
+    const claims: number[] = [];
+    const moved: string[] = [];
+    const registry = new Registry();
+    const host = new RoomHost({
+      directory: {
+        resolve: () => new Promise((res) => (answer = res)),
+        claim: async (_room, epoch) => void claims.push(epoch),
+        handOver: async () => {},
+        release: async () => {},
+      },
+      selfPeerId: self,
+      privateKey: key,
+      region: "eu-west",
+      selfAddrs: () => [],
+      candidates: async () => [cand(self), cand(other)],
+      isAlive: async () => true,
+      registry,
+      logger: silentLogger(),
+      fastAdmitMs: 50,
+    });
+    host.bind({
+      hostedRooms: () => new Map(),
+      move: async (_room, t) => {
+        moved.push(t.successorPeerId);
+        return 1;
+      },
+    });
+    let room = "";
+    for (let i = 0; !room; i++)
+      if (rankPlacement(`fresh-${i}`, "eu-west", [cand(self), cand(other)])[0]!.peer_id === self) room = `fresh-${i}`;
+    // the lookup never answers in time: admitted at once, claimed at epoch 1
+    expect(await host.decide(room, "p1")).toEqual({ kind: "admit", epoch: 1 });
+    expect(claims).toEqual([1]);
+    // ...and later finds the room living on `other` with a newer epoch: the participants move there
+    answer({ room, region: "eu-west", host: other, addrs: ["/ip4/127.0.0.1/tcp/1"], epoch: 4, status: "active" });
+    await waitFor(() => moved.length === 1, "participants moved to the live host");
+    expect(moved).toEqual([other]);
+    expect(host.rooms()).toContainEqual({ room, epoch: 1, leaving: other });
+    // a mixer that is not the rule's first waits for the lookup (which here says: nothing)
+    let notFirst = "";
+    for (let i = 0; !notFirst; i++)
+      if (rankPlacement(`fresh-${i}`, "eu-west", [cand(self), cand(other)])[0]!.peer_id === other) notFirst = `fresh-${i}`;
+    let settled = false;
+    const d = host.decide(notFirst, "p2").then((x) => {
+      settled = true;
+      return x;
+    });
+    await Bun.sleep(150);
+    expect(settled).toBe(false);
+    answer(undefined);
+    expect(await d).toEqual({ kind: "admit", epoch: 1 });
+  });
+
+  test("two mixers that both take themselves for the rule's first (different mixer lists) admit at once; the loser moves right after its claim", async () => {
+    const dir = new MemoryRoomDirectory();
+    const hosts: { peer: string; host: RoomHost; moved: string[] }[] = [];
+    for (let i = 0; i < 2; i++) {
+      const key = await generateKeyPair("Ed25519");
+      const { peerIdFromPrivateKey } = await import("@libp2p/peer-id");
+      const peer = peerIdFromPrivateKey(key).toString();
+      const port = dir.port(peer, "eu-west", () => ["/ip4/127.0.0.1/tcp/1"]);
+      const slow = {
+        ...port,
+        resolve: async (room: string) => {
+          await Bun.sleep(400);
+          return port.resolve(room);
+        },
+      };
+      const me = {
+        peer_id: peer,
+        region: "eu-west",
+        status: "online",
+        capabilities: ["mixer"],
+        current_load: 0,
+        max_clients: 10,
+        listen_addr: [],
+      };
+      const moved: string[] = [];
+      const host = new RoomHost({
+        directory: slow,
+        selfPeerId: peer,
+        privateKey: key,
+        region: "eu-west",
+        selfAddrs: () => [],
+        // each sees only itself (a partial discovery), so each is the rule's first in its own view
+        candidates: async () => [me],
+        isAlive: async () => true,
+        isMixer: async () => true,
+        registry: new Registry(),
+        logger: silentLogger(),
+        fastAdmitMs: 50,
+      });
+      host.bind({
+        hostedRooms: () => new Map([["both", 1]]),
+        move: async (_room, t) => {
+          moved.push(t.successorPeerId);
+          return 1;
+        },
+      });
+      hosts.push({ peer, host, moved });
+    }
+    const [a, b] = hosts as [(typeof hosts)[0], (typeof hosts)[0]];
+    expect(await Promise.all([a.host.decide("both", "p1"), b.host.decide("both", "p2")])).toEqual([
+      { kind: "admit", epoch: 1 },
+      { kind: "admit", epoch: 1 },
+    ]);
+    const winner = dir.winner("both")!.host;
+    const loser = winner === a.peer ? b : a;
+    await waitFor(() => loser.moved.length === 1, "the loser moved its participants to the winner", 10_000);
+    expect(loser.moved).toEqual([winner]);
+    expect((winner === a.peer ? a : b).moved).toEqual([]);
+  });
+
+  test("a room record naming a peer that is no mixer of the region is not obeyed: the JOIN is admitted and the room claimed over it", async () => {
+    const key = await generateKeyPair("Ed25519");
+    const { peerIdFromPrivateKey } = await import("@libp2p/peer-id");
+    const self = peerIdFromPrivateKey(key).toString();
+    const squatterKey = await generateKeyPair("Ed25519");
+    const squatter = peerIdFromPrivateKey(squatterKey).toString();
+    const registry = new Registry();
+    const claims: number[] = [];
+    const host = new RoomHost({
+      directory: {
+        resolve: async (room) => ({ room, region: "eu-west", host: squatter, addrs: ["/ip4/127.0.0.1/tcp/1"], epoch: 7, status: "active" }),
+        claim: async (_room, epoch) => void claims.push(epoch),
+        handOver: async () => {},
+        release: async () => {},
+      },
+      selfPeerId: self,
+      privateKey: key,
+      region: "eu-west",
+      selfAddrs: () => [],
+      candidates: async () => [
+        { peer_id: self, region: "eu-west", status: "online", capabilities: ["mixer"], current_load: 0, max_clients: 10, listen_addr: [] },
+      ],
+      isAlive: async () => true,
+      registry,
+      logger: silentLogger(),
+    });
+    expect(await host.decide("squatted", "p1")).toEqual({ kind: "admit", epoch: 8 });
+    expect(claims).toEqual([8]);
+    expect(await metricValue(registry, "agora_rooms_host_claims_total", { result: "taken_over_not_mixer" })).toBe(1);
+    // a genuine move token of the squatter (its own record names it) is refused too: it is no mixer
+    const token = await signMoveToken(squatterKey, {
+      room: "tokened",
+      epoch: 9,
+      issuer: squatter,
+      successor: self,
+      participant: "p2",
+      expiresAtMs: Date.now() + 10_000,
+    });
+    expect(await host.decide("tokened", "p2", token)).toEqual({ kind: "admit", epoch: 8 });
+    expect(await metricValue(registry, "agora_rooms_move_tokens_total", { result: "not_host" })).toBe(1);
+    expect(await metricValue(registry, "agora_rooms_move_tokens_total", { result: "accepted" })).toBe(0);
   });
 });

@@ -66,6 +66,22 @@ export interface NavigatorStats {
   movesRefused: number;
   /** per followed MOVE: ms between the last frame of the old session and the first of the new one */
   moveGapsMs: number[];
+  /** mixers the placement rule chose that did not answer a dial: skipped for the next one by the rule */
+  unreachableSkipped: number;
+}
+
+/**
+ * A mixer the placement rule chose must answer a dial within this, or the next one by the rule is taken: a
+ * partition cuts a side's participants off from the other side's mixers, and a dial into the cut would
+ * otherwise wait out the session's whole join timeout, again on every retry.
+ */
+export const PLACEMENT_DIAL_TIMEOUT_MS = 3_000;
+/** How long a mixer that did not answer stays out of this client's placement (a partition heals). */
+export const UNREACHABLE_FOR_MS = 30_000;
+
+/** libp2p's ping service, as far as the navigator uses it. */
+interface Pinger {
+  ping(peer: Multiaddr | Multiaddr[], options: { signal: AbortSignal }): Promise<number>;
 }
 
 interface Current {
@@ -98,10 +114,13 @@ export class RoomNavigator {
     movesFollowed: 0,
     movesRefused: 0,
     moveGapsMs: [],
+    unreachableSkipped: 0,
   };
   private readonly log: Logger;
   private readonly clock: Clock;
   private readonly excluded = new Set<string>();
+  /** mixers chosen by the rule that did not answer a dial, until when (clock time) they are left out */
+  private readonly unreachable = new Map<string, number>();
   private mixersCache: MixerCandidate[] | undefined;
   private region: string | undefined;
   private current: Current | undefined;
@@ -151,9 +170,54 @@ export class RoomNavigator {
    */
   async open(o: NavigatedSessionOptions & { onMoved?: (s: AudioSession) => void }): Promise<AudioSession> {
     this.sessionOpts = o;
-    const first = await this.placeTarget();
-    const session = await this.joinFollowing(first.host, first.addrs, undefined);
-    return session;
+    for (;;) {
+      const first = await this.placeTarget();
+      // The rule's choice among the mixers this client can reach: one that does not answer (cut off by a
+      // partition, or dead too) is skipped for the next. Every participant on the same side skips the same
+      // ones, so they still meet on one mixer. A record's host is not probed: it REDIRECTs or is lost.
+      if (first.byRule && !(await this.answers(first.host, first.addrs))) {
+        if (o.signal?.aborted) throw new AgoraError("P2P", "join aborted");
+        this.unreachable.set(first.host, this.clock.now() + UNREACHABLE_FOR_MS);
+        this.stats.unreachableSkipped++;
+        this.log.info({ mixer: first.host }, "the placement's mixer does not answer; trying the next by the rule");
+        continue;
+      }
+      return this.joinFollowing(first.host, first.addrs, undefined);
+    }
+  }
+
+  /** Mixers left out of placement: hosts lost, and those that recently did not answer a dial. */
+  private skipped(): Set<string> {
+    const now = this.clock.now();
+    const out = new Set(this.excluded);
+    for (const [peer, until] of this.unreachable) {
+      if (until > now) out.add(peer);
+      else this.unreachable.delete(peer);
+    }
+    return out;
+  }
+
+  /**
+   * Whether `peer` answers within PLACEMENT_DIAL_TIMEOUT_MS: a ping (libp2p's ping service, when the node has
+   * one; else a dial). An open connection is no proof: one into a partition looks open until it times out.
+   * The session then reuses the connection. One that did not answer is dropped, so a later dial is afresh.
+   */
+  private async answers(peer: string, addrs: string[]): Promise<boolean> {
+    const targets = hostTargets(peer, addrs);
+    if (targets.length === 0) return true; // joinFollowing names the problem
+    const timeout = AbortSignal.timeout(PLACEMENT_DIAL_TIMEOUT_MS);
+    const signal = this.sessionOpts?.signal ? AbortSignal.any([this.sessionOpts.signal, timeout]) : timeout;
+    const ping = (this.opts.libp2p.services as { ping?: Pinger } | undefined)?.ping;
+    const target = targets.length === 1 ? targets[0]! : targets;
+    try {
+      if (ping) await ping.ping(target, { signal });
+      else await this.opts.libp2p.dial(target, { signal });
+      return true;
+    } catch (err) {
+      this.log.debug({ mixer: peer, err: errorMessage(err) }, "placement's mixer did not answer");
+      await this.hangUp(peer);
+      return false;
+    }
   }
 
   private async mixers(refresh = false): Promise<MixerCandidate[]> {
@@ -168,20 +232,21 @@ export class RoomNavigator {
     return this.mixersCache;
   }
 
-  /** The room's live host (unless excluded), else the placement rule's first mixer. */
-  private async placeTarget(): Promise<{ host: string; addrs: string[] }> {
+  /** The room's live host (unless excluded), else the placement rule's first mixer (`byRule`). */
+  private async placeTarget(): Promise<{ host: string; addrs: string[]; byRule?: boolean }> {
+    const skipped = this.skipped();
     if (this.excluded.size > 0 && this.mixersCache) {
       // Failover: every participant computes the successor from its cached mixer list without the dead host,
       // at once (a record walk now would wait on the dead peer); the successor's claim settles the record.
-      const [best] = rankPlacement(this.opts.room, this.region ?? "", this.mixersCache, this.excluded);
-      if (best) return { host: best.peer_id, addrs: best.listen_addr };
+      const [best] = rankPlacement(this.opts.room, this.region ?? "", this.mixersCache, skipped);
+      if (best) return { host: best.peer_id, addrs: best.listen_addr, byRule: true };
     }
     const rec = await this.opts.locator.resolve(this.opts.room).catch((err) => {
       this.log.debug({ err: errorMessage(err) }, "room record lookup failed; placing by rule");
       return undefined;
     });
-    if (rec && !this.excluded.has(rec.host)) {
-      if (rec.status === "handing-over" && rec.successor && !this.excluded.has(rec.successor)) {
+    if (rec && !skipped.has(rec.host)) {
+      if (rec.status === "handing-over" && rec.successor && !skipped.has(rec.successor)) {
         const succ = (await this.mixers()).find((m) => m.peer_id === rec.successor);
         if (succ) return { host: succ.peer_id, addrs: succ.listen_addr };
       }
@@ -192,8 +257,8 @@ export class RoomNavigator {
     for (let attempt = 0; attempt < 6; attempt++) {
       if (attempt > 0) await new Promise((res) => setTimeout(res, 250 * attempt));
       const cands = await this.mixers(attempt > 0).catch(() => []);
-      const [best] = rankPlacement(this.opts.room, this.region ?? "", cands, this.excluded);
-      if (best) return { host: best.peer_id, addrs: best.listen_addr };
+      const [best] = rankPlacement(this.opts.room, this.region ?? "", cands, skipped);
+      if (best) return { host: best.peer_id, addrs: best.listen_addr, byRule: true };
     }
     throw new AgoraError("P2P", `no live mixer can host room ${this.opts.room}${this.region ? ` in region ${this.region}` : ""}`);
   }

@@ -48,6 +48,8 @@ export interface RoomNavigatorOptions {
   region?: string;
   /** REDIRECTs followed per join before it is taken for a loop (default 4) */
   maxHops?: number;
+  /** how long a mixer the placement rule chose may take to answer (default PLACEMENT_DIAL_TIMEOUT_MS) */
+  probeTimeoutMs?: number;
   logger?: Logger;
   clock?: Clock;
 }
@@ -198,14 +200,14 @@ export class RoomNavigator {
   }
 
   /**
-   * Whether `peer` answers within PLACEMENT_DIAL_TIMEOUT_MS: a ping (libp2p's ping service, when the node has
+   * Whether `peer` answers within the probe timeout: a ping (libp2p's ping service, when the node has
    * one; else a dial). An open connection is no proof: one into a partition looks open until it times out.
    * The session then reuses the connection. One that did not answer is dropped, so a later dial is afresh.
    */
   private async answers(peer: string, addrs: string[]): Promise<boolean> {
     const targets = hostTargets(peer, addrs);
     if (targets.length === 0) return true; // joinFollowing names the problem
-    const timeout = AbortSignal.timeout(PLACEMENT_DIAL_TIMEOUT_MS);
+    const timeout = AbortSignal.timeout(this.opts.probeTimeoutMs ?? PLACEMENT_DIAL_TIMEOUT_MS);
     const signal = this.sessionOpts?.signal ? AbortSignal.any([this.sessionOpts.signal, timeout]) : timeout;
     const ping = (this.opts.libp2p.services as { ping?: Pinger } | undefined)?.ping;
     const target = targets.length === 1 ? targets[0]! : targets;

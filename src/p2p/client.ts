@@ -7,12 +7,11 @@ import { generateKeyPair } from "@libp2p/crypto/keys";
 import { identify } from "@libp2p/identify";
 import type { Libp2p } from "@libp2p/interface";
 import { kadDHT } from "@libp2p/kad-dht";
-import { ping } from "@libp2p/ping";
 import { multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
-import { agoraTransportStack } from "../transport";
+import { agoraPing, agoraTransportStack } from "../transport";
 import { agoraDhtInit } from "./dht";
 import { type DiscoverQuery, type DiscoveryServices, MAX_PARALLEL_DIALS, runDiscovery } from "./discovery";
 import type { RankedNode } from "./ranking";
@@ -64,7 +63,7 @@ export async function createDiscoveryClient(opts: DiscoveryClientOptions): Promi
     connectionManager: { maxParallelDials: MAX_PARALLEL_DIALS },
     services: {
       identify: identify(),
-      ping: ping(),
+      ping: agoraPing(),
       dht: kadDHT(agoraDhtInit(validation, true)),
     },
   });

@@ -271,6 +271,8 @@ describe.skipIf(!available)("a partition of one region's mixers, and the heal (b
   }, 90_000);
 
   afterAll(async () => {
+    if (process.env.PARTITION_DEBUG_DIR)
+      for (const m of mixers) await Bun.write(`${process.env.PARTITION_DEBUG_DIR}/${m.side}-${m.peer.slice(-6)}.log`, m.node.logs());
     for (const p of participants) p.proc.kill("SIGKILL");
     for (const m of mixers) m.node.cleanup();
     await Promise.all([...participants.map((p) => p.proc.exited), ...mixers.map((m) => m.node.exited)]);
@@ -347,6 +349,7 @@ describe.skipIf(!available)("a partition of one region's mixers, and the heal (b
     // 3. The heal: one host again, then everyone hears everyone.
     net.rejoin("a");
     const tHeal = performance.now();
+    const healedAt = Date.now();
     const winner = await eventually(
       async () => {
         const h = await together(all, room);
@@ -361,7 +364,16 @@ describe.skipIf(!available)("a partition of one region's mixers, and the heal (b
       throw new Error(`${(err as Error).message}; ${await describeState(room)}\n${all.map((p) => `${p.name}: ${p.logs()}`).join("\n")}`);
     });
     const healMs = Math.round(performance.now() - tHeal);
-    console.log(`partition heal: one host (${sideOf(winner)} side, ${winner}) ${healMs} ms after the heal`);
+    // When the losing host decided to move (its log), after the heal: the rest is the MOVE and the switch.
+    const loserHost = mixers.find((m) => m.side !== sideOf(winner) && m.node.logs().includes('"room claimed"'));
+    const decided = loserHost?.node
+      .logs()
+      .split("\n")
+      .filter((l) => l.includes("won the room") || l.includes("room claim lost"))
+      .map((l) => Date.parse((JSON.parse(l) as { time: string }).time) - healedAt);
+    console.log(
+      `partition heal: one host (${sideOf(winner)} side, ${winner}) ${healMs} ms after the heal; the loser decided to move after ${JSON.stringify(decided)} ms`,
+    );
     const moved = all.filter((p) => (p.latest?.moves ?? 0) > 0).map((p) => p.name);
     console.log(`partition heal: moved by MOVE: ${moved.join(", ") || "none"}`);
     // The loser's participants came over by MOVE (make-before-break), not by losing their session.

@@ -350,11 +350,19 @@ describe.skipIf(!available)("a partition of one region's mixers, and the heal (b
     net.rejoin("a");
     const tHeal = performance.now();
     const healedAt = Date.now();
+    // When each part of "one host" first held (ms after the heal), for the printed timeline.
+    const firstHeld: Record<string, number> = {};
+    const held = (what: string, ok: unknown) => {
+      if (ok) firstHeld[what] ??= Math.round(performance.now() - tHeal);
+      return ok;
+    };
     const winner = await eventually(
       async () => {
-        const h = await together(all, room);
-        if (!h) return false;
         const hosts = await hostsOf(room);
+        held("one record holder", hosts.length === 1);
+        held("one host in the reports", new Set(all.map((p) => p.host)).size === 1);
+        const h = await together(all, room);
+        if (!held("host serving all four", h)) return false;
         return hosts.length === 1 && hosts[0]!.peer === h && h;
       },
       20_000,
@@ -372,7 +380,7 @@ describe.skipIf(!available)("a partition of one region's mixers, and the heal (b
       .filter((l) => l.includes("won the room") || l.includes("room claim lost"))
       .map((l) => Date.parse((JSON.parse(l) as { time: string }).time) - healedAt);
     console.log(
-      `partition heal: one host (${sideOf(winner)} side, ${winner}) ${healMs} ms after the heal; the loser decided to move after ${JSON.stringify(decided)} ms`,
+      `partition heal: one host (${sideOf(winner)} side, ${winner}) ${healMs} ms after the heal; the loser decided to move after ${JSON.stringify(decided)} ms; first held ${JSON.stringify(firstHeld)}`,
     );
     const moved = all.filter((p) => (p.latest?.moves ?? 0) > 0).map((p) => p.name);
     console.log(`partition heal: moved by MOVE: ${moved.join(", ") || "none"}`);

@@ -203,7 +203,10 @@ export function createRoomPlacement(opts: {
         // region flooded with fake advertisements keeps this node's dialer busy with them (a drain refreshes
         // it first anyway).
         const due = cache.length === 0 || Date.now() - refreshedAt >= MIXER_REFRESH_MS;
-        await Promise.all([due ? refresh() : undefined, host.reconcile()]);
+        // Not awaited: a discovery waits out its timeout on unreachable mixers (a partition), and the next
+        // beats' reconciles, which find a healed partition's competing claim, must not wait behind it.
+        if (due) void refresh();
+        await host.reconcile();
       } catch (err) {
         log.debug({ err: errorMessage(err) }, "room placement heartbeat failed");
       } finally {

@@ -129,9 +129,10 @@ class JoinProcess {
         input,
         "--output",
         this.output,
-        // A partition sends no reset, only silence: 3 s of it and the host is taken for lost.
+        // A partition sends no reset, only silence: 5 s of it and the host is taken for lost (not less: a
+        // machine this busy can stall a process for seconds).
         "--dead-after",
-        "3",
+        "5",
         "--stats-interval",
         "0.25",
         "--transport",

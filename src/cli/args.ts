@@ -194,7 +194,7 @@ export const COMMANDS: CommandSpec[] = [
     name: "join",
     summary: "join a room: send a WAV as Opus in real time, record what you hear",
     usage:
-      "agora-node join --room R (--node MULTIADDR | --bootstrap MULTIADDR [--region R]) [--grant G [--key-file F]] [--input in.wav] [--output out.wav] [--duration S] [--transport auto|udp|stream]",
+      "agora-node join --room R (--node MULTIADDR | --bootstrap MULTIADDR [--region R]) [--grant G [--key-file F]] [--input in.wav] [--output out.wav] [--duration S] [--transport auto|udp|stream] [--dead-after S] [--stats-interval S]",
     options: {
       ...HELP_OPT,
       room: { type: "string" },
@@ -208,6 +208,8 @@ export const COMMANDS: CommandSpec[] = [
       transport: { type: "string" },
       grant: { type: "string" },
       "key-file": { type: "string" },
+      "dead-after": { type: "string" },
+      "stats-interval": { type: "string" },
     },
     help: [
       "  --room R              room id",
@@ -222,6 +224,10 @@ export const COMMANDS: CommandSpec[] = [
       "  --output FILE         where to write what you hear",
       "  --duration S          stop after S seconds",
       "  --transport T         voice as UDP datagrams when offered (auto, default), required (udp) or never (stream)",
+      "  --dead-after S        no data from the node for S seconds (default 15): the session is taken for lost",
+      "                        and the client re-homes (a partition sends no reset, only silence)",
+      '  --stats-interval S    also print the live report as a JSON line {"stats": …} every S seconds (stdout;',
+      "                        host, participant ids, frames, moves); the final report stays the last line",
     ],
     positionals: { min: 0, max: 0 },
   },

@@ -2,6 +2,7 @@
 import { isIP } from "node:net";
 import { GrantError, grantFromString } from "../access";
 import {
+  type JoinClientReport,
   LOADGEN_CONNECTIONS,
   type LoadgenConnections,
   RoomNavigator,
@@ -146,6 +147,8 @@ export async function runJoin(p: Parsed, io: Io): Promise<number> {
   const output = typeof p.values.output === "string" ? p.values.output : undefined;
   const durationSec = numberFlag("duration", p.values.duration, 0.1, 86400);
   if (!input && durationSec === undefined) throw new AgoraError("USAGE", "join: give --input FILE or --duration S (how long to listen)");
+  const deadAfterSec = numberFlag("dead-after", p.values["dead-after"], 0.5, 3600);
+  const statsIntervalSec = numberFlag("stats-interval", p.values["stats-interval"], 0.1, 3600);
   let grant: Uint8Array | undefined;
   if (p.values.grant !== undefined) {
     try {
@@ -167,6 +170,14 @@ export async function runJoin(p: Parsed, io: Io): Promise<number> {
   const locator = boots.length > 0 ? await createRoomLocator({ bootstrap: boots, logger }) : undefined;
   const navigator = locator ? new RoomNavigator({ libp2p: locator.libp2p, room, locator, region, logger }) : undefined;
   let summary: Awaited<ReturnType<typeof runJoinClient>>;
+  // Machine-readable progress for scripts and tests: the live report (which host, which participant id).
+  let statsTimer: ReturnType<typeof setInterval> | undefined;
+  const live =
+    statsIntervalSec === undefined
+      ? undefined
+      : (report: Readonly<JoinClientReport>) => {
+          statsTimer = setInterval(() => io.out(JSON.stringify({ stats: report })), statsIntervalSec * 1000);
+        };
   try {
     summary = await runJoinClient({
       ...(navigator && locator ? { navigator, libp2p: locator.libp2p } : { node }),
@@ -178,9 +189,12 @@ export async function runJoin(p: Parsed, io: Io): Promise<number> {
       durationSec,
       name: typeof p.values.name === "string" ? p.values.name : undefined,
       transport: transportFlag("join", p.values.transport),
+      ...(deadAfterSec !== undefined ? { deadAfterMs: deadAfterSec * 1000 } : {}),
+      ...(live ? { live } : {}),
       logger,
     });
   } finally {
+    clearInterval(statsTimer);
     await locator?.stop();
   }
   io.out(JSON.stringify(summary));

@@ -64,6 +64,8 @@ export interface RoomNavigatorOptions {
   region?: string;
   /** REDIRECTs followed per join before it is taken for a loop (default 4) */
   maxHops?: number;
+  /** how long a mixer the placement rule chose may take to answer (default PLACEMENT_DIAL_TIMEOUT_MS) */
+  probeTimeoutMs?: number;
   logger?: Logger;
   clock?: Clock;
 }
@@ -86,6 +88,22 @@ export interface NavigatorStats {
   lastMoveError?: string;
   /** per followed MOVE: ms between the last frame of the old session and the first of the new one */
   moveGapsMs: number[];
+  /** mixers the placement rule chose that did not answer a dial: skipped for the next one by the rule */
+  unreachableSkipped: number;
+}
+
+/**
+ * A mixer the placement rule chose must answer a dial within this, or the next one by the rule is taken: a
+ * partition cuts a side's participants off from the other side's mixers, and a dial into the cut would
+ * otherwise wait out the session's whole join timeout, again on every retry.
+ */
+export const PLACEMENT_DIAL_TIMEOUT_MS = 3_000;
+/** How long a mixer that did not answer stays out of this client's placement (a partition heals). */
+export const UNREACHABLE_FOR_MS = 30_000;
+
+/** libp2p's ping service, as far as the navigator uses it. */
+interface Pinger {
+  ping(peer: Multiaddr | Multiaddr[], options: { signal: AbortSignal }): Promise<number>;
 }
 
 interface Current {
@@ -119,10 +137,13 @@ export class RoomNavigator {
     movesRefused: 0,
     movesFailed: 0,
     moveGapsMs: [],
+    unreachableSkipped: 0,
   };
   private readonly log: Logger;
   private readonly clock: Clock;
   private readonly excluded = new Set<string>();
+  /** mixers chosen by the rule that did not answer a dial, until when (clock time) they are left out */
+  private readonly unreachable = new Map<string, number>();
   private mixersCache: MixerCandidate[] | undefined;
   private region: string | undefined;
   private current: Current | undefined;
@@ -174,6 +195,16 @@ export class RoomNavigator {
     this.sessionOpts = o;
     for (let attempt = 0; ; attempt++) {
       const first = await this.placeTarget();
+      // The rule's choice among the mixers this client can reach: one that does not answer (cut off by a
+      // partition, or dead too) is skipped for the next. Every participant on the same side skips the same
+      // ones, so they still meet on one mixer. A record's host is not probed: it REDIRECTs or is lost.
+      if (first.byRule && !(await this.answers(first.host, first.addrs))) {
+        if (o.signal?.aborted) throw new AgoraError("P2P", "join aborted");
+        this.unreachable.set(first.host, this.clock.now() + UNREACHABLE_FOR_MS);
+        this.stats.unreachableSkipped++;
+        this.log.info({ mixer: first.host }, "the placement's mixer does not answer; trying the next by the rule");
+        continue;
+      }
       try {
         return await this.joinFollowing(first.host, first.addrs, undefined);
       } catch (err) {
@@ -183,9 +214,43 @@ export class RoomNavigator {
         if (!(err instanceof PlacementRefusedError) || attempt >= MAX_REFUSAL_RETRIES) throw err;
         for (const p of err.peers) this.excluded.add(p);
         this.log.warn({ err: err.message, excluded: err.peers }, "placement refused; placing the room without those mixers");
-        const next = rankPlacement(this.opts.room, this.region ?? "", this.mixersCache ?? [], this.excluded)[0];
+        const next = rankPlacement(this.opts.room, this.region ?? "", this.mixersCache ?? [], this.skipped())[0];
         if (!next) throw err;
       }
+    }
+  }
+
+  /** Mixers left out of placement: hosts lost, and those that recently did not answer a dial. */
+  private skipped(): Set<string> {
+    const now = this.clock.now();
+    const out = new Set(this.excluded);
+    for (const [peer, until] of this.unreachable) {
+      if (until > now) out.add(peer);
+      else this.unreachable.delete(peer);
+    }
+    return out;
+  }
+
+  /**
+   * Whether `peer` answers within the probe timeout: a ping (libp2p's ping service, when the node has
+   * one; else a dial). An open connection is no proof: one into a partition looks open until it times out.
+   * The session then reuses the connection. One that did not answer is dropped, so a later dial is afresh.
+   */
+  private async answers(peer: string, addrs: string[]): Promise<boolean> {
+    const targets = hostTargets(peer, addrs);
+    if (targets.length === 0) return true; // joinFollowing names the problem
+    const timeout = AbortSignal.timeout(this.opts.probeTimeoutMs ?? PLACEMENT_DIAL_TIMEOUT_MS);
+    const signal = this.sessionOpts?.signal ? AbortSignal.any([this.sessionOpts.signal, timeout]) : timeout;
+    const ping = (this.opts.libp2p.services as { ping?: Pinger } | undefined)?.ping;
+    const target = targets.length === 1 ? targets[0]! : targets;
+    try {
+      if (ping) await ping.ping(target, { signal });
+      else await this.opts.libp2p.dial(target, { signal });
+      return true;
+    } catch (err) {
+      this.log.debug({ mixer: peer, err: errorMessage(err) }, "placement's mixer did not answer");
+      await this.hangUp(peer);
+      return false;
     }
   }
 
@@ -201,13 +266,14 @@ export class RoomNavigator {
     return this.mixersCache;
   }
 
-  /** The room's live host (unless excluded), else the placement rule's first mixer. */
-  private async placeTarget(): Promise<{ host: string; addrs: string[] }> {
+  /** The room's live host (unless excluded), else the placement rule's first mixer (`byRule`). */
+  private async placeTarget(): Promise<{ host: string; addrs: string[]; byRule?: boolean }> {
+    const skipped = this.skipped();
     if (this.excluded.size > 0 && this.mixersCache) {
       // Failover: every participant computes the successor from its cached mixer list without the dead host,
       // at once (a record walk now would wait on the dead peer); the successor's claim settles the record.
-      const [best] = rankPlacement(this.opts.room, this.region ?? "", this.mixersCache, this.excluded);
-      if (best) return { host: best.peer_id, addrs: best.listen_addr };
+      const [best] = rankPlacement(this.opts.room, this.region ?? "", this.mixersCache, skipped);
+      if (best) return { host: best.peer_id, addrs: best.listen_addr, byRule: true };
     }
     const lookup = this.opts.locator.resolve(this.opts.room).catch((err) => {
       this.log.debug({ err: errorMessage(err) }, "room record lookup failed; placing by rule");
@@ -217,13 +283,13 @@ export class RoomNavigator {
     // rule's first mixer is dialled once the lookup has had a head start. That mixer REDIRECTs to the live
     // host if the room lives elsewhere (the redirect is verified against the record), so nothing is split.
     const cached = this.mixersCache ?? (await this.mixers().catch(() => undefined));
-    const headStart = cached && cached.length > 0 ? rankPlacement(this.opts.room, this.region ?? "", cached, this.excluded)[0] : undefined;
+    const headStart = cached && cached.length > 0 ? rankPlacement(this.opts.room, this.region ?? "", cached, skipped)[0] : undefined;
     const rec = headStart
       ? await Promise.race([lookup, new Promise<"late">((res) => setTimeout(res, RESOLVE_HEAD_START_MS, "late"))])
       : await lookup;
-    if (rec === "late") return { host: headStart!.peer_id, addrs: headStart!.listen_addr };
-    if (rec && !this.excluded.has(rec.host)) {
-      if (rec.status === "handing-over" && rec.successor && !this.excluded.has(rec.successor)) {
+    if (rec === "late") return { host: headStart!.peer_id, addrs: headStart!.listen_addr, byRule: true };
+    if (rec && !skipped.has(rec.host)) {
+      if (rec.status === "handing-over" && rec.successor && !skipped.has(rec.successor)) {
         const succ = (await this.mixers()).find((m) => m.peer_id === rec.successor);
         if (succ) return { host: succ.peer_id, addrs: succ.listen_addr };
       }
@@ -234,8 +300,8 @@ export class RoomNavigator {
     for (let attempt = 0; attempt < 6; attempt++) {
       if (attempt > 0) await new Promise((res) => setTimeout(res, 250 * attempt));
       const cands = await this.mixers(attempt > 0).catch(() => []);
-      const [best] = rankPlacement(this.opts.room, this.region ?? "", cands, this.excluded);
-      if (best) return { host: best.peer_id, addrs: best.listen_addr };
+      const [best] = rankPlacement(this.opts.room, this.region ?? "", cands, skipped);
+      if (best) return { host: best.peer_id, addrs: best.listen_addr, byRule: true };
     }
     throw new AgoraError("P2P", `no live mixer can host room ${this.opts.room}${this.region ? ` in region ${this.region}` : ""}`);
   }

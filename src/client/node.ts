@@ -4,9 +4,8 @@
  */
 import { identify } from "@libp2p/identify";
 import type { Libp2p, PrivateKey } from "@libp2p/interface";
-import { ping } from "@libp2p/ping";
 import { createLibp2p } from "libp2p";
-import { agoraTcp, agoraTransportStack } from "../transport";
+import { agoraPing, agoraTcp, agoraTransportStack } from "../transport";
 
 export { type DialTarget, type DialTargetProvider, resolveTarget } from "./target";
 
@@ -35,6 +34,6 @@ export async function createClientNode(opts: ClientNodeOptions = {}): Promise<Li
     ...(privateKey ? { privateKey } : {}),
     addresses: { listen: [] },
     ...stack,
-    services: { identify: identify(), ping: ping() },
+    services: { identify: identify(), ping: agoraPing() },
   });
 }

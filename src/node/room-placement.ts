@@ -28,6 +28,14 @@ export function roomRecordView(r: RoomRecord): RoomHostRecord {
 
 /** A JOIN waits on this lookup: bounded well below the join timeout. */
 const QUICK_RESOLVE_MS = 1_500;
+/**
+ * The heartbeat's reconcile asks for more than a JOIN or a client does: it is what finds a competing claim,
+ * and nobody waits on it. After a partition heals, the other side's servers answer only after fresh dials;
+ * with the lookup's defaults (3 answers, or 150 ms after the first) this side's own copies decided alone and
+ * the losing host kept its claim for up to 9 s. So: every answer the walk reaches (up to K), or 1.5 s after
+ * the first (bounded by the directory's own timeout).
+ */
+export const RECONCILE_RESOLVE = { quorum: 20, settleMs: 1_500 } as const;
 
 /**
  * Revocations of owned rooms kept in the room record (its signed `revocations`, at most 64), so a ban holds
@@ -79,7 +87,7 @@ export class RecordRevocations implements RevocationStore {
 export function directoryPort(d: RoomDirectory, revocations?: RecordRevocations): RoomDirectoryPort {
   return {
     resolve: async (room, o) => {
-      const r = await d.resolve(room, o?.quick ? { quorum: 1, signal: AbortSignal.timeout(QUICK_RESOLVE_MS) } : {});
+      const r = await d.resolve(room, o?.quick ? { quorum: 1, signal: AbortSignal.timeout(QUICK_RESOLVE_MS) } : RECONCILE_RESOLVE);
       if (r && roomOwnership(room).owned) revocations?.learn(room, r.revocations);
       return r && roomRecordView(r);
     },
@@ -214,7 +222,10 @@ export function createRoomPlacement(opts: {
         // region flooded with fake advertisements keeps this node's dialer busy with them (a drain refreshes
         // it first anyway).
         const due = cache.length === 0 || Date.now() - refreshedAt >= MIXER_REFRESH_MS;
-        await Promise.all([due ? refresh() : undefined, host.reconcile()]);
+        // Not awaited: a discovery waits out its timeout on unreachable mixers (a partition), and the next
+        // beats' reconciles, which find a healed partition's competing claim, must not wait behind it.
+        if (due) void refresh();
+        await host.reconcile();
       } catch (err) {
         log.debug({ err: errorMessage(err) }, "room placement heartbeat failed");
       } finally {

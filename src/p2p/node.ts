@@ -20,7 +20,7 @@ import type { AgoraConfig } from "../config";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
 import { RelayMonitor, relayServerInit } from "../relay";
-import { agoraTransportStack } from "../transport";
+import { agoraPing, agoraTransportStack } from "../transport";
 import { isCircuit, stripOwnPeerId, tcpListenAddr } from "./addrs";
 import { type AdvertPublisher, type AdvertPublisherComponents, advertPublisher, type LoadFigures, TOKEN } from "./advert-publisher";
 import type { NodeAdvertisement } from "./advertisement";
@@ -31,7 +31,6 @@ import { type DiscoverQuery, MAX_PARALLEL_DIALS, runDiscovery } from "./discover
 import { type KnownPeer, knownPeersPath, loadKnownPeers, saveKnownPeers } from "./known-peers";
 import { ConnectionMetrics, libp2pMetrics } from "./metrics";
 import { ALL_NODES_NAMESPACE, capabilityNamespace, PROTOCOL_ADVERT, PROTOCOL_DHT, regionNamespace } from "./namespaces";
-import { agoraPing } from "./ping";
 import { providerRefresher } from "./provider-refresher";
 import type { RankedNode } from "./ranking";
 import { reachability } from "./reachability";
@@ -168,6 +167,9 @@ interface Assembly {
   wsListen?: WebSocketListen;
 }
 
+/** libp2p's own connection-monitor interval, kept for heartbeats slower than it. */
+const DEFAULT_CONNECTION_PING_MS = 10_000;
+
 /** The libp2p node with every service this node runs; each one is started and stopped by libp2p. */
 function createAgoraLibp2p(a: Assembly) {
   const { config: cfg, opts, internal, relayMonitor } = a;
@@ -195,6 +197,12 @@ function createAgoraLibp2p(a: Assembly) {
       ...(cfg.node.mode === "relay" ? [] : [circuitRelayTransport()]),
     ],
     connectionGater: gater,
+    // A connection into a partition looks open until TCP gives up (minutes), and after the heal it resumes
+    // only at TCP's next, exponentially backed-off retransmission: every DHT query over it hangs meanwhile,
+    // so a healed partition's two room records stay apart. libp2p's connection monitor pings each connection
+    // and aborts one that does not answer; at the heartbeat's pace (at most its 10 s default), the other
+    // side's peers are dropped within seconds and redialed afresh once the network is back.
+    connectionMonitor: { pingInterval: Math.min(DEFAULT_CONNECTION_PING_MS, heartbeatMs) },
     connectionManager: {
       maxConnections: a.maxConnections,
       maxParallelDials: MAX_PARALLEL_DIALS,

@@ -4,6 +4,7 @@
  * the node's network subsystem.
  */
 export { agoraNoise, bunSafeNoiseCrypto } from "./noise";
+export { agoraPing, PING_STREAMS_PER_CONNECTION } from "./ping";
 export { agoraTransportStack, YAMUX_MAX_FRAME_BYTES, YAMUX_MAX_WINDOW_BYTES } from "./stack";
 export { agoraTcp } from "./tcp";
 export {

@@ -31,11 +31,23 @@ export interface TestHost {
 }
 
 export class TestNetwork {
-  private readonly tag = `ag${(process.pid % 10000).toString(36)}`;
-  private readonly bridgeNs = `${this.tag}-br`;
+  private readonly tag: string;
+  private readonly bridgeNs: string;
   readonly hosts = new Map<string, TestHost>();
-  readonly testIp = `${SUBNET}.254`;
+  readonly testIp: string;
+  private readonly subnet: string;
   private set = false;
+
+  /**
+   * `tag` and `subnet` (three octets) keep two tests' networks apart when they run at the same time: names
+   * carry the tag, and the test's own leg has an address of the subnet.
+   */
+  constructor(opts: { tag?: string; subnet?: string } = {}) {
+    this.subnet = opts.subnet ?? SUBNET;
+    this.tag = opts.tag ?? `ag${(process.pid % 10000).toString(36)}`;
+    this.bridgeNs = `${this.tag}-br`;
+    this.testIp = `${this.subnet}.254`;
+  }
 
   setup(names: string[]): void {
     this.teardown();
@@ -47,7 +59,7 @@ export class TestNetwork {
       const ns = `${this.tag}-${name}`;
       const inner = `${this.tag}h${i}`;
       const port = `${this.tag}p${i}`;
-      const ip = `${SUBNET}.${i + 1}`;
+      const ip = `${this.subnet}.${i + 1}`;
       sh(["ip", "netns", "add", ns]);
       sh(["ip", "link", "add", inner, "type", "veth", "peer", "name", port]);
       sh(["ip", "link", "set", inner, "netns", ns]);
@@ -86,6 +98,31 @@ export class TestNetwork {
 
   heal(name: string): void {
     sh(["ip", "-n", this.bridgeNs, "link", "set", this.host(name).bridgePort, "up"]);
+  }
+
+  /**
+   * Partition between hosts: `name` drops every packet to and from the `others` (nftables in its namespace),
+   * while both still reach the test's leg (so the test keeps watching both sides).
+   */
+  separate(name: string, others: string[]): void {
+    const ns = this.host(name).ns;
+    const ips = others.map((o) => this.host(o).ip).join(", ");
+    sh(["ip", "netns", "exec", ns, "nft", "add", "table", "inet", "agora_partition"]);
+    sh(["ip", "netns", "exec", ns, "nft", "add chain inet agora_partition input { type filter hook input priority 0; }"]);
+    sh(["ip", "netns", "exec", ns, "nft", "add chain inet agora_partition output { type filter hook output priority 0; }"]);
+    sh(["ip", "netns", "exec", ns, "nft", `add rule inet agora_partition input ip saddr { ${ips} } counter drop`]);
+    sh(["ip", "netns", "exec", ns, "nft", `add rule inet agora_partition output ip daddr { ${ips} } counter drop`]);
+  }
+
+  /** Packets the partition rules of a host have dropped so far (proves the partition was real). */
+  separationDrops(name: string): number {
+    const out = sh(["ip", "netns", "exec", this.host(name).ns, "nft", "list", "table", "inet", "agora_partition"], false).out;
+    return [...out.matchAll(/counter packets (\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+  }
+
+  /** The heal: the partition rules of `name` are gone. */
+  rejoin(name: string): void {
+    sh(["ip", "netns", "exec", this.host(name).ns, "nft", "delete", "table", "inet", "agora_partition"], false);
   }
 
   /** Random loss of `percent` % of the host's packets, both directions (nftables numgen). */

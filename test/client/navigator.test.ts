@@ -1,0 +1,144 @@
+/**
+ * RoomNavigator's placement among the mixers a client can reach: a mixer the rule chooses that does not
+ * answer (cut off by a partition: a TCP peer that accepts and then says nothing, so a dial hangs rather than
+ * failing fast) is skipped for the next one by the rule, within the probe timeout, instead of the session's
+ * join timeout on every retry. Real libp2p mixers (AudioRoomService + RoomHost over an in-memory directory).
+ */
+import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { createServer, type Server, type Socket } from "node:net";
+import { generateKeyPair } from "@libp2p/crypto/keys";
+import { identify } from "@libp2p/identify";
+import { peerIdFromPrivateKey } from "@libp2p/peer-id";
+import { createLibp2p } from "libp2p";
+import { Registry } from "prom-client";
+import { type MixerCandidate, RoomNavigator } from "../../src/client";
+import { silentLogger } from "../../src/log";
+import { rankPlacement } from "../../src/protocol";
+import { AudioRoomService, RoomHost } from "../../src/rooms";
+import { agoraTransportStack } from "../../src/transport";
+import { createBareClientNode, FakeMediaEngine } from "../helpers/net-fakes";
+import { MemoryRoomDirectory } from "../helpers/room-directory";
+
+setDefaultTimeout(30_000);
+
+const stops: (() => unknown)[] = [];
+afterEach(async () => {
+  while (stops.length) await Promise.resolve(stops.pop()!()).catch(() => {});
+});
+
+function candidate(peer: string, addr: string): MixerCandidate {
+  return {
+    peer_id: peer,
+    region: "eu-west",
+    status: "online",
+    capabilities: ["mixer"],
+    current_load: 0,
+    max_clients: 100,
+    listen_addr: [addr],
+  };
+}
+
+async function mixer(dir: MemoryRoomDirectory): Promise<string> {
+  const key = await generateKeyPair("Ed25519");
+  const node = await createLibp2p({
+    privateKey: key,
+    addresses: { listen: ["/ip4/127.0.0.1/tcp/0"] },
+    ...agoraTransportStack(),
+    services: { identify: identify() },
+  });
+  stops.push(() => node.stop());
+  const peer = node.peerId.toString();
+  const addr = node
+    .getMultiaddrs()[0]!
+    .toString()
+    .replace(/\/p2p\/.*$/, "");
+  const registry = new Registry();
+  const host = new RoomHost({
+    directory: dir.port(peer, "eu-west", () => [addr]),
+    selfPeerId: peer,
+    privateKey: key,
+    region: "eu-west",
+    selfAddrs: () => [addr],
+    candidates: async () => dir.mixers,
+    isAlive: async (p) => p === peer,
+    registry,
+    logger: silentLogger(),
+  });
+  const service = new AudioRoomService({ libp2p: node, engine: new FakeMediaEngine(1000), registry, logger: silentLogger(), host });
+  await service.start();
+  stops.push(() => service.stop());
+  dir.mixers.push(candidate(peer, addr));
+  return peer;
+}
+
+/** A peer behind a partition: TCP accepts, then nothing ever comes back. */
+async function blackHole(): Promise<{ peer: string; addr: string }> {
+  const sockets: Socket[] = [];
+  const srv: Server = createServer((s) => sockets.push(s));
+  await new Promise<void>((res) => srv.listen(0, "127.0.0.1", res));
+  stops.push(() => {
+    for (const s of sockets) s.destroy();
+    srv.close();
+  });
+  const port = (srv.address() as { port: number }).port;
+  return { peer: peerIdFromPrivateKey(await generateKeyPair("Ed25519")).toString(), addr: `/ip4/127.0.0.1/tcp/${port}` };
+}
+
+describe("RoomNavigator: placement among the mixers it can reach", () => {
+  test("the rule's first choice does not answer: both joiners skip it within the probe timeout and meet on the next", async () => {
+    const dir = new MemoryRoomDirectory();
+    await mixer(dir);
+    await mixer(dir);
+    const hole = await blackHole();
+    dir.mixers.push(candidate(hole.peer, hole.addr));
+    // A room whose first choice by the rule is the unreachable one.
+    let room = "";
+    for (let i = 0; !room; i++) if (rankPlacement(`cut-${i}`, "eu-west", dir.mixers)[0]!.peer_id === hole.peer) room = `cut-${i}`;
+    const next = rankPlacement(room, "eu-west", dir.mixers)[1]!.peer_id;
+    const navs = await Promise.all(
+      [0, 1].map(async () => {
+        const lib = await createBareClientNode();
+        stops.push(() => lib.stop());
+        return new RoomNavigator({ libp2p: lib, room, locator: dir.locator(), region: "eu-west", probeTimeoutMs: 500 });
+      }),
+    );
+    const t0 = performance.now();
+    await Promise.all(navs.map((n) => n.open({})));
+    const ms = performance.now() - t0;
+    for (const n of navs) {
+      expect(n.host).toBe(next);
+      expect(n.stats.unreachableSkipped).toBe(1);
+    }
+    // The probe's bound, not the session's 10 s join timeout (generous for a busy machine).
+    expect(ms).toBeLessThan(8_000);
+    for (const n of navs) await n.session?.leave();
+  });
+
+  test("after a lost host, the failover skips an unreachable successor too; a reachable first choice is not skipped", async () => {
+    const dir = new MemoryRoomDirectory();
+    await mixer(dir);
+    await mixer(dir);
+    const hole = await blackHole();
+    dir.mixers.push(candidate(hole.peer, hole.addr));
+    // First choice a real mixer, second the unreachable one, third the other real mixer.
+    let room = "";
+    for (let i = 0; !room; i++) {
+      const r = rankPlacement(`fail-${i}`, "eu-west", dir.mixers);
+      if (r[0]!.peer_id !== hole.peer && r[1]!.peer_id === hole.peer) room = `fail-${i}`;
+    }
+    const [first, , third] = rankPlacement(room, "eu-west", dir.mixers);
+    const lib = await createBareClientNode();
+    stops.push(() => lib.stop());
+    const nav = new RoomNavigator({ libp2p: lib, room, locator: dir.locator(), region: "eu-west", probeTimeoutMs: 500 });
+    await nav.open({});
+    expect(nav.host).toBe(first!.peer_id);
+    expect(nav.stats.unreachableSkipped).toBe(0);
+    // The host is lost for us (a partition): the rule without it names the unreachable one, then the third.
+    await nav.session?.leave();
+    nav.hostLost();
+    await nav.open({});
+    expect(nav.host).toBe(third!.peer_id);
+    expect(nav.stats.unreachableSkipped).toBe(1);
+    await nav.session?.leave();
+  });
+});

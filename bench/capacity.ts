@@ -6,11 +6,14 @@
  *   bun bench/capacity.ts [--steps 25,50,100,200,400] [--duration 15] [--warmup 3] [--procs 4]
  *                         [--layouts 1,10] [--talkers 3] [--connections per-participant|shared]
  *                         [--join-interval 250] [--mixer run|skip|<participants per core>]
- *                         [--transport udp|stream|both]
+ *                         [--transport udp|stream|both] [--udp-socket worker|shared]
  *   --transport: how voice travels between the participants and the node: "udp" (encrypted datagrams,
  *   protocol.md "UDP datagrams"; a session that is not offered them fails to join), "stream" (AUDIO on the
  *   libp2p stream, the default) or "both": every layout is ramped on each path in turn against the same
  *   node, and a table of the UDP/stream ratios per N (participants per node core, node cores) follows.
+ *   --udp-socket: "worker" (default) gives the datagrams a port of their own (audio.udp_port), whose socket
+ *   the media worker owns (src/audio/datagram-io.ts); "shared" leaves them on the node's STUN socket, on the
+ *   main thread (src/rooms/udp-voice.ts): the figure before the move.
  *   short run (≈ 2 min): --steps 20,50,100 --duration 8 --warmup 2 --layouts 1 --mixer skip
  *   profile of the node's main thread: --profile DIR (Bun's sampling profiler through BUN_OPTIONS, written
  *   as .cpuprofile and .md when the node exits; e.g. --steps 40 --layouts 1 --profile bench/output/prof)
@@ -40,7 +43,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { type LatencySummary, type LoadgenReport, type LoadgenRoomSpec, lossPercent, summarize } from "../src/client";
-import { BINARY, startNode } from "../test/helpers/node-process";
+import { BINARY, freePort, startNode } from "../test/helpers/node-process";
 import type { LoadgenWorkerEvent, LoadgenWorkerSpec } from "./loadgen-worker";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -85,6 +88,8 @@ export type CapacityTransport = "udp" | "stream";
 const transportFlag = flag("transport") ?? "stream";
 if (transportFlag !== "udp" && transportFlag !== "stream" && transportFlag !== "both")
   throw new Error(`--transport: udp, stream or both, got ${transportFlag}`);
+const udpSocket = flag("udp-socket") ?? "worker";
+if (udpSocket !== "worker" && udpSocket !== "shared") throw new Error(`--udp-socket: worker or shared, got ${udpSocket}`);
 const transports: CapacityTransport[] = transportFlag === "both" ? ["udp", "stream"] : [transportFlag];
 const profileDir = flag("profile");
 if (procs > 200) throw new Error("--procs: at most 200 (one loopback source address each)");
@@ -470,8 +475,10 @@ async function main(): Promise<void> {
   const stale = staleBinaryWarning();
   if (stale) console.error(`warning: ${stale}`);
   const maxN = steps.at(-1)!;
+  const udpArgs = udpSocket === "worker" ? ["--set", `audio.udp_port=${await freePort()}`, "--set", "audio.udp_listen_addr=127.0.0.1"] : [];
   const node = await startNode({
     args: [
+      ...udpArgs,
       "--log-level",
       "warn",
       "--set",
@@ -554,7 +561,7 @@ export function transportRatios(results: LayoutResult[], rooms: number) {
 
 function report(results: LayoutResult[], mixer: { participantsPerCore: number | null; source: string }): void {
   console.log(
-    `capacity of one dedicated node: voice by ${transports.join(" and by ")}, ${connections} connections, ${talkers} talkers per room, others silent microphones; ${durationSec} s measured per step after ${warmupSec} s warm-up; ${procs} loadgen processes`,
+    `capacity of one dedicated node: voice by ${transports.join(" and by ")} (datagrams on the ${udpSocket === "worker" ? "media worker's own socket" : "main thread's shared STUN socket"}), ${connections} connections, ${talkers} talkers per room, others silent microphones; ${durationSec} s measured per step after ${warmupSec} s warm-up; ${procs} loadgen processes`,
   );
   const head =
     "transport rooms      N joined  node cores  main  worker  other  part/core  loadgen cores  loss%  stay loss%  seqloss%  late  skipped  p50 ms  p99 ms  load  real time";
@@ -609,7 +616,7 @@ function report(results: LayoutResult[], mixer: { participantsPerCore: number | 
   console.log(
     JSON.stringify({
       bench: "capacity",
-      params: { steps, durationSec, warmupSec, procs, layouts, talkers, connections, joinIntervalMs, transports },
+      params: { steps, durationSec, warmupSec, procs, layouts, talkers, connections, joinIntervalMs, transports, udpSocket },
       thresholds: THRESHOLDS,
       layouts: results.map((l) => ({
         transport: l.transport,

@@ -102,7 +102,9 @@ export function datagramNonce(direction: DatagramDirectionValue, counter: number
 
 /**
  * Seals one datagram. `payload` empty only for a keepalive. The caller owns the counter and must never pass
- * the same one twice for one key and direction.
+ * the same one twice for one key and direction. With `into` (at least the datagram's length) the datagram is
+ * written at its start and returned as a view of it: a sender sealing many datagrams per tick writes them
+ * all into one arena instead of allocating a buffer each.
  */
 export function sealDatagram(
   key: DatagramKey,
@@ -110,9 +112,12 @@ export function sealDatagram(
   header: DatagramHeader,
   payload: Uint8Array,
   nonce: Buffer = Buffer.alloc(12),
+  into?: Buffer,
 ): Buffer {
   if (payload.length > MAX_OPUS_PAYLOAD) throw new RangeError(`payload of ${payload.length} bytes exceeds ${MAX_OPUS_PAYLOAD}`);
-  const out = Buffer.allocUnsafe(DATAGRAM_HEADER_BYTES + payload.length + DATAGRAM_TAG_BYTES);
+  const length = DATAGRAM_HEADER_BYTES + payload.length + DATAGRAM_TAG_BYTES;
+  if (into && into.length < length) throw new RangeError(`datagram of ${length} bytes does not fit in ${into.length}`);
+  const out = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
   out[0] = DATAGRAM_VERSION;
   out[1] = header.flags;
   out.writeUInt32BE(header.sessionId >>> 0, 2);
@@ -179,6 +184,11 @@ export class ReplayWindow {
     this.bits = new Uint32Array(size / 32);
   }
 
+  /** The highest counter authenticated so far (-1: none yet). */
+  get highestCounter(): number {
+    return this.highest;
+  }
+
   check(counter: number): "ok" | "replayed" | "too_old" {
     if (counter > this.highest) return "ok";
     if (this.highest - counter >= this.size) return "too_old";
@@ -204,6 +214,41 @@ export class ReplayWindow {
   private clear(counter: number): void {
     const slot = counter % this.size;
     this.bits[slot >>> 5] = (this.bits[slot >>> 5] ?? 0) & ~(1 << (slot & 31));
+  }
+}
+
+/**
+ * A token bucket per datagram source ("address|port"): `perSecond` datagrams a second, bursts of `burst`.
+ * At most `maxSources` are tracked; beyond, new sources share one bucket, so a flood from spoofed sources
+ * costs bounded memory and cannot starve the sources already known.
+ */
+export class SourceRateLimiter {
+  private readonly sources = new Map<string, { tokens: number; at: number }>();
+  private readonly overflow = { tokens: 0, at: 0 };
+
+  constructor(readonly limits: { perSecond: number; burst: number; maxSources: number }) {}
+
+  take(source: string, now: number): boolean {
+    const L = this.limits;
+    let b = this.sources.get(source);
+    if (!b) {
+      if (this.sources.size >= L.maxSources) b = this.overflow;
+      else {
+        b = { tokens: L.burst, at: now };
+        this.sources.set(source, b);
+      }
+    }
+    b.tokens = Math.min(L.burst, b.tokens + ((now - b.at) * L.perSecond) / 1000);
+    b.at = now;
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
+
+  /** Forgets sources whose buckets have refilled: memory stays bounded, nothing is lost. */
+  prune(now: number): void {
+    const L = this.limits;
+    for (const [k, b] of this.sources) if (b.tokens + ((now - b.at) * L.perSecond) / 1000 >= L.burst) this.sources.delete(k);
   }
 }
 

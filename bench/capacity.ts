@@ -6,7 +6,7 @@
  *   bun bench/capacity.ts [--steps 25,50,100,200,400] [--duration 15] [--warmup 3] [--procs 4]
  *                         [--layouts 1,10] [--talkers 3] [--connections per-participant|shared]
  *                         [--join-interval 250] [--mixer run|skip|<participants per core>]
- *                         [--transport udp|stream|both] [--udp-socket worker|shared]
+ *                         [--transport udp|stream|both] [--udp-socket worker|shared] [--vad on|off]
  *   --transport: how voice travels between the participants and the node: "udp" (encrypted datagrams,
  *   protocol.md "UDP datagrams"; a session that is not offered them fails to join), "stream" (AUDIO on the
  *   libp2p stream, the default) or "both": every layout is ramped on each path in turn against the same
@@ -14,6 +14,9 @@
  *   --udp-socket: "worker" (default) gives the datagrams a port of their own (audio.udp_port), whose socket
  *   the media worker owns (src/audio/datagram-io.ts); "shared" leaves them on the node's STUN socket, on the
  *   main thread (src/rooms/udp-voice.ts): the figure before the move.
+ *   --vad: "on" (default) every participant marks its frames with the voice-activity flag as a client with
+ *   a VAD does (talkers voice, silent microphones silence: the mixer decodes only what can reach a mix);
+ *   "off" sends them unflagged, so every frame is decoded.
  *   short run (≈ 2 min): --steps 20,50,100 --duration 8 --warmup 2 --layouts 1 --mixer skip
  *   profile of the node's main thread: --profile DIR (Bun's sampling profiler through BUN_OPTIONS, written
  *   as .cpuprofile and .md when the node exits; e.g. --steps 40 --layouts 1 --profile bench/output/prof)
@@ -88,6 +91,8 @@ export type CapacityTransport = "udp" | "stream";
 const transportFlag = flag("transport") ?? "stream";
 if (transportFlag !== "udp" && transportFlag !== "stream" && transportFlag !== "both")
   throw new Error(`--transport: udp, stream or both, got ${transportFlag}`);
+const vad = flag("vad") ?? "on";
+if (vad !== "on" && vad !== "off") throw new Error(`--vad: on or off, got ${vad}`);
 const udpSocket = flag("udp-socket") ?? "worker";
 if (udpSocket !== "worker" && udpSocket !== "shared") throw new Error(`--udp-socket: worker or shared, got ${udpSocket}`);
 const transports: CapacityTransport[] = transportFlag === "both" ? ["udp", "stream"] : [transportFlag];
@@ -324,6 +329,7 @@ async function runStep(
         // all processes together stay under the node's 10 connections mid-handshake (see loadgen)
         ...(connections === "per-participant" ? { maxPendingJoins: Math.max(1, Math.floor(8 / active.length)) } : {}),
         silentMicrophones: true,
+        voiceActivity: vad === "on",
         // "udp": a session not offered datagrams fails its join (counted), rather than silently using the stream
         sessionOptions: { transport },
       },
@@ -561,7 +567,7 @@ export function transportRatios(results: LayoutResult[], rooms: number) {
 
 function report(results: LayoutResult[], mixer: { participantsPerCore: number | null; source: string }): void {
   console.log(
-    `capacity of one dedicated node: voice by ${transports.join(" and by ")} (datagrams on the ${udpSocket === "worker" ? "media worker's own socket" : "main thread's shared STUN socket"}), ${connections} connections, ${talkers} talkers per room, others silent microphones; ${durationSec} s measured per step after ${warmupSec} s warm-up; ${procs} loadgen processes`,
+    `capacity of one dedicated node: voice by ${transports.join(" and by ")} (datagrams on the ${udpSocket === "worker" ? "media worker's own socket" : "main thread's shared STUN socket"}), ${connections} connections, ${talkers} talkers per room, others silent microphones, voice-activity flags ${vad}; ${durationSec} s measured per step after ${warmupSec} s warm-up; ${procs} loadgen processes`,
   );
   const head =
     "transport rooms      N joined  node cores  main  worker  other  part/core  loadgen cores  loss%  stay loss%  seqloss%  late  skipped  p50 ms  p99 ms  load  real time";
@@ -616,7 +622,7 @@ function report(results: LayoutResult[], mixer: { participantsPerCore: number | 
   console.log(
     JSON.stringify({
       bench: "capacity",
-      params: { steps, durationSec, warmupSec, procs, layouts, talkers, connections, joinIntervalMs, transports, udpSocket },
+      params: { steps, durationSec, warmupSec, procs, layouts, talkers, connections, joinIntervalMs, transports, udpSocket, vad },
       thresholds: THRESHOLDS,
       layouts: results.map((l) => ({
         transport: l.transport,

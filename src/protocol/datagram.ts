@@ -274,6 +274,10 @@ export const DATAGRAM_TIMING: Readonly<DatagramTiming> = Object.freeze({
   probeEvery: 10,
 });
 
+const ROUTE_DATAGRAM = Object.freeze({ datagram: true, stream: false });
+const ROUTE_STREAM = Object.freeze({ datagram: false, stream: true });
+const ROUTE_BOTH = Object.freeze({ datagram: true, stream: true });
+
 /**
  * One direction's send policy, the same at both ends: datagrams while the peer's reported count keeps rising,
  * else the stream with datagram copies (every frame for `dualSendMs`, then every `probeEvery`-th), so a
@@ -315,11 +319,11 @@ export class UdpSendPolicy {
     return ok;
   }
 
-  /** For one frame: send it by datagram, by stream, or both. */
-  route(now: number): { datagram: boolean; stream: boolean } {
-    if (this.evaluate(now)) return { datagram: true, stream: false };
+  /** For one frame: send it by datagram, by stream, or both (one of three shared answers: no allocation per frame). */
+  route(now: number): Readonly<{ datagram: boolean; stream: boolean }> {
+    if (this.evaluate(now)) return ROUTE_DATAGRAM;
     const dual = now - this.lostAt <= this.limits.dualSendMs;
     this.frames++;
-    return { datagram: dual || this.frames % this.limits.probeEvery === 0, stream: true };
+    return dual || this.frames % this.limits.probeEvery === 0 ? ROUTE_BOTH : ROUTE_STREAM;
   }
 }

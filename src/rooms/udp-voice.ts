@@ -107,6 +107,8 @@ export interface UdpVoiceOwner {
   trustVoice: boolean;
 }
 
+const STREAM_ONLY = Object.freeze({ datagram: false, stream: true });
+
 /**
  * The send policy of a session whose datagrams the media worker carries: the worker decides per frame, so
  * every frame that still reaches the control thread is one for the stream; reports go to the worker.
@@ -125,8 +127,8 @@ class PlaneSendPolicy extends UdpSendPolicy {
   override evaluate(): boolean {
     return false;
   }
-  override route(): { datagram: boolean; stream: boolean } {
-    return { datagram: false, stream: true };
+  override route(): Readonly<{ datagram: boolean; stream: boolean }> {
+    return STREAM_ONLY;
   }
 }
 

@@ -58,7 +58,8 @@ class RawClient {
       hostname: "127.0.0.1",
       port: 0,
       binaryType: "uint8array",
-      socket: { data: (_s, data) => c?.onDatagram(data) },
+      // ICMP port unreachable while the mixer's worker restarts: nothing to do, as a client
+      socket: { data: (_s, data) => c?.onDatagram(data), error() {} },
     });
     c = new RawClient(socket, mixerPort);
     cleanups.push(() => socket.close());

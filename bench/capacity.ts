@@ -6,6 +6,17 @@
  *   bun bench/capacity.ts [--steps 25,50,100,200,400] [--duration 15] [--warmup 3] [--procs 4]
  *                         [--layouts 1,10] [--talkers 3] [--connections per-participant|shared]
  *                         [--join-interval 250] [--mixer run|skip|<participants per core>]
+ *                         [--transport udp|stream|both] [--udp-socket worker|shared] [--vad on|off]
+ *   --transport: how voice travels between the participants and the node: "udp" (encrypted datagrams,
+ *   protocol.md "UDP datagrams"; a session that is not offered them fails to join), "stream" (AUDIO on the
+ *   libp2p stream, the default) or "both": every layout is ramped on each path in turn against the same
+ *   node, and a table of the UDP/stream ratios per N (participants per node core, node cores) follows.
+ *   --udp-socket: "worker" (default) gives the datagrams a port of their own (audio.udp_port), whose socket
+ *   the media worker owns (src/audio/datagram-io.ts); "shared" leaves them on the node's STUN socket, on the
+ *   main thread (src/rooms/udp-voice.ts): the figure before the move.
+ *   --vad: "on" (default) every participant marks its frames with the voice-activity flag as a client with
+ *   a VAD does (talkers voice, silent microphones silence: the mixer decodes only what can reach a mix);
+ *   "off" sends them unflagged, so every frame is decoded.
  *   short run (≈ 2 min): --steps 20,50,100 --duration 8 --warmup 2 --layouts 1 --mixer skip
  *   profile of the node's main thread: --profile DIR (Bun's sampling profiler through BUN_OPTIONS, written
  *   as .cpuprofile and .md when the node exits; e.g. --steps 40 --layouts 1 --profile bench/output/prof)
@@ -35,7 +46,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { type LatencySummary, type LoadgenReport, type LoadgenRoomSpec, lossPercent, summarize } from "../src/client";
-import { BINARY, startNode } from "../test/helpers/node-process";
+import { BINARY, freePort, startNode } from "../test/helpers/node-process";
 import type { LoadgenWorkerEvent, LoadgenWorkerSpec } from "./loadgen-worker";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -76,6 +87,15 @@ if (connections !== "per-participant" && connections !== "shared")
   throw new Error(`--connections: per-participant or shared, got ${connections}`);
 const joinIntervalMs = numberFlag("join-interval", connections === "per-participant" ? 250 : 10, 0);
 const mixerMode = flag("mixer") ?? "run";
+export type CapacityTransport = "udp" | "stream";
+const transportFlag = flag("transport") ?? "stream";
+if (transportFlag !== "udp" && transportFlag !== "stream" && transportFlag !== "both")
+  throw new Error(`--transport: udp, stream or both, got ${transportFlag}`);
+const vad = flag("vad") ?? "on";
+if (vad !== "on" && vad !== "off") throw new Error(`--vad: on or off, got ${vad}`);
+const udpSocket = flag("udp-socket") ?? "worker";
+if (udpSocket !== "worker" && udpSocket !== "shared") throw new Error(`--udp-socket: worker or shared, got ${udpSocket}`);
+const transports: CapacityTransport[] = transportFlag === "both" ? ["udp", "stream"] : [transportFlag];
 const profileDir = flag("profile");
 if (procs > 200) throw new Error("--procs: at most 200 (one loopback source address each)");
 
@@ -140,6 +160,9 @@ interface MetricSample {
   lateFrames: number;
   packetsIn: number;
   packetsOut: number;
+  udpIn: number;
+  udpOut: number;
+  udpDropped: number;
 }
 async function metrics(url: string): Promise<MetricSample> {
   const text = await (await fetch(url, { signal: AbortSignal.timeout(10_000) })).text();
@@ -149,6 +172,9 @@ async function metrics(url: string): Promise<MetricSample> {
     lateFrames: metric(text, "agora_audio_packets_late_total"),
     packetsIn: metric(text, "agora_audio_packets_total", 'direction="in"'),
     packetsOut: metric(text, "agora_audio_packets_total", 'direction="out"'),
+    udpIn: metric(text, "agora_audio_udp_received_total"),
+    udpOut: metric(text, "agora_audio_udp_sent_total"),
+    udpDropped: [...text.matchAll(/^agora_audio_udp_dropped_total\{[^}]*\} ([0-9.e+-]+)$/gm)].reduce((s, m) => s + Number(m[1]), 0),
   };
 }
 
@@ -243,6 +269,7 @@ function until(cond: () => boolean, subscribe: (fn: () => void) => void, timeout
 }
 
 export interface StepResult {
+  transport: CapacityTransport;
   rooms: number;
   participants: number;
   joined: number;
@@ -264,14 +291,23 @@ export interface StepResult {
   loadAverage: number;
   packetsInPerSec: number;
   packetsOutPerSec: number;
+  /** voice datagrams authenticated / sent / dropped by the node per second (0 on the stream path) */
+  udpInPerSec: number;
+  udpOutPerSec: number;
+  udpDroppedPerSec: number;
   latencyMs: LatencySummary;
   realTime: boolean;
   /** why real time was lost (empty when kept) */
   failures: string[];
 }
 
-async function runStep(node: { pid: number; addr: string; metricsUrl: string }, rooms: number, n: number): Promise<StepResult> {
-  const active = splitParticipants(n, rooms, procs, talkers, (r) => `cap-${rooms}r-${n}-${r}`)
+async function runStep(
+  node: { pid: number; addr: string; metricsUrl: string },
+  transport: CapacityTransport,
+  rooms: number,
+  n: number,
+): Promise<StepResult> {
+  const active = splitParticipants(n, rooms, procs, talkers, (r) => `cap-${transport}-${rooms}r-${n}-${r}`)
     .map((specRooms, i) => ({ specRooms, i }))
     .filter((x) => x.specRooms.length > 0);
   const perProc = Math.max(...active.map((a) => a.specRooms.reduce((s, r) => s + r.participants, 0)));
@@ -293,6 +329,9 @@ async function runStep(node: { pid: number; addr: string; metricsUrl: string }, 
         // all processes together stay under the node's 10 connections mid-handshake (see loadgen)
         ...(connections === "per-participant" ? { maxPendingJoins: Math.max(1, Math.floor(8 / active.length)) } : {}),
         silentMicrophones: true,
+        voiceActivity: vad === "on",
+        // "udp": a session not offered datagrams fails its join (counted), rather than silently using the stream
+        sessionOptions: { transport },
       },
       notify,
     ),
@@ -333,6 +372,7 @@ async function runStep(node: { pid: number; addr: string; metricsUrl: string }, 
     const sum = (f: (r: LoadgenReport) => number) => reports.reduce((s, r) => s + f(r), 0);
     const cores = nodeCores(node.pid, c0, c1, seconds);
     const result: StepResult = {
+      transport,
       rooms,
       participants: n,
       joined: sum((r) => r.totals.joined),
@@ -360,6 +400,9 @@ async function runStep(node: { pid: number; addr: string; metricsUrl: string }, 
       loadAverage: Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]),
       packetsInPerSec: Math.round((m1.packetsIn - m0.packetsIn) / seconds),
       packetsOutPerSec: Math.round((m1.packetsOut - m0.packetsOut) / seconds),
+      udpInPerSec: Math.round((m1.udpIn - m0.udpIn) / seconds),
+      udpOutPerSec: Math.round((m1.udpOut - m0.udpOut) / seconds),
+      udpDroppedPerSec: Math.round((m1.udpDropped - m0.udpDropped) / seconds),
       latencyMs: summarize(reports.flatMap((r) => r.latencySamplesMs ?? [])),
       realTime: true,
       failures: [],
@@ -438,8 +481,10 @@ async function main(): Promise<void> {
   const stale = staleBinaryWarning();
   if (stale) console.error(`warning: ${stale}`);
   const maxN = steps.at(-1)!;
+  const udpArgs = udpSocket === "worker" ? ["--set", `audio.udp_port=${await freePort()}`, "--set", "audio.udp_listen_addr=127.0.0.1"] : [];
   const node = await startNode({
     args: [
+      ...udpArgs,
       "--log-level",
       "warn",
       "--set",
@@ -459,24 +504,26 @@ async function main(): Promise<void> {
     timeoutMs: 60_000,
     ...(profileDir ? { env: { BUN_OPTIONS: `--cpu-prof --cpu-prof-md --cpu-prof-dir=${resolve(profileDir)}` } } : {}),
   });
-  const results: { rooms: number; steps: StepResult[]; capacity: StepResult | null; lostAt: StepResult | null }[] = [];
+  const results: LayoutResult[] = [];
   try {
     const target = { pid: node.proc.pid, addr: await node.multiaddr(), metricsUrl: node.metricsUrl };
     for (const rooms of layouts) {
-      const layout = { rooms, steps: [] as StepResult[], capacity: null as StepResult | null, lostAt: null as StepResult | null };
-      results.push(layout);
-      for (const n of steps) {
-        if (n < 2 * rooms) continue; // a latency probe needs a speaker and a listener in every room
-        const s = await runStep(target, rooms, n);
-        layout.steps.push(s);
-        console.error(
-          `  ${rooms} room(s), N=${n}: node ${fmt(s.nodeCores.total, 2)} cores, loss ${s.windowLossPercent} %, p99 ${fmt(s.latencyMs.p99)} ms${s.realTime ? "" : ` — real time lost: ${s.failures.join(", ")}`}`,
-        );
-        if (!s.realTime) {
-          layout.lostAt = s;
-          break;
+      for (const transport of transports) {
+        const layout: LayoutResult = { transport, rooms, steps: [], capacity: null, lostAt: null };
+        results.push(layout);
+        for (const n of steps) {
+          if (n < 2 * rooms) continue; // a latency probe needs a speaker and a listener in every room
+          const s = await runStep(target, transport, rooms, n);
+          layout.steps.push(s);
+          console.error(
+            `  ${transport}, ${rooms} room(s), N=${n}: node ${fmt(s.nodeCores.total, 2)} cores (main ${fmt(s.nodeCores.main, 2)}, worker ${fmt(s.nodeCores.mediaWorker, 2)}), loss ${s.windowLossPercent} %, p99 ${fmt(s.latencyMs.p99)} ms, load ${fmt(s.loadAverage)}${s.realTime ? "" : ` — real time lost: ${s.failures.join(", ")}`}`,
+          );
+          if (!s.realTime) {
+            layout.lostAt = s;
+            break;
+          }
+          layout.capacity = s;
         }
-        layout.capacity = s;
       }
     }
   } finally {
@@ -487,20 +534,49 @@ async function main(): Promise<void> {
   report(results, mixer);
 }
 
-function report(
-  results: { rooms: number; steps: StepResult[]; capacity: StepResult | null; lostAt: StepResult | null }[],
-  mixer: { participantsPerCore: number | null; source: string },
-): void {
+interface LayoutResult {
+  transport: CapacityTransport;
+  rooms: number;
+  steps: StepResult[];
+  capacity: StepResult | null;
+  lostAt: StepResult | null;
+}
+
+/** UDP against stream per N of one layout (both measured in this run): the figures as ratios udp / stream. */
+export function transportRatios(results: LayoutResult[], rooms: number) {
+  const udp = results.find((l) => l.rooms === rooms && l.transport === "udp");
+  const stream = results.find((l) => l.rooms === rooms && l.transport === "stream");
+  if (!udp || !stream) return [];
+  const ratio = (a: number | null, b: number | null) => (a === null || b === null || b === 0 ? null : Math.round((a / b) * 100) / 100);
+  return udp.steps.flatMap((u) => {
+    const s = stream.steps.find((x) => x.participants === u.participants);
+    if (!s) return [];
+    return [
+      {
+        participants: u.participants,
+        participantsPerNodeCore: ratio(u.participantsPerNodeCore, s.participantsPerNodeCore),
+        nodeCores: ratio(u.nodeCores.total, s.nodeCores.total),
+        mainCores: ratio(u.nodeCores.main, s.nodeCores.main),
+        workerCores: ratio(u.nodeCores.mediaWorker, s.nodeCores.mediaWorker),
+        p99: ratio(u.latencyMs.p99, s.latencyMs.p99),
+        loadgenCores: ratio(u.loadgenCores, s.loadgenCores),
+      },
+    ];
+  });
+}
+
+function report(results: LayoutResult[], mixer: { participantsPerCore: number | null; source: string }): void {
   console.log(
-    `capacity of one dedicated node: ${connections} connections, ${talkers} talkers per room, others silent microphones; ${durationSec} s measured per step after ${warmupSec} s warm-up; ${procs} loadgen processes`,
+    `capacity of one dedicated node: voice by ${transports.join(" and by ")} (datagrams on the ${udpSocket === "worker" ? "media worker's own socket" : "main thread's shared STUN socket"}), ${connections} connections, ${talkers} talkers per room, others silent microphones, voice-activity flags ${vad}; ${durationSec} s measured per step after ${warmupSec} s warm-up; ${procs} loadgen processes`,
   );
   const head =
-    "rooms      N joined  node cores  main  worker  other  part/core  loadgen cores  loss%  stay loss%  seqloss%  late  skipped  p50 ms  p99 ms  load  real time";
+    "transport rooms      N joined  node cores  main  worker  other  part/core  loadgen cores  loss%  stay loss%  seqloss%  late  skipped  p50 ms  p99 ms  load  real time";
   for (const l of results) {
     console.log(head);
     for (const s of l.steps)
       console.log(
         [
+          s.transport.padEnd(9),
           String(s.rooms).padStart(5),
           String(s.participants).padStart(6),
           String(s.joined).padStart(6),
@@ -523,21 +599,40 @@ function report(
       );
     const c = l.capacity;
     console.log(
-      `${l.rooms} room(s): real time kept up to N=${c?.participants ?? "none of the steps"}${c ? ` (${c.participantsPerNodeCore} participants per node core)` : ""}${l.lostAt ? `, lost at N=${l.lostAt.participants}` : ", not lost within the steps"}; core-only (bench/mixer.ts, wasm, shared encode): ${mixer.participantsPerCore ?? "-"} participants per core [${mixer.source}]`,
+      `${l.transport}, ${l.rooms} room(s): real time kept up to N=${c?.participants ?? "none of the steps"}${c ? ` (${c.participantsPerNodeCore} participants per node core)` : ""}${l.lostAt ? `, lost at N=${l.lostAt.participants}` : ", not lost within the steps"}; core-only (bench/mixer.ts, wasm, shared encode): ${mixer.participantsPerCore ?? "-"} participants per core [${mixer.source}]`,
     );
+  }
+  const ratios = transports.length === 2 ? layouts.map((rooms) => ({ rooms, perN: transportRatios(results, rooms) })) : [];
+  for (const r of ratios) {
+    console.log(`udp / stream, ${r.rooms} room(s):`);
+    console.log("     N  part/core  node cores  main  worker  p99  loadgen cores");
+    for (const x of r.perN)
+      console.log(
+        [
+          String(x.participants).padStart(6),
+          fmt(x.participantsPerNodeCore, 2).padStart(10),
+          fmt(x.nodeCores, 2).padStart(11),
+          fmt(x.mainCores, 2).padStart(5),
+          fmt(x.workerCores, 2).padStart(7),
+          fmt(x.p99, 2).padStart(4),
+          fmt(x.loadgenCores, 2).padStart(14),
+        ].join(" "),
+      );
   }
   console.log(
     JSON.stringify({
       bench: "capacity",
-      params: { steps, durationSec, warmupSec, procs, layouts, talkers, connections, joinIntervalMs },
+      params: { steps, durationSec, warmupSec, procs, layouts, talkers, connections, joinIntervalMs, transports, udpSocket, vad },
       thresholds: THRESHOLDS,
       layouts: results.map((l) => ({
+        transport: l.transport,
         rooms: l.rooms,
         capacityParticipants: l.capacity?.participants ?? null,
         capacityParticipantsPerNodeCore: l.capacity?.participantsPerNodeCore ?? null,
         lostAtParticipants: l.lostAt?.participants ?? null,
         steps: l.steps,
       })),
+      udpOverStream: ratios,
       mixerCoreParticipantsPerCore: mixer.participantsPerCore,
       mixerSource: mixer.source,
     }),

@@ -22,6 +22,7 @@ export interface LoadgenWorkerSpec {
   joinIntervalMs?: number;
   maxPendingJoins?: number;
   silentMicrophones: boolean;
+  voiceActivity?: boolean;
   probePeriodMs?: number;
   /** JSON-able AudioSession options for every session (e.g. a transport choice) */
   sessionOptions?: LoadgenOptions["sessionOptions"];
@@ -62,6 +63,7 @@ if (import.meta.main) {
       joinIntervalMs: spec.joinIntervalMs,
       maxPendingJoins: spec.maxPendingJoins,
       silentMicrophones: spec.silentMicrophones,
+      voiceActivity: spec.voiceActivity,
       probePeriodMs: spec.probePeriodMs,
       sessionOptions: spec.sessionOptions,
       // One send timer per process: the processes of a benchmark start at different phases anyway.

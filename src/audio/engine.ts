@@ -27,8 +27,30 @@ import { type DropReason, type MediaMetrics, mediaMetrics } from "./metrics";
 import { readOutbound, writeInbound } from "./rings";
 import { RoomRegistry } from "./room-registry";
 import { type WorkerGeneration, WorkerSupervisor } from "./supervisor";
-import type { AudioFrame, FrameSink, MediaEngine, MediaEngineOptions, MediaSettings, MixGain, MixGainsResult, RoomStats } from "./types";
-import type { CrashMode, TickReport, ToWorkerRequest, WorkerRoomStats, WorkerSettings } from "./worker-protocol";
+import type {
+  AudioFrame,
+  DatagramPlane,
+  DatagramSessionState,
+  DatagramSyncCounts,
+  FrameSink,
+  MediaEngine,
+  MediaEngineOptions,
+  MediaSettings,
+  MixGain,
+  MixGainsResult,
+  RoomStats,
+} from "./types";
+import type {
+  CrashMode,
+  TickReport,
+  ToWorkerRequest,
+  UdpDatagramSession,
+  UdpSessionState,
+  UdpSyncReply,
+  WorkerDatagramConfig,
+  WorkerRoomStats,
+  WorkerSettings,
+} from "./worker-protocol";
 
 export { embeddedRoot, resolveWorkerUrl } from "./supervisor";
 
@@ -47,6 +69,24 @@ export interface WorkerMediaEngineOptions extends MediaEngineOptions {
   ringBytes?: number;
   /** Worker entry override (default: src/audio/worker.ts, or its copy inside a compiled executable). */
   workerUrl?: string | URL;
+  /**
+   * The media worker binds this UDP socket and carries voice datagrams itself (`datagrams` of the engine):
+   * the control thread then handles no datagram and no per-frame message for them.
+   */
+  datagrams?: WorkerDatagramConfig;
+}
+
+/** How often the control thread syncs datagram state with the worker (reports in, counts and bindings out). */
+const DATAGRAM_SYNC_MS = 100;
+
+interface DatagramSessionEntry {
+  roomId: string;
+  participantId: string;
+  key: Uint8Array;
+  trustVoice: boolean;
+  /** the worker's last report of it (kept for a restart) */
+  worker?: UdpSessionState;
+  state: DatagramSessionState;
 }
 
 type State = "idle" | "starting" | "running" | "stopping" | "stopped";
@@ -85,6 +125,14 @@ export class WorkerMediaEngine implements MediaEngine {
   private pendingIn = 0;
   private lastRingWarn = 0;
 
+  private readonly udpSessions = new Map<number, DatagramSessionEntry>();
+  private udpReports = new Map<number, number>();
+  private udpPort = 0;
+  private udpSyncTimer?: ReturnType<typeof setInterval>;
+  private udpSyncInFlight = false;
+  private readonly udpListeners = new Set<(c: DatagramSyncCounts) => void>();
+  readonly datagrams?: DatagramPlane;
+
   constructor(opts: WorkerMediaEngineOptions) {
     validateSettings(opts.settings);
     this.opts = opts;
@@ -97,12 +145,23 @@ export class WorkerMediaEngine implements MediaEngine {
     }
     this.supervisor = new WorkerSupervisor({
       logger: this.log,
-      init: () => ({ settings: this.workerSettings(), rooms: this.registry.restoreList() }),
+      init: () => ({
+        settings: this.workerSettings(),
+        rooms: this.registry.restoreList(),
+        // A restarted worker binds the port the first one got (clients were told it in JOINED).
+        ...(opts.datagrams
+          ? {
+              datagrams: { hostname: opts.datagrams.hostname, port: this.udpPort || opts.datagrams.port },
+              udpSessions: this.udpRestoreList(),
+            }
+          : {}),
+      }),
       workerUrl: opts.workerUrl,
       ringBytes: opts.ringBytes,
       heartbeatTimeoutMs: opts.heartbeatTimeoutMs,
       testHooks: this.testHooks,
     });
+    if (opts.datagrams) this.datagrams = this.datagramPlane();
     this.supervisor.on("spawned", (gen) => this.attach(gen));
     this.supervisor.on("retiring", (gen) => this.drainOutbound(gen));
     this.supervisor.on("died", (reason) => this.onWorkerDied(reason));
@@ -134,6 +193,10 @@ export class WorkerMediaEngine implements MediaEngine {
     }
     this.removeRoomSource = this.metrics.addRoomSource(() => this.registry.roomCount);
     this.statsTimer = setInterval(() => void this.pollStats(), this.opts.statsIntervalMs ?? 1000);
+    if (this.opts.datagrams) {
+      this.udpPort = this.supervisor.current?.udpPort ?? 0;
+      this.udpSyncTimer = setInterval(() => void this.syncDatagrams(), DATAGRAM_SYNC_MS);
+    }
     this.state = "running";
     this.log.info({ worker: String(this.supervisor.workerEntry), settings: this.settings }, "media engine started");
   }
@@ -142,6 +205,7 @@ export class WorkerMediaEngine implements MediaEngine {
     if (this.state !== "running" && this.state !== "starting") return;
     this.state = "stopping";
     clearInterval(this.statsTimer);
+    clearInterval(this.udpSyncTimer);
     await this.supervisor.stop("media engine stopped"); // the last frames are drained as it retires the worker
     this.removeRoomSource?.();
     this.state = "stopped";
@@ -201,7 +265,95 @@ export class WorkerMediaEngine implements MediaEngine {
     this.supervisor.current?.channel.notify(msg);
   }
 
+  // ---- voice datagrams in the worker ---------------------------------------------------------------
+
+  private datagramPlane(): DatagramPlane {
+    const engine = this;
+    return {
+      get port() {
+        return engine.udpPort;
+      },
+      install: (roomId, participantId, session) => this.installDatagramSession(roomId, participantId, session),
+      remove: (sessionId) => {
+        if (!this.udpSessions.delete(sessionId)) return;
+        this.udpReports.delete(sessionId);
+        if (this.state === "running") this.send({ t: "udpRemove", sessionId });
+      },
+      report: (sessionId, received) => {
+        if (this.udpSessions.has(sessionId)) this.udpReports.set(sessionId, received);
+      },
+      state: (sessionId) => this.udpSessions.get(sessionId)?.state,
+      onSync: (listener) => {
+        this.udpListeners.add(listener);
+        return () => this.udpListeners.delete(listener);
+      },
+    };
+  }
+
+  private installDatagramSession(
+    roomId: string,
+    participantId: string,
+    d: { sessionId: number; key: Uint8Array; trustVoice: boolean },
+  ): void {
+    this.assertRunning();
+    const p = this.registry.participant(roomId, participantId);
+    if (!p) throw new AgoraError("BAD_REQUEST", `participant ${participantId} is not in room ${roomId}`);
+    const entry: DatagramSessionEntry = {
+      roomId,
+      participantId,
+      key: Uint8Array.from(d.key),
+      trustVoice: d.trustVoice,
+      state: { received: 0, lastRxAt: Number.NEGATIVE_INFINITY, bound: false },
+    };
+    this.udpSessions.set(d.sessionId, entry);
+    this.send({ t: "udpInstall", session: { sessionId: d.sessionId, participant: p.handle, key: entry.key, trustVoice: d.trustVoice } });
+  }
+
+  /** Every session whose participant is still here, with the state the worker last reported (a restart). */
+  private udpRestoreList(): UdpDatagramSession[] {
+    const out: UdpDatagramSession[] = [];
+    for (const [sessionId, e] of this.udpSessions) {
+      const p = this.registry.participant(e.roomId, e.participantId);
+      if (!p) continue;
+      out.push({ sessionId, participant: p.handle, key: e.key, trustVoice: e.trustVoice, ...(e.worker ? { state: e.worker } : {}) });
+    }
+    return out;
+  }
+
+  private async syncDatagrams(): Promise<void> {
+    if (this.state !== "running" || !this.supervisor.healthy || this.udpSyncInFlight) return;
+    this.udpSyncInFlight = true;
+    const reports = [...this.udpReports];
+    this.udpReports = new Map();
+    try {
+      const r = (await this.request({ t: "udpSync", reports })) as UdpSyncReply;
+      const now = performance.now();
+      for (const w of r.sessions) {
+        const e = this.udpSessions.get(w.sessionId);
+        if (!e) continue;
+        e.worker = w;
+        e.state.received = w.received;
+        e.state.bound = w.address !== undefined;
+        if (w.rxAgeMs >= 0) e.state.lastRxAt = now - w.rxAgeMs;
+      }
+      if (r.framesIn > 0) this.metrics.packets.inc({ direction: "in" }, r.framesIn);
+      const counts: DatagramSyncCounts = { dropped: r.dropped, received: r.received, sent: r.sent, sendRefused: r.sendRefused };
+      for (const l of this.udpListeners) {
+        try {
+          l(counts);
+        } catch (err) {
+          this.log.warn({ err: errorMessage(err) }, "datagram sync listener failed");
+        }
+      }
+    } catch (err) {
+      if (this.state === "running" && this.supervisor.healthy) this.log.debug({ err: errorMessage(err) }, "datagram sync failed");
+    } finally {
+      this.udpSyncInFlight = false;
+    }
+  }
+
   private onTick(r: TickReport, gen: WorkerGeneration): void {
+    if (r.datagramsDelivered) this.metrics.packets.inc({ direction: "out" }, r.datagramsDelivered);
     for (const s of r.tickSeconds) this.metrics.tickSeconds.observe(s);
     if (r.concealed > 0) this.metrics.concealed.inc(r.concealed);
     if (r.late > 0) this.metrics.late.inc(r.late);

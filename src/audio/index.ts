@@ -11,6 +11,9 @@ export { resolveWorkerUrl, WorkerMediaEngine, type WorkerMediaEngineOptions } fr
 export { type MediaMetrics, mediaMetrics } from "./metrics";
 export type {
   AudioFrame,
+  DatagramPlane,
+  DatagramSessionState,
+  DatagramSyncCounts,
   FrameSink,
   MediaEngine,
   MediaEngineOptions,

@@ -23,7 +23,7 @@ import type { Logger } from "../log";
 import { WorkerChannel } from "./channel";
 import { loadCoreModule } from "./core";
 import { createRingBuffer, RingReader, RingWriter } from "./rings";
-import type { RestoreRoom, WorkerSettings } from "./worker-protocol";
+import type { RestoreRoom, UdpDatagramSession, WorkerDatagramConfig, WorkerSettings } from "./worker-protocol";
 
 export const DEFAULT_RING_BYTES = 4 * 1024 * 1024;
 export const INIT_TIMEOUT_MS = 10_000;
@@ -83,12 +83,16 @@ export interface WorkerGeneration {
   readonly outbound: RingReader;
   readonly heartbeat: Int32Array;
   readonly startedAt: number;
+  /** the port of its voice datagram socket, once its init succeeded (when it was given one to bind) */
+  udpPort?: number;
 }
 
 /** What a (re)started worker begins with. */
 export interface WorkerInit {
   settings: WorkerSettings;
   rooms: RestoreRoom[];
+  datagrams?: WorkerDatagramConfig;
+  udpSessions?: UdpDatagramSession[];
 }
 
 export interface WorkerSupervisorEvents {
@@ -221,11 +225,22 @@ export class WorkerSupervisor extends EventEmitter<WorkerSupervisorEvents> {
       if (gen === this.gen) this.onWorkerFailure(`media worker exited (code ${code})`);
     });
     this.emit("spawned", gen);
-    const { settings, rooms } = this.opts.init();
-    await gen.channel.request(
-      { t: "init", module: this.module, inbound, outbound, heartbeat, settings, rooms, testHooks: this.opts.testHooks ?? false },
+    const { settings, rooms, datagrams, udpSessions } = this.opts.init();
+    const udpPort = await gen.channel.request(
+      {
+        t: "init",
+        module: this.module,
+        inbound,
+        outbound,
+        heartbeat,
+        settings,
+        rooms,
+        testHooks: this.opts.testHooks ?? false,
+        ...(datagrams ? { datagrams, udpSessions: udpSessions ?? [] } : {}),
+      },
       INIT_TIMEOUT_MS,
     );
+    if (typeof udpPort === "number") gen.udpPort = udpPort;
   }
 
   /** Terminates the current worker (after `retiring`) and closes its channel with `reason`. */

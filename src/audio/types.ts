@@ -50,6 +50,45 @@ export interface RoomStats {
 /** Receives the mix for one participant, one encoded frame every 20 ms. */
 export type FrameSink = (frame: AudioFrame) => void;
 
+/** Datagram counters of one sync period (the control thread adds them to /metrics). */
+export interface DatagramSyncCounts {
+  /** dropped before decoding, by reason (DatagramDropReason) */
+  dropped: Partial<Record<string, number>>;
+  received: number;
+  sent: number;
+  /** refused by the kernel (a full send buffer, a firewall, an ICMP error for that address) */
+  sendRefused: number;
+}
+
+/** One session's datagram state as the media worker last reported it. */
+export interface DatagramSessionState {
+  /** authenticated datagrams from the client (the count of the server's UDP_REPORT) */
+  received: number;
+  /** performance.now() of the last authenticated datagram (-Infinity: none yet) */
+  lastRxAt: number;
+  /** the client's address is learnt */
+  bound: boolean;
+}
+
+/**
+ * Voice datagrams carried by the media engine itself: the media worker owns the UDP socket, opens what
+ * arrives straight into the jitter buffers and seals each mix per recipient (datagram-io.ts). The control
+ * thread installs sessions and forwards the clients' UDP_REPORT counts; frames a recipient must get by
+ * stream (fallback, dual send, not bound yet) still reach its sink.
+ */
+export interface DatagramPlane {
+  /** the socket's UDP port (valid once the engine started) */
+  readonly port: number;
+  /** Carries `participantId`'s voice datagrams under `sessionId`/`key`; `trustVoice`: its voice bit reaches the mixer. */
+  install(roomId: string, participantId: string, session: { sessionId: number; key: Uint8Array; trustVoice: boolean }): void;
+  remove(sessionId: number): void;
+  /** the client's UDP_REPORT: how many of our datagrams it authenticated */
+  report(sessionId: number, received: number): void;
+  state(sessionId: number): DatagramSessionState | undefined;
+  /** Called after each sync with the worker (every 100 ms while running), sessions' states already updated. */
+  onSync(listener: (counts: DatagramSyncCounts) => void): () => void;
+}
+
 export interface MediaEngineOptions {
   settings: MediaSettings;
   logger: Logger;
@@ -85,4 +124,6 @@ export interface MediaEngine {
   updateSettings(settings: Partial<MediaSettings>): void;
   /** How often the worker was restarted after a crash. */
   readonly workerRestarts: number;
+  /** Voice datagrams in the media worker, when the engine was given a socket for them. */
+  readonly datagrams?: DatagramPlane;
 }

@@ -32,6 +32,52 @@ export interface RoomControls {
 /** Test hooks: die by an uncaught error, exit the thread, hang for good, or stall once for 400 ms (ticks are skipped). */
 export type CrashMode = "throw" | "exit" | "hang" | "stall";
 
+/** The worker's own UDP socket for voice datagrams (datagram-io.ts). */
+export interface WorkerDatagramConfig {
+  hostname: string;
+  /** 0: an ephemeral port (the first worker's; a restarted worker binds the same one again) */
+  port: number;
+}
+
+/** What survives a worker restart of one session's datagram state (from the last udpSync). */
+export interface UdpSessionState {
+  sessionId: number;
+  /** authenticated datagrams received (the count in the server's UDP_REPORT) */
+  received: number;
+  /** ms since the last authenticated datagram (-1: none yet) */
+  rxAgeMs: number;
+  /** the server's next datagram counter */
+  txCounter: number;
+  /** highest client counter authenticated (-1: none) */
+  rxHighest: number;
+  /** the client's bound address, once learnt */
+  address?: string;
+  port?: number;
+}
+
+/** A session the worker carries datagrams for: voice of `participant` (a worker handle). */
+export interface UdpDatagramSession {
+  sessionId: number;
+  participant: number;
+  key: Uint8Array;
+  /** the client announced VOICE_ACTIVITY: its datagrams' voice bit reaches the core */
+  trustVoice: boolean;
+  /** restored after a worker restart */
+  state?: UdpSessionState;
+}
+
+export interface UdpSyncReply {
+  sessions: UdpSessionState[];
+  /** drops since the last sync, by reason */
+  dropped: Partial<Record<string, number>>;
+  received: number;
+  sent: number;
+  /** datagrams the kernel refused to send */
+  sendRefused: number;
+  /** audio frames pushed into the core from datagrams */
+  framesIn: number;
+}
+
 export type ToWorker =
   | {
       t: "init";
@@ -44,7 +90,14 @@ export type ToWorker =
       settings: WorkerSettings;
       rooms: RestoreRoom[];
       testHooks: boolean;
+      /** the worker binds this socket for voice datagrams; the init's reply is its port */
+      datagrams?: WorkerDatagramConfig;
+      udpSessions?: UdpDatagramSession[];
     }
+  | { t: "udpInstall"; id: number; session: UdpDatagramSession }
+  | { t: "udpRemove"; id: number; sessionId: number }
+  /** the clients' UDP_REPORT counts since the last sync ([sessionId, received]); the reply is a UdpSyncReply */
+  | { t: "udpSync"; id: number; reports: Array<[number, number]> }
   | { t: "createRoom"; id: number; room: number; seqBase: number }
   | { t: "removeRoom"; id: number; room: number }
   | { t: "join"; id: number; room: number; participant: number }
@@ -87,6 +140,8 @@ export interface TickReport {
   /** Opus decodes run, and frames left undecoded (flagged silent, unable to reach a mix). */
   decodes?: number;
   undecoded?: number;
+  /** Recipient-frames sent as voice datagrams by the worker itself (not through the ring). */
+  datagramsDelivered?: number;
 }
 
 export type FromWorker =

@@ -10,6 +10,7 @@
  */
 import { errorMessage } from "../errors";
 import { type CoreRoom, MediaCore } from "./core";
+import { WorkerDatagramIO } from "./datagram-io";
 import { type InboundRecord, RingReader, RingWriter, readInbound, writeOutbound } from "./rings";
 import type { CrashMode, FromWorker, RestoreRoom, ToWorker, WorkerRoomStats, WorkerSettings } from "./worker-protocol";
 
@@ -66,8 +67,14 @@ const emptyReport = () => ({
   skipped: 0,
   decodes: 0,
   undecoded: 0,
+  datagramsDelivered: 0,
 });
 let report = emptyReport();
+/** Voice datagrams, when the engine gave this worker a UDP socket (datagram-io.ts). */
+let dgram: WorkerDatagramIO | undefined;
+/** Recipients of one output that get it by stream (the rest got a datagram). */
+let streamRecipients = new Uint32Array(256);
+const KEEPALIVE_EVERY_TICKS = 5;
 const scratchRec: InboundRecord = { room: 0, participant: 0, seq: 0, ts: 0, arrivalMs: 0, flags: 0, payloadOffset: 0, payloadLength: 0 };
 
 function post(m: FromWorker): void {
@@ -179,6 +186,36 @@ function drainInbound(): void {
   }
 }
 
+/** An authenticated datagram's frame, straight into the participant's jitter buffer. */
+function pushFromDatagram(participant: number, seq: number, ts: number, payload: Uint8Array, vadFlags: number): boolean {
+  const p = parts.get(participant);
+  if (!p) return false;
+  p.room.core.push(p.slot, seq, ts, nowEpochMs(), payload, vadFlags);
+  return true;
+}
+
+/** One output to its recipients: datagrams sealed per recipient, the rest (and dual sends) into the ring. */
+function deliver(out: RingWriter, r: WRoom, ts: number, data: Uint8Array, recipients: Uint32Array, perfNow: number): void {
+  if (!dgram) {
+    const written = writeOutbound(out, r.handle, r.seq, ts, data, recipients);
+    report.delivered += written;
+    report.outboundDropped += recipients.length - written;
+    return;
+  }
+  if (streamRecipients.length < recipients.length) streamRecipients = new Uint32Array(recipients.length * 2);
+  let n = 0;
+  for (let i = 0; i < recipients.length; i++) {
+    const h = recipients[i]!;
+    if (dgram.route(h, r.seq, ts, data, perfNow)) streamRecipients[n++] = h;
+  }
+  report.datagramsDelivered = (report.datagramsDelivered ?? 0) + recipients.length - n;
+  if (n === 0) return;
+  const list = streamRecipients.subarray(0, n);
+  const written = writeOutbound(out, r.handle, r.seq, ts, data, list);
+  report.delivered += written;
+  report.outboundDropped += n - written;
+}
+
 /** One 20 ms tick over all rooms; returns its duration in seconds. */
 function runTick(): number {
   const t0 = performance.now();
@@ -190,9 +227,7 @@ function runTick(): number {
     const ts = Math.imul(r.seq, 960) >>> 0;
     for (let i = 0; i < n; i++) {
       const o = r.core.output(i);
-      const written = writeOutbound(out, r.handle, r.seq, ts, o.data, o.recipients);
-      report.delivered += written;
-      report.outboundDropped += o.recipients.length - written;
+      deliver(out, r, ts, o.data, o.recipients, t0);
     }
     r.seq = (r.seq + 1) >>> 0;
     const c = r.core.counters();
@@ -204,6 +239,10 @@ function runTick(): number {
     r.decodes = c.decodes;
     r.undecoded = c.skipped;
     r.late = c.late;
+  }
+  if (dgram) {
+    if (ticksDone % KEEPALIVE_EVERY_TICKS === 0) dgram.keepalives(t0);
+    dgram.flush();
   }
   return (performance.now() - t0) / 1000;
 }
@@ -260,17 +299,24 @@ function applySettings(s: WorkerSettings): void {
   for (const r of rooms.values()) r.core.configure(roomConfig(s));
 }
 
-async function init(m: Extract<ToWorker, { t: "init" }>): Promise<void> {
+/** Starts the worker; its port for voice datagrams when it was given a socket to bind. */
+async function init(m: Extract<ToWorker, { t: "init" }>): Promise<number | undefined> {
   core = await MediaCore.create(m.module);
+  if (m.datagrams) {
+    dgram = new WorkerDatagramIO(pushFromDatagram);
+    await dgram.bind(m.datagrams);
+  }
   inbound = new RingReader(m.inbound);
   outbound = new RingWriter(m.outbound);
   heartbeat = new Int32Array(m.heartbeat);
   settings = m.settings;
   testHooks = m.testHooks;
   restore(m.rooms);
+  for (const u of m.udpSessions ?? []) dgram?.install(u);
   origin = performance.now();
   ticksDone = 0;
   timer = setTimeout(loop, TICK_MS);
+  return dgram?.port;
 }
 
 function restore(list: RestoreRoom[]): void {
@@ -369,6 +415,17 @@ function handle(m: ToWorker): unknown {
       return undefined;
     case "stats":
       return statsSnapshot();
+    case "udpInstall":
+      need(dgram, "datagram socket").install(m.session);
+      return undefined;
+    case "udpRemove":
+      dgram?.remove(m.sessionId);
+      return undefined;
+    case "udpSync": {
+      const d = need(dgram, "datagram socket");
+      for (const [sessionId, received] of m.reports) d.report(sessionId, received);
+      return d.sync();
+    }
     case "crash":
       crash(m.mode);
       return undefined;
@@ -376,6 +433,7 @@ function handle(m: ToWorker): unknown {
       stopped = true;
       if (timer) clearTimeout(timer);
       for (const h of [...rooms.keys()]) removeRoom(h);
+      dgram?.close();
       return undefined;
   }
 }
@@ -386,7 +444,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
   const m = e.data;
   if (m.t === "init") {
     ready = init(m).then(
-      () => post({ t: "reply", id: m.id, ok: true }),
+      (udpPort) => post({ t: "reply", id: m.id, ok: true, result: udpPort }),
       (err: unknown) => {
         post({ t: "reply", id: m.id, ok: false, error: errorMessage(err) });
         throw err;

@@ -36,7 +36,7 @@ import type { Libp2p } from "@libp2p/interface";
 import { multiaddr } from "@multiformats/multiaddr";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
-import { FRAME_MS, FRAME_SAMPLES, type OpusCodec, type OpusDecoder, SAMPLE_RATE } from "../protocol";
+import { Capability, FRAME_MS, FRAME_SAMPLES, type OpusCodec, type OpusDecoder, SAMPLE_RATE } from "../protocol";
 import { type Clock, realClock } from "./clock";
 import { loadOpusCodec } from "./codec";
 import { lossPercent, ReceiveLoss } from "./loss";
@@ -72,6 +72,12 @@ export interface LoadgenOptions {
   talkers?: number;
   /** non-talkers send comfort noise (an open, silent microphone) instead of a quiet tone */
   silentMicrophones?: boolean;
+  /**
+   * Mark every frame with the voice-activity flag as a client with a VAD does (1.1.0 VOICE_ACTIVITY,
+   * announced by every session): talkers' frames as voice, everyone else's as silence, so the mixer need
+   * not decode the silent ones (protocol.md, "Voice activity"). Default off: every frame unflagged.
+   */
+  voiceActivity?: boolean;
   /** "shared" (default) or "per-participant" libp2p connections */
   connections?: LoadgenConnections;
   /** source IP of this process's connections (per-participant mode; a loopback 127.0.0.x on one host) */
@@ -282,6 +288,8 @@ interface Participant {
   /** pre-encoded frames replayed in a loop */
   pattern: Uint8Array[];
   isProbe: boolean;
+  /** the probe speaker or a talker tone: its frames are flagged as voice (with voiceActivity) */
+  talker: boolean;
   session?: AudioSession;
   /** its own libp2p node (per-participant connections) */
   node?: Libp2p;
@@ -402,6 +410,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
         index: i,
         pattern,
         isProbe,
+        talker: i < spec.talkers,
         lost: false,
         seq: (Math.random() * 2 ** 32) >>> 0,
         ts: (Math.random() * 2 ** 32) >>> 0,
@@ -414,6 +423,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
     rooms.push(room);
   }
 
+  const voiceActivity = opts.voiceActivity ?? false;
   const perParticipant = connections === "per-participant";
   const ownNode = !opts.libp2p && !perParticipant;
   const sharedNode = perParticipant ? undefined : (opts.libp2p ?? (await createClientNode()));
@@ -475,7 +485,11 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
         sentAt.push(now);
         if (sentAt.length > 8) sentAt.shift();
       }
-      s.sendAudio({ seq: p.seq, timestamp: p.ts, payload: p.pattern[i]! });
+      s.sendAudio(
+        voiceActivity
+          ? { seq: p.seq, timestamp: p.ts, payload: p.pattern[i]!, voice: p.talker }
+          : { seq: p.seq, timestamp: p.ts, payload: p.pattern[i]! },
+      );
       p.seq = (p.seq + 1) >>> 0;
       p.ts = (p.ts + FRAME_SAMPLES) >>> 0;
       p.k++;
@@ -504,6 +518,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
     }
     const s = await AudioSession.open({
       ...opts.sessionOptions,
+      ...(voiceActivity ? { capabilities: (opts.sessionOptions?.capabilities ?? 0) | Capability.VOICE_ACTIVITY } : {}),
       libp2p: node,
       target: targetAddr,
       room: room.id,

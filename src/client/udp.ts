@@ -12,6 +12,7 @@ import {
   type DatagramKey,
   datagramKey,
   isIpLiteral,
+  MAX_DATAGRAM_BYTES,
   MAX_DATAGRAM_COUNTER,
   openDatagram,
   parseDatagramHeader,
@@ -42,6 +43,9 @@ export class ClientUdpChannel {
   private readonly replay = new ReplayWindow(128);
   private readonly key: DatagramKey;
   private readonly nonce = Buffer.alloc(12);
+  /** every datagram is sealed into this one buffer: the socket copies it out synchronously in send() */
+  private readonly out = Buffer.allocUnsafe(MAX_DATAGRAM_BYTES);
+  private readonly header = { flags: 0, sessionId: 0, counter: 0, seq: 0, timestamp: 0 };
   private closed = false;
 
   private constructor(
@@ -85,15 +89,13 @@ export class ClientUdpChannel {
   /** Seals and sends one frame (undefined: a keepalive); false when this direction has used up its counter. */
   send(frame: AudioFrame | undefined, now: number): boolean {
     if (this.closed || this.counter > MAX_DATAGRAM_COUNTER) return false;
-    const flags = frame ? (frame.voice ? DatagramFlag.VOICE : 0) : DatagramFlag.KEEPALIVE;
-    const header = {
-      flags,
-      sessionId: this.offer.sessionId,
-      counter: this.counter++,
-      seq: frame?.seq ?? 0,
-      timestamp: frame?.timestamp ?? 0,
-    };
-    const bytes = sealDatagram(this.key, DatagramDirection.CLIENT_TO_SERVER, header, frame?.payload ?? EMPTY, this.nonce);
+    const header = this.header;
+    header.flags = frame ? (frame.voice ? DatagramFlag.VOICE : 0) : DatagramFlag.KEEPALIVE;
+    header.sessionId = this.offer.sessionId;
+    header.counter = this.counter++;
+    header.seq = frame?.seq ?? 0;
+    header.timestamp = frame?.timestamp ?? 0;
+    const bytes = sealDatagram(this.key, DatagramDirection.CLIENT_TO_SERVER, header, frame?.payload ?? EMPTY, this.nonce, this.out);
     try {
       // false: the send buffer is full; the caller sends this frame on the stream instead
       if (!this.socket.send(bytes, this.offer.port, this.host)) return false;

@@ -497,7 +497,7 @@ const SCHEMA_TABLE = [
     key: "udp_port",
     type: { kind: "integer", min: 0, max: 65535 },
     default: 0,
-    doc: "UDP port of the voice datagrams. 0 = share the node's UDP socket on node.listen_port (the one STUN maps for NAT traversal); open it in your firewall.",
+    doc: "UDP port of the voice datagrams. 0 = share the node's UDP socket on node.listen_port (the one STUN maps for NAT traversal), handled on the main thread; another port gets a socket of its own in the media worker, which then carries every datagram itself (the main thread keeps only control: the faster choice for a dedicated mixer). Open it in your firewall.",
   },
   {
     section: "audio",

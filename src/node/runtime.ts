@@ -197,18 +197,28 @@ export class NodeRuntime implements DashboardSource {
 
       if (c.node.mode === "dedicated") {
         this.startingReason = "starting the media engine";
+        // Voice datagrams on a port of their own (audio.udp_port): the media worker owns that socket and carries
+        // every datagram itself, so the main thread keeps only control (src/audio/datagram-io.ts). On the
+        // shared STUN socket they stay on the main thread, where STUN is answered.
+        const workerUdp = c.audio.udp_enabled && this.ownVoicePort(c);
         this.media = createMediaEngine({
           settings: this.mediaSettings(c),
           logger: this.log.child({ subsystem: "audio" }),
           registry: this.metrics.registry,
           // Room statistics feed the roster's speaking flags (protocol.md "Roster"): 4 refreshes a second.
           statsIntervalMs: 250,
+          ...(workerUdp ? { datagrams: { hostname: c.audio.udp_listen_addr, port: c.audio.udp_port } } : {}),
         });
         const media = this.media;
         await this.lifecycle.start(
           service(
             "media",
-            () => media.start(),
+            () =>
+              media.start().catch((err) => {
+                if (workerUdp && /EADDRINUSE|address already in use/i.test(errorMessage(err)))
+                  throw portInUse("audio.udp_port", c.audio.udp_listen_addr, c.audio.udp_port, err);
+                throw err;
+              }),
             () => media.stop(),
           ),
         );
@@ -348,12 +358,28 @@ export class NodeRuntime implements DashboardSource {
    * The socket for voice datagrams: by default the node's own UDP socket (the STUN one, so the public mapping
    * STUN learned is the one clients reach); a separate one when audio.udp_port names another port.
    */
+  /** audio.udp_port names a socket apart from the node's STUN one. */
+  private ownVoicePort(c: AgoraConfig): boolean {
+    return c.audio.udp_port !== 0 && !(c.audio.udp_port === c.node.listen_port && c.audio.udp_listen_addr === c.node.listen_addr);
+  }
+
   private async voiceDatagramEndpoint(
     c: AgoraConfig,
     shared: UdpEndpoint | undefined,
     registry: Registry,
   ): Promise<{ udp: UdpVoiceEndpoint; udpAddrs: string[] } | undefined> {
-    const own = c.audio.udp_port !== 0 && !(c.audio.udp_port === c.node.listen_port && c.audio.udp_listen_addr === c.node.listen_addr);
+    const own = this.ownVoicePort(c);
+    const plane = this.media?.datagrams;
+    if (own && plane) {
+      const udp = new UdpVoiceEndpoint({
+        plane,
+        planeAddress: c.audio.udp_listen_addr,
+        registry,
+        logger: this.log.child({ subsystem: "rooms" }),
+      });
+      const addr = c.audio.udp_listen_addr;
+      return { udp, udpAddrs: addr === "0.0.0.0" || addr === "::" ? [] : [addr] };
+    }
     let endpoint = shared;
     if (own) {
       const bound = await bindUdp(c.audio.udp_listen_addr, c.audio.udp_port).catch((err) => {

@@ -102,7 +102,9 @@ export function datagramNonce(direction: DatagramDirectionValue, counter: number
 
 /**
  * Seals one datagram. `payload` empty only for a keepalive. The caller owns the counter and must never pass
- * the same one twice for one key and direction.
+ * the same one twice for one key and direction. With `into` (at least the datagram's length) the datagram is
+ * written at its start and returned as a view of it: a sender sealing many datagrams per tick writes them
+ * all into one arena instead of allocating a buffer each.
  */
 export function sealDatagram(
   key: DatagramKey,
@@ -110,9 +112,12 @@ export function sealDatagram(
   header: DatagramHeader,
   payload: Uint8Array,
   nonce: Buffer = Buffer.alloc(12),
+  into?: Buffer,
 ): Buffer {
   if (payload.length > MAX_OPUS_PAYLOAD) throw new RangeError(`payload of ${payload.length} bytes exceeds ${MAX_OPUS_PAYLOAD}`);
-  const out = Buffer.allocUnsafe(DATAGRAM_HEADER_BYTES + payload.length + DATAGRAM_TAG_BYTES);
+  const length = DATAGRAM_HEADER_BYTES + payload.length + DATAGRAM_TAG_BYTES;
+  if (into && into.length < length) throw new RangeError(`datagram of ${length} bytes does not fit in ${into.length}`);
+  const out = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
   out[0] = DATAGRAM_VERSION;
   out[1] = header.flags;
   out.writeUInt32BE(header.sessionId >>> 0, 2);
@@ -179,6 +184,11 @@ export class ReplayWindow {
     this.bits = new Uint32Array(size / 32);
   }
 
+  /** The highest counter authenticated so far (-1: none yet). */
+  get highestCounter(): number {
+    return this.highest;
+  }
+
   check(counter: number): "ok" | "replayed" | "too_old" {
     if (counter > this.highest) return "ok";
     if (this.highest - counter >= this.size) return "too_old";
@@ -207,6 +217,41 @@ export class ReplayWindow {
   }
 }
 
+/**
+ * A token bucket per datagram source ("address|port"): `perSecond` datagrams a second, bursts of `burst`.
+ * At most `maxSources` are tracked; beyond, new sources share one bucket, so a flood from spoofed sources
+ * costs bounded memory and cannot starve the sources already known.
+ */
+export class SourceRateLimiter {
+  private readonly sources = new Map<string, { tokens: number; at: number }>();
+  private readonly overflow = { tokens: 0, at: 0 };
+
+  constructor(readonly limits: { perSecond: number; burst: number; maxSources: number }) {}
+
+  take(source: string, now: number): boolean {
+    const L = this.limits;
+    let b = this.sources.get(source);
+    if (!b) {
+      if (this.sources.size >= L.maxSources) b = this.overflow;
+      else {
+        b = { tokens: L.burst, at: now };
+        this.sources.set(source, b);
+      }
+    }
+    b.tokens = Math.min(L.burst, b.tokens + ((now - b.at) * L.perSecond) / 1000);
+    b.at = now;
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
+
+  /** Forgets sources whose buckets have refilled: memory stays bounded, nothing is lost. */
+  prune(now: number): void {
+    const L = this.limits;
+    for (const [k, b] of this.sources) if (b.tokens + ((now - b.at) * L.perSecond) / 1000 >= L.burst) this.sources.delete(k);
+  }
+}
+
 /** The timing both ends follow (protocol.md, "Choosing the path"). */
 export interface DatagramTiming {
   /**
@@ -228,6 +273,10 @@ export const DATAGRAM_TIMING: Readonly<DatagramTiming> = Object.freeze({
   dualSendMs: 2_000,
   probeEvery: 10,
 });
+
+const ROUTE_DATAGRAM = Object.freeze({ datagram: true, stream: false });
+const ROUTE_STREAM = Object.freeze({ datagram: false, stream: true });
+const ROUTE_BOTH = Object.freeze({ datagram: true, stream: true });
 
 /**
  * One direction's send policy, the same at both ends: datagrams while the peer's reported count keeps rising,
@@ -270,11 +319,11 @@ export class UdpSendPolicy {
     return ok;
   }
 
-  /** For one frame: send it by datagram, by stream, or both. */
-  route(now: number): { datagram: boolean; stream: boolean } {
-    if (this.evaluate(now)) return { datagram: true, stream: false };
+  /** For one frame: send it by datagram, by stream, or both (one of three shared answers: no allocation per frame). */
+  route(now: number): Readonly<{ datagram: boolean; stream: boolean }> {
+    if (this.evaluate(now)) return ROUTE_DATAGRAM;
     const dual = now - this.lostAt <= this.limits.dualSendMs;
     this.frames++;
-    return { datagram: dual || this.frames % this.limits.probeEvery === 0, stream: true };
+    return dual || this.frames % this.limits.probeEvery === 0 ? ROUTE_BOTH : ROUTE_STREAM;
   }
 }

@@ -27,6 +27,7 @@ export {
   openDatagram,
   parseDatagramHeader,
   ReplayWindow,
+  SourceRateLimiter,
   sealDatagram,
   UdpSendPolicy,
 } from "./datagram";

@@ -943,18 +943,21 @@ export class AudioRoomService {
     if (!udp || s.wireVersion < WIRE_VERSION_1_1 || (s.clientCapabilities & Capability.UDP_DATAGRAMS) === 0 || s.relayed) return undefined;
     // The voice-activity bit reaches the engine only from a client that announced it means it.
     const voice = (s.clientCapabilities & Capability.VOICE_ACTIVITY) !== 0;
-    return udp.open({
-      onFrame: (frame) =>
-        this.guard(s, () => {
-          if (s.state !== "joined") return;
-          if (!voice) frame.voice = undefined;
-          this.acceptFrame(s, frame);
-        }),
-      onAlive: () => {
-        s.lastRxAt = this.now();
-        s.pingedAt = 0;
+    return udp.open(
+      {
+        onFrame: (frame) =>
+          this.guard(s, () => {
+            if (s.state !== "joined") return;
+            if (!voice) frame.voice = undefined;
+            this.acceptFrame(s, frame);
+          }),
+        onAlive: () => {
+          s.lastRxAt = this.now();
+          s.pingedAt = 0;
+        },
       },
-    });
+      { room: s.room!, participant: s.participantId!, trustVoice: voice },
+    );
   }
 
   /** Every report interval: UDP_REPORT to clients that sent datagrams, keepalives where nothing went out. */

@@ -11,10 +11,17 @@
  *
  * Outbound datagrams of one event-loop turn (the engine delivers a tick's mixes together) go out in one
  * `sendMany` call.
+ *
+ * With a `plane` (the media engine's DatagramPlane) the media worker owns the socket instead and does all
+ * of the above per datagram on the thread that mixes; this endpoint then only hands out session ids and
+ * keys, installs them in the engine, forwards the clients' UDP_REPORT counts, and takes back what the room
+ * service needs (authenticated counts for its UDP_REPORT, liveness) and the counters for /metrics. The
+ * frames the worker routes to the stream (fallback, dual send) reach the session's sink as before.
  */
 
 import { randomBytes } from "node:crypto";
 import { Counter, Gauge, type Registry } from "prom-client";
+import type { DatagramPlane, DatagramSyncCounts } from "../audio";
 import type { Logger } from "../log";
 import {
   type AudioFrame,
@@ -84,10 +91,44 @@ export class UdpVoiceSession {
     readonly id: number,
     readonly handlers: UdpVoiceHandlers,
     limits: UdpVoiceLimits,
+    plane?: DatagramPlane,
   ) {
     this.key = randomBytes(32);
     this.keyObject = datagramKey(this.key);
-    this.policy = new UdpSendPolicy(limits);
+    this.policy = plane ? new PlaneSendPolicy(limits, plane, id) : new UdpSendPolicy(limits);
+  }
+}
+
+/** Which participant a session's datagrams belong to (plane mode: the worker pushes them into its buffer). */
+export interface UdpVoiceOwner {
+  room: string;
+  participant: string;
+  /** the client announced VOICE_ACTIVITY: its voice bit reaches the mixer */
+  trustVoice: boolean;
+}
+
+const STREAM_ONLY = Object.freeze({ datagram: false, stream: true });
+
+/**
+ * The send policy of a session whose datagrams the media worker carries: the worker decides per frame, so
+ * every frame that still reaches the control thread is one for the stream; reports go to the worker.
+ */
+class PlaneSendPolicy extends UdpSendPolicy {
+  constructor(
+    limits: UdpVoiceLimits,
+    private readonly plane: DatagramPlane,
+    private readonly sessionId: number,
+  ) {
+    super(limits);
+  }
+  override report(received: number): void {
+    this.plane.report(this.sessionId, received);
+  }
+  override evaluate(): boolean {
+    return false;
+  }
+  override route(): Readonly<{ datagram: boolean; stream: boolean }> {
+    return STREAM_ONLY;
   }
 }
 
@@ -139,7 +180,12 @@ function metricsFor(registry: Registry): UdpMetrics {
 }
 
 export interface UdpVoiceEndpointOptions {
-  endpoint: UdpEndpoint;
+  /** the socket this endpoint reads and writes on the control thread; or: */
+  endpoint?: UdpEndpoint;
+  /** the media engine carries the datagrams in its worker (see the file comment) */
+  plane?: DatagramPlane;
+  /** the address the plane's socket is bound to (for localAddress) */
+  planeAddress?: string;
   registry: Registry;
   logger: Logger;
   limits?: Partial<UdpVoiceLimits>;
@@ -164,7 +210,10 @@ export class UdpVoiceEndpoint {
   private sentPending = 0;
   private receivedPending = 0;
 
+  private removeSync: (() => void) | undefined;
+
   constructor(private readonly opts: UdpVoiceEndpointOptions) {
+    if (!opts.endpoint === !opts.plane) throw new Error("UdpVoiceEndpoint: give exactly one of endpoint and plane");
     this.limits = { ...DEFAULT_UDP_VOICE_LIMITS, ...opts.limits };
     this.metrics = metricsFor(opts.registry);
     this.now = opts.now ?? (() => performance.now());
@@ -172,18 +221,26 @@ export class UdpVoiceEndpoint {
   }
 
   get port(): number {
-    return this.opts.endpoint.local.port;
+    return this.opts.plane ? this.opts.plane.port : this.opts.endpoint!.local.port;
   }
 
   get localAddress(): string {
-    return this.opts.endpoint.local.address;
+    return this.opts.plane ? (this.opts.planeAddress ?? "0.0.0.0") : this.opts.endpoint!.local.address;
+  }
+
+  /** true when the media worker carries the datagrams */
+  get inWorker(): boolean {
+    return this.opts.plane !== undefined;
   }
 
   start(): void {
-    this.removeReceiver ??= this.opts.endpoint.onDatagram((data, from) => this.onDatagram(data, from));
+    if (this.opts.plane) this.removeSync ??= this.opts.plane.onSync((c) => this.onPlaneSync(c));
+    else this.removeReceiver ??= this.opts.endpoint!.onDatagram((data, from) => this.onDatagram(data, from));
   }
 
   stop(): void {
+    this.removeSync?.();
+    this.removeSync = undefined;
     this.removeReceiver?.();
     this.removeReceiver = undefined;
     this.flush();
@@ -192,11 +249,17 @@ export class UdpVoiceEndpoint {
     this.metrics.sessions.set(0);
   }
 
-  open(handlers: UdpVoiceHandlers): UdpVoiceSession {
+  /** A new session; with a plane, `owner` (required then) says whose voice its datagrams carry. */
+  open(handlers: UdpVoiceHandlers, owner?: UdpVoiceOwner): UdpVoiceSession {
     let id: number;
     do id = randomBytes(4).readUInt32BE(0);
     while (this.sessions.has(id) || id === 0);
-    const s = new UdpVoiceSession(id, handlers, this.limits);
+    const plane = this.opts.plane;
+    const s = new UdpVoiceSession(id, handlers, this.limits, plane);
+    if (plane) {
+      if (!owner) throw new Error("UdpVoiceEndpoint.open: a plane needs the session's owner");
+      plane.install(owner.room, owner.participant, { sessionId: id, key: s.key, trustVoice: owner.trustVoice });
+    }
     this.sessions.set(id, s);
     this.metrics.sessions.inc();
     return s;
@@ -205,12 +268,35 @@ export class UdpVoiceEndpoint {
   close(s: UdpVoiceSession): void {
     if (s.closed) return;
     s.closed = true;
+    this.opts.plane?.remove(s.id);
     if (this.sessions.delete(s.id)) this.metrics.sessions.dec();
+  }
+
+  /** The worker's counters and session states of one sync period (plane mode). */
+  private onPlaneSync(c: DatagramSyncCounts): void {
+    for (const reason of DATAGRAM_DROP_REASONS) {
+      const n = c.dropped[reason];
+      if (n) {
+        this.metrics.dropped.inc({ reason }, n);
+        this.droppedSinceLog += n;
+      }
+    }
+    if (c.received > 0) this.metrics.received.inc(c.received);
+    if (c.sent > 0) this.metrics.sent.inc(c.sent);
+    if (c.sendRefused > 0) this.metrics.sendDropped.inc(c.sendRefused);
+    const plane = this.opts.plane!;
+    for (const s of this.sessions.values()) {
+      const st = plane.state(s.id);
+      if (!st || st.received === s.received) continue;
+      s.received = st.received;
+      s.handlers.onAlive();
+    }
   }
 
   /** Seals `frame` for this session's client and queues it for the batch; false if it cannot go by datagram. */
   send(s: UdpVoiceSession, frame: AudioFrame | undefined): boolean {
-    if (s.closed || !s.bound || s.txCounter > MAX_DATAGRAM_COUNTER) return false;
+    // plane mode: the worker sends every datagram (and the keepalives) itself
+    if (this.opts.plane || s.closed || !s.bound || s.txCounter > MAX_DATAGRAM_COUNTER) return false;
     const flags = frame ? (frame.voice ? DatagramFlag.VOICE : 0) : DatagramFlag.KEEPALIVE;
     const header = { flags, sessionId: s.id, counter: s.txCounter++, seq: frame?.seq ?? 0, timestamp: frame?.timestamp ?? 0 };
     const bytes = sealDatagram(s.keyObject, DatagramDirection.SERVER_TO_CLIENT, header, frame?.payload ?? EMPTY, this.nonce);
@@ -232,7 +318,8 @@ export class UdpVoiceEndpoint {
     const batch = this.pending;
     this.pending = [];
     try {
-      if (this.opts.endpoint.sendMany) {
+      const endpoint = this.opts.endpoint!;
+      if (endpoint.sendMany) {
         // sendmmsg stops at the first datagram the kernel refuses (a full buffer, a firewall drop, an ICMP
         // error queued for one client's address): skip that one and send the rest, so one recipient's
         // trouble never costs the others their frame. Nothing is queued: by the next tick it is stale.
@@ -240,7 +327,7 @@ export class UdpVoiceEndpoint {
         let done = 0;
         let refused = 0;
         while (done < total) {
-          done += this.opts.endpoint.sendMany(done === 0 ? batch : batch.slice(done * 3));
+          done += endpoint.sendMany(done === 0 ? batch : batch.slice(done * 3));
           if (done < total) {
             refused++;
             done++;
@@ -249,7 +336,7 @@ export class UdpVoiceEndpoint {
         if (refused > 0) this.metrics.sendDropped.inc(refused);
       } else
         for (let i = 0; i < batch.length; i += 3)
-          this.opts.endpoint.send(batch[i] as Uint8Array, { port: batch[i + 1] as number, address: batch[i + 2] as string });
+          endpoint.send(batch[i] as Uint8Array, { port: batch[i + 1] as number, address: batch[i + 2] as string });
     } catch (err) {
       this.log.debug({ err: String(err) }, "datagram send failed");
     }

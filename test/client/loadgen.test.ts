@@ -276,6 +276,42 @@ describe("loadgen sending (virtual time)", () => {
     }
   });
 
+  test("voiceActivity: talkers' frames flagged voice, silent microphones' flagged silence; unflagged without it", async () => {
+    const s = await startServer();
+    try {
+      for (const voiceActivity of [true, false]) {
+        const before = s.engine.pushed.length;
+        const room = `vad-${voiceActivity}`;
+        const report = await runLoadgen({
+          node: s.addr,
+          rooms: 1,
+          participants: 4,
+          talkers: 2,
+          roomPrefix: room,
+          silentMicrophones: true,
+          voiceActivity,
+          durationSec: 1,
+          warmupSec: 0,
+          joinIntervalMs: 0,
+          logger: silentLogger(),
+          codec: createFakeCodec(),
+        });
+        expect(report.totals.joined).toBe(4);
+        const pushed = s.engine.pushed.slice(before).filter((x) => x.room === `${room}-0`);
+        const flags = new Map<string, Set<boolean | undefined>>();
+        for (const x of pushed) flags.set(x.participant, (flags.get(x.participant) ?? new Set()).add(x.frame.voice));
+        expect(flags.size).toBe(4);
+        const sets = [...flags.values()].map((v) => [...v]);
+        if (voiceActivity) {
+          expect(sets.filter((v) => v.length === 1 && v[0] === true)).toHaveLength(2);
+          expect(sets.filter((v) => v.length === 1 && v[0] === false)).toHaveLength(2);
+        } else expect(sets.every((v) => v.length === 1 && v[0] === undefined)).toBe(true);
+      }
+    } finally {
+      await stopServer(s);
+    }
+  });
+
   test("default phases: one send timer per room, up to 4", async () => {
     const clock = new VirtualClock();
     const s = await startServer(clock);

@@ -30,6 +30,11 @@ async function metric(h: NodeHandle, name: string, labels = ""): Promise<number>
   return line ? Number(line.split(" ").at(-1)) : 0;
 }
 
+/** The node's flags for datagrams on the shared STUN socket (the default) or on a port of the media worker's own. */
+async function placementArgs(placement: "shared socket" | "media worker", ip = "127.0.0.1"): Promise<string[]> {
+  return placement === "media worker" ? ["--set", `audio.udp_port=${await freePort()}`, "--set", `audio.udp_listen_addr=${ip}`] : [];
+}
+
 describe("voice datagrams with the binary", () => {
   test("a 1.1.0 client on UDP and a 1.0.0 client on the stream hear each other", async () => {
     const h = await startNode();
@@ -85,142 +90,154 @@ describe("voice datagrams with the binary", () => {
     }
   });
 
-  test.skipIf(!netnsAvailable())("UDP blocked by nftables: the stream within ~1 s, datagrams again when unblocked", async () => {
-    const host = new PrivateHost("agu");
-    host.setup();
-    cleanups.push(() => host.teardown());
-    const nodeIp = host.ip;
-    const token = "udp-test-token-0123456789";
-    const h = await startNode({ exec: host.exec, host: nodeIp, env: { AGORA_DASHBOARD_AUTH_TOKEN: token } });
-    started.push(h);
-    const addr = await h.multiaddr();
-    const codec = await loadOpusCodec();
-    const client = await createBareClientNode();
-    const a = await toneParticipant(codec, client, addr, "blocked", 440, 1000);
-    const b = await toneParticipant(codec, client, addr, "blocked", 1000, 440);
-    try {
-      expect(a.session.joined.udp?.addrs).toEqual([nodeIp]);
-      await eventually(
-        () => a.session.uplinkPath === "udp" && b.session.uplinkPath === "udp" && a.toneDb() > 15 && b.toneDb() > 15,
-        20_000,
-        "both on datagrams, hearing each other",
-      );
-      // the machine's own stalls, for the bounds below
-      const baseFrom = performance.now();
-      await Bun.sleep(1000);
-      const baseline = Math.max(a.maxUnheard(baseFrom, performance.now()), b.maxUnheard(baseFrom, performance.now()));
-      // block: the node's UDP port, both ways
-      const blockedAt = performance.now();
-      host.blockUdp(h.p2pPort);
-      await eventually(() => a.session.uplinkPath === "stream" && b.session.uplinkPath === "stream", 10_000, "fallback to the stream");
-      const fallbackMs = performance.now() - blockedAt;
-      const dgBefore = a.session.datagramStats.received;
-      await eventually(
-        () => b.arrivals.filter((x) => x.at > performance.now() - 500 && x.heard).length > 10,
-        10_000,
-        "B to hear A by stream",
-      );
-      expect(a.session.datagramStats.received).toBe(dgBefore); // nothing came by datagram meanwhile
-      const settled = performance.now();
-      const blockGap = Math.max(a.maxUnheard(blockedAt, settled), b.maxUnheard(blockedAt, settled));
-      const blockDownGap = Math.max(a.maxGap(blockedAt, settled), b.maxGap(blockedAt, settled));
-      // unblock
-      const unblockedAt = performance.now();
-      host.unblockUdp();
-      await eventually(
-        () => a.session.uplinkPath === "udp" && b.session.uplinkPath === "udp" && a.session.datagramStats.received > dgBefore + 25,
-        10_000,
-        "datagrams again",
-      );
-      const backMs = performance.now() - unblockedAt;
-      await Bun.sleep(1000);
-      const end = performance.now();
-      const unblockGap = Math.max(a.maxUnheard(unblockedAt, end), b.maxUnheard(unblockedAt, end));
-      console.log(
-        JSON.stringify({
-          baselineUnheardGapMs: Math.round(baseline),
-          fallbackMs: Math.round(fallbackMs),
-          unheardGapOnBlockMs: Math.round(blockGap),
-          frameGapOnBlockMs: Math.round(blockDownGap),
-          backToUdpMs: Math.round(backMs),
-          unheardGapOnUnblockMs: Math.round(unblockGap),
-          duplicatesDropped: a.session.framesDuplicate + b.session.framesDuplicate,
-        }),
-      );
-      // Bounds with room for a busy machine: fallbackMs 600 + a 250 ms report interval is the design figure.
-      expect(fallbackMs).toBeLessThan(3_000);
-      expect(blockGap).toBeLessThan(3_000);
-      // coming back is gapless by design (the stream carries everything until datagrams are confirmed):
-      // no worse than the machine's own stalls before the block, plus scheduling slack
-      expect(unblockGap).toBeLessThan(baseline + 500);
-    } finally {
-      a.stop();
-      b.stop();
-      await client.stop();
-      await h.stop();
-    }
-  });
+  // Both places the datagrams can be handled: the main thread's shared STUN socket, and the media worker's
+  // own socket (audio.udp_port): the fallback, the way back and the flood behave the same.
+  for (const placement of ["shared socket", "media worker"] as const) {
+    test.skipIf(!netnsAvailable())(
+      `UDP blocked by nftables (${placement}): the stream within ~1 s, datagrams again when unblocked`,
+      async () => {
+        const host = new PrivateHost("agu");
+        host.setup();
+        cleanups.push(() => host.teardown());
+        const nodeIp = host.ip;
+        const token = "udp-test-token-0123456789";
+        const h = await startNode({
+          exec: host.exec,
+          host: nodeIp,
+          env: { AGORA_DASHBOARD_AUTH_TOKEN: token },
+          args: await placementArgs(placement, nodeIp),
+        });
+        started.push(h);
+        const addr = await h.multiaddr();
+        const codec = await loadOpusCodec();
+        const client = await createBareClientNode();
+        const a = await toneParticipant(codec, client, addr, "blocked", 440, 1000);
+        const b = await toneParticipant(codec, client, addr, "blocked", 1000, 440);
+        try {
+          expect(a.session.joined.udp?.addrs).toEqual([nodeIp]);
+          await eventually(
+            () => a.session.uplinkPath === "udp" && b.session.uplinkPath === "udp" && a.toneDb() > 15 && b.toneDb() > 15,
+            20_000,
+            "both on datagrams, hearing each other",
+          );
+          // the machine's own stalls, for the bounds below
+          const baseFrom = performance.now();
+          await Bun.sleep(1000);
+          const baseline = Math.max(a.maxUnheard(baseFrom, performance.now()), b.maxUnheard(baseFrom, performance.now()));
+          // block: the node's UDP port, both ways
+          const blockedAt = performance.now();
+          host.blockUdp(a.session.joined.udp!.port);
+          await eventually(() => a.session.uplinkPath === "stream" && b.session.uplinkPath === "stream", 10_000, "fallback to the stream");
+          const fallbackMs = performance.now() - blockedAt;
+          const dgBefore = a.session.datagramStats.received;
+          await eventually(
+            () => b.arrivals.filter((x) => x.at > performance.now() - 500 && x.heard).length > 10,
+            10_000,
+            "B to hear A by stream",
+          );
+          expect(a.session.datagramStats.received).toBe(dgBefore); // nothing came by datagram meanwhile
+          const settled = performance.now();
+          const blockGap = Math.max(a.maxUnheard(blockedAt, settled), b.maxUnheard(blockedAt, settled));
+          const blockDownGap = Math.max(a.maxGap(blockedAt, settled), b.maxGap(blockedAt, settled));
+          // unblock
+          const unblockedAt = performance.now();
+          host.unblockUdp();
+          await eventually(
+            () => a.session.uplinkPath === "udp" && b.session.uplinkPath === "udp" && a.session.datagramStats.received > dgBefore + 25,
+            10_000,
+            "datagrams again",
+          );
+          const backMs = performance.now() - unblockedAt;
+          await Bun.sleep(1000);
+          const end = performance.now();
+          const unblockGap = Math.max(a.maxUnheard(unblockedAt, end), b.maxUnheard(unblockedAt, end));
+          console.log(
+            JSON.stringify({
+              baselineUnheardGapMs: Math.round(baseline),
+              fallbackMs: Math.round(fallbackMs),
+              unheardGapOnBlockMs: Math.round(blockGap),
+              frameGapOnBlockMs: Math.round(blockDownGap),
+              backToUdpMs: Math.round(backMs),
+              unheardGapOnUnblockMs: Math.round(unblockGap),
+              duplicatesDropped: a.session.framesDuplicate + b.session.framesDuplicate,
+            }),
+          );
+          // Bounds with room for a busy machine: fallbackMs 600 + a 250 ms report interval is the design figure.
+          expect(fallbackMs).toBeLessThan(3_000);
+          expect(blockGap).toBeLessThan(3_000);
+          // coming back is gapless by design (the stream carries everything until datagrams are confirmed):
+          // no worse than the machine's own stalls before the block, plus scheduling slack
+          expect(unblockGap).toBeLessThan(baseline + 500);
+        } finally {
+          a.stop();
+          b.stop();
+          await client.stop();
+          await h.stop();
+        }
+      },
+    );
 
-  test("garbage at 100,000 datagrams/s is dropped by reason; the honest participants keep hearing each other", async () => {
-    const h = await startNode();
-    started.push(h);
-    const addr = await h.multiaddr();
-    const codec = await loadOpusCodec();
-    const client = await createBareClientNode();
-    const a = await toneParticipant(codec, client, addr, "flood", 440, 1000);
-    const b = await toneParticipant(codec, client, addr, "flood", 1000, 440);
-    try {
-      await eventually(
-        () => a.session.uplinkPath === "udp" && b.session.uplinkPath === "udp" && a.toneDb() > 15 && b.toneDb() > 15,
-        20_000,
-        "both on datagrams, hearing each other",
-      );
-      const baseFrom = performance.now();
-      await Bun.sleep(2000);
-      const floodFrom = performance.now();
-      const baseline = Math.max(a.maxUnheard(baseFrom, floodFrom), b.maxUnheard(baseFrom, floodFrom));
-      const flooder = Bun.spawn(
-        [
-          process.execPath,
-          join(ROOT, "test", "rooms", "fixtures", "udp-flood.ts"),
-          "127.0.0.1",
-          String(h.p2pPort),
-          "100000",
-          "3",
-          String(a.session.joined.udp!.sessionId),
-        ],
-        { stdout: "pipe", stderr: "pipe" },
-      );
-      const code = await flooder.exited;
-      const floodTo = performance.now();
-      expect(code).toBe(0);
-      const report = JSON.parse((await new Response(flooder.stdout).text()).trim()) as { sent: number; seconds: number };
-      const during = Math.max(a.maxUnheard(floodFrom, floodTo), b.maxUnheard(floodFrom, floodTo));
-      const reasons: Record<string, number> = {};
-      for (const r of ["bad_version", "unknown_session", "rate_limited", "auth_failed", "unbound_source"])
-        reasons[r] = await metric(h, "agora_audio_udp_dropped_total", `reason="${r}"`);
-      console.log(
-        JSON.stringify({
-          floodRatePerSecond: Math.round(report.sent / report.seconds),
-          baselineUnheardGapMs: Math.round(baseline),
-          floodUnheardGapMs: Math.round(during),
-          stillOnUdp: a.session.uplinkPath === "udp" && b.session.uplinkPath === "udp",
-          dropped: reasons,
-        }),
-      );
-      // Not all of them: on a busy machine the kernel drops what overflows the socket's receive buffer.
-      expect(reasons.bad_version).toBeGreaterThan(0);
-      expect(reasons.rate_limited).toBeGreaterThan(0);
-      expect(reasons.unbound_source).toBeGreaterThan(0);
-      expect(a.session.isOpen && b.session.isOpen).toBe(true);
-      // generous: a busy shared machine stalls the test's own event loop too; the figure is printed above
-      expect(during).toBeLessThan(baseline + 1_500);
-      await eventually(() => a.toneDb() > 15 && b.toneDb() > 15, 10_000, "both still hear each other after the flood");
-    } finally {
-      a.stop();
-      b.stop();
-      await client.stop();
-      await h.stop();
-    }
-  });
+    test(`garbage at 100,000 datagrams/s (${placement}) is dropped by reason; the honest participants keep hearing each other`, async () => {
+      const h = await startNode({ args: await placementArgs(placement) });
+      started.push(h);
+      const addr = await h.multiaddr();
+      const codec = await loadOpusCodec();
+      const client = await createBareClientNode();
+      const a = await toneParticipant(codec, client, addr, "flood", 440, 1000);
+      const b = await toneParticipant(codec, client, addr, "flood", 1000, 440);
+      try {
+        await eventually(
+          () => a.session.uplinkPath === "udp" && b.session.uplinkPath === "udp" && a.toneDb() > 15 && b.toneDb() > 15,
+          20_000,
+          "both on datagrams, hearing each other",
+        );
+        const baseFrom = performance.now();
+        await Bun.sleep(2000);
+        const floodFrom = performance.now();
+        const baseline = Math.max(a.maxUnheard(baseFrom, floodFrom), b.maxUnheard(baseFrom, floodFrom));
+        const flooder = Bun.spawn(
+          [
+            process.execPath,
+            join(ROOT, "test", "rooms", "fixtures", "udp-flood.ts"),
+            "127.0.0.1",
+            String(a.session.joined.udp!.port),
+            "100000",
+            "3",
+            String(a.session.joined.udp!.sessionId),
+          ],
+          { stdout: "pipe", stderr: "pipe" },
+        );
+        const code = await flooder.exited;
+        const floodTo = performance.now();
+        expect(code).toBe(0);
+        const report = JSON.parse((await new Response(flooder.stdout).text()).trim()) as { sent: number; seconds: number };
+        const during = Math.max(a.maxUnheard(floodFrom, floodTo), b.maxUnheard(floodFrom, floodTo));
+        const reasons: Record<string, number> = {};
+        for (const r of ["bad_version", "unknown_session", "rate_limited", "auth_failed", "unbound_source"])
+          reasons[r] = await metric(h, "agora_audio_udp_dropped_total", `reason="${r}"`);
+        console.log(
+          JSON.stringify({
+            floodRatePerSecond: Math.round(report.sent / report.seconds),
+            baselineUnheardGapMs: Math.round(baseline),
+            floodUnheardGapMs: Math.round(during),
+            stillOnUdp: a.session.uplinkPath === "udp" && b.session.uplinkPath === "udp",
+            dropped: reasons,
+          }),
+        );
+        // Not all of them: on a busy machine the kernel drops what overflows the socket's receive buffer.
+        expect(reasons.bad_version).toBeGreaterThan(0);
+        expect(reasons.rate_limited).toBeGreaterThan(0);
+        expect(reasons.unbound_source).toBeGreaterThan(0);
+        expect(a.session.isOpen && b.session.isOpen).toBe(true);
+        // generous: a busy shared machine stalls the test's own event loop too; the figure is printed above
+        expect(during).toBeLessThan(baseline + 1_500);
+        await eventually(() => a.toneDb() > 15 && b.toneDb() > 15, 10_000, "both still hear each other after the flood");
+      } finally {
+        a.stop();
+        b.stop();
+        await client.stop();
+        await h.stop();
+      }
+    });
+  }
 });

@@ -163,6 +163,8 @@ interface MetricSample {
   udpIn: number;
   udpOut: number;
   udpDropped: number;
+  netIn: number;
+  netOut: number;
 }
 async function metrics(url: string): Promise<MetricSample> {
   const text = await (await fetch(url, { signal: AbortSignal.timeout(10_000) })).text();
@@ -174,6 +176,8 @@ async function metrics(url: string): Promise<MetricSample> {
     packetsOut: metric(text, "agora_audio_packets_total", 'direction="out"'),
     udpIn: metric(text, "agora_audio_udp_received_total"),
     udpOut: metric(text, "agora_audio_udp_sent_total"),
+    netIn: metric(text, "agora_audio_net_frames_received_total"),
+    netOut: metric(text, "agora_audio_net_frames_sent_total"),
     udpDropped: [...text.matchAll(/^agora_audio_udp_dropped_total\{[^}]*\} ([0-9.e+-]+)$/gm)].reduce((s, m) => s + Number(m[1]), 0),
   };
 }
@@ -295,6 +299,12 @@ export interface StepResult {
   udpInPerSec: number;
   udpOutPerSec: number;
   udpDroppedPerSec: number;
+  /**
+   * frames the room service received / sent per second (agora_audio_net_frames_*): with the datagrams in the
+   * media worker only those that went by stream (fallback, dual send), so how much of a UDP step fell back
+   */
+  netFramesInPerSec: number;
+  netFramesOutPerSec: number;
   latencyMs: LatencySummary;
   realTime: boolean;
   /** why real time was lost (empty when kept) */
@@ -403,6 +413,8 @@ async function runStep(
       udpInPerSec: Math.round((m1.udpIn - m0.udpIn) / seconds),
       udpOutPerSec: Math.round((m1.udpOut - m0.udpOut) / seconds),
       udpDroppedPerSec: Math.round((m1.udpDropped - m0.udpDropped) / seconds),
+      netFramesInPerSec: Math.round((m1.netIn - m0.netIn) / seconds),
+      netFramesOutPerSec: Math.round((m1.netOut - m0.netOut) / seconds),
       latencyMs: summarize(reports.flatMap((r) => r.latencySamplesMs ?? [])),
       realTime: true,
       failures: [],

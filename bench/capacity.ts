@@ -7,6 +7,9 @@
  *                         [--layouts 1,10] [--talkers 3] [--connections per-participant|shared]
  *                         [--join-interval 250] [--mixer run|skip|<participants per core>]
  *                         [--transport udp|stream|both] [--udp-socket worker|shared] [--vad on|off]
+ *                         [--keep-going]
+ *   --keep-going: measure every step even after real time was lost (the capacity is still the last step
+ *   kept before the first loss): per-N CPU figures on a machine too busy to keep real time.
  *   --transport: how voice travels between the participants and the node: "udp" (encrypted datagrams,
  *   protocol.md "UDP datagrams"; a session that is not offered them fails to join), "stream" (AUDIO on the
  *   libp2p stream, the default) or "both": every layout is ramped on each path in turn against the same
@@ -91,6 +94,7 @@ export type CapacityTransport = "udp" | "stream";
 const transportFlag = flag("transport") ?? "stream";
 if (transportFlag !== "udp" && transportFlag !== "stream" && transportFlag !== "both")
   throw new Error(`--transport: udp, stream or both, got ${transportFlag}`);
+const keepGoing = process.argv.includes("--keep-going");
 const vad = flag("vad") ?? "on";
 if (vad !== "on" && vad !== "off") throw new Error(`--vad: on or off, got ${vad}`);
 const udpSocket = flag("udp-socket") ?? "worker";
@@ -531,10 +535,11 @@ async function main(): Promise<void> {
             `  ${transport}, ${rooms} room(s), N=${n}: node ${fmt(s.nodeCores.total, 2)} cores (main ${fmt(s.nodeCores.main, 2)}, worker ${fmt(s.nodeCores.mediaWorker, 2)}), loss ${s.windowLossPercent} %, p99 ${fmt(s.latencyMs.p99)} ms, load ${fmt(s.loadAverage)}${s.realTime ? "" : ` — real time lost: ${s.failures.join(", ")}`}`,
           );
           if (!s.realTime) {
-            layout.lostAt = s;
+            layout.lostAt ??= s;
+            if (keepGoing) continue;
             break;
           }
-          layout.capacity = s;
+          if (!layout.lostAt) layout.capacity = s;
         }
       }
     }
@@ -634,7 +639,20 @@ function report(results: LayoutResult[], mixer: { participantsPerCore: number | 
   console.log(
     JSON.stringify({
       bench: "capacity",
-      params: { steps, durationSec, warmupSec, procs, layouts, talkers, connections, joinIntervalMs, transports, udpSocket, vad },
+      params: {
+        steps,
+        durationSec,
+        warmupSec,
+        procs,
+        layouts,
+        talkers,
+        connections,
+        joinIntervalMs,
+        transports,
+        udpSocket,
+        vad,
+        keepGoing,
+      },
       thresholds: THRESHOLDS,
       layouts: results.map((l) => ({
         transport: l.transport,

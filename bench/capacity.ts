@@ -7,6 +7,9 @@
  *                         [--layouts 1,10] [--talkers 3] [--connections per-participant|shared]
  *                         [--join-interval 250] [--mixer run|skip|<participants per core>]
  *                         [--transport udp|stream|both] [--udp-socket worker|shared] [--vad on|off]
+ *                         [--keep-going]
+ *   --keep-going: measure every step even after real time was lost (the capacity is still the last step
+ *   kept before the first loss): per-N CPU figures on a machine too busy to keep real time.
  *   --transport: how voice travels between the participants and the node: "udp" (encrypted datagrams,
  *   protocol.md "UDP datagrams"; a session that is not offered them fails to join), "stream" (AUDIO on the
  *   libp2p stream, the default) or "both": every layout is ramped on each path in turn against the same
@@ -91,6 +94,7 @@ export type CapacityTransport = "udp" | "stream";
 const transportFlag = flag("transport") ?? "stream";
 if (transportFlag !== "udp" && transportFlag !== "stream" && transportFlag !== "both")
   throw new Error(`--transport: udp, stream or both, got ${transportFlag}`);
+const keepGoing = process.argv.includes("--keep-going");
 const vad = flag("vad") ?? "on";
 if (vad !== "on" && vad !== "off") throw new Error(`--vad: on or off, got ${vad}`);
 const udpSocket = flag("udp-socket") ?? "worker";
@@ -163,6 +167,8 @@ interface MetricSample {
   udpIn: number;
   udpOut: number;
   udpDropped: number;
+  netIn: number;
+  netOut: number;
 }
 async function metrics(url: string): Promise<MetricSample> {
   const text = await (await fetch(url, { signal: AbortSignal.timeout(10_000) })).text();
@@ -174,6 +180,8 @@ async function metrics(url: string): Promise<MetricSample> {
     packetsOut: metric(text, "agora_audio_packets_total", 'direction="out"'),
     udpIn: metric(text, "agora_audio_udp_received_total"),
     udpOut: metric(text, "agora_audio_udp_sent_total"),
+    netIn: metric(text, "agora_audio_net_frames_received_total"),
+    netOut: metric(text, "agora_audio_net_frames_sent_total"),
     udpDropped: [...text.matchAll(/^agora_audio_udp_dropped_total\{[^}]*\} ([0-9.e+-]+)$/gm)].reduce((s, m) => s + Number(m[1]), 0),
   };
 }
@@ -295,6 +303,12 @@ export interface StepResult {
   udpInPerSec: number;
   udpOutPerSec: number;
   udpDroppedPerSec: number;
+  /**
+   * frames the room service received / sent per second (agora_audio_net_frames_*): with the datagrams in the
+   * media worker only those that went by stream (fallback, dual send), so how much of a UDP step fell back
+   */
+  netFramesInPerSec: number;
+  netFramesOutPerSec: number;
   latencyMs: LatencySummary;
   realTime: boolean;
   /** why real time was lost (empty when kept) */
@@ -403,6 +417,8 @@ async function runStep(
       udpInPerSec: Math.round((m1.udpIn - m0.udpIn) / seconds),
       udpOutPerSec: Math.round((m1.udpOut - m0.udpOut) / seconds),
       udpDroppedPerSec: Math.round((m1.udpDropped - m0.udpDropped) / seconds),
+      netFramesInPerSec: Math.round((m1.netIn - m0.netIn) / seconds),
+      netFramesOutPerSec: Math.round((m1.netOut - m0.netOut) / seconds),
       latencyMs: summarize(reports.flatMap((r) => r.latencySamplesMs ?? [])),
       realTime: true,
       failures: [],
@@ -519,10 +535,11 @@ async function main(): Promise<void> {
             `  ${transport}, ${rooms} room(s), N=${n}: node ${fmt(s.nodeCores.total, 2)} cores (main ${fmt(s.nodeCores.main, 2)}, worker ${fmt(s.nodeCores.mediaWorker, 2)}), loss ${s.windowLossPercent} %, p99 ${fmt(s.latencyMs.p99)} ms, load ${fmt(s.loadAverage)}${s.realTime ? "" : ` — real time lost: ${s.failures.join(", ")}`}`,
           );
           if (!s.realTime) {
-            layout.lostAt = s;
+            layout.lostAt ??= s;
+            if (keepGoing) continue;
             break;
           }
-          layout.capacity = s;
+          if (!layout.lostAt) layout.capacity = s;
         }
       }
     }
@@ -622,7 +639,20 @@ function report(results: LayoutResult[], mixer: { participantsPerCore: number | 
   console.log(
     JSON.stringify({
       bench: "capacity",
-      params: { steps, durationSec, warmupSec, procs, layouts, talkers, connections, joinIntervalMs, transports, udpSocket, vad },
+      params: {
+        steps,
+        durationSec,
+        warmupSec,
+        procs,
+        layouts,
+        talkers,
+        connections,
+        joinIntervalMs,
+        transports,
+        udpSocket,
+        vad,
+        keepGoing,
+      },
       thresholds: THRESHOLDS,
       layouts: results.map((l) => ({
         transport: l.transport,

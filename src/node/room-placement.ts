@@ -11,7 +11,7 @@ import type { Registry } from "prom-client";
 import { MAX_REVOCATIONS_PER_ROOM, MemoryRevocationStore, type Revocation, type RevocationStore, roomOwnership } from "../access";
 import { errorMessage } from "../errors";
 import type { Logger } from "../log";
-import type { NetworkNode, RoomDirectory, RoomRecord } from "../p2p";
+import { fetchVerifiedAdvertisement, type NetworkNode, type RoomDirectory, type RoomRecord } from "../p2p";
 import { type RoomDirectoryPort, RoomHost, type RoomHostRecord } from "../rooms";
 
 export function roomRecordView(r: RoomRecord): RoomHostRecord {
@@ -187,12 +187,16 @@ export function createRoomPlacement(opts: {
     selfAddrs: () => network.listenAddrs(),
     candidates: async () => (cache.length > 0 ? cache : refresh()),
     isAlive,
-    // An unknown peer may be a mixer that started after our last discovery: one fresh look, then no.
+    // A peer missing from our list may still be a mixer (a busy machine's discovery finds part of the
+    // region): the peer is asked for its own signed advertisement, which a real mixer always serves.
     isMixer: async (peer) => {
-      const known = () => cache.some((c) => c.peer_id === peer && c.capabilities.includes("mixer"));
-      if (known()) return true;
-      if (Date.now() - refreshedAt >= MIXER_REFRESH_MS) await refresh();
-      return known();
+      if (cache.some((c) => c.peer_id === peer && c.capabilities.includes("mixer"))) return true;
+      try {
+        const ad = await fetchVerifiedAdvertisement(network.libp2p, peerIdFromString(peer), AbortSignal.timeout(ALIVE_TIMEOUT_MS));
+        return ad !== null && ad.region === opts.region && ad.capabilities.includes("mixer");
+      } catch {
+        return false;
+      }
     },
     registry: opts.registry,
     logger: opts.logger,

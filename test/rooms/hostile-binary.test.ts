@@ -12,14 +12,14 @@
  *      issued by itself, other room, expired, other participant, other successor, garbage): each is refused
  *      (the JOIN is handled as one without a token: REDIRECT to the real host, protocol.md "Move token") and
  *      counted by reason in that binary's /metrics; the room stays where it is;
+ *  (c) a MOVE for the room sent on another session (a hostile host of another room the same participant is
+ *      in) is ignored and counted; the participant's audio on the real host goes on.
  *  (d) a peer that is no mixer publishes a valid, self-signed record of a new room naming itself (a squat):
  *      the real mixers do not obey it (the JOIN is admitted, the room claimed over it at a higher epoch,
  *      counted as `taken_over_not_mixer`), so the participant ends on the real host;
  *  (e) the `agora-node join --room R --bootstrap` binary meets a hostile peer that advertises itself as a
  *      mixer of the region (a full in-test Agora network node) and REDIRECTs astray: the join client refuses,
  *      reports it (`placementRefusals`) and ends on the real host;
- *  (c) a MOVE for the room sent on another session (a hostile host of another room the same participant is
- *      in) is ignored and counted; the participant's audio on the real host goes on.
  *
  * Busy-machine rules: every wait is a condition with a deadline.
  */

@@ -131,6 +131,8 @@ export function createRoomPlacement(opts: {
   const { network, directory } = opts;
   const log = opts.logger.child({ component: "room-placement" });
   let cache: Candidate[] = [];
+  /** every mixer a discovery found in the last minute, its latest advertisement (a drain's fallback) */
+  const recent = new Map<string, { at: number; c: Candidate }>();
   let refreshedAt = Number.NEGATIVE_INFINITY;
   let refreshing: Promise<Candidate[]> | undefined;
   const refresh = (): Promise<Candidate[]> => {
@@ -138,6 +140,9 @@ export function createRoomPlacement(opts: {
       .discover({ region: opts.region, capability: "mixer", includeSelf: true, timeoutMs: DISCOVER_TIMEOUT_MS })
       .then((ranked) => {
         const next = ranked.map((r) => ({ ...r.advertisement }));
+        const now = Date.now();
+        for (const c of next) if (c.status !== "draining") recent.set(c.peer_id, { at: now, c });
+        for (const [peer, e] of recent) if (now - e.at > KEEP_LAST_LIST_MS) recent.delete(peer);
         // A walk that found no mixer but this node (a busy machine's timed-out discovery) is a failed one, not
         // news that the region emptied: replacing a recent list with it left a drain without a successor, so
         // its rooms got no MOVE at all. The last list stands until it is a minute old.
@@ -186,6 +191,7 @@ export function createRoomPlacement(opts: {
     region: opts.region,
     selfAddrs: () => network.listenAddrs(),
     candidates: async () => (cache.length > 0 ? cache : refresh()),
+    recentCandidates: () => [...recent.values()].map((e) => e.c),
     isAlive,
     // A peer missing from our list may still be a mixer (a busy machine's discovery finds part of the
     // region): the peer is asked for its own signed advertisement, which a real mixer always serves.

@@ -11,7 +11,7 @@ import type { Registry } from "prom-client";
 import { MAX_REVOCATIONS_PER_ROOM, MemoryRevocationStore, type Revocation, type RevocationStore, roomOwnership } from "../access";
 import { errorMessage } from "../errors";
 import type { Logger } from "../log";
-import type { NetworkNode, RoomDirectory, RoomRecord } from "../p2p";
+import { fetchVerifiedAdvertisement, type NetworkNode, type RoomDirectory, type RoomRecord } from "../p2p";
 import { type RoomDirectoryPort, RoomHost, type RoomHostRecord } from "../rooms";
 
 export function roomRecordView(r: RoomRecord): RoomHostRecord {
@@ -139,6 +139,8 @@ export function createRoomPlacement(opts: {
   const { network, directory } = opts;
   const log = opts.logger.child({ component: "room-placement" });
   let cache: Candidate[] = [];
+  /** every mixer a discovery found in the last minute, its latest advertisement (a drain's fallback) */
+  const recent = new Map<string, { at: number; c: Candidate }>();
   let refreshedAt = Number.NEGATIVE_INFINITY;
   let refreshing: Promise<Candidate[]> | undefined;
   const refresh = (): Promise<Candidate[]> => {
@@ -146,6 +148,9 @@ export function createRoomPlacement(opts: {
       .discover({ region: opts.region, capability: "mixer", includeSelf: true, timeoutMs: DISCOVER_TIMEOUT_MS })
       .then((ranked) => {
         const next = ranked.map((r) => ({ ...r.advertisement }));
+        const now = Date.now();
+        for (const c of next) if (c.status !== "draining") recent.set(c.peer_id, { at: now, c });
+        for (const [peer, e] of recent) if (now - e.at > KEEP_LAST_LIST_MS) recent.delete(peer);
         // A walk that found no mixer but this node (a busy machine's timed-out discovery) is a failed one, not
         // news that the region emptied: replacing a recent list with it left a drain without a successor, so
         // its rooms got no MOVE at all. The last list stands until it is a minute old.
@@ -194,13 +199,18 @@ export function createRoomPlacement(opts: {
     region: opts.region,
     selfAddrs: () => network.listenAddrs(),
     candidates: async () => (cache.length > 0 ? cache : refresh()),
+    recentCandidates: () => [...recent.values()].map((e) => e.c),
     isAlive,
-    // An unknown peer may be a mixer that started after our last discovery: one fresh look, then no.
+    // A peer missing from our list may still be a mixer (a busy machine's discovery finds part of the
+    // region): the peer is asked for its own signed advertisement, which a real mixer always serves.
     isMixer: async (peer) => {
-      const known = () => cache.some((c) => c.peer_id === peer && c.capabilities.includes("mixer"));
-      if (known()) return true;
-      if (Date.now() - refreshedAt >= MIXER_REFRESH_MS) await refresh();
-      return known();
+      if (cache.some((c) => c.peer_id === peer && c.capabilities.includes("mixer"))) return true;
+      try {
+        const ad = await fetchVerifiedAdvertisement(network.libp2p, peerIdFromString(peer), AbortSignal.timeout(ALIVE_TIMEOUT_MS));
+        return ad !== null && ad.region === opts.region && ad.capabilities.includes("mixer");
+      } catch {
+        return false;
+      }
     },
     registry: opts.registry,
     logger: opts.logger,

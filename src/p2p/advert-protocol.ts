@@ -9,7 +9,7 @@
  */
 import type { Libp2p, PeerId, Stream } from "@libp2p/interface";
 import type { Registrar } from "@libp2p/interface-internal";
-import { MAX_RECORD_BYTES } from "./advertisement";
+import { advertisementKey, MAX_RECORD_BYTES, type NodeAdvertisement, verifyAdvertisementRecord } from "./advertisement";
 import { PROTOCOL_ADVERT } from "./namespaces";
 import { readAll } from "./stream-util";
 
@@ -47,4 +47,30 @@ export async function fetchAdvertisement(libp2p: Libp2p, peer: PeerId, signal: A
   }
   const bytes = await reading;
   return bytes.byteLength > 0 ? bytes : null;
+}
+
+/**
+ * The peer's own current advertisement over /agora/advert/1.0.0, verified (signature, key built from the
+ * claimed region and the peer we talked to, freshness); null when it serves none or none that verifies.
+ */
+export async function fetchVerifiedAdvertisement(libp2p: Libp2p, peer: PeerId, signal: AbortSignal): Promise<NodeAdvertisement | null> {
+  let bytes: Uint8Array | null;
+  try {
+    bytes = await fetchAdvertisement(libp2p, peer, signal);
+  } catch {
+    return null;
+  }
+  if (!bytes) return null;
+  let region = "unknown";
+  try {
+    const o = JSON.parse(new TextDecoder().decode(bytes)) as { region?: unknown };
+    if (typeof o.region === "string") region = o.region;
+  } catch {
+    return null;
+  }
+  try {
+    return await verifyAdvertisementRecord(advertisementKey(region, peer.toString()), bytes);
+  } catch {
+    return null;
+  }
 }

@@ -6,6 +6,7 @@
 
 export { RELAYED_STREAM_OPTIONS } from "../relay";
 export { agoraNoise, agoraTcp, agoraTransportStack, YAMUX_MAX_FRAME_BYTES, YAMUX_MAX_WINDOW_BYTES } from "../transport";
+export { fetchVerifiedAdvertisement } from "./advert-protocol";
 export type { NodeAdvertisement, NodeStatus, RejectReason, UnsignedAdvertisement } from "./advertisement";
 export {
   advertisementKey,

@@ -74,6 +74,11 @@ export interface RoomHostOptions {
   selfAddrs(): string[];
   /** the region's mixers from discovered signed advertisements (live ones; this node may be among them) */
   candidates(): Promise<(PlacementCandidate & { listen_addr: string[] })[]>;
+  /**
+   * Mixers seen by recent discoveries (not only the last): a drain whose current list has no eligible
+   * successor (a busy machine's walk found part of the region) picks from these rather than send no MOVE.
+   */
+  recentCandidates?(): (PlacementCandidate & { listen_addr: string[] })[];
   /** whether a peer answers (ping, bounded): a record whose host does not is treated as dead */
   isAlive(peer: string, addrs: string[]): Promise<boolean>;
   /**
@@ -405,7 +410,9 @@ export class RoomHost {
     await Promise.all(
       [...this.hosted].map(async ([room, h]) => {
         if (h.leaving) return;
-        const [succ] = rankPlacement(room, this.opts.region, cands, [this.opts.selfPeerId]);
+        const succ =
+          rankPlacement(room, this.opts.region, cands, [this.opts.selfPeerId])[0] ??
+          rankPlacement(room, this.opts.region, this.opts.recentCandidates?.() ?? [], [this.opts.selfPeerId])[0];
         if (!succ) {
           this.log.warn({ room }, "no successor mixer for the room; its participants stay until the node stops");
           return;

@@ -26,6 +26,57 @@ function advert(peer_id: string) {
 }
 
 describe("room placement wiring", () => {
+  test("a drain whose current list has no eligible successor (the walk found only a draining mixer) picks from recent walks", async () => {
+    const key = await generateKeyPair("Ed25519");
+    const self = peerIdFromPrivateKey(key).toString();
+    const other = peerIdFromPrivateKey(await generateKeyPair("Ed25519")).toString();
+    const third = peerIdFromPrivateKey(await generateKeyPair("Ed25519")).toString();
+    const draining = advert(third);
+    draining.advertisement.status = "draining";
+    const answers = [
+      [advert(self), advert(other)],
+      [advert(self), draining],
+    ];
+    const network = {
+      peerId: self,
+      libp2p: { services: {}, peerStore: { merge: async () => {} } },
+      listenAddrs: () => ["/ip4/127.0.0.1/tcp/4001"],
+      discover: async () => answers.shift() ?? [advert(self), draining],
+    } as unknown as NetworkNode;
+    const directory = {
+      on: () => {},
+      resolve: async () => undefined,
+      claim: async () => {},
+      update: async () => {},
+      release: async () => {},
+      current: () => undefined,
+      setParticipants: () => {},
+      countRedirect: () => {},
+      countHandover: () => {},
+    } as unknown as RoomDirectory;
+    const wiring = createRoomPlacement({
+      network,
+      directory,
+      privateKey: key,
+      region: "eu-west",
+      registry: new Registry(),
+      logger: silentLogger(),
+    });
+    await wiring.refreshMixers(true);
+    const moves: string[] = [];
+    wiring.host.bind({
+      hostedRooms: () => new Map([["r", 1]]),
+      move: async (_room, t) => {
+        moves.push(t.successorPeerId);
+        return 1;
+      },
+    });
+    expect((await wiring.host.decide("r", "participant")).kind).toBe("admit");
+    await wiring.refreshMixers(); // [self, a draining mixer]: replaces the list, which has no successor
+    expect(await wiring.host.handOverAll()).toEqual(["r"]);
+    expect(moves).toEqual([other]);
+  });
+
   test("a discovery that finds no other mixer keeps the last list: the drain still MOVEs to the successor", async () => {
     const key = await generateKeyPair("Ed25519");
     const self = peerIdFromPrivateKey(key).toString();

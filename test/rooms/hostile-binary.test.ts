@@ -12,11 +12,14 @@
  *      issued by itself, other room, expired, other participant, other successor, garbage): each is refused
  *      (the JOIN is handled as one without a token: REDIRECT to the real host, protocol.md "Move token") and
  *      counted by reason in that binary's /metrics; the room stays where it is;
+ *  (c) a MOVE for the room sent on another session (a hostile host of another room the same participant is
+ *      in) is ignored and counted; the participant's audio on the real host goes on.
  *  (d) a peer that is no mixer publishes a valid, self-signed record of a new room naming itself (a squat):
  *      the real mixers do not obey it (the JOIN is admitted, the room claimed over it at a higher epoch,
  *      counted as `taken_over_not_mixer`), so the participant ends on the real host;
- *  (c) a MOVE for the room sent on another session (a hostile host of another room the same participant is
- *      in) is ignored and counted; the participant's audio on the real host goes on.
+ *  (e) the `agora-node join --room R --bootstrap` binary meets a hostile peer that advertises itself as a
+ *      mixer of the region (a full in-test Agora network node) and REDIRECTs astray: the join client refuses,
+ *      reports it (`placementRefusals`) and ends on the real host;
  *
  * Busy-machine rules: every wait is a condition with a deadline.
  */
@@ -44,8 +47,9 @@ import {
 import { signMoveToken } from "../../src/rooms";
 import { agoraTransportStack } from "../../src/transport";
 import { openRaw } from "../helpers/net-fakes";
-import { eventually, type NodeHandle, startNode } from "../helpers/node-process";
+import { eventually, type NodeHandle, runCli, startNode } from "../helpers/node-process";
 import { Participant, stopParticipants } from "../helpers/room-participant";
+import { cleanupDirs, startTestNode, type TestNode } from "../p2p/helpers";
 import { RawDhtSession } from "../p2p/raw-dht";
 
 setDefaultTimeout(120_000);
@@ -175,6 +179,7 @@ let realFirst = "";
 let decoy: MixerCandidate;
 let real: MixerCandidate[] = [];
 const crowd: Participant[] = [];
+let advertised: TestNode | undefined;
 
 beforeAll(async () => {
   codec = await loadOpusCodec();
@@ -211,6 +216,8 @@ afterAll(async () => {
   await stopParticipants();
   await loc?.stop().catch(() => {});
   for (const h of hostiles) await Promise.resolve(h.node.stop()).catch(() => {});
+  await advertised?.node.stop().catch(() => {});
+  cleanupDirs();
   for (const m of mixers) m.cleanup();
   boot?.cleanup();
 });
@@ -252,7 +259,7 @@ describe("hostile peers against binary mixers", () => {
     // one host: the real mixer the rule picks among the real ones, with all three; its record resolves
     const host = mixerOf(realFirst);
     await eventually(async () => (await roomOn(host, ROOM))?.participants.length === 3, 15_000, "the real host lists all three");
-    await eventually(async () => (await loc.resolve(ROOM))?.host === realFirst, 15_000, "the room's record names the real host", 200);
+    await eventually(async () => (await loc.resolve(ROOM))?.host === realFirst, 30_000, "the room's record names the real host", 300);
     for (const m of mixers.filter((x) => x !== host)) expect((await roomOn(m, ROOM))?.participants.length ?? 0).toBe(0);
     expect(await metric(host, "agora_rooms_host_claims_total", 'result="claimed"')).toBeGreaterThanOrEqual(1);
     await eventually(() => crowd.every((p) => p.frames > 25), 20_000, "audio flowing to the three", 100);
@@ -352,7 +359,13 @@ describe("hostile peers against binary mixers", () => {
     await p.join();
     expect(p.nav.host).toBe(ruled);
     const host = mixerOf(ruled);
-    expect(await metric(host, "agora_rooms_host_claims_total", 'result="taken_over_not_mixer"')).toBeGreaterThanOrEqual(1);
+    // counted when the host's lookup finds the squat's record (at once, or behind a fast admit)
+    await eventually(
+      async () => (await metric(host, "agora_rooms_host_claims_total", 'result="taken_over_not_mixer"')) >= 1,
+      20_000,
+      "the squat's record counted as not obeyed",
+      200,
+    );
     // its claim (epoch 6) beats the squat's record everywhere
     await eventually(
       async () => {
@@ -365,5 +378,50 @@ describe("hostile peers against binary mixers", () => {
     );
     await eventually(() => p.frames > 25, 15_000, "audio from the real host", 100);
     await p.stop();
+  });
+
+  test("(e) the join binary meets an advertised hostile mixer that REDIRECTs astray: refused, reported, and it ends on the real host", async () => {
+    // A hostile peer that is a full Agora network node advertising itself as a mixer of the region, with an
+    // audio handler that answers every JOIN with a REDIRECT to a real mixer that does not host the room.
+    advertised = await startTestNode({ mode: "dedicated", region: REGION, bootstrap: [await boot.multiaddr()], heartbeat: HEARTBEAT_S });
+    const evilPeer = advertised.node.peerId;
+    let evilJoins = 0;
+    let target: MixerCandidate | undefined;
+    await advertised.node.libp2p.handle(AUDIO_PROTOCOL_1_1, (stream) => {
+      const dec = new MessageDecoder();
+      stream.addEventListener("message", (evt) => {
+        const join = dec.push(chunkBytes(evt.data)).messages.find((m) => m.type === "JOIN");
+        if (join?.type !== "JOIN" || !target) return;
+        evilJoins++;
+        stream.send(encodeMessage({ type: "REDIRECT", room: join.room, epoch: 5, hostPeerId: target.peer_id, addrs: target.listen_addr }));
+      });
+    });
+    const withEvil = await eventually(
+      async () => {
+        const ms = await loc.mixers(REGION);
+        return ms.some((m) => m.peer_id === evilPeer) && ms;
+      },
+      60_000,
+      "the hostile mixer discoverable",
+      300,
+    );
+    let room = "";
+    for (let i = 0; !room; i++) if (rankPlacement(`cli-lure-${i}`, REGION, withEvil)[0]?.peer_id === evilPeer) room = `cli-lure-${i}`;
+    const ruled = rankPlacement(room, REGION, real)[0]!.peer_id;
+    target = real.find((m) => m.peer_id !== ruled)!;
+    // The join client's own discovery may miss the hostile peer on its first walk (then it never meets it):
+    // a second run, then it must have.
+    let summary: { host?: string; placementRefusals: number } | undefined;
+    for (let run = 0; run < 2 && evilJoins === 0; run++) {
+      const r = await runCli(["join", "--room", room, "--bootstrap", await boot.multiaddr(), "--region", REGION, "--duration", "2"], {
+        timeoutMs: 90_000,
+      });
+      expect(r.code).toBe(0);
+      summary = JSON.parse(r.stdout.trim().split("\n").pop()!) as typeof summary;
+      expect(summary!.host).toBe(ruled);
+    }
+    expect(evilJoins).toBeGreaterThanOrEqual(1);
+    expect(summary!.placementRefusals).toBeGreaterThanOrEqual(1);
+    expect(summary!.host).toBe(ruled);
   });
 });

@@ -106,6 +106,9 @@ interface Pinger {
   ping(peer: Multiaddr | Multiaddr[], options: { signal: AbortSignal }): Promise<number>;
 }
 
+/** In-flight probes per libp2p node and peer (see RoomNavigator.answers). */
+const PROBES = new WeakMap<Libp2p, Map<string, Promise<boolean>>>();
+
 interface Current {
   session: AudioSession;
   host: string;
@@ -232,26 +235,40 @@ export class RoomNavigator {
   }
 
   /**
-   * Whether `peer` answers within the probe timeout: a ping (libp2p's ping service, when the node has
-   * one; else a dial). An open connection is no proof: one into a partition looks open until it times out.
-   * The session then reuses the connection. One that did not answer is dropped, so a later dial is afresh.
+   * Whether `peer` answers within the probe timeout: a ping (libp2p's ping service, when the node has one;
+   * else a dial). An open connection is no proof: one into a partition looks open until it times out. The
+   * session then reuses the connection. Navigators sharing one libp2p node (a process with many
+   * participants) share one probe per peer: one ping, not one per participant on the same connection.
    */
-  private async answers(peer: string, addrs: string[]): Promise<boolean> {
+  private answers(peer: string, addrs: string[]): Promise<boolean> {
     const targets = hostTargets(peer, addrs);
-    if (targets.length === 0) return true; // joinFollowing names the problem
+    if (targets.length === 0) return Promise.resolve(true); // joinFollowing names the problem
+    let probes = PROBES.get(this.opts.libp2p);
+    if (!probes) {
+      probes = new Map();
+      PROBES.set(this.opts.libp2p, probes);
+    }
+    const running = probes.get(peer);
+    if (running) return running;
     const timeout = AbortSignal.timeout(this.opts.probeTimeoutMs ?? PLACEMENT_DIAL_TIMEOUT_MS);
-    const signal = this.sessionOpts?.signal ? AbortSignal.any([this.sessionOpts.signal, timeout]) : timeout;
     const ping = (this.opts.libp2p.services as { ping?: Pinger } | undefined)?.ping;
     const target = targets.length === 1 ? targets[0]! : targets;
-    try {
-      if (ping) await ping.ping(target, { signal });
-      else await this.opts.libp2p.dial(target, { signal });
-      return true;
-    } catch (err) {
-      this.log.debug({ mixer: peer, err: errorMessage(err) }, "placement's mixer did not answer");
-      await this.hangUp(peer);
-      return false;
-    }
+    const probe = (async () => {
+      try {
+        if (ping) await ping.ping(target, { signal: timeout });
+        else await this.opts.libp2p.dial(target, { signal: timeout });
+        return true;
+      } catch (err) {
+        // A peer without the ping protocol still answered the negotiation (as libp2p's monitor counts it).
+        if ((err as Error)?.name === "UnsupportedProtocolError") return true;
+        this.log.debug({ mixer: peer, err: errorMessage(err) }, "placement's mixer did not answer");
+        return false;
+      } finally {
+        probes.delete(peer);
+      }
+    })();
+    probes.set(peer, probe);
+    return probe;
   }
 
   private async mixers(refresh = false): Promise<MixerCandidate[]> {

@@ -15,6 +15,7 @@ export {
 } from "./move-token";
 export {
   type JoinDecision,
+  LOST_MOVE_RETRY_MS,
   type RoomDirectoryPort,
   RoomHost,
   type RoomHostOptions,

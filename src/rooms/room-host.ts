@@ -18,6 +18,11 @@ import { MOVE_TOKEN_TTL_MS, type MoveTokenAccess, type MoveTokenRejection, signM
 
 /** How long the rule's first mixer waits for a record lookup before admitting a JOIN (see fastAdmitMs). */
 const FAST_ADMIT_MS = 300;
+/**
+ * After a lost claim's MOVE, participants still here this long later did not follow it: the heartbeat looks
+ * the room up again and moves them to its current host (a MOVE is followed within about a second).
+ */
+export const LOST_MOVE_RETRY_MS = 4_000;
 
 /** A verified, live room record as the directory resolved it. */
 export interface RoomHostRecord {
@@ -107,7 +112,7 @@ export type JoinDecision =
 interface HostedRoom {
   epoch: number;
   /** set once the room is being handed over or moved away: no second hand-over, no re-claim */
-  leaving?: { to: string; epoch: number };
+  leaving?: { to: string; epoch: number; lost?: { at: number } };
   /** the old host that handed the room to us with move tokens (later tokens from it still carry access) */
   from?: string;
 }
@@ -472,7 +477,7 @@ export class RoomHost {
     if (!h || h.leaving) return;
     this.metrics.claims.inc({ result: "lost" });
     this.log.warn({ room, winner: winner.host, epoch: winner.epoch }, "room claim lost; moving participants to the winner");
-    h.leaving = { to: winner.host, epoch: winner.epoch };
+    h.leaving = { to: winner.host, epoch: winner.epoch, lost: { at: this.now() } };
     void this.moveRoom(room, winner.host, winner.addrs, winner.epoch, MoveReason.CLAIM_LOST).then(() =>
       this.opts.directory.countHandover?.(room, "out"),
     );
@@ -490,7 +495,16 @@ export class RoomHost {
   private async reconcileRoom(room: string): Promise<void> {
     const self = this.opts.selfPeerId;
     const h = this.hosted.get(room);
-    if (!h || h.leaving) return;
+    if (!h) return;
+    if (h.leaving) {
+      // A lost claim's participants that are still here after a while could not follow the MOVE (the
+      // winner had moved on and REDIRECTed them, a redirect their record did not confirm): without this
+      // they stayed on a host that no longer reconciles, a split for good. The room is looked up afresh
+      // and they are moved to whoever holds it now. (A drain's handover is not retried: it ends anyway.)
+      if (!h.leaving.lost || this.now() - h.leaving.lost.at < LOST_MOVE_RETRY_MS) return;
+      this.log.info({ room, to: h.leaving.to }, "participants still here after the lost claim's MOVE; moving them again");
+      h.leaving = undefined;
+    }
     let rec: RoomHostRecord | undefined;
     try {
       rec = await this.opts.directory.resolve(room);
@@ -512,7 +526,7 @@ export class RoomHost {
     if (h.leaving) return;
     this.metrics.claims.inc({ result: "lost" });
     this.log.warn({ room, winner: rec.host, epoch: rec.epoch, ours: h.epoch }, "another live host won the room; moving participants");
-    h.leaving = { to: rec.host, epoch: rec.epoch };
+    h.leaving = { to: rec.host, epoch: rec.epoch, lost: { at: this.now() } };
     await this.moveRoom(room, rec.host, rec.addrs, rec.epoch, MoveReason.CLAIM_LOST);
     this.opts.directory.countHandover?.(room, "out");
   }

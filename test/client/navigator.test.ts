@@ -11,11 +11,11 @@ import { identify } from "@libp2p/identify";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
 import { createLibp2p } from "libp2p";
 import { Registry } from "prom-client";
-import { type MixerCandidate, RoomNavigator } from "../../src/client";
+import { createClientNode, type MixerCandidate, RoomNavigator } from "../../src/client";
 import { silentLogger } from "../../src/log";
 import { rankPlacement } from "../../src/protocol";
 import { AudioRoomService, RoomHost } from "../../src/rooms";
-import { agoraTransportStack } from "../../src/transport";
+import { agoraPing, agoraTransportStack } from "../../src/transport";
 import { createBareClientNode, FakeMediaEngine } from "../helpers/net-fakes";
 import { MemoryRoomDirectory } from "../helpers/room-directory";
 
@@ -44,7 +44,7 @@ async function mixer(dir: MemoryRoomDirectory): Promise<string> {
     privateKey: key,
     addresses: { listen: ["/ip4/127.0.0.1/tcp/0"] },
     ...agoraTransportStack(),
-    services: { identify: identify() },
+    services: { identify: identify(), ping: agoraPing() },
   });
   stops.push(() => node.stop());
   const peer = node.peerId.toString();
@@ -140,5 +140,26 @@ describe("RoomNavigator: placement among the mixers it can reach", () => {
     expect(nav.host).toBe(third!.peer_id);
     expect(nav.stats.unreachableSkipped).toBe(1);
     await nav.session?.leave();
+  });
+
+  test("twelve participants on one libp2p node (one process, one connection) share one probe: none skips a live mixer", async () => {
+    const dir = new MemoryRoomDirectory();
+    await mixer(dir);
+    await mixer(dir);
+    const lib = await createClientNode();
+    stops.push(() => lib.stop());
+    const first = rankPlacement("crowd", "eu-west", dir.mixers)[0]!.peer_id;
+    const navs = Array.from(
+      { length: 12 },
+      () => new RoomNavigator({ libp2p: lib, room: "crowd", locator: dir.locator(), region: "eu-west" }),
+    );
+    // Their first placement has no record yet: each probes the rule's choice at the same moment. Separate
+    // pings would exceed the connection's ping streams, fail, and send them elsewhere.
+    await Promise.all(navs.map((n) => n.open({})));
+    for (const n of navs) {
+      expect(n.host).toBe(first);
+      expect(n.stats.unreachableSkipped).toBe(0);
+    }
+    for (const n of navs) await n.session?.leave();
   });
 });

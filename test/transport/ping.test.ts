@@ -42,7 +42,9 @@ describe("agoraPing", () => {
     expect(results.filter((r) => r.status === "rejected")).toEqual([]);
     // The hazard it removes, shown with the library's defaults.
     const plain = await pair(() => ping());
-    const plainResults = await Promise.allSettled([1, 2].map(() => plain.client.services.ping.ping(plain.server.peerId)));
+    const plainResults = await Promise.allSettled(
+      Array.from({ length: PING_STREAMS_PER_CONNECTION }, () => plain.client.services.ping.ping(plain.server.peerId)),
+    );
     expect(plainResults.some((r) => r.status === "rejected" && /Too many outbound protocol streams/.test(String(r.reason)))).toBe(true);
   });
 

@@ -16,6 +16,7 @@
  * The participants report their state as JSON lines (`join --stats-interval`): the host they are on and
  * their current participant id, which the host's /api/rooms must list. Every wait is a condition with a
  * deadline. Namespaces and rules are always removed (afterAll, and teardown of an earlier killed run).
+ * PARTITION_DEBUG_DIR=<dir> keeps each mixer's log there (the room-host lines tell who decided what when).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { closeSync, openSync, readSync, statSync } from "node:fs";

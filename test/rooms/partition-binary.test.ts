@@ -16,6 +16,7 @@
  * The participants report their state as JSON lines (`join --stats-interval`): the host they are on and
  * their current participant id, which the host's /api/rooms must list. Every wait is a condition with a
  * deadline. Namespaces and rules are always removed (afterAll, and teardown of an earlier killed run).
+ * PARTITION_DEBUG_DIR=<dir> keeps each mixer's log there (the room-host lines tell who decided what when).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { closeSync, openSync, readSync, statSync } from "node:fs";
@@ -340,12 +341,28 @@ describe.skipIf(!available)("a partition of one region's mixers, and the heal (b
       throw new Error(`${(err as Error).message}; ${await describeState(room)}\n${sideB.map((p) => `${p.name}: ${p.logs()}`).join("\n")}`);
     }
     console.log(`partition: side b re-homed on its own mixer ${bHost} ${Math.round(performance.now() - tCut)} ms after the cut`);
-    expect(await together(sideA, room)).toBe(first);
+    // Side a's participants stay together on side a (on the first host, unless a loaded machine made them
+    // take it for lost and re-home by the rule there too).
+    const aHost = await eventually(
+      async () => {
+        const h = await together(sideA, room);
+        return h && sideOf(h) === "a" && h;
+      },
+      20_000,
+      "side a's participants together on a mixer of side a",
+      200,
+    );
+    if (aHost !== first) console.log(`partition: side a's participants re-homed from ${first} to ${aHost}`);
     // Each side's room works on its own: b1 and b2 hear each other.
     await eventually(() => sideB[0]!.hears([1100]) && sideB[1]!.hears([880]), 15_000, "side b's two participants hearing each other", 250);
     expect(net.separationDrops("a")).toBeGreaterThan(0); // the partition was real
-    const apart = (await hostsOf(room)).map((h) => h.side).sort();
-    expect(apart).toEqual(["a", "b"]); // two hosts, one per side
+    // Two hosts, one per side.
+    await eventually(
+      async () => JSON.stringify((await hostsOf(room)).map((h) => h.side).sort()) === '["a","b"]',
+      10_000,
+      "one record holder on each side",
+      200,
+    );
 
     // 3. The heal: one host again, then everyone hears everyone.
     net.rejoin("a");

@@ -87,6 +87,7 @@ try {
   // --- join by name ------------------------------------------------------------------------------
   const firstMs: number[] = [];
   let splits = 0;
+  const splitHealMs: number[] = [];
   const secondMs: number[] = [];
   for (let i = 0; i < JOINS; i++) {
     const room = `bench-join-${i}`;
@@ -100,13 +101,20 @@ try {
     t0 = performance.now();
     const sb = await b.open({});
     secondMs.push(performance.now() - t0);
-    if (a.host !== b.host) splits++;
+    if (a.host !== b.host) {
+      splits++;
+      // a split claim heals by MOVE (the fast admit's confirmation, the heartbeat's reconcile): how long to one host
+      const t1 = performance.now();
+      await eventually(() => a.host === b.host, 10_000, "the split room on one host", 20)
+        .then(() => splitHealMs.push(performance.now() - t1))
+        .catch(() => splitHealMs.push(Number.POSITIVE_INFINITY));
+    }
     await sa.leave();
     await sb.leave();
   }
   const allJoins = [...firstMs, ...secondMs];
   console.error(
-    `joins done: ${allJoins.length}, p50 ${r0(pct(allJoins, 50))} ms, p95 ${r0(pct(allJoins, 95))} ms (new rooms p95 ${r0(pct(firstMs, 95))} ms, second joiners p95 ${r0(pct(secondMs, 95))} ms), splits ${splits}`,
+    `joins done: ${allJoins.length}, p50 ${r0(pct(allJoins, 50))} ms, p95 ${r0(pct(allJoins, 95))} ms (new rooms p95 ${r0(pct(firstMs, 95))} ms, second joiners p95 ${r0(pct(secondMs, 95))} ms), splits ${splits} (healed to one host: ${splitHealMs.filter(Number.isFinite).length}, p50 ${r0(pct(splitHealMs, 50))} ms)`,
   );
 
   // --- handover gap --------------------------------------------------------------------------------
@@ -212,6 +220,7 @@ try {
     join_new_room_ms: { p50: r0(pct(firstMs, 50)), p95: r0(pct(firstMs, 95)) },
     join_existing_room_ms: { p50: r0(pct(secondMs, 50)), p95: r0(pct(secondMs, 95)) },
     join_splits: splits,
+    split_heal_ms: { n: splitHealMs.length, p50: r0(pct(splitHealMs, 50)), max: r0(Math.max(...splitHealMs)) },
     mixers_discovered: seen,
     stuck_drain: stuckDrain ?? null,
     stuck_kill: stuckKill ?? null,

@@ -204,7 +204,10 @@ export function createRoomPlacement(opts: {
     // A peer missing from our list may still be a mixer (a busy machine's discovery finds part of the
     // region): the peer is asked for its own signed advertisement, which a real mixer always serves.
     isMixer: async (peer) => {
+      // A draining host (the issuer of our move tokens) is missing from a fresh walk (discovery drops draining
+      // nodes) but was seen by a recent one; asking it for its advertisement can time out on a busy machine.
       if (cache.some((c) => c.peer_id === peer && c.capabilities.includes("mixer"))) return true;
+      if (recent.get(peer)?.c.capabilities.includes("mixer")) return true;
       try {
         const ad = await fetchVerifiedAdvertisement(network.libp2p, peerIdFromString(peer), AbortSignal.timeout(ALIVE_TIMEOUT_MS));
         return ad !== null && ad.region === opts.region && ad.capabilities.includes("mixer");

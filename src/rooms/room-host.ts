@@ -265,7 +265,13 @@ export class RoomHost {
       rec === undefined
         ? await this.isMixer(v.claims.issuer)
         : (rec.host === v.claims.issuer && rec.epoch <= v.claims.epoch && (await this.isMixer(v.claims.issuer))) ||
-          (rec.host === this.opts.selfPeerId && rec.epoch >= v.claims.epoch - 1);
+          (rec.host === this.opts.selfPeerId && rec.epoch >= v.claims.epoch - 1) ||
+          // A lookup that found the host before the issuer (its handing-over record naming the issuer as
+          // successor, an older epoch): the room went on to the issuer, whose claim is not visible here yet.
+          (rec.status === "handing-over" &&
+            rec.successor === v.claims.issuer &&
+            rec.epoch < v.claims.epoch &&
+            (await this.isMixer(v.claims.issuer)));
     if (!issuerHosts) {
       this.countToken("not_host");
       this.log.info({ room, issuer: v.claims.issuer, host: rec?.host }, "move token issued by a peer that is not the room's host");

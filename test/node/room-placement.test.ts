@@ -10,6 +10,8 @@ import { Registry } from "prom-client";
 import { silentLogger } from "../../src/log";
 import { createRoomPlacement } from "../../src/node/room-placement";
 import type { NetworkNode, RoomDirectory } from "../../src/p2p";
+import { signMoveToken } from "../../src/rooms";
+import { metricValue } from "../helpers/net-fakes";
 
 function advert(peer_id: string) {
   return {
@@ -26,6 +28,49 @@ function advert(peer_id: string) {
 }
 
 describe("room placement wiring", () => {
+  test("a draining host missing from the latest walk (discovery drops draining nodes) is still a mixer: its move token is accepted", async () => {
+    const key = await generateKeyPair("Ed25519");
+    const self = peerIdFromPrivateKey(key).toString();
+    const oldHostKey = await generateKeyPair("Ed25519");
+    const oldHost = peerIdFromPrivateKey(oldHostKey).toString();
+    const third = peerIdFromPrivateKey(await generateKeyPair("Ed25519")).toString();
+    const answers = [
+      [advert(self), advert(oldHost)],
+      [advert(self), advert(third)],
+    ];
+    const network = {
+      peerId: self,
+      libp2p: { services: {}, peerStore: { merge: async () => {} } },
+      listenAddrs: () => ["/ip4/127.0.0.1/tcp/4001"],
+      discover: async () => answers.shift() ?? [advert(self), advert(third)],
+    } as unknown as NetworkNode;
+    const directory = {
+      on: () => {},
+      resolve: async () => undefined, // the handing-over record is not visible yet
+      claim: async () => {},
+      update: async () => {},
+      release: async () => {},
+      current: () => undefined,
+      setParticipants: () => {},
+      countRedirect: () => {},
+      countHandover: () => {},
+    } as unknown as RoomDirectory;
+    const registry = new Registry();
+    const wiring = createRoomPlacement({ network, directory, privateKey: key, region: "eu-west", registry, logger: silentLogger() });
+    await wiring.refreshMixers(true);
+    await wiring.refreshMixers(); // the old host now drains: this walk no longer has it
+    const token = await signMoveToken(oldHostKey, {
+      room: "moving",
+      epoch: 4,
+      issuer: oldHost,
+      successor: self,
+      participant: "p1",
+      expiresAtMs: Date.now() + 10_000,
+    });
+    expect(await wiring.host.decide("moving", "p1", token)).toEqual({ kind: "admit", epoch: 4 });
+    expect(await metricValue(registry, "agora_rooms_move_tokens_total", { result: "accepted" })).toBe(1);
+  });
+
   test("a drain whose current list has no eligible successor (the walk found only a draining mixer) picks from recent walks", async () => {
     const key = await generateKeyPair("Ed25519");
     const self = peerIdFromPrivateKey(key).toString();

@@ -609,6 +609,57 @@ describe("room host: hostile input", () => {
     expect((winner === a.peer ? a : b).moved).toEqual([]);
   });
 
+  test("a move token from the host before last's successor is accepted when the lookup finds only that older handing-over record", async () => {
+    const { peerIdFromPrivateKey } = await import("@libp2p/peer-id");
+    const key = await generateKeyPair("Ed25519");
+    const self = peerIdFromPrivateKey(key).toString();
+    const issuerKey = await generateKeyPair("Ed25519");
+    const issuer = peerIdFromPrivateKey(issuerKey).toString();
+    const older = peerIdFromPrivateKey(await generateKeyPair("Ed25519")).toString();
+    const registry = new Registry();
+    const host = new RoomHost({
+      directory: {
+        // a stale server: the host before the issuer, handing over to the issuer at epoch 5
+        resolve: async (room) => ({ room, region: "eu-west", host: older, addrs: [], epoch: 5, status: "handing-over", successor: issuer }),
+        claim: async () => {},
+        handOver: async () => {},
+        release: async () => {},
+      },
+      selfPeerId: self,
+      privateKey: key,
+      region: "eu-west",
+      selfAddrs: () => [],
+      candidates: async () => [],
+      isAlive: async () => true,
+      isMixer: async (p) => p === issuer || p === older,
+      registry,
+      logger: silentLogger(),
+    });
+    const token = await signMoveToken(issuerKey, {
+      room: "chain",
+      epoch: 7,
+      issuer,
+      successor: self,
+      participant: "p1",
+      expiresAtMs: Date.now() + 10_000,
+    });
+    expect(await host.decide("chain", "p1", token)).toEqual({ kind: "admit", epoch: 7 });
+    expect(await metricValue(registry, "agora_rooms_move_tokens_total", { result: "accepted" })).toBe(1);
+    // the same record does not vouch for a token of anyone else
+    const otherKey = await generateKeyPair("Ed25519");
+    const other = peerIdFromPrivateKey(otherKey).toString();
+    const forged = await signMoveToken(otherKey, {
+      room: "chain2",
+      epoch: 9,
+      issuer: other,
+      successor: self,
+      participant: "p2",
+      expiresAtMs: Date.now() + 10_000,
+    });
+    expect((await host.decide("chain2", "p2", forged)).kind).toBe("redirect");
+    expect(await metricValue(registry, "agora_rooms_move_tokens_total", { result: "not_host" })).toBe(1);
+  });
+
   test("a room record naming a peer that is no mixer of the region is not obeyed: the JOIN is admitted and the room claimed over it", async () => {
     const key = await generateKeyPair("Ed25519");
     const { peerIdFromPrivateKey } = await import("@libp2p/peer-id");

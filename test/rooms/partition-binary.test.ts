@@ -79,6 +79,10 @@ async function startMixer(side: Side, bootstrap: string[]): Promise<void> {
       "--heartbeat-interval",
       `${HEARTBEAT_S}s`,
       ...bootstrap.flatMap((b) => ["--bootstrap", b]),
+      // Four talkers, each listening for the other three: all four must be in the mix (the default keeps the
+      // 3 loudest, so one equal tone was left out of everyone's mix, whichever ranked fourth).
+      "--set",
+      "audio.top_k_speakers=4",
     ],
     timeoutMs: 30_000,
   });
@@ -321,7 +325,14 @@ describe.skipIf(!available)("a partition of one region's mixers, and the heal (b
       20_000,
       "everyone hearing everyone before the partition",
       250,
-    );
+    ).catch((err) => {
+      const report = all.map((p) => {
+        const pcm = p.heard(1);
+        const off = goertzelPower(pcm, 1234);
+        return `${p.name} on ${p.host}: ${pcm.length} samples; ${tones.map(([n, , f]) => `${n} ${(goertzelPower(pcm, f) / Math.max(off, 1e-9)).toExponential(1)}`).join(", ")}`;
+      });
+      throw new Error(`${(err as Error).message}; what each heard (power over the 1234 Hz floor): ${report.join("; ")}`);
+    });
 
     // 2. The partition: side b's participants lose their host and re-home on side b.
     net.separate("a", ["b"]);

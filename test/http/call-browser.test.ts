@@ -201,6 +201,47 @@ test("browser on /call and a CLI join client hear each other's tone, each withou
   await page.close();
 }, 180_000);
 
+test("a Join clicked before the page has heard from the node joins the room named in the address", async () => {
+  const page = await browser.newPage();
+  await signIn(page);
+  // The page's first request to /api/call (its start-up) is held until after the click: a busy machine's
+  // order of events, where the room used to be filled in only when that answer came (Join then joined "").
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  let first = true;
+  await page.route("**/api/call", async (route) => {
+    if (first) {
+      first = false;
+      await held;
+    }
+    await route.continue();
+  });
+  try {
+    await page.goto(`${node.dashboardUrl}/call?room=call-early&name=early&processing=0`);
+    await page.waitForFunction(() => (window as unknown as { __agoraCall?: unknown }).__agoraCall !== undefined, undefined, {
+      timeout: 15_000,
+    });
+    await page.click("#join");
+    await page.waitForFunction(
+      () => ["joined", "error"].includes((window as unknown as { __agoraCall: CallHook }).__agoraCall.state.phase),
+      undefined,
+      { timeout: 30_000 },
+    );
+    release();
+    const s = await callState(page);
+    expect(s.error).toBe("");
+    expect(s.phase).toBe("joined");
+    const rooms = (await (await fetch(`${node.dashboardUrl}/api/rooms`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as {
+      id: string;
+    }[];
+    expect(rooms.map((r) => r.id)).toContain("call-early");
+    await page.evaluate(() => (window as unknown as { __agoraCall: { leave(): Promise<void> } }).__agoraCall.leave());
+  } finally {
+    release();
+    await page.close();
+  }
+});
+
 test("echo mode: alone in a room, the browser hears its own tone come back through the node", async () => {
   const page = await browser.newPage();
   await signIn(page);

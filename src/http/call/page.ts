@@ -250,7 +250,7 @@ let echoDecoder: ReturnType<typeof streamDecoder> | undefined;
 async function join(): Promise<void> {
   const missing = missingFeature();
   if (missing) return fail(missing);
-  const room = ($("room") as HTMLInputElement).value.trim();
+  const roomInput = $("room") as HTMLInputElement;
   const name = ($("name") as HTMLInputElement).value.trim() || "browser";
   const withEcho = ($("echo") as HTMLInputElement).checked;
   const processing = ($("processing") as HTMLInputElement).checked;
@@ -266,6 +266,9 @@ async function join(): Promise<void> {
   } catch (e) {
     return fail(`cannot read /api/call: ${(e as Error).message}`);
   }
+  // An empty field (Join clicked before the page had the node's default room) joins that default room.
+  if (!roomInput.value.trim()) roomInput.value = info.default_room ?? "test-call";
+  const room = roomInput.value.trim();
   const choice = chooseAddress(info.ws_addrs, location.protocol, location.hostname);
   if (!choice.addr) return fail(choice.why ?? "no address to dial");
   const target = choice.addr.includes("/p2p/") ? choice.addr : `${choice.addr}/p2p/${info.peer_id}`;
@@ -525,11 +528,14 @@ const hook = {
 
 function init(): void {
   const params = new URLSearchParams(location.search);
+  // The room named in the address is set at once: a Join clicked before /api/call answers (a busy machine)
+  // joined room "" and failed. Only the node's default room waits for that answer.
+  const roomInput = $("room") as HTMLInputElement;
+  if (!roomInput.value && params.get("room")) roomInput.value = params.get("room")!;
   fetch("/api/call")
     .then((r) => (r.ok ? (r.json() as Promise<CallInfo>) : undefined))
     .then((info) => {
-      const room = $("room") as HTMLInputElement;
-      if (!room.value) room.value = params.get("room") ?? info?.default_room ?? "test-call";
+      if (!roomInput.value) roomInput.value = info?.default_room ?? "test-call";
       const choice = info ? chooseAddress(info.ws_addrs, location.protocol, location.hostname) : { why: "cannot read /api/call" };
       if (choice.why) show(choice.why, "error");
       else show(missingFeature() ?? `Ready to join through ${choice.addr}.`, missingFeature() ? "error" : "info");

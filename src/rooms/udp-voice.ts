@@ -38,6 +38,7 @@ import {
   openDatagram,
   parseDatagramHeader,
   ReplayWindow,
+  SourceRateLimiter,
   sealDatagram,
   UdpSendPolicy,
 } from "../protocol";
@@ -57,12 +58,6 @@ export const DEFAULT_UDP_VOICE_LIMITS: Readonly<UdpVoiceLimits> = Object.freeze(
   maxSources: 16_384,
   ...DATAGRAM_TIMING,
 });
-
-/** Token bucket per source (the same arithmetic as the stream's, kept flat for the hot path). */
-interface SourceBucket {
-  tokens: number;
-  at: number;
-}
 
 /** What the room service gets back for each authenticated datagram of one session. */
 export interface UdpVoiceHandlers {
@@ -195,8 +190,7 @@ export interface UdpVoiceEndpointOptions {
 export class UdpVoiceEndpoint {
   readonly limits: UdpVoiceLimits;
   private readonly sessions = new Map<number, UdpVoiceSession>();
-  private readonly sources = new Map<string, SourceBucket>();
-  private readonly overflow: SourceBucket = { tokens: 0, at: 0 };
+  private readonly sources: SourceRateLimiter;
   private readonly metrics: UdpMetrics;
   private readonly now: () => number;
   private readonly log: Logger;
@@ -215,6 +209,11 @@ export class UdpVoiceEndpoint {
   constructor(private readonly opts: UdpVoiceEndpointOptions) {
     if (!opts.endpoint === !opts.plane) throw new Error("UdpVoiceEndpoint: give exactly one of endpoint and plane");
     this.limits = { ...DEFAULT_UDP_VOICE_LIMITS, ...opts.limits };
+    this.sources = new SourceRateLimiter({
+      perSecond: this.limits.perSourcePerSecond,
+      burst: this.limits.perSourceBurst,
+      maxSources: this.limits.maxSources,
+    });
     this.metrics = metricsFor(opts.registry);
     this.now = opts.now ?? (() => performance.now());
     this.log = opts.logger.child({ component: "udp-voice" });
@@ -365,26 +364,7 @@ export class UdpVoiceEndpoint {
 
   /** Forgets sources whose buckets have refilled: memory stays bounded, nothing is lost. */
   pruneSources(now: number): void {
-    const L = this.limits;
-    for (const [k, b] of this.sources)
-      if (b.tokens + ((now - b.at) * L.perSourcePerSecond) / 1000 >= L.perSourceBurst) this.sources.delete(k);
-  }
-
-  private takeToken(key: string, now: number): boolean {
-    const L = this.limits;
-    let b = this.sources.get(key);
-    if (!b) {
-      if (this.sources.size >= L.maxSources) b = this.overflow;
-      else {
-        b = { tokens: L.perSourceBurst, at: now };
-        this.sources.set(key, b);
-      }
-    }
-    b.tokens = Math.min(L.perSourceBurst, b.tokens + ((now - b.at) * L.perSourcePerSecond) / 1000);
-    b.at = now;
-    if (b.tokens < 1) return false;
-    b.tokens -= 1;
-    return true;
+    this.sources.prune(now);
   }
 
   /** Every datagram on the socket (STUN's too: those are not ours and are ignored without counting). */
@@ -402,7 +382,7 @@ export class UdpVoiceEndpoint {
     if (typeof header === "string") return header;
     const now = this.now();
     const sourceKey = `${from.address}|${from.port}`;
-    if (!this.takeToken(sourceKey, now)) return "rate_limited";
+    if (!this.sources.take(sourceKey, now)) return "rate_limited";
     const s = this.sessions.get(header.sessionId);
     if (!s) return "unknown_session";
     if (s.boundKey !== undefined && s.boundKey !== sourceKey) return "unbound_source";

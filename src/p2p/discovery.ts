@@ -59,6 +59,8 @@ export interface DiscoveryContext {
   preferGroup?: string;
   /** This node's current advertisement, for includeSelf. */
   selfRecord?: () => NodeAdvertisement | null;
+  /** Dial + ping budget of a candidate's first reach (default REACH_TIMEOUT_MS); tests make it tiny. */
+  reachTimeoutMs?: number;
 }
 
 export const DEFAULT_DISCOVER_TIMEOUT_MS = 5_000;
@@ -143,10 +145,19 @@ export async function runDiscovery(ctx: DiscoveryContext, q: DiscoverQuery): Pro
   const lookups = new PQueue({ concurrency: RECORD_LOOKUP_CONCURRENCY });
   const tasks: Promise<void>[] = [];
   const started = performance.now();
-  // Peers that answered this query's DHT walk: proven reachable, whatever their ping said meanwhile.
+  // Peers that answered this query's DHT walk, or that a DHT server that answered named among the closest
+  // peers of its routing table (a table keeps only peers that answered that server): real nodes, whatever
+  // their first ping said. The second half matters for a fresh client in a crowded region: kad-dht ends the
+  // walk once it holds K providers, i.e. after the first server's answer, so the region's nodes themselves are
+  // never asked, and on a busy host their first dial can take longer than the reach timeout. A provider
+  // record alone (what a flood of fakes is) vouches for nothing.
   const answered = new Set<string>();
+  const named = new Set<string>();
   let walkDone!: () => void;
-  const walk: DhtWalk = { answered: (id) => answered.has(id), done: new Promise<void>((r) => (walkDone = r)) };
+  const walk: DhtWalk = {
+    answered: (id) => answered.has(id) || named.has(id),
+    done: new Promise<void>((r) => (walkDone = r)),
+  };
 
   const consider = (p: PeerInfo) => {
     const id = p.id.toString();
@@ -182,7 +193,10 @@ export async function runDiscovery(ctx: DiscoveryContext, q: DiscoverQuery): Pro
     libp2p.getConnections().length === 0 ? AbortSignal.any([deadline, AbortSignal.timeout(ISOLATED_LOOKUP_MS)]) : deadline;
   try {
     for await (const ev of libp2p.services.dht.findProviders(cid, { signal: lookupSignal })) {
-      if (ev.name === "PEER_RESPONSE") answered.add(ev.from.toString());
+      if (ev.name === "PEER_RESPONSE") {
+        answered.add(ev.from.toString());
+        for (const c of ev.closer) named.add(c.id.toString());
+      }
       // Providers this node stores itself arrive in a PEER_RESPONSE from self, remote ones as PROVIDER events.
       if (ev.name === "PROVIDER" || ev.name === "PEER_RESPONSE") for (const p of ev.providers) consider(p);
     }
@@ -213,7 +227,7 @@ export async function runDiscovery(ctx: DiscoveryContext, q: DiscoverQuery): Pro
 }
 
 interface DhtWalk {
-  /** The peer answered one of the provider lookup's DHT requests. */
+  /** The peer answered one of the provider lookup's DHT requests, or an answering server named it as a closer peer. */
   answered(id: string): boolean;
   /** Settles when the provider lookup is over. */
   done: Promise<void>;
@@ -233,7 +247,7 @@ async function evaluate(
   if (provider.multiaddrs.length > 0) await libp2p.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => undefined);
 
   // Reachability and the DHT copy of the record at the same time: a candidate costs about REACH_TIMEOUT_MS.
-  const reaching = ping(ctx, provider.id, signal);
+  const reaching = ping(ctx, provider.id, signal, ctx.reachTimeoutMs ?? REACH_TIMEOUT_MS);
   const noLookup = new AbortController();
   const lookupSignal = AbortSignal.any([signal, noLookup.signal]);
   const lookingUp: Promise<NodeAdvertisement | null> = q.region

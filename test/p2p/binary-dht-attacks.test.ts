@@ -190,6 +190,11 @@ describe("discovery in a region flooded with 200 fake nodes", () => {
     const cliMs = performance.now() - t0;
     expect(cli.code).toBe(0);
     const top = JSON.parse(cli.stdout) as { advertisement: { peer_id: string }; latency_ms: number | null }[];
+    const honestRanks = honestIds.map((id) => top.findIndex((n) => n.advertisement.peer_id === id));
+    if (honestRanks.some((r) => r < 0 || r > 1))
+      console.log(
+        `fresh client after ${Math.round(cliMs)} ms: honest nodes at ranks ${honestRanks.join(", ")} of ${top.length}; top 3: ${JSON.stringify(top.slice(0, 3).map((n) => ({ peer: n.advertisement.peer_id, fake: fakeIds.has(n.advertisement.peer_id), latency_ms: n.latency_ms })))}; stderr: ${cli.stderr.slice(-600)}`,
+      );
     expect(
       top
         .slice(0, 2)

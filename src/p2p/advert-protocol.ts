@@ -51,9 +51,16 @@ export async function fetchAdvertisement(libp2p: Libp2p, peer: PeerId, signal: A
 
 /**
  * The peer's own current advertisement over /agora/advert/1.0.0, verified (signature, key built from the
- * claimed region and the peer we talked to, freshness); null when it serves none or none that verifies.
+ * claimed region and the peer we talked to, so a node can only ever hand out its own record; freshness); null
+ * when it serves none or none that verifies. `verify` defaults to the record validator; discovery passes its
+ * counting one, which reports unparseable bytes as malformed (their key then names region "unknown").
  */
-export async function fetchVerifiedAdvertisement(libp2p: Libp2p, peer: PeerId, signal: AbortSignal): Promise<NodeAdvertisement | null> {
+export async function fetchVerifiedAdvertisement(
+  libp2p: Libp2p,
+  peer: PeerId,
+  signal: AbortSignal,
+  verify: (key: string, bytes: Uint8Array) => Promise<NodeAdvertisement> = verifyAdvertisementRecord,
+): Promise<NodeAdvertisement | null> {
   let bytes: Uint8Array | null;
   try {
     bytes = await fetchAdvertisement(libp2p, peer, signal);
@@ -66,10 +73,10 @@ export async function fetchVerifiedAdvertisement(libp2p: Libp2p, peer: PeerId, s
     const o = JSON.parse(new TextDecoder().decode(bytes)) as { region?: unknown };
     if (typeof o.region === "string") region = o.region;
   } catch {
-    return null;
+    /* the validator refuses (and counts) it as malformed */
   }
   try {
-    return await verifyAdvertisementRecord(advertisementKey(region, peer.toString()), bytes);
+    return await verify(advertisementKey(region, peer.toString()), bytes);
   } catch {
     return null;
   }

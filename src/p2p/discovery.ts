@@ -30,7 +30,7 @@ import PQueue from "p-queue";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
 import { REGION_TOKEN_PATTERN } from "../protocol";
-import { fetchAdvertisement } from "./advert-protocol";
+import { fetchVerifiedAdvertisement } from "./advert-protocol";
 import { advertisementKey, type NodeAdvertisement } from "./advertisement";
 import { ALL_NODES_NAMESPACE, capabilityNamespace, namespaceCid, PROTOCOL_DHT, regionNamespace } from "./namespaces";
 import { type RankedNode, rankNodes } from "./ranking";
@@ -331,26 +331,6 @@ export async function dhtRecord(ctx: DiscoveryContext, key: string, signal: Abor
   }
 }
 
-async function directRecord(ctx: DiscoveryContext, peer: PeerId, signal: AbortSignal): Promise<NodeAdvertisement | null> {
-  let bytes: Uint8Array | null;
-  try {
-    bytes = await fetchAdvertisement(ctx.libp2p, peer, signal);
-  } catch {
-    return null;
-  }
-  if (!bytes) return null;
-  // The key is rebuilt from the claimed region and the peer we actually talked to, so a node can only ever
-  // hand out its own record.
-  let region = "unknown";
-  try {
-    const o = JSON.parse(new TextDecoder().decode(bytes)) as { region?: unknown };
-    if (typeof o.region === "string") region = o.region;
-  } catch {
-    /* the validator reports it as malformed */
-  }
-  try {
-    return await ctx.validation.verify(advertisementKey(region, peer.toString()), bytes);
-  } catch {
-    return null;
-  }
+function directRecord(ctx: DiscoveryContext, peer: PeerId, signal: AbortSignal): Promise<NodeAdvertisement | null> {
+  return fetchVerifiedAdvertisement(ctx.libp2p, peer, signal, (key, bytes) => ctx.validation.verify(key, bytes));
 }

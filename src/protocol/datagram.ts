@@ -58,7 +58,8 @@ export type DatagramDropReason =
   | "auth_failed"
   | "replayed"
   | "too_old"
-  | "invalid_opus";
+  | "invalid_opus"
+  | "stun_overflow";
 
 export const DATAGRAM_DROP_REASONS: readonly DatagramDropReason[] = [
   "truncated",
@@ -72,7 +73,17 @@ export const DATAGRAM_DROP_REASONS: readonly DatagramDropReason[] = [
   "replayed",
   "too_old",
   "invalid_opus",
+  "stun_overflow",
 ];
+
+/**
+ * A STUN message (RFC 5389 §6: top two bits `00`, the magic cookie 0x2112a442 at offset 4) on the node's
+ * shared UDP socket: STUN's, not a voice datagram (whose byte 0 has the top bits `10`). Only the 8 bytes a
+ * demultiplexer needs are read; STUN itself judges the rest.
+ */
+export function isStunMessage(data: Uint8Array): boolean {
+  return data.length >= 20 && data[0]! < 0x40 && data[4] === 0x21 && data[5] === 0x12 && data[6] === 0xa4 && data[7] === 0x42;
+}
 
 /**
  * node:crypto, looked up when first needed rather than imported: src/protocol also bundles for browsers

@@ -21,6 +21,7 @@ export {
   type DatagramTiming,
   datagramKey,
   datagramNonce,
+  isStunMessage,
   MAX_DATAGRAM_BYTES,
   MAX_DATAGRAM_COUNTER,
   MIN_DATAGRAM_BYTES,

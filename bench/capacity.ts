@@ -14,9 +14,10 @@
  *   protocol.md "UDP datagrams"; a session that is not offered them fails to join), "stream" (AUDIO on the
  *   libp2p stream, the default) or "both": every layout is ramped on each path in turn against the same
  *   node, and a table of the UDP/stream ratios per N (participants per node core, node cores) follows.
- *   --udp-socket: "worker" (default) gives the datagrams a port of their own (audio.udp_port), whose socket
- *   the media worker owns (src/audio/datagram-io.ts); "shared" leaves them on the node's STUN socket, on the
- *   main thread (src/rooms/udp-voice.ts): the figure before the move.
+ *   --udp-socket: "shared" (the node's default) leaves the datagrams on the node's UDP socket on
+ *   node.listen_port, which the media worker owns and shares with STUN; "worker" (default here) gives them a
+ *   port of their own (audio.udp_port). Both are carried by the media worker (src/audio/datagram-io.ts); the
+ *   main-thread datagram path (src/rooms/udp-voice.ts without a plane) is no longer in the node.
  *   --vad: "on" (default) every participant marks its frames with the voice-activity flag as a client with
  *   a VAD does (talkers voice, silent microphones silence: the mixer decodes only what can reach a mix);
  *   "off" sends them unflagged, so every frame is decoded.
@@ -584,7 +585,7 @@ export function transportRatios(results: LayoutResult[], rooms: number) {
 
 function report(results: LayoutResult[], mixer: { participantsPerCore: number | null; source: string }): void {
   console.log(
-    `capacity of one dedicated node: voice by ${transports.join(" and by ")} (datagrams on the ${udpSocket === "worker" ? "media worker's own socket" : "main thread's shared STUN socket"}), ${connections} connections, ${talkers} talkers per room, others silent microphones, voice-activity flags ${vad}; ${durationSec} s measured per step after ${warmupSec} s warm-up; ${procs} loadgen processes`,
+    `capacity of one dedicated node: voice by ${transports.join(" and by ")} (datagrams in the media worker, on ${udpSocket === "worker" ? "a socket of their own" : "the node's socket shared with STUN"}), ${connections} connections, ${talkers} talkers per room, others silent microphones, voice-activity flags ${vad}; ${durationSec} s measured per step after ${warmupSec} s warm-up; ${procs} loadgen processes`,
   );
   const head =
     "transport rooms      N joined  node cores  main  worker  other  part/core  loadgen cores  loss%  stay loss%  seqloss%  late  skipped  p50 ms  p99 ms  load  real time";

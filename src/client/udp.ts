@@ -20,6 +20,7 @@ import {
   sealDatagram,
   seqDiff,
   type UdpOffer,
+  UdpReportSchedule,
   UdpSendPolicy,
 } from "../protocol";
 
@@ -34,6 +35,8 @@ const EMPTY = new Uint8Array(0);
 
 export class ClientUdpChannel {
   readonly policy = new UdpSendPolicy(DATAGRAM_TIMING);
+  /** when our UDP_REPORT of `received` is due */
+  readonly reports = new UdpReportSchedule();
   /** authenticated datagrams from the mixer (reported in UDP_REPORT) */
   received = 0;
   sent = 0;

@@ -40,6 +40,7 @@ import {
   ReplayWindow,
   SourceRateLimiter,
   sealDatagram,
+  UdpReportSchedule,
   UdpSendPolicy,
 } from "../protocol";
 import type { UdpEndpoint, UdpPeer } from "../stun";
@@ -80,6 +81,8 @@ export class UdpVoiceSession {
   txCounter = 0;
   lastTxAt = Number.NEGATIVE_INFINITY;
   readonly policy: UdpSendPolicy;
+  /** when our UDP_REPORT of `received` is due */
+  readonly reports = new UdpReportSchedule();
   closed = false;
 
   constructor(

@@ -23,7 +23,8 @@
  *   "off" sends them unflagged, so every frame is decoded.
  *   short run (≈ 2 min): --steps 20,50,100 --duration 8 --warmup 2 --layouts 1 --mixer skip
  *   profile of the node's main thread: --profile DIR (Bun's sampling profiler through BUN_OPTIONS, written
- *   as .cpuprofile and .md when the node exits; e.g. --steps 40 --layouts 1 --profile bench/output/prof)
+ *   as .cpuprofile and .md when the node exits; e.g. --steps 40 --layouts 1 --profile bench/output/prof);
+ *   of the first loadgen process: --profile-loadgen DIR (one file per step, as that process exits)
  *
  * Per layout (1 room, or N spread over 10 rooms) and per N, ramped upwards: `procs` loadgen processes
  * (bench/loadgen-worker.ts) share the N participants; each dials from its own loopback address (127.0.0.2,
@@ -102,6 +103,8 @@ const udpSocket = flag("udp-socket") ?? "worker";
 if (udpSocket !== "worker" && udpSocket !== "shared") throw new Error(`--udp-socket: worker or shared, got ${udpSocket}`);
 const transports: CapacityTransport[] = transportFlag === "both" ? ["udp", "stream"] : [transportFlag];
 const profileDir = flag("profile");
+/** the same profiler on the first loadgen process (the one with the probe listener of room 0) */
+const profileLoadgenDir = flag("profile-loadgen");
 if (procs > 200) throw new Error("--procs: at most 200 (one loopback source address each)");
 
 // ---- /proc sampling ---------------------------------------------------------------------------------
@@ -228,8 +231,13 @@ interface Worker {
   done: Promise<void>;
 }
 
-function startWorker(spec: LoadgenWorkerSpec, onEvent: () => void): Worker {
-  const proc = Bun.spawn([process.execPath, WORKER, JSON.stringify(spec)], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+function startWorker(spec: LoadgenWorkerSpec, onEvent: () => void, profile?: string): Worker {
+  const proc = Bun.spawn([process.execPath, WORKER, JSON.stringify(spec)], {
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "inherit",
+    ...(profile ? { env: { ...process.env, BUN_OPTIONS: `--cpu-prof --cpu-prof-md --cpu-prof-dir=${resolve(profile)}` } } : {}),
+  });
   const w: Worker = { proc, phases: new Set(), done: Promise.resolve() };
   w.done = (async () => {
     const dec = new TextDecoder();
@@ -349,6 +357,7 @@ async function runStep(
         sessionOptions: { transport },
       },
       notify,
+      i === 0 ? profileLoadgenDir : undefined,
     ),
   );
   const subscribe = (fn: () => void) => listeners.add(fn);

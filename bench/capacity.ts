@@ -174,8 +174,18 @@ interface MetricSample {
   netIn: number;
   netOut: number;
 }
+/** /metrics, retried: on a busy machine one scrape can take longer than its bound, the run goes on. */
+async function scrape(url: string, attempts = 3): Promise<string> {
+  for (let i = 1; ; i++) {
+    try {
+      return await (await fetch(url, { signal: AbortSignal.timeout(20_000) })).text();
+    } catch (err) {
+      if (i >= attempts) throw err;
+    }
+  }
+}
 async function metrics(url: string): Promise<MetricSample> {
-  const text = await (await fetch(url, { signal: AbortSignal.timeout(10_000) })).text();
+  const text = await scrape(url);
   return {
     workerRestarts: metric(text, "agora_media_worker_restarts_total"),
     skippedTicks: metric(text, "agora_mixer_ticks_skipped_total"),

@@ -14,15 +14,17 @@
  *   protocol.md "UDP datagrams"; a session that is not offered them fails to join), "stream" (AUDIO on the
  *   libp2p stream, the default) or "both": every layout is ramped on each path in turn against the same
  *   node, and a table of the UDP/stream ratios per N (participants per node core, node cores) follows.
- *   --udp-socket: "worker" (default) gives the datagrams a port of their own (audio.udp_port), whose socket
- *   the media worker owns (src/audio/datagram-io.ts); "shared" leaves them on the node's STUN socket, on the
- *   main thread (src/rooms/udp-voice.ts): the figure before the move.
+ *   --udp-socket: "shared" (the node's default) leaves the datagrams on the node's UDP socket on
+ *   node.listen_port, which the media worker owns and shares with STUN; "worker" (default here) gives them a
+ *   port of their own (audio.udp_port). Both are carried by the media worker (src/audio/datagram-io.ts); the
+ *   main-thread datagram path (src/rooms/udp-voice.ts without a plane) is no longer in the node.
  *   --vad: "on" (default) every participant marks its frames with the voice-activity flag as a client with
  *   a VAD does (talkers voice, silent microphones silence: the mixer decodes only what can reach a mix);
  *   "off" sends them unflagged, so every frame is decoded.
  *   short run (≈ 2 min): --steps 20,50,100 --duration 8 --warmup 2 --layouts 1 --mixer skip
  *   profile of the node's main thread: --profile DIR (Bun's sampling profiler through BUN_OPTIONS, written
- *   as .cpuprofile and .md when the node exits; e.g. --steps 40 --layouts 1 --profile bench/output/prof)
+ *   as .cpuprofile and .md when the node exits; e.g. --steps 40 --layouts 1 --profile bench/output/prof);
+ *   of the first loadgen process: --profile-loadgen DIR (one file per step, as that process exits)
  *
  * Per layout (1 room, or N spread over 10 rooms) and per N, ramped upwards: `procs` loadgen processes
  * (bench/loadgen-worker.ts) share the N participants; each dials from its own loopback address (127.0.0.2,
@@ -101,6 +103,8 @@ const udpSocket = flag("udp-socket") ?? "worker";
 if (udpSocket !== "worker" && udpSocket !== "shared") throw new Error(`--udp-socket: worker or shared, got ${udpSocket}`);
 const transports: CapacityTransport[] = transportFlag === "both" ? ["udp", "stream"] : [transportFlag];
 const profileDir = flag("profile");
+/** the same profiler on the first loadgen process (the one with the probe listener of room 0) */
+const profileLoadgenDir = flag("profile-loadgen");
 if (procs > 200) throw new Error("--procs: at most 200 (one loopback source address each)");
 
 // ---- /proc sampling ---------------------------------------------------------------------------------
@@ -170,8 +174,18 @@ interface MetricSample {
   netIn: number;
   netOut: number;
 }
+/** /metrics, retried: on a busy machine one scrape can take longer than its bound, the run goes on. */
+async function scrape(url: string, attempts = 3): Promise<string> {
+  for (let i = 1; ; i++) {
+    try {
+      return await (await fetch(url, { signal: AbortSignal.timeout(20_000) })).text();
+    } catch (err) {
+      if (i >= attempts) throw err;
+    }
+  }
+}
 async function metrics(url: string): Promise<MetricSample> {
-  const text = await (await fetch(url, { signal: AbortSignal.timeout(10_000) })).text();
+  const text = await scrape(url);
   return {
     workerRestarts: metric(text, "agora_media_worker_restarts_total"),
     skippedTicks: metric(text, "agora_mixer_ticks_skipped_total"),
@@ -227,8 +241,13 @@ interface Worker {
   done: Promise<void>;
 }
 
-function startWorker(spec: LoadgenWorkerSpec, onEvent: () => void): Worker {
-  const proc = Bun.spawn([process.execPath, WORKER, JSON.stringify(spec)], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+function startWorker(spec: LoadgenWorkerSpec, onEvent: () => void, profile?: string): Worker {
+  const proc = Bun.spawn([process.execPath, WORKER, JSON.stringify(spec)], {
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "inherit",
+    ...(profile ? { env: { ...process.env, BUN_OPTIONS: `--cpu-prof --cpu-prof-md --cpu-prof-dir=${resolve(profile)}` } } : {}),
+  });
   const w: Worker = { proc, phases: new Set(), done: Promise.resolve() };
   w.done = (async () => {
     const dec = new TextDecoder();
@@ -348,6 +367,7 @@ async function runStep(
         sessionOptions: { transport },
       },
       notify,
+      i === 0 ? profileLoadgenDir : undefined,
     ),
   );
   const subscribe = (fn: () => void) => listeners.add(fn);
@@ -584,7 +604,7 @@ export function transportRatios(results: LayoutResult[], rooms: number) {
 
 function report(results: LayoutResult[], mixer: { participantsPerCore: number | null; source: string }): void {
   console.log(
-    `capacity of one dedicated node: voice by ${transports.join(" and by ")} (datagrams on the ${udpSocket === "worker" ? "media worker's own socket" : "main thread's shared STUN socket"}), ${connections} connections, ${talkers} talkers per room, others silent microphones, voice-activity flags ${vad}; ${durationSec} s measured per step after ${warmupSec} s warm-up; ${procs} loadgen processes`,
+    `capacity of one dedicated node: voice by ${transports.join(" and by ")} (datagrams in the media worker, on ${udpSocket === "worker" ? "a socket of their own" : "the node's socket shared with STUN"}), ${connections} connections, ${talkers} talkers per room, others silent microphones, voice-activity flags ${vad}; ${durationSec} s measured per step after ${warmupSec} s warm-up; ${procs} loadgen processes`,
   );
   const head =
     "transport rooms      N joined  node cores  main  worker  other  part/core  loadgen cores  loss%  stay loss%  seqloss%  late  skipped  p50 ms  p99 ms  load  real time";

@@ -11,7 +11,7 @@
  */
 import { EventEmitter } from "node:events";
 import { AgoraError, errorMessage } from "../errors";
-import type { FromWorker, TickReport, ToWorker, ToWorkerRequest } from "./worker-protocol";
+import type { DatagramTriples, FromWorker, TickReport, ToWorker, ToWorkerRequest } from "./worker-protocol";
 
 /** What the channel needs of a worker: a Bun Worker, or a fake in tests. */
 export interface WorkerPort {
@@ -27,6 +27,8 @@ export interface WorkerChannelEvents {
   tick: [report: TickReport];
   /** A structured log line from the worker. */
   log: [entry: WorkerLogMessage];
+  /** STUN messages from the shared UDP socket, one batch per tick that had any. */
+  udpStun: [packets: DatagramTriples];
   /** A notify() the worker refused or did not answer in time (not emitted for a closed channel). */
   notifyFailed: [err: AgoraError, request: ToWorkerRequest["t"]];
 }
@@ -135,6 +137,9 @@ export class WorkerChannel extends EventEmitter<WorkerChannelEvents> {
         return;
       case "log":
         this.emit("log", m);
+        return;
+      case "udpStun":
+        this.emit("udpStun", m.packets);
         return;
     }
   }

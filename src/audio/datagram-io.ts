@@ -10,6 +10,12 @@
  * Every datagram is judged in order of cost, as src/rooms/udp-voice.ts does on the control thread: length
  * and version marker, the source's token bucket, the session id, the bound source, the replay window, then
  * the AEAD and the Opus TOC check; nothing unauthenticated reaches the decoder.
+ *
+ * On the node's shared socket (node.listen_port, `stun` in the config) the STUN messages among them (rare:
+ * the answers to the node's own binding requests) are the control thread's: they are collected and handed
+ * over in one message per tick, at most STUN_PER_TICK of them (a flood of STUN-shaped garbage costs the
+ * control thread nothing more), and the control thread's STUN requests are sent from this socket (sendRaw).
+ * Voice datagrams never cross.
  */
 import {
   checkOpusPacket,
@@ -20,6 +26,7 @@ import {
   DatagramFlag,
   type DatagramKey,
   datagramKey,
+  isStunMessage,
   MAX_DATAGRAM_BYTES,
   MAX_DATAGRAM_COUNTER,
   openDatagram,
@@ -29,10 +36,12 @@ import {
   sealDatagram,
   UdpSendPolicy,
 } from "../protocol";
-import type { UdpDatagramSession, UdpSessionState, UdpSyncReply, WorkerDatagramConfig } from "./worker-protocol";
+import type { DatagramTriples, UdpDatagramSession, UdpSessionState, UdpSyncReply, WorkerDatagramConfig } from "./worker-protocol";
 
 /** Sent after a worker restart above the last counter the control thread saw: the nonce never repeats. */
 export const TX_COUNTER_RESTART_MARGIN = 1 << 16;
+/** STUN messages handed to the control thread per 20 ms tick at most (2,500/s); the rest: `stun_overflow`. */
+export const STUN_PER_TICK = 50;
 
 interface DgSession {
   id: number;
@@ -70,7 +79,10 @@ export class WorkerDatagramIO {
   private framesIn = 0;
   private arena = Buffer.allocUnsafe(ARENA_BYTES);
   private arenaUsed = 0;
-  private batch: Array<Uint8Array | number | string> = [];
+  private batch: DatagramTriples = [];
+  /** the shared socket's STUN messages of this tick, for the control thread */
+  private stunIn: DatagramTriples = [];
+  private stunShared = false;
 
   constructor(
     private readonly push: PushToCore,
@@ -82,6 +94,7 @@ export class WorkerDatagramIO {
   }
 
   async bind(cfg: WorkerDatagramConfig): Promise<number> {
+    this.stunShared = cfg.stun === true;
     this.socket = await Bun.udpSocket({
       hostname: cfg.hostname,
       port: cfg.port,
@@ -141,6 +154,11 @@ export class WorkerDatagramIO {
   }
 
   onDatagram(data: Uint8Array, port: number, address: string): void {
+    if (this.stunShared && isStunMessage(data)) {
+      if (this.stunIn.length < STUN_PER_TICK * 3) this.stunIn.push(data.slice(), port, address);
+      else this.drop("stun_overflow");
+      return;
+    }
     const reason = this.accept(data, port, address);
     if (reason !== undefined) this.drop(reason);
   }
@@ -227,21 +245,42 @@ export class WorkerDatagramIO {
       return;
     }
     this.batch = [];
+    this.sendRefused += this.sendBatch(batch);
+    this.sent += batch.length / 3;
+  }
+
+  /** `sendMany` that skips a datagram the kernel refuses and sends the rest; returns how many were refused. */
+  private sendBatch(batch: DatagramTriples): number {
+    const socket = this.socket;
     const total = batch.length / 3;
+    if (!socket || total === 0) return total;
     let done = 0;
+    let refused = 0;
     try {
       while (done < total) {
-        done += this.socket.sendMany(done === 0 ? batch : batch.slice(done * 3));
+        done += socket.sendMany(done === 0 ? batch : batch.slice(done * 3));
         if (done < total) {
-          this.sendRefused++;
+          refused++;
           done++;
         }
       }
     } catch {
-      this.sendRefused += total - done;
-      done = total;
+      refused += total - done;
     }
-    this.sent += total;
+    return refused;
+  }
+
+  /** The control thread's datagrams (STUN requests) from this socket; not counted as voice. */
+  sendRaw(packets: DatagramTriples): void {
+    this.sendBatch(packets);
+  }
+
+  /** The STUN messages received since the last call, for the control thread (undefined: none). */
+  takeStun(): DatagramTriples | undefined {
+    if (this.stunIn.length === 0) return undefined;
+    const packets = this.stunIn;
+    this.stunIn = [];
+    return packets;
   }
 
   /** Counters since the last sync and every session's state (the control thread keeps them for a restart). */

@@ -39,9 +39,11 @@ import type {
   MixGain,
   MixGainsResult,
   RoomStats,
+  SharedDatagramSocket,
 } from "./types";
 import type {
   CrashMode,
+  DatagramTriples,
   TickReport,
   ToWorkerRequest,
   UdpDatagramSession,
@@ -71,7 +73,8 @@ export interface WorkerMediaEngineOptions extends MediaEngineOptions {
   workerUrl?: string | URL;
   /**
    * The media worker binds this UDP socket and carries voice datagrams itself (`datagrams` of the engine):
-   * the control thread then handles no datagram and no per-frame message for them.
+   * the control thread then handles no datagram and no per-frame message for them. With `stun` it is the
+   * node's shared socket: `datagrams.socket` is the control thread's share (STUN in and out).
    */
   datagrams?: WorkerDatagramConfig;
 }
@@ -131,6 +134,7 @@ export class WorkerMediaEngine implements MediaEngine {
   private udpSyncTimer?: ReturnType<typeof setInterval>;
   private udpSyncInFlight = false;
   private readonly udpListeners = new Set<(c: DatagramSyncCounts) => void>();
+  private readonly stunReceivers = new Set<(data: Uint8Array, from: { address: string; port: number }) => void>();
   readonly datagrams?: DatagramPlane;
 
   constructor(opts: WorkerMediaEngineOptions) {
@@ -151,7 +155,7 @@ export class WorkerMediaEngine implements MediaEngine {
         // A restarted worker binds the port the first one got (clients were told it in JOINED).
         ...(opts.datagrams
           ? {
-              datagrams: { hostname: opts.datagrams.hostname, port: this.udpPort || opts.datagrams.port },
+              datagrams: { ...opts.datagrams, port: this.udpPort || opts.datagrams.port },
               udpSessions: this.udpRestoreList(),
             }
           : {}),
@@ -237,6 +241,7 @@ export class WorkerMediaEngine implements MediaEngine {
     const channel: WorkerChannel = gen.channel;
     channel.on("tick", (r) => this.onTick(r, gen));
     channel.on("log", (m) => this.log[m.level]({ ...m.fields, subsystem: "media-worker" }, m.msg));
+    channel.on("udpStun", (packets) => this.onStun(packets));
     channel.on("notifyFailed", (err, request) => {
       if (this.state === "running" && this.supervisor.healthy) this.log.warn({ err: err.message, request }, "media worker request failed");
     });
@@ -269,7 +274,9 @@ export class WorkerMediaEngine implements MediaEngine {
 
   private datagramPlane(): DatagramPlane {
     const engine = this;
+    const socket = this.opts.datagrams?.stun ? this.sharedSocket(this.opts.datagrams.hostname) : undefined;
     return {
+      ...(socket ? { socket } : {}),
       get port() {
         return engine.udpPort;
       },
@@ -288,6 +295,42 @@ export class WorkerMediaEngine implements MediaEngine {
         return () => this.udpListeners.delete(listener);
       },
     };
+  }
+
+  /** The control thread's share of the worker-owned shared socket: STUN's messages in, its requests out. */
+  private sharedSocket(hostname: string): SharedDatagramSocket {
+    const engine = this;
+    return {
+      get local() {
+        return { address: hostname, port: engine.udpPort };
+      },
+      // one request per STUN transaction (a few per 5 minutes): no batching needed
+      send: (data, to) => this.send({ t: "udpSend", packets: [data, to.port, to.address] }),
+      sendMany: (packets) => {
+        if (packets.length > 0) this.send({ t: "udpSend", packets });
+        return packets.length / 3;
+      },
+      onDatagram: (receiver) => {
+        this.stunReceivers.add(receiver);
+        return () => void this.stunReceivers.delete(receiver);
+      },
+      onError: () => () => undefined,
+      close: () => this.stunReceivers.clear(),
+    };
+  }
+
+  private onStun(packets: DatagramTriples): void {
+    for (let i = 0; i + 2 < packets.length; i += 3) {
+      const data = packets[i] as Uint8Array;
+      const from = { port: packets[i + 1] as number, address: packets[i + 2] as string };
+      for (const r of this.stunReceivers) {
+        try {
+          r(data, from);
+        } catch (err) {
+          this.log.debug({ err: errorMessage(err) }, "STUN receiver of the shared socket threw");
+        }
+      }
+    }
   }
 
   private installDatagramSession(

@@ -11,6 +11,7 @@ export { resolveWorkerUrl, WorkerMediaEngine, type WorkerMediaEngineOptions } fr
 export { type MediaMetrics, mediaMetrics } from "./metrics";
 export type {
   AudioFrame,
+  DatagramPeer,
   DatagramPlane,
   DatagramSessionState,
   DatagramSyncCounts,
@@ -22,6 +23,7 @@ export type {
   MixGainsResult,
   ParticipantStats,
   RoomStats,
+  SharedDatagramSocket,
 } from "./types";
 
 /** Creates the media engine (a supervised Bun Worker running the wasm mixer). Call start() before use. */

@@ -70,6 +70,31 @@ export interface DatagramSessionState {
   bound: boolean;
 }
 
+/** A peer's UDP address. */
+export interface DatagramPeer {
+  address: string;
+  port: number;
+}
+
+/**
+ * The control thread's view of the node's shared UDP socket when the media worker owns it (the shape of
+ * src/stun's UdpEndpoint, so the STUN service runs on it unchanged): only STUN messages arrive here, in one
+ * batch per tick; what is sent goes out through the worker. Sends while the worker restarts are lost (STUN
+ * retransmits); the restarted worker binds the same port.
+ */
+export interface SharedDatagramSocket {
+  /** the bound address and port (valid once the engine started) */
+  readonly local: DatagramPeer;
+  send(data: Uint8Array, to: DatagramPeer): void;
+  /** `[data, port, address, …]`; returns how many were taken (all: the worker sends them) */
+  sendMany(packets: Array<Uint8Array | number | string>): number;
+  onDatagram(receiver: (data: Uint8Array, from: DatagramPeer) => void): () => void;
+  /** never called: the worker's socket errors are ICMP reports for one address, which STUN times out on */
+  onError(listener: (err: Error) => void): () => void;
+  /** stops delivering to the receivers; the socket is the engine's and closes when it stops */
+  close(): void;
+}
+
 /**
  * Voice datagrams carried by the media engine itself: the media worker owns the UDP socket, opens what
  * arrives straight into the jitter buffers and seals each mix per recipient (datagram-io.ts). The control
@@ -87,6 +112,8 @@ export interface DatagramPlane {
   state(sessionId: number): DatagramSessionState | undefined;
   /** Called after each sync with the worker (every 100 ms while running), sessions' states already updated. */
   onSync(listener: (counts: DatagramSyncCounts) => void): () => void;
+  /** present when the socket is the node's shared one (STUN's too): the control thread's share of it */
+  readonly socket?: SharedDatagramSocket;
 }
 
 export interface MediaEngineOptions {

@@ -37,7 +37,16 @@ export interface WorkerDatagramConfig {
   hostname: string;
   /** 0: an ephemeral port (the first worker's; a restarted worker binds the same one again) */
   port: number;
+  /**
+   * The node's shared UDP socket (node.listen_port), whose public mapping STUN learns: STUN messages on it
+   * are handed to the control thread in one `udpStun` message per tick, and the control thread's STUN sends
+   * come back as `udpSend` requests. Without it every datagram is judged as voice.
+   */
+  stun?: boolean;
 }
+
+/** Datagrams as Bun's `sendMany` takes them: `[data, port, address, data, port, address, …]`. */
+export type DatagramTriples = Array<Uint8Array | number | string>;
 
 /** What survives a worker restart of one session's datagram state (from the last udpSync). */
 export interface UdpSessionState {
@@ -96,6 +105,8 @@ export type ToWorker =
     }
   | { t: "udpInstall"; id: number; session: UdpDatagramSession }
   | { t: "udpRemove"; id: number; sessionId: number }
+  /** the control thread's STUN datagrams, sent from the shared socket (WorkerDatagramConfig.stun) */
+  | { t: "udpSend"; id: number; packets: DatagramTriples }
   /** the clients' UDP_REPORT counts since the last sync ([sessionId, received]); the reply is a UdpSyncReply */
   | { t: "udpSync"; id: number; reports: Array<[number, number]> }
   | { t: "createRoom"; id: number; room: number; seqBase: number }
@@ -148,4 +159,6 @@ export type FromWorker =
   | { t: "reply"; id: number; ok: true; result?: unknown }
   | { t: "reply"; id: number; ok: false; error: string }
   | TickReport
+  /** the STUN messages that arrived on the shared socket during one tick (WorkerDatagramConfig.stun) */
+  | { t: "udpStun"; packets: DatagramTriples }
   | { t: "log"; level: "debug" | "info" | "warn" | "error"; msg: string; fields?: Record<string, unknown> };

@@ -243,6 +243,8 @@ function runTick(): number {
   if (dgram) {
     if (ticksDone % KEEPALIVE_EVERY_TICKS === 0) dgram.keepalives(t0);
     dgram.flush();
+    const stun = dgram.takeStun();
+    if (stun) post({ t: "udpStun", packets: stun });
   }
   return (performance.now() - t0) / 1000;
 }
@@ -420,6 +422,9 @@ function handle(m: ToWorker): unknown {
       return undefined;
     case "udpRemove":
       dgram?.remove(m.sessionId);
+      return undefined;
+    case "udpSend":
+      need(dgram, "datagram socket").sendRaw(m.packets);
       return undefined;
     case "udpSync": {
       const d = need(dgram, "datagram socket");

@@ -326,7 +326,7 @@ export class AudioSession {
     const u = this.udp;
     if (!u || !this.isOpen) return;
     const now = this.clock.now();
-    if (u.received > 0) this.queue.send(encodeMessage({ type: "UDP_REPORT", received: u.received }), false);
+    if (u.reports.due(u.received, now)) this.queue.send(encodeMessage({ type: "UDP_REPORT", received: u.received }), false);
     u.policy.evaluate(now);
     if (now - u.lastTxAt >= DATAGRAM_TIMING.reportIntervalMs) u.send(undefined, now);
   }

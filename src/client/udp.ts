@@ -20,6 +20,7 @@ import {
   sealDatagram,
   seqDiff,
   type UdpOffer,
+  UdpReportSchedule,
   UdpSendPolicy,
 } from "../protocol";
 
@@ -34,6 +35,8 @@ const EMPTY = new Uint8Array(0);
 
 export class ClientUdpChannel {
   readonly policy = new UdpSendPolicy(DATAGRAM_TIMING);
+  /** when our UDP_REPORT of `received` is due */
+  readonly reports = new UdpReportSchedule();
   /** authenticated datagrams from the mixer (reported in UDP_REPORT) */
   received = 0;
   sent = 0;
@@ -47,6 +50,8 @@ export class ClientUdpChannel {
   private readonly out = Buffer.allocUnsafe(MAX_DATAGRAM_BYTES);
   private readonly header = { flags: 0, sessionId: 0, counter: 0, seq: 0, timestamp: 0 };
   private closed = false;
+  /** the mixer's address without an IPv4-mapped prefix */
+  private readonly plainHost: string;
 
   private constructor(
     private readonly socket: import("bun").udp.Socket<"uint8array">,
@@ -55,6 +60,7 @@ export class ClientUdpChannel {
     private readonly onFrame: (frame: AudioFrame) => void,
   ) {
     this.key = datagramKey(offer.key);
+    this.plainHost = host.replace(/^::ffff:/, "");
   }
 
   /** Binds an ephemeral socket of the mixer address's family; `host` is an IP literal. */
@@ -109,8 +115,9 @@ export class ClientUdpChannel {
 
   private onDatagram(data: Uint8Array, port: number, address: string): void {
     if (this.closed) return;
-    // Only the mixer's endpoint; anything else on our ephemeral port is noise.
-    if (port !== this.offer.port || address.replace(/^::ffff:/, "") !== this.host.replace(/^::ffff:/, "")) {
+    // Only the mixer's endpoint; anything else on our ephemeral port is noise. (The plain comparison first:
+    // no string is built per datagram unless the socket reports the address in its IPv4-mapped form.)
+    if (port !== this.offer.port || (address !== this.host && address.replace(/^::ffff:/, "") !== this.plainHost)) {
       this.dropped++;
       return;
     }

@@ -497,14 +497,14 @@ const SCHEMA_TABLE = [
     key: "udp_port",
     type: { kind: "integer", min: 0, max: 65535 },
     default: 0,
-    doc: "UDP port of the voice datagrams. 0 = share the node's UDP socket on node.listen_port (the one STUN maps for NAT traversal), handled on the main thread; another port gets a socket of its own in the media worker, which then carries every datagram itself (the main thread keeps only control: the faster choice for a dedicated mixer). Open it in your firewall.",
+    doc: "UDP port of the voice datagrams. 0 = share the node's UDP socket on node.listen_port (the one STUN maps for NAT traversal, so clients behind NATs reach the mapping STUN learned); another port gets a socket of its own. Either way the media worker owns the socket and carries every voice datagram itself (the main thread keeps only control; on the shared socket the worker hands STUN's messages to the main thread). Open it in your firewall.",
   },
   {
     section: "audio",
     key: "udp_listen_addr",
     type: { kind: "address" },
     default: "0.0.0.0",
-    doc: "IP address the voice datagram socket binds when audio.udp_port is set; a specific address is also offered to clients (0.0.0.0/:: offers none: clients use the address they dialled).",
+    doc: "IP address the voice datagram socket binds when audio.udp_port is set (with udp_port = 0 it is node.listen_addr); a specific address is also offered to clients (0.0.0.0/:: offers none: clients use the address they dialled).",
   },
   // [dashboard]
   { section: "dashboard", key: "enabled", type: { kind: "boolean" }, default: true, doc: "Serve the web dashboard and JSON API." },

@@ -28,7 +28,7 @@ import type { LogHandle, LogLevel } from "../log";
 import { createNodeMetrics, type NodeMetrics } from "../metrics";
 import { createNetworkNode, type LoadFigures, type NetworkNode } from "../p2p";
 import { AudioRoomService, UdpVoiceEndpoint } from "../rooms";
-import { bindUdp, StunService, type UdpEndpoint } from "../stun";
+import { StunService } from "../stun";
 import { type Identity, loadOrCreateIdentity } from "./identity";
 import { Lifecycle, type Service } from "./lifecycle";
 import { acquirePidLock, type PidLock } from "./pidfile";
@@ -154,11 +154,46 @@ export class NodeRuntime implements DashboardSource {
       }
 
       this.startingReason = "joining the network";
-      // The node's UDP socket (STUN now, the UDP media endpoint later) on the P2P port's number.
+      // Voice datagrams are carried by the media worker, which owns their socket, so the main thread keeps only
+      // control (src/audio/datagram-io.ts): by default the node's UDP socket on the P2P port's number, shared
+      // with STUN (the mapping STUN learns is the one clients reach; the worker hands STUN's messages back and
+      // sends STUN's requests), or one of their own when audio.udp_port names another port.
+      const voiceInWorker = c.node.mode === "dedicated" && c.audio.udp_enabled;
+      const ownVoicePort = voiceInWorker && this.ownVoicePort(c);
+      const sharedVoice = voiceInWorker && !ownVoicePort;
+      if (c.node.mode === "dedicated")
+        this.media = createMediaEngine({
+          settings: this.mediaSettings(c),
+          logger: this.log.child({ subsystem: "audio" }),
+          registry: this.metrics.registry,
+          // Room statistics feed the roster's speaking flags (protocol.md "Roster"): 4 refreshes a second.
+          statsIntervalMs: 250,
+          ...(ownVoicePort ? { datagrams: { hostname: c.audio.udp_listen_addr, port: c.audio.udp_port } } : {}),
+          ...(sharedVoice ? { datagrams: { hostname: c.node.listen_addr, port: c.node.listen_port, stun: true } } : {}),
+        });
+      const media = this.media;
+      const startMedia = async (): Promise<void> => {
+        if (!media) return;
+        this.startingReason = "starting the media engine";
+        await this.lifecycle.start(
+          service(
+            "media",
+            () =>
+              media.start().catch((err) => {
+                if (ownVoicePort && isAddressInUse(err)) throw portInUse("audio.udp_port", c.audio.udp_listen_addr, c.audio.udp_port, err);
+                if (sharedVoice && isAddressInUse(err)) throw portInUse("node.listen_port", c.node.listen_addr, c.node.listen_port, err);
+                throw err;
+              }),
+            () => media.stop(),
+          ),
+        );
+      };
+      // The node's UDP socket on the P2P port's number: STUN's own on the main thread, or the media worker's.
       const stun = new StunService({
         servers: c.network.stun_servers,
         listenAddr: c.node.listen_addr,
         listenPort: c.node.listen_port,
+        ...(sharedVoice && media?.datagrams?.socket ? { endpoint: media.datagrams.socket } : {}),
         logger: this.log.child({ subsystem: "stun" }),
         registry: this.metrics.registry,
       });
@@ -192,37 +227,14 @@ export class NodeRuntime implements DashboardSource {
           () => network.stop(),
         ),
       );
+      // The worker binds the shared socket before STUN runs on it.
+      if (sharedVoice) await startMedia();
       await this.lifecycle.start(stun);
       stun.onChange(() => void network.publishNow().catch(() => undefined));
 
-      if (c.node.mode === "dedicated") {
-        this.startingReason = "starting the media engine";
-        // Voice datagrams on a port of their own (audio.udp_port): the media worker owns that socket and carries
-        // every datagram itself, so the main thread keeps only control (src/audio/datagram-io.ts). On the
-        // shared STUN socket they stay on the main thread, where STUN is answered.
-        const workerUdp = c.audio.udp_enabled && this.ownVoicePort(c);
-        this.media = createMediaEngine({
-          settings: this.mediaSettings(c),
-          logger: this.log.child({ subsystem: "audio" }),
-          registry: this.metrics.registry,
-          // Room statistics feed the roster's speaking flags (protocol.md "Roster"): 4 refreshes a second.
-          statsIntervalMs: 250,
-          ...(workerUdp ? { datagrams: { hostname: c.audio.udp_listen_addr, port: c.audio.udp_port } } : {}),
-        });
-        const media = this.media;
-        await this.lifecycle.start(
-          service(
-            "media",
-            () =>
-              media.start().catch((err) => {
-                if (workerUdp && /EADDRINUSE|address already in use/i.test(errorMessage(err)))
-                  throw portInUse("audio.udp_port", c.audio.udp_listen_addr, c.audio.udp_port, err);
-                throw err;
-              }),
-            () => media.stop(),
-          ),
-        );
-        const udp = c.audio.udp_enabled ? await this.voiceDatagramEndpoint(c, stun.endpoint, this.metrics.registry) : undefined;
+      if (media) {
+        if (!sharedVoice) await startMedia();
+        const udp = c.audio.udp_enabled ? this.voiceDatagramEndpoint(c, this.metrics.registry) : undefined;
         // The room directory's placement (claims, REDIRECT, handover) runs where the network hosts rooms.
         const directory = this.network.rooms;
         // Owned rooms' revocations live in the room records, so a ban holds wherever the room moves.
@@ -242,7 +254,7 @@ export class NodeRuntime implements DashboardSource {
           libp2p: this.network.libp2p,
           host: this.placement?.host,
           ...(revocations ? { revocations } : {}),
-          engine: this.media,
+          engine: media,
           ...udp,
           logger: this.log.child({ subsystem: "rooms" }),
           registry: this.metrics.registry,
@@ -354,49 +366,20 @@ export class NodeRuntime implements DashboardSource {
     return `ready: ${c.node.mode} node ${this.peerId}${this.dashboard ? `, dashboard ${this.dashboard.url()}` : ""}`;
   }
 
-  /**
-   * The socket for voice datagrams: by default the node's own UDP socket (the STUN one, so the public mapping
-   * STUN learned is the one clients reach); a separate one when audio.udp_port names another port.
-   */
   /** audio.udp_port names a socket apart from the node's STUN one. */
   private ownVoicePort(c: AgoraConfig): boolean {
     return c.audio.udp_port !== 0 && !(c.audio.udp_port === c.node.listen_port && c.audio.udp_listen_addr === c.node.listen_addr);
   }
 
-  private async voiceDatagramEndpoint(
-    c: AgoraConfig,
-    shared: UdpEndpoint | undefined,
-    registry: Registry,
-  ): Promise<{ udp: UdpVoiceEndpoint; udpAddrs: string[] } | undefined> {
-    const own = this.ownVoicePort(c);
+  /**
+   * The room service's side of the voice datagrams the media worker carries: on the node's shared UDP socket
+   * by default, on a socket of their own when audio.udp_port names another port.
+   */
+  private voiceDatagramEndpoint(c: AgoraConfig, registry: Registry): { udp: UdpVoiceEndpoint; udpAddrs: string[] } | undefined {
     const plane = this.media?.datagrams;
-    if (own && plane) {
-      const udp = new UdpVoiceEndpoint({
-        plane,
-        planeAddress: c.audio.udp_listen_addr,
-        registry,
-        logger: this.log.child({ subsystem: "rooms" }),
-      });
-      const addr = c.audio.udp_listen_addr;
-      return { udp, udpAddrs: addr === "0.0.0.0" || addr === "::" ? [] : [addr] };
-    }
-    let endpoint = shared;
-    if (own) {
-      const bound = await bindUdp(c.audio.udp_listen_addr, c.audio.udp_port).catch((err) => {
-        throw portInUse("audio.udp_port", c.audio.udp_listen_addr, c.audio.udp_port, err);
-      });
-      await this.lifecycle.start(
-        service(
-          "udp-voice",
-          async () => {},
-          async () => bound.close(),
-        ),
-      );
-      endpoint = bound;
-    }
-    if (!endpoint) return undefined;
-    const addr = own ? c.audio.udp_listen_addr : c.node.listen_addr;
-    const udp = new UdpVoiceEndpoint({ endpoint, registry, logger: this.log.child({ subsystem: "rooms" }) });
+    if (!plane) return undefined;
+    const addr = this.ownVoicePort(c) ? c.audio.udp_listen_addr : c.node.listen_addr;
+    const udp = new UdpVoiceEndpoint({ plane, planeAddress: addr, registry, logger: this.log.child({ subsystem: "rooms" }) });
     return { udp, udpAddrs: addr === "0.0.0.0" || addr === "::" ? [] : [addr] };
   }
 

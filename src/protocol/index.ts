@@ -21,6 +21,8 @@ export {
   type DatagramTiming,
   datagramKey,
   datagramNonce,
+  HEALTHY_REPORT_INTERVAL_MS,
+  isStunMessage,
   MAX_DATAGRAM_BYTES,
   MAX_DATAGRAM_COUNTER,
   MIN_DATAGRAM_BYTES,
@@ -29,6 +31,7 @@ export {
   ReplayWindow,
   SourceRateLimiter,
   sealDatagram,
+  UdpReportSchedule,
   UdpSendPolicy,
 } from "./datagram";
 export {

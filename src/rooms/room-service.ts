@@ -960,7 +960,10 @@ export class AudioRoomService {
     );
   }
 
-  /** Every report interval: UDP_REPORT to clients that sent datagrams, keepalives where nothing went out. */
+  /**
+   * Every report interval: UDP_REPORT to clients that sent datagrams when one is due (every second while the
+   * count rises, at once when it stalled or resumed), keepalives where nothing went out.
+   */
   private udpTick(): void {
     const udp = this.opts.udp;
     if (!udp) return;
@@ -969,7 +972,7 @@ export class AudioRoomService {
       const u = s.udp;
       if (!u || s.state !== "joined") continue;
       this.guard(s, () => {
-        if (u.received > 0) s.queue.send(encodeMessage({ type: "UDP_REPORT", received: u.received }), false);
+        if (u.reports.due(u.received, now)) s.queue.send(encodeMessage({ type: "UDP_REPORT", received: u.received }), false);
         u.policy.evaluate(now);
         if (u.bound && now - u.lastTxAt >= udp.limits.reportIntervalMs) udp.send(u, undefined);
       });

@@ -1,6 +1,6 @@
 /**
  * The mixer's side of voice datagrams (protocol.md, "UDP datagrams"): one UDP socket for every session
- * (usually the node's STUN socket on node.listen_port), a session id and AES-256-GCM key per session handed
+ * (the node's STUN socket on node.listen_port, or audio.udp_port's), a session id and AES-256-GCM key per session handed
  * out in JOINED, the client's address learned from its first authenticated datagram (binding), and per
  * direction the choice between datagram and stream from the peer's UDP_REPORT counts.
  *
@@ -12,8 +12,8 @@
  * Outbound datagrams of one event-loop turn (the engine delivers a tick's mixes together) go out in one
  * `sendMany` call.
  *
- * With a `plane` (the media engine's DatagramPlane) the media worker owns the socket instead and does all
- * of the above per datagram on the thread that mixes; this endpoint then only hands out session ids and
+ * With a `plane` (the media engine's DatagramPlane: what the node runs, on the shared socket by default) the
+ * media worker owns the socket instead and does all of the above per datagram on the thread that mixes; this endpoint then only hands out session ids and
  * keys, installs them in the engine, forwards the clients' UDP_REPORT counts, and takes back what the room
  * service needs (authenticated counts for its UDP_REPORT, liveness) and the counters for /metrics. The
  * frames the worker routes to the stream (fallback, dual send) reach the session's sink as before.
@@ -40,6 +40,7 @@ import {
   ReplayWindow,
   SourceRateLimiter,
   sealDatagram,
+  UdpReportSchedule,
   UdpSendPolicy,
 } from "../protocol";
 import type { UdpEndpoint, UdpPeer } from "../stun";
@@ -80,6 +81,8 @@ export class UdpVoiceSession {
   txCounter = 0;
   lastTxAt = Number.NEGATIVE_INFINITY;
   readonly policy: UdpSendPolicy;
+  /** when our UDP_REPORT of `received` is due */
+  readonly reports = new UdpReportSchedule();
   closed = false;
 
   constructor(

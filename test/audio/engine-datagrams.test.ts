@@ -4,15 +4,28 @@
  * Checked on delivered audio and counters only, with bounded waits: a talker's datagrams reach a listener's
  * datagram mix (and not its stream sink once its reports rise), every bad datagram is dropped by reason,
  * and a worker restart re-binds the same port with the sessions re-installed: binding, replay window and a
- * datagram counter that never goes back (no nonce reuse).
+ * datagram counter that never goes back (no nonce reuse). On the node's shared socket (`stun`) the worker
+ * hands STUN's messages to the control thread and sends its requests: a StunService runs on that share,
+ * sees no voice datagram, and keeps working across a worker restart.
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { Registry } from "prom-client";
 import type { AudioFrame, DatagramSyncCounts } from "../../src/audio";
 import { createMediaEngine, createOpusCodec, type WorkerMediaEngine } from "../../src/audio";
+import { STUN_PER_TICK, WorkerDatagramIO } from "../../src/audio/datagram-io";
 import { silentLogger } from "../../src/log";
-import { DatagramDirection, DatagramFlag, datagramKey, openDatagram, parseDatagramHeader, sealDatagram } from "../../src/protocol";
+import {
+  DatagramDirection,
+  DatagramFlag,
+  datagramKey,
+  isStunMessage,
+  openDatagram,
+  parseDatagramHeader,
+  sealDatagram,
+} from "../../src/protocol";
+import { encodeBindingRequest, StunService } from "../../src/stun";
+import { fakeStunServer, honest } from "../stun/helpers";
 import { db, goertzel, mediaSettings, toneFrame, waitFor } from "./media-helpers";
 
 const codec = await createOpusCodec();
@@ -24,14 +37,14 @@ afterEach(async () => {
   for (const e of engines.splice(0)) await e.stop();
 });
 
-async function startEngine(): Promise<WorkerMediaEngine> {
+async function startEngine(opts: { stun?: boolean } = {}): Promise<WorkerMediaEngine> {
   const engine = createMediaEngine({
     settings: mediaSettings(),
     logger: silentLogger(),
     registry: new Registry(),
     testHooks: true,
     heartbeatTimeoutMs: 10_000,
-    datagrams: { hostname: "127.0.0.1", port: 0 },
+    datagrams: { hostname: "127.0.0.1", port: 0, ...(opts.stun ? { stun: true } : {}) },
   } as never) as WorkerMediaEngine;
   engines.push(engine);
   await engine.start();
@@ -125,8 +138,8 @@ function heardDb(frames: AudioFrame[], hz: number, lastN = 25): number {
   return db(goertzel(all, hz));
 }
 
-async function setupRoom() {
-  const engine = await startEngine();
+async function setupRoom(opts: { stun?: boolean } = {}) {
+  const engine = await startEngine(opts);
   const plane = engine.datagrams!;
   expect(plane.port).toBeGreaterThan(0);
   const talker = await RawClient.open(plane.port);
@@ -218,4 +231,83 @@ describe("voice datagrams in the media worker", () => {
     expect(await waitFor(() => dropped("replayed") + dropped("too_old") >= 1, 10_000)).toBe(true);
     expect(heardDb(listener.frames, 440)).toBeGreaterThan(20);
   }, 60_000);
+});
+
+describe("the node's shared UDP socket in the media worker (STUN beside voice)", () => {
+  /** A StunService on the control thread's share of the worker's socket, against an honest server. */
+  async function stunOn(engine: WorkerMediaEngine) {
+    const server = await fakeStunServer(honest);
+    cleanups.push(() => server.close());
+    const socket = engine.datagrams!.socket!;
+    const seen: Uint8Array[] = [];
+    cleanups.push(socket.onDatagram((d) => seen.push(d)));
+    const service = new StunService({
+      servers: [server.label],
+      listenAddr: "127.0.0.1",
+      listenPort: 0,
+      endpoint: socket,
+      logger: silentLogger(),
+      registry: new Registry(),
+      intervalMs: 300_000,
+      // a busy machine: the first wait is long enough that a tick's batch is never taken for a loss
+      rtoMs: 1_000,
+      retransmits: 3,
+    });
+    cleanups.push(() => void service.stop());
+    return { server, service, seen };
+  }
+
+  test("STUN learns the worker socket's mapping; voice datagrams never reach the control thread", async () => {
+    const { engine, plane, talker, listener } = await setupRoom({ stun: true });
+    expect(plane.socket?.local).toEqual({ address: "127.0.0.1", port: plane.port });
+    const { server, service, seen } = await stunOn(engine);
+    talkAndReport(engine, talker, listener);
+    await service.start();
+    const r = await service.refresh();
+    // the request left from the worker's socket (the server saw its port), the answer was handed back
+    expect(r.servers[0]).toMatchObject({ ok: true, address: "127.0.0.1", port: plane.port });
+    expect(r).toMatchObject({ public_address: "127.0.0.1", public_port: plane.port, local_port: plane.port });
+    expect(server.requests).toBeGreaterThanOrEqual(1);
+    // voice flows on the same socket meanwhile, and none of it crossed
+    expect(await waitFor(() => listener.frames.length > 25, 15_000)).toBe(true);
+    expect(seen.length).toBeGreaterThanOrEqual(1);
+    expect(seen.every(isStunMessage)).toBe(true);
+    expect(heardDb(listener.frames, 440)).toBeGreaterThan(20);
+  }, 60_000);
+
+  test("after a worker restart the re-bound socket carries STUN again", async () => {
+    const { engine, plane } = await setupRoom({ stun: true });
+    const { service } = await stunOn(engine);
+    await service.start();
+    expect((await service.refresh()).servers[0]!.ok).toBe(true);
+    const port = plane.port;
+    await engine.crashWorker("throw");
+    expect(await waitFor(() => engine.workerRestarts === 1, 15_000)).toBe(true);
+    expect(plane.port).toBe(port);
+    // a transaction may start while the replacement still binds: it retransmits; a second round if not
+    let ok = false;
+    const deadline = Date.now() + 30_000;
+    while (!ok && Date.now() < deadline) ok = (await service.refresh()).servers[0]!.ok && service.report().servers[0]!.port === port;
+    expect(ok).toBe(true);
+  }, 90_000);
+
+  test("STUN messages are handed over in batches of at most STUN_PER_TICK a tick; beyond, stun_overflow", async () => {
+    const io = new WorkerDatagramIO(() => true);
+    await io.bind({ hostname: "127.0.0.1", port: 0, stun: true });
+    cleanups.push(() => io.close());
+    const request = encodeBindingRequest(new Uint8Array(12).fill(7));
+    for (let i = 0; i < STUN_PER_TICK + 10; i++) io.onDatagram(request, 4000 + i, "127.0.0.9");
+    const batch = io.takeStun()!;
+    expect(batch.length).toBe(STUN_PER_TICK * 3);
+    expect(batch.slice(0, 3)).toEqual([request, 4000, "127.0.0.9"]);
+    expect(io.takeStun()).toBeUndefined();
+    expect(io.sync().dropped).toEqual({ stun_overflow: 10 });
+    // without `stun` (a voice-only port) the same message is just a bad datagram
+    const voiceOnly = new WorkerDatagramIO(() => true);
+    await voiceOnly.bind({ hostname: "127.0.0.1", port: 0 });
+    cleanups.push(() => voiceOnly.close());
+    voiceOnly.onDatagram(request, 4000, "127.0.0.9");
+    expect(voiceOnly.takeStun()).toBeUndefined();
+    expect(voiceOnly.sync().dropped).toEqual({ truncated: 1 }); // 28 bytes: below a keepalive
+  });
 });

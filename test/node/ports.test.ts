@@ -1,6 +1,7 @@
 /**
  * Integration: a second node on a port the first one holds fails at start with one PORT_IN_USE line naming
- * the setting, the port and the address, for each of the three listeners. (Bun and Elysia turn SO_REUSEPORT
+ * the setting, the port and the address, for each of the three listeners, and for the UDP socket on the P2P
+ * port's number (the media worker's, shared with STUN). (Bun and Elysia turn SO_REUSEPORT
  * on by default: the second node would otherwise start and the kernel would split requests between both.)
  */
 import { afterAll, describe, expect, test } from "bun:test";
@@ -48,4 +49,17 @@ describe("two nodes on one port", () => {
     expect((await fetch(`${first.dashboardUrl}/health`)).status).toBe(200);
     expect(await first.stop()).toBe(0);
   }, 90_000);
+
+  test("the P2P port's number taken for UDP only: the media worker cannot bind the shared socket, PORT_IN_USE node.listen_port", async () => {
+    const port = await freePort();
+    const squatter = await Bun.udpSocket({ hostname: "127.0.0.1", port });
+    try {
+      const r = await secondNodeFails({ dashboard: await freePort(), metrics: await freePort(), p2p: port });
+      expect(r.code).not.toBe(0);
+      expect(r.logs).toContain(`agora-node: node.listen_port ${port} on 127.0.0.1 is in use`);
+      expect(r.logs.split("\n").filter((l) => l.startsWith("agora-node:"))).toHaveLength(1);
+    } finally {
+      squatter.close();
+    }
+  }, 60_000);
 });

@@ -7,6 +7,7 @@ import {
   datagramNonce,
   decodeMessage,
   encodeMessage,
+  HEALTHY_REPORT_INTERVAL_MS,
   isIpLiteral,
   MAX_DATAGRAM_BYTES,
   MIN_DATAGRAM_BYTES,
@@ -14,6 +15,7 @@ import {
   parseDatagramHeader,
   ReplayWindow,
   sealDatagram,
+  UdpReportSchedule,
   UdpSendPolicy,
 } from "../../src/protocol";
 
@@ -196,6 +198,67 @@ describe("UdpSendPolicy", () => {
     expect(p.route(5300).stream).toBe(false);
     p.report(90, 5500);
     expect(p.route(5000 + DATAGRAM_TIMING.fallbackMs + 1).stream).toBe(true);
+  });
+});
+
+describe("UdpReportSchedule (when a UDP_REPORT is due)", () => {
+  const tick = DATAGRAM_TIMING.reportIntervalMs;
+  /**
+   * One side's reports as its schedule sends them and the peer's send policy (today's 1.1.0 rules) takes them,
+   * on a 250 ms tick: `arrivals(t)` is how many datagrams the side has authenticated by time t.
+   */
+  function run(arrivals: (t: number) => number, untilMs: number) {
+    const schedule = new UdpReportSchedule();
+    const peer = new UdpSendPolicy(DATAGRAM_TIMING);
+    const sent: number[] = [];
+    const frames: Array<{ at: number; datagram: boolean }> = [];
+    for (let t = 0; t <= untilMs; t += tick) {
+      const received = arrivals(t);
+      if (schedule.due(received, t)) {
+        sent.push(t);
+        peer.report(received, t);
+      }
+      // the peer routes frames until the next tick
+      for (let f = t; f < t + tick; f += 10) frames.push({ at: f, datagram: !peer.route(f).stream });
+    }
+    /** whether every frame routed from `from` (up to `to`) went only by datagram */
+    const datagramsOnly = (from: number, to = Number.POSITIVE_INFINITY) =>
+      frames.filter((f) => f.at >= from && f.at < to).every((f) => f.datagram);
+    return { sent, frames, datagramsOnly };
+  }
+
+  test("a rising count: the first report at once, then one per second, and the peer stays on datagrams", () => {
+    const { sent, datagramsOnly } = run((t) => (t < 100 ? 0 : Math.floor(t / 20)), 10_000);
+    expect(sent[0]).toBe(250);
+    // 4 a second before; now 1 (a tick of 250 ms: every 4th tick)
+    expect(sent.length).toBeLessThanOrEqual(1 + Math.ceil(10_000 / HEALTHY_REPORT_INTERVAL_MS));
+    for (let i = 1; i < sent.length; i++) expect(sent[i]! - sent[i - 1]!).toBe(HEALTHY_REPORT_INTERVAL_MS);
+    // from the first report on, every frame goes by datagram: a 1.1.0 peer never falls back on a healthy path
+    expect(datagramsOnly(250)).toBe(true);
+  });
+
+  test("datagrams that stop: flat reports every tick, the peer falls back within about a second; back at once", () => {
+    const breakAt = 5_000;
+    const resumeAt = 8_000;
+    const count = (t: number) => (t < breakAt ? Math.floor(t / 20) : t < resumeAt ? breakAt / 20 : Math.floor(t / 20) - 100);
+    const { sent, frames, datagramsOnly } = run(count, 10_000);
+    // every tick reports while the count is flat (the evidence); the first rise after it at once
+    const flat = sent.filter((t) => t > breakAt && t < resumeAt);
+    expect(flat.length).toBeGreaterThanOrEqual((resumeAt - breakAt) / tick - 2);
+    expect(sent).toContain(resumeAt);
+    // the peer leaves datagrams within fallbackMs + 2 ticks of the break (today: fallbackMs + 1 tick)
+    expect(datagramsOnly(250, breakAt)).toBe(true);
+    const leftAt = frames.find((f) => f.at > breakAt && !f.datagram)!.at;
+    expect(leftAt - breakAt).toBeLessThanOrEqual(DATAGRAM_TIMING.fallbackMs + 2 * tick);
+    // and is back on them from the first report after the resume
+    expect(datagramsOnly(resumeAt)).toBe(true);
+  });
+
+  test("nothing before the first datagram", () => {
+    const s = new UdpReportSchedule();
+    expect(s.due(0, 0)).toBe(false);
+    expect(s.due(0, 250)).toBe(false);
+    expect(s.due(3, 500)).toBe(true);
   });
 });
 

@@ -30,7 +30,7 @@ async function metric(h: NodeHandle, name: string, labels = ""): Promise<number>
   return line ? Number(line.split(" ").at(-1)) : 0;
 }
 
-/** The node's flags for datagrams on the shared STUN socket (the default) or on a port of the media worker's own. */
+/** The node's flags for datagrams on the shared STUN socket (the default) or on a port of their own; the media worker carries both. */
 async function placementArgs(placement: "shared socket" | "media worker", ip = "127.0.0.1"): Promise<string[]> {
   return placement === "media worker" ? ["--set", `audio.udp_port=${await freePort()}`, "--set", `audio.udp_listen_addr=${ip}`] : [];
 }
@@ -90,8 +90,8 @@ describe("voice datagrams with the binary", () => {
     }
   });
 
-  // Both places the datagrams can be handled: the main thread's shared STUN socket, and the media worker's
-  // own socket (audio.udp_port): the fallback, the way back and the flood behave the same.
+  // Both sockets the media worker can carry the datagrams on: the node's socket shared with STUN (the default),
+  // and one of their own (audio.udp_port): the fallback, the way back and the flood behave the same.
   for (const placement of ["shared socket", "media worker"] as const) {
     test.skipIf(!netnsAvailable())(
       `UDP blocked by nftables (${placement}): the stream within ~1 s, datagrams again when unblocked`,

@@ -88,6 +88,11 @@ export interface NavigatorStats {
   lastMoveError?: string;
   /** per followed MOVE: ms between the last frame of the old session and the first of the new one */
   moveGapsMs: number[];
+  /**
+   * per followed MOVE, its phases (clock ms): MOVE received → JOINED by the successor (`joinMs`), JOINED →
+   * its first frame (`firstFrameMs`, the 1 s fallback when none came), and the gap as in moveGapsMs
+   */
+  movePhasesMs: { joinMs: number; firstFrameMs: number; gapMs: number }[];
   /** mixers the placement rule chose that did not answer a dial: skipped for the next one by the rule */
   unreachableSkipped: number;
 }
@@ -140,6 +145,7 @@ export class RoomNavigator {
     movesRefused: 0,
     movesFailed: 0,
     moveGapsMs: [],
+    movePhasesMs: [],
     unreachableSkipped: 0,
   };
   private readonly log: Logger;
@@ -155,7 +161,7 @@ export class RoomNavigator {
    * While switching: the session being left. Its frames are still played until the new session's first
    * frame arrives (then it is left), so the listener hears no hole while the successor's mix starts.
    */
-  private previous: { current: Current; leave: () => void } | undefined;
+  private previous: { current: Current; leave: () => void; movedAt: number; joinedAt?: number } | undefined;
   private sessionOpts: (NavigatedSessionOptions & { onMoved?: (s: AudioSession) => void }) | undefined;
 
   constructor(private readonly opts: RoomNavigatorOptions) {
@@ -440,11 +446,17 @@ export class RoomNavigator {
     }
     if (!cur || session !== cur.session) return; // a stray session
     if (prev) {
-      this.stats.moveGapsMs.push(Math.max(0, at - (prev.current.lastFrameAt ?? at)));
+      this.recordMoveGap(prev, at, Math.max(0, at - (prev.current.lastFrameAt ?? at)));
       prev.leave();
     }
     cur.lastFrameAt = at;
     this.sessionOpts?.onAudio?.(frame, at);
+  }
+
+  private recordMoveGap(prev: { movedAt: number; joinedAt?: number }, at: number, gapMs: number): void {
+    this.stats.moveGapsMs.push(gapMs);
+    const joinedAt = prev.joinedAt ?? at;
+    this.stats.movePhasesMs.push({ joinMs: joinedAt - prev.movedAt, firstFrameMs: at - joinedAt, gapMs });
   }
 
   /** MOVE: accepted only on the current host's session, for our room, once. Make-before-break. */
@@ -471,15 +483,20 @@ export class RoomNavigator {
         // The new host's mix may take a moment to start: the old session is left at its first frame, or
         // after a second at the latest.
         let deadline: ReturnType<typeof setTimeout> | undefined;
-        this.previous = { current: old, leave };
+        const switching = { current: old, leave, movedAt: this.clock.now() } as NonNullable<typeof this.previous>;
+        this.previous = switching;
         try {
           await this.joinFollowing(m.successorPeerId, m.addrs, m.token);
         } catch (err) {
           this.previous = undefined;
           throw err;
         }
+        switching.joinedAt = this.clock.now();
         deadline = setTimeout(() => {
-          if (this.previous?.current === old) this.stats.moveGapsMs.push(Math.max(0, this.clock.now() - (old.lastFrameAt ?? 0)));
+          if (this.previous?.current === old) {
+            const now = this.clock.now();
+            this.recordMoveGap(switching, now, Math.max(0, now - (old.lastFrameAt ?? 0)));
+          }
           leave();
         }, 1_000);
         this.stats.movesFollowed++;

@@ -224,6 +224,14 @@ describe("room host: handover", () => {
     expect(members(succ, "drain-me")).toBe(5);
     expect(navs.every((n) => n.host === succPeer)).toBe(true);
     expect(closedWithError).toEqual([]);
+    // each followed MOVE's phases are recorded beside its gap (bench/rooms reports the tail by phase)
+    await waitFor(() => navs.every((n) => n.stats.movePhasesMs.length === 1), "each move's phases recorded");
+    for (const n of navs) {
+      const [ph] = n.stats.movePhasesMs;
+      expect(ph!.joinMs).toBeGreaterThanOrEqual(0);
+      expect(ph!.firstFrameMs).toBeGreaterThanOrEqual(0);
+      expect(ph!.gapMs).toBe(n.stats.moveGapsMs[0]!);
+    }
     // the first token makes the successor the host; later joiners may be admitted as the host's own room
     expect(await metricValue(succ.registry, "agora_rooms_move_tokens_total", { result: "accepted" })).toBeGreaterThanOrEqual(1);
     expect(succ.host.epochOf("drain-me")).toBe(2);

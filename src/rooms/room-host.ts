@@ -25,6 +25,19 @@ const FAST_ADMIT_MS = 300;
 export const LOST_MOVE_RETRY_MS = 4_000;
 /** A drain that found no successor looks again after this, doubling up to 8× (until the drain timeout). */
 export const HANDOVER_RETRY_MS = 250;
+/** How long a drain waits on one source of successors (or one liveness check) before going on without it. */
+const POOL_SOURCE_MS = 2_000;
+
+/** `p`, or `fallback` when it rejects or takes longer than `ms`. */
+function within<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    p.catch(() => fallback),
+    new Promise<T>((res) => {
+      timer = setTimeout(() => res(fallback), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
 
 type Candidate = PlacementCandidate & { listen_addr: string[] };
 
@@ -425,15 +438,20 @@ export class RoomHost {
    * recent walks. A peer whose own fresh advertisement says draining is left out whatever an older list says.
    */
   private async successorPool(): Promise<{ pool: Candidate[]; live: Set<string> }> {
+    const started = this.now();
+    // Each source is bounded here too: on a starved node a lookup's own timers fire late, and the drain's
+    // first MOVE must not wait on the slowest source (the next try asks again).
     const [known, listed] = await Promise.all([
-      this.opts.knownMixers ? this.opts.knownMixers().catch(() => []) : [],
-      this.opts.candidates().catch((err) => {
-        this.log.warn({ err: errorMessage(err) }, "no mixers discovered for the handover");
-        return [];
-      }),
+      this.opts.knownMixers ? within(this.opts.knownMixers(), POOL_SOURCE_MS, []) : [],
+      within(this.opts.candidates(), POOL_SOURCE_MS, []),
     ]);
+    const recent = this.opts.recentCandidates?.() ?? [];
     const heard = new Set(known.map((c) => c.peer_id));
-    const pool = [...known, ...[...listed, ...(this.opts.recentCandidates?.() ?? [])].filter((c) => !heard.has(c.peer_id))];
+    const pool = [...known, ...[...listed, ...recent].filter((c) => !heard.has(c.peer_id))];
+    this.log.info(
+      { known: known.length, listed: listed.length, recent: recent.length, ms: Math.round(this.now() - started) },
+      "successor candidates for the handover",
+    );
     return { pool, live: heard };
   }
 
@@ -494,7 +512,7 @@ export class RoomHost {
       if (!h || h.leaving) return false;
       const succ = rankPlacement(room, this.opts.region, pool, dead)[0];
       if (!succ) return false;
-      if (!live.has(succ.peer_id) && !(await this.opts.isAlive(succ.peer_id, succ.listen_addr).catch(() => false))) {
+      if (!live.has(succ.peer_id) && !(await within(this.opts.isAlive(succ.peer_id, succ.listen_addr), POOL_SOURCE_MS, false))) {
         this.log.info({ room, mixer: succ.peer_id }, "the successor by the rule does not answer; taking the next");
         dead.add(succ.peer_id);
         continue;

@@ -643,8 +643,8 @@ export class NodeRuntime implements DashboardSource {
   private async handOverRooms(placement: RoomPlacementWiring, rooms: AudioRoomService): Promise<void> {
     // Successors are picked at once from every mixer this node knows to be live (connected mixers' own
     // advertisements, the last list, recent walks), not after a fresh walk: on a busy machine a walk may take
-    // its whole bound and find none. A fresh list is fetched beside it for the handover's retries.
-    void placement.refreshMixers();
+    // its whole bound and find none. Only a try that finds none walks afresh (the handover's retries): a
+    // walk's CPU beside the switch would delay this host's last frames to the moving participants.
     const cancelled = new AbortController();
     this.drainAbort = cancelled;
     const moved = await placement.host.handOverAll({ deadlineMs: this.drainDeadline ?? Date.now(), signal: cancelled.signal });

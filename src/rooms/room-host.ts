@@ -25,7 +25,7 @@ const FAST_ADMIT_MS = 300;
 export const LOST_MOVE_RETRY_MS = 4_000;
 /** A drain that found no successor looks again after this, doubling up to 8× (until the drain timeout). */
 export const HANDOVER_RETRY_MS = 250;
-/** How long a drain waits on one source of successors (or one liveness check) before going on without it. */
+/** How long a drain waits on one source of successors before going on without it. */
 const POOL_SOURCE_MS = 2_000;
 
 /** `p`, or `fallback` when it rejects or takes longer than `ms`. */
@@ -437,7 +437,7 @@ export class RoomHost {
    * the live ones this node knows without a walk (knownMixers: their own current word), the current list,
    * recent walks. A peer whose own fresh advertisement says draining is left out whatever an older list says.
    */
-  private async successorPool(): Promise<{ pool: Candidate[]; live: Set<string> }> {
+  private async successorPool(): Promise<Candidate[]> {
     const started = this.now();
     // Each source is bounded here too: on a starved node a lookup's own timers fire late, and the drain's
     // first MOVE must not wait on the slowest source (the next try asks again).
@@ -452,7 +452,7 @@ export class RoomHost {
       { known: known.length, listed: listed.length, recent: recent.length, ms: Math.round(this.now() - started) },
       "successor candidates for the handover",
     );
-    return { pool, live: heard };
+    return pool;
   }
 
   /**
@@ -465,14 +465,13 @@ export class RoomHost {
    */
   async handOverAll(o: { deadlineMs?: number; signal?: AbortSignal } = {}): Promise<string[]> {
     const moved: string[] = [];
-    const dead = new Set<string>([this.opts.selfPeerId]);
     let rooms = [...this.hosted].filter(([, h]) => !h.leaving).map(([room]) => room);
     for (let attempt = 0; rooms.length > 0; attempt++) {
-      const { pool, live } = await this.successorPool();
+      const pool = await this.successorPool();
       const left: string[] = [];
       await Promise.all(
         rooms.map(async (room) => {
-          if (await this.handOverRoom(room, pool, live, dead)) moved.push(room);
+          if (await this.handOverRoom(room, pool)) moved.push(room);
           else if (this.hosted.get(room) && !this.hosted.get(room)?.leaving) left.push(room);
         }),
       );
@@ -502,37 +501,29 @@ export class RoomHost {
   }
 
   /**
-   * Hands one room to the best successor in `pool`; false when there is none. One not in `live` (a list
-   * entry, not its own current word) must answer a ping first: a list can name a mixer that died since, and
-   * a MOVE there would fail for every participant.
+   * Hands one room to the best successor in `pool`; false when there is none. A list entry is not pinged
+   * first: on a starved node (bench/rooms at load 45) the pings timed out for one live mixer after another,
+   * and the drain took 9 s to find one; the list is a heartbeat's discovery old, which pinged each.
    */
-  private async handOverRoom(room: string, pool: Candidate[], live: Set<string>, dead: Set<string>): Promise<boolean> {
-    for (;;) {
-      const h = this.hosted.get(room);
-      if (!h || h.leaving) return false;
-      const succ = rankPlacement(room, this.opts.region, pool, dead)[0];
-      if (!succ) return false;
-      if (!live.has(succ.peer_id) && !(await within(this.opts.isAlive(succ.peer_id, succ.listen_addr), POOL_SOURCE_MS, false))) {
-        this.log.info({ room, mixer: succ.peer_id }, "the successor by the rule does not answer; taking the next");
-        dead.add(succ.peer_id);
-        continue;
-      }
-      if (h.leaving || this.hosted.get(room) !== h) return false;
-      // The record says handing-over at the current epoch; the successor claims epoch + 1 (the MOVE and the
-      // token carry it). Equal epochs of two hosts are decided by the tie-break, which could prefer the old
-      // host's handing-over record over the successor's claim: one epoch apart, the successor always wins.
-      const epoch = h.epoch + 1;
-      h.leaving = { to: succ.peer_id, epoch };
-      const participants = this.members?.hostedRooms().get(room) ?? 0;
-      // Published beside the MOVEs, not before them: the tokens prove the handover to the successor, and
-      // a DHT put can take a while on a busy network.
-      void this.opts.directory
-        .handOver(room, h.epoch, succ.peer_id, participants)
-        .catch((err) => this.log.warn({ room, err: errorMessage(err) }, "could not publish the handing-over record"));
-      await this.moveRoom(room, succ.peer_id, succ.listen_addr, epoch, MoveReason.DRAIN);
-      this.opts.directory.countHandover?.(room, "out");
-      return true;
-    }
+  private async handOverRoom(room: string, pool: Candidate[]): Promise<boolean> {
+    const h = this.hosted.get(room);
+    if (!h || h.leaving) return false;
+    const succ = rankPlacement(room, this.opts.region, pool, [this.opts.selfPeerId])[0];
+    if (!succ) return false;
+    // The record says handing-over at the current epoch; the successor claims epoch + 1 (the MOVE and the
+    // token carry it). Equal epochs of two hosts are decided by the tie-break, which could prefer the old
+    // host's handing-over record over the successor's claim: one epoch apart, the successor always wins.
+    const epoch = h.epoch + 1;
+    h.leaving = { to: succ.peer_id, epoch };
+    const participants = this.members?.hostedRooms().get(room) ?? 0;
+    // Published beside the MOVEs, not before them: the tokens prove the handover to the successor, and
+    // a DHT put can take a while on a busy network.
+    void this.opts.directory
+      .handOver(room, h.epoch, succ.peer_id, participants)
+      .catch((err) => this.log.warn({ room, err: errorMessage(err) }, "could not publish the handing-over record"));
+    await this.moveRoom(room, succ.peer_id, succ.listen_addr, epoch, MoveReason.DRAIN);
+    this.opts.directory.countHandover?.(room, "out");
+    return true;
   }
 
   private async moveRoom(room: string, to: string, addrs: string[], epoch: number, reason: number): Promise<number> {

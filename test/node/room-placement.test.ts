@@ -98,7 +98,7 @@ describe("room placement wiring", () => {
     ];
     const network = {
       peerId: self,
-      libp2p: { services: {}, peerStore: { merge: async () => {} }, dial: async () => ({ status: "open" }) },
+      libp2p: { services: {}, peerStore: { merge: async () => {} } },
       listenAddrs: () => ["/ip4/127.0.0.1/tcp/4001"],
       discover: async () => answers.shift() ?? [advert(self), advert(third)],
     } as unknown as NetworkNode;
@@ -142,7 +142,7 @@ describe("room placement wiring", () => {
     ];
     const network = {
       peerId: self,
-      libp2p: { services: {}, peerStore: { merge: async () => {} }, dial: async () => ({ status: "open" }) },
+      libp2p: { services: {}, peerStore: { merge: async () => {} } },
       listenAddrs: () => ["/ip4/127.0.0.1/tcp/4001"],
       discover: async () => answers.shift() ?? [advert(self), draining],
     } as unknown as NetworkNode;
@@ -188,7 +188,7 @@ describe("room placement wiring", () => {
     let walks = 0;
     const network = {
       peerId: self,
-      libp2p: { services: {}, peerStore: { merge: async () => {} }, dial: async () => ({ status: "open" }) },
+      libp2p: { services: {}, peerStore: { merge: async () => {} } },
       listenAddrs: () => ["/ip4/127.0.0.1/tcp/4001"],
       discover: async () => {
         walks++;
@@ -296,7 +296,7 @@ describe("room placement wiring", () => {
       let othersFrom = 4; // the walks before this one find only this node (a busy machine)
       const network = {
         peerId: self,
-        libp2p: { services: {}, peerStore: { merge: async () => {} }, dial: async () => ({ status: "open" }) },
+        libp2p: { services: {}, peerStore: { merge: async () => {} } },
         listenAddrs: () => ["/ip4/127.0.0.1/tcp/4001"],
         discover: async () => (++walks >= othersFrom ? [advert(self), advert(other)] : [advert(self)]),
       } as unknown as NetworkNode;

@@ -132,11 +132,18 @@ try {
   const phases: { joinMs: number; firstFrameMs: number; gapMs: number }[] = [];
   const lostSeen = ps.map((p) => p.lost);
   for (let d = 0; d < DRAINS; d++) {
-    const lostNow = ps.filter((p, i) => p.lost > lostSeen[i]!);
+    // Lost: closed with an error, or silent (a stream reset whose close the session did not report as one).
+    const framesBefore = ps.map((p) => p.frames);
+    await eventually(() => ps.every((p, i) => p.lost > lostSeen[i]! || p.frames >= framesBefore[i]! + 5), 5_000, "audio", 20).catch(
+      () => undefined,
+    );
+    const lostNow = ps.filter((p, i) => p.lost > lostSeen[i]! || p.frames < framesBefore[i]! + 5);
     if (lostNow.length > 0) {
       // A drain of participants that are no longer there measures nothing: they rejoin the room first.
       lostBetweenDrains += lostNow.length;
-      console.error(`before drain ${d + 1}: ${lostNow.length} of 5 sessions lost since the last drain (not in a drain); rejoining`);
+      console.error(
+        `before drain ${d + 1}: ${lostNow.length} of 5 sessions lost since the last drain (not in a drain; ${lostNow.filter((p) => p.lost > lostSeen[ps.indexOf(p)]!).length} closed with an error, the others silent); rejoining`,
+      );
       await Promise.all(lostNow.map((p) => p.rejoin()));
       ps.forEach((p, i) => {
         lostSeen[i] = p.lost;
@@ -202,7 +209,7 @@ try {
     await eventually(async () => (await fetch(`${host.dashboardUrl}/health`)).status === 200, 10_000, "drain cancelled", 50);
     // audio flowing on the new host before the next drain
     const framesNow = ps.map((p) => p.frames);
-    await eventually(() => ps.every((p, i) => p.frames >= framesNow[i]! + 10), 10_000, "audio on the new host", 20).catch(() => undefined);
+    await eventually(() => ps.every((p, i) => p.frames >= framesNow[i]! + 10), 5_000, "audio on the new host", 20).catch(() => undefined);
   }
   for (const p of ps) gaps.push(...p.nav.stats.moveGapsMs);
   await stopParticipants();

@@ -15,12 +15,19 @@ import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
 import { type AudioFrame, Capability, type MoveMessage, type PlacementCandidate, type RedirectMessage, rankPlacement } from "../protocol";
-import { type Clock, realClock } from "./clock";
+import { type Clock, realClock, type TimerHandle } from "./clock";
 import { quietLogger } from "./quiet-log";
 import { AudioRedirectError, AudioSession, type AudioSessionOptions } from "./session";
 
 /** How long a join waits for the room's record before it dials the placement rule's first mixer. */
 const RESOLVE_HEAD_START_MS = 250;
+/**
+ * While a MOVE is followed, the old host's frames count as still flowing when the last came this recently
+ * (two frame times); the switch to the successor then happens at its next frame.
+ */
+const SWITCH_FLOWING_MS = 40;
+/** The switch happens at the successor's third frame at the latest (the old host may have stopped for good). */
+const SWITCH_WAIT_FRAMES = 3;
 /** Re-placements after refused REDIRECTs (each leaves the mixers that sent them out). */
 const MAX_REFUSAL_RETRIES = 2;
 
@@ -88,6 +95,11 @@ export interface NavigatorStats {
   lastMoveError?: string;
   /** per followed MOVE: ms between the last frame of the old session and the first of the new one */
   moveGapsMs: number[];
+  /**
+   * per followed MOVE, its phases (clock ms): MOVE received → JOINED by the successor (`joinMs`), JOINED →
+   * its first frame (`firstFrameMs`, the 1 s fallback when none came), and the gap as in moveGapsMs
+   */
+  movePhasesMs: { joinMs: number; firstFrameMs: number; gapMs: number }[];
   /** mixers the placement rule chose that did not answer a dial: skipped for the next one by the rule */
   unreachableSkipped: number;
 }
@@ -140,6 +152,7 @@ export class RoomNavigator {
     movesRefused: 0,
     movesFailed: 0,
     moveGapsMs: [],
+    movePhasesMs: [],
     unreachableSkipped: 0,
   };
   private readonly log: Logger;
@@ -155,7 +168,7 @@ export class RoomNavigator {
    * While switching: the session being left. Its frames are still played until the new session's first
    * frame arrives (then it is left), so the listener hears no hole while the successor's mix starts.
    */
-  private previous: { current: Current; leave: () => void } | undefined;
+  private previous: { current: Current; leave: () => void; movedAt: number; joinedAt?: number; newFrames?: number } | undefined;
   private sessionOpts: (NavigatedSessionOptions & { onMoved?: (s: AudioSession) => void }) | undefined;
 
   constructor(private readonly opts: RoomNavigatorOptions) {
@@ -440,11 +453,25 @@ export class RoomNavigator {
     }
     if (!cur || session !== cur.session) return; // a stray session
     if (prev) {
-      this.stats.moveGapsMs.push(Math.max(0, at - (prev.current.lastFrameAt ?? at)));
+      // The switch happens at a successor frame that comes while the old host's frames still flow: no hole.
+      // When the last old frame is older than that, this new one may only have been read before old ones
+      // queued behind it (a busy client's event loop stalled): up to SWITCH_WAIT_FRAMES new frames are
+      // passed over while the old host's mix still plays; a switch at the first one left those queued old
+      // frames unplayed, a hole as long as the stall.
+      const sinceOld = Math.max(0, at - (prev.current.lastFrameAt ?? at));
+      prev.newFrames = (prev.newFrames ?? 0) + 1;
+      if (sinceOld > SWITCH_FLOWING_MS && prev.newFrames < SWITCH_WAIT_FRAMES) return;
+      this.recordMoveGap(prev, at, sinceOld);
       prev.leave();
     }
     cur.lastFrameAt = at;
     this.sessionOpts?.onAudio?.(frame, at);
+  }
+
+  private recordMoveGap(prev: { movedAt: number; joinedAt?: number }, at: number, gapMs: number): void {
+    this.stats.moveGapsMs.push(gapMs);
+    const joinedAt = prev.joinedAt ?? at;
+    this.stats.movePhasesMs.push({ joinMs: joinedAt - prev.movedAt, firstFrameMs: at - joinedAt, gapMs });
   }
 
   /** MOVE: accepted only on the current host's session, for our room, once. Make-before-break. */
@@ -464,22 +491,27 @@ export class RoomNavigator {
         const leave = () => {
           if (left) return;
           left = true;
-          clearTimeout(deadline);
+          this.clock.clearTimeout(deadline);
           if (this.previous?.current === old) this.previous = undefined;
           void old.session.leave().catch(() => {});
         };
         // The new host's mix may take a moment to start: the old session is left at its first frame, or
         // after a second at the latest.
-        let deadline: ReturnType<typeof setTimeout> | undefined;
-        this.previous = { current: old, leave };
+        let deadline: TimerHandle | undefined;
+        const switching = { current: old, leave, movedAt: this.clock.now() } as NonNullable<typeof this.previous>;
+        this.previous = switching;
         try {
           await this.joinFollowing(m.successorPeerId, m.addrs, m.token);
         } catch (err) {
           this.previous = undefined;
           throw err;
         }
-        deadline = setTimeout(() => {
-          if (this.previous?.current === old) this.stats.moveGapsMs.push(Math.max(0, this.clock.now() - (old.lastFrameAt ?? 0)));
+        switching.joinedAt = this.clock.now();
+        deadline = this.clock.setTimeout(() => {
+          if (this.previous?.current === old) {
+            const now = this.clock.now();
+            this.recordMoveGap(switching, now, Math.max(0, now - (old.lastFrameAt ?? 0)));
+          }
           leave();
         }, 1_000);
         this.stats.movesFollowed++;

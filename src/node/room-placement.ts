@@ -4,14 +4,14 @@
  * discovered signed advertisements (cached, refreshed on the heartbeat), and a bounded liveness check of a
  * recorded host.
  */
-import type { Libp2p, PrivateKey } from "@libp2p/interface";
+import type { Libp2p, PeerId, PrivateKey } from "@libp2p/interface";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { multiaddr } from "@multiformats/multiaddr";
 import type { Registry } from "prom-client";
 import { MAX_REVOCATIONS_PER_ROOM, MemoryRevocationStore, type Revocation, type RevocationStore, roomOwnership } from "../access";
 import { errorMessage } from "../errors";
 import type { Logger } from "../log";
-import { fetchVerifiedAdvertisement, type NetworkNode, type RoomDirectory, type RoomRecord } from "../p2p";
+import { fetchVerifiedAdvertisement, type NetworkNode, PROTOCOL_ADVERT, type RoomDirectory, type RoomRecord } from "../p2p";
 import { type RoomDirectoryPort, RoomHost, type RoomHostRecord } from "../rooms";
 
 export function roomRecordView(r: RoomRecord): RoomHostRecord {
@@ -125,6 +125,9 @@ const KEEP_LAST_LIST_MS = 60_000;
 /** How long a liveness ping of a recorded host may take before the host counts as dead. */
 const ALIVE_TIMEOUT_MS = 1_500;
 const DISCOVER_TIMEOUT_MS = 4_000;
+/** A drain asks the mixers it is connected to for their current advertisement, this many at most, this long. */
+const KNOWN_MIXERS_MAX = 64;
+const KNOWN_MIXERS_TIMEOUT_MS = 1_500;
 
 export function createRoomPlacement(opts: {
   network: NetworkNode;
@@ -173,6 +176,36 @@ export function createRoomPlacement(opts: {
     return refreshing;
   };
   const libp2p = network.libp2p as Libp2p<{ ping?: { ping(peer: unknown, o: { signal: AbortSignal }): Promise<number> } }>;
+  /**
+   * The region's mixers this node is connected to, each by its own current signed advertisement (served over
+   * /agora/advert/1.0.0 on the open connection: no DHT walk, which on a busy machine may find none of them):
+   * a drain's first source of successors. Draining ones are returned as such (the pool leaves them out) and
+   * dropped from `recent`; live ones refresh it.
+   */
+  const knownMixers = async (): Promise<Candidate[]> => {
+    const peers = new Map<string, PeerId>();
+    for (const c of libp2p.getConnections?.() ?? [])
+      if (c.status === "open" && c.remotePeer.toString() !== network.peerId) peers.set(c.remotePeer.toString(), c.remotePeer);
+    const servers: PeerId[] = [];
+    for (const id of peers.values()) {
+      if (servers.length >= KNOWN_MIXERS_MAX) break;
+      const info = await libp2p.peerStore.get(id).catch(() => undefined);
+      if (info?.protocols.includes(PROTOCOL_ADVERT)) servers.push(id);
+    }
+    const signal = AbortSignal.timeout(KNOWN_MIXERS_TIMEOUT_MS);
+    const ads = await Promise.all(servers.map((id) => fetchVerifiedAdvertisement(network.libp2p, id, signal).catch(() => null)));
+    const now = Date.now();
+    const out: Candidate[] = [];
+    for (const ad of ads) {
+      if (!ad || ad.region !== opts.region || !ad.capabilities.includes("mixer")) continue;
+      const c = { ...ad };
+      if (c.status === "draining") recent.delete(c.peer_id);
+      else recent.set(c.peer_id, { at: now, c });
+      out.push(c);
+    }
+    log.debug({ connected: peers.size, servers: servers.length, mixers: out.length }, "mixers asked directly for a drain");
+    return out;
+  };
   const isAlive = async (peer: string, addrs: string[]): Promise<boolean> => {
     try {
       const id = peerIdFromString(peer);
@@ -200,6 +233,10 @@ export function createRoomPlacement(opts: {
     selfAddrs: () => network.listenAddrs(),
     candidates: async () => (cache.length > 0 ? cache : refresh()),
     recentCandidates: () => [...recent.values()].map((e) => e.c),
+    knownMixers,
+    refreshCandidates: async () => {
+      await refresh();
+    },
     isAlive,
     // A peer missing from our list may still be a mixer (a busy machine's discovery finds part of the
     // region): the peer is asked for its own signed advertisement, which a real mixer always serves.

@@ -88,6 +88,8 @@ export class NodeRuntime implements DashboardSource {
   private drainDeadline: number | null = null;
   private drainWaiter?: Promise<void>;
   private drainCancelled = false;
+  /** aborted when the drain is cancelled: the handover stops looking for successors */
+  private drainAbort?: AbortController;
   private readonly notifier: ServiceNotifier;
 
   constructor(private readonly opts: NodeRuntimeOptions) {
@@ -622,9 +624,13 @@ export class NodeRuntime implements DashboardSource {
    * Participants that were not moved (no successor, 1.0.0 clients) are then waited for by waitForEmptyRooms.
    */
   private async handOverRooms(placement: RoomPlacementWiring, rooms: AudioRoomService): Promise<void> {
-    // A fresh mixer list before successors are picked (the heartbeat refreshes it only every few seconds).
-    await placement.refreshMixers();
-    const moved = await placement.host.handOverAll();
+    // Successors are picked at once from every mixer this node knows to be live (connected mixers' own
+    // advertisements, the last list, recent walks), not after a fresh walk: on a busy machine a walk may take
+    // its whole bound and find none. Only a try that finds none walks afresh (the handover's retries): a
+    // walk's CPU beside the switch would delay this host's last frames to the moving participants.
+    const cancelled = new AbortController();
+    this.drainAbort = cancelled;
+    const moved = await placement.host.handOverAll({ deadlineMs: this.drainDeadline ?? Date.now(), signal: cancelled.signal });
     this.log.info({ rooms: moved.length, participants: rooms.movingParticipants() }, "draining: rooms handed over to their successors");
     while (!this.drainCancelled) {
       const left = rooms.movingParticipants();
@@ -658,12 +664,18 @@ export class NodeRuntime implements DashboardSource {
   cancelDrain(): boolean {
     if (this.stateValue !== "draining") return false;
     this.drainCancelled = true;
+    this.drainAbort?.abort();
+    this.drainAbort = undefined;
     this.drainWaiter = undefined;
     this.drainStartedAt = null;
     this.drainDeadline = null;
     this.rooms_?.setDraining(false);
     this.stateValue = "ready";
-    void this.network?.publishNow().catch(() => undefined);
+    // At once, not at the next heartbeat: discovery drops draining nodes, and a region's next drain picks
+    // its successor from what discovery finds.
+    void this.network
+      ?.announceDrainCancelled()
+      .catch((err) => this.log.warn({ err: errorMessage(err) }, "could not publish the cancelled drain's status"));
     this.notifier.status(this.readyStatus());
     this.log.info("drain cancelled; accepting rooms again");
     return true;

@@ -213,6 +213,18 @@ export class AdvertPublisher implements Startable {
   }
 
   /**
+   * The drain was cancelled: records say the load's status again, and one is published right away. Without
+   * this the flag stuck, so a node whose drain was cancelled advertised "draining" until it restarted, and
+   * discovery (which drops draining nodes) never listed it again: a series of drains and cancels emptied the
+   * region of successors (bench/rooms stopped at drain 9 with "no successor mixer").
+   */
+  async announceDrainCancelled(): Promise<void> {
+    if (!this.draining) return;
+    this.draining = false;
+    await this.publishNow();
+  }
+
+  /**
    * One heartbeat. repeatingTask counts its interval from the end of a run, but a heartbeat's period must
    * count from its start: a put that takes long (a loaded machine, a slow DHT) must not stretch the period
    * past the record's TTL (3 heartbeats). So the task only starts a publish and returns; a beat that comes

@@ -127,6 +127,8 @@ export interface NetworkNode {
   status(): NetworkStatus;
   publishNow(): Promise<void>;
   announceDraining(): Promise<void>;
+  /** A cancelled drain: the advertisement says non-draining again, published at once. */
+  announceDrainCancelled(): Promise<void>;
   discover(q: DiscoverQuery): Promise<RankedNode[]>;
   setMaxConnections(n: number): void;
   /** The room directory (mixer nodes, i.e. with the "mixer" capability, while running); undefined otherwise. */
@@ -447,6 +449,13 @@ class AgoraNetworkNode implements NetworkNode {
     const publisher = this.running ? this.lib?.services.advertPublisher : undefined;
     if (!publisher) throw new AgoraError("P2P", "cannot publish: the network node is not running");
     await publisher.announceDraining();
+  }
+
+  async announceDrainCancelled(): Promise<void> {
+    if (this.cfg.node.mode === "bootstrap") return;
+    const publisher = this.running ? this.lib?.services.advertPublisher : undefined;
+    if (!publisher) throw new AgoraError("P2P", "cannot publish: the network node is not running");
+    await publisher.announceDrainCancelled();
   }
 
   // --- rooms -------------------------------------------------------------------------------------

@@ -50,7 +50,11 @@ const MIXERS_STALE_MS = 60_000;
 
 export async function createRoomLocator(opts: RoomLocatorOptions): Promise<RoomLocatorClient> {
   const client = await createDiscoveryClient({ bootstrap: opts.bootstrap, logger: opts.logger });
-  const cache = new Map<string, { at: number; list: Promise<LocatorMixer[]> }>();
+  const mixers = cachedMixerLists(async (region) =>
+    (await client.discover({ region, capability: "mixer", limit: 64, timeoutMs: opts.discoverTimeoutMs ?? 4_000 })).map((r) => ({
+      ...r.advertisement,
+    })),
+  );
   return {
     libp2p: client.libp2p,
     resolve: async (room) => {
@@ -67,35 +71,68 @@ export async function createRoomLocator(opts: RoomLocatorOptions): Promise<RoomL
         }
       );
     },
-    mixers: async (region) => {
-      const key = region ?? "";
-      const hit = cache.get(key);
-      if (hit && Date.now() - hit.at < MIXERS_CACHE_MS) return (await hit.list).map((m) => ({ ...m }));
-      // Stale but recent: answer from it and refresh behind (a join should not wait for a discovery walk).
-      if (hit && Date.now() - hit.at < MIXERS_STALE_MS) {
-        const stale = await hit.list.catch(() => []);
-        if (stale.length > 0) {
-          void refreshMixers(key, region);
-          return stale.map((m) => ({ ...m }));
-        }
-      }
-      return (await refreshMixers(key, region)).map((m) => ({ ...m }));
-    },
+    mixers,
     stop: () => client.stop(),
   };
+}
 
-  function refreshMixers(key: string, region: string | undefined): Promise<LocatorMixer[]> {
-    const list = client.discover({ region, capability: "mixer", limit: 64, timeoutMs: opts.discoverTimeoutMs ?? 4_000 }).then((ranked) => {
-      // An empty answer (a routing table still filling) is not worth remembering.
-      if (ranked.length === 0) cache.delete(key);
-      return ranked.map((r) => ({ ...r.advertisement }));
-    });
+/**
+ * The locator's mixer lists per region over `discover` (one walk): one answer serves every caller for
+ * MIXERS_CACHE_MS; an older one (up to MIXERS_STALE_MS) is answered at once and refreshed behind. A walk that
+ * finds no mixer (a routing table still filling, a busy machine's walk that timed out) is no news that the
+ * region emptied: the last list that found some is answered instead while it is recent, and the next call
+ * walks again. Without that, one empty walk lost the list, and a join right after it found "no live mixer"
+ * (bench/rooms' kill round).
+ */
+export function cachedMixerLists(
+  discover: (region: string | undefined) => Promise<LocatorMixer[]>,
+  now: () => number = Date.now,
+): (region: string | undefined) => Promise<LocatorMixer[]> {
+  const cache = new Map<string, { at: number; list: Promise<LocatorMixer[]> }>();
+  /** the last non-empty answer per region, and when it was walked */
+  const lastFound = new Map<string, { at: number; list: LocatorMixer[] }>();
+  const refresh = (key: string, region: string | undefined): Promise<LocatorMixer[]> => {
+    const entry = { at: now(), list: Promise.resolve<LocatorMixer[]>([]) };
+    const recentFound = (): LocatorMixer[] | undefined => {
+      const last = lastFound.get(key);
+      return last && now() - last.at < MIXERS_STALE_MS ? last.list : undefined;
+    };
     const prev = cache.get(key);
-    cache.set(key, { at: Date.now(), list });
-    list.catch(() => {
-      if (prev) cache.set(key, prev);
-      else cache.delete(key);
-    });
-    return list;
-  }
+    entry.list = discover(region).then(
+      (found) => {
+        if (found.length > 0) {
+          lastFound.set(key, { at: entry.at, list: found });
+          return found;
+        }
+        // Not worth remembering: the next call walks again (and gets the last list meanwhile).
+        if (cache.get(key) === entry) cache.delete(key);
+        return recentFound() ?? [];
+      },
+      (err) => {
+        if (cache.get(key) === entry) {
+          if (prev) cache.set(key, prev);
+          else cache.delete(key);
+        }
+        const last = recentFound();
+        if (last) return last;
+        throw err;
+      },
+    );
+    cache.set(key, entry);
+    return entry.list;
+  };
+  return async (region) => {
+    const key = region ?? "";
+    const hit = cache.get(key);
+    if (hit && now() - hit.at < MIXERS_CACHE_MS) return (await hit.list).map((m) => ({ ...m }));
+    // Stale but recent: answer from it and refresh behind (a join should not wait for a discovery walk).
+    if (hit && now() - hit.at < MIXERS_STALE_MS) {
+      const stale = await hit.list.catch(() => []);
+      if (stale.length > 0) {
+        void refresh(key, region).catch(() => undefined);
+        return stale.map((m) => ({ ...m }));
+      }
+    }
+    return (await refresh(key, region)).map((m) => ({ ...m }));
+  };
 }

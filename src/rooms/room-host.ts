@@ -23,6 +23,23 @@ const FAST_ADMIT_MS = 300;
  * the room up again and moves them to its current host (a MOVE is followed within about a second).
  */
 export const LOST_MOVE_RETRY_MS = 4_000;
+/** A drain that found no successor looks again after this, doubling up to 8× (until the drain timeout). */
+export const HANDOVER_RETRY_MS = 250;
+/** How long a drain waits on one source of successors before going on without it. */
+const POOL_SOURCE_MS = 2_000;
+
+/** `p`, or `fallback` when it rejects or takes longer than `ms`. */
+function within<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    p.catch(() => fallback),
+    new Promise<T>((res) => {
+      timer = setTimeout(() => res(fallback), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+type Candidate = PlacementCandidate & { listen_addr: string[] };
 
 /** A verified, live room record as the directory resolved it. */
 export interface RoomHostRecord {
@@ -84,6 +101,14 @@ export interface RoomHostOptions {
    * successor (a busy machine's walk found part of the region) picks from these rather than send no MOVE.
    */
   recentCandidates?(): (PlacementCandidate & { listen_addr: string[] })[];
+  /**
+   * Every mixer this node knows to be live right now, for a drain's successor, without a DHT walk: the
+   * peers it is connected to that serve a fresh advertisement (their own word on draining), then the last
+   * list and recent walks. A walk made during the drain may find none of them on a busy machine.
+   */
+  knownMixers?(): Promise<(PlacementCandidate & { listen_addr: string[] })[]>;
+  /** A fresh discovery (bounded): a drain that found no successor waits on it before it looks again. */
+  refreshCandidates?(): Promise<void>;
   /** whether a peer answers (ping, bounded): a record whose host does not is treated as dead */
   isAlive(peer: string, addrs: string[]): Promise<boolean>;
   /**
@@ -408,43 +433,97 @@ export class RoomHost {
   }
 
   /**
-   * Drain: every hosted room goes to the successor the placement rule picks without this node: record
-   * `handing-over`, then MOVE with a token to each participant. Rooms without an eligible successor stay
-   * (their participants are disconnected when the node stops). Returns the rooms handed over.
+   * Mixers a drain may hand a room to, freshest knowledge first (rankPlacement keeps a peer's first entry):
+   * the live ones this node knows without a walk (knownMixers: their own current word), the current list,
+   * recent walks. A peer whose own fresh advertisement says draining is left out whatever an older list says.
    */
-  async handOverAll(): Promise<string[]> {
-    const cands = await this.opts.candidates().catch((err) => {
-      this.log.warn({ err: errorMessage(err) }, "no mixers discovered for the handover");
-      return [];
-    });
-    const moved: string[] = [];
-    await Promise.all(
-      [...this.hosted].map(async ([room, h]) => {
-        if (h.leaving) return;
-        const succ =
-          rankPlacement(room, this.opts.region, cands, [this.opts.selfPeerId])[0] ??
-          rankPlacement(room, this.opts.region, this.opts.recentCandidates?.() ?? [], [this.opts.selfPeerId])[0];
-        if (!succ) {
-          this.log.warn({ room }, "no successor mixer for the room; its participants stay until the node stops");
-          return;
-        }
-        // The record says handing-over at the current epoch; the successor claims epoch + 1 (the MOVE and the
-        // token carry it). Equal epochs of two hosts are decided by the tie-break, which could prefer the old
-        // host's handing-over record over the successor's claim: one epoch apart, the successor always wins.
-        const epoch = h.epoch + 1;
-        h.leaving = { to: succ.peer_id, epoch };
-        const participants = this.members?.hostedRooms().get(room) ?? 0;
-        // Published beside the MOVEs, not before them: the tokens prove the handover to the successor, and
-        // a DHT put can take a while on a busy network.
-        void this.opts.directory
-          .handOver(room, h.epoch, succ.peer_id, participants)
-          .catch((err) => this.log.warn({ room, err: errorMessage(err) }, "could not publish the handing-over record"));
-        await this.moveRoom(room, succ.peer_id, succ.listen_addr, epoch, MoveReason.DRAIN);
-        this.opts.directory.countHandover?.(room, "out");
-        moved.push(room);
-      }),
+  private async successorPool(): Promise<Candidate[]> {
+    const started = this.now();
+    // Each source is bounded here too: on a starved node a lookup's own timers fire late, and the drain's
+    // first MOVE must not wait on the slowest source (the next try asks again).
+    const [known, listed] = await Promise.all([
+      this.opts.knownMixers ? within(this.opts.knownMixers(), POOL_SOURCE_MS, []) : [],
+      within(this.opts.candidates(), POOL_SOURCE_MS, []),
+    ]);
+    const recent = this.opts.recentCandidates?.() ?? [];
+    const heard = new Set(known.map((c) => c.peer_id));
+    const pool = [...known, ...[...listed, ...recent].filter((c) => !heard.has(c.peer_id))];
+    this.log.info(
+      { known: known.length, listed: listed.length, recent: recent.length, ms: Math.round(this.now() - started) },
+      "successor candidates for the handover",
     );
+    return pool;
+  }
+
+  /**
+   * Drain: every hosted room goes to the successor the placement rule picks without this node: record
+   * `handing-over`, then MOVE with a token to each participant. The successor comes from every mixer this
+   * node knows to be live (successorPool), looked up at once; a room with none is looked up again (a fresh
+   * discovery between tries, backing off) until `deadlineMs` (the drain timeout, on this host's clock) or
+   * `signal` (the drain was cancelled). Rooms still without one stay (their participants are disconnected
+   * when the node stops). Returns the rooms handed over.
+   */
+  async handOverAll(o: { deadlineMs?: number; signal?: AbortSignal } = {}): Promise<string[]> {
+    const moved: string[] = [];
+    let rooms = [...this.hosted].filter(([, h]) => !h.leaving).map(([room]) => room);
+    for (let attempt = 0; rooms.length > 0; attempt++) {
+      const pool = await this.successorPool();
+      const left: string[] = [];
+      await Promise.all(
+        rooms.map(async (room) => {
+          if (await this.handOverRoom(room, pool)) moved.push(room);
+          else if (this.hosted.get(room) && !this.hosted.get(room)?.leaving) left.push(room);
+        }),
+      );
+      rooms = left;
+      if (rooms.length === 0 || o.signal?.aborted) break;
+      const wait = Math.min(HANDOVER_RETRY_MS * 2 ** Math.min(attempt, 3), (o.deadlineMs ?? 0) - this.now());
+      if (wait <= 0) break;
+      this.log.warn({ rooms, attempt: attempt + 1 }, "no successor mixer for the room yet; looking again");
+      await Promise.all([
+        this.opts.refreshCandidates?.().catch(() => undefined),
+        new Promise<void>((res) => {
+          const t = setTimeout(res, wait);
+          o.signal?.addEventListener(
+            "abort",
+            () => {
+              clearTimeout(t);
+              res();
+            },
+            { once: true },
+          );
+        }),
+      ]);
+      if (o.signal?.aborted) break;
+    }
+    for (const room of rooms) this.log.warn({ room }, "no successor mixer for the room; its participants stay until the node stops");
     return moved;
+  }
+
+  /**
+   * Hands one room to the best successor in `pool`; false when there is none. A list entry is not pinged
+   * first: on a starved node (bench/rooms at load 45) the pings timed out for one live mixer after another,
+   * and the drain took 9 s to find one; the list is a heartbeat's discovery old, which pinged each.
+   */
+  private async handOverRoom(room: string, pool: Candidate[]): Promise<boolean> {
+    const h = this.hosted.get(room);
+    if (!h || h.leaving) return false;
+    const succ = rankPlacement(room, this.opts.region, pool, [this.opts.selfPeerId])[0];
+    if (!succ) return false;
+    // The record says handing-over at the current epoch; the successor claims epoch + 1 (the MOVE and the
+    // token carry it). Equal epochs of two hosts are decided by the tie-break, which could prefer the old
+    // host's handing-over record over the successor's claim: one epoch apart, the successor always wins.
+    const epoch = h.epoch + 1;
+    h.leaving = { to: succ.peer_id, epoch };
+    const participants = this.members?.hostedRooms().get(room) ?? 0;
+    // Published beside the MOVEs, not before them: the tokens prove the handover to the successor, and
+    // a DHT put can take a while on a busy network.
+    void this.opts.directory
+      .handOver(room, h.epoch, succ.peer_id, participants)
+      .catch((err) => this.log.warn({ room, err: errorMessage(err) }, "could not publish the handing-over record"));
+    await this.moveRoom(room, succ.peer_id, succ.listen_addr, epoch, MoveReason.DRAIN);
+    this.opts.directory.countHandover?.(room, "out");
+    return true;
   }
 
   private async moveRoom(room: string, to: string, addrs: string[], epoch: number, reason: number): Promise<number> {

@@ -54,7 +54,19 @@ export class Participant {
   }
 
   async join(): Promise<void> {
-    this.session = await this.nav.open({
+    this.session = await this.nav.open(this.sessionOptions());
+    this.timer = setInterval(() => {
+      const payload = this.frames50[this.k % 50]!;
+      this.k++;
+      this.nav.sendAudio({ seq: this.seq, timestamp: (this.seq * FRAME_SAMPLES) >>> 0, payload });
+      this.seq = (this.seq + 1) >>> 0;
+      if (this.k % 50 === 0) this.session?.ping();
+    }, 20);
+  }
+
+  /** What join and failover open the session with: frames counted, MOVEs followed, a lost session counted. */
+  private sessionOptions(): Parameters<RoomNavigator["open"]>[0] {
+    return {
       onAudio: (f, at) => {
         if (this.measureGaps && this.lastFrameAt > 0) this.maxGapMs = Math.max(this.maxGapMs, at - this.lastFrameAt);
         this.lastFrameAt = at;
@@ -72,27 +84,31 @@ export class Participant {
       onClose: (err) => {
         if (err) this.lost++;
       },
-    });
-    this.timer = setInterval(() => {
-      const payload = this.frames50[this.k % 50]!;
-      this.k++;
-      this.nav.sendAudio({ seq: this.seq, timestamp: (this.seq * FRAME_SAMPLES) >>> 0, payload });
-      this.seq = (this.seq + 1) >>> 0;
-      if (this.k % 50 === 0) this.session?.ping();
-    }, 20);
+    };
   }
 
-  /** after a lost host: rejoin the rule's successor (what RoomConnection and the join client do) */
+  /** after a session lost while its host lives on (a connection reset): rejoin where the room lives now */
+  async rejoin(): Promise<void> {
+    for (let i = 0; i < 10; i++) {
+      try {
+        this.session = await this.nav.open(this.sessionOptions());
+        return;
+      } catch {
+        await Bun.sleep(100);
+      }
+    }
+    throw new Error("rejoin did not succeed");
+  }
+
+  /**
+   * after a lost host: rejoin the rule's successor (what RoomConnection and the join client do), with the
+   * same handlers as join (a later MOVE is followed and counted, a later loss counted)
+   */
   async failover(): Promise<void> {
     this.nav.hostLost();
     for (let i = 0; i < 10; i++) {
       try {
-        this.session = await this.nav.open({
-          onAudio: (_f, at) => {
-            this.lastFrameAt = at;
-            this.frames++;
-          },
-        });
+        this.session = await this.nav.open(this.sessionOptions());
         return;
       } catch {
         await Bun.sleep(100);

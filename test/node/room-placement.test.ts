@@ -3,15 +3,73 @@
  * discovery that finds no other mixer (a busy machine's timed-out walk) must not replace the last list, or
  * the next drain has no successor and sends no MOVE at all (bench/rooms' repeated drain series).
  */
-import { describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test } from "bun:test";
 import { generateKeyPair } from "@libp2p/crypto/keys";
+import { identify } from "@libp2p/identify";
+import type { Libp2p, PrivateKey } from "@libp2p/interface";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
+import { createLibp2p } from "libp2p";
 import { Registry } from "prom-client";
 import { silentLogger } from "../../src/log";
 import { createRoomPlacement } from "../../src/node/room-placement";
-import type { NetworkNode, RoomDirectory } from "../../src/p2p";
+import {
+  agoraTransportStack,
+  encodeAdvertisement,
+  type NetworkNode,
+  PROTOCOL_ADVERT,
+  type RoomDirectory,
+  signAdvertisement,
+} from "../../src/p2p";
+import { serveAdvertisements } from "../../src/p2p/advert-protocol";
+import { rankPlacement } from "../../src/protocol";
 import { signMoveToken } from "../../src/rooms";
 import { metricValue } from "../helpers/net-fakes";
+import { hostileAdvertisement } from "../p2p/helpers";
+import { until, useVirtualTime } from "../p2p/virtual-time";
+
+const stops: (() => unknown)[] = [];
+afterEach(async () => {
+  while (stops.length) await Promise.resolve(stops.pop()!()).catch(() => {});
+});
+
+function fakeDirectory(): RoomDirectory {
+  return {
+    on: () => {},
+    resolve: async () => undefined,
+    claim: async () => {},
+    update: async () => {},
+    release: async () => {},
+    current: () => undefined,
+    setParticipants: () => {},
+    countRedirect: () => {},
+    countHandover: () => {},
+  } as unknown as RoomDirectory;
+}
+
+/** A libp2p node on loopback serving `status` in its own signed advertisement over /agora/advert/1.0.0. */
+async function advertisingMixer(status: "online" | "draining"): Promise<{ node: Libp2p; peer: string }> {
+  const key: PrivateKey = await generateKeyPair("Ed25519");
+  const node = await createLibp2p({
+    privateKey: key,
+    addresses: { listen: ["/ip4/127.0.0.1/tcp/0"] },
+    ...agoraTransportStack(),
+    services: { identify: identify() },
+  });
+  stops.push(() => node.stop());
+  const peer = node.peerId.toString();
+  const rec = await signAdvertisement(
+    hostileAdvertisement(peer, {
+      version: "test",
+      seq: 1,
+      status,
+      listen_addr: node.getMultiaddrs().map((a) => a.toString().replace(/\/p2p\/.*$/, "")),
+    }),
+    key,
+  );
+  const bytes = encodeAdvertisement(rec);
+  await serveAdvertisements(node, () => bytes);
+  return { node, peer };
+}
 
 function advert(peer_id: string) {
   return {
@@ -171,5 +229,138 @@ describe("room placement wiring", () => {
     expect(walks).toBeGreaterThanOrEqual(2);
     expect(await wiring.host.handOverAll()).toEqual(["r"]);
     expect(moves).toEqual([other]);
+  });
+
+  test("a drain picks its successor from the mixers it is connected to, by their own word: none in the walk, a stale list naming a draining one", async () => {
+    const key = await generateKeyPair("Ed25519");
+    const self = await createLibp2p({
+      privateKey: key,
+      addresses: { listen: ["/ip4/127.0.0.1/tcp/0"] },
+      ...agoraTransportStack(),
+      services: { identify: identify() },
+    });
+    stops.push(() => self.stop());
+    const selfId = self.peerId.toString();
+    const live = await advertisingMixer("online");
+    const draining = await advertisingMixer("draining");
+    // A room whose rule puts the draining mixer first, so a list that still calls it online would pick it.
+    const room = Array.from({ length: 200 }, (_, i) => `r${i}`).find(
+      (r) =>
+        rankPlacement(r, "eu-west", [advert(live.peer).advertisement, advert(draining.peer).advertisement])[0]?.peer_id === draining.peer,
+    )!;
+    for (const m of [live, draining]) await self.dial(m.node.getMultiaddrs()[0]!);
+    // the first walk (at start) saw the draining mixer before it drained; later walks find only this node
+    const answers = [[advert(selfId), advert(draining.peer)]];
+    const network = {
+      peerId: selfId,
+      libp2p: self,
+      listenAddrs: () => ["/ip4/127.0.0.1/tcp/4001"],
+      discover: async () => answers.shift() ?? [advert(selfId)],
+    } as unknown as NetworkNode;
+    const wiring = createRoomPlacement({
+      network,
+      directory: fakeDirectory(),
+      privateKey: key,
+      region: "eu-west",
+      registry: new Registry(),
+      logger: silentLogger(),
+    });
+    await wiring.refreshMixers(true);
+    await wiring.refreshMixers(); // finds only this node: the last list (naming the draining mixer online) stands
+    const deadline = Date.now() + 20_000;
+    while (Date.now() < deadline) {
+      const protos = await Promise.all([live, draining].map(async (m) => (await self.peerStore.get(m.node.peerId)).protocols));
+      if (protos.every((p) => p.includes(PROTOCOL_ADVERT))) break;
+      await Bun.sleep(20);
+    }
+    const moves: string[] = [];
+    wiring.host.bind({
+      hostedRooms: () => new Map([[room, 1]]),
+      move: async (_room, t) => {
+        moves.push(t.successorPeerId);
+        return 1;
+      },
+    });
+    expect((await wiring.host.decide(room, "participant")).kind).toBe("admit");
+    expect(await wiring.host.handOverAll()).toEqual([room]);
+    expect(moves).toEqual([live.peer]);
+  });
+
+  test("a drain that finds no successor looks again (a fresh walk between tries) until it finds one; a cancelled drain stops looking", async () => {
+    const clock = useVirtualTime();
+    try {
+      const key = await generateKeyPair("Ed25519");
+      const self = peerIdFromPrivateKey(key).toString();
+      const other = peerIdFromPrivateKey(await generateKeyPair("Ed25519")).toString();
+      let walks = 0;
+      let othersFrom = 4; // the walks before this one find only this node (a busy machine)
+      const network = {
+        peerId: self,
+        libp2p: { services: {}, peerStore: { merge: async () => {} } },
+        listenAddrs: () => ["/ip4/127.0.0.1/tcp/4001"],
+        discover: async () => (++walks >= othersFrom ? [advert(self), advert(other)] : [advert(self)]),
+      } as unknown as NetworkNode;
+      const wiring = createRoomPlacement({
+        network,
+        directory: fakeDirectory(),
+        privateKey: key,
+        region: "eu-west",
+        registry: new Registry(),
+        logger: silentLogger(),
+      });
+      const moves: string[] = [];
+      wiring.host.bind({
+        hostedRooms: () => new Map([["r", 1]]),
+        move: async (_room, t) => {
+          moves.push(t.successorPeerId);
+          return 1;
+        },
+      });
+      await until("first walk", () => walks >= 1);
+      expect((await wiring.host.decide("r", "participant")).kind).toBe("admit");
+      let result: string[] | undefined;
+      void wiring.host.handOverAll({ deadlineMs: Date.now() + 20_000 }).then((r) => (result = r));
+      await until("first try over", () => walks >= 2);
+      expect(result).toBeUndefined(); // still looking, not given up
+      for (let i = 0; i < 40 && result === undefined; i++) await clock.advance(250);
+      expect(result).toEqual(["r"]);
+      expect(moves).toEqual([other]);
+
+      // Cancelled: no more tries, nothing moved, however long the drain timeout.
+      othersFrom = Number.POSITIVE_INFINITY;
+      walks = 0;
+      const self2 = peerIdFromPrivateKey(await generateKeyPair("Ed25519")).toString();
+      const wiring2 = createRoomPlacement({
+        network: {
+          ...network,
+          peerId: self2,
+          discover: async () => {
+            walks++;
+            return [advert(self2)];
+          },
+        } as unknown as NetworkNode,
+        directory: fakeDirectory(),
+        privateKey: key,
+        region: "eu-west",
+        registry: new Registry(),
+        logger: silentLogger(),
+      });
+      wiring2.host.bind({ hostedRooms: () => new Map([["r", 1]]), move: async () => 1 });
+      await until("first walk", () => walks >= 1);
+      expect((await wiring2.host.decide("r", "participant")).kind).toBe("admit");
+      const cancel = new AbortController();
+      let result2: string[] | undefined;
+      void wiring2.host.handOverAll({ deadlineMs: Date.now() + 60_000, signal: cancel.signal }).then((r) => (result2 = r));
+      await clock.advance(1_000);
+      expect(result2).toBeUndefined();
+      cancel.abort();
+      await until("cancelled handover returns", () => result2 !== undefined);
+      expect(result2).toEqual([]);
+      const after = walks;
+      await clock.advance(10_000);
+      expect(walks).toBe(after); // no retry loop left running
+    } finally {
+      clock.restore();
+    }
   });
 });

@@ -130,6 +130,29 @@ describe("advertisement publisher service", () => {
     await svc.stop();
   });
 
+  test("a cancelled drain is advertised at once, and later heartbeats no longer say draining", async () => {
+    clock = useVirtualTime();
+    const { svc, puts, peerId } = await fakes();
+    await svc.start();
+    svc.afterStart();
+    await until("first publish", () => puts.length === 1);
+    await svc.announceDraining();
+    expect(svc.current()?.status).toBe("draining");
+    const before = puts.length;
+    await svc.announceDrainCancelled();
+    // published right away, without waiting for the heartbeat
+    expect(puts.length).toBe(before + 1);
+    const key = advertisementKey("eu-west", peerId);
+    expect((await verifyAdvertisementRecord(key, puts.at(-1)!.value)).status).toBe("online");
+    await clock.advance(1_000);
+    await until("next heartbeat", () => puts.length === before + 2);
+    expect((await verifyAdvertisementRecord(key, puts.at(-1)!.value)).status).toBe("online");
+    // nothing to cancel: no extra publish
+    await svc.announceDrainCancelled();
+    expect(puts.length).toBe(before + 2);
+    await svc.stop();
+  });
+
   test("a put no DHT peer stores is not a publish", async () => {
     clock = useVirtualTime();
     const { svc, puts } = await fakes({ stored: false });

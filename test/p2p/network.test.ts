@@ -282,7 +282,7 @@ describe("loopback Agora network", () => {
     }
   });
 
-  test("a draining node is no longer returned", async () => {
+  test("a draining node is no longer returned; once its drain is cancelled it is again", async () => {
     const d = await startTestNode({ region: "drain-zone", bootstrap: [boot.addr] });
     try {
       await published(d);
@@ -294,6 +294,11 @@ describe("loopback Agora network", () => {
       await waitFor("two heartbeats after draining", () => d.node.status().advertisement!.seq >= seq + 2, 6 * HEARTBEAT_S * 1000);
       expect(d.node.status().advertisement?.status).toBe("draining");
       await waitFor("draining node dropped", async () => (await a.node.discover({ region: "drain-zone" })).length === 0);
+      // The drain is cancelled: advertised at once as not draining, and listed again (a region's next drain
+      // hands its rooms to the nodes discovery lists).
+      await d.node.announceDrainCancelled();
+      expect(d.node.status().advertisement?.status).not.toBe("draining");
+      await waitFor("listed again after the cancelled drain", async () => (await a.node.discover({ region: "drain-zone" })).length === 1);
     } finally {
       await d.node.stop();
     }

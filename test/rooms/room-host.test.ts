@@ -24,6 +24,7 @@ import { AudioRoomService, decodeMoveToken, RoomHost, type RoomHostRecord, signM
 import { agoraTransportStack } from "../../src/transport";
 import { createBareClientNode, FakeMediaEngine, metricValue, openRaw, waitFor } from "../helpers/net-fakes";
 import { MemoryRoomDirectory } from "../helpers/room-directory";
+import { VirtualClock } from "../helpers/virtual-clock";
 
 setDefaultTimeout(30_000);
 
@@ -224,6 +225,14 @@ describe("room host: handover", () => {
     expect(members(succ, "drain-me")).toBe(5);
     expect(navs.every((n) => n.host === succPeer)).toBe(true);
     expect(closedWithError).toEqual([]);
+    // each followed MOVE's phases are recorded beside its gap (bench/rooms reports the tail by phase)
+    await waitFor(() => navs.every((n) => n.stats.movePhasesMs.length === 1), "each move's phases recorded");
+    for (const n of navs) {
+      const [ph] = n.stats.movePhasesMs;
+      expect(ph!.joinMs).toBeGreaterThanOrEqual(0);
+      expect(ph!.firstFrameMs).toBeGreaterThanOrEqual(0);
+      expect(ph!.gapMs).toBe(n.stats.moveGapsMs[0]!);
+    }
     // the first token makes the successor the host; later joiners may be admitted as the host's own room
     expect(await metricValue(succ.registry, "agora_rooms_move_tokens_total", { result: "accepted" })).toBeGreaterThanOrEqual(1);
     expect(succ.host.epochOf("drain-me")).toBe(2);
@@ -236,6 +245,72 @@ describe("room host: handover", () => {
     await waitFor(() => raw.messages.length > 0, "an answer");
     expect(raw.messages[0]).toMatchObject({ type: "REDIRECT", hostPeerId: succPeer, epoch: 2 });
     for (const n of navs) await n.session?.leave();
+  });
+
+  test("a MOVE switches at a successor frame that comes while the old host's frames still flow: old frames read after a stalled loop are played, no hole", async () => {
+    const { dir, mixers } = await network(2);
+    const lib = await client();
+    const clock = new VirtualClock();
+    const heard: number[] = []; // the first payload byte of each delivered frame: 1 old host, 2 successor
+    let moved: AudioSession | undefined;
+    const nav = new RoomNavigator({ libp2p: lib, room: "switch", locator: dir.locator(), region: "eu-west", clock });
+    await nav.open({ clock, onAudio: (f) => heard.push(f.payload[0]!), onMoved: (s) => (moved = s) });
+    const oldHost = byPeer(mixers, nav.host);
+    const succ = mixers.find((m) => m !== oldHost)!;
+    oldHost.service.setDraining(true);
+    expect(await oldHost.host.handOverAll()).toEqual(["switch"]);
+    await waitFor(() => moved !== undefined, "moved to the successor");
+    const frame = (from: number, seq: number) => ({ seq, timestamp: seq * 960, payload: new Uint8Array([from, 0, 0]) });
+    const emitOld = (seq: number) => oldHost.engine.emit("switch", oldHost.engine.members("switch")[0]!, frame(1, seq));
+    const emitNew = (seq: number) => succ.engine.emit("switch", succ.engine.members("switch")[0]!, frame(2, seq));
+    emitOld(1);
+    await waitFor(() => heard.length === 1, "an old frame");
+    await clock.advance(20);
+    emitOld(2);
+    await waitFor(() => heard.length === 2, "a second old frame");
+    // The client's loop stalls 200 ms; then the successor's first frame is read before an old one queued
+    // behind it. Switching there would leave that old frame unplayed: a 200 ms hole.
+    await clock.advance(200);
+    emitNew(1);
+    await waitFor(() => moved!.framesReceived === 1, "the successor's first frame read");
+    expect(heard).toEqual([1, 1]); // passed over: the old host's frames were not flowing as far as we know
+    emitOld(3);
+    await waitFor(() => heard.length === 3, "the queued old frame played");
+    await clock.advance(20);
+    emitNew(2);
+    await waitFor(() => heard.length === 4, "the switch");
+    expect(heard).toEqual([1, 1, 1, 2]);
+    expect(nav.stats.moveGapsMs).toEqual([20]);
+    await waitFor(() => members(oldHost, "switch") === 0, "the old host left");
+    await nav.session?.leave();
+  });
+
+  test("a MOVE whose old host has stopped sending switches at the successor's third frame at the latest", async () => {
+    const { dir, mixers } = await network(2);
+    const lib = await client();
+    const clock = new VirtualClock();
+    const heard: number[] = [];
+    let moved: AudioSession | undefined;
+    const nav = new RoomNavigator({ libp2p: lib, room: "stopped", locator: dir.locator(), region: "eu-west", clock });
+    await nav.open({ clock, onAudio: (f) => heard.push(f.payload[0]!), onMoved: (s) => (moved = s) });
+    const oldHost = byPeer(mixers, nav.host);
+    const succ = mixers.find((m) => m !== oldHost)!;
+    oldHost.service.setDraining(true);
+    expect(await oldHost.host.handOverAll()).toEqual(["stopped"]);
+    await waitFor(() => moved !== undefined, "moved to the successor");
+    const frame = (from: number, seq: number) => ({ seq, timestamp: seq * 960, payload: new Uint8Array([from, 0, 0]) });
+    oldHost.engine.emit("stopped", oldHost.engine.members("stopped")[0]!, frame(1, 1));
+    await waitFor(() => heard.length === 1, "an old frame");
+    await clock.advance(500); // the old host sends nothing more
+    for (let seq = 1; seq <= 3; seq++) {
+      succ.engine.emit("stopped", succ.engine.members("stopped")[0]!, frame(2, seq));
+      await waitFor(() => moved!.framesReceived === seq, `successor frame ${seq} read`);
+      if (seq < 3) await clock.advance(20);
+    }
+    await waitFor(() => heard.length === 2, "the switch");
+    expect(heard).toEqual([1, 2]);
+    expect(nav.stats.moveGapsMs).toEqual([540]);
+    await nav.session?.leave();
   });
 
   test("drained back: A hands the room to B, the drain is cancelled, B drains and the rule picks A again: everyone moves to A", async () => {

@@ -1,0 +1,72 @@
+/**
+ * The SDK locator's mixer lists (src/p2p/room-locator.ts cachedMixerLists) over a fake discovery walk on an
+ * injected clock: a walk that finds no mixer (a busy machine's timed-out walk) must not leave a join with
+ * "no live mixer" while a recent walk found some.
+ */
+import { describe, expect, test } from "bun:test";
+import { cachedMixerLists, type LocatorMixer } from "../../src/p2p/room-locator";
+
+function mixer(peer_id: string): LocatorMixer {
+  return { peer_id, region: "eu-west", status: "online", capabilities: ["mixer"], current_load: 0, max_clients: 100, listen_addr: [] };
+}
+
+describe("room locator: mixer lists", () => {
+  test("one walk serves callers for 2 s; an older list is answered at once and refreshed behind", async () => {
+    let t = 0;
+    const walks: string[][] = [["a"], ["a", "b"]];
+    let calls = 0;
+    const mixers = cachedMixerLists(
+      async () => {
+        calls++;
+        return (walks.shift() ?? ["a", "b", "c"]).map(mixer);
+      },
+      () => t,
+    );
+    expect((await mixers("eu-west")).map((m) => m.peer_id)).toEqual(["a"]);
+    t = 1_000;
+    expect((await mixers("eu-west")).map((m) => m.peer_id)).toEqual(["a"]);
+    expect(calls).toBe(1);
+    t = 3_000;
+    expect((await mixers("eu-west")).map((m) => m.peer_id)).toEqual(["a"]); // stale: answered, walked behind
+    expect(calls).toBe(2);
+    expect((await mixers("eu-west")).map((m) => m.peer_id)).toEqual(["a", "b"]);
+  });
+
+  test("a walk that finds none, or fails, answers the last list that found some while it is under a minute old", async () => {
+    let t = 0;
+    const walks: (string[] | Error)[] = [["a", "b"], [], new Error("walk failed"), []];
+    let calls = 0;
+    const mixers = cachedMixerLists(
+      async () => {
+        calls++;
+        const w = walks.shift() ?? [];
+        if (w instanceof Error) throw w;
+        return w.map(mixer);
+      },
+      () => t,
+    );
+    expect((await mixers("eu-west")).map((m) => m.peer_id)).toEqual(["a", "b"]);
+    t = 61_000; // past the stale bound: a caller waits for the walk
+    // ...which found none: the list from 61 s ago is too old to stand in
+    expect(await mixers("eu-west")).toEqual([]);
+    // a fresh list, then empty and failed walks within the minute: the fresh list stands in for both
+    walks.unshift(["c"]);
+    t = 62_000;
+    expect((await mixers("eu-west")).map((m) => m.peer_id)).toEqual(["c"]);
+    t = 70_000; // stale: answered at once, walked behind (finds none)
+    expect((await mixers("eu-west")).map((m) => m.peer_id)).toEqual(["c"]);
+    t = 80_000;
+    const before = calls;
+    expect((await mixers("eu-west")).map((m) => m.peer_id)).toEqual(["c"]);
+    expect(calls).toBe(before + 1); // walked behind: found none, so the list is dropped from the cache
+    t = 81_000; // a caller now waits for a walk, which finds none: the list from 62 s stands in
+    expect((await mixers("eu-west")).map((m) => m.peer_id)).toEqual(["c"]);
+    expect(calls).toBe(before + 2);
+    walks.push(new Error("walk failed"));
+    t = 82_000; // and for a walk that fails
+    expect((await mixers("eu-west")).map((m) => m.peer_id)).toEqual(["c"]);
+    expect(calls).toBe(before + 3);
+    t = 125_000; // the last list that found some is over a minute old: nothing to stand in
+    await expect(mixers("eu-west")).resolves.toEqual([]);
+  });
+});

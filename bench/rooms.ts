@@ -150,6 +150,7 @@ try {
         .then(() => splitHealMs.push(performance.now() - t1))
         .catch(() => splitHealMs.push(Number.POSITIVE_INFINITY));
     }
+    console.error(`join ${i + 1}: new room ${r0(firstMs.at(-1)!)} ms, second joiner ${r0(secondMs.at(-1)!)} ms`);
     await sa.leave();
     await sb.leave();
   }

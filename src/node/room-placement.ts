@@ -129,21 +129,22 @@ export const MIXER_DEMAND_MS = 60_000;
 /**
  * When the mixer list is due for a refresh. A discovery is a DHT walk plus a ping, a record lookup and an
  * advertisement fetch per mixer of the region, and every mixer ran one every 5 s whether or not anybody
- * asked it anything: on a 10-node test network that was most of an idle node's CPU. So an idle node backs
- * off while its walks keep finding the same mixers (peer ids and statuses): 5 s, 10 s, 20 s, 30 s. Hosting a
- * room or a recent JOIN brings back the 5 s pace at once, as does a list that changed or a failed walk. A
- * drain asks for a fresh list itself (refreshMixers), and a JOIN on a list older than the 5 s pace refreshes
- * it behind the answer.
+ * asked it anything: on a 10-node test network that was most of an idle node's DHT traffic. So an idle node
+ * backs off while its walks bring no news (no mixer it has not seen in the last minute, no status change):
+ * 5 s, 10 s, 20 s, 30 s. A walk that found fewer mixers (a busy machine's timed-out walk, a mixer gone) is
+ * no news: the hosts and drains that depend on a fresh list refresh at the busy pace or ask for one
+ * themselves. Hosting a room or a recent JOIN brings back the 5 s pace at once, as do news and a failed walk.
+ * A drain asks for a fresh list itself (refreshMixers), and a JOIN on a list older than the busy pace
+ * refreshes it behind the answer.
  */
 export class MixerRefreshCadence {
   private lastAt = Number.NEGATIVE_INFINITY;
   private demandAt = Number.NEGATIVE_INFINITY;
   private idleMs = MIXER_REFRESH_MS;
-  private lastKey: string | undefined;
 
   constructor(private readonly now: () => number = Date.now) {}
 
-  /** A JOIN asked for placement (or the node hosts rooms): the list matters now. */
+  /** A JOIN asked for placement: the list matters now. */
   demand(): void {
     this.demandAt = this.now();
   }
@@ -157,21 +158,16 @@ export class MixerRefreshCadence {
     return this.now() - this.lastAt >= this.intervalMs(hosting);
   }
 
-  /** A refresh ended: `key` identifies the list it found (undefined: the walk failed). */
-  refreshed(key: string | undefined): void {
+  /** A refresh ended: `news` whether it found what the last minute's walks had not; undefined: it failed. */
+  refreshed(news: boolean | undefined): void {
     this.lastAt = this.now();
-    const same = key !== undefined && key === this.lastKey;
-    this.idleMs = same ? Math.min(IDLE_MIXER_REFRESH_MS, this.idleMs * 2) : MIXER_REFRESH_MS;
-    this.lastKey = key;
+    this.idleMs = news === false ? Math.min(IDLE_MIXER_REFRESH_MS, this.idleMs * 2) : MIXER_REFRESH_MS;
   }
 }
 
-/** What a list is for the cadence: its mixers and their statuses (load figures change on every beat). */
-export function mixerListKey(list: readonly { peer_id: string; status: string }[]): string {
-  return list
-    .map((c) => `${c.peer_id}:${c.status}`)
-    .sort()
-    .join(",");
+/** Whether a walk found a mixer, or a status of one, that `known` (peer id to status) does not have. */
+export function mixerListNews(found: readonly { peer_id: string; status: string }[], known: ReadonlyMap<string, string>): boolean {
+  return found.some((c) => known.get(c.peer_id) !== c.status);
 }
 
 /** A discovery that finds no other mixer does not replace a list younger than this. */
@@ -205,8 +201,8 @@ export function createRoomPlacement(opts: {
     refreshing ??= network
       .discover({ region: opts.region, capability: "mixer", includeSelf: true, timeoutMs: DISCOVER_TIMEOUT_MS })
       .then((ranked) => {
-        cadence.refreshed(mixerListKey(ranked.map((r) => r.advertisement)));
         const next = ranked.map((r) => ({ ...r.advertisement }));
+        cadence.refreshed(mixerListNews(next, new Map([...recent].map(([peer, e]) => [peer, e.c.status]))));
         const now = Date.now();
         for (const c of next) if (c.status !== "draining") recent.set(c.peer_id, { at: now, c });
         for (const [peer, e] of recent) if (now - e.at > KEEP_LAST_LIST_MS) recent.delete(peer);

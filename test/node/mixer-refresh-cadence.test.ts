@@ -14,25 +14,26 @@ import {
   MIXER_DEMAND_MS,
   MIXER_REFRESH_MS,
   MixerRefreshCadence,
-  mixerListKey,
+  mixerListNews,
 } from "../../src/node/room-placement";
 import type { NetworkNode, RoomDirectory } from "../../src/p2p";
 
-const list = (...peers: string[]) => mixerListKey(peers.map((peer_id) => ({ peer_id, status: "online" })));
+const list = (...peers: string[]) => peers.map((peer_id) => ({ peer_id, status: "online" }));
+const known = (...peers: string[]) => new Map(peers.map((p) => [p, "online"]));
 
 describe("mixer list refresh cadence", () => {
   test("idle and unchanged: 5 s, 10 s, 20 s, then every 30 s", () => {
     let t = 0;
     const c = new MixerRefreshCadence(() => t);
     expect(c.due(false)).toBe(true);
-    c.refreshed(list("a", "b"));
-    expect(c.intervalMs(false)).toBe(MIXER_REFRESH_MS); // one walk proves nothing yet
+    c.refreshed(true); // the first walk: everything is news
+    expect(c.intervalMs(false)).toBe(MIXER_REFRESH_MS);
     const waits: number[] = [];
     for (let i = 0; i < 5; i++) {
       const from = t;
       while (!c.due(false)) t += 100;
       waits.push(t - from);
-      c.refreshed(list("b", "a")); // the same mixers, in another order
+      c.refreshed(false);
     }
     expect(waits).toEqual([5_000, 10_000, 20_000, 30_000, 30_000]);
     expect(c.intervalMs(false)).toBe(IDLE_MIXER_REFRESH_MS);
@@ -41,7 +42,7 @@ describe("mixer list refresh cadence", () => {
   test("hosting a room keeps the busy pace; a JOIN does for a minute", () => {
     let t = 0;
     const c = new MixerRefreshCadence(() => t);
-    for (let i = 0; i < 4; i++) c.refreshed(list("a"));
+    for (let i = 0; i < 4; i++) c.refreshed(false);
     expect(c.intervalMs(false)).toBe(IDLE_MIXER_REFRESH_MS);
     expect(c.intervalMs(true)).toBe(MIXER_REFRESH_MS);
     t = 4_999;
@@ -52,35 +53,31 @@ describe("mixer list refresh cadence", () => {
     c.demand();
     expect(c.due(false)).toBe(true);
     t += MIXER_DEMAND_MS - 1;
-    c.refreshed(list("a"));
+    c.refreshed(false);
     t += MIXER_REFRESH_MS;
     expect(c.due(false)).toBe(false); // the demand is over: backed off again
     expect(c.intervalMs(false)).toBe(IDLE_MIXER_REFRESH_MS);
   });
 
-  test("a changed list or a failed walk starts the back-off over", () => {
-    const t = 0;
-    const c = new MixerRefreshCadence(() => t);
-    for (let i = 0; i < 4; i++) c.refreshed(list("a", "b"));
+  test("news or a failed walk starts the back-off over", () => {
+    const c = new MixerRefreshCadence(() => 0);
+    for (let i = 0; i < 4; i++) c.refreshed(false);
     expect(c.intervalMs(false)).toBe(IDLE_MIXER_REFRESH_MS);
-    c.refreshed(list("a", "b", "c"));
+    c.refreshed(true);
     expect(c.intervalMs(false)).toBe(MIXER_REFRESH_MS);
-    c.refreshed(list("a", "b", "c"));
+    c.refreshed(false);
     expect(c.intervalMs(false)).toBe(2 * MIXER_REFRESH_MS);
-    c.refreshed(
-      mixerListKey([
-        { peer_id: "a", status: "draining" },
-        { peer_id: "b", status: "online" },
-        { peer_id: "c", status: "online" },
-      ]),
-    );
-    expect(c.intervalMs(false)).toBe(MIXER_REFRESH_MS);
-    c.refreshed(list("a"));
-    c.refreshed(list("a"));
     c.refreshed(undefined);
     expect(c.intervalMs(false)).toBe(MIXER_REFRESH_MS);
-    c.refreshed(undefined); // two failures are no "unchanged" list
-    expect(c.intervalMs(false)).toBe(MIXER_REFRESH_MS);
+  });
+
+  test("news: a mixer not seen in the last minute, or a changed status; fewer mixers (a timed-out walk) is none", () => {
+    expect(mixerListNews(list("a", "b"), known("a", "b"))).toBe(false);
+    expect(mixerListNews(list("b"), known("a", "b"))).toBe(false);
+    expect(mixerListNews([], known("a", "b"))).toBe(false);
+    expect(mixerListNews(list("a", "c"), known("a", "b"))).toBe(true);
+    expect(mixerListNews([{ peer_id: "a", status: "degraded" }], known("a", "b"))).toBe(true);
+    expect(mixerListNews(list("a"), new Map())).toBe(true);
   });
 });
 

@@ -50,8 +50,11 @@ export interface MixerCandidate extends PlacementCandidate {
 
 /** Where rooms and mixers are found: the DHT through a node of the network (src/p2p), or a fake in tests. */
 export interface RoomLocator {
-  /** The room's live, verified record, or undefined when it has none. */
-  resolve(room: string): Promise<LocatedRoom | undefined>;
+  /**
+   * The room's live, verified record, or undefined when it has none. `fresh`: not from a cache of recent
+   * answers (a REDIRECT's confirmation looks for a record newer than the one this client went by).
+   */
+  resolve(room: string, opts?: { fresh?: boolean }): Promise<LocatedRoom | undefined>;
   /** The live mixers of `region` (or of every region, when undefined) from verified advertisements. */
   mixers(region: string | undefined): Promise<MixerCandidate[]>;
 }
@@ -493,7 +496,7 @@ export class RoomNavigator {
       return { host: ruled.peer_id, addrs: r.addrs.length > 0 ? r.addrs : ruled.listen_addr };
     }
     for (let attempt = 0; attempt < 8; attempt++) {
-      const rec = await this.opts.locator.resolve(this.opts.room).catch(() => undefined);
+      const rec = await this.opts.locator.resolve(this.opts.room, { fresh: true }).catch(() => undefined);
       if (rec && rec.host === r.hostPeerId && rec.host !== from) {
         this.stats.redirectsFollowed++;
         this.log.debug({ host: rec.host, epoch: rec.epoch }, "following REDIRECT");

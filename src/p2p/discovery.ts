@@ -8,8 +8,7 @@
  *    - reachability: a libp2p ping (dial included) that must answer within REACH_TIMEOUT_MS, or, for a peer
  *      proven reachable (it answered the provider lookup's own DHT requests, is connected, or was identified
  *      as an Agora DHT server before: only slow), before the query's deadline;
- *    - at the same time (for a connected candidate: only once its ping or direct fetch failed), when the
- *      region is known, the DHT copy of /agora/nodes/<region>/<peer> (stops after
+ *    - at the same time, when the region is known, the DHT copy of /agora/nodes/<region>/<peer> (stops after
  *      QUORUM valid answers; the selector picks the highest seq among several), RECORD_LOOKUP_CONCURRENCY
  *      lookups at a time;
  *    - a reachable candidate's record is fetched from the node itself over /agora/advert/1.0.0 (its current
@@ -234,32 +233,20 @@ async function evaluate(
   if (provider.multiaddrs.length > 0) await libp2p.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => undefined);
 
   // Reachability and the DHT copy of the record at the same time: a candidate costs about REACH_TIMEOUT_MS.
-  // Except for a connected candidate (priority 1), which nearly always answers the ping and hands out its
-  // record itself: its DHT copy is looked up only if that fails. Looking it up anyway cost a whole DHT get
-  // (about one request per DHT server of a small network, each answer's signature checked) per mixer per
-  // discovery, then thrown away: most of the DHT traffic of an idle region.
   const reaching = ping(ctx, provider.id, signal);
   const noLookup = new AbortController();
   const lookupSignal = AbortSignal.any([signal, noLookup.signal]);
-  let lookingUpStarted: Promise<NodeAdvertisement | null> | undefined;
+  const lookingUp: Promise<NodeAdvertisement | null> = q.region
+    ? lookups
+        .add(
+          async () => (lookupSignal.aborted ? null : dhtRecord(ctx, advertisementKey(q.region!, provider.id.toString()), lookupSignal)),
+          { priority },
+        )
+        .then((r) => r ?? null)
+    : Promise.resolve(null);
   let looked: NodeAdvertisement | null | undefined;
-  const lookUp = (): Promise<NodeAdvertisement | null> => {
-    lookingUpStarted ??= q.region
-      ? lookups
-          .add(
-            async () => (lookupSignal.aborted ? null : dhtRecord(ctx, advertisementKey(q.region!, provider.id.toString()), lookupSignal)),
-            { priority },
-          )
-          .then((r) => r ?? null)
-      : Promise.resolve(null);
-    void lookingUpStarted.then((r) => (looked = r));
-    return lookingUpStarted;
-  };
-  const connected = priority > 0;
-  if (!connected) lookUp();
+  void lookingUp.then((r) => (looked = r));
   let latency = await reaching;
-  // A connected candidate that did not answer its ping: its DHT copy from now on, beside the second chance.
-  if (latency === null && connected) lookUp();
   let proven = false;
   if (latency === null && !signal.aborted) {
     // A node that answered the DHT walk, is connected, or was identified as an Agora DHT server on an earlier
@@ -276,11 +263,11 @@ async function evaluate(
     // A reachable node hands out its current record itself, over the connection the ping opened.
     rec = await directRecord(ctx, provider.id, proven ? deadline : signal);
     if (rec) noLookup.abort();
-    else rec = await lookUp();
+    else rec = await lookingUp;
   } else {
     // Unreachable: kept (ranked last) only if its DHT copy is already here. Waiting for it would let every
     // fake candidate cost a lookup on top of its reach timeout; a proven peer is worth the wait.
-    rec = looked ?? (proven ? await lookUp() : null);
+    rec = looked ?? (proven ? await lookingUp : null);
   }
   noLookup.abort();
   if (!rec || !matches(rec, q)) return null;

@@ -130,7 +130,8 @@ export const MIXER_DEMAND_MS = 60_000;
  * When the mixer list is due for a refresh. A discovery is a DHT walk plus a ping, a record lookup and an
  * advertisement fetch per mixer of the region, and every mixer ran one every 5 s whether or not anybody
  * asked it anything: on a 10-node test network that was most of an idle node's DHT traffic. So an idle node
- * backs off while its walks bring no news (no mixer it has not seen in the last minute, no status change):
+ * backs off while its walks bring no news (no mixer it has not seen in the last minute, none that became
+ * eligible for placement or stopped being so):
  * 5 s, 10 s, 20 s, 30 s. A walk that found fewer mixers (a busy machine's timed-out walk, a mixer gone) is
  * no news: the hosts and drains that depend on a fresh list refresh at the busy pace or ask for one
  * themselves. Hosting a room or a recent JOIN brings back the 5 s pace at once, as do news and a failed walk.
@@ -165,9 +166,24 @@ export class MixerRefreshCadence {
   }
 }
 
-/** Whether a walk found a mixer, or a status of one, that `known` (peer id to status) does not have. */
-export function mixerListNews(found: readonly { peer_id: string; status: string }[], known: ReadonlyMap<string, string>): boolean {
-  return found.some((c) => known.get(c.peer_id) !== c.status);
+interface ListedMixer {
+  peer_id: string;
+  status: string;
+  current_load: number;
+  max_clients: number;
+}
+
+/** What the placement rule looks at besides the peer id: not draining, room left (src/protocol placement). */
+export function placeable(c: ListedMixer): boolean {
+  return c.status !== "draining" && c.current_load < c.max_clients;
+}
+
+/**
+ * Whether a walk found a mixer `known` (peer id to placeable) does not have, or one whose eligibility for
+ * placement changed. Load figures and online/degraded flip on a busy machine and change no placement.
+ */
+export function mixerListNews(found: readonly ListedMixer[], known: ReadonlyMap<string, boolean>): boolean {
+  return found.some((c) => known.get(c.peer_id) !== placeable(c));
 }
 
 /** A discovery that finds no other mixer does not replace a list younger than this. */
@@ -202,7 +218,7 @@ export function createRoomPlacement(opts: {
       .discover({ region: opts.region, capability: "mixer", includeSelf: true, timeoutMs: DISCOVER_TIMEOUT_MS })
       .then((ranked) => {
         const next = ranked.map((r) => ({ ...r.advertisement }));
-        cadence.refreshed(mixerListNews(next, new Map([...recent].map(([peer, e]) => [peer, e.c.status]))));
+        cadence.refreshed(mixerListNews(next, new Map([...recent].map(([peer, e]) => [peer, placeable(e.c)]))));
         const now = Date.now();
         for (const c of next) if (c.status !== "draining") recent.set(c.peer_id, { at: now, c });
         for (const [peer, e] of recent) if (now - e.at > KEEP_LAST_LIST_MS) recent.delete(peer);

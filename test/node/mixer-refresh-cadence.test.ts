@@ -18,8 +18,8 @@ import {
 } from "../../src/node/room-placement";
 import type { NetworkNode, RoomDirectory } from "../../src/p2p";
 
-const list = (...peers: string[]) => peers.map((peer_id) => ({ peer_id, status: "online" }));
-const known = (...peers: string[]) => new Map(peers.map((p) => [p, "online"]));
+const list = (...peers: string[]) => peers.map((peer_id) => ({ peer_id, status: "online", current_load: 0, max_clients: 100 }));
+const known = (...peers: string[]) => new Map(peers.map((p) => [p, true]));
 
 describe("mixer list refresh cadence", () => {
   test("idle and unchanged: 5 s, 10 s, 20 s, then every 30 s", () => {
@@ -71,13 +71,19 @@ describe("mixer list refresh cadence", () => {
     expect(c.intervalMs(false)).toBe(MIXER_REFRESH_MS);
   });
 
-  test("news: a mixer not seen in the last minute, or a changed status; fewer mixers (a timed-out walk) is none", () => {
+  test("news: a mixer not seen in the last minute, or one whose eligibility changed; fewer mixers (a timed-out walk) is none", () => {
     expect(mixerListNews(list("a", "b"), known("a", "b"))).toBe(false);
     expect(mixerListNews(list("b"), known("a", "b"))).toBe(false);
     expect(mixerListNews([], known("a", "b"))).toBe(false);
     expect(mixerListNews(list("a", "c"), known("a", "b"))).toBe(true);
-    expect(mixerListNews([{ peer_id: "a", status: "degraded" }], known("a", "b"))).toBe(true);
     expect(mixerListNews(list("a"), new Map())).toBe(true);
+    const [a] = list("a");
+    // a busy machine's degraded flag or load figure changes no placement ...
+    expect(mixerListNews([{ ...a!, status: "degraded", current_load: 40 }], known("a"))).toBe(false);
+    // ... a full mixer, or a draining one, does
+    expect(mixerListNews([{ ...a!, current_load: 100 }], known("a"))).toBe(true);
+    expect(mixerListNews([{ ...a!, status: "draining" }], known("a"))).toBe(true);
+    expect(mixerListNews([a!], new Map([["a", false]]))).toBe(true);
   });
 });
 

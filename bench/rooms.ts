@@ -11,10 +11,18 @@
  *   reunite        the host of a 5-participant room is SIGKILLed: ms until every participant is joined on
  *                  the one successor. Target ≤ 5 s.
  *
- * Usage: bun bench/rooms.ts [--joins 20] [--drains 20] [--kills 3]     (bounded: every wait has a deadline)
+ *   idle CPU       before the first join: each node's CPU (process, and its main thread) from /proc/<pid>/stat
+ *                  over --idle-seconds (10), once --idle-settle seconds (30) have passed since the network came
+ *                  up with no room anywhere: what an operator's node costs while nobody talks.
+ *   join phases    the navigator's breakdown of each join (stats.lastOpen): placement (record lookup or its
+ *                  head start, mixer list), probe, dial, the mixer's answer, datagram setup, REDIRECTs. p50/p95.
+ *
+ * Usage: bun bench/rooms.ts [--joins 20] [--drains 20] [--kills 3] [--idle-seconds 10] [--idle-settle 30]
+ *        (bounded: every wait has a deadline)
  * Prints a table, then one JSON line.
  */
-import { loadOpusCodec, RoomNavigator } from "../src/client";
+import { readFileSync } from "node:fs";
+import { loadOpusCodec, type OpenPhases, RoomNavigator } from "../src/client";
 import { silentLogger } from "../src/log";
 import { createRoomLocator, type RoomLocatorClient } from "../src/p2p";
 import { eventually, type NodeHandle, startNode } from "../test/helpers/node-process";
@@ -24,6 +32,8 @@ import { positiveArg } from "./args";
 const JOINS = positiveArg("joins", 20);
 const DRAINS = positiveArg("drains", 20);
 const KILLS = positiveArg("kills", 3);
+const IDLE_S = positiveArg("idle-seconds", 10);
+const IDLE_SETTLE_S = positiveArg("idle-settle", 30);
 const REGION = "bench-region";
 const HEARTBEAT_S = 2;
 /** POST /api/drain needs an admin token. */
@@ -35,6 +45,19 @@ function pct(xs: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] ?? Number.NaN;
 }
 const r0 = (x: number) => Math.round(x);
+const r1 = (x: number) => Math.round(x * 10) / 10;
+
+const CLK_TCK = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim()) || 100;
+/** CPU seconds (utime + stime) of a process, or of one of its threads (the main thread's tid is the pid). */
+function cpuSeconds(pid: number, tid?: number): number {
+  try {
+    const line = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, "utf8");
+    const f = line.slice(line.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  } catch {
+    return Number.NaN;
+  }
+}
 
 const codec = await loadOpusCodec();
 const nodes: NodeHandle[] = [];
@@ -86,23 +109,41 @@ try {
   const ids = await Promise.all(mixers.map((m) => m.peerId()));
   const byPeer = (peer: string | undefined) => mixers[ids.indexOf(peer ?? "")];
 
+  // --- idle CPU ------------------------------------------------------------------------------------
+  await Bun.sleep(IDLE_SETTLE_S * 1000);
+  const idleFrom = nodes.map((n) => [cpuSeconds(n.proc.pid), cpuSeconds(n.proc.pid, n.proc.pid)] as const);
+  const idleT0 = performance.now();
+  await Bun.sleep(IDLE_S * 1000);
+  const idleWall = (performance.now() - idleT0) / 1000;
+  const idlePct = nodes.map((n, i) => ({
+    proc: (100 * (cpuSeconds(n.proc.pid) - idleFrom[i]![0])) / idleWall,
+    main: (100 * (cpuSeconds(n.proc.pid, n.proc.pid) - idleFrom[i]![1])) / idleWall,
+  }));
+  const mixerIdle = idlePct.slice(1);
+  console.error(
+    `idle CPU over ${IDLE_S} s: bootstrap ${r1(idlePct[0]!.proc)} %, mixers ${mixerIdle.map((x) => `${r1(x.proc)}`).join(" ")} % (main threads ${mixerIdle.map((x) => `${r1(x.main)}`).join(" ")} %)`,
+  );
+
   // --- join by name ------------------------------------------------------------------------------
   const firstMs: number[] = [];
   let splits = 0;
   const splitHealMs: number[] = [];
   const secondMs: number[] = [];
+  const phases: OpenPhases[] = [];
   for (let i = 0; i < JOINS; i++) {
     const room = `bench-join-${i}`;
     const a = new RoomNavigator({ libp2p: l.libp2p, room, locator: l, region: REGION });
     let t0 = performance.now();
     const sa = await a.open({});
     firstMs.push(performance.now() - t0);
+    if (a.stats.lastOpen) phases.push(a.stats.lastOpen);
     // the second joiner comes once the claim is resolvable (that is the "existing room" case)
     await eventually(async () => (await l.resolve(room))?.host === a.host, 3_000, "the claim resolvable", 50).catch(() => undefined);
     const b = new RoomNavigator({ libp2p: l.libp2p, room, locator: l, region: REGION });
     t0 = performance.now();
     const sb = await b.open({});
     secondMs.push(performance.now() - t0);
+    if (b.stats.lastOpen) phases.push(b.stats.lastOpen);
     if (a.host !== b.host) {
       splits++;
       // a split claim heals by MOVE (the fast admit's confirmation, the heartbeat's reconcile): how long to one host
@@ -111,6 +152,7 @@ try {
         .then(() => splitHealMs.push(performance.now() - t1))
         .catch(() => splitHealMs.push(Number.POSITIVE_INFINITY));
     }
+    console.error(`join ${i + 1}: new room ${r0(firstMs.at(-1)!)} ms, second joiner ${r0(secondMs.at(-1)!)} ms`);
     await sa.leave();
     await sb.leave();
   }
@@ -129,7 +171,7 @@ try {
   let stuckDrain: string | undefined;
   /** sessions lost outside a drain (a connection reset on a busy machine): re-homed before the next drain */
   let lostBetweenDrains = 0;
-  const phases: { joinMs: number; firstFrameMs: number; gapMs: number }[] = [];
+  const movePhases: { joinMs: number; firstFrameMs: number; gapMs: number }[] = [];
   const lostSeen = ps.map((p) => p.lost);
   for (let d = 0; d < DRAINS; d++) {
     // Lost: closed with an error, or silent (a stream reset whose close the session did not report as one).
@@ -200,7 +242,7 @@ try {
     });
     // The tail, per drain: which participant, which phase (MOVE → JOINED by the successor, JOINED → its first frame).
     const fresh = ps.flatMap((p, i) => p.nav.stats.movePhasesMs.slice(seenPhases[i]).map((ph) => ({ ...ph, i })));
-    phases.push(...fresh);
+    movePhases.push(...fresh);
     const worst = fresh.reduce((a, b) => (b.gapMs > a.gapMs ? b : a), fresh[0] ?? { gapMs: Number.NaN, joinMs: 0, firstFrameMs: 0, i: -1 });
     console.error(
       `drain ${drains}: moved; worst gap ${r0(worst.gapMs)} ms (participant ${worst.i}: MOVE→JOINED ${r0(worst.joinMs)} ms, JOINED→first frame ${r0(worst.firstFrameMs)} ms)`,
@@ -266,38 +308,68 @@ try {
   console.log(
     `  second joiner (resolve)     ${String(secondMs.length).padStart(3)}  ${String(r0(pct(secondMs, 50))).padStart(6)} ms  p95 ${String(r0(pct(secondMs, 95))).padStart(5)} ms`,
   );
+  const phaseKeys = ["placeMs", "mixersMs", "resolveMs", "probeMs", "dialMs", "answerMs", "datagramsMs", "verifyMs"] as const;
+  const phaseFigures: Record<string, { p50: number; p95: number }> = {};
+  for (const k of phaseKeys) {
+    const xs = phases.map((p) => p[k]).filter((x): x is number => x !== undefined);
+    phaseFigures[k.replace(/Ms$/, "")] = { p50: r0(pct(xs, 50)), p95: r0(pct(xs, 95)) };
+  }
+  console.log(
+    `  join phases p50/p95 ms: ${Object.entries(phaseFigures)
+      .map(([k, v]) => `${k} ${v.p50}/${v.p95}`)
+      .join(
+        ", ",
+      )}; placed by record ${phases.filter((p) => p.placedBy === "record").length}, by rule ${phases.filter((p) => p.placedBy === "rule").length}; redirects ${phases.reduce((n, p) => n + p.redirects, 0)}`,
+  );
+  console.log(
+    `idle CPU, mixer process         ${String(mixerIdle.length).padStart(3)}  ${String(
+      r1(
+        pct(
+          mixerIdle.map((x) => x.proc),
+          50,
+        ),
+      ),
+    ).padStart(
+      6,
+    )} %   max ${String(r1(Math.max(...mixerIdle.map((x) => x.proc)))).padStart(5)} %   (bootstrap ${r1(idlePct[0]!.proc)} %, mixer main threads p50 ${r1(
+      pct(
+        mixerIdle.map((x) => x.main),
+        50,
+      ),
+    )} %)`,
+  );
   console.log(
     `handover gap (${drains}/${DRAINS} drains)   ${String(gaps.length).padStart(3)}  ${String(r0(pct(gaps, 50))).padStart(6)} ms  p99 ${String(r0(pct(gaps, 99))).padStart(5)} ms  p99 ≤ 200 ms (dropped: ${dropped})`,
   );
   console.log(
-    `  MOVE → JOINED               ${String(phases.length).padStart(3)}  ${String(
+    `  MOVE → JOINED               ${String(movePhases.length).padStart(3)}  ${String(
       r0(
         pct(
-          phases.map((p) => p.joinMs),
+          movePhases.map((p) => p.joinMs),
           50,
         ),
       ),
     ).padStart(6)} ms  p99 ${String(
       r0(
         pct(
-          phases.map((p) => p.joinMs),
+          movePhases.map((p) => p.joinMs),
           99,
         ),
       ),
     ).padStart(5)} ms`,
   );
   console.log(
-    `  JOINED → first frame        ${String(phases.length).padStart(3)}  ${String(
+    `  JOINED → first frame        ${String(movePhases.length).padStart(3)}  ${String(
       r0(
         pct(
-          phases.map((p) => p.firstFrameMs),
+          movePhases.map((p) => p.firstFrameMs),
           50,
         ),
       ),
     ).padStart(6)} ms  p99 ${String(
       r0(
         pct(
-          phases.map((p) => p.firstFrameMs),
+          movePhases.map((p) => p.firstFrameMs),
           99,
         ),
       ),
@@ -311,6 +383,31 @@ try {
     join_by_name_ms: { n: allJoins.length, p50: r0(pct(allJoins, 50)), p95: r0(pct(allJoins, 95)) },
     join_new_room_ms: { p50: r0(pct(firstMs, 50)), p95: r0(pct(firstMs, 95)) },
     join_existing_room_ms: { p50: r0(pct(secondMs, 50)), p95: r0(pct(secondMs, 95)) },
+    join_phases_ms: phaseFigures,
+    join_placed_by: {
+      record: phases.filter((p) => p.placedBy === "record").length,
+      rule: phases.filter((p) => p.placedBy === "rule").length,
+      redirects: phases.reduce((n, p) => n + p.redirects, 0),
+    },
+    idle_cpu_percent: {
+      seconds: IDLE_S,
+      settle_seconds: IDLE_SETTLE_S,
+      bootstrap: r1(idlePct[0]!.proc),
+      mixers_p50: r1(
+        pct(
+          mixerIdle.map((x) => x.proc),
+          50,
+        ),
+      ),
+      mixers_max: r1(Math.max(...mixerIdle.map((x) => x.proc))),
+      mixer_main_threads_p50: r1(
+        pct(
+          mixerIdle.map((x) => x.main),
+          50,
+        ),
+      ),
+      per_mixer: mixerIdle.map((x) => r1(x.proc)),
+    },
     join_splits: splits,
     split_heal_ms: { n: splitHealMs.length, p50: r0(pct(splitHealMs, 50)), max: r0(Math.max(...splitHealMs)) },
     mixers_discovered: seen,
@@ -328,13 +425,13 @@ try {
       lost_between_drains: lostBetweenDrains,
       move_to_joined_p99: r0(
         pct(
-          phases.map((p) => p.joinMs),
+          movePhases.map((p) => p.joinMs),
           99,
         ),
       ),
       joined_to_first_frame_p99: r0(
         pct(
-          phases.map((p) => p.firstFrameMs),
+          movePhases.map((p) => p.firstFrameMs),
           99,
         ),
       ),

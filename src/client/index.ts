@@ -69,6 +69,7 @@ export {
   type MixerCandidate,
   type NavigatedSessionOptions,
   type NavigatorStats,
+  type OpenPhases,
   PlacementRefusedError,
   type RoomLocator,
   RoomNavigator,

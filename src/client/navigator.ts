@@ -57,8 +57,11 @@ export interface MixerCandidate extends PlacementCandidate {
 
 /** Where rooms and mixers are found: the DHT through a node of the network (src/p2p), or a fake in tests. */
 export interface RoomLocator {
-  /** The room's live, verified record, or undefined when it has none. */
-  resolve(room: string): Promise<LocatedRoom | undefined>;
+  /**
+   * The room's live, verified record, or undefined when it has none. `fresh`: not from a cache of recent
+   * answers (a REDIRECT's confirmation looks for a record newer than the one this client went by).
+   */
+  resolve(room: string, opts?: { fresh?: boolean }): Promise<LocatedRoom | undefined>;
   /** The live mixers of `region` (or of every region, when undefined) from verified advertisements. */
   mixers(region: string | undefined): Promise<MixerCandidate[]>;
 }
@@ -78,7 +81,7 @@ export interface RoomNavigatorOptions {
 }
 
 /** `capabilities` are announced besides ROOM_DIRECTORY, which a navigated session always announces. */
-export type NavigatedSessionOptions = Omit<AudioSessionOptions, "libp2p" | "target" | "room" | "moveToken" | "onControl">;
+export type NavigatedSessionOptions = Omit<AudioSessionOptions, "libp2p" | "target" | "room" | "moveToken" | "onControl" | "onOpenPhase">;
 
 export interface NavigatorStats {
   redirectsFollowed: number;
@@ -102,7 +105,38 @@ export interface NavigatorStats {
   movePhasesMs: { joinMs: number; firstFrameMs: number; gapMs: number }[];
   /** mixers the placement rule chose that did not answer a dial: skipped for the next one by the rule */
   unreachableSkipped: number;
+  /** where the time of the last successful open() went */
+  lastOpen?: OpenPhases;
 }
+
+/** The phases of one open() (join by name), in ms of the navigator's clock. */
+export interface OpenPhases {
+  /** everything: open() called to the session joined */
+  totalMs: number;
+  /** choosing the first mixer to dial: the record lookup (or its head start) and the mixer list */
+  placeMs: number;
+  /** of placeMs: waiting for the region's mixer list (0 when the navigator had one) */
+  mixersMs: number;
+  /** the record lookup's own time, when it answered before the choice was made */
+  resolveMs?: number;
+  /** how the first mixer was chosen: the room's record, the rule after the lookup's head start or its empty answer, a failover */
+  placedBy: "record" | "rule" | "failover";
+  /** pinging the mixers the rule chose (a dead or cut-off one is skipped) */
+  probeMs: number;
+  /** dials and protocol negotiations, summed over the REDIRECTs followed */
+  dialMs: number;
+  /** JOIN to the mixer's answer (JOINED or REDIRECT), summed */
+  answerMs: number;
+  /** voice datagram setup after JOINED */
+  datagramsMs: number;
+  /** confirming REDIRECTs (a record lookup unless the rule already names the target) */
+  verifyMs: number;
+  redirects: number;
+  /** placements tried (a refused REDIRECT or an unreachable mixer starts another) */
+  attempts: number;
+}
+
+type OpenTally = Omit<OpenPhases, "totalMs">;
 
 /**
  * A mixer the placement rule chose must answer a dial within this, or the next one by the rule is taken: a
@@ -209,12 +243,34 @@ export class RoomNavigator {
    */
   async open(o: NavigatedSessionOptions & { onMoved?: (s: AudioSession) => void }): Promise<AudioSession> {
     this.sessionOpts = o;
+    const t0 = this.clock.now();
+    const tally: OpenTally = {
+      placeMs: 0,
+      mixersMs: 0,
+      placedBy: "rule",
+      probeMs: 0,
+      dialMs: 0,
+      answerMs: 0,
+      datagramsMs: 0,
+      verifyMs: 0,
+      redirects: 0,
+      attempts: 0,
+    };
     for (let attempt = 0; ; attempt++) {
-      const first = await this.placeTarget();
+      tally.attempts++;
+      const placeAt = this.clock.now();
+      const first = await this.placeTarget(tally);
+      tally.placeMs += this.clock.now() - placeAt;
       // The rule's choice among the mixers this client can reach: one that does not answer (cut off by a
       // partition, or dead too) is skipped for the next. Every participant on the same side skips the same
       // ones, so they still meet on one mixer. A record's host is not probed: it REDIRECTs or is lost.
-      if (first.byRule && !(await this.answers(first.host, first.addrs))) {
+      let answered = true;
+      if (first.byRule) {
+        const probeAt = this.clock.now();
+        answered = await this.answers(first.host, first.addrs);
+        tally.probeMs += this.clock.now() - probeAt;
+      }
+      if (!answered) {
         if (o.signal?.aborted) throw new AgoraError("P2P", "join aborted");
         this.unreachable.set(first.host, this.clock.now() + UNREACHABLE_FOR_MS);
         this.stats.unreachableSkipped++;
@@ -222,7 +278,9 @@ export class RoomNavigator {
         continue;
       }
       try {
-        return await this.joinFollowing(first.host, first.addrs, undefined);
+        const session = await this.joinFollowing(first.host, first.addrs, undefined, tally);
+        this.stats.lastOpen = { totalMs: this.clock.now() - t0, ...tally };
+        return session;
       } catch (err) {
         // A mixer that REDIRECTed where no record confirms, or into a loop, is not trusted with this room
         // again: it is left out and the room placed without it, as every participant that meets it does
@@ -297,26 +355,37 @@ export class RoomNavigator {
   }
 
   /** The room's live host (unless excluded), else the placement rule's first mixer (`byRule`). */
-  private async placeTarget(): Promise<{ host: string; addrs: string[]; byRule?: boolean }> {
+  private async placeTarget(tally?: OpenTally): Promise<{ host: string; addrs: string[]; byRule?: boolean }> {
     const skipped = this.skipped();
     if (this.excluded.size > 0 && this.mixersCache) {
       // Failover: every participant computes the successor from its cached mixer list without the dead host,
       // at once (a record walk now would wait on the dead peer); the successor's claim settles the record.
       const [best] = rankPlacement(this.opts.room, this.region ?? "", this.mixersCache, skipped);
+      if (tally) tally.placedBy = "failover";
       if (best) return { host: best.peer_id, addrs: best.listen_addr, byRule: true };
     }
-    const lookup = this.opts.locator.resolve(this.opts.room).catch((err) => {
-      this.log.debug({ err: errorMessage(err) }, "room record lookup failed; placing by rule");
-      return undefined;
-    });
+    const lookupAt = this.clock.now();
+    const lookup = this.opts.locator.resolve(this.opts.room).then(
+      (rec) => {
+        if (tally) tally.resolveMs = this.clock.now() - lookupAt;
+        return rec;
+      },
+      (err) => {
+        this.log.debug({ err: errorMessage(err) }, "room record lookup failed; placing by rule");
+        return undefined;
+      },
+    );
     // A new room has no record, and its lookup answers only at its bound: with a mixer list at hand, the
     // rule's first mixer is dialled once the lookup has had a head start. That mixer REDIRECTs to the live
     // host if the room lives elsewhere (the redirect is verified against the record), so nothing is split.
+    const mixersAt = this.clock.now();
     const cached = this.mixersCache ?? (await this.mixers().catch(() => undefined));
+    if (tally) tally.mixersMs += this.clock.now() - mixersAt;
     const headStart = cached && cached.length > 0 ? rankPlacement(this.opts.room, this.region ?? "", cached, skipped)[0] : undefined;
     const rec = headStart
       ? await Promise.race([lookup, new Promise<"late">((res) => setTimeout(res, RESOLVE_HEAD_START_MS, "late"))])
       : await lookup;
+    if (tally) tally.placedBy = rec && rec !== "late" && !skipped.has(rec.host) ? "record" : "rule";
     if (rec === "late") return { host: headStart!.peer_id, addrs: headStart!.listen_addr, byRule: true };
     if (rec && !skipped.has(rec.host)) {
       if (rec.status === "handing-over" && rec.successor && !skipped.has(rec.successor)) {
@@ -329,14 +398,16 @@ export class RoomNavigator {
     // filling): a few bounded retries before giving up.
     for (let attempt = 0; attempt < 6; attempt++) {
       if (attempt > 0) await new Promise((res) => setTimeout(res, 250 * attempt));
+      const retryAt = this.clock.now();
       const cands = await this.mixers(attempt > 0).catch(() => []);
+      if (tally) tally.mixersMs += this.clock.now() - retryAt;
       const [best] = rankPlacement(this.opts.room, this.region ?? "", cands, skipped);
       if (best) return { host: best.peer_id, addrs: best.listen_addr, byRule: true };
     }
     throw new AgoraError("P2P", `no live mixer can host room ${this.opts.room}${this.region ? ` in region ${this.region}` : ""}`);
   }
 
-  private async joinFollowing(host: string, addrs: string[], moveToken: Uint8Array | undefined): Promise<AudioSession> {
+  private async joinFollowing(host: string, addrs: string[], moveToken: Uint8Array | undefined, tally?: OpenTally): Promise<AudioSession> {
     const maxHops = this.opts.maxHops ?? 4;
     const o = this.sessionOpts!;
     let target = { host, addrs };
@@ -357,6 +428,12 @@ export class RoomNavigator {
           // access control too when the caller handles its messages (a grant, the moderation notices)
           capabilities: Capability.ROOM_DIRECTORY | (o.capabilities ?? 0) | (o.onAccess ? Capability.ACCESS_CONTROL : 0),
           ...(moveToken ? { moveToken } : {}),
+          onOpenPhase: (phase, ms) => {
+            if (!tally) return;
+            if (phase === "dial") tally.dialMs += ms;
+            else if (phase === "answer") tally.answerMs += ms;
+            else tally.datagramsMs += ms;
+          },
           onAudio: (frame, at) => this.onAudio(session, frame, at),
           onControl: (m) => this.onMove(session, m),
           onClose: (err) => {
@@ -385,7 +462,12 @@ export class RoomNavigator {
             ...chain,
           ]);
         }
+        const verifyAt = this.clock.now();
         target = await this.verifyRedirect(err.redirect, thisHost);
+        if (tally) {
+          tally.verifyMs += this.clock.now() - verifyAt;
+          tally.redirects++;
+        }
         moveToken = undefined;
         continue;
       }
@@ -427,7 +509,7 @@ export class RoomNavigator {
       return { host: ruled.peer_id, addrs: r.addrs.length > 0 ? r.addrs : ruled.listen_addr };
     }
     for (let attempt = 0; attempt < 8; attempt++) {
-      const rec = await this.opts.locator.resolve(this.opts.room).catch(() => undefined);
+      const rec = await this.opts.locator.resolve(this.opts.room, { fresh: true }).catch(() => undefined);
       if (rec && rec.host === r.hostPeerId && rec.host !== from) {
         this.stats.redirectsFollowed++;
         this.log.debug({ host: rec.host, epoch: rec.epoch }, "following REDIRECT");

@@ -110,6 +110,12 @@ export interface AudioSessionOptions {
   onAccess?: (msg: ModerateResultMessage | ModerationMessage) => void;
   /** bound on dial + protocol negotiation + JOIN/JOINED (default 10 s) */
   timeoutMs?: number;
+  /**
+   * Told how long each phase of open() took, in ms (the join-time breakdown of bench/rooms): "dial" (the
+   * connection and the protocol's negotiation), "answer" (JOIN to JOINED, ERROR or REDIRECT: the mixer's
+   * decision), "datagrams" (the voice datagram setup after JOINED).
+   */
+  onOpenPhase?: (phase: "dial" | "answer" | "datagrams", ms: number) => void;
   /** outbound audio frames held while the connection cannot keep up before the oldest is dropped */
   sendQueueFrames?: number;
   /** called for every received AUDIO; `payload` is owned by the callee */
@@ -214,11 +220,19 @@ export class AudioSession {
     const target = typeof opts.target === "string" ? multiaddr(opts.target) : opts.target;
     let stream: Stream;
     const protocols = typeof opts.protocol === "string" ? [opts.protocol] : [...(opts.protocol ?? AUDIO_PROTOCOLS)];
+    const clock = opts.clock ?? realClock;
+    let phaseAt = clock.now();
+    const phase = (name: "dial" | "answer" | "datagrams") => {
+      const now = clock.now();
+      opts.onOpenPhase?.(name, now - phaseAt);
+      phaseAt = now;
+    };
     try {
       stream = await opts.libp2p.dialProtocol(target, protocols, {
         signal,
         maxOutboundStreams: opts.maxOutboundStreams,
       });
+      phase("dial");
     } catch (err) {
       throw new AgoraError("P2P", `cannot open ${protocols.join(" or ")} to ${String(target)}: ${errorMessage(err)}`, {
         cause: err,
@@ -273,6 +287,7 @@ export class AudioSession {
       settle(new AgoraError("P2P", `cannot send JOIN: ${errorMessage(err)}`));
     }
     const r = await result;
+    phase("answer");
     stream.removeEventListener("message", onMessage);
     stream.removeEventListener("close", onClose);
     signal.removeEventListener("abort", onAbort);
@@ -284,6 +299,7 @@ export class AudioSession {
     session.attach(early);
     if (session.isOpen && r.udp && opts.transport !== "stream" && ((r.capabilities ?? 0) & Capability.UDP_DATAGRAMS) !== 0)
       await session.startDatagrams(stream);
+    phase("datagrams");
     if (opts.transport === "udp" && !session.udp) {
       session.abort("voice datagrams required but not available");
       throw new AgoraError(

@@ -116,8 +116,75 @@ export interface RoomPlacementWiring {
   refreshMixers(ifEmpty?: boolean): Promise<void>;
 }
 
-/** The heartbeat refreshes the region's mixer list at most this often (the beat itself may be faster). */
-const MIXER_REFRESH_MS = 5_000;
+/**
+ * The heartbeat refreshes the region's mixer list at most this often (the beat itself may be faster) while
+ * the list matters: this node hosts a room, or a JOIN asked it for placement within MIXER_DEMAND_MS.
+ */
+export const MIXER_REFRESH_MS = 5_000;
+/** An idle node's list, unchanged walk after walk, is refreshed half as often each time, down to this. */
+export const IDLE_MIXER_REFRESH_MS = 30_000;
+/** A JOIN's placement question keeps the list at MIXER_REFRESH_MS for this long. */
+export const MIXER_DEMAND_MS = 60_000;
+
+/**
+ * When the mixer list is due for a refresh. A discovery is a DHT walk plus a ping, a record lookup and an
+ * advertisement fetch per mixer of the region, and every mixer ran one every 5 s whether or not anybody
+ * asked it anything: on a 10-node test network that was most of an idle node's DHT traffic. So an idle node
+ * backs off while its walks bring no news (no mixer it has not seen in the last minute, none that became
+ * eligible for placement or stopped being so):
+ * 5 s, 10 s, 20 s, 30 s. A walk that found fewer mixers (a busy machine's timed-out walk, a mixer gone) is
+ * no news: the hosts and drains that depend on a fresh list refresh at the busy pace or ask for one
+ * themselves. Hosting a room or a recent JOIN brings back the 5 s pace at once, as do news and a failed walk.
+ * A drain asks for a fresh list itself (refreshMixers), and a JOIN on a list older than the busy pace
+ * refreshes it behind the answer.
+ */
+export class MixerRefreshCadence {
+  private lastAt = Number.NEGATIVE_INFINITY;
+  private demandAt = Number.NEGATIVE_INFINITY;
+  private idleMs = MIXER_REFRESH_MS;
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  /** A JOIN asked for placement: the list matters now. */
+  demand(): void {
+    this.demandAt = this.now();
+  }
+
+  /** The refresh interval in force: MIXER_REFRESH_MS while hosting or asked, the backed-off one otherwise. */
+  intervalMs(hosting: boolean): number {
+    return hosting || this.now() - this.demandAt < MIXER_DEMAND_MS ? MIXER_REFRESH_MS : this.idleMs;
+  }
+
+  due(hosting: boolean): boolean {
+    return this.now() - this.lastAt >= this.intervalMs(hosting);
+  }
+
+  /** A refresh ended: `news` whether it found what the last minute's walks had not; undefined: it failed. */
+  refreshed(news: boolean | undefined): void {
+    this.lastAt = this.now();
+    this.idleMs = news === false ? Math.min(IDLE_MIXER_REFRESH_MS, this.idleMs * 2) : MIXER_REFRESH_MS;
+  }
+}
+
+interface ListedMixer {
+  peer_id: string;
+  status: string;
+  current_load: number;
+  max_clients: number;
+}
+
+/** What the placement rule looks at besides the peer id: not draining, room left (src/protocol placement). */
+export function placeable(c: ListedMixer): boolean {
+  return c.status !== "draining" && c.current_load < c.max_clients;
+}
+
+/**
+ * Whether a walk found a mixer `known` (peer id to placeable) does not have, or one whose eligibility for
+ * placement changed. Load figures and online/degraded flip on a busy machine and change no placement.
+ */
+export function mixerListNews(found: readonly ListedMixer[], known: ReadonlyMap<string, boolean>): boolean {
+  return found.some((c) => known.get(c.peer_id) !== placeable(c));
+}
 
 /** A discovery that finds no other mixer does not replace a list younger than this. */
 const KEEP_LAST_LIST_MS = 60_000;
@@ -138,6 +205,8 @@ export function createRoomPlacement(opts: {
   logger: Logger;
   /** owned rooms' revocations over the records (pass the same store to the audio service) */
   revocations?: RecordRevocations;
+  /** the refresh cadence's clock (virtual time in tests) */
+  now?: () => number;
 }): RoomPlacementWiring {
   const { network, directory } = opts;
   const log = opts.logger.child({ component: "room-placement" });
@@ -145,12 +214,14 @@ export function createRoomPlacement(opts: {
   /** every mixer a discovery found in the last minute, its latest advertisement (a drain's fallback) */
   const recent = new Map<string, { at: number; c: Candidate }>();
   let refreshedAt = Number.NEGATIVE_INFINITY;
+  const cadence = new MixerRefreshCadence(opts.now);
   let refreshing: Promise<Candidate[]> | undefined;
   const refresh = (): Promise<Candidate[]> => {
     refreshing ??= network
       .discover({ region: opts.region, capability: "mixer", includeSelf: true, timeoutMs: DISCOVER_TIMEOUT_MS })
       .then((ranked) => {
         const next = ranked.map((r) => ({ ...r.advertisement }));
+        cadence.refreshed(mixerListNews(next, new Map([...recent].map(([peer, e]) => [peer, placeable(e.c)]))));
         const now = Date.now();
         for (const c of next) if (c.status !== "draining") recent.set(c.peer_id, { at: now, c });
         for (const [peer, e] of recent) if (now - e.at > KEEP_LAST_LIST_MS) recent.delete(peer);
@@ -167,6 +238,7 @@ export function createRoomPlacement(opts: {
         return cache;
       })
       .catch((err) => {
+        cadence.refreshed(undefined);
         log.debug({ err: errorMessage(err) }, "mixer discovery for placement failed; keeping the last list");
         return cache;
       })
@@ -231,7 +303,14 @@ export function createRoomPlacement(opts: {
     privateKey: opts.privateKey,
     region: opts.region,
     selfAddrs: () => network.listenAddrs(),
-    candidates: async () => (cache.length > 0 ? cache : refresh()),
+    // A JOIN's rule check: the list matters from now on; one older than the busy pace is refreshed behind
+    // this answer (an idle node's list may be up to IDLE_MIXER_REFRESH_MS old).
+    candidates: async () => {
+      cadence.demand();
+      if (cache.length === 0) return refresh();
+      if (cadence.due(true)) void refresh();
+      return cache;
+    },
     recentCandidates: () => [...recent.values()].map((e) => e.c),
     knownMixers,
     refreshCandidates: async () => {
@@ -270,8 +349,8 @@ export function createRoomPlacement(opts: {
         for (const [room, n] of participants) directory.setParticipants(room, n);
         // The mixer list is a discovery (a DHT walk and a ping per advertised mixer): not on every beat, or a
         // region flooded with fake advertisements keeps this node's dialer busy with them (a drain refreshes
-        // it first anyway).
-        const due = cache.length === 0 || Date.now() - refreshedAt >= MIXER_REFRESH_MS;
+        // it first anyway), and an idle node backs off (MixerRefreshCadence).
+        const due = cache.length === 0 || cadence.due(participants.size > 0);
         // Not awaited: a discovery waits out its timeout on unreachable mixers (a partition), and the next
         // beats' reconciles, which find a healed partition's competing claim, must not wait behind it.
         if (due) void refresh();

@@ -270,6 +270,8 @@ function createAgoraLibp2p(a: Assembly) {
               logger: opts.logger,
               namespaces: [regionNamespace(cfg.node.region), ALL_NODES_NAMESPACE, ...capabilities.map(capabilityNamespace)],
               intervalMs: jittered(Math.min(heartbeatMs, MAX_PROVIDE_INTERVAL_MS)),
+              // Backs off while rounds reach enough servers: at most 16 heartbeats, well within the validity.
+              maxIntervalMs: Math.min(16 * heartbeatMs, MAX_PROVIDE_INTERVAL_MS, providerValidity / 3),
               timeoutMs: Math.min(60_000, Math.max(5_000, heartbeatMs * 2)),
             }),
           }

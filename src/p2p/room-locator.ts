@@ -30,7 +30,8 @@ export interface LocatorMixer {
 
 export interface RoomLocatorClient {
   readonly libp2p: Libp2p;
-  resolve(room: string): Promise<LocatorRoom | undefined>;
+  /** `fresh`: a new lookup, not a record this locator found within RECORD_CACHE_MS */
+  resolve(room: string, opts?: { fresh?: boolean }): Promise<LocatorRoom | undefined>;
   mixers(region: string | undefined): Promise<LocatorMixer[]>;
   stop(): Promise<void>;
 }
@@ -47,6 +48,13 @@ export interface RoomLocatorOptions {
 const MIXERS_CACHE_MS = 2_000;
 /** Older answers are still used (and refreshed behind) up to this age: mixers come and go in heartbeats. */
 const MIXERS_STALE_MS = 60_000;
+/**
+ * A room's live record found within this long answers the next lookup of it at once: participants joining
+ * one room through one client (or one after the other) would otherwise each wait for their own DHT walk,
+ * longer than the navigator's head start. Only found records are kept (a new room's empty answer is not),
+ * and a record that went stale meanwhile costs at most a REDIRECT or a MOVE from its old host.
+ */
+const RECORD_CACHE_MS = 1_500;
 
 export async function createRoomLocator(opts: RoomLocatorOptions): Promise<RoomLocatorClient> {
   const client = await createDiscoveryClient({ bootstrap: opts.bootstrap, logger: opts.logger });
@@ -55,24 +63,48 @@ export async function createRoomLocator(opts: RoomLocatorOptions): Promise<RoomL
       ...r.advertisement,
     })),
   );
+  const resolve = cachedRoomRecords(async (room) => {
+    const rec = await resolveRoomRecord(client.libp2p.services.dht, room, {
+      signal: AbortSignal.timeout(opts.resolveTimeoutMs ?? 1_500),
+    });
+    return (
+      rec && {
+        host: rec.host,
+        addrs: rec.addrs,
+        epoch: rec.epoch,
+        status: rec.status,
+        ...(rec.successor ? { successor: rec.successor } : {}),
+      }
+    );
+  });
   return {
     libp2p: client.libp2p,
-    resolve: async (room) => {
-      const rec = await resolveRoomRecord(client.libp2p.services.dht, room, {
-        signal: AbortSignal.timeout(opts.resolveTimeoutMs ?? 1_500),
-      });
-      return (
-        rec && {
-          host: rec.host,
-          addrs: rec.addrs,
-          epoch: rec.epoch,
-          status: rec.status,
-          ...(rec.successor ? { successor: rec.successor } : {}),
-        }
-      );
-    },
+    resolve,
     mixers,
     stop: () => client.stop(),
+  };
+}
+
+/**
+ * The locator's room lookups over `lookup` (one DHT walk): a record found within RECORD_CACHE_MS answers the
+ * next lookup of that room at once, unless the caller asks for a fresh one (`{ fresh: true }`: a REDIRECT's
+ * confirmation). Only found records are kept: a new room's "not found" is asked again every time, so the
+ * first claim is seen as soon as it is in the DHT. Callers get copies.
+ */
+export function cachedRoomRecords(
+  lookup: (room: string) => Promise<LocatorRoom | undefined>,
+  now: () => number = Date.now,
+): (room: string, o?: { fresh?: boolean }) => Promise<LocatorRoom | undefined> {
+  const records = new Map<string, { at: number; rec: LocatorRoom }>();
+  return async (room, o) => {
+    const hit = records.get(room);
+    if (hit && !o?.fresh && now() - hit.at < RECORD_CACHE_MS) return { ...hit.rec };
+    const found = await lookup(room);
+    const t = now();
+    for (const [r, e] of records) if (t - e.at >= RECORD_CACHE_MS) records.delete(r);
+    if (found) records.set(room, { at: t, rec: found });
+    else records.delete(room);
+    return found && { ...found };
   };
 }
 

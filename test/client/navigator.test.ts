@@ -38,7 +38,8 @@ function candidate(peer: string, addr: string): MixerCandidate {
   };
 }
 
-async function mixer(dir: MemoryRoomDirectory): Promise<string> {
+/** `othersAlive`: the mixer takes every recorded host for alive (else only itself), so it REDIRECTs to them. */
+async function mixer(dir: MemoryRoomDirectory, othersAlive = false): Promise<string> {
   const key = await generateKeyPair("Ed25519");
   const node = await createLibp2p({
     privateKey: key,
@@ -60,7 +61,7 @@ async function mixer(dir: MemoryRoomDirectory): Promise<string> {
     region: "eu-west",
     selfAddrs: () => [addr],
     candidates: async () => dir.mixers,
-    isAlive: async (p) => p === peer,
+    isAlive: async (p) => othersAlive || p === peer,
     registry,
     logger: silentLogger(),
   });
@@ -161,5 +162,42 @@ describe("RoomNavigator: placement among the mixers it can reach", () => {
       expect(n.stats.unreachableSkipped).toBe(0);
     }
     for (const n of navs) await n.session?.leave();
+  });
+
+  test("the last open's phases: placed by the rule, then by the record, then through a REDIRECT", async () => {
+    const dir = new MemoryRoomDirectory();
+    await mixer(dir, true);
+    await mixer(dir, true);
+    const [first, second] = rankPlacement("phases", "eu-west", dir.mixers);
+    const lib = await createBareClientNode();
+    stops.push(() => lib.stop());
+    // A first joiner whose list has only the rule's second mixer: the room lives there.
+    const only = { ...dir.locator(), mixers: async () => dir.mixers.filter((m) => m.peer_id === second!.peer_id) };
+    const a = new RoomNavigator({ libp2p: lib, room: "phases", locator: only, region: "eu-west" });
+    await a.open({});
+    expect(a.host).toBe(second!.peer_id);
+    const pa = a.stats.lastOpen!;
+    expect(pa.placedBy).toBe("rule");
+    expect(pa.redirects).toBe(0);
+    expect(pa.attempts).toBe(1);
+    expect(pa.dialMs).toBeGreaterThan(0);
+    expect(pa.placeMs + pa.probeMs + pa.dialMs + pa.answerMs + pa.datagramsMs).toBeLessThanOrEqual(pa.totalMs + 1);
+    // A second one finds the record and goes there directly.
+    const b = new RoomNavigator({ libp2p: lib, room: "phases", locator: dir.locator(), region: "eu-west" });
+    await b.open({});
+    expect(b.host).toBe(second!.peer_id);
+    expect(b.stats.lastOpen).toMatchObject({ placedBy: "record", redirects: 0, probeMs: 0 });
+    expect(b.stats.lastOpen!.resolveMs).toBeDefined();
+    // A third one's lookup misses the record: the rule's first mixer REDIRECTs it, the record confirms.
+    let lookups = 0;
+    const late = { ...dir.locator(), resolve: async (room: string) => (lookups++ === 0 ? undefined : dir.locator().resolve(room)) };
+    const c = new RoomNavigator({ libp2p: lib, room: "phases", locator: late, region: "eu-west" });
+    await c.open({});
+    expect(c.host).toBe(second!.peer_id);
+    expect(first!.peer_id).not.toBe(second!.peer_id);
+    const pc = c.stats.lastOpen!;
+    expect(pc).toMatchObject({ placedBy: "rule", redirects: 1, attempts: 1 });
+    expect(pc.totalMs).toBeGreaterThanOrEqual(pc.placeMs + pc.probeMs + pc.dialMs + pc.answerMs + pc.verifyMs - 1);
+    for (const n of [a, b, c]) await n.session?.leave();
   });
 });

@@ -2,7 +2,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { silentLogger } from "../../src/log";
 import { namespaceCid } from "../../src/p2p/namespaces";
-import { ProviderRefresher, type ProviderRefresherComponents, providerRefresher } from "../../src/p2p/provider-refresher";
+import { ACKED_ENOUGH, ProviderRefresher, type ProviderRefresherComponents, providerRefresher } from "../../src/p2p/provider-refresher";
 import { settle, until, useVirtualTime } from "./virtual-time";
 
 interface Call {
@@ -70,6 +70,54 @@ describe("provider refresher service", () => {
     await clock.advance(100_000); // past the round's own 60 s timeout too
     expect(calls.length).toBe(NAMESPACES.length);
     expect(clock.pendingTimers()).toBe(0);
+  });
+
+  test("backs off while rounds reach enough DHT servers, and a poorly acknowledged round brings the base pace back", async () => {
+    clock = useVirtualTime();
+    let acks = ACKED_ENOUGH;
+    const calls: number[] = [];
+    const dht = {
+      async *provide() {
+        calls.push(Date.now());
+        for (let i = 0; i < acks; i++) yield { name: "PEER_RESPONSE", messageName: "ADD_PROVIDER" };
+      },
+    } as unknown as ProviderRefresherComponents["dht"];
+    const svc = providerRefresher({
+      logger: silentLogger(),
+      namespaces: ["/agora/all"],
+      intervalMs: 1_000,
+      maxIntervalMs: 4_000,
+      timeoutMs: 500,
+    })({ dht });
+    await svc.start();
+    await svc.afterStart();
+    const t0 = Date.now();
+    await until("first round", () => svc.completedRounds() === 1);
+    expect(svc.intervalMs()).toBe(2_000);
+    // rounds at 0, 2 s, 6 s, 10 s (capped at 4 s); the 1 s ticks between them do nothing
+    for (const [at, rounds] of [
+      [1_000, 1],
+      [2_000, 2],
+      [5_000, 2],
+      [6_000, 3],
+      [9_000, 3],
+      [10_000, 4],
+    ] as const) {
+      await clock.advance(t0 + at - Date.now());
+      await settle();
+      expect(svc.completedRounds()).toBe(rounds);
+    }
+    expect(svc.intervalMs()).toBe(4_000);
+    // a round that reaches fewer servers (a routing table emptied, a partition): every tick again
+    acks = ACKED_ENOUGH - 1;
+    await clock.advance(4_000);
+    await until("fifth round", () => svc.completedRounds() === 5);
+    expect(svc.intervalMs()).toBe(1_000);
+    await clock.advance(1_000);
+    await until("sixth round", () => svc.completedRounds() === 6);
+    expect(calls.map((t) => t - t0)).toEqual([0, 2_000, 6_000, 10_000, 14_000, 15_000]);
+    await svc.beforeStop();
+    await svc.stop();
   });
 
   test("a round that overruns its timeout is aborted, and the next one still runs", async () => {

@@ -4,7 +4,7 @@
  * "no live mixer" while a recent walk found some.
  */
 import { describe, expect, test } from "bun:test";
-import { cachedMixerLists, type LocatorMixer } from "../../src/p2p/room-locator";
+import { cachedMixerLists, cachedRoomRecords, type LocatorMixer, type LocatorRoom } from "../../src/p2p/room-locator";
 
 function mixer(peer_id: string): LocatorMixer {
   return { peer_id, region: "eu-west", status: "online", capabilities: ["mixer"], current_load: 0, max_clients: 100, listen_addr: [] };
@@ -68,5 +68,53 @@ describe("room locator: mixer lists", () => {
     expect(calls).toBe(before + 3);
     t = 125_000; // the last list that found some is over a minute old: nothing to stand in
     await expect(mixers("eu-west")).resolves.toEqual([]);
+  });
+});
+
+describe("room locator: room records", () => {
+  const rec = (host: string, epoch = 1): LocatorRoom => ({ host, addrs: [], epoch, status: "active" });
+
+  test("a found record answers lookups of that room for 1.5 s; a fresh lookup and an older one walk again", async () => {
+    let t = 0;
+    const answers: (LocatorRoom | undefined)[] = [rec("h1"), rec("h2", 2), rec("h3", 3)];
+    const walked: string[] = [];
+    const resolve = cachedRoomRecords(
+      async (room) => {
+        walked.push(room);
+        return answers.shift();
+      },
+      () => t,
+    );
+    expect((await resolve("r"))?.host).toBe("h1");
+    t = 1_000;
+    expect((await resolve("r"))?.host).toBe("h1"); // from the cache
+    expect(walked).toEqual(["r"]);
+    expect((await resolve("r", { fresh: true }))?.host).toBe("h2"); // a REDIRECT's confirmation asks afresh
+    t = 2_400;
+    expect((await resolve("r"))?.host).toBe("h2"); // the fresh answer restarted the 1.5 s
+    t = 2_600;
+    expect((await resolve("r"))?.host).toBe("h3");
+    expect(walked).toEqual(["r", "r", "r"]);
+  });
+
+  test("a room not found is asked again every time (its first claim is seen at once); callers get copies", async () => {
+    let t = 0;
+    const answers: (LocatorRoom | undefined)[] = [undefined, undefined, rec("h1")];
+    let walks = 0;
+    const resolve = cachedRoomRecords(
+      async () => {
+        walks++;
+        return answers.shift();
+      },
+      () => t,
+    );
+    expect(await resolve("new")).toBeUndefined();
+    expect(await resolve("new")).toBeUndefined();
+    const a = await resolve("new");
+    expect(walks).toBe(3);
+    a!.host = "mutated";
+    t = 100;
+    expect((await resolve("new"))?.host).toBe("h1");
+    expect(walks).toBe(3);
   });
 });

@@ -57,6 +57,8 @@ interface DgSession {
   boundAddress: string | undefined;
   boundPort: number;
   boundKey: string | undefined;
+  /** voice datagrams dropped because the participant may not speak (counted for the control thread) */
+  silenced: number;
 }
 
 /** Where an authenticated frame goes: the participant's jitter buffer. false: no such participant (left). */
@@ -70,6 +72,8 @@ export class WorkerDatagramIO {
   private socket: import("bun").udp.Socket<"uint8array"> | undefined;
   private readonly sessions = new Map<number, DgSession>();
   private readonly byParticipant = new Map<number, DgSession>();
+  /** participants that may not speak (worker handles): their datagrams are dropped after authentication */
+  private readonly listenOnly = new Set<number>();
   private readonly limiter = new SourceRateLimiter({ perSecond: 150, burst: 150, maxSources: 16_384 });
   private readonly nonce = Buffer.alloc(12);
   private readonly dropped = new Map<DatagramDropReason, number>();
@@ -129,6 +133,7 @@ export class WorkerDatagramIO {
       boundAddress: d.state?.address,
       boundPort: d.state?.port ?? 0,
       boundKey: d.state?.address !== undefined ? `${d.state.address}|${d.state.port}` : undefined,
+      silenced: d.state?.silenced ?? 0,
     };
     // A restored session: everything up to the highest counter seen counts as seen (no replay after a restart).
     if (d.state && d.state.rxHighest >= 0)
@@ -142,6 +147,16 @@ export class WorkerDatagramIO {
     if (!s) return;
     this.sessions.delete(sessionId);
     if (this.byParticipant.get(s.participant) === s) this.byParticipant.delete(s.participant);
+  }
+
+  /**
+   * Access control's listen-only participants (a listener, a muted speaker): their voice datagrams are
+   * authenticated (they still count for UDP_REPORT and keep the session alive) and then dropped before
+   * anything else, as the stream path drops their frames; the core would not mix them either.
+   */
+  setCanSpeak(participant: number, canSpeak: boolean): void {
+    if (canSpeak) this.listenOnly.delete(participant);
+    else this.listenOnly.add(participant);
   }
 
   /** The client's UDP_REPORT (forwarded by the control thread): drives this session's send policy. */
@@ -186,6 +201,10 @@ export class WorkerDatagramIO {
     s.lastRxAt = now;
     this.received++;
     if ((header.flags & DatagramFlag.KEEPALIVE) !== 0) return undefined;
+    if (this.listenOnly.has(s.participant)) {
+      s.silenced++;
+      return undefined;
+    }
     if (checkOpusPacket(plain) !== undefined) return "invalid_opus";
     // VadFlag.KNOWN (2) | VOICE (1) only from a client that announced it means it (as the stream path)
     const vad = s.trustVoice ? 2 | ((header.flags & DatagramFlag.VOICE) !== 0 ? 1 : 0) : 0;
@@ -295,6 +314,7 @@ export class WorkerDatagramIO {
         rxAgeMs: s.lastRxAt === Number.NEGATIVE_INFINITY ? -1 : Math.round(now - s.lastRxAt),
         txCounter: s.txCounter,
         rxHighest: s.replay.highestCounter,
+        silenced: s.silenced,
         ...(s.boundAddress !== undefined ? { address: s.boundAddress, port: s.boundPort } : {}),
       });
     const dropped: Partial<Record<DatagramDropReason, number>> = {};

@@ -346,7 +346,7 @@ export class WorkerMediaEngine implements MediaEngine {
       participantId,
       key: Uint8Array.from(d.key),
       trustVoice: d.trustVoice,
-      state: { received: 0, lastRxAt: Number.NEGATIVE_INFINITY, bound: false },
+      state: { received: 0, lastRxAt: Number.NEGATIVE_INFINITY, bound: false, silenced: 0 },
     };
     this.udpSessions.set(d.sessionId, entry);
     this.send({ t: "udpInstall", session: { sessionId: d.sessionId, participant: p.handle, key: entry.key, trustVoice: d.trustVoice } });
@@ -377,6 +377,7 @@ export class WorkerMediaEngine implements MediaEngine {
         e.worker = w;
         e.state.received = w.received;
         e.state.bound = w.address !== undefined;
+        e.state.silenced = w.silenced;
         if (w.rxAgeMs >= 0) e.state.lastRxAt = now - w.rxAgeMs;
       }
       if (r.framesIn > 0) this.metrics.packets.inc({ direction: "in" }, r.framesIn);

@@ -68,6 +68,8 @@ export interface DatagramSessionState {
   lastRxAt: number;
   /** the client's address is learnt */
   bound: boolean;
+  /** voice datagrams dropped because the participant may not speak (setCanSpeak false), since install */
+  silenced: number;
 }
 
 /** A peer's UDP address. */

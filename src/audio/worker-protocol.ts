@@ -59,6 +59,8 @@ export interface UdpSessionState {
   txCounter: number;
   /** highest client counter authenticated (-1: none) */
   rxHighest: number;
+  /** authenticated voice datagrams dropped because the participant may not speak (listener, muted) */
+  silenced: number;
   /** the client's bound address, once learnt */
   address?: string;
   port?: number;

@@ -158,6 +158,7 @@ function leave(participant: number): void {
   p.room.core.remove(p.slot);
   p.room.participants.delete(participant);
   parts.delete(participant);
+  dgram?.setCanSpeak(participant, true);
 }
 
 function drainInbound(): void {
@@ -336,6 +337,8 @@ function restore(list: RestoreRoom[]): void {
 function setCanSpeak(participant: number, canSpeak: boolean): void {
   const p = parts.get(participant);
   if (p) p.room.core.setCanSpeak(p.slot, canSpeak);
+  // its datagrams too: dropped before they reach the core (the stream path drops them on the control thread)
+  if (p) dgram?.setCanSpeak(participant, canSpeak);
 }
 
 /** Replaces the listener's gains; sources that are not (or no longer) in its room are skipped. */

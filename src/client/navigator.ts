@@ -30,6 +30,8 @@ const SWITCH_FLOWING_MS = 40;
 const SWITCH_WAIT_FRAMES = 3;
 /** Re-placements after refused REDIRECTs (each leaves the mixers that sent them out). */
 const MAX_REFUSAL_RETRIES = 2;
+/** Record hosts that refused the dial (gone since the record was read) before the join gives up. */
+const MAX_GONE_HOST_RETRIES = 2;
 
 /** A REDIRECT refused (unconfirmed, for another room, a loop): `peers` are the mixers that sent them. */
 export class PlacementRefusedError extends AgoraError {
@@ -256,10 +258,12 @@ export class RoomNavigator {
       redirects: 0,
       attempts: 0,
     };
+    let goneHosts = 0;
+    let freshLookup = false;
     for (let attempt = 0; ; attempt++) {
       tally.attempts++;
       const placeAt = this.clock.now();
-      const first = await this.placeTarget(tally);
+      const first = await this.placeTarget(tally, freshLookup);
       tally.placeMs += this.clock.now() - placeAt;
       // The rule's choice among the mixers this client can reach: one that does not answer (cut off by a
       // partition, or dead too) is skipped for the next. Every participant on the same side skips the same
@@ -282,6 +286,24 @@ export class RoomNavigator {
         this.stats.lastOpen = { totalMs: this.clock.now() - t0, ...tally };
         return session;
       } catch (err) {
+        // The record named a host that refuses the dial: it is gone since that record was read (a drained or
+        // killed host whose record a recent lookup, or the DHT, still held). Look again, afresh and without
+        // it; if no record names another host, the rule places the room, as it does for everyone who finds
+        // the host gone (its drain handed the room to the rule's next mixer).
+        if (
+          !first.byRule &&
+          !(err instanceof PlacementRefusedError) &&
+          err instanceof AgoraError &&
+          err.code === "P2P" &&
+          hostGone(err) &&
+          goneHosts++ < MAX_GONE_HOST_RETRIES &&
+          !o.signal?.aborted
+        ) {
+          this.unreachable.set(first.host, this.clock.now() + UNREACHABLE_FOR_MS);
+          this.log.info({ mixer: first.host, err: errorMessage(err) }, "the room record's host refuses the dial; looking again");
+          freshLookup = true;
+          continue;
+        }
         // A mixer that REDIRECTed where no record confirms, or into a loop, is not trusted with this room
         // again: it is left out and the room placed without it, as every participant that meets it does
         // (they compute the same ranking), so they still end together on one host.
@@ -355,7 +377,7 @@ export class RoomNavigator {
   }
 
   /** The room's live host (unless excluded), else the placement rule's first mixer (`byRule`). */
-  private async placeTarget(tally?: OpenTally): Promise<{ host: string; addrs: string[]; byRule?: boolean }> {
+  private async placeTarget(tally?: OpenTally, fresh = false): Promise<{ host: string; addrs: string[]; byRule?: boolean }> {
     const skipped = this.skipped();
     if (this.excluded.size > 0 && this.mixersCache) {
       // Failover: every participant computes the successor from its cached mixer list without the dead host,
@@ -365,7 +387,7 @@ export class RoomNavigator {
       if (best) return { host: best.peer_id, addrs: best.listen_addr, byRule: true };
     }
     const lookupAt = this.clock.now();
-    const lookup = this.opts.locator.resolve(this.opts.room).then(
+    const lookup = this.opts.locator.resolve(this.opts.room, fresh ? { fresh: true } : undefined).then(
       (rec) => {
         if (tally) tally.resolveMs = this.clock.now() - lookupAt;
         return rec;
@@ -444,8 +466,15 @@ export class RoomNavigator {
         });
       } catch (err) {
         if (!(err instanceof AudioRedirectError)) {
-          // A dial that lost a race with a closing connection gets another try (bounded), not an error.
-          if (err instanceof AgoraError && err.code === "P2P" && dialRetries++ < 4 && !(this.sessionOpts?.signal?.aborted ?? false)) {
+          // A dial that lost a race with a closing connection gets another try (bounded), not an error. A host
+          // that refuses connections is gone: no retry (open() looks again).
+          if (
+            err instanceof AgoraError &&
+            err.code === "P2P" &&
+            !hostGone(err) &&
+            dialRetries++ < 4 &&
+            !(this.sessionOpts?.signal?.aborted ?? false)
+          ) {
             // A connection whose muxer already closed is still handed out until libp2p notices: drop it,
             // so the retry dials afresh (every stream on it is dead anyway).
             if (/muxer is "closed"/.test(err.message)) await this.hangUp(target.host);
@@ -610,4 +639,9 @@ export class RoomNavigator {
       }
     })();
   }
+}
+
+/** The dial was refused outright (nothing listens there any more), not lost in a race or a timeout. */
+function hostGone(err: AgoraError): boolean {
+  return /ECONNREFUSED/.test(err.message);
 }

@@ -912,6 +912,20 @@ export class AudioRoomService {
   }
 
   /**
+   * Tells the engine whether the participant may be heard (its role and mute, acceptFrame's first rule): the
+   * core then never mixes it, and the media worker drops its voice datagrams, which never pass through
+   * acceptFrame when the worker carries them.
+   */
+  private gateVoice(s: Session): void {
+    if (s.state !== "joined" || !s.room || !s.participantId) return;
+    try {
+      this.opts.engine.setCanSpeak(s.room, s.participantId, s.role >= Role.SPEAKER && !s.muted);
+    } catch (err) {
+      s.log.warn({ err: errorMessage(err) }, "engine.setCanSpeak failed");
+    }
+  }
+
+  /**
    * One inbound frame, from the stream or a datagram (already checked as Opus): one sequence window for both
    * paths, so a frame that came both ways during a switch reaches the engine once.
    */
@@ -955,6 +969,8 @@ export class AudioRoomService {
           s.lastRxAt = this.now();
           s.pingedAt = 0;
         },
+        // the media worker's share of acceptFrame's first rule (datagrams it carries never come here)
+        onSilenced: (n) => this.metrics.framesDropped.inc({ reason: s.muted ? "muted" : "listener" }, n),
       },
       { room: s.room!, participant: s.participantId!, trustVoice: voice },
     );
@@ -1204,6 +1220,7 @@ export class AudioRoomService {
           return answer("outranked", WireErrorCode.FORBIDDEN, `${m.target} is a moderator delegated at or above you`);
         if (m.action === A.MUTE || m.action === A.UNMUTE) {
           t.muted = m.action === A.MUTE;
+          this.gateVoice(t);
           answer("ok", 0, t.muted ? "muted" : "unmuted");
           notify(m.target);
           return;
@@ -1212,6 +1229,7 @@ export class AudioRoomService {
           if (t.role === Role.LISTENER) {
             t.role = Role.SPEAKER;
             t.promoted = true;
+            this.gateVoice(t);
           }
           answer("ok", 0, "promoted to speaker");
           notify(m.target);
@@ -1340,6 +1358,7 @@ export class AudioRoomService {
     s.state = "joined";
     s.room = m.room;
     s.participantId = participantId;
+    this.gateVoice(s);
     s.udp = this.openUdp(s);
     s.name = m.name;
     this.participantIds.add(participantId);

@@ -65,6 +65,8 @@ export interface UdpVoiceHandlers {
   onFrame(frame: AudioFrame): void;
   /** any authenticated datagram (audio or keepalive): the client is alive */
   onAlive(): void;
+  /** plane mode: `n` more voice datagrams the media worker dropped because the participant may not speak */
+  onSilenced?(n: number): void;
 }
 
 /** The mixer's state of one session's datagrams. */
@@ -81,6 +83,8 @@ export class UdpVoiceSession {
   txCounter = 0;
   lastTxAt = Number.NEGATIVE_INFINITY;
   readonly policy: UdpSendPolicy;
+  /** plane mode: the worker's count of this session's voice datagrams dropped as listen-only, last seen */
+  silenced = 0;
   /** when our UDP_REPORT of `received` is due */
   readonly reports = new UdpReportSchedule();
   closed = false;
@@ -289,7 +293,13 @@ export class UdpVoiceEndpoint {
     const plane = this.opts.plane!;
     for (const s of this.sessions.values()) {
       const st = plane.state(s.id);
-      if (!st || st.received === s.received) continue;
+      if (!st) continue;
+      if (st.silenced > s.silenced) {
+        const n = st.silenced - s.silenced;
+        s.silenced = st.silenced;
+        s.handlers.onSilenced?.(n);
+      }
+      if (st.received === s.received) continue;
       s.received = st.received;
       s.handlers.onAlive();
     }

@@ -14,10 +14,18 @@ import { peerIdFromString } from "@libp2p/peer-id";
 import { type Multiaddr, multiaddr } from "@multiformats/multiaddr";
 import { AgoraError, errorMessage } from "../errors";
 import type { Logger } from "../log";
-import { type AudioFrame, Capability, type MoveMessage, type PlacementCandidate, type RedirectMessage, rankPlacement } from "../protocol";
+import {
+  type AudioFrame,
+  Capability,
+  type MoveMessage,
+  type PlacementCandidate,
+  type RedirectMessage,
+  rankPlacement,
+  WireErrorCode,
+} from "../protocol";
 import { type Clock, realClock, type TimerHandle } from "./clock";
 import { quietLogger } from "./quiet-log";
-import { AudioRedirectError, AudioSession, type AudioSessionOptions } from "./session";
+import { AudioRedirectError, AudioRemoteError, AudioSession, type AudioSessionOptions } from "./session";
 
 /** How long a join waits for the room's record before it dials the placement rule's first mixer. */
 const RESOLVE_HEAD_START_MS = 250;
@@ -286,16 +294,16 @@ export class RoomNavigator {
         this.stats.lastOpen = { totalMs: this.clock.now() - t0, ...tally };
         return session;
       } catch (err) {
-        // The record named a host that refuses the dial: it is gone since that record was read (a drained or
-        // killed host whose record a recent lookup, or the DHT, still held). Look again, afresh and without
+        // The record named a host that refuses the dial, or answers that it drains or shuts down: it is gone (or
+        // going) since that record was read (a drained or killed host whose record a recent lookup, or the
+        // DHT, still held; its room is on the successor already). Look again, afresh and without
         // it; if no record names another host, the rule places the room, as it does for everyone who finds
         // the host gone (its drain handed the room to the rule's next mixer).
         if (
           !first.byRule &&
           !(err instanceof PlacementRefusedError) &&
           err instanceof AgoraError &&
-          err.code === "P2P" &&
-          hostGone(err) &&
+          (hostGone(err) || hostLeaving(err)) &&
           goneHosts++ < MAX_GONE_HOST_RETRIES &&
           !o.signal?.aborted
         ) {
@@ -643,5 +651,10 @@ export class RoomNavigator {
 
 /** The dial was refused outright (nothing listens there any more), not lost in a race or a timeout. */
 function hostGone(err: AgoraError): boolean {
-  return /ECONNREFUSED/.test(err.message);
+  return err.code === "P2P" && /ECONNREFUSED/.test(err.message);
+}
+
+/** The host answered the JOIN that it drains or shuts down: its rooms are handed over, or about to be. */
+function hostLeaving(err: AgoraError): boolean {
+  return err instanceof AudioRemoteError && (err.wireCode === WireErrorCode.DRAINING || err.wireCode === WireErrorCode.SHUTTING_DOWN);
 }

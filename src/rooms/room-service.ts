@@ -437,6 +437,8 @@ interface Session {
   role: number;
   /** server-side mute by a moderator: its AUDIO is dropped */
   muted: boolean;
+  /** what the engine was last told of this participant (setCanSpeak); the engine's default is true */
+  engineCanSpeak?: boolean;
   /** promoted by a moderator from listener to speaker (carried with a MOVE) */
   promoted: boolean;
   /** the verified grant (owned rooms) */
@@ -918,8 +920,11 @@ export class AudioRoomService {
    */
   private gateVoice(s: Session): void {
     if (s.state !== "joined" || !s.room || !s.participantId) return;
+    const canSpeak = s.role >= Role.SPEAKER && !s.muted;
+    if ((s.engineCanSpeak ?? true) === canSpeak) return;
+    s.engineCanSpeak = canSpeak;
     try {
-      this.opts.engine.setCanSpeak(s.room, s.participantId, s.role >= Role.SPEAKER && !s.muted);
+      this.opts.engine.setCanSpeak(s.room, s.participantId, canSpeak);
     } catch (err) {
       s.log.warn({ err: errorMessage(err) }, "engine.setCanSpeak failed");
     }

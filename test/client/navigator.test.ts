@@ -200,4 +200,34 @@ describe("RoomNavigator: placement among the mixers it can reach", () => {
     expect(pc.totalMs).toBeGreaterThanOrEqual(pc.placeMs + pc.probeMs + pc.dialMs + pc.answerMs + pc.verifyMs - 1);
     for (const n of [a, b, c]) await n.session?.leave();
   });
+  test("a record naming a host that is gone (a stale cached lookup) is looked up again afresh, not retried to an error", async () => {
+    const dir = new MemoryRoomDirectory();
+    await mixer(dir);
+    await mixer(dir);
+    const lib = await createBareClientNode();
+    stops.push(() => lib.stop());
+    const a = new RoomNavigator({ libp2p: lib, room: "gone", locator: dir.locator(), region: "eu-west" });
+    await a.open({});
+    // A port nothing listens on any more: the host that record names drained and exited.
+    const srv = createServer();
+    await new Promise<void>((res) => srv.listen(0, "127.0.0.1", res));
+    const port = (srv.address() as { port: number }).port;
+    await new Promise<void>((res) => srv.close(() => res()));
+    const gone = peerIdFromPrivateKey(await generateKeyPair("Ed25519")).toString();
+    const asked: boolean[] = [];
+    const stale = {
+      ...dir.locator(),
+      resolve: async (room: string, o?: { fresh?: boolean }) => {
+        asked.push(o?.fresh === true);
+        if (!o?.fresh) return { host: gone, addrs: [`/ip4/127.0.0.1/tcp/${port}`], epoch: 1, status: "active" as const };
+        return dir.locator().resolve(room);
+      },
+    };
+    const b = new RoomNavigator({ libp2p: lib, room: "gone", locator: stale, region: "eu-west" });
+    await b.open({});
+    expect(b.host).toBe(a.host);
+    expect(asked).toEqual([false, true]);
+    expect(b.stats.lastOpen).toMatchObject({ placedBy: "record", attempts: 2 });
+    for (const n of [a, b]) await n.session?.leave();
+  });
 });

@@ -343,39 +343,18 @@ try {
   console.log(
     `handover gap (${drains}/${DRAINS} drains)   ${String(gaps.length).padStart(3)}  ${String(r0(pct(gaps, 50))).padStart(6)} ms  p99 ${String(r0(pct(gaps, 99))).padStart(5)} ms  p99 ≤ 200 ms (dropped: ${dropped})`,
   );
-  console.log(
-    `  MOVE → JOINED               ${String(movePhases.length).padStart(3)}  ${String(
-      r0(
-        pct(
-          movePhases.map((p) => p.joinMs),
-          50,
-        ),
-      ),
-    ).padStart(6)} ms  p99 ${String(
-      r0(
-        pct(
-          movePhases.map((p) => p.joinMs),
-          99,
-        ),
-      ),
-    ).padStart(5)} ms`,
+  // One row per drain phase: the tail's cause (which phase) beside the gap it made.
+  const phaseRow = (label: string, xs: number[]) =>
+    console.log(
+      `  ${label.padEnd(28)}${String(xs.length).padStart(3)}  ${String(r0(pct(xs, 50))).padStart(6)} ms  p99 ${String(r0(pct(xs, 99))).padStart(5)} ms`,
+    );
+  phaseRow(
+    "MOVE → JOINED",
+    movePhases.map((p) => p.joinMs),
   );
-  console.log(
-    `  JOINED → first frame        ${String(movePhases.length).padStart(3)}  ${String(
-      r0(
-        pct(
-          movePhases.map((p) => p.firstFrameMs),
-          50,
-        ),
-      ),
-    ).padStart(6)} ms  p99 ${String(
-      r0(
-        pct(
-          movePhases.map((p) => p.firstFrameMs),
-          99,
-        ),
-      ),
-    ).padStart(5)} ms`,
+  phaseRow(
+    "JOINED → first frame",
+    movePhases.map((p) => p.firstFrameMs),
   );
   console.log(
     `reunite after SIGKILL (${reuniteMs.length}/${KILLS}) ${String(reuniteMs.length).padStart(3)}  ${String(r0(pct(reuniteMs, 50))).padStart(6)} ms  max ${String(r0(Math.max(...reuniteMs))).padStart(5)} ms  ≤ 5000 ms`,

@@ -88,24 +88,21 @@ export class Participant {
   }
 
   /** after a session lost while its host lives on (a connection reset): rejoin where the room lives now */
-  async rejoin(): Promise<void> {
-    for (let i = 0; i < 10; i++) {
-      try {
-        this.session = await this.nav.open(this.sessionOptions());
-        return;
-      } catch {
-        await Bun.sleep(100);
-      }
-    }
-    throw new Error("rejoin did not succeed");
+  rejoin(): Promise<void> {
+    return this.reopen("rejoin");
   }
 
   /**
    * after a lost host: rejoin the rule's successor (what RoomConnection and the join client do), with the
    * same handlers as join (a later MOVE is followed and counted, a later loss counted)
    */
-  async failover(): Promise<void> {
+  failover(): Promise<void> {
     this.nav.hostLost();
+    return this.reopen("failover");
+  }
+
+  /** up to 10 tries, 100 ms apart (a busy machine's successor may still be claiming the room) */
+  private async reopen(what: string): Promise<void> {
     for (let i = 0; i < 10; i++) {
       try {
         this.session = await this.nav.open(this.sessionOptions());
@@ -114,7 +111,7 @@ export class Participant {
         await Bun.sleep(100);
       }
     }
-    throw new Error("failover did not succeed");
+    throw new Error(`${what} did not succeed`);
   }
 
   private stopped = false;

@@ -12,6 +12,7 @@ import { MAX_REVOCATIONS_PER_ROOM, MemoryRevocationStore, type Revocation, type 
 import { errorMessage } from "../errors";
 import type { Logger } from "../log";
 import { fetchVerifiedAdvertisement, type NetworkNode, PROTOCOL_ADVERT, type RoomDirectory, type RoomRecord } from "../p2p";
+import { isPlacementCandidate, type PlacementCandidate } from "../protocol";
 import { type RoomDirectoryPort, RoomHost, type RoomHostRecord } from "../rooms";
 
 export function roomRecordView(r: RoomRecord): RoomHostRecord {
@@ -166,24 +167,13 @@ export class MixerRefreshCadence {
   }
 }
 
-interface ListedMixer {
-  peer_id: string;
-  status: string;
-  current_load: number;
-  max_clients: number;
-}
-
-/** What the placement rule looks at besides the peer id: not draining, room left (src/protocol placement). */
-export function placeable(c: ListedMixer): boolean {
-  return c.status !== "draining" && c.current_load < c.max_clients;
-}
-
 /**
- * Whether a walk found a mixer `known` (peer id to placeable) does not have, or one whose eligibility for
- * placement changed. Load figures and online/degraded flip on a busy machine and change no placement.
+ * Whether a walk found a mixer `known` (peer id to its eligibility, isPlacementCandidate) does not have, or
+ * one whose eligibility for placement in `region` changed. Load figures and online/degraded flip on a busy
+ * machine and change no placement.
  */
-export function mixerListNews(found: readonly ListedMixer[], known: ReadonlyMap<string, boolean>): boolean {
-  return found.some((c) => known.get(c.peer_id) !== placeable(c));
+export function mixerListNews(found: readonly PlacementCandidate[], known: ReadonlyMap<string, boolean>, region: string): boolean {
+  return found.some((c) => known.get(c.peer_id) !== isPlacementCandidate(c, region));
 }
 
 /** A discovery that finds no other mixer does not replace a list younger than this. */
@@ -221,7 +211,8 @@ export function createRoomPlacement(opts: {
       .discover({ region: opts.region, capability: "mixer", includeSelf: true, timeoutMs: DISCOVER_TIMEOUT_MS })
       .then((ranked) => {
         const next = ranked.map((r) => ({ ...r.advertisement }));
-        cadence.refreshed(mixerListNews(next, new Map([...recent].map(([peer, e]) => [peer, placeable(e.c)]))));
+        const known = new Map([...recent].map(([peer, e]) => [peer, isPlacementCandidate(e.c, opts.region)]));
+        cadence.refreshed(mixerListNews(next, known, opts.region));
         const now = Date.now();
         for (const c of next) if (c.status !== "draining") recent.set(c.peer_id, { at: now, c });
         for (const [peer, e] of recent) if (now - e.at > KEEP_LAST_LIST_MS) recent.delete(peer);

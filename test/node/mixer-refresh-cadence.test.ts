@@ -18,7 +18,8 @@ import {
 } from "../../src/node/room-placement";
 import type { NetworkNode, RoomDirectory } from "../../src/p2p";
 
-const list = (...peers: string[]) => peers.map((peer_id) => ({ peer_id, status: "online", current_load: 0, max_clients: 100 }));
+const list = (...peers: string[]) =>
+  peers.map((peer_id) => ({ peer_id, region: "eu-west", capabilities: ["mixer"], status: "online", current_load: 0, max_clients: 100 }));
 const known = (...peers: string[]) => new Map(peers.map((p) => [p, true]));
 
 describe("mixer list refresh cadence", () => {
@@ -72,18 +73,18 @@ describe("mixer list refresh cadence", () => {
   });
 
   test("news: a mixer not seen in the last minute, or one whose eligibility changed; fewer mixers (a timed-out walk) is none", () => {
-    expect(mixerListNews(list("a", "b"), known("a", "b"))).toBe(false);
-    expect(mixerListNews(list("b"), known("a", "b"))).toBe(false);
-    expect(mixerListNews([], known("a", "b"))).toBe(false);
-    expect(mixerListNews(list("a", "c"), known("a", "b"))).toBe(true);
-    expect(mixerListNews(list("a"), new Map())).toBe(true);
+    expect(mixerListNews(list("a", "b"), known("a", "b"), "eu-west")).toBe(false);
+    expect(mixerListNews(list("b"), known("a", "b"), "eu-west")).toBe(false);
+    expect(mixerListNews([], known("a", "b"), "eu-west")).toBe(false);
+    expect(mixerListNews(list("a", "c"), known("a", "b"), "eu-west")).toBe(true);
+    expect(mixerListNews(list("a"), new Map(), "eu-west")).toBe(true);
     const [a] = list("a");
     // a busy machine's degraded flag or load figure changes no placement ...
-    expect(mixerListNews([{ ...a!, status: "degraded", current_load: 40 }], known("a"))).toBe(false);
+    expect(mixerListNews([{ ...a!, status: "degraded", current_load: 40 }], known("a"), "eu-west")).toBe(false);
     // ... a full mixer, or a draining one, does
-    expect(mixerListNews([{ ...a!, current_load: 100 }], known("a"))).toBe(true);
-    expect(mixerListNews([{ ...a!, status: "draining" }], known("a"))).toBe(true);
-    expect(mixerListNews([a!], new Map([["a", false]]))).toBe(true);
+    expect(mixerListNews([{ ...a!, current_load: 100 }], known("a"), "eu-west")).toBe(true);
+    expect(mixerListNews([{ ...a!, status: "draining" }], known("a"), "eu-west")).toBe(true);
+    expect(mixerListNews([a!], new Map([["a", false]]), "eu-west")).toBe(true);
   });
 });
 

@@ -3,7 +3,7 @@
  *
  *   bun bench/mixer-latency.ts [--duration 20] [--rooms 4] [--participants 3] [--probe-period-ms 250]
  *                              [--jitter-min-ms N]   (engine jitter-buffer floor; default: config default)
- *                              [--background N [--background-procs 4]]
+ *                              [--background N [--background-procs 4]] [--transport udp|stream]
  *
  * `--background N` measures at a given load: N more participants in one room of the same mixer (3 talkers,
  * everyone else an open silent microphone, each on its own libp2p connection, from `--background-procs`
@@ -17,13 +17,19 @@
  *   direct: each probe speaker's frames come straight back from the echo protocol (no jitter buffer, no mix);
  *   mixer:  rooms × participants through the mixer; the probe listener hears the speaker in its mix-minus.
  * Added latency = mixer − direct at each percentile. Targets: added p50 ≤ 30 ms, p99 ≤ 60 ms.
+ *
+ * `--transport` (default udp) is how the mixer path's voice travels, the probes' and the background's alike:
+ * "udp" is what clients get by default, encrypted datagrams carried by the media worker on a socket of its own
+ * (the engine's datagram plane, as the node runs it), the stream for control; "stream" is voice on the libp2p
+ * stream. The direct path is always the stream echo: its loopback hop costs a fraction of a millisecond more
+ * than a datagram's, so on udp the added figure is, if anything, understated by that much.
  * Prints a table, then ONE JSON line.
  */
 
 import { join } from "node:path";
 import type { Libp2p, Stream } from "@libp2p/interface";
 import { Registry } from "prom-client";
-import { type LatencySummary, type LoadgenReport, lossPercent, runLoadgen } from "../src/client";
+import { type LatencySummary, type LoadgenReport, lossPercent, runLoadgen, type VoiceTransport } from "../src/client";
 import { defaultConfig } from "../src/config/schema";
 import { createLogger, silentLogger } from "../src/log";
 import {
@@ -37,7 +43,7 @@ import {
   SAMPLE_RATE,
   WIRE_VERSION,
 } from "../src/protocol";
-import { AudioRoomService } from "../src/rooms";
+import { AudioRoomService, UdpVoiceEndpoint } from "../src/rooms";
 import { agoraTransportStack } from "../src/transport";
 import type { LoadgenWorkerEvent, LoadgenWorkerSpec } from "./loadgen-worker";
 
@@ -111,14 +117,21 @@ async function serve(): Promise<void> {
     },
     logger: log,
     registry,
+    // Voice datagrams in the media worker, on a socket of their own (as the node with audio.udp_port set).
+    datagrams: { hostname: "127.0.0.1", port: 0 },
   });
   await engine.start();
+  const plane = engine.datagrams;
+  if (!plane) throw new Error("the media engine has no datagram plane");
+  const udp = new UdpVoiceEndpoint({ plane, planeAddress: "127.0.0.1", registry, logger: log });
   // The background load comes from a few loopback addresses: per-IP limits sized for it.
   const service = new AudioRoomService({
     libp2p: node,
     engine,
     registry,
     logger: log,
+    udp,
+    udpAddrs: ["127.0.0.1"],
     limits: { maxStreamsPerConnection: 4096, ipMaxStreams: 4096, ipJoinsPerSecond: 1000, ipJoinBurst: 1000 },
   });
   await service.start();
@@ -154,6 +167,12 @@ async function main(): Promise<void> {
   const jitterMinMs = arg("jitter-min-ms", defaultConfig().audio.jitter_min_ms, true);
   const background = Math.round(arg("background", 0, true));
   const backgroundProcs = Math.max(1, Math.round(arg("background-procs", 4)));
+  const ti = process.argv.indexOf("--transport");
+  const transport = ti > 0 ? process.argv[ti + 1] : "udp";
+  if (transport !== "udp" && transport !== "stream") {
+    console.error(`--transport: udp or stream, got ${transport}`);
+    process.exit(2);
+  }
   let background_: Background | undefined;
   const server = Bun.spawn([process.execPath, import.meta.path, "--serve", "--jitter-min-ms", String(jitterMinMs)], {
     stdin: "pipe",
@@ -175,12 +194,12 @@ async function main(): Promise<void> {
     const addr = (JSON.parse(buf.split("\n")[0]!) as { addr: string }).addr;
     const logger = silentLogger();
     const common = { node: addr, durationSec: duration, logger, probePeriodMs };
-    if (background > 0) background_ = await startBackground(addr, background, backgroundProcs, duration * 2 + 60);
+    if (background > 0) background_ = await startBackground(addr, background, backgroundProcs, duration * 2 + 60, transport);
     // Direct path: one "room" per probe, each a single participant talking to the echo.
     const direct = await runLoadgen({ ...common, rooms, participants: 1, protocol: ECHO_PROTOCOL, roomPrefix: "echo" });
-    const mixer = await runLoadgen({ ...common, rooms, participants, roomPrefix: "bench" });
+    const mixer = await runLoadgen({ ...common, rooms, participants, roomPrefix: "bench", transport });
     const bg = background_ ? await background_.stop() : undefined;
-    report(direct, mixer, { duration, rooms, participants, probePeriodMs, jitterMinMs, background }, bg);
+    report(direct, mixer, { duration, rooms, participants, probePeriodMs, jitterMinMs, background }, transport, bg);
   } finally {
     await background_?.stop();
     clearTimeout(killTimer);
@@ -206,7 +225,7 @@ interface Background {
  * from `procs` loadgen processes and resolves once all of them are sending; stop() ends them (LEAVE) and
  * returns their figures.
  */
-async function startBackground(addr: string, n: number, procs: number, maxSec: number): Promise<Background> {
+async function startBackground(addr: string, n: number, procs: number, maxSec: number, transport: VoiceTransport): Promise<Background> {
   const worker = join(import.meta.dir, "loadgen-worker.ts");
   const count = Math.min(procs, n);
   const children = Array.from({ length: count }, (_, i) => {
@@ -219,6 +238,7 @@ async function startBackground(addr: string, n: number, procs: number, maxSec: n
       connections: "per-participant",
       localAddress: `127.0.0.${2 + i}`,
       silentMicrophones: true,
+      sessionOptions: { transport },
     };
     const proc = Bun.spawn([process.execPath, worker, JSON.stringify(spec)], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
     const events: LoadgenWorkerEvent[] = [];
@@ -272,7 +292,13 @@ async function startBackground(addr: string, n: number, procs: number, maxSec: n
   };
 }
 
-function report(direct: LoadgenReport, mixer: LoadgenReport, params: Record<string, number>, background?: BackgroundFigures): void {
+function report(
+  direct: LoadgenReport,
+  mixer: LoadgenReport,
+  params: Record<string, number>,
+  transport: VoiceTransport,
+  background?: BackgroundFigures,
+): void {
   const d = direct.latencyMs;
   const m = mixer.latencyMs;
   const diff = (k: keyof LatencySummary) =>
@@ -282,7 +308,7 @@ function report(direct: LoadgenReport, mixer: LoadgenReport, params: Record<stri
   const pass = added.p50 !== null && added.p99 !== null && added.p50 <= targets.p50 && added.p99 <= targets.p99;
   const fmt = (v: number | null) => (v === null ? "-" : v.toFixed(1).padStart(7));
   console.log(
-    `mixer latency on loopback: ${params.rooms} rooms × ${params.participants} participants, ${params.duration} s per path, engine jitter_min_ms ${params.jitterMinMs}${background ? `, background load ${background.joined}/${background.participants} participants (loss ${background.dueLossPercent} %)` : ""}`,
+    `mixer latency on loopback, voice by ${transport}: ${params.rooms} rooms × ${params.participants} participants, ${params.duration} s per path, engine jitter_min_ms ${params.jitterMinMs}${background ? `, background load ${background.joined}/${background.participants} participants (loss ${background.dueLossPercent} %)` : ""}`,
   );
   console.log("path          samples     p50     p90     p99     max   loss%");
   console.log(
@@ -304,6 +330,7 @@ function report(direct: LoadgenReport, mixer: LoadgenReport, params: Record<stri
     JSON.stringify({
       bench: "mixer-latency",
       params,
+      transport,
       direct: { latencyMs: d, lossPercent: direct.totals.lossPercent, joined: direct.totals.joined },
       mixer: {
         latencyMs: m,

@@ -154,7 +154,15 @@ try {
         .then(() => splitHealMs.push(performance.now() - t1))
         .catch(() => splitHealMs.push(Number.POSITIVE_INFINITY));
     }
-    console.error(`join ${i + 1}: new room ${r0(firstMs.at(-1)!)} ms, second joiner ${r0(secondMs.at(-1)!)} ms`);
+    const phaseText = (n: RoomNavigator) => {
+      const o = n.stats.lastOpen;
+      return o
+        ? `place ${r0(o.placeMs)} (mixers ${r0(o.mixersMs)}, resolve ${o.resolveMs === undefined ? "-" : r0(o.resolveMs)}, by ${o.placedBy}), probe ${r0(o.probeMs)}, dial ${r0(o.dialMs)}, answer ${r0(o.answerMs)}, datagrams ${r0(o.datagramsMs)}, redirects ${o.redirects}`
+        : "no phases";
+    };
+    console.error(
+      `join ${i + 1}: new room ${r0(firstMs.at(-1)!)} ms [${phaseText(a)}], second joiner ${r0(secondMs.at(-1)!)} ms [${phaseText(b)}]`,
+    );
     await sa.leave();
     await sb.leave();
   }

@@ -27,8 +27,14 @@ import { type Clock, realClock, type TimerHandle } from "./clock";
 import { quietLogger } from "./quiet-log";
 import { AudioRedirectError, AudioRemoteError, AudioSession, type AudioSessionOptions } from "./session";
 
-/** How long a join waits for the room's record before it dials the placement rule's first mixer. */
-const RESOLVE_HEAD_START_MS = 250;
+/**
+ * How long a join waits for the room's record before it dials the placement rule's first mixer. A live
+ * record answers well within it (its first copy, quorum 1; or the locator's cache); a new room's lookup
+ * answers only when its walk ends (100–300 ms on a 10-node loopback network), and the rule's first mixer does
+ * the same lookup itself before it admits (and REDIRECTs when the room lives elsewhere), so waiting longer
+ * here only put the two lookups one after the other. A wrong guess costs one REDIRECT.
+ */
+export const RESOLVE_HEAD_START_MS = 50;
 /**
  * While a MOVE is followed, the old host's frames count as still flowing when the last came this recently
  * (two frame times); the switch to the successor then happens at its next frame.
@@ -412,9 +418,16 @@ export class RoomNavigator {
     const cached = this.mixersCache ?? (await this.mixers().catch(() => undefined));
     if (tally) tally.mixersMs += this.clock.now() - mixersAt;
     const headStart = cached && cached.length > 0 ? rankPlacement(this.opts.room, this.region ?? "", cached, skipped)[0] : undefined;
+    let headStartTimer: TimerHandle | undefined;
     const rec = headStart
-      ? await Promise.race([lookup, new Promise<"late">((res) => setTimeout(res, RESOLVE_HEAD_START_MS, "late"))])
+      ? await Promise.race([
+          lookup,
+          new Promise<"late">((res) => {
+            headStartTimer = this.clock.setTimeout(() => res("late"), RESOLVE_HEAD_START_MS, { unref: true });
+          }),
+        ])
       : await lookup;
+    this.clock.clearTimeout(headStartTimer);
     if (tally) tally.placedBy = rec && rec !== "late" && !skipped.has(rec.host) ? "record" : "rule";
     if (rec === "late") return { host: headStart!.peer_id, addrs: headStart!.listen_addr, byRule: true };
     if (rec && !skipped.has(rec.host)) {

@@ -12,12 +12,15 @@ import { peerIdFromPrivateKey } from "@libp2p/peer-id";
 import { createLibp2p } from "libp2p";
 import { Registry } from "prom-client";
 import { createClientNode, type MixerCandidate, RoomNavigator } from "../../src/client";
+import { RESOLVE_HEAD_START_MS } from "../../src/client/navigator";
 import { silentLogger } from "../../src/log";
 import { rankPlacement } from "../../src/protocol";
 import { AudioRoomService, RoomHost } from "../../src/rooms";
 import { agoraPing, agoraTransportStack } from "../../src/transport";
 import { createBareClientNode, FakeMediaEngine } from "../helpers/net-fakes";
+import { eventually } from "../helpers/node-process";
 import { MemoryRoomDirectory } from "../helpers/room-directory";
+import { VirtualClock } from "../helpers/virtual-clock";
 
 setDefaultTimeout(30_000);
 
@@ -200,6 +203,36 @@ describe("RoomNavigator: placement among the mixers it can reach", () => {
     expect(pc.totalMs).toBeGreaterThanOrEqual(pc.placeMs + pc.probeMs + pc.dialMs + pc.answerMs + pc.verifyMs - 1);
     for (const n of [a, b, c]) await n.session?.leave();
   });
+  test("a lookup that has not answered holds the join only for the head start, on the navigator's clock; then the rule's first mixer", async () => {
+    const dir = new MemoryRoomDirectory();
+    await mixer(dir);
+    await mixer(dir);
+    const [first] = rankPlacement("head-start", "eu-west", dir.mixers);
+    const lib = await createBareClientNode();
+    stops.push(() => lib.stop());
+    const clock = new VirtualClock();
+    // A new room's lookup: its walk has not ended yet (it never does here).
+    const slow = { ...dir.locator(), resolve: () => new Promise<undefined>(() => {}) };
+    const nav = new RoomNavigator({ libp2p: lib, room: "head-start", locator: slow, region: "eu-west", clock });
+    let opened = false;
+    const open = nav.open({}).then(() => {
+      opened = true;
+    });
+    await eventually(
+      () => clock.pending().some((t) => t.ms === RESOLVE_HEAD_START_MS),
+      10_000,
+      "the head start's timer on the navigator's clock",
+    );
+    expect(opened).toBe(false);
+    expect(lib.getConnections().length).toBe(0);
+    await clock.advance(RESOLVE_HEAD_START_MS);
+    await open;
+    expect(nav.host).toBe(first!.peer_id);
+    expect(nav.stats.lastOpen).toMatchObject({ placedBy: "rule", redirects: 0 });
+    expect(nav.stats.lastOpen!.resolveMs).toBeUndefined();
+    await nav.session?.leave();
+  });
+
   test("a record naming a host that is gone (a stale cached lookup) is looked up again afresh, not retried to an error", async () => {
     const dir = new MemoryRoomDirectory();
     await mixer(dir);

@@ -20,7 +20,24 @@ export function ensureBinary(): string {
   return BINARY;
 }
 
+/** Ports this process has handed out: the kernel may give a just-closed port 0 socket's port again. */
+const handedOut = new Set<number>();
+
+/**
+ * A free TCP port on 127.0.0.1, never one this process handed out before: a node started with three of
+ * them (p2p, dashboard, metrics) must not get the same port twice, which the kernel does now and then.
+ */
 export async function freePort(): Promise<number> {
+  for (let attempt = 0; ; attempt++) {
+    const port = await anyFreePort();
+    if (!handedOut.has(port) || attempt >= 50) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+}
+
+function anyFreePort(): Promise<number> {
   return new Promise((res, rej) => {
     const srv = createServer();
     srv.unref();

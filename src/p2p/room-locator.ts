@@ -110,7 +110,8 @@ export function cachedRoomRecords(
 
 /**
  * The locator's mixer lists per region over `discover` (one walk): one answer serves every caller for
- * MIXERS_CACHE_MS; an older one (up to MIXERS_STALE_MS) is answered at once and refreshed behind. A walk that
+ * MIXERS_CACHE_MS; an older one (up to MIXERS_STALE_MS) is answered at once and refreshed behind, and so is
+ * a caller that comes while a walk is still under way. A walk that
  * finds no mixer (a routing table still filling, a busy machine's walk that timed out) is no news that the
  * region emptied: the last list that found some is answered instead while it is recent, and the next call
  * walks again. Without that, one empty walk lost the list, and a join right after it found "no live mixer"
@@ -120,32 +121,35 @@ export function cachedMixerLists(
   discover: (region: string | undefined) => Promise<LocatorMixer[]>,
   now: () => number = Date.now,
 ): (region: string | undefined) => Promise<LocatorMixer[]> {
-  const cache = new Map<string, { at: number; list: Promise<LocatorMixer[]> }>();
+  /** the latest walk per region; `settled` once it answered (a found list: empty or failed walks leave no entry) */
+  const cache = new Map<string, { at: number; list: Promise<LocatorMixer[]>; settled: boolean }>();
   /** the last non-empty answer per region, and when it was walked */
   const lastFound = new Map<string, { at: number; list: LocatorMixer[] }>();
+  const recentFound = (key: string): LocatorMixer[] | undefined => {
+    const last = lastFound.get(key);
+    return last && now() - last.at < MIXERS_STALE_MS ? last.list : undefined;
+  };
   const refresh = (key: string, region: string | undefined): Promise<LocatorMixer[]> => {
-    const entry = { at: now(), list: Promise.resolve<LocatorMixer[]>([]) };
-    const recentFound = (): LocatorMixer[] | undefined => {
-      const last = lastFound.get(key);
-      return last && now() - last.at < MIXERS_STALE_MS ? last.list : undefined;
-    };
+    const entry = { at: now(), list: Promise.resolve<LocatorMixer[]>([]), settled: false };
     const prev = cache.get(key);
     entry.list = discover(region).then(
       (found) => {
+        entry.settled = true;
         if (found.length > 0) {
           lastFound.set(key, { at: entry.at, list: found });
           return found;
         }
         // Not worth remembering: the next call walks again (and gets the last list meanwhile).
         if (cache.get(key) === entry) cache.delete(key);
-        return recentFound() ?? [];
+        return recentFound(key) ?? [];
       },
       (err) => {
+        entry.settled = true;
         if (cache.get(key) === entry) {
           if (prev) cache.set(key, prev);
           else cache.delete(key);
         }
-        const last = recentFound();
+        const last = recentFound(key);
         if (last) return last;
         throw err;
       },
@@ -153,18 +157,19 @@ export function cachedMixerLists(
     cache.set(key, entry);
     return entry.list;
   };
+  const copies = (list: LocatorMixer[]) => list.map((m) => ({ ...m }));
   return async (region) => {
     const key = region ?? "";
     const hit = cache.get(key);
-    if (hit && now() - hit.at < MIXERS_CACHE_MS) return (await hit.list).map((m) => ({ ...m }));
-    // Stale but recent: answer from it and refresh behind (a join should not wait for a discovery walk).
-    if (hit && now() - hit.at < MIXERS_STALE_MS) {
-      const stale = await hit.list.catch(() => []);
-      if (stale.length > 0) {
-        void refresh(key, region).catch(() => undefined);
-        return stale.map((m) => ({ ...m }));
-      }
+    const young = hit && now() - hit.at < MIXERS_CACHE_MS ? hit : undefined;
+    if (young?.settled) return copies(await young.list);
+    // A list found within MIXERS_STALE_MS answers at once, also while a walk is under way (that walk can
+    // take seconds on a busy network, and a join should not wait for it); an older one is walked behind.
+    const last = recentFound(key);
+    if (last) {
+      if (!young) void refresh(key, region).catch(() => undefined);
+      return copies(last);
     }
-    return (await refresh(key, region)).map((m) => ({ ...m }));
+    return copies(await (young?.list ?? refresh(key, region)));
   };
 }

@@ -69,6 +69,39 @@ describe("room locator: mixer lists", () => {
     t = 125_000; // the last list that found some is over a minute old: nothing to stand in
     await expect(mixers("eu-west")).resolves.toEqual([]);
   });
+
+  test("a caller that comes while a walk is under way gets the last list found at once; without one, it waits for the walk", async () => {
+    let t = 0;
+    const pending: ((found: LocatorMixer[]) => void)[] = [];
+    const mixers = cachedMixerLists(
+      () =>
+        new Promise<LocatorMixer[]>((resolve) => {
+          pending.push(resolve);
+        }),
+      () => t,
+    );
+    // No list yet: the first caller waits for the walk.
+    let first: string[] | undefined;
+    const firstCall = mixers("eu-west").then((l) => {
+      first = l.map((m) => m.peer_id);
+    });
+    await Bun.sleep(0);
+    expect(first).toBeUndefined();
+    pending.shift()!(["a"].map(mixer));
+    await firstCall;
+    expect(first).toEqual(["a"]);
+    // Stale: answered at once, a walk starts behind and hangs (a busy network).
+    t = 3_000;
+    expect((await mixers("eu-west")).map((m) => m.peer_id)).toEqual(["a"]);
+    expect(pending.length).toBe(1);
+    // Within that walk's first 2 s, callers get the last list at once and start no second walk.
+    t = 3_500;
+    expect((await mixers("eu-west")).map((m) => m.peer_id)).toEqual(["a"]);
+    expect(pending.length).toBe(1);
+    pending.shift()!(["a", "b"].map(mixer));
+    await Bun.sleep(0);
+    expect((await mixers("eu-west")).map((m) => m.peer_id)).toEqual(["a", "b"]);
+  });
 });
 
 describe("room locator: room records", () => {

@@ -314,7 +314,12 @@ export class RoomNavigator {
           !o.signal?.aborted
         ) {
           this.unreachable.set(first.host, this.clock.now() + UNREACHABLE_FOR_MS);
-          this.log.info({ mixer: first.host, err: errorMessage(err) }, "the room record's host refuses the dial; looking again");
+          this.log.info(
+            { mixer: first.host, err: errorMessage(err) },
+            hostLeaving(err)
+              ? "the room record's host answers that it drains or shuts down; looking again"
+              : "the room record's host refuses the dial; looking again",
+          );
           freshLookup = true;
           continue;
         }

@@ -161,12 +161,28 @@ describe("ReplayWindow (RFC 4303 style)", () => {
 });
 
 describe("UdpSendPolicy", () => {
+  test("no report ever (UDP blocked from the start): both ways for dualSendMs, then the stream, probing", () => {
+    const p = new UdpSendPolicy(DATAGRAM_TIMING);
+    // no report yet: both ways for dualSendMs, then the stream, probing every 10th
+    expect(p.route(0)).toEqual({ datagram: true, stream: true });
+    expect(p.route(DATAGRAM_TIMING.dualSendMs)).toEqual({ datagram: true, stream: true });
+    let probes = 0;
+    for (let i = 1; i <= 20; i++) if (p.route(DATAGRAM_TIMING.dualSendMs + i * 20).datagram) probes++;
+    expect(probes).toBe(2);
+    p.report(3, 2400);
+    expect(p.route(2420)).toEqual({ datagram: true, stream: false });
+  });
+
+  test("a session's first frames go both ways until the peer's first report: datagram timing from the start", () => {
+    const p = new UdpSendPolicy(DATAGRAM_TIMING);
+    for (let t = 0; t < 400; t += 20) expect(p.route(t)).toEqual({ datagram: true, stream: true });
+    p.report(15, 400);
+    for (let t = 400; t < 1400; t += 20) expect(p.route(t)).toEqual({ datagram: true, stream: false });
+  });
+
   test("datagrams while reports rise; the stream within fallbackMs of silence; dual-send, then probes", () => {
     const p = new UdpSendPolicy(DATAGRAM_TIMING);
-    expect(p.route(0)).toEqual({ datagram: false, stream: true }); // no report yet: stream, probing every 10th
-    let probes = 0;
-    for (let i = 0; i < 20; i++) if (p.route(i * 20).datagram) probes++;
-    expect(probes).toBe(2);
+    p.route(0);
     p.report(3, 400);
     expect(p.route(420)).toEqual({ datagram: true, stream: false });
     p.report(15, 650);

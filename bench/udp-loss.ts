@@ -11,6 +11,21 @@
  * measures latency with its tone-burst probes (protocol.md, "Measuring latency") four times: stream and udp
  * transport, each without and with loss. Needs root and `ip netns`; without them it says why and exits 2.
  * Prints a table, then ONE JSON line.
+ *
+ * What a probe measures under loss. 5 % on each of the two legs is about 10 % of the mixed frames lost end to
+ * end. A lost frame is concealed, nothing waits for it, so it adds no latency; but a probe that timed the
+ * burst's onset alone used to count it as delay: a lost first frame moved the onset one frame later (the
+ * listener's leg), and on the speaker's leg the mixer's decoder recovering from the concealment faded the
+ * next frames in under the onset threshold (two to four frames later). Each burst frame now carries its own
+ * tone and a probe is timed at the first boundary between two burst frames that both got through (loadgen,
+ * BurstBoundaryDetector; protocol.md, "Measuring latency"): only audio that arrived is timed, and
+ * `probes later` counts the probes loss touched. Beside the latency: the mixer's jitter-buffer targets
+ * (polled from /api/rooms during the measured window), how often a session's voice fell back to the stream,
+ * and the mixed frames that reached a datagram session by the stream first. A udp run whose target p99 is
+ * the jitter maximum (200 ms) while its clean run's is 20 met TCP's retransmissions: sessions used to start on
+ * the stream alone until the first UDP_REPORT, and the stream's late copies counted as lateness; both ends now
+ * send both ways until then and the jitter buffer ignores copies (protocol.md, "Choosing the path"). The same
+ * target at 0 % loss is the machine stalling (joins on a busy machine), not the network.
  */
 import { type LoadgenReport, runLoadgen, type VoiceTransport } from "../src/client";
 import { silentLogger } from "../src/log";
@@ -40,6 +55,29 @@ interface Row {
   gapLossPercent: number;
   sessionsLost: number;
   droppedByNft: number;
+  probesTimedLater: number;
+  uplinkFallbacks: number;
+  downlinkFramesViaStream: number;
+  /** the node's per-participant jitter-buffer targets, sampled every 200 ms while measuring */
+  jitterTargetP50Ms: number | null;
+  jitterTargetP99Ms: number | null;
+}
+
+/** The jitter-buffer targets of every participant of the node, from its rooms API. */
+async function jitterTargets(url: string, token: string): Promise<number[]> {
+  try {
+    const res = await fetch(`${url}/api/rooms`, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(1_000) });
+    const rooms = (await res.json()) as Array<{ participants: Array<{ jitter_target_ms?: number }> }>;
+    return rooms.flatMap((r) => r.participants.flatMap((p) => (p.jitter_target_ms !== undefined ? [p.jitter_target_ms] : [])));
+  } catch {
+    return [];
+  }
+}
+
+function quantile(values: number[], q: number): number | null {
+  if (values.length === 0) return null;
+  const v = [...values].sort((a, b) => a - b);
+  return v[Math.min(v.length - 1, Math.max(0, Math.ceil(q * v.length) - 1))]!;
 }
 
 const host = new PrivateHost("agl");
@@ -54,6 +92,9 @@ try {
       host.clearLoss();
       if (loss > 0) host.loss(loss);
       const before = loss > 0 ? host.lossDrops() : 0;
+      const targets: number[] = [];
+      let sampling: Promise<void> | undefined;
+      let measuring = false;
       const r: LoadgenReport = await runLoadgen({
         node: addr,
         rooms,
@@ -63,7 +104,19 @@ try {
         transport,
         roomPrefix: `loss-${transport}-${loss}`,
         logger: silentLogger(),
+        onPhase: (phase) => {
+          measuring = phase === "measuring";
+          if (!measuring) return;
+          sampling = (async () => {
+            while (measuring) {
+              targets.push(...(await jitterTargets(node.dashboardUrl, token)));
+              await Bun.sleep(200);
+            }
+          })();
+        },
       });
+      measuring = false;
+      await sampling;
       rows.push({
         transport,
         loss,
@@ -74,6 +127,11 @@ try {
         gapLossPercent: r.totals.lossPercent,
         sessionsLost: r.totals.sessionsLost,
         droppedByNft: loss > 0 ? host.lossDrops() - before : 0,
+        probesTimedLater: r.perRoom.reduce((n, room) => n + room.probesTimedLater, 0),
+        uplinkFallbacks: r.paths.uplinkFallbacks,
+        downlinkFramesViaStream: r.paths.downlinkFramesViaStream,
+        jitterTargetP50Ms: quantile(targets, 0.5),
+        jitterTargetP99Ms: quantile(targets, 0.99),
       });
     }
   }
@@ -89,10 +147,12 @@ const rise = (t: VoiceTransport) => {
   return clean?.p99 != null && lossy?.p99 != null ? Math.round((lossy.p99 - clean.p99) * 10) / 10 : null;
 };
 console.log(`udp-loss: ${rooms} rooms × ${participants}, ${duration} s per run, ${lossPercent} % random loss on the node's namespace`);
-console.log("transport  loss %  probes  p50 ms  p99 ms  due-loss %  gap-loss %  lost sessions  packets dropped by nft");
+console.log(
+  "transport  loss %  probes  probes later  p50 ms  p99 ms  due-loss %  gap-loss %  lost sessions  nft drops  jitter target p50/p99 ms  fallbacks  frames via stream",
+);
 for (const r of rows)
   console.log(
-    `${r.transport.padEnd(9)}  ${String(r.loss).padStart(6)}  ${String(r.samples).padStart(6)}  ${String(r.p50).padStart(6)}  ${String(r.p99).padStart(6)}  ${r.dueLossPercent.toFixed(2).padStart(10)}  ${r.gapLossPercent.toFixed(2).padStart(10)}  ${String(r.sessionsLost).padStart(13)}  ${String(r.droppedByNft).padStart(8)}`,
+    `${r.transport.padEnd(9)}  ${String(r.loss).padStart(6)}  ${String(r.samples).padStart(6)}  ${String(r.probesTimedLater).padStart(12)}  ${String(r.p50).padStart(6)}  ${String(r.p99).padStart(6)}  ${r.dueLossPercent.toFixed(2).padStart(10)}  ${r.gapLossPercent.toFixed(2).padStart(10)}  ${String(r.sessionsLost).padStart(13)}  ${String(r.droppedByNft).padStart(9)}  ${`${r.jitterTargetP50Ms}/${r.jitterTargetP99Ms}`.padStart(24)}  ${String(r.uplinkFallbacks).padStart(9)}  ${String(r.downlinkFramesViaStream).padStart(17)}`,
   );
 console.log(`p99 rise with loss: stream ${rise("stream")} ms, udp ${rise("udp")} ms (target udp ≤ 20 ms)`);
 console.log(

@@ -49,6 +49,9 @@ export { loadOpusCodec } from "./codec";
 export { type Listener, SafeEmitter } from "./events";
 export { type JoinClientOptions, type JoinClientReport, type ReconnectOptions, runJoinClient, type SimulateOptions } from "./join";
 export {
+  BURST_SYMBOL_FREQS,
+  type BurstBoundary,
+  BurstBoundaryDetector,
   type LatencySummary,
   LOADGEN_CONNECTIONS,
   type LoadgenConnections,

@@ -10,8 +10,8 @@
  *
  * What each participant sends (encoded once up front and replayed, so loadgen's own CPU stays low; one
  * timer tick sends every due frame of every participant of a send phase, and only probe listeners decode):
- *  - participant 0 of every room with `talkers` ≥ 1, the "probe speaker": a 100 ms 1 kHz burst at -6 dBFS
- *    every `probePeriodMs` (default 1 s); near-silence in between, or, with several talkers, its talker tone
+ *  - participant 0 of every room with `talkers` ≥ 1, the "probe speaker": a 100 ms burst at -6 dBFS, each of
+ *    its five frames a tone of its own (BURST_SYMBOL_FREQS, 1-3.4 kHz), every `probePeriodMs` (default 1 s); near-silence in between, or, with several talkers, its talker tone
  *    (so it competes for a top-K slot like the others);
  *  - participants 1 … talkers−1: a talker tone at -30 dBFS (250 + 110·k Hz; three of them summed stay under
  *    the onset threshold, so they do not mask the bursts);
@@ -20,12 +20,14 @@
  *    `silentMicrophones` an open but silent microphone: comfort noise at about -65 dBFS, still 50 frames/s.
  *
  * Latency method (documented in protocol.md): the first non-talker of each room (participant 1 with one
- * talker), the "probe listener", decodes its mix. When a burst onset appears after ≥ 300 ms of quiet, its position is located to 1 ms (RMS over
- * 48-sample blocks) and latency = (arrival time of the frame + onset offset inside it) − (time the burst's
- * first frame was sent). Both times come from the same process clock, so no clock sync is needed. This is
- * mouth-to-ear minus capture and playout buffering: network both ways, the node's jitter buffer, mixing
- * tick alignment and the extra Opus encode/decode (its algorithmic delay appears as the onset offset).
- * Bursts are attributed to the latest one sent before the onset, so latencies ≥ probePeriodMs cannot be
+ * talker), the "probe listener", decodes its mix. A burst is timed at its first boundary located to 1 ms whose
+ * both sides got through (BurstBoundaryDetector): its onset after half a period of quiet, or, when its first
+ * frames were lost, concealed or faded in, the start of a later burst frame; latency = (arrival time of the
+ * frame + the boundary's offset inside it) − (time that burst frame was sent). A lost frame is concealed and
+ * nothing waits for it, so it is not counted as delay. Both times come from the same process clock, so no
+ * clock sync is needed. This is mouth-to-ear minus capture and playout buffering: network both ways, the
+ * node's jitter buffer, mixing tick alignment and the extra Opus encode/decode (its algorithmic delay appears
+ * as the offset). Bursts are attributed to the latest one sent before the boundary, so latencies ≥ probePeriodMs cannot be
  * measured (they would alias); such onsets are discarded and counted. Probes during the first `warmupSec`
  * after the joins (jitter buffers prefilling) are not counted: the figures are steady-state.
  *
@@ -171,6 +173,11 @@ export interface LoadgenRoomReport extends LoadgenCounts {
   latencyMs: LatencySummary;
   /** onsets that could not be attributed to a burst (latency ≥ probe period, or spurious) */
   probesUnmatched: number;
+  /**
+   * probes timed at a later frame of their burst (its first frames lost, concealed or faded in on the way):
+   * how often loss touched a probe, which the latency figures leave out
+   */
+  probesTimedLater: number;
   /** mixed frames the probe listener's decoder rejected */
   framesUndecodable: number;
 }
@@ -193,6 +200,12 @@ export interface LoadgenReport {
   /** every probe latency (ms), with keepLatencySamples */
   latencySamplesMs?: number[];
   /**
+   * Which path voice took, over sessions that were offered datagrams: times a session's own voice left
+   * datagrams for the stream, and mixed frames that reached it by the stream first (the server's direction
+   * on the stream, or its copies at the start of a session).
+   */
+  paths: { datagramSessions: number; uplinkFallbacks: number; downlinkFramesViaStream: number };
+  /**
    * Loss against the wall clock over the measured part only (warm-up end to the end of sending), for the
    * sessions open at both ends: the steady state, without the join ramp.
    */
@@ -201,7 +214,11 @@ export interface LoadgenReport {
 }
 
 const BURST_FRAMES = 5;
-const BURST_FREQ = 1000;
+/**
+ * The burst's frames each carry their own tone (continuous phase), so the listener can tell which of them a
+ * piece of received audio is: 600 Hz apart, three bins of the 5 ms analysis window.
+ */
+export const BURST_SYMBOL_FREQS: readonly number[] = [1000, 1600, 2200, 2800, 3400];
 const BURST_AMPLITUDE = 16_000;
 const BACKGROUND_FREQ = 300;
 const BACKGROUND_AMPLITUDE = 100;
@@ -235,6 +252,114 @@ export function summarize(values: number[]): LatencySummary {
 
 function round1(x: number): number {
   return Math.round(x * 10) / 10;
+}
+
+/** A burst boundary found by BurstBoundaryDetector: where burst frame `symbol` begins in the received audio. */
+export interface BurstBoundary {
+  /** the burst frame (0-based) that begins here: 0 is the onset after quiet */
+  symbol: number;
+  /** time of the boundary on the caller's clock (arrival time of the frame holding it + its offset there) */
+  at: number;
+}
+
+/** Analysis window of the burst detector (5 ms: 200 Hz resolution for tones 600 Hz apart). */
+const SYMBOL_WINDOW = 240;
+/** A burst tone counts as present above this amplitude in the window (≈ the onset detector's RMS 4000). */
+const SYMBOL_AMPLITUDE = 5600;
+const UNKNOWN_SYMBOL = -2;
+/**
+ * After a hole the decoder's first output overlaps the frame before the hole (Opus's 2.5 ms MDCT overlap
+ * with state from a frame that was not the one before): classified only from 5 ms in.
+ */
+const GAP_SETTLE_SAMPLES = 240;
+
+/**
+ * Times a probe burst by the boundaries between its frames (each carrying its own tone, BURST_SYMBOL_FREQS),
+ * not only by its onset, so that a lost frame is never counted as delay. Per 1 ms block the dominant burst
+ * tone in the last 5 ms is classified (or quiet); a boundary is where it changes, placed at the window's
+ * middle. Counted: quiet → frame 0 after `quietBeforeMs` of quiet (the classic onset), or frame j → frame
+ * j+1, whichever comes first in a burst; then nothing until the next quiet gap. Anything else (quiet →
+ * frame 2: the first frames were lost, concealed or faded in by the decoder recovering from a loss; frame 1 →
+ * frame 3: frame 2 was concealed) is not a boundary whose send time is known, so it is not measured. `gap()`
+ * (frames missing on the listener's own leg) drops the window: a boundary is never found across a hole.
+ */
+export class BurstBoundaryDetector {
+  private readonly window = new Float32Array(SYMBOL_WINDOW);
+  private filled = 0;
+  private writeAt = 0;
+  /** the last block's class: a burst frame, -1 quiet, or UNKNOWN_SYMBOL right after a hole */
+  private state = -1;
+  private quietSamples = 0;
+  private armed = false;
+  private readonly quietNeeded: number;
+  private readonly coeffs: Float64Array;
+
+  constructor(quietBeforeMs: number, freqs: readonly number[] = BURST_SYMBOL_FREQS) {
+    this.quietNeeded = Math.round((quietBeforeMs * SAMPLE_RATE) / 1000);
+    this.coeffs = Float64Array.from(freqs, (f) => 2 * Math.cos((2 * Math.PI * f) / SAMPLE_RATE));
+  }
+
+  /**
+   * Frames were lost before the next one: the window restarts after the hole and the state there is unknown
+   * (the first tone after it is not a boundary), and its first 5 ms are not classified. The quiet counted
+   * before the hole still arms the next burst.
+   */
+  gap(): void {
+    this.filled = -GAP_SETTLE_SAMPLES;
+    this.state = UNKNOWN_SYMBOL;
+  }
+
+  /** Feeds one decoded frame that arrived at `receivedAt`; returns the boundary counted in it, if any. */
+  feed(pcm: Int16Array, receivedAt: number): BurstBoundary | undefined {
+    let found: BurstBoundary | undefined;
+    for (let b = 0; b + ONSET_BLOCK <= pcm.length; b += ONSET_BLOCK) {
+      for (let i = b; i < b + ONSET_BLOCK; i++) {
+        this.window[this.writeAt] = pcm[i]!;
+        this.writeAt = (this.writeAt + 1) % SYMBOL_WINDOW;
+      }
+      this.filled = Math.min(SYMBOL_WINDOW, this.filled + ONSET_BLOCK);
+      if (this.filled < SYMBOL_WINDOW) continue;
+      const next = this.classify();
+      const prev = this.state;
+      this.state = next;
+      if (next < 0) {
+        this.quietSamples += ONSET_BLOCK;
+        if (this.quietSamples >= this.quietNeeded) this.armed = true;
+        continue;
+      }
+      this.quietSamples = 0;
+      if (next === prev || !this.armed || found) continue;
+      if ((prev === -1 && next === 0) || (prev >= 0 && next === prev + 1)) {
+        // the window's middle: its end is b + ONSET_BLOCK in this frame
+        const offset = b + ONSET_BLOCK - SYMBOL_WINDOW / 2;
+        found = { symbol: next, at: receivedAt + (offset / SAMPLE_RATE) * 1000 };
+        this.armed = false;
+      }
+    }
+    return found;
+  }
+
+  /** The burst tone dominating the window, or -1 when none reaches SYMBOL_AMPLITUDE. */
+  private classify(): number {
+    let best = -1;
+    let bestAmp = SYMBOL_AMPLITUDE;
+    for (let k = 0; k < this.coeffs.length; k++) {
+      const c = this.coeffs[k]!;
+      let s1 = 0;
+      let s2 = 0;
+      for (let n = 0; n < SYMBOL_WINDOW; n++) {
+        const s0 = this.window[(this.writeAt + n) % SYMBOL_WINDOW]! + c * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+      }
+      const amp = (2 * Math.sqrt(Math.max(0, s1 * s1 + s2 * s2 - c * s1 * s2))) / SYMBOL_WINDOW;
+      if (amp > bestAmp) {
+        bestAmp = amp;
+        best = k;
+      }
+    }
+    return best;
+  }
 }
 
 /** Encodes one period of a looping signal; the second pass is kept so encoder state is steady-state. */
@@ -307,13 +432,16 @@ interface RoomState {
   listener?: Participant;
   joinErrors: number;
   joinError?: string;
-  /** send times of probe bursts, newest last (bounded) */
-  burstSentAt: number[];
+  /** send times of each frame of the probe bursts, newest burst last (bounded) */
+  burstSentAt: number[][];
   latencies: number[];
   unmatched: number;
+  timedLater: number;
   undecodable: number;
   decoder?: OpusDecoder;
-  detector: OnsetDetector;
+  detector: BurstBoundaryDetector;
+  /** the listener's last received seq (a hole before a frame resets the detector) */
+  lastSeq?: number;
 }
 
 export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
@@ -374,7 +502,11 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
   // Pre-encoded material, each one loop long: the probe pattern (burst, then quiet or talking), the tones of
   // the other talkers, and what non-talkers send.
   const sine = (amp: number, freq: number) => (i: number) => Math.round(amp * Math.sin((2 * Math.PI * freq * i) / SAMPLE_RATE));
-  const burstOnly = sine(BURST_AMPLITUDE, BURST_FREQ);
+  // Continuous phase across the burst's frames, each at its own BURST_SYMBOL_FREQS tone.
+  const burstPhase = new Float64Array(BURST_FRAMES * FRAME_SAMPLES);
+  for (let i = 1; i < burstPhase.length; i++)
+    burstPhase[i] = burstPhase[i - 1]! + (2 * Math.PI * BURST_SYMBOL_FREQS[Math.floor((i - 1) / FRAME_SAMPLES)]!) / SAMPLE_RATE;
+  const burstOnly = (i: number) => Math.round(BURST_AMPLITUDE * Math.sin(burstPhase[i]!));
   const probeFiller = sine(TALKER_AMPLITUDE, talkerFreq(0));
   const probePattern = (talking: boolean) =>
     preEncode(codec, bitrate, periodFrames, (i) => (i < BURST_FRAMES * FRAME_SAMPLES ? burstOnly(i) : talking ? probeFiller(i) : 0));
@@ -399,8 +531,9 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
       burstSentAt: [],
       latencies: [],
       unmatched: 0,
+      timedLater: 0,
       undecodable: 0,
-      detector: new OnsetDetector(quietBeforeMs),
+      detector: new BurstBoundaryDetector(quietBeforeMs),
     };
     for (let i = 0; i < spec.participants; i++) {
       const isProbe = i === 0 && spec.talkers >= 1;
@@ -448,24 +581,37 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
     p.rx.frame(seq);
     const room = p.room;
     if (p !== room.listener || !room.decoder) return;
+    const missing = room.lastSeq === undefined ? 0 : ((seq - room.lastSeq) | 0) - 1;
+    room.lastSeq = seq;
     let pcm: Int16Array;
     try {
+      if (missing !== 0) {
+        // As a client's playout would: conceal what is missing (up to 100 ms), so the decoder's state leads
+        // into this frame; the concealment is not audio that arrived, so it is not timed.
+        for (let i = 0; i < Math.min(Math.max(missing, 0), 5); i++) room.decoder.decode(null);
+        room.detector.gap();
+      }
       pcm = room.decoder.decode(payload);
     } catch {
       room.undecodable++;
       return;
     }
-    const offset = room.detector.feed(pcm);
-    if (offset < 0 || !measuring) return;
-    const onsetAt = receivedAt + (offset / SAMPLE_RATE) * 1000;
+    const boundary = room.detector.feed(pcm, receivedAt);
+    if (!boundary || !measuring) return;
+    // The send time of the burst frame that begins at this boundary, in the latest burst sent before it.
     let sentAt: number | undefined;
-    for (let i = room.burstSentAt.length - 1; i >= 0; i--)
-      if (room.burstSentAt[i]! <= onsetAt) {
-        sentAt = room.burstSentAt[i];
+    for (let i = room.burstSentAt.length - 1; i >= 0; i--) {
+      const frames = room.burstSentAt[i]!;
+      if (frames[0]! <= boundary.at) {
+        sentAt = frames[boundary.symbol];
         break;
       }
-    if (sentAt === undefined || onsetAt - sentAt >= periodMs) room.unmatched++;
-    else room.latencies.push(onsetAt - sentAt);
+    }
+    if (sentAt === undefined || boundary.at - sentAt >= periodMs) room.unmatched++;
+    else {
+      room.latencies.push(boundary.at - sentAt);
+      if (boundary.symbol > 0) room.timedLater++;
+    }
   };
 
   // Rooms are spread over up to 4 send phases within the 20 ms frame by default: the mixer's tick has a
@@ -480,10 +626,12 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
       const s = p.session;
       if (!s?.isOpen) continue;
       const i = p.k % p.pattern.length;
-      if (p.isProbe && i === 0) {
+      if (p.isProbe && i < BURST_FRAMES) {
         const sentAt = p.room.burstSentAt;
-        sentAt.push(now);
-        if (sentAt.length > 8) sentAt.shift();
+        if (i === 0) {
+          sentAt.push([now]);
+          if (sentAt.length > 8) sentAt.shift();
+        } else sentAt.at(-1)?.push(now);
       }
       s.sendAudio(
         voiceActivity
@@ -645,6 +793,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
       dueLossPercent: lossPercent(due, received),
       latencyMs: summarize(r.latencies),
       probesUnmatched: r.unmatched,
+      probesTimedLater: r.timedLater,
       framesUndecodable: r.undecodable,
     };
   });
@@ -660,6 +809,14 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
     }
     const framesDue = Math.floor((sessions * seconds * 1000) / FRAME_MS);
     return { seconds: round1(seconds), sessions, framesDue, framesReceived: received, lossPercent: lossPercent(framesDue, received) };
+  };
+  const pathFigures = () => {
+    const sessions = rooms.flatMap((r) => r.participants.flatMap((p) => (p.session?.datagramsOffered ? [p.session] : [])));
+    return {
+      datagramSessions: sessions.length,
+      uplinkFallbacks: sessions.reduce((n, s) => n + s.uplinkFallbacks, 0),
+      downlinkFramesViaStream: sessions.reduce((n, s) => n + s.framesViaStream, 0),
+    };
   };
   const sum = (f: (r: LoadgenRoomReport) => number) => perRoom.reduce((n, r) => n + f(r), 0);
   const framesExpected = sum((r) => r.framesExpected);
@@ -691,6 +848,7 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
     latencyMs: summarize(rooms.flatMap((r) => r.latencies)),
     ...(opts.keepLatencySamples ? { latencySamplesMs: rooms.flatMap((r) => r.latencies.map(round1)) } : {}),
     window: windowFigures(),
+    paths: pathFigures(),
     perRoom,
   };
   log.info({ totals: report.totals, latencyMs: report.latencyMs }, "loadgen finished");

@@ -158,6 +158,8 @@ export class AudioSession {
   framesReceived = 0;
   /** frames received twice during a path switch (by stream and by datagram) and dropped */
   framesDuplicate = 0;
+  /** frames of a datagram session that came by the stream first (the server's direction on the stream) */
+  framesViaStream = 0;
   /** voice datagrams, once the server offered them (undefined: stream only) */
   private udp: ClientUdpChannel | undefined;
   private udpTimer: ReturnType<typeof setInterval> | undefined;
@@ -197,6 +199,11 @@ export class AudioSession {
   /** The path of our voice to the mixer now. */
   get uplinkPath(): VoicePath {
     return this.udp?.policy.usingDatagrams ? "udp" : "stream";
+  }
+
+  /** Times our voice left datagrams for the stream (the send policy judged them lost). */
+  get uplinkFallbacks(): number {
+    return this.udp?.policy.fallbacks ?? 0;
   }
 
   /** Whether voice datagrams were negotiated on this session. */
@@ -351,16 +358,17 @@ export class AudioSession {
     if (!this.isOpen) return;
     const now = this.clock.now();
     this.lastRxAt = now;
-    this.deliver(frame, now);
+    this.deliver(frame, now, false);
   }
 
   /** One received frame from either path; the second copy of a frame that came both ways is dropped. */
-  private deliver(frame: AudioFrame, now: number): void {
+  private deliver(frame: AudioFrame, now: number, viaStream: boolean): void {
     if (this.udp && !this.recent.first(frame.seq)) {
       this.framesDuplicate++;
       return;
     }
     this.framesReceived++;
+    if (viaStream && this.udp) this.framesViaStream++;
     this.opts.onAudio?.(frame, now);
   }
 
@@ -391,7 +399,7 @@ export class AudioSession {
     this.lastRxAt = now;
     switch (m.type) {
       case "AUDIO":
-        this.deliver({ seq: m.seq, timestamp: m.timestamp, payload: m.payload }, now);
+        this.deliver({ seq: m.seq, timestamp: m.timestamp, payload: m.payload }, now, true);
         return;
       case "UDP_REPORT":
         if (this.udp) {

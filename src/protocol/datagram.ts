@@ -334,8 +334,12 @@ export class UdpSendPolicy {
   private progressAt = Number.NEGATIVE_INFINITY;
   private reportAt = Number.NEGATIVE_INFINITY;
   private lostAt = Number.NEGATIVE_INFINITY;
+  /** the first route() call: the session's first frame */
+  private firstRouteAt: number | undefined;
   private frames = 0;
   usingDatagrams = false;
+  /** times this direction left datagrams for the stream (a bench shows them beside its latency figures) */
+  fallbacks = 0;
 
   constructor(private readonly limits: Pick<DatagramTiming, "fallbackMs" | "dualSendMs" | "probeEvery">) {}
 
@@ -359,15 +363,26 @@ export class UdpSendPolicy {
     const since = now - this.progressAt;
     const flatReportSeen = this.reportAt > this.progressAt;
     const ok = since <= this.limits.fallbackMs || (!flatReportSeen && since <= 4 * this.limits.fallbackMs);
-    if (this.usingDatagrams && !ok) this.lostAt = now;
+    if (this.usingDatagrams && !ok) {
+      this.lostAt = now;
+      this.fallbacks++;
+    }
     this.usingDatagrams = ok;
     return ok;
   }
 
-  /** For one frame: send it by datagram, by stream, or both (one of three shared answers: no allocation per frame). */
+  /**
+   * For one frame: send it by datagram, by stream, or both (one of three shared answers: no allocation per
+   * frame). Before the peer's first report, every frame goes both ways for `dualSendMs`: the receiver's
+   * jitter buffer then meets the first frames at the datagrams' speed, not at the stream's (a TCP
+   * retransmission at the start of a call would otherwise set its target for seconds), and drops the
+   * stream's copies.
+   */
   route(now: number): Readonly<{ datagram: boolean; stream: boolean }> {
     if (this.evaluate(now)) return ROUTE_DATAGRAM;
-    const dual = now - this.lostAt <= this.limits.dualSendMs;
+    this.firstRouteAt ??= now;
+    const dual =
+      now - this.lostAt <= this.limits.dualSendMs || (this.lastReported === -1 && now - this.firstRouteAt <= this.limits.dualSendMs);
     this.frames++;
     return dual || this.frames % this.limits.probeEvery === 0 ? ROUTE_BOTH : ROUTE_STREAM;
   }

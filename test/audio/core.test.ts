@@ -747,3 +747,61 @@ describe("jitter buffer: latency converges back to the target", () => {
     d.destroy();
   });
 });
+
+describe("jitter buffer: loss is not lateness", () => {
+  // Packets leave every 20 ms and arrive 3-5 ms after a tick: one frame of latency is the floor.
+
+  test("10 % isolated random loss: the target stays at the floor and every frame played is one frame late", () => {
+    let seed = 13;
+    const rnd = (): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed / 0x7fffffff;
+    };
+    const d = new Driver();
+    d.add("a");
+    d.add("l");
+    const rec: Array<Played & { concealed: boolean }> = [];
+    let concealed = 0;
+    for (let k = 0; k < 500; k++) {
+      if (k >= 50 && rnd() < 0.1) d.lose("a", fskFrame(k));
+      else d.send("a", fskFrame(k), 3 + rnd() * 2);
+      d.step();
+      const now = d.stats("a").concealed;
+      rec.push({ ...played(d, "a", true), concealed: now > concealed });
+      concealed = now;
+    }
+    const st = d.stats("a");
+    expect(st.concealed).toBeGreaterThan(30); // the losses happened (≈ 45 of 450)
+    expect(st.late).toBe(0);
+    for (const p of rec.filter((p) => p.tick >= 50)) {
+      expect(p.targetMs).toBe(20);
+      // a concealment frame repeats the last symbol: it is not a frame played late
+      if (!p.concealed && p.latency !== undefined) expect(p.latency).toBe(1);
+    }
+    d.destroy();
+  });
+
+  test("second copies of frames 220 ms behind the first (stream copies during a path switch) do not raise the target", () => {
+    const d = new Driver();
+    d.add("a");
+    d.add("l");
+    const copies = new Map<number, Sent>(); // tick → the frame whose copy arrives then
+    const rec: Played[] = [];
+    for (let k = 0; k < 300; k++) {
+      const s = d.send("a", fskFrame(k), 3);
+      if (k >= 100 && k < 200) copies.set(k + 11, s);
+      const copy = copies.get(k);
+      if (copy) d.pushRaw("a", copy.seq, copy.payload);
+      d.step();
+      rec.push(played(d, "a", true));
+    }
+    for (const p of rec.filter((p) => p.tick >= 50)) {
+      expect(p.targetMs).toBe(20);
+      expect(p.latency).toBe(1);
+    }
+    const st = d.stats("a");
+    expect(st.duplicates).toBe(100);
+    expect(st.late).toBe(0);
+    d.destroy();
+  });
+});

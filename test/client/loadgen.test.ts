@@ -3,11 +3,20 @@
  * one send timer tick sending every due frame of its participants (on virtual time). Against an in-process
  * AudioRoomService with a forwarding fake engine and the fake μ-law codec, so sent signals can be read back.
  */
-import { describe, expect, setDefaultTimeout, test } from "bun:test";
+import { beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { Libp2p } from "@libp2p/interface";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import { Registry } from "prom-client";
-import { type ClientNodeOptions, createClientNode, type LoadgenReport, runLoadgen } from "../../src/client";
+import { createOpusCodec, MediaCore } from "../../src/audio";
+import {
+  BURST_SYMBOL_FREQS,
+  BurstBoundaryDetector,
+  type ClientNodeOptions,
+  createClientNode,
+  type LoadgenReport,
+  OnsetDetector,
+  runLoadgen,
+} from "../../src/client";
 import { AgoraError } from "../../src/errors";
 import { silentLogger } from "../../src/log";
 import { AudioRoomService } from "../../src/rooms";
@@ -336,5 +345,141 @@ describe("loadgen sending (virtual time)", () => {
     } finally {
       await stopServer(s);
     }
+  });
+});
+
+describe("latency probe under loss (loadgen's burst timing, through the real mixing core)", () => {
+  // The mixer's jitter buffer plays a frame one tick after it arrives; loss on either leg is concealed
+  // (the speaker's leg) or skipped (the listener's leg, as loadgen decodes only what arrived). Nothing
+  // waits for a lost frame, so the latency of whatever gets through stays what it is without loss.
+  const PERIOD = 13; // frames: a 100 ms burst in a 260 ms period, the bench's probe period
+  const BURST = BURST_SYMBOL_FREQS.length;
+
+  /** Per received probe: latency (ms) by the burst-boundary timing and, for comparison, by the onset alone. */
+  async function probe(speakerLoses: (k: number) => boolean, listenerLoses: (k: number) => boolean, frames = 1300) {
+    const codec = await createOpusCodec();
+    const core = await MediaCore.create();
+    const room = core.createRoom({
+      topK: 3,
+      sharedEncode: true,
+      bitrate: 32000,
+      complexity: 10,
+      jitterMinMs: 20,
+      jitterMaxMs: 200,
+      fec: false,
+    });
+    const speaker = room.add(1);
+    const listener = room.add(2);
+    // The burst, as loadgen makes it: each frame its own tone, continuous phase; silence between bursts.
+    const enc = codec.encoder(32000);
+    const quiet = codec.encoder(32000);
+    let phase = 0;
+    const burstFrame = (k: number) => {
+      const pcm = new Int16Array(960);
+      const f = k % PERIOD;
+      if (f < BURST)
+        for (let i = 0; i < 960; i++, phase += (2 * Math.PI * BURST_SYMBOL_FREQS[f]!) / 48_000)
+          pcm[i] = Math.round(16_000 * Math.sin(phase));
+      else phase = 0;
+      return pcm;
+    };
+    const dec = codec.decoder();
+    const boundaries = new BurstBoundaryDetector(80);
+    const onsets = new OnsetDetector(80);
+    const byBoundary: number[] = [];
+    const byOnset: number[] = [];
+    let timedLater = 0;
+    let lastHeard = -1;
+    for (let k = 0; k < frames; k++) {
+      const now = k * 20;
+      const pkt = enc.encode(burstFrame(k));
+      if (!speakerLoses(k)) room.push(speaker, k, k * 960, now - 15, pkt); // sent 5 ms after the last tick
+      room.push(listener, k, k * 960, now - 15, quiet.encode(new Int16Array(960)));
+      const n = room.tick(now);
+      let mix: Uint8Array | undefined;
+      for (let i = 0; i < n; i++) {
+        const o = room.output(i);
+        if (o.recipients.includes(2)) mix = o.data.slice();
+      }
+      if (!mix || listenerLoses(k)) continue;
+      if (lastHeard >= 0 && k !== lastHeard + 1) {
+        for (let i = lastHeard + 1; i < k; i++) dec.decode(null); // concealed, as loadgen's listener does
+        boundaries.gap();
+      }
+      lastHeard = k;
+      const pcm = dec.decode(mix);
+      const arrivedAt = now + 2; // the mix reaches the listener 2 ms after the tick
+      const burstStart = (k - (k % PERIOD)) * 20 - 15; // send time of this period's first burst frame
+      if (k < PERIOD * 4) continue; // settling
+      const b = boundaries.feed(pcm, arrivedAt);
+      if (b) {
+        byBoundary.push(b.at - (burstStart + b.symbol * 20));
+        if (b.symbol > 0) timedLater++;
+      }
+      const onset = onsets.feed(pcm);
+      if (onset >= 0) byOnset.push(arrivedAt + onset / 48 - burstStart);
+    }
+    enc.destroy();
+    quiet.destroy();
+    dec.destroy();
+    room.destroy();
+    return { byBoundary, byOnset, timedLater };
+  }
+
+  let clean: Awaited<ReturnType<typeof probe>>;
+  let reference = 0;
+  beforeAll(async () => {
+    clean = await probe(
+      () => false,
+      () => false,
+    );
+    reference = clean.byBoundary[0]!;
+  });
+
+  test("without loss every burst is timed at its onset, the same figure each time", () => {
+    expect(clean.byBoundary.length).toBeGreaterThanOrEqual(90);
+    expect(clean.timedLater).toBe(0);
+    for (const l of clean.byBoundary) expect(Math.abs(l - reference)).toBeLessThanOrEqual(1);
+    // the onset-only timing agrees when nothing is lost
+    for (const l of clean.byOnset) expect(Math.abs(l - reference)).toBeLessThanOrEqual(2);
+  });
+
+  test("a burst's first frame lost on either leg is not counted as delay (the onset alone counts it)", async () => {
+    const first = (k: number) => k >= PERIOD * 4 && k % PERIOD === 0;
+    // the listener's leg: the mixed frame holding the onset (the codecs delay it by part of a frame)
+    const down = await probe(
+      () => false,
+      (k) => k >= PERIOD * 4 && k % PERIOD === 0,
+    );
+    const up = await probe(first, () => false);
+    for (const r of [down, up]) {
+      expect(r.byBoundary.length).toBeGreaterThanOrEqual(90);
+      expect(r.timedLater).toBe(r.byBoundary.length); // every burst was timed at a later frame
+      for (const l of r.byBoundary) expect(Math.abs(l - reference)).toBeLessThanOrEqual(3);
+      // what the onset-only probe reported for the same audio: a frame or more of "latency" per lost frame
+      expect(Math.min(...r.byOnset)).toBeGreaterThanOrEqual(reference + 15);
+    }
+  });
+
+  test("10 % random loss on each leg: every probe that gets through reads the clean latency", async () => {
+    let seed = 99;
+    const rnd = () => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed / 0x7fffffff;
+    };
+    const lostUp = new Set<number>();
+    const lostDown = new Set<number>();
+    for (let k = 0; k < 1300; k++) {
+      if (rnd() < 0.1) lostUp.add(k);
+      if (rnd() < 0.1) lostDown.add(k);
+    }
+    const r = await probe(
+      (k) => lostUp.has(k),
+      (k) => lostDown.has(k),
+    );
+    expect(r.byBoundary.length).toBeGreaterThanOrEqual(80); // nearly every burst still timed
+    expect(r.timedLater).toBeGreaterThan(5);
+    for (const l of r.byBoundary) expect(Math.abs(l - reference)).toBeLessThanOrEqual(3);
+    expect(Math.max(...r.byOnset)).toBeGreaterThanOrEqual(reference + 15); // the onset alone: frames of "delay"
   });
 });

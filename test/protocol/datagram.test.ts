@@ -161,12 +161,28 @@ describe("ReplayWindow (RFC 4303 style)", () => {
 });
 
 describe("UdpSendPolicy", () => {
+  test("no report ever (UDP blocked from the start): both ways for dualSendMs, then the stream, probing", () => {
+    const p = new UdpSendPolicy(DATAGRAM_TIMING);
+    // no report yet: both ways for dualSendMs, then the stream, probing every 10th
+    expect(p.route(0)).toEqual({ datagram: true, stream: true });
+    expect(p.route(DATAGRAM_TIMING.dualSendMs)).toEqual({ datagram: true, stream: true });
+    let probes = 0;
+    for (let i = 1; i <= 20; i++) if (p.route(DATAGRAM_TIMING.dualSendMs + i * 20).datagram) probes++;
+    expect(probes).toBe(2);
+    p.report(3, 2400);
+    expect(p.route(2420)).toEqual({ datagram: true, stream: false });
+  });
+
+  test("a session's first frames go both ways until the peer's first report: datagram timing from the start", () => {
+    const p = new UdpSendPolicy(DATAGRAM_TIMING);
+    for (let t = 0; t < 400; t += 20) expect(p.route(t)).toEqual({ datagram: true, stream: true });
+    p.report(15, 400);
+    for (let t = 400; t < 1400; t += 20) expect(p.route(t)).toEqual({ datagram: true, stream: false });
+  });
+
   test("datagrams while reports rise; the stream within fallbackMs of silence; dual-send, then probes", () => {
     const p = new UdpSendPolicy(DATAGRAM_TIMING);
-    expect(p.route(0)).toEqual({ datagram: false, stream: true }); // no report yet: stream, probing every 10th
-    let probes = 0;
-    for (let i = 0; i < 20; i++) if (p.route(i * 20).datagram) probes++;
-    expect(probes).toBe(2);
+    p.route(0);
     p.report(3, 400);
     expect(p.route(420)).toEqual({ datagram: true, stream: false });
     p.report(15, 650);
@@ -259,6 +275,41 @@ describe("UdpReportSchedule (when a UDP_REPORT is due)", () => {
     expect(s.due(0, 0)).toBe(false);
     expect(s.due(0, 250)).toBe(false);
     expect(s.due(3, 500)).toBe(true);
+  });
+
+  test("10 % random loss on both paths (datagrams lost, reports held up by TCP retransmissions): never a fallback", () => {
+    let seed = 5;
+    const rnd = () => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed / 0x7fffffff;
+    };
+    const schedule = new UdpReportSchedule();
+    const peer = new UdpSendPolicy(DATAGRAM_TIMING);
+    const inFlight: Array<{ at: number; received: number }> = [];
+    let received = 0;
+    let lastDeliveryAt = 0;
+    let firstReportAt: number | undefined;
+    for (let t = 0; t <= 120_000; t += 10) {
+      // the peer sends a frame every 20 ms; one in ten datagrams is lost
+      if (t % 20 === 0) {
+        const route = peer.route(t);
+        if (firstReportAt !== undefined) expect(route).toEqual({ datagram: true, stream: false });
+        if (route.datagram && rnd() >= 0.1) received++;
+      }
+      if (t % tick === 0 && schedule.due(received, t)) {
+        // a report segment lost once (10 %) waits for a retransmission, twice (1 %) for a backed-off one;
+        // TCP delivers in order, so it holds back the reports behind it
+        const delay = rnd() < 0.1 ? (rnd() < 0.1 ? 600 : 200) : 5;
+        lastDeliveryAt = Math.max(lastDeliveryAt, t + delay);
+        inFlight.push({ at: lastDeliveryAt, received });
+      }
+      while (inFlight.length > 0 && inFlight[0]!.at <= t) {
+        peer.report(inFlight.shift()!.received, t);
+        firstReportAt ??= t;
+      }
+    }
+    expect(firstReportAt).toBeLessThan(1_000);
+    expect(peer.fallbacks).toBe(0);
   });
 });
 

@@ -264,8 +264,29 @@ static void anchor(Jb *jb, uint32_t seq) {
 
 static JbPushResult push(Jb *jb, uint32_t seq, const uint8_t *data, int len, uint32_t ts);
 
+/* A second copy of a frame this buffer already holds or held (played, concealed over or skipped after it
+ * arrived): the same frame sent both by stream and by datagram while a participant's path switches (a
+ * TCP retransmission can deliver the stream's copy hundreds of ms after the datagram's). Its arrival says
+ * nothing about how late frames come, only how late the slower path is, so it is dropped before it reaches
+ * the timing: it must not raise the target. A slot keeps its seq after being emptied until a packet 128
+ * seqs later reuses it. */
+static int is_copy(const Jb *jb, uint32_t seq) {
+  if (!jb->started) return 0;
+  const JbSlot *s = &jb->slots[seq & (JB_SLOTS - 1)];
+  if (s->cap == 0 || s->seq != seq) return 0;
+  if (s->valid) return 1;
+  /* emptied: only a copy if that frame's turn has passed (otherwise the slot is stale from an earlier
+   * epoch and this is the frame itself) */
+  int32_t d = sdiff(seq, jb->next_seq);
+  return d < 0 && d > -JB_SLOTS;
+}
+
 JbPushResult jb_push(Jb *jb, uint32_t seq, uint32_t ts, double arrival_ms, const uint8_t *data, int len, uint8_t flags) {
   if (len <= 0 || len > 0xffff) return JB_PUSH_NOMEM;
+  if (is_copy(jb, seq)) {
+    jb->duplicates++;
+    return JB_PUSH_DUPLICATE;
+  }
   jb->pending_flags = flags;
   /* Late packets count for jitter too: their lateness is exactly what the target must absorb. */
   jb->pending_seq = seq;

@@ -50,7 +50,7 @@ typedef struct {
 typedef enum {
   JB_PUSH_OK = 0,
   JB_PUSH_LATE = 1,      /* its frame was already played or concealed (or a stray packet from far in the past): dropped */
-  JB_PUSH_DUPLICATE = 2, /* already buffered: dropped */
+  JB_PUSH_DUPLICATE = 2, /* already buffered, or already received and its turn passed: dropped, its timing ignored */
   JB_PUSH_RESYNC = 3,    /* a jump too large to buffer, or a sender that restarted its sequence numbers:
                           * the buffer was flushed and restarted at it */
   JB_PUSH_NOMEM = 4,     /* length not in 1..65535, or no memory for it: dropped */

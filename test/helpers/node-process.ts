@@ -2,7 +2,8 @@
  * Integration-test harness: starts real processes of the compiled binary (dist/agora-node) on free ports
  * with their own data directories, waits for /health, and stops them.
  */
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createSocket } from "node:dgram";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -23,30 +24,53 @@ export function ensureBinary(): string {
 /** Ports this process has handed out: the kernel may give a just-closed port 0 socket's port again. */
 const handedOut = new Set<number>();
 
+/** The kernel's ephemeral range starts here (every client socket's port, TCP and UDP, comes from it). */
+const EPHEMERAL_FROM = (() => {
+  try {
+    const from = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]);
+    return Number.isInteger(from) && from > 21_000 ? from : 32_768;
+  } catch {
+    return 32_768;
+  }
+})();
+
 /**
- * A free TCP port on 127.0.0.1, never one this process handed out before: a node started with three of
- * them (p2p, dashboard, metrics) must not get the same port twice, which the kernel does now and then.
+ * A free port on 127.0.0.1 for TCP and for UDP alike (a node binds both on its P2P port), never one this
+ * process handed out before (a node gets three: p2p, dashboard, metrics). It is taken below the kernel's
+ * ephemeral range: a port from there (what listen(0) gives) can be taken meanwhile by any client socket of
+ * a test or bench, e.g. a loadgen's hundreds of UDP sockets, and the node then fails to bind it.
  */
 export async function freePort(): Promise<number> {
-  for (let attempt = 0; ; attempt++) {
-    const port = await anyFreePort();
-    if (!handedOut.has(port) || attempt >= 50) {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * (EPHEMERAL_FROM - 20_000));
+    if (handedOut.has(port)) continue;
+    if ((await tcpFree(port)) && (await udpFree(port))) {
       handedOut.add(port);
       return port;
     }
   }
+  throw new Error(`freePort: no free port found between 20000 and ${EPHEMERAL_FROM}`);
 }
 
-function anyFreePort(): Promise<number> {
-  return new Promise((res, rej) => {
+function tcpFree(port: number): Promise<boolean> {
+  return new Promise((res) => {
     const srv = createServer();
     srv.unref();
-    srv.on("error", rej);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => res(port));
+    srv.once("error", () => res(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => res(true)));
+  });
+}
+
+function udpFree(port: number): Promise<boolean> {
+  return new Promise((res) => {
+    const sock = createSocket("udp4");
+    sock.unref();
+    sock.once("error", () => {
+      sock.close();
+      res(false);
     });
+    // 0.0.0.0: a socket on any address of this port would conflict with the node's.
+    sock.bind(port, "0.0.0.0", () => sock.close(() => res(true)));
   });
 }
 

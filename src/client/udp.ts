@@ -58,13 +58,19 @@ export class ClientUdpChannel {
     private readonly offer: UdpOffer,
     readonly host: string,
     private readonly onFrame: (frame: AudioFrame) => void,
+    /** false: deliver frames by their clear header without opening them (see AudioSessionOptions.openDatagrams) */
+    private readonly openPayloads: boolean,
   ) {
     this.key = datagramKey(offer.key);
     this.plainHost = host.replace(/^::ffff:/, "");
   }
 
-  /** Binds an ephemeral socket of the mixer address's family; `host` is an IP literal. */
-  static async open(offer: UdpOffer, host: string, onFrame: (frame: AudioFrame) => void): Promise<ClientUdpChannel> {
+  /**
+   * Binds an ephemeral socket of the mixer address's family; `host` is an IP literal. `openPayloads` false:
+   * the mixer's datagrams are counted and delivered by their clear header (seq, timestamp, an empty payload)
+   * without the AEAD open, for a load generator's participants that never play what they hear.
+   */
+  static async open(offer: UdpOffer, host: string, onFrame: (frame: AudioFrame) => void, openPayloads = true): Promise<ClientUdpChannel> {
     if (!isIpLiteral(host)) throw new AgoraError("USAGE", `voice datagram host "${host}" is not an IP address`);
     let channel: ClientUdpChannel | undefined;
     let socket: import("bun").udp.Socket<"uint8array">;
@@ -84,7 +90,7 @@ export class ClientUdpChannel {
     } catch (err) {
       throw new AgoraError("P2P", `cannot bind a UDP socket for voice datagrams: ${errorMessage(err)}`, { cause: err });
     }
-    channel = new ClientUdpChannel(socket, offer, host, onFrame);
+    channel = new ClientUdpChannel(socket, offer, host, onFrame, openPayloads);
     return channel;
   }
 
@@ -126,7 +132,7 @@ export class ClientUdpChannel {
       this.dropped++;
       return;
     }
-    const plain = openDatagram(this.key, DatagramDirection.SERVER_TO_CLIENT, data, header.counter, this.nonce);
+    const plain = this.openPayloads ? openDatagram(this.key, DatagramDirection.SERVER_TO_CLIENT, data, header.counter, this.nonce) : EMPTY;
     if (!plain) {
       this.dropped++;
       return;

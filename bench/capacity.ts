@@ -42,7 +42,14 @@
  *    criterion) and over each participant's whole stay (ramp included), loss from sequence gaps, late frames (agora_audio_packets_late_total) and skipped mixer ticks
  *    (agora_mixer_ticks_skipped_total) on /metrics;
  *  - latency p50/p99 from the probe listeners (mouth-to-ear minus capture/playout buffering);
- *  - loadgen CPU (all its processes), so the driver's own cost is visible.
+ *  - loadgen CPU (all its processes), in cores and in cores per participant, so the driver's own cost is
+ *    visible (on a 2-core machine it competes with the node for the same cores).
+ * The loadgen is cheap per participant: pre-encoded frames, one send timer per process, and only each room's
+ * probe listener opens (AEAD) and decodes its mix datagrams; every other participant counts the mix for loss
+ * by the datagram's clear header (session id, counter, seq). That is honest here: on loopback nobody forges
+ * datagrams, the node still seals every one (its cost is measured in full), and what is counted is whether
+ * each participant's frames arrived in time. Every participant's own datagrams are sealed as protocol.md
+ * says (the node authenticates them), and silent microphones send 50 frames/s like an open microphone.
  * A layout stops at the first N where the node loses real time: loss > 0.5 %, p99 > 150 ms, a skipped tick,
  * or participants that could not join or were dropped. The core-only figure of bench/mixer.ts (the wasm core
  * alone, shared encode) is printed beside the result (`--mixer run` runs it, about 2-3 minutes).
@@ -306,6 +313,8 @@ export interface StepResult {
   nodeCores: NodeCpu;
   participantsPerNodeCore: number | null;
   loadgenCores: number;
+  /** loadgen cores per 100 participants (the driver's cost per participant) */
+  loadgenCoresPer100: number;
   /** loss against the wall clock over the measured window (steady state): the real-time criterion */
   windowLossPercent: number;
   /** the same over each participant's whole stay, the join ramp included */
@@ -416,6 +425,7 @@ async function runStep(
       nodeCores: cores,
       participantsPerNodeCore: cores.total > 0 ? Math.round(n / cores.total) : null,
       loadgenCores: Math.round((l1.reduce((s, x, i) => s + (Number.isFinite(x - l0[i]!) ? x - l0[i]! : 0), 0) / seconds) * 1000) / 1000,
+      loadgenCoresPer100: 0,
       windowLossPercent: lossPercent(
         sum((r) => r.window.framesDue),
         sum((r) => r.window.framesReceived),
@@ -443,6 +453,7 @@ async function runStep(
       realTime: true,
       failures: [],
     };
+    result.loadgenCoresPer100 = Math.round((result.loadgenCores / Math.max(1, result.joined)) * 100 * 1000) / 1000;
     result.failures = [...realTimeFailures(result), ...workerErrors.map((e) => `loadgen process failed: ${e}`)];
     result.realTime = result.failures.length === 0;
     return result;
@@ -552,7 +563,7 @@ async function main(): Promise<void> {
           const s = await runStep(target, transport, rooms, n);
           layout.steps.push(s);
           console.error(
-            `  ${transport}, ${rooms} room(s), N=${n}: node ${fmt(s.nodeCores.total, 2)} cores (main ${fmt(s.nodeCores.main, 2)}, worker ${fmt(s.nodeCores.mediaWorker, 2)}), loss ${s.windowLossPercent} %, p99 ${fmt(s.latencyMs.p99)} ms, load ${fmt(s.loadAverage)}${s.realTime ? "" : ` — real time lost: ${s.failures.join(", ")}`}`,
+            `  ${transport}, ${rooms} room(s), N=${n}: node ${fmt(s.nodeCores.total, 2)} cores (main ${fmt(s.nodeCores.main, 2)}, worker ${fmt(s.nodeCores.mediaWorker, 2)}), loadgen ${fmt(s.loadgenCores, 2)} cores, loss ${s.windowLossPercent} %, p99 ${fmt(s.latencyMs.p99)} ms, load ${fmt(s.loadAverage)}${s.realTime ? "" : ` — real time lost: ${s.failures.join(", ")}`}`,
           );
           if (!s.realTime) {
             layout.lostAt ??= s;
@@ -607,7 +618,7 @@ function report(results: LayoutResult[], mixer: { participantsPerCore: number | 
     `capacity of one dedicated node: voice by ${transports.join(" and by ")} (datagrams in the media worker, on ${udpSocket === "worker" ? "a socket of their own" : "the node's socket shared with STUN"}), ${connections} connections, ${talkers} talkers per room, others silent microphones, voice-activity flags ${vad}; ${durationSec} s measured per step after ${warmupSec} s warm-up; ${procs} loadgen processes`,
   );
   const head =
-    "transport rooms      N joined  node cores  main  worker  other  part/core  loadgen cores  loss%  stay loss%  seqloss%  late  skipped  p50 ms  p99 ms  load  real time";
+    "transport rooms      N joined  node cores  main  worker  other  part/core  loadgen cores  /100 part  loss%  stay loss%  seqloss%  late  skipped  p50 ms  p99 ms  load  real time";
   for (const l of results) {
     console.log(head);
     for (const s of l.steps)
@@ -623,6 +634,7 @@ function report(results: LayoutResult[], mixer: { participantsPerCore: number | 
           fmt(s.nodeCores.other, 2).padStart(6),
           String(s.participantsPerNodeCore ?? "-").padStart(10),
           fmt(s.loadgenCores, 2).padStart(14),
+          fmt(s.loadgenCoresPer100, 3).padStart(10),
           s.windowLossPercent.toFixed(2).padStart(6),
           s.dueLossPercent.toFixed(2).padStart(11),
           s.seqLossPercent.toFixed(2).padStart(9),

@@ -42,7 +42,19 @@
  *    criterion) and over each participant's whole stay (ramp included), loss from sequence gaps, late frames (agora_audio_packets_late_total) and skipped mixer ticks
  *    (agora_mixer_ticks_skipped_total) on /metrics;
  *  - latency p50/p99 from the probe listeners (mouth-to-ear minus capture/playout buffering);
- *  - loadgen CPU (all its processes), so the driver's own cost is visible.
+ *  - loadgen CPU (all its processes), in cores and in cores per participant, so the driver's own cost is
+ *    visible (on a 2-core machine it competes with the node for the same cores).
+ * The loadgen is cheap per participant: pre-encoded frames, one send timer per process, and only each room's
+ * probe listener opens (AEAD) and decodes its mix datagrams; every other participant counts the mix for loss
+ * by the datagram's clear header (session id, counter, seq). That is honest here: on loopback nobody forges
+ * datagrams, the node still seals every one (its cost is measured in full), and what is counted is whether
+ * each participant's frames arrived in time. Every participant's own datagrams are sealed as protocol.md
+ * says (the node authenticates them), and silent microphones send 50 frames/s like an open microphone
+ * (protocol.md paces AUDIO at 50/s; it does not let a client skip silent frames, so no DTX here). Each
+ * participant has its own socket, connected to the mixer, as a real client: one `sendMany` per process would
+ * need one socket for all, which the node's per-source limit (150 datagrams/s) rightly refuses, and on
+ * loopback the kernel's cost per datagram is the same either way (measured: 4.8 µs in sendMany, 5.4 µs
+ * alone on a connected socket, 6.8 µs naming the address each time).
  * A layout stops at the first N where the node loses real time: loss > 0.5 %, p99 > 150 ms, a skipped tick,
  * or participants that could not join or were dropped. The core-only figure of bench/mixer.ts (the wasm core
  * alone, shared encode) is printed beside the result (`--mixer run` runs it, about 2-3 minutes).
@@ -306,6 +318,8 @@ export interface StepResult {
   nodeCores: NodeCpu;
   participantsPerNodeCore: number | null;
   loadgenCores: number;
+  /** loadgen cores per 100 participants (the driver's cost per participant) */
+  loadgenCoresPer100: number;
   /** loss against the wall clock over the measured window (steady state): the real-time criterion */
   windowLossPercent: number;
   /** the same over each participant's whole stay, the join ramp included */
@@ -386,9 +400,12 @@ async function runStep(
       warmupSec * 1000 + 60_000,
       "all loadgen processes measuring",
     );
+    // The scrapes stay outside the CPU window (a /metrics scrape costs the node's main thread ~30 ms, which is
+    // the bench's cost, not the participants'); the counters' own interval is from one scrape to the other.
+    const tm0 = performance.now();
+    const m0 = await metrics(node.metricsUrl);
     const c0 = threadCpu(node.pid);
     const l0 = workers.map((w) => processCpuSeconds(w.proc.pid));
-    const m0 = await metrics(node.metricsUrl);
     const t0 = performance.now();
     await until(
       () => live().length === 0 || live().some((w) => w.phases.has("stopped")),
@@ -399,6 +416,7 @@ async function runStep(
     const seconds = (performance.now() - t0) / 1000;
     const c1 = threadCpu(node.pid);
     const l1 = workers.map((w) => processCpuSeconds(w.proc.pid));
+    const metricSeconds = (performance.now() - tm0) / 1000;
     const m1 = await metrics(node.metricsUrl);
     await Promise.race([Promise.all(workers.map((w) => w.done)), unrefDelay(60_000)]);
     const reports = workers.map((w) => w.report).filter((r): r is LoadgenReport => r !== undefined);
@@ -416,6 +434,7 @@ async function runStep(
       nodeCores: cores,
       participantsPerNodeCore: cores.total > 0 ? Math.round(n / cores.total) : null,
       loadgenCores: Math.round((l1.reduce((s, x, i) => s + (Number.isFinite(x - l0[i]!) ? x - l0[i]! : 0), 0) / seconds) * 1000) / 1000,
+      loadgenCoresPer100: 0,
       windowLossPercent: lossPercent(
         sum((r) => r.window.framesDue),
         sum((r) => r.window.framesReceived),
@@ -432,17 +451,18 @@ async function runStep(
       skippedTicks: m1.skippedTicks - m0.skippedTicks,
       workerRestarts: m1.workerRestarts - m0.workerRestarts,
       loadAverage: Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]),
-      packetsInPerSec: Math.round((m1.packetsIn - m0.packetsIn) / seconds),
-      packetsOutPerSec: Math.round((m1.packetsOut - m0.packetsOut) / seconds),
-      udpInPerSec: Math.round((m1.udpIn - m0.udpIn) / seconds),
-      udpOutPerSec: Math.round((m1.udpOut - m0.udpOut) / seconds),
-      udpDroppedPerSec: Math.round((m1.udpDropped - m0.udpDropped) / seconds),
-      netFramesInPerSec: Math.round((m1.netIn - m0.netIn) / seconds),
-      netFramesOutPerSec: Math.round((m1.netOut - m0.netOut) / seconds),
+      packetsInPerSec: Math.round((m1.packetsIn - m0.packetsIn) / metricSeconds),
+      packetsOutPerSec: Math.round((m1.packetsOut - m0.packetsOut) / metricSeconds),
+      udpInPerSec: Math.round((m1.udpIn - m0.udpIn) / metricSeconds),
+      udpOutPerSec: Math.round((m1.udpOut - m0.udpOut) / metricSeconds),
+      udpDroppedPerSec: Math.round((m1.udpDropped - m0.udpDropped) / metricSeconds),
+      netFramesInPerSec: Math.round((m1.netIn - m0.netIn) / metricSeconds),
+      netFramesOutPerSec: Math.round((m1.netOut - m0.netOut) / metricSeconds),
       latencyMs: summarize(reports.flatMap((r) => r.latencySamplesMs ?? [])),
       realTime: true,
       failures: [],
     };
+    result.loadgenCoresPer100 = Math.round((result.loadgenCores / Math.max(1, result.joined)) * 100 * 1000) / 1000;
     result.failures = [...realTimeFailures(result), ...workerErrors.map((e) => `loadgen process failed: ${e}`)];
     result.realTime = result.failures.length === 0;
     return result;
@@ -552,7 +572,7 @@ async function main(): Promise<void> {
           const s = await runStep(target, transport, rooms, n);
           layout.steps.push(s);
           console.error(
-            `  ${transport}, ${rooms} room(s), N=${n}: node ${fmt(s.nodeCores.total, 2)} cores (main ${fmt(s.nodeCores.main, 2)}, worker ${fmt(s.nodeCores.mediaWorker, 2)}), loss ${s.windowLossPercent} %, p99 ${fmt(s.latencyMs.p99)} ms, load ${fmt(s.loadAverage)}${s.realTime ? "" : ` — real time lost: ${s.failures.join(", ")}`}`,
+            `  ${transport}, ${rooms} room(s), N=${n}: node ${fmt(s.nodeCores.total, 2)} cores (main ${fmt(s.nodeCores.main, 2)}, worker ${fmt(s.nodeCores.mediaWorker, 2)}), loadgen ${fmt(s.loadgenCores, 2)} cores, loss ${s.windowLossPercent} %, p99 ${fmt(s.latencyMs.p99)} ms, load ${fmt(s.loadAverage)}${s.realTime ? "" : ` — real time lost: ${s.failures.join(", ")}`}`,
           );
           if (!s.realTime) {
             layout.lostAt ??= s;
@@ -607,7 +627,7 @@ function report(results: LayoutResult[], mixer: { participantsPerCore: number | 
     `capacity of one dedicated node: voice by ${transports.join(" and by ")} (datagrams in the media worker, on ${udpSocket === "worker" ? "a socket of their own" : "the node's socket shared with STUN"}), ${connections} connections, ${talkers} talkers per room, others silent microphones, voice-activity flags ${vad}; ${durationSec} s measured per step after ${warmupSec} s warm-up; ${procs} loadgen processes`,
   );
   const head =
-    "transport rooms      N joined  node cores  main  worker  other  part/core  loadgen cores  loss%  stay loss%  seqloss%  late  skipped  p50 ms  p99 ms  load  real time";
+    "transport rooms      N joined  node cores  main  worker  other  part/core  loadgen cores  /100 part  loss%  stay loss%  seqloss%  late  skipped  p50 ms  p99 ms  load  real time";
   for (const l of results) {
     console.log(head);
     for (const s of l.steps)
@@ -623,6 +643,7 @@ function report(results: LayoutResult[], mixer: { participantsPerCore: number | 
           fmt(s.nodeCores.other, 2).padStart(6),
           String(s.participantsPerNodeCore ?? "-").padStart(10),
           fmt(s.loadgenCores, 2).padStart(14),
+          fmt(s.loadgenCoresPer100, 3).padStart(10),
           s.windowLossPercent.toFixed(2).padStart(6),
           s.dueLossPercent.toFixed(2).padStart(11),
           s.seqLossPercent.toFixed(2).padStart(9),

@@ -2,7 +2,11 @@
  * Top entries of a .cpuprofile (Chrome format, as `bun --cpu-prof` or `bench/capacity.ts --profile DIR`
  * write it), ranked by SAMPLES rather than by time:
  *
- *   bun bench/profile-top.ts FILE.cpuprofile [--top 30]
+ *   bun bench/profile-top.ts FILE.cpuprofile [--top 30] [--window FROM-TO]
+ *
+ * --window: only the samples taken FROM to TO seconds after the profile started (e.g. the steady state of a
+ * bench/capacity step, after its joins and before the leave: a whole-run profile is mostly the join ramp's
+ * handshakes); `--timeline` prints the samples per second first, to find that window.
  *
  * Why samples: the profile's times are the gaps between samples, and on a busy machine a thread that is
  * descheduled for seconds hands one sample all of that gap (one sample of peer-store code "took" 3 s).
@@ -19,6 +23,8 @@ interface ProfileNode {
 interface CpuProfile {
   nodes: ProfileNode[];
   samples: number[];
+  /** µs between one sample and the previous one (the first: since startTime) */
+  timeDeltas?: number[];
   startTime: number;
   endTime: number;
 }
@@ -29,7 +35,30 @@ export interface TopEntry {
   total: number;
 }
 
-export function topFunctions(profile: CpuProfile): { samples: number; entries: TopEntry[] } {
+/** Samples taken within [fromSec, toSec) after the profile's start. */
+export function sampleWindow(profile: CpuProfile, fromSec: number, toSec: number): number[] {
+  const out: number[] = [];
+  let t = 0;
+  for (const [i, id] of profile.samples.entries()) {
+    t += profile.timeDeltas?.[i] ?? 0;
+    if (t >= fromSec * 1e6 && t < toSec * 1e6) out.push(id);
+  }
+  return out;
+}
+
+/** Samples per whole second since the profile's start. */
+export function timeline(profile: CpuProfile): number[] {
+  const perSecond: number[] = [];
+  let t = 0;
+  for (const [i] of profile.samples.entries()) {
+    t += profile.timeDeltas?.[i] ?? 0;
+    const s = Math.floor(t / 1e6);
+    perSecond[s] = (perSecond[s] ?? 0) + 1;
+  }
+  return Array.from(perSecond, (n) => n ?? 0);
+}
+
+export function topFunctions(profile: CpuProfile, samples: number[] = profile.samples): { samples: number; entries: TopEntry[] } {
   const parent = new Map<number, number>();
   const byId = new Map<number, ProfileNode>();
   for (const n of profile.nodes) {
@@ -44,7 +73,7 @@ export function topFunctions(profile: CpuProfile): { samples: number; entries: T
   const self = new Map<string, number>();
   const total = new Map<string, number>();
   let counted = 0;
-  for (const id of profile.samples) {
+  for (const id of samples) {
     const top = byId.get(id);
     if (!top) continue;
     const k = key(top);
@@ -77,9 +106,15 @@ if (import.meta.main) {
   const i = process.argv.indexOf("--top");
   const top = i > 0 ? Number(process.argv[i + 1]) : 30;
   const profile = JSON.parse(readFileSync(file, "utf8")) as CpuProfile;
-  const { samples, entries } = topFunctions(profile);
+  if (process.argv.includes("--timeline")) console.log(`samples per second: ${timeline(profile).join(" ")}`);
+  const w = process.argv.indexOf("--window");
+  const range = w > 0 ? /^([0-9.]+)-([0-9.]+)$/.exec(process.argv[w + 1] ?? "") : null;
+  if (w > 0 && !range) throw new Error("--window: FROM-TO in seconds since the profile's start, e.g. 40-50");
+  const { samples, entries } = topFunctions(profile, range ? sampleWindow(profile, Number(range[1]), Number(range[2])) : profile.samples);
   const pct = (n: number) => `${((100 * n) / Math.max(1, samples)).toFixed(1).padStart(5)} %`;
-  console.log(`${file}: ${samples} samples over ${((profile.endTime - profile.startTime) / 1e6).toFixed(1)} s`);
+  console.log(
+    `${file}: ${samples} samples over ${range ? `${range[1]}-${range[2]} s of ` : ""}${((profile.endTime - profile.startTime) / 1e6).toFixed(1)} s`,
+  );
   console.log("\nby self samples (the function itself was running):");
   for (const e of [...entries].sort((a, b) => b.self - a.self).slice(0, top))
     console.log(`${pct(e.self)}  ${String(e.self).padStart(6)}  ${e.fn}`);

@@ -9,7 +9,8 @@
  *    (`localAddress`, 127.0.0.x).
  *
  * What each participant sends (encoded once up front and replayed, so loadgen's own CPU stays low; one
- * timer tick sends every due frame of every participant of a send phase, and only probe listeners decode):
+ * timer tick sends every due frame of every participant of a send phase, and only probe listeners open their
+ * mix datagrams and decode; the others count them for loss by their clear header):
  *  - participant 0 of every room with `talkers` ≥ 1, the "probe speaker": a 100 ms burst at -6 dBFS, each of
  *    its five frames a tone of its own (BURST_SYMBOL_FREQS, 1-3.4 kHz), every `probePeriodMs` (default 1 s); near-silence in between, or, with several talkers, its talker tone
  *    (so it competes for a top-K slot like the others);
@@ -675,6 +676,9 @@ export async function runLoadgen(opts: LoadgenOptions): Promise<LoadgenReport> {
       ...(opts.transport ? { transport: opts.transport } : {}),
       signal: opts.signal,
       ...(perParticipant ? {} : { maxOutboundStreams: total + 16 }),
+      // Only the probe listener decodes, so only it opens its mix datagrams; everyone else counts them for
+      // loss by their clear header (seq): on loopback nobody forges them, and the node still seals each one.
+      ...(p === room.listener ? {} : { openDatagrams: false }),
       clock,
       onAudio: (f, at) => onAudio(p, f.seq, f.payload, at),
       onClose: (err) => {

@@ -35,5 +35,11 @@ export async function createClientNode(opts: ClientNodeOptions = {}): Promise<Li
     addresses: { listen: [] },
     ...stack,
     services: { identify: identify(), ping: agoraPing() },
+    // No connection monitor (libp2p pings every connection every 10 s and aborts one whose ping is slow):
+    // the audio session has its own liveness on the same connection (PING, UDP_REPORT, the 15 s idle rule),
+    // and on a busy client or node a ping stream (open, negotiate, echo, close: about 16 frames) that took too
+    // long aborted the connection and its healthy session with it. Each one also cost the node a stream on
+    // its control thread: 40 per second for 400 participants. The node still pings its side (src/p2p).
+    connectionMonitor: { enabled: false },
   });
 }

@@ -133,6 +133,13 @@ export interface AudioSessionOptions {
    * control either way and is the fallback whenever datagrams do not get through.
    */
   transport?: VoiceTransport;
+  /**
+   * Open (authenticate and decrypt) the mixer's voice datagrams (default true). false: they are counted and
+   * delivered by their clear header alone (seq, timestamp, an EMPTY payload), saving the AEAD open per frame:
+   * only for a load generator's participants that never play what they receive, on a path nobody forges
+   * (their UDP_REPORT then counts headers anyone could write). Never for a real client.
+   */
+  openDatagrams?: boolean;
 }
 
 export type VoiceTransport = "auto" | "udp" | "stream";
@@ -331,7 +338,7 @@ export class AudioSession {
     const host = offer.addrs[0] ?? /^\/ip[46]\/([^/]+)/.exec(remote)?.[1];
     if (!host) return;
     try {
-      this.udp = await ClientUdpChannel.open(offer, host, (frame) => this.onDatagramFrame(frame));
+      this.udp = await ClientUdpChannel.open(offer, host, (frame) => this.onDatagramFrame(frame), this.opts.openDatagrams ?? true);
     } catch {
       return;
     }

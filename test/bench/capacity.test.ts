@@ -39,6 +39,8 @@ test("bench/capacity --transport both: one tiny step per path yields a complete 
     expect(step.nodeCores.total).toBeCloseTo(step.nodeCores.main + step.nodeCores.mediaWorker + step.nodeCores.other, 2);
     expect(step.participantsPerNodeCore).toBe(Math.round(3 / step.nodeCores.total));
     expect(step.loadgenCores).toBeGreaterThan(0);
+    // the driver's cost per 100 participants, from the same figure
+    expect(step.loadgenCoresPer100).toBeCloseTo((step.loadgenCores / step.joined) * 100, 2);
     expect(step.windowSec).toBeGreaterThan(1);
     // three participants each send 50 frames/s: the node's packet counters moved accordingly (generous bounds)
     expect(step.packetsInPerSec).toBeGreaterThan(30);

@@ -231,6 +231,8 @@ type MuxerFactory = ReturnType<ReturnType<typeof agoraTransportStack>["streamMux
 export interface YamuxLink {
   /** the opening side's connection, under its muxer (to watch what it sends) */
   nearConn: MultiaddrConnection;
+  /** the accepting side's connection (to watch what it sends back: window updates) */
+  farConn: MultiaddrConnection;
   /** opens streams */
   near: StreamMuxer;
   /** the next stream the far side received */
@@ -251,6 +253,7 @@ export function yamuxLink(factory: MuxerFactory = agoraTransportStack().streamMu
   });
   return {
     nearConn,
+    farConn,
     near,
     async nextFarStream() {
       while (arrived.length === 0) await new Promise<void>((r) => (wake = r));

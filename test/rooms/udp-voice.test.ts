@@ -83,7 +83,7 @@ function frame(seq: number): AudioFrame {
   return { seq, timestamp: (seq * 960) >>> 0, payload };
 }
 
-async function join(c: Ctx, room: string, opts: { protocol?: string; transport?: VoiceTransport } = {}) {
+async function join(c: Ctx, room: string, opts: { protocol?: string; transport?: VoiceTransport; openDatagrams?: boolean } = {}) {
   const received: AudioFrame[] = [];
   const session = await AudioSession.open({
     libp2p: c.client,
@@ -92,6 +92,7 @@ async function join(c: Ctx, room: string, opts: { protocol?: string; transport?:
     onAudio: (f) => received.push(f),
     ...(opts.protocol ? { protocol: opts.protocol } : {}),
     ...(opts.transport ? { transport: opts.transport } : {}),
+    ...(opts.openDatagrams !== undefined ? { openDatagrams: opts.openDatagrams } : {}),
   });
   c.sessions.push(session);
   return { session, received };
@@ -137,6 +138,30 @@ describe("voice datagrams through AudioRoomService", () => {
     expect(new Set(pushedSeqs).size).toBe(pushedSeqs.length);
     const heard = udpClient.received.map((f) => f.seq);
     expect(new Set(heard).size).toBe(heard.length);
+  });
+
+  test("openDatagrams false (a load generator's silent participant): mix frames counted and delivered by header, unopened", async () => {
+    ctx = await setup();
+    const c = ctx;
+    const talker = await join(c, "r5");
+    const counter = await join(c, "r5", { openDatagrams: false });
+    const a = talk(talker.session);
+    const b = talk(counter.session, 10_000);
+    try {
+      await waitFor(() => counter.session.datagramStats.received > 30, "mix datagrams to the header-counting client");
+      await waitFor(() => talker.session.datagramStats.received > 30, "mix datagrams to the talker");
+    } finally {
+      a.stop();
+      b.stop();
+    }
+    const byDatagram = counter.received.slice(-20);
+    // delivered by the clear header: consecutive seqs, no payload (nothing was decrypted)
+    expect(byDatagram.every((f) => f.payload.length === 0)).toBe(true);
+    for (let i = 1; i < byDatagram.length; i++) expect(byDatagram[i]!.seq).toBe((byDatagram[i - 1]!.seq + 1) >>> 0);
+    // the default opens them: the mix's Opus packets
+    expect(talker.received.slice(-20).every((f) => f.payload.length > 0)).toBe(true);
+    // the count the session reports still rises, so the mixer keeps it on datagrams
+    expect(counter.session.datagramStats.dropped).toBe(0);
   });
 
   test("transport stream keeps a 1.1.0 session on the stream (no offer)", async () => {

@@ -209,10 +209,15 @@ describe("per-peer and per-IP limits hold across streams (a hostile peer)", () =
     await openRaw(hostile, ctx.addr).catch(() => undefined); // the third refusal in a row
     await waitFor(() => serverSide().length === 0, "the hostile peer's connection to be closed");
     expect(await metricValue(ctx.registry, LIMITED, { limit: "peer_disconnected" })).toBe(1);
-    // It dials again: its first audio stream closes the new connection at once.
+    // It dials again (once its side has seen the old connection go: a stream opened on that one only fails,
+    // and nothing reaches the server): its first audio stream closes the new connection at once.
+    await waitFor(() => hostile.getConnections(ctx!.server.peerId).length === 0, "the hostile peer to see its connection closed");
     await openRaw(hostile, ctx.addr).catch(() => undefined);
+    await waitForMetric(
+      async () => (await metricValue(ctx!.registry, LIMITED, { limit: "peer_disconnected" })) === 2,
+      "the new connection closed at its first stream",
+    );
     await waitFor(() => serverSide().length === 0, "the new connection to be closed");
-    expect(await metricValue(ctx.registry, LIMITED, { limit: "peer_disconnected" })).toBe(2);
     // An honest peer on the same address is not affected.
     expect((await joinedRaw(ctx, await client(ctx))).messages[0]?.type).toBe("JOINED");
     // After the penalty (and with its bucket refilled) the peer is welcome again.

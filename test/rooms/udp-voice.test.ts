@@ -150,6 +150,12 @@ describe("voice datagrams through AudioRoomService", () => {
     try {
       await waitFor(() => counter.session.datagramStats.received > 30, "mix datagrams to the header-counting client");
       await waitFor(() => talker.session.datagramStats.received > 30, "mix datagrams to the talker");
+      // Until the client's first UDP_REPORT the mixer sends every frame both ways (protocol.md, "Choosing the
+      // path"), and the stream's copy may come first; after it, the mix comes by datagram alone.
+      await waitFor(
+        () => counter.received.length >= 20 && counter.received.slice(-20).every((f) => f.payload.length === 0),
+        "the mix by datagram alone, delivered by header",
+      );
     } finally {
       a.stop();
       b.stop();

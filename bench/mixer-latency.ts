@@ -3,17 +3,20 @@
  *
  *   bun bench/mixer-latency.ts [--duration 20] [--rooms 4] [--participants 3] [--probe-period-ms 250]
  *                              [--jitter-min-ms N]   (engine jitter-buffer floor; default: config default)
- *                              [--background N [--background-procs 4]] [--transport udp|stream]
+ *                              [--background N [--background-procs 4]] [--transport udp|stream] [--mixer binary|inproc]
  *
  * `--background N` measures at a given load: N more participants in one room of the same mixer (3 talkers,
- * everyone else an open silent microphone, each on its own libp2p connection, from `--background-procs`
+ * everyone else an open silent microphone, frames flagged by voice activity, each on its own libp2p connection, from `--background-procs`
  * loadgen processes, bench/loadgen-worker.ts, as in bench/capacity.ts), joined before and running through
  * both measurements. The target is stated at 80 % of the capacity bench/capacity.ts found.
  *
- * A server subprocess (its own event loop, like a real node) runs a libp2p node on 127.0.0.1 with the real
- * media engine behind AudioRoomService, plus an echo protocol that reflects AUDIO frames untouched. This
- * process then runs the loadgen probe measurement (see src/protocol/protocol.md, "Measuring latency") twice
- * over the same kind of connection:
+ * The mixer is the compiled node (`--mixer binary`, the default: dist/agora-node on its defaults but for the
+ * jitter floor and the per-address limits a bench from a few loopback addresses needs), or with `--mixer
+ * inproc` a server subprocess's libp2p node with the real media engine behind AudioRoomService. The direct
+ * path's echo protocol, which reflects AUDIO frames untouched, runs in a server subprocess of its own: with
+ * the mixer under load, an echo on the mixer's own control thread would time that thread's stalls too, which
+ * voice by datagram never meets. This process then runs the loadgen probe measurement (see
+ * src/protocol/protocol.md, "Measuring latency") twice over the same kind of connection:
  *   direct: each probe speaker's frames come straight back from the echo protocol (no jitter buffer, no mix);
  *   mixer:  rooms × participants through the mixer; the probe listener hears the speaker in its mix-minus.
  * Added latency = mixer − direct at each percentile. Targets: added p50 ≤ 30 ms, p99 ≤ 60 ms.
@@ -45,6 +48,7 @@ import {
 } from "../src/protocol";
 import { AudioRoomService, UdpVoiceEndpoint } from "../src/rooms";
 import { agoraTransportStack } from "../src/transport";
+import { startNode } from "../test/helpers/node-process";
 import type { LoadgenWorkerEvent, LoadgenWorkerSpec } from "./loadgen-worker";
 
 const ECHO_PROTOCOL = "/agora/audio-echo/1.0.0";
@@ -102,7 +106,23 @@ async function serve(): Promise<void> {
     addresses: { listen: ["/ip4/127.0.0.1/tcp/0"] },
     ...agoraTransportStack(),
     services: { identify: identify() },
+    // The background load is one connection per participant from a few loopback addresses: libp2p's
+    // default of 300 connections (and 5 new ones per second per address) would turn the probes' dials away.
+    connectionManager: { maxConnections: 4096, inboundConnectionThreshold: 1000, maxIncomingPendingConnections: 1000 },
   });
+  await node.handle(ECHO_PROTOCOL, (stream) => echoHandler(stream), { maxInboundStreams: 4096 });
+  if (process.argv.includes("--echo-only")) {
+    // The direct path's server alone, idle but for the probes (the mixer is the compiled node).
+    process.stdout.write(`${JSON.stringify({ addr: node.getMultiaddrs()[0]!.toString() })}\n`);
+    const stopEcho = async () => {
+      await node.stop();
+      process.exit(0);
+    };
+    process.on("SIGTERM", () => void stopEcho());
+    process.stdin.on("end", () => void stopEcho());
+    process.stdin.resume();
+    return;
+  }
   const cfg = defaultConfig();
   const registry = new Registry();
   const engine = await createMediaEngine({
@@ -135,7 +155,6 @@ async function serve(): Promise<void> {
     limits: { maxStreamsPerConnection: 4096, ipMaxStreams: 4096, ipJoinsPerSecond: 1000, ipJoinBurst: 1000 },
   });
   await service.start();
-  await node.handle(ECHO_PROTOCOL, (stream) => echoHandler(stream), { maxInboundStreams: 4096 });
   process.stdout.write(`${JSON.stringify({ addr: node.getMultiaddrs()[0]!.toString() })}\n`);
   // Engine view of the mixer run (jitter-buffer depth per participant), for diagnosing latency.
   const statsTimer = setInterval(() => {
@@ -173,8 +192,39 @@ async function main(): Promise<void> {
     console.error(`--transport: udp or stream, got ${transport}`);
     process.exit(2);
   }
+  const mi = process.argv.indexOf("--mixer");
+  const mixerKind = mi > 0 ? process.argv[mi + 1] : "binary";
+  if (mixerKind !== "binary" && mixerKind !== "inproc") {
+    console.error(`--mixer: binary or inproc, got ${mixerKind}`);
+    process.exit(2);
+  }
   let background_: Background | undefined;
-  const server = Bun.spawn([process.execPath, import.meta.path, "--serve", "--jitter-min-ms", String(jitterMinMs)], {
+  // The compiled node as operators run it (its own defaults but for the jitter floor and the limits a bench
+  // from a few loopback addresses needs), or the in-process server's engine.
+  const binary =
+    mixerKind === "binary"
+      ? await startNode({
+          args: [
+            "--log-level",
+            "warn",
+            "--set",
+            `audio.jitter_min_ms=${jitterMinMs}`,
+            "--set",
+            `node.max_connections=${background + 256}`,
+            "--set",
+            `audio.max_streams_per_peer=${Math.max(64, background)}`,
+            "--set",
+            `audio.max_streams_per_ip=${Math.max(256, background)}`,
+            "--set",
+            "audio.joins_per_second_per_peer=1000",
+            "--set",
+            "audio.joins_per_second_per_ip=1000",
+          ],
+          timeoutMs: 60_000,
+        })
+      : undefined;
+  const serverArgs = binary ? ["--serve", "--echo-only"] : ["--serve", "--jitter-min-ms", String(jitterMinMs)];
+  const server = Bun.spawn([process.execPath, import.meta.path, ...serverArgs], {
     stdin: "pipe",
     stdout: "pipe",
     stderr: "inherit",
@@ -191,22 +241,35 @@ async function main(): Promise<void> {
       buf += new TextDecoder().decode(value);
     }
     reader.releaseLock();
-    const addr = (JSON.parse(buf.split("\n")[0]!) as { addr: string }).addr;
+    const echoAddr = (JSON.parse(buf.split("\n")[0]!) as { addr: string }).addr;
+    const mixerAddr = binary ? await binary.multiaddr() : echoAddr;
     const logger = silentLogger();
-    const common = { node: addr, durationSec: duration, logger, probePeriodMs };
-    if (background > 0) background_ = await startBackground(addr, background, backgroundProcs, duration * 2 + 60, transport);
+    const common = { durationSec: duration, logger, probePeriodMs };
+    if (background > 0) background_ = await startBackground(mixerAddr, background, backgroundProcs, duration * 2 + 60, transport);
     // Direct path: one "room" per probe, each a single participant talking to the echo.
-    const direct = await runLoadgen({ ...common, rooms, participants: 1, protocol: ECHO_PROTOCOL, roomPrefix: "echo" });
-    const mixer = await runLoadgen({ ...common, rooms, participants, roomPrefix: "bench", transport });
+    const direct = await runLoadgen({ ...common, node: echoAddr, rooms, participants: 1, protocol: ECHO_PROTOCOL, roomPrefix: "echo" });
+    const skippedBefore = binary ? await skippedTicks(binary.metricsUrl) : 0;
+    const mixer = await runLoadgen({ ...common, node: mixerAddr, rooms, participants, roomPrefix: "bench", transport });
+    // The node's own word on real time during the mixer run: ticks it could not run in time.
+    const skipped = binary ? (await skippedTicks(binary.metricsUrl)) - skippedBefore : null;
     const bg = background_ ? await background_.stop() : undefined;
-    report(direct, mixer, { duration, rooms, participants, probePeriodMs, jitterMinMs, background }, transport, bg);
+    report(direct, mixer, { duration, rooms, participants, probePeriodMs, jitterMinMs, background }, transport, mixerKind, skipped, bg);
   } finally {
     await background_?.stop();
     clearTimeout(killTimer);
     server.stdin.end();
     await Promise.race([server.exited, Bun.sleep(10_000)]);
     server.kill();
+    await binary?.stop().catch(() => undefined);
+    binary?.cleanup();
   }
+}
+
+/** agora_mixer_ticks_skipped_total on the node's /metrics. */
+async function skippedTicks(metricsUrl: string): Promise<number> {
+  const text = await (await fetch(metricsUrl)).text();
+  const line = text.split("\n").find((l) => l.startsWith("agora_mixer_ticks_skipped_total"));
+  return line ? Number(line.split(" ").at(-1)) : 0;
 }
 
 interface BackgroundFigures {
@@ -238,6 +301,8 @@ async function startBackground(addr: string, n: number, procs: number, maxSec: n
       connections: "per-participant",
       localAddress: `127.0.0.${2 + i}`,
       silentMicrophones: true,
+      // as bench/capacity measures its load (its default --vad on): frames flagged by voice activity
+      voiceActivity: true,
       sessionOptions: { transport },
     };
     const proc = Bun.spawn([process.execPath, worker, JSON.stringify(spec)], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
@@ -297,6 +362,8 @@ function report(
   mixer: LoadgenReport,
   params: Record<string, number>,
   transport: VoiceTransport,
+  mixerKind: string,
+  skippedTicksDuringMixerRun: number | null,
   background?: BackgroundFigures,
 ): void {
   const d = direct.latencyMs;
@@ -308,7 +375,7 @@ function report(
   const pass = added.p50 !== null && added.p99 !== null && added.p50 <= targets.p50 && added.p99 <= targets.p99;
   const fmt = (v: number | null) => (v === null ? "-" : v.toFixed(1).padStart(7));
   console.log(
-    `mixer latency on loopback, voice by ${transport}: ${params.rooms} rooms × ${params.participants} participants, ${params.duration} s per path, engine jitter_min_ms ${params.jitterMinMs}${background ? `, background load ${background.joined}/${background.participants} participants (loss ${background.dueLossPercent} %)` : ""}`,
+    `mixer latency on loopback (${mixerKind === "binary" ? "the compiled node" : "in-process engine"}), voice by ${transport}: ${params.rooms} rooms × ${params.participants} participants, ${params.duration} s per path, engine jitter_min_ms ${params.jitterMinMs}${background ? `, background load ${background.joined}/${background.participants} participants (loss ${background.dueLossPercent} %)` : ""}`,
   );
   console.log("path          samples     p50     p90     p99     max   loss%");
   console.log(
@@ -326,11 +393,15 @@ function report(
   console.log(
     `added         ${"".padStart(7)} ${fmt(added.p50)} ${fmt(added.p90)} ${fmt(added.p99)}          (targets p50 ≤ ${targets.p50}, p99 ≤ ${targets.p99} ms: ${pass ? "PASS" : "FAIL"})`,
   );
+  if (skippedTicksDuringMixerRun !== null)
+    console.log(`mixer ticks skipped by the node during the mixer run: ${skippedTicksDuringMixerRun}`);
   console.log(
     JSON.stringify({
       bench: "mixer-latency",
       params,
       transport,
+      mixer_process: mixerKind,
+      skipped_ticks_during_mixer_run: skippedTicksDuringMixerRun,
       direct: { latencyMs: d, lossPercent: direct.totals.lossPercent, joined: direct.totals.joined },
       mixer: {
         latencyMs: m,

@@ -16,7 +16,7 @@ import {
   MixerRefreshCadence,
   mixerListNews,
 } from "../../src/node/room-placement";
-import type { NetworkNode, RoomDirectory } from "../../src/p2p";
+import { fakeDirectory, fakeNetwork, mixerAdvert } from "./placement-fakes";
 
 const list = (...peers: string[]) =>
   peers.map((peer_id) => ({ peer_id, region: "eu-west", capabilities: ["mixer"], status: "online", current_load: 0, max_clients: 100 }));
@@ -93,38 +93,12 @@ describe("placement wiring on the cadence", () => {
     const key = await generateKeyPair("Ed25519");
     const self = peerIdFromPrivateKey(key).toString();
     const other = peerIdFromPrivateKey(await generateKeyPair("Ed25519")).toString();
-    const ad = (peer_id: string) => ({
-      advertisement: {
-        peer_id,
-        region: "eu-west",
-        status: "online",
-        capabilities: ["mixer"],
-        current_load: 0,
-        max_clients: 100,
-        listen_addr: ["/ip4/127.0.0.1/tcp/4001"],
-      },
-    });
     let walks = 0;
-    const network = {
-      peerId: self,
-      libp2p: { services: {}, peerStore: { merge: async () => {} } },
-      listenAddrs: () => ["/ip4/127.0.0.1/tcp/4001"],
-      discover: async () => {
-        walks++;
-        return [ad(self), ad(other)];
-      },
-    } as unknown as NetworkNode;
-    const directory = {
-      on: () => {},
-      resolve: async () => undefined,
-      claim: async () => {},
-      update: async () => {},
-      release: async () => {},
-      current: () => undefined,
-      setParticipants: () => {},
-      countRedirect: () => {},
-      countHandover: () => {},
-    } as unknown as RoomDirectory;
+    const network = fakeNetwork(self, async () => {
+      walks++;
+      return [mixerAdvert(self), mixerAdvert(other)];
+    });
+    const directory = fakeDirectory();
     let t = 0;
     const wiring = createRoomPlacement({
       network,

@@ -17,7 +17,6 @@ import {
   encodeAdvertisement,
   type NetworkNode,
   PROTOCOL_ADVERT,
-  type RoomDirectory,
   signAdvertisement,
 } from "../../src/p2p";
 import { serveAdvertisements } from "../../src/p2p/advert-protocol";
@@ -26,25 +25,12 @@ import { signMoveToken } from "../../src/rooms";
 import { metricValue } from "../helpers/net-fakes";
 import { hostileAdvertisement } from "../p2p/helpers";
 import { until, useVirtualTime } from "../p2p/virtual-time";
+import { fakeDirectory, fakeNetwork, mixerAdvert } from "./placement-fakes";
 
 const stops: (() => unknown)[] = [];
 afterEach(async () => {
   while (stops.length) await Promise.resolve(stops.pop()!()).catch(() => {});
 });
-
-function fakeDirectory(): RoomDirectory {
-  return {
-    on: () => {},
-    resolve: async () => undefined,
-    claim: async () => {},
-    update: async () => {},
-    release: async () => {},
-    current: () => undefined,
-    setParticipants: () => {},
-    countRedirect: () => {},
-    countHandover: () => {},
-  } as unknown as RoomDirectory;
-}
 
 /** A libp2p node on loopback serving `status` in its own signed advertisement over /agora/advert/1.0.0. */
 async function advertisingMixer(status: "online" | "draining"): Promise<{ node: Libp2p; peer: string }> {
@@ -71,20 +57,6 @@ async function advertisingMixer(status: "online" | "draining"): Promise<{ node: 
   return { node, peer };
 }
 
-function advert(peer_id: string) {
-  return {
-    advertisement: {
-      peer_id,
-      region: "eu-west",
-      status: "online",
-      capabilities: ["mixer"],
-      current_load: 0,
-      max_clients: 100,
-      listen_addr: ["/ip4/127.0.0.1/tcp/4001"],
-    },
-  };
-}
-
 describe("room placement wiring", () => {
   test("a draining host missing from the latest walk (discovery drops draining nodes) is still a mixer: its move token is accepted", async () => {
     const key = await generateKeyPair("Ed25519");
@@ -93,26 +65,11 @@ describe("room placement wiring", () => {
     const oldHost = peerIdFromPrivateKey(oldHostKey).toString();
     const third = peerIdFromPrivateKey(await generateKeyPair("Ed25519")).toString();
     const answers = [
-      [advert(self), advert(oldHost)],
-      [advert(self), advert(third)],
+      [mixerAdvert(self), mixerAdvert(oldHost)],
+      [mixerAdvert(self), mixerAdvert(third)],
     ];
-    const network = {
-      peerId: self,
-      libp2p: { services: {}, peerStore: { merge: async () => {} } },
-      listenAddrs: () => ["/ip4/127.0.0.1/tcp/4001"],
-      discover: async () => answers.shift() ?? [advert(self), advert(third)],
-    } as unknown as NetworkNode;
-    const directory = {
-      on: () => {},
-      resolve: async () => undefined, // the handing-over record is not visible yet
-      claim: async () => {},
-      update: async () => {},
-      release: async () => {},
-      current: () => undefined,
-      setParticipants: () => {},
-      countRedirect: () => {},
-      countHandover: () => {},
-    } as unknown as RoomDirectory;
+    const network = fakeNetwork(self, async () => answers.shift() ?? [mixerAdvert(self), mixerAdvert(third)]);
+    const directory = fakeDirectory(); // the handing-over record is not visible yet
     const registry = new Registry();
     const wiring = createRoomPlacement({ network, directory, privateKey: key, region: "eu-west", registry, logger: silentLogger() });
     await wiring.refreshMixers(true);
@@ -134,29 +91,14 @@ describe("room placement wiring", () => {
     const self = peerIdFromPrivateKey(key).toString();
     const other = peerIdFromPrivateKey(await generateKeyPair("Ed25519")).toString();
     const third = peerIdFromPrivateKey(await generateKeyPair("Ed25519")).toString();
-    const draining = advert(third);
+    const draining = mixerAdvert(third);
     draining.advertisement.status = "draining";
     const answers = [
-      [advert(self), advert(other)],
-      [advert(self), draining],
+      [mixerAdvert(self), mixerAdvert(other)],
+      [mixerAdvert(self), draining],
     ];
-    const network = {
-      peerId: self,
-      libp2p: { services: {}, peerStore: { merge: async () => {} } },
-      listenAddrs: () => ["/ip4/127.0.0.1/tcp/4001"],
-      discover: async () => answers.shift() ?? [advert(self), draining],
-    } as unknown as NetworkNode;
-    const directory = {
-      on: () => {},
-      resolve: async () => undefined,
-      claim: async () => {},
-      update: async () => {},
-      release: async () => {},
-      current: () => undefined,
-      setParticipants: () => {},
-      countRedirect: () => {},
-      countHandover: () => {},
-    } as unknown as RoomDirectory;
+    const network = fakeNetwork(self, async () => answers.shift() ?? [mixerAdvert(self), draining]);
+    const directory = fakeDirectory();
     const wiring = createRoomPlacement({
       network,
       directory,
@@ -184,28 +126,13 @@ describe("room placement wiring", () => {
     const key = await generateKeyPair("Ed25519");
     const self = peerIdFromPrivateKey(key).toString();
     const other = peerIdFromPrivateKey(await generateKeyPair("Ed25519")).toString();
-    const answers: ReturnType<typeof advert>[][] = [[advert(self), advert(other)]];
+    const answers: ReturnType<typeof mixerAdvert>[][] = [[mixerAdvert(self), mixerAdvert(other)]];
     let walks = 0;
-    const network = {
-      peerId: self,
-      libp2p: { services: {}, peerStore: { merge: async () => {} } },
-      listenAddrs: () => ["/ip4/127.0.0.1/tcp/4001"],
-      discover: async () => {
-        walks++;
-        return answers.shift() ?? [advert(self)]; // later walks time out with only this node
-      },
-    } as unknown as NetworkNode;
-    const directory = {
-      on: () => {},
-      resolve: async () => undefined,
-      claim: async () => {},
-      update: async () => {},
-      release: async () => {},
-      current: () => undefined,
-      setParticipants: () => {},
-      countRedirect: () => {},
-      countHandover: () => {},
-    } as unknown as RoomDirectory;
+    const network = fakeNetwork(self, async () => {
+      walks++;
+      return answers.shift() ?? [mixerAdvert(self)]; // later walks time out with only this node
+    });
+    const directory = fakeDirectory();
     const wiring = createRoomPlacement({
       network,
       directory,
@@ -246,16 +173,17 @@ describe("room placement wiring", () => {
     // A room whose rule puts the draining mixer first, so a list that still calls it online would pick it.
     const room = Array.from({ length: 200 }, (_, i) => `r${i}`).find(
       (r) =>
-        rankPlacement(r, "eu-west", [advert(live.peer).advertisement, advert(draining.peer).advertisement])[0]?.peer_id === draining.peer,
+        rankPlacement(r, "eu-west", [mixerAdvert(live.peer).advertisement, mixerAdvert(draining.peer).advertisement])[0]?.peer_id ===
+        draining.peer,
     )!;
     for (const m of [live, draining]) await self.dial(m.node.getMultiaddrs()[0]!);
     // the first walk (at start) saw the draining mixer before it drained; later walks find only this node
-    const answers = [[advert(selfId), advert(draining.peer)]];
+    const answers = [[mixerAdvert(selfId), mixerAdvert(draining.peer)]];
     const network = {
       peerId: selfId,
       libp2p: self,
       listenAddrs: () => ["/ip4/127.0.0.1/tcp/4001"],
-      discover: async () => answers.shift() ?? [advert(selfId)],
+      discover: async () => answers.shift() ?? [mixerAdvert(selfId)],
     } as unknown as NetworkNode;
     const wiring = createRoomPlacement({
       network,
@@ -294,12 +222,9 @@ describe("room placement wiring", () => {
       const other = peerIdFromPrivateKey(await generateKeyPair("Ed25519")).toString();
       let walks = 0;
       let othersFrom = 4; // the walks before this one find only this node (a busy machine)
-      const network = {
-        peerId: self,
-        libp2p: { services: {}, peerStore: { merge: async () => {} } },
-        listenAddrs: () => ["/ip4/127.0.0.1/tcp/4001"],
-        discover: async () => (++walks >= othersFrom ? [advert(self), advert(other)] : [advert(self)]),
-      } as unknown as NetworkNode;
+      const network = fakeNetwork(self, async () =>
+        ++walks >= othersFrom ? [mixerAdvert(self), mixerAdvert(other)] : [mixerAdvert(self)],
+      );
       const wiring = createRoomPlacement({
         network,
         directory: fakeDirectory(),
@@ -336,7 +261,7 @@ describe("room placement wiring", () => {
           peerId: self2,
           discover: async () => {
             walks++;
-            return [advert(self2)];
+            return [mixerAdvert(self2)];
           },
         } as unknown as NetworkNode,
         directory: fakeDirectory(),

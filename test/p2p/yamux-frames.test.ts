@@ -53,44 +53,11 @@ function tapFrames(conn: {
   return frames;
 }
 
-/** Data-frame payload lengths seen on the wire, in order; parses the yamux headers of everything `conn` sends. */
-function tapDataFrames(conn: { send(data: Uint8Array | { subarray(): Uint8Array }): boolean }): number[] {
-  const lengths: number[] = [];
-  let pending = new Uint8Array(0);
-  let skip = 0; // payload bytes of the current frame still to pass
-  const orig = conn.send.bind(conn);
-  conn.send = (data) => {
-    const bytes = data instanceof Uint8Array ? data : data.subarray();
-    let buf = new Uint8Array(pending.byteLength + bytes.byteLength);
-    buf.set(pending);
-    buf.set(bytes, pending.byteLength);
-    for (;;) {
-      if (skip > 0) {
-        const n = Math.min(skip, buf.byteLength);
-        skip -= n;
-        buf = buf.subarray(n);
-        if (skip > 0) break;
-      }
-      if (buf.byteLength < HEADER) break;
-      const view = new DataView(buf.buffer, buf.byteOffset, HEADER);
-      const length = view.getUint32(8);
-      buf = buf.subarray(HEADER);
-      if (view.getUint8(1) === TYPE_DATA) {
-        lengths.push(length);
-        skip = length;
-      }
-    }
-    pending = buf.slice();
-    return orig(data);
-  };
-  return lengths;
-}
-
 type MuxerFactory = Parameters<typeof yamuxLink>[0];
 
 async function sendThrough(factory: MuxerFactory, bytes: number): Promise<{ frames: number[]; received: number }> {
   const link = yamuxLink(factory);
-  const frames = tapDataFrames(link.nearConn as never);
+  const sent = tapFrames(link.nearConn as never);
   let received = 0;
   const done = Promise.withResolvers<void>();
   const stream = await link.near.createStream();
@@ -105,7 +72,8 @@ async function sendThrough(factory: MuxerFactory, bytes: number): Promise<{ fram
   await done.promise.finally(() => clearTimeout(timer));
   await stream.close().catch(() => undefined);
   link.close();
-  return { frames, received };
+  // data-frame payload lengths, in order
+  return { frames: sent.filter((f) => f.type === TYPE_DATA).map((f) => f.length), received };
 }
 
 describe("yamux data frames", () => {

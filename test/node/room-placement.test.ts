@@ -12,13 +12,7 @@ import { createLibp2p } from "libp2p";
 import { Registry } from "prom-client";
 import { silentLogger } from "../../src/log";
 import { createRoomPlacement } from "../../src/node/room-placement";
-import {
-  agoraTransportStack,
-  encodeAdvertisement,
-  type NetworkNode,
-  PROTOCOL_ADVERT,
-  signAdvertisement,
-} from "../../src/p2p";
+import { agoraTransportStack, encodeAdvertisement, type NetworkNode, PROTOCOL_ADVERT, signAdvertisement } from "../../src/p2p";
 import { serveAdvertisements } from "../../src/p2p/advert-protocol";
 import { rankPlacement } from "../../src/protocol";
 import { signMoveToken } from "../../src/rooms";

@@ -10,6 +10,7 @@ import { identify } from "@libp2p/identify";
 import { ping } from "@libp2p/ping";
 import { createLibp2p } from "libp2p";
 import { agoraPing, agoraTransportStack, PING_STREAMS_PER_CONNECTION } from "../../src/transport";
+import { waitFor } from "../helpers/net-fakes";
 
 const stops: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -33,19 +34,71 @@ async function pair(pingService: () => ReturnType<typeof ping>, monitorMs?: numb
   return { server, client };
 }
 
+const PING_PROTOCOL = "/ipfs/ping/1.0.0";
+
+/**
+ * A client with the given ping service, connected to a server that takes ping streams and never answers: a
+ * ping's stream stays open until it is aborted, so pings overlap however slowly the machine runs (with an
+ * echoing server a starved client may finish one ping before it opens the next). No connection monitor on
+ * either side: its pings would be held too.
+ */
+async function pairWithSilentServer(pingService: () => ReturnType<typeof ping>) {
+  const make = async (listen: string[], services: { ping?: ReturnType<typeof ping> }) => {
+    const n = await createLibp2p({
+      addresses: { listen },
+      ...agoraTransportStack(),
+      connectionMonitor: { enabled: false },
+      services: { identify: identify(), ...services },
+    });
+    stops.push(() => n.stop());
+    return n;
+  };
+  const server = await make(["/ip4/127.0.0.1/tcp/0"], {});
+  await server.handle(PING_PROTOCOL, () => {}, { maxInboundStreams: 4 * PING_STREAMS_PER_CONNECTION });
+  const client = await make([], { ping: pingService() });
+  const conn = await client.dial(server.getMultiaddrs()[0]!);
+  const aborts = new AbortController();
+  stops.push(() => aborts.abort());
+  const openPings = () =>
+    conn.streams.filter((s) => s.direction === "outbound" && s.protocol === PING_PROTOCOL && s.status === "open").length;
+  /** Starts one ping that will not be answered; it settles when the test ends (aborted) or at once if refused. */
+  const startPing = () =>
+    client.services.ping.ping(server.peerId, { signal: aborts.signal }).then(
+      () => "answered",
+      (err: unknown) => String(err),
+    );
+  return { openPings, startPing };
+}
+
 describe("agoraPing", () => {
-  test(`${PING_STREAMS_PER_CONNECTION} concurrent pings on one connection all succeed (plain ping: only one does)`, async () => {
+  test(`${PING_STREAMS_PER_CONNECTION} concurrent pings on one connection all succeed`, async () => {
     const ours = await pair(agoraPing);
     const results = await Promise.allSettled(
       Array.from({ length: PING_STREAMS_PER_CONNECTION }, () => ours.client.services.ping.ping(ours.server.peerId)),
     );
     expect(results.filter((r) => r.status === "rejected")).toEqual([]);
-    // The hazard it removes, shown with the library's defaults.
-    const plain = await pair(() => ping());
-    const plainResults = await Promise.allSettled(
-      Array.from({ length: PING_STREAMS_PER_CONNECTION }, () => plain.client.services.ping.ping(plain.server.peerId)),
+  });
+
+  test(`${PING_STREAMS_PER_CONNECTION} pings may be open at once on one connection (plain ping: a second one is refused)`, async () => {
+    // Ours: all of them open together, none refused; one more than that is refused (the limit is ours).
+    const ours = await pairWithSilentServer(agoraPing);
+    const held = Array.from({ length: PING_STREAMS_PER_CONNECTION }, () => ours.startPing());
+    let settledEarly: string | undefined;
+    for (const h of held) void h.then((r) => (settledEarly ??= r));
+    await waitFor(
+      () => ours.openPings() === PING_STREAMS_PER_CONNECTION || settledEarly !== undefined,
+      `${PING_STREAMS_PER_CONNECTION} open ping streams`,
     );
-    expect(plainResults.some((r) => r.status === "rejected" && /Too many outbound protocol streams/.test(String(r.reason)))).toBe(true);
+    expect(settledEarly).toBeUndefined();
+    expect(await ours.startPing()).toMatch(/Too many outbound protocol streams/);
+    // The hazard it removes, shown with the library's defaults: while one ping waits for its answer, the next
+    // is refused (the connection monitor's ping among them, which then aborts the connection).
+    const plain = await pairWithSilentServer(() => ping());
+    const first = plain.startPing();
+    await waitFor(() => plain.openPings() === 1, "the first ping's stream");
+    expect(await plain.startPing()).toMatch(/Too many outbound protocol streams/);
+    expect(plain.openPings()).toBe(1);
+    void first;
   });
 
   test("explicit pings while the connection monitor pings never cost the connection", async () => {

@@ -3,12 +3,16 @@
  *
  *   bun bench/mixer-latency.ts [--duration 20] [--rooms 4] [--participants 3] [--probe-period-ms 250]
  *                              [--jitter-min-ms N]   (engine jitter-buffer floor; default: config default)
- *                              [--background N [--background-procs 4]] [--transport udp|stream] [--mixer binary|inproc]
+ *                              [--background N [--background-procs 4] [--background-nice 19]]
+ *                              [--transport udp|stream] [--mixer binary|inproc] [--vad on|off]
  *
  * `--background N` measures at a given load: N more participants in one room of the same mixer (3 talkers,
  * everyone else an open silent microphone, frames flagged by voice activity, each on its own libp2p connection, from `--background-procs`
  * loadgen processes, bench/loadgen-worker.ts, as in bench/capacity.ts), joined before and running through
- * both measurements. The target is stated at 80 % of the capacity bench/capacity.ts found.
+ * both measurements, at nice 19 unless `--background-nice` says otherwise (they stand in for clients on other
+ * machines: see main). The target is stated at 80 % of the capacity bench/capacity.ts found.
+ * AGORA_BENCH_STATS=1 prints on stderr the node's view of the probe rooms every 2 s (jitter-buffer depth,
+ * target, jitter, late frames per participant) and its tick-duration histogram after the mixer run.
  *
  * The mixer is the compiled node (`--mixer binary`, the default: dist/agora-node on its defaults but for the
  * jitter floor and the per-address limits a bench from a few loopback addresses needs), or with `--mixer
@@ -186,6 +190,20 @@ async function main(): Promise<void> {
   const jitterMinMs = arg("jitter-min-ms", defaultConfig().audio.jitter_min_ms, true);
   const background = Math.round(arg("background", 0, true));
   const backgroundProcs = Math.max(1, Math.round(arg("background-procs", 4)));
+  // The background stands in for clients on machines of their own: on this one they must not take the CPU
+  // the node and the probes need at the moment they need it, so they run at a lower priority (nice 19 by
+  // default: they still get every idle cycle, and their loss against the wall clock, printed, shows whether
+  // they kept up). --background-nice 0 runs them at the node's priority, as a second client process would.
+  // The probe rooms' participants flag their frames by voice activity, as the SDK's room clients do
+  // (DEFAULT_ROOM_CAPABILITIES): the speaker's as voice, the two listeners' near-silence as silence. --vad off:
+  // unflagged frames, as a 1.0.0 client sends them (every one decoded, every participant a mix candidate).
+  const vadArg = process.argv.indexOf("--vad") > 0 ? process.argv[process.argv.indexOf("--vad") + 1] : "on";
+  if (vadArg !== "on" && vadArg !== "off") {
+    console.error(`--vad: on or off, got ${vadArg}`);
+    process.exit(2);
+  }
+  const vad = vadArg === "on";
+  const backgroundNice = Math.min(19, Math.round(arg("background-nice", 19, true)));
   const ti = process.argv.indexOf("--transport");
   const transport = ti > 0 ? process.argv[ti + 1] : "udp";
   if (transport !== "udp" && transport !== "stream") {
@@ -245,15 +263,40 @@ async function main(): Promise<void> {
     const mixerAddr = binary ? await binary.multiaddr() : echoAddr;
     const logger = silentLogger();
     const common = { durationSec: duration, logger, probePeriodMs };
-    if (background > 0) background_ = await startBackground(mixerAddr, background, backgroundProcs, duration * 2 + 60, transport);
+    if (background > 0)
+      background_ = await startBackground(mixerAddr, background, backgroundProcs, duration * 2 + 60, transport, backgroundNice);
     // Direct path: one "room" per probe, each a single participant talking to the echo.
     const direct = await runLoadgen({ ...common, node: echoAddr, rooms, participants: 1, protocol: ECHO_PROTOCOL, roomPrefix: "echo" });
     const skippedBefore = binary ? await skippedTicks(binary.metricsUrl) : 0;
-    const mixer = await runLoadgen({ ...common, node: mixerAddr, rooms, participants, roomPrefix: "bench", transport });
+    // AGORA_BENCH_STATS=1: the node's view of the probe rooms every 2 s (jitter-buffer depth / target / jitter
+    // per participant, from /api/rooms), as the in-process server prints its engine's.
+    const statsTimer =
+      binary && process.env.AGORA_BENCH_STATS
+        ? setInterval(() => void printRoomStats(binary.dashboardUrl).catch(() => undefined), 2000)
+        : undefined;
+    const mixer = await runLoadgen({ ...common, node: mixerAddr, rooms, participants, roomPrefix: "bench", transport, voiceActivity: vad });
+    clearInterval(statsTimer);
+    if (binary && process.env.AGORA_BENCH_STATS) {
+      const text = await (await fetch(binary.metricsUrl)).text();
+      process.stderr.write(
+        `${text
+          .split("\n")
+          .filter((l) => l.startsWith("agora_mixer_tick_seconds"))
+          .join("\n")}\n`,
+      );
+    }
     // The node's own word on real time during the mixer run: ticks it could not run in time.
     const skipped = binary ? (await skippedTicks(binary.metricsUrl)) - skippedBefore : null;
     const bg = background_ ? await background_.stop() : undefined;
-    report(direct, mixer, { duration, rooms, participants, probePeriodMs, jitterMinMs, background }, transport, mixerKind, skipped, bg);
+    report(
+      direct,
+      mixer,
+      { duration, rooms, participants, probePeriodMs, jitterMinMs, background, backgroundNice, vad: vad ? 1 : 0 },
+      transport,
+      mixerKind,
+      skipped,
+      bg,
+    );
   } finally {
     await background_?.stop();
     clearTimeout(killTimer);
@@ -263,6 +306,21 @@ async function main(): Promise<void> {
     await binary?.stop().catch(() => undefined);
     binary?.cleanup();
   }
+}
+
+async function printRoomStats(dashboardUrl: string): Promise<void> {
+  const rooms = (await (await fetch(`${dashboardUrl}/api/rooms`)).json()) as {
+    id: string;
+    participants: { buffer_depth_ms: number; jitter_target_ms?: number; jitter_ms: number; late: number }[];
+  }[];
+  const line = rooms
+    .filter((r) => r.id.startsWith("bench-"))
+    .map(
+      (r) =>
+        `${r.id}: ${r.participants.map((p) => `${p.buffer_depth_ms.toFixed(0)}/${(p.jitter_target_ms ?? 0).toFixed(0)}/${p.jitter_ms.toFixed(1)}/${p.late}`).join(" ")}`,
+    )
+    .join(" | ");
+  process.stderr.write(`depth/target/jitter/late ms: ${line}\n`);
 }
 
 /** agora_mixer_ticks_skipped_total on the node's /metrics. */
@@ -288,7 +346,14 @@ interface Background {
  * from `procs` loadgen processes and resolves once all of them are sending; stop() ends them (LEAVE) and
  * returns their figures.
  */
-async function startBackground(addr: string, n: number, procs: number, maxSec: number, transport: VoiceTransport): Promise<Background> {
+async function startBackground(
+  addr: string,
+  n: number,
+  procs: number,
+  maxSec: number,
+  transport: VoiceTransport,
+  niceness: number,
+): Promise<Background> {
   const worker = join(import.meta.dir, "loadgen-worker.ts");
   const count = Math.min(procs, n);
   const children = Array.from({ length: count }, (_, i) => {
@@ -305,7 +370,12 @@ async function startBackground(addr: string, n: number, procs: number, maxSec: n
       voiceActivity: true,
       sessionOptions: { transport },
     };
-    const proc = Bun.spawn([process.execPath, worker, JSON.stringify(spec)], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+    const cmd = [process.execPath, worker, JSON.stringify(spec)];
+    const proc = Bun.spawn(niceness > 0 ? ["nice", "-n", String(niceness), ...cmd] : cmd, {
+      stdin: "pipe",
+      stdout: "pipe",
+      stderr: "inherit",
+    });
     const events: LoadgenWorkerEvent[] = [];
     const done = (async () => {
       const reader = proc.stdout.getReader();
@@ -375,7 +445,7 @@ function report(
   const pass = added.p50 !== null && added.p99 !== null && added.p50 <= targets.p50 && added.p99 <= targets.p99;
   const fmt = (v: number | null) => (v === null ? "-" : v.toFixed(1).padStart(7));
   console.log(
-    `mixer latency on loopback (${mixerKind === "binary" ? "the compiled node" : "in-process engine"}), voice by ${transport}: ${params.rooms} rooms × ${params.participants} participants, ${params.duration} s per path, engine jitter_min_ms ${params.jitterMinMs}${background ? `, background load ${background.joined}/${background.participants} participants (loss ${background.dueLossPercent} %)` : ""}`,
+    `mixer latency on loopback (${mixerKind === "binary" ? "the compiled node" : "in-process engine"}), voice by ${transport}: ${params.rooms} rooms × ${params.participants} participants, ${params.duration} s per path, engine jitter_min_ms ${params.jitterMinMs}, voice-activity flags ${params.vad ? "on" : "off"}${background ? `, background load ${background.joined}/${background.participants} participants at nice ${params.backgroundNice} (loss ${background.dueLossPercent} %)` : ""}`,
   );
   console.log("path          samples     p50     p90     p99     max   loss%");
   console.log(

@@ -144,24 +144,9 @@ describe("discovery in a region flooded with 200 fake nodes", () => {
     const boot = await startNode({ args: ["--mode", "bootstrap", "--heartbeat-interval", "1s"] });
     nodes.push(boot);
     const bootAddr = await boot.multiaddr();
-    const honest = await Promise.all(
-      [0, 1].map((i) =>
-        startNode({
-          // the asking node (0) logs at debug: its "discovery finished" lines say whether a query ran out of time
-          args: [
-            "--mode",
-            "dedicated",
-            "--region",
-            REGION,
-            "--heartbeat-interval",
-            "1s",
-            "--bootstrap",
-            bootAddr,
-            ...(i === 0 ? ["--log-level", "debug"] : []),
-          ],
-        }),
-      ),
-    );
+    const dedicated = ["--mode", "dedicated", "--region", REGION, "--heartbeat-interval", "1s", "--bootstrap", bootAddr];
+    // the asking node (0) logs at debug: its "discovery finished" lines say whether a query ran out of time
+    const honest = await Promise.all([0, 1].map((i) => startNode({ args: i === 0 ? [...dedicated, "--log-level", "debug"] : dedicated })));
     nodes.push(...honest);
     const honestIds = (await Promise.all(honest.map((h) => h.peerId()))).sort();
     const api = async () => {

@@ -269,7 +269,7 @@ async function main(): Promise<void> {
     const direct = await runLoadgen({ ...common, node: echoAddr, rooms, participants: 1, protocol: ECHO_PROTOCOL, roomPrefix: "echo" });
     const skippedBefore = binary ? await skippedTicks(binary.metricsUrl) : 0;
     // AGORA_BENCH_STATS=1: the node's view of the probe rooms every 2 s (jitter-buffer depth / target / jitter
-    // per participant, from /api/rooms), as the in-process server prints its engine's.
+    // estimate / mean jitter per participant, and late frames, from /api/rooms), as the in-process server prints its engine's.
     const statsTimer =
       binary && process.env.AGORA_BENCH_STATS
         ? setInterval(() => void printRoomStats(binary.dashboardUrl).catch(() => undefined), 2000)
@@ -311,16 +311,16 @@ async function main(): Promise<void> {
 async function printRoomStats(dashboardUrl: string): Promise<void> {
   const rooms = (await (await fetch(`${dashboardUrl}/api/rooms`)).json()) as {
     id: string;
-    participants: { buffer_depth_ms: number; jitter_target_ms?: number; jitter_ms: number; late: number }[];
+    participants: { buffer_depth_ms: number; jitter_target_ms?: number; jitter_estimate_ms?: number; jitter_ms: number; late: number }[];
   }[];
   const line = rooms
     .filter((r) => r.id.startsWith("bench-"))
     .map(
       (r) =>
-        `${r.id}: ${r.participants.map((p) => `${p.buffer_depth_ms.toFixed(0)}/${(p.jitter_target_ms ?? 0).toFixed(0)}/${p.jitter_ms.toFixed(1)}/${p.late}`).join(" ")}`,
+        `${r.id}: ${r.participants.map((p) => `${p.buffer_depth_ms.toFixed(0)}/${(p.jitter_target_ms ?? 0).toFixed(0)}/${(p.jitter_estimate_ms ?? 0).toFixed(1)}/${p.jitter_ms.toFixed(1)}/${p.late}`).join(" ")}`,
     )
     .join(" | ");
-  process.stderr.write(`depth/target/jitter/late ms: ${line}\n`);
+  process.stderr.write(`depth/target/estimate/jitter ms, late: ${line}\n`);
 }
 
 /** agora_mixer_ticks_skipped_total on the node's /metrics. */

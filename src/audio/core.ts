@@ -29,8 +29,9 @@ export const MAX_MIX_RULES = 64;
 export type PushResultCode = (typeof PushResult)[keyof typeof PushResult];
 
 /** Per-participant figures of the core (AM_ST_* order). */
-export interface CoreParticipantStats extends Omit<ParticipantStats, "id" | "jitterTargetMs"> {
+export interface CoreParticipantStats extends Omit<ParticipantStats, "id" | "jitterTargetMs" | "jitterEstimateMs"> {
   targetMs: number;
+  jitterEstimateMs: number;
   levelDb: number;
   inMix: boolean;
   duplicates: number;
@@ -46,7 +47,7 @@ export interface CoreParticipantStats extends Omit<ParticipantStats, "id" | "jit
   /** Skipped-stream frames decoded anyway by the round-robin probe. */
   probes: number;
 }
-const STAT_COUNT = 21;
+const STAT_COUNT = 22;
 
 export interface RoomCounters {
   ticks: number;
@@ -408,6 +409,7 @@ export class CoreRoom {
       decodes: s[18]!,
       skipped: s[19]!,
       probes: s[20]!,
+      jitterEstimateMs: s[21]!,
     };
   }
 

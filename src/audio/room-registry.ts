@@ -288,5 +288,6 @@ function participantStats(p: ParticipantEntry): ParticipantStats {
     concealed: p.baseConcealed + (s?.concealed ?? 0),
     late: p.baseLate + (s?.late ?? 0),
     jitterTargetMs: s?.targetMs ?? 0,
+    jitterEstimateMs: s?.jitterEstimateMs ?? 0,
   };
 }

@@ -39,6 +39,12 @@ export interface ParticipantStats {
   late: number;
   /** Current adaptive playout target of this participant's jitter buffer (ms); depth settles near it. */
   jitterTargetMs?: number;
+  /**
+   * The arrival-jitter estimate that target follows (ms, not rounded to frames): the 97th percentile of the
+   * packets' delays over the fastest one in the last 2 s. Its fraction of a frame still decides whether a
+   * frame waits one more tick, which the whole-frame target does not show.
+   */
+  jitterEstimateMs?: number;
 }
 
 export interface RoomStats {

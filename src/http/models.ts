@@ -95,6 +95,8 @@ export const ParticipantModel = t.Object({
   concealed: t.Number(),
   late: t.Number(),
   jitter_target_ms: t.Optional(t.Number()),
+  /** the arrival-jitter estimate the target follows, ms, fractional (97th percentile over 2 s) */
+  jitter_estimate_ms: t.Optional(t.Number()),
 });
 
 /** The room's record in the network's room directory, as this node sees it (mixer nodes). */

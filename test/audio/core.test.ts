@@ -382,6 +382,28 @@ describe("jitter buffer", () => {
     d.destroy();
   });
 
+  test("the arrival-jitter estimate is reported unrounded: ~0 for steady arrivals, the spread for arrivals 0-12 ms late", () => {
+    const run = (delay: (k: number) => number) => {
+      const d = new Driver();
+      d.add("a");
+      d.add("l");
+      for (let k = 0; k < 120; k++) {
+        d.send("a", toneFrame(440, k), delay(k));
+        d.step();
+      }
+      const st = d.stats("a");
+      d.destroy();
+      return st;
+    };
+    const steady = run(() => 3);
+    const uneven = run((k) => (k % 3 === 0 ? 12 : 0));
+    expect(steady.jitterEstimateMs).toBeLessThan(1);
+    expect(uneven.jitterEstimateMs).toBeGreaterThan(10);
+    expect(uneven.jitterEstimateMs).toBeLessThan(14);
+    // Both still a one-frame target: only the estimate shows the 12 ms that can cost a frame a tick.
+    expect([steady.targetMs, uneven.targetMs]).toEqual([20, 20]);
+  });
+
   test("once at its target, a spike beyond it is concealed and the packet dropped as late; the timeline holds", () => {
     const d = new Driver();
     d.add("a");

@@ -34,6 +34,7 @@ function workerStats(participant: number, over: Partial<WorkerParticipantStats> 
     concealed: 0,
     late: 0,
     targetMs: 40,
+    jitterEstimateMs: 12.5,
     levelDb: -20,
     inMix: true,
     duplicates: 0,
@@ -167,6 +168,7 @@ describe("RoomRegistry", () => {
       concealed: 5,
       late: 2,
       jitterTargetMs: 40,
+      jitterEstimateMs: 12.5,
     });
     reg.foldBaselines(); // the worker died
     expect([one().concealed, one().late]).toEqual([5, 2]);
@@ -175,7 +177,12 @@ describe("RoomRegistry", () => {
     reg.applyWorkerStats([{ room: 1, counters: {} as never, participants: [workerStats(h, { concealed: 3, late: 1 })] }]);
     expect([one().concealed, one().late]).toEqual([8, 3]);
     const fresh = reg.join("r", "b", sink, roomy).participant;
-    expect(reg.stats()[0]!.participants.find((p) => p.id === "b")).toMatchObject({ speaking: false, concealed: 0, jitterTargetMs: 0 });
+    expect(reg.stats()[0]!.participants.find((p) => p.id === "b")).toMatchObject({
+      speaking: false,
+      concealed: 0,
+      jitterTargetMs: 0,
+      jitterEstimateMs: 0,
+    });
     expect(fresh.baseConcealed).toBe(0);
   });
 });

@@ -74,6 +74,7 @@ enum {
   AM_ST_DECODES, /* opus_decode calls (frames, PLC, FEC, warm-ups) */
   AM_ST_SKIPPED, /* frames pulled but not decoded (flagged silent, no chance to reach a mix) */
   AM_ST_PROBES,  /* skipped-stream frames decoded anyway by the round-robin probe */
+  AM_ST_JITTER_EST_MS, /* the arrival-jitter estimate the target follows (ms, fractional) */
   AM_ST_COUNT
 };
 

@@ -881,6 +881,7 @@ int am_room_stats(AmRoom *r, int slot, double *out) {
   out[AM_ST_DECODES] = p->decodes;
   out[AM_ST_SKIPPED] = p->skipped;
   out[AM_ST_PROBES] = p->probes;
+  out[AM_ST_JITTER_EST_MS] = jb->jitter_est_ms;
   return AM_ST_COUNT;
 }
 

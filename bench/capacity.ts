@@ -65,6 +65,7 @@ import type { Subprocess } from "bun";
 import { type LatencySummary, type LoadgenReport, type LoadgenRoomSpec, lossPercent, summarize } from "../src/client";
 import { BINARY, freePort, startNode } from "../test/helpers/node-process";
 import type { LoadgenWorkerEvent, LoadgenWorkerSpec } from "./loadgen-worker";
+import { loopbackLoadLimits, metricValue } from "./node-load";
 
 const ROOT = resolve(import.meta.dir, "..");
 
@@ -170,10 +171,6 @@ function nodeCores(pid: number, a: ThreadCpu, b: ThreadCpu, seconds: number): No
 }
 
 // ---- /metrics ---------------------------------------------------------------------------------------
-function metric(text: string, name: string, labels = ""): number {
-  const re = new RegExp(`^${name}${labels ? `\\{${labels}\\}` : ""} ([0-9.e+-]+)$`, "m");
-  return Number(re.exec(text)?.[1] ?? 0);
-}
 interface MetricSample {
   workerRestarts: number;
   skippedTicks: number;
@@ -199,15 +196,15 @@ async function scrape(url: string, attempts = 3): Promise<string> {
 async function metrics(url: string): Promise<MetricSample> {
   const text = await scrape(url);
   return {
-    workerRestarts: metric(text, "agora_media_worker_restarts_total"),
-    skippedTicks: metric(text, "agora_mixer_ticks_skipped_total"),
-    lateFrames: metric(text, "agora_audio_packets_late_total"),
-    packetsIn: metric(text, "agora_audio_packets_total", 'direction="in"'),
-    packetsOut: metric(text, "agora_audio_packets_total", 'direction="out"'),
-    udpIn: metric(text, "agora_audio_udp_received_total"),
-    udpOut: metric(text, "agora_audio_udp_sent_total"),
-    netIn: metric(text, "agora_audio_net_frames_received_total"),
-    netOut: metric(text, "agora_audio_net_frames_sent_total"),
+    workerRestarts: metricValue(text, "agora_media_worker_restarts_total"),
+    skippedTicks: metricValue(text, "agora_mixer_ticks_skipped_total"),
+    lateFrames: metricValue(text, "agora_audio_packets_late_total"),
+    packetsIn: metricValue(text, "agora_audio_packets_total", 'direction="in"'),
+    packetsOut: metricValue(text, "agora_audio_packets_total", 'direction="out"'),
+    udpIn: metricValue(text, "agora_audio_udp_received_total"),
+    udpOut: metricValue(text, "agora_audio_udp_sent_total"),
+    netIn: metricValue(text, "agora_audio_net_frames_received_total"),
+    netOut: metricValue(text, "agora_audio_net_frames_sent_total"),
     udpDropped: [...text.matchAll(/^agora_audio_udp_dropped_total\{[^}]*\} ([0-9.e+-]+)$/gm)].reduce((s, m) => s + Number(m[1]), 0),
   };
 }
@@ -547,15 +544,7 @@ async function main(): Promise<void> {
       `node.max_connections=${Math.min(100_000, maxN + 64)}`,
       "--set",
       "node.max_mixers=64",
-      // The bench's participants come from a few loopback addresses (and, shared, from one peer).
-      "--set",
-      `audio.max_streams_per_peer=${Math.max(64, maxN)}`,
-      "--set",
-      `audio.max_streams_per_ip=${Math.max(256, maxN)}`,
-      "--set",
-      "audio.joins_per_second_per_peer=1000",
-      "--set",
-      "audio.joins_per_second_per_ip=1000",
+      ...loopbackLoadLimits(maxN),
     ],
     timeoutMs: 60_000,
     ...(profileDir ? { env: { BUN_OPTIONS: `--cpu-prof --cpu-prof-md --cpu-prof-dir=${resolve(profileDir)}` } } : {}),

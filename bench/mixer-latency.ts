@@ -12,7 +12,8 @@
  * both measurements, at nice 19 unless `--background-nice` says otherwise (they stand in for clients on other
  * machines: see main). The target is stated at 80 % of the capacity bench/capacity.ts found.
  * AGORA_BENCH_STATS=1 prints on stderr the node's view of the probe rooms every 2 s (jitter-buffer depth,
- * target, jitter, late frames per participant) and its tick-duration histogram after the mixer run.
+ * target, jitter estimate, mean jitter, late frames per participant) and its tick-duration histogram after
+ * the mixer run.
  *
  * The mixer is the compiled node (`--mixer binary`, the default: dist/agora-node on its defaults but for the
  * jitter floor and the per-address limits a bench from a few loopback addresses needs), or with `--mixer
@@ -54,6 +55,7 @@ import { AudioRoomService, UdpVoiceEndpoint } from "../src/rooms";
 import { agoraTransportStack } from "../src/transport";
 import { startNode } from "../test/helpers/node-process";
 import type { LoadgenWorkerEvent, LoadgenWorkerSpec } from "./loadgen-worker";
+import { loopbackLoadLimits, metricValue } from "./node-load";
 
 const ECHO_PROTOCOL = "/agora/audio-echo/1.0.0";
 
@@ -66,6 +68,17 @@ function arg(name: string, dflt: number, allowZero = false): number {
     process.exit(2);
   }
   return v;
+}
+
+/** `--name one-of-choices`, the first choice by default; anything else ends the bench with exit code 2. */
+function choiceArg<C extends string>(name: string, choices: readonly [C, ...C[]]): C {
+  const i = process.argv.indexOf(`--${name}`);
+  const v = i > 0 ? process.argv[i + 1] : choices[0];
+  if (!choices.includes(v as C)) {
+    console.error(`--${name}: ${choices.join(" or ")}, got ${v}`);
+    process.exit(2);
+  }
+  return v as C;
 }
 
 /** Same wire as the audio protocol; JOIN → JOINED, every AUDIO reflected as is, PING → PONG. */
@@ -194,28 +207,13 @@ async function main(): Promise<void> {
   // the node and the probes need at the moment they need it, so they run at a lower priority (nice 19 by
   // default: they still get every idle cycle, and their loss against the wall clock, printed, shows whether
   // they kept up). --background-nice 0 runs them at the node's priority, as a second client process would.
+  const backgroundNice = Math.min(19, Math.round(arg("background-nice", 19, true)));
   // The probe rooms' participants flag their frames by voice activity, as the SDK's room clients do
   // (DEFAULT_ROOM_CAPABILITIES): the speaker's as voice, the two listeners' near-silence as silence. --vad off:
   // unflagged frames, as a 1.0.0 client sends them (every one decoded, every participant a mix candidate).
-  const vadArg = process.argv.indexOf("--vad") > 0 ? process.argv[process.argv.indexOf("--vad") + 1] : "on";
-  if (vadArg !== "on" && vadArg !== "off") {
-    console.error(`--vad: on or off, got ${vadArg}`);
-    process.exit(2);
-  }
-  const vad = vadArg === "on";
-  const backgroundNice = Math.min(19, Math.round(arg("background-nice", 19, true)));
-  const ti = process.argv.indexOf("--transport");
-  const transport = ti > 0 ? process.argv[ti + 1] : "udp";
-  if (transport !== "udp" && transport !== "stream") {
-    console.error(`--transport: udp or stream, got ${transport}`);
-    process.exit(2);
-  }
-  const mi = process.argv.indexOf("--mixer");
-  const mixerKind = mi > 0 ? process.argv[mi + 1] : "binary";
-  if (mixerKind !== "binary" && mixerKind !== "inproc") {
-    console.error(`--mixer: binary or inproc, got ${mixerKind}`);
-    process.exit(2);
-  }
+  const vad = choiceArg("vad", ["on", "off"]) === "on";
+  const transport = choiceArg("transport", ["udp", "stream"]);
+  const mixerKind = choiceArg("mixer", ["binary", "inproc"]);
   let background_: Background | undefined;
   // The compiled node as operators run it (its own defaults but for the jitter floor and the limits a bench
   // from a few loopback addresses needs), or the in-process server's engine.
@@ -229,14 +227,7 @@ async function main(): Promise<void> {
             `audio.jitter_min_ms=${jitterMinMs}`,
             "--set",
             `node.max_connections=${background + 256}`,
-            "--set",
-            `audio.max_streams_per_peer=${Math.max(64, background)}`,
-            "--set",
-            `audio.max_streams_per_ip=${Math.max(256, background)}`,
-            "--set",
-            "audio.joins_per_second_per_peer=1000",
-            "--set",
-            "audio.joins_per_second_per_ip=1000",
+            ...loopbackLoadLimits(background),
           ],
           timeoutMs: 60_000,
         })
@@ -325,9 +316,7 @@ async function printRoomStats(dashboardUrl: string): Promise<void> {
 
 /** agora_mixer_ticks_skipped_total on the node's /metrics. */
 async function skippedTicks(metricsUrl: string): Promise<number> {
-  const text = await (await fetch(metricsUrl)).text();
-  const line = text.split("\n").find((l) => l.startsWith("agora_mixer_ticks_skipped_total"));
-  return line ? Number(line.split(" ").at(-1)) : 0;
+  return metricValue(await (await fetch(metricsUrl)).text(), "agora_mixer_ticks_skipped_total");
 }
 
 interface BackgroundFigures {

@@ -17,19 +17,24 @@ afterEach(async () => {
   while (stops.length) await Promise.resolve(stops.pop()!()).catch(() => {});
 });
 
+type ConnectionMonitor = NonNullable<Parameters<typeof createLibp2p>[0]>["connectionMonitor"];
+
+/** A node on the transport stack, stopped after the test; `ping` only when a ping service is given. */
+async function makeNode(listen: string[], ping: ReturnType<typeof agoraPing> | undefined, connectionMonitor?: ConnectionMonitor) {
+  const n = await createLibp2p({
+    addresses: { listen },
+    ...agoraTransportStack(),
+    ...(connectionMonitor ? { connectionMonitor } : {}),
+    services: { identify: identify(), ...(ping ? { ping } : {}) },
+  });
+  stops.push(() => n.stop());
+  return n;
+}
+
 async function pair(pingService: () => ReturnType<typeof ping>, monitorMs?: number) {
-  const make = async (listen: string[]) => {
-    const n = await createLibp2p({
-      addresses: { listen },
-      ...agoraTransportStack(),
-      ...(monitorMs ? { connectionMonitor: { pingInterval: monitorMs } } : {}),
-      services: { identify: identify(), ping: pingService() },
-    });
-    stops.push(() => n.stop());
-    return n;
-  };
-  const server = await make(["/ip4/127.0.0.1/tcp/0"]);
-  const client = await make([]);
+  const monitor = monitorMs ? { pingInterval: monitorMs } : undefined;
+  const server = await makeNode(["/ip4/127.0.0.1/tcp/0"], pingService(), monitor);
+  const client = await makeNode([], pingService(), monitor);
   await client.dial(server.getMultiaddrs()[0]!);
   return { server, client };
 }
@@ -43,19 +48,9 @@ const PING_PROTOCOL = "/ipfs/ping/1.0.0";
  * either side: its pings would be held too.
  */
 async function pairWithSilentServer(pingService: () => ReturnType<typeof ping>) {
-  const make = async (listen: string[], services: { ping?: ReturnType<typeof ping> }) => {
-    const n = await createLibp2p({
-      addresses: { listen },
-      ...agoraTransportStack(),
-      connectionMonitor: { enabled: false },
-      services: { identify: identify(), ...services },
-    });
-    stops.push(() => n.stop());
-    return n;
-  };
-  const server = await make(["/ip4/127.0.0.1/tcp/0"], {});
+  const server = await makeNode(["/ip4/127.0.0.1/tcp/0"], undefined, { enabled: false });
   await server.handle(PING_PROTOCOL, () => {}, { maxInboundStreams: 4 * PING_STREAMS_PER_CONNECTION });
-  const client = await make([], { ping: pingService() });
+  const client = await makeNode([], pingService(), { enabled: false });
   const conn = await client.dial(server.getMultiaddrs()[0]!);
   const aborts = new AbortController();
   stops.push(() => aborts.abort());
@@ -94,11 +89,10 @@ describe("agoraPing", () => {
     // The hazard it removes, shown with the library's defaults: while one ping waits for its answer, the next
     // is refused (the connection monitor's ping among them, which then aborts the connection).
     const plain = await pairWithSilentServer(() => ping());
-    const first = plain.startPing();
+    void plain.startPing();
     await waitFor(() => plain.openPings() === 1, "the first ping's stream");
     expect(await plain.startPing()).toMatch(/Too many outbound protocol streams/);
     expect(plain.openPings()).toBe(1);
-    void first;
   });
 
   test("explicit pings while the connection monitor pings never cost the connection", async () => {

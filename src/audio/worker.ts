@@ -2,7 +2,9 @@
  * The media worker (a Bun Worker; also an entrypoint of the compiled executable). It owns the wasm core
  * and a drift-free 20 ms clock. Each tick it drains the inbound ring into the rooms' jitter buffers,
  * runs every room's mixer, writes the encoded frames into the outbound ring and posts ONE small report
- * (which is also the control thread's cue to drain the ring). A shared heartbeat counter lets the
+ * (which is also the control thread's cue to drain the ring). The rooms run in slices of about 0.5 ms with
+ * the event loop between them, so voice datagrams, which this thread receives, are timestamped when they
+ * arrive and not after the whole tick (tick-slices.ts). A shared heartbeat counter lets the
  * control thread detect a hung worker without relying on message delivery.
  *
  * Any exception escaping a tick is fatal on purpose: after a wasm trap the core's memory may be
@@ -12,6 +14,7 @@ import { errorMessage } from "../errors";
 import { type CoreRoom, MediaCore } from "./core";
 import { WorkerDatagramIO } from "./datagram-io";
 import { type InboundRecord, RingReader, RingWriter, readInbound, writeOutbound } from "./rings";
+import { runSliced, type SliceClock } from "./tick-slices";
 import type { CrashMode, FromWorker, RestoreRoom, ToWorker, WorkerRoomStats, WorkerSettings } from "./worker-protocol";
 
 declare const self: Worker;
@@ -217,70 +220,112 @@ function deliver(out: RingWriter, r: WRoom, ts: number, data: Uint8Array, recipi
   report.outboundDropped += n - written;
 }
 
-/** One 20 ms tick over all rooms; returns its duration in seconds. */
-function runTick(): number {
+/** One room's 20 ms of mixing: its outputs delivered, its counters into the report. */
+function tickRoom(out: RingWriter, r: WRoom, perfNow: number): void {
+  const n = r.core.tick(nowEpochMs());
+  const ts = Math.imul(r.seq, 960) >>> 0;
+  for (let i = 0; i < n; i++) {
+    const o = r.core.output(i);
+    deliver(out, r, ts, o.data, o.recipients, perfNow);
+  }
+  r.seq = (r.seq + 1) >>> 0;
+  const c = r.core.counters();
+  report.concealed += c.concealed - r.concealed;
+  report.late += c.late - r.late;
+  r.concealed = c.concealed;
+  report.decodes += c.decodes - r.decodes;
+  report.undecoded += c.skipped - r.undecoded;
+  r.decodes = c.decodes;
+  r.undecoded = c.skipped;
+  r.late = c.late;
+}
+
+/**
+ * A tick returns the thread to the event loop whenever it has worked this long, between two rooms, so a
+ * datagram arriving meanwhile is received and timestamped within about this long (tick-slices.ts).
+ */
+const SLICE_MS = 0.5;
+const sliceClock: SliceClock = { now: () => performance.now(), defer: (f) => setImmediate(f) };
+/** Ticks run since the timer last fired (the catch-up after a late timer), and their durations. */
+let ranThisWake = 0;
+let durations: number[] = [];
+
+function tickFailed(err: unknown): never {
+  log("error", "mixer tick failed; the media worker stops and will be restarted", { err: errorMessage(err) });
+  throw err;
+}
+
+function beginTick(): void {
   const t0 = performance.now();
-  drainInbound();
+  try {
+    drainInbound();
+  } catch (err) {
+    tickFailed(err);
+  }
+  // Idle ticks (no room) still drain the inbound ring but are not reported: they would only dilute the
+  // tick-duration histogram and cost a message every 20 ms.
+  const busy = rooms.size > 0;
   const out = need(outbound, "outbound ring");
-  const now = nowEpochMs();
-  for (const r of rooms.values()) {
-    const n = r.core.tick(now);
-    const ts = Math.imul(r.seq, 960) >>> 0;
-    for (let i = 0; i < n; i++) {
-      const o = r.core.output(i);
-      deliver(out, r, ts, o.data, o.recipients, t0);
-    }
-    r.seq = (r.seq + 1) >>> 0;
-    const c = r.core.counters();
-    report.concealed += c.concealed - r.concealed;
-    report.late += c.late - r.late;
-    r.concealed = c.concealed;
-    report.decodes += c.decodes - r.decodes;
-    report.undecoded += c.skipped - r.undecoded;
-    r.decodes = c.decodes;
-    r.undecoded = c.skipped;
-    r.late = c.late;
+  runSliced<WRoom>(
+    {
+      items: [...rooms.values()],
+      live: (r) => rooms.get(r.handle) === r,
+      run: (r) => {
+        try {
+          tickRoom(out, r, performance.now());
+        } catch (err) {
+          tickFailed(err);
+        }
+      },
+      beforeYield: () => dgram?.flush(),
+      finish: () => {
+        if (!dgram) return;
+        if (ticksDone % KEEPALIVE_EVERY_TICKS === 0) dgram.keepalives(performance.now());
+        dgram.flush();
+        const stun = dgram.takeStun();
+        if (stun) post({ t: "udpStun", packets: stun });
+      },
+      done: (workMs) => {
+        if (busy) durations.push(workMs / 1000);
+        ticksDone++;
+        ranThisWake++;
+        afterTick();
+      },
+      cancelled: () => stopped,
+    },
+    sliceClock,
+    SLICE_MS,
+    performance.now() - t0,
+  );
+}
+
+/** Another tick when one is due (catching up at most MAX_CATCHUP), else the report and the timer. */
+function afterTick(): void {
+  if (stopped) return;
+  if (origin + (ticksDone + 1) * TICK_MS <= performance.now() && ranThisWake <= MAX_CATCHUP) {
+    beginTick();
+    return;
   }
-  if (dgram) {
-    if (ticksDone % KEEPALIVE_EVERY_TICKS === 0) dgram.keepalives(t0);
-    dgram.flush();
-    const stun = dgram.takeStun();
-    if (stun) post({ t: "udpStun", packets: stun });
+  if (heartbeat) Atomics.store(heartbeat, 0, ticksDone | 0);
+  if (durations.length > 0 || report.unknownDropped > 0) {
+    post({ t: "tick", tickSeconds: durations, ...report });
+    report = emptyReport();
+    durations = [];
   }
-  return (performance.now() - t0) / 1000;
+  const next = origin + (ticksDone + 1) * TICK_MS;
+  timer = setTimeout(loop, Math.max(0, next - performance.now()));
 }
 
 function loop(): void {
   if (stopped) return;
-  const durations: number[] = [];
   const behind = Math.floor((performance.now() - (origin + (ticksDone + 1) * TICK_MS)) / TICK_MS);
   if (behind > MAX_CATCHUP) {
     // Far behind (the machine stalled): running every missed tick would only add latency.
     ticksDone += behind - MAX_CATCHUP;
     report.skipped += behind - MAX_CATCHUP;
   }
-  let ran = 0;
-  while (origin + (ticksDone + 1) * TICK_MS <= performance.now() && ran <= MAX_CATCHUP) {
-    ran++;
-    try {
-      // Idle ticks (no room) still drain the inbound ring but are not reported: they would only
-      // dilute the tick-duration histogram and cost a message every 20 ms.
-      const busy = rooms.size > 0;
-      const d = runTick();
-      if (busy) durations.push(d);
-    } catch (err) {
-      log("error", "mixer tick failed; the media worker stops and will be restarted", { err: errorMessage(err) });
-      throw err;
-    }
-    ticksDone++;
-  }
-  if (heartbeat) Atomics.store(heartbeat, 0, ticksDone | 0);
-  if (durations.length > 0 || report.unknownDropped > 0) {
-    post({ t: "tick", tickSeconds: durations, ...report });
-    report = emptyReport();
-  }
-  const next = origin + (ticksDone + 1) * TICK_MS;
-  timer = setTimeout(loop, Math.max(0, next - performance.now()));
+  ranThisWake = 0;
+  afterTick();
 }
 
 function statsSnapshot(): WorkerRoomStats[] {

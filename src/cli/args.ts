@@ -153,7 +153,8 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: "discover",
     summary: "find live nodes in the DHT, best first",
-    usage: "agora-node discover --bootstrap MULTIADDR [--region R] [--capability C] [--group G] [--limit N] [--json] [--timeout S]",
+    usage:
+      "agora-node discover --bootstrap MULTIADDR [--region R] [--capability C] [--group G] [--limit N] [--json] [--timeout S] [--verbose]",
     options: {
       ...HELP_OPT,
       bootstrap: { type: "string", multiple: true },
@@ -163,12 +164,14 @@ export const COMMANDS: CommandSpec[] = [
       limit: { type: "string" },
       json: { type: "boolean" },
       timeout: { type: "string" },
+      verbose: { type: "boolean" },
     },
     help: [
       "  --bootstrap MULTIADDR   a node to enter the DHT through (repeatable)",
       "  --region, --capability, --group   exact filters",
       "  --limit N   at most N nodes (default 10)",
       "  --json      machine-readable output",
+      "  --verbose   log the query on stderr: each candidate dropped and why, the lookup's figures",
     ],
     positionals: { min: 0, max: 0 },
   },

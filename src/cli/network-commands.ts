@@ -22,9 +22,9 @@ import type { Io } from "./context";
 
 const TOKEN = REGION_TOKEN_PATTERN;
 
-/** Client commands print their result on stdout; their own log goes to stderr, warnings and worse only. */
-function cliLogger() {
-  return createLogger({ level: "warn", format: "text", stdout: process.stderr }).logger;
+/** Client commands print their result on stdout; their own log goes to stderr, warnings and worse only (all of it with --verbose). */
+function cliLogger(verbose = false) {
+  return createLogger({ level: verbose ? "debug" : "warn", format: "text", stdout: process.stderr }).logger;
 }
 
 function multiaddrFlag(command: string, name: string, v: unknown): string {
@@ -52,7 +52,7 @@ export async function runDiscover(p: Parsed, io: Io): Promise<number> {
     limit: numberFlag("limit", p.values.limit, 1, 100, true) ?? 10,
   };
   const timeoutMs = (numberFlag("timeout", p.values.timeout, 1, 300) ?? 15) * 1000;
-  const nodes: RankedNode[] = await discoverOnce({ bootstrap: boots, query, logger: cliLogger(), timeoutMs });
+  const nodes: RankedNode[] = await discoverOnce({ bootstrap: boots, query, logger: cliLogger(p.values.verbose === true), timeoutMs });
   if (p.values.json) {
     io.out(JSON.stringify(nodes));
     return EXIT_OK;

@@ -4,7 +4,8 @@
  * 1. Providers of the most specific enumeration CID (region, else capability, else "all") from the DHT.
  * 2. Each provider is a candidate, evaluated as soon as it arrives, DISCOVERY_CONCURRENCY at a time
  *    (p-queue; at most MAX_CANDIDATES without a connection per query), peers this node is connected to first (a connection is proof of reachability; fake providers have
- *    none). Per candidate, everything within CANDIDATE_TIMEOUT_MS:
+ *    none). Per candidate, within CANDIDATE_TIMEOUT_MS (and the record of one that answered, within as much again
+ *    from its answer):
  *    - reachability: a libp2p ping (dial included) that must answer within REACH_TIMEOUT_MS, or, for a peer
  *      proven reachable (it answered the provider lookup's own DHT requests, is connected, or was identified
  *      as an Agora DHT server before: only slow), before the query's deadline;
@@ -243,20 +244,27 @@ async function evaluate(
   walk: DhtWalk,
 ): Promise<{ advertisement: NodeAdvertisement; latency_ms: number | null } | null> {
   const { libp2p } = ctx;
+  const began = performance.now();
   const signal = AbortSignal.any([deadline, AbortSignal.timeout(CANDIDATE_TIMEOUT_MS)]);
   if (provider.multiaddrs.length > 0) await libp2p.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => undefined);
 
   // Reachability and the DHT copy of the record at the same time: a candidate costs about REACH_TIMEOUT_MS.
   const reaching = ping(ctx, provider.id, signal, ctx.reachTimeoutMs ?? REACH_TIMEOUT_MS);
+  // The DHT copy is bounded by the query's deadline and ended explicitly: at once for a candidate that
+  // neither answered nor is proven (a fake costs no more than its ping), by the record budget of one that
+  // answered.
   const noLookup = new AbortController();
-  const lookupSignal = AbortSignal.any([signal, noLookup.signal]);
+  const lookupSignal = AbortSignal.any([deadline, noLookup.signal]);
   const lookingUp: Promise<NodeAdvertisement | null> = q.region
     ? lookups
         .add(
           async () => (lookupSignal.aborted ? null : dhtRecord(ctx, advertisementKey(q.region!, provider.id.toString()), lookupSignal)),
-          { priority },
+          { priority, signal: lookupSignal },
         )
-        .then((r) => r ?? null)
+        .then(
+          (r) => r ?? null,
+          () => null,
+        )
     : Promise.resolve(null);
   let looked: NodeAdvertisement | null | undefined;
   void lookingUp.then((r) => (looked = r));
@@ -274,17 +282,34 @@ async function evaluate(
   }
   let rec: NodeAdvertisement | null = null;
   if (latency !== null) {
-    // A reachable node hands out its current record itself, over the connection the ping opened.
-    rec = await directRecord(ctx, provider.id, proven ? deadline : signal);
+    // A node that answered is real, however long its answer took (on a starved host the ping alone can use up
+    // the candidate's budget): its record, from the node itself over the connection the ping opened, else
+    // from the DHT, gets a budget of its own from now, within the deadline.
+    const recordSignal = AbortSignal.any([deadline, AbortSignal.timeout(CANDIDATE_TIMEOUT_MS)]);
+    recordSignal.addEventListener("abort", () => noLookup.abort(), { once: true });
+    rec = await directRecord(ctx, provider.id, recordSignal);
     if (rec) noLookup.abort();
     else rec = await lookingUp;
   } else {
     // Unreachable: kept (ranked last) only if its DHT copy is already here. Waiting for it would let every
-    // fake candidate cost a lookup on top of its reach timeout; a proven peer is worth the wait.
-    rec = looked ?? (proven ? await lookingUp : null);
+    // fake candidate cost a lookup on top of its reach timeout; a proven peer is worth the wait, within its budget.
+    if (proven && looked === undefined) signal.addEventListener("abort", () => noLookup.abort(), { once: true });
+    rec = looked ?? (proven && !signal.aborted ? await lookingUp : null);
   }
   noLookup.abort();
-  if (!rec || !matches(rec, q)) return null;
+  if (!rec || !matches(rec, q)) {
+    ctx.logger.debug(
+      {
+        peer: provider.id.toString(),
+        latency_ms: latency,
+        proven,
+        record: rec ? "does not match the query" : latency === null ? "no DHT copy at hand" : "neither from the node nor from the DHT",
+        ms: Math.round(performance.now() - began),
+      },
+      "discovery candidate dropped",
+    );
+    return null;
+  }
   return { advertisement: rec, latency_ms: latency };
 }
 

@@ -193,16 +193,24 @@ describe("discovery in a region flooded with 200 fake nodes", () => {
     // … and from a fresh `discover` client (new identity, only the bootstrap address): every honest node in the
     // top ranks, reachable, no fake among them.
     const t0 = performance.now();
-    const cli = await runCli(["discover", "--bootstrap", bootAddr, "--region", REGION, "--json", "--timeout", "15", "--limit", "10"], {
-      timeoutMs: 30_000,
-    });
+    const cli = await runCli(
+      ["discover", "--bootstrap", bootAddr, "--region", REGION, "--json", "--timeout", "15", "--limit", "10", "--verbose"],
+      {
+        timeoutMs: 30_000,
+      },
+    );
     const cliMs = performance.now() - t0;
     expect(cli.code).toBe(0);
+    // --verbose: the query's own account on stderr, the result alone on stdout
+    expect(cli.stderr).toContain("discovery finished");
     const top = JSON.parse(cli.stdout) as { advertisement: { peer_id: string }; latency_ms: number | null }[];
     const honestRanks = honestIds.map((id) => top.findIndex((n) => n.advertisement.peer_id === id));
     if (honestRanks.some((r) => r < 0 || r > 1))
       console.log(
-        `fresh client after ${Math.round(cliMs)} ms: honest nodes at ranks ${honestRanks.join(", ")} of ${top.length}; top 3: ${JSON.stringify(top.slice(0, 3).map((n) => ({ peer: n.advertisement.peer_id, fake: fakeIds.has(n.advertisement.peer_id), latency_ms: n.latency_ms })))}; stderr: ${cli.stderr.slice(-600)}`,
+        `fresh client after ${Math.round(cliMs)} ms: honest nodes at ranks ${honestRanks.join(", ")} of ${top.length}; top 3: ${JSON.stringify(top.slice(0, 3).map((n) => ({ peer: n.advertisement.peer_id, fake: fakeIds.has(n.advertisement.peer_id), latency_ms: n.latency_ms })))}; the client's own account: ${cli.stderr
+          .split("\n")
+          .filter((l) => l.includes("discovery finished") || honestIds.some((id) => l.includes(id)))
+          .join(" | ")}`,
       );
     expect(
       top

@@ -7,6 +7,8 @@
  * A real node must still be listed reachable: the server that answered named it among the closest peers of
  * its routing table (a table keeps only peers that answered that server). A fake (a provider record and
  * nothing else) is named by nobody and stays unreachable, and costs no second ping.
+ * And the case a starved client produces: a real node answers its ping only after the candidate's whole
+ * budget; it is still listed, its record fetched within a budget of its own.
  */
 import { describe, expect, test } from "bun:test";
 import { generateKeyPair } from "@libp2p/crypto/keys";
@@ -34,8 +36,15 @@ async function peer(): Promise<Peer> {
   return { key, id, record: encodeAdvertisement(await signAdvertisement(ad, key)) };
 }
 
+interface Script {
+  /** Real peers answer their first ping, after this long and whatever its signal says (a starved host). */
+  slowAnswerMs?: number;
+  /** Every DHT copy arrives after this long (unless its lookup is aborted first). */
+  dhtDelayMs?: number;
+}
+
 /** A libp2p whose DHT walk is one answer from `server`: all providers, and `closer` from its routing table. */
-function scriptedLibp2p(server: Peer, providers: Peer[], closer: Peer[]) {
+function scriptedLibp2p(server: Peer, providers: Peer[], closer: Peer[], script: Script = {}) {
   const pings = new Map<string, number>();
   const info = (p: Peer) => ({ id: p.id, multiaddrs: [multiaddr("/ip4/127.0.0.1/tcp/1")] });
   const byKey = new Map(providers.map((p) => [advertisementKey(REGION, p.id.toString()), p.record]));
@@ -58,7 +67,8 @@ function scriptedLibp2p(server: Peer, providers: Peer[], closer: Peer[]) {
           yield { name: "PEER_RESPONSE", from: server.id, providers: providers.map(info), closer: closer.map(info) };
           yield { name: "PROVIDER", from: server.id, providers: providers.map(info) };
         },
-        async *get(key: Uint8Array) {
+        async *get(key: Uint8Array, o: { signal: AbortSignal }) {
+          if (script.dhtDelayMs) await abortableSleep(script.dhtDelayMs, o.signal);
           const v = byKey.get(new TextDecoder().decode(key));
           if (v) yield { name: "VALUE", from: server.id, value: v };
         },
@@ -70,6 +80,10 @@ function scriptedLibp2p(server: Peer, providers: Peer[], closer: Peer[]) {
           const n = (pings.get(id.toString()) ?? 0) + 1;
           pings.set(id.toString(), n);
           const real = closer.some((c) => c.id.equals(id));
+          if (real && script.slowAnswerMs !== undefined) {
+            await Bun.sleep(script.slowAnswerMs);
+            return script.slowAnswerMs;
+          }
           if (real && n >= 2) return 7;
           await new Promise((_, reject) => o.signal.addEventListener("abort", () => reject(new Error("aborted")), { once: true }));
           return 0;
@@ -81,6 +95,20 @@ function scriptedLibp2p(server: Peer, providers: Peer[], closer: Peer[]) {
   const getConnections = (p?: PeerId) => (p === undefined ? [{}] : []);
   libp2p.getConnections = getConnections as typeof libp2p.getConnections;
   return { libp2p, pings };
+}
+
+function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener(
+      "abort",
+      () => {
+        clearTimeout(t);
+        reject(new Error("aborted"));
+      },
+      { once: true },
+    );
+  });
 }
 
 describe("discovery by a fresh client in a region with more than K providers", () => {
@@ -107,6 +135,27 @@ describe("discovery by a fresh client in a region with more than K providers", (
         .sort(),
     ).toEqual(realIds);
     expect(found.slice(2).every((f) => fakeIds.has(f.advertisement.peer_id) && f.latency_ms === null)).toBe(true);
+    for (const f of fakes) expect(pings.get(f.id.toString())).toBe(1);
+  });
+
+  // As a fresh client on a starved machine saw it: a real node's ping answered only after 1.4 s (the reach
+  // timeout long expired), its record fetch then had what was left of the candidate's 1.5 s budget, and the
+  // node was dropped. A node that answered is real: its record gets a budget of its own from its answer.
+  test("a real node whose answer used up the candidate's budget is still listed, with its record from the DHT", async () => {
+    const server = await peer();
+    const real = await Promise.all([peer(), peer()]);
+    const fakes = await Promise.all(Array.from({ length: 24 }, () => peer()));
+    // the answer comes after the candidate budget (1.5 s), the DHT copy 200 ms after that
+    const { libp2p, pings } = scriptedLibp2p(server, [...fakes.slice(0, 12), ...real, ...fakes.slice(12)], real, {
+      slowAnswerMs: 1_600,
+      dhtDelayMs: 1_800,
+    });
+    const ctx = { libp2p, validation: createRecordValidation(), logger: silentLogger(), reachTimeoutMs: 20 } as unknown as DiscoveryContext;
+    const found = await runDiscovery(ctx, { region: REGION, timeoutMs: 5_000, limit: 100 });
+
+    expect(found.map((f) => f.advertisement.peer_id).sort()).toEqual(real.map((p) => p.id.toString()).sort());
+    expect(found.every((f) => f.latency_ms === 1_600)).toBe(true);
+    // the fakes' lookups ended with their pings: nothing of theirs was at hand, so none is listed
     for (const f of fakes) expect(pings.get(f.id.toString())).toBe(1);
   });
 });

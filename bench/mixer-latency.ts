@@ -54,32 +54,11 @@ import {
 import { AudioRoomService, UdpVoiceEndpoint } from "../src/rooms";
 import { agoraTransportStack } from "../src/transport";
 import { startNode } from "../test/helpers/node-process";
+import { choiceArg, positiveArg } from "./args";
 import type { LoadgenWorkerEvent, LoadgenWorkerSpec } from "./loadgen-worker";
 import { loopbackLoadLimits, metricValue } from "./node-load";
 
 const ECHO_PROTOCOL = "/agora/audio-echo/1.0.0";
-
-function arg(name: string, dflt: number, allowZero = false): number {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return dflt;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isFinite(v) || v < 0 || (v === 0 && !allowZero)) {
-    console.error(`--${name} needs a positive number`);
-    process.exit(2);
-  }
-  return v;
-}
-
-/** `--name one-of-choices`, the first choice by default; anything else ends the bench with exit code 2. */
-function choiceArg<C extends string>(name: string, choices: readonly [C, ...C[]]): C {
-  const i = process.argv.indexOf(`--${name}`);
-  const v = i > 0 ? process.argv[i + 1] : choices[0];
-  if (!choices.includes(v as C)) {
-    console.error(`--${name}: ${choices.join(" or ")}, got ${v}`);
-    process.exit(2);
-  }
-  return v as C;
-}
 
 /** Same wire as the audio protocol; JOIN → JOINED, every AUDIO reflected as is, PING → PONG. */
 function echoHandler(stream: Stream): void {
@@ -147,7 +126,7 @@ async function serve(): Promise<void> {
       topKSpeakers: cfg.audio.top_k_speakers,
       sharedEncode: cfg.audio.shared_encode,
       bitrate: cfg.audio.bitrate,
-      jitterMinMs: process.argv.includes("--jitter-min-ms") ? arg("jitter-min-ms", cfg.audio.jitter_min_ms, true) : cfg.audio.jitter_min_ms,
+      jitterMinMs: positiveArg("jitter-min-ms", cfg.audio.jitter_min_ms, true),
       jitterMaxMs: cfg.audio.jitter_max_ms,
       maxRooms: 100,
       maxParticipants: 2000,
@@ -194,20 +173,20 @@ async function serve(): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const duration = arg("duration", 20);
+  const duration = positiveArg("duration", 20);
   // 4 rooms = 4 sender phases within the 20 ms frame (see loadgen), so the mixer-tick alignment averages out.
-  const rooms = Math.round(arg("rooms", 4));
-  const participants = Math.max(2, Math.round(arg("participants", 3)));
-  const probePeriodMs = arg("probe-period-ms", 250);
+  const rooms = Math.round(positiveArg("rooms", 4));
+  const participants = Math.max(2, Math.round(positiveArg("participants", 3)));
+  const probePeriodMs = positiveArg("probe-period-ms", 250);
 
-  const jitterMinMs = arg("jitter-min-ms", defaultConfig().audio.jitter_min_ms, true);
-  const background = Math.round(arg("background", 0, true));
-  const backgroundProcs = Math.max(1, Math.round(arg("background-procs", 4)));
+  const jitterMinMs = positiveArg("jitter-min-ms", defaultConfig().audio.jitter_min_ms, true);
+  const background = Math.round(positiveArg("background", 0, true));
+  const backgroundProcs = Math.max(1, Math.round(positiveArg("background-procs", 4)));
   // The background stands in for clients on machines of their own: on this one they must not take the CPU
   // the node and the probes need at the moment they need it, so they run at a lower priority (nice 19 by
   // default: they still get every idle cycle, and their loss against the wall clock, printed, shows whether
   // they kept up). --background-nice 0 runs them at the node's priority, as a second client process would.
-  const backgroundNice = Math.min(19, Math.round(arg("background-nice", 19, true)));
+  const backgroundNice = Math.min(19, Math.round(positiveArg("background-nice", 19, true)));
   // The probe rooms' participants flag their frames by voice activity, as the SDK's room clients do
   // (DEFAULT_ROOM_CAPABILITIES): the speaker's as voice, the two listeners' near-silence as silence. --vad off:
   // unflagged frames, as a 1.0.0 client sends them (every one decoded, every participant a mix candidate).

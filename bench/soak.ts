@@ -10,6 +10,7 @@ import { runLoadgen } from "../src/client";
 import { createLogger } from "../src/log";
 import { startNode } from "../test/helpers/node-process";
 import { positiveArg } from "./args";
+import { metricValue } from "./node-load";
 
 const MINUTES = positiveArg("minutes", 10);
 const ROOMS = positiveArg("rooms", 4);
@@ -44,7 +45,7 @@ try {
       t_s: Math.round((performance.now() - t0) / 1000),
       rss_mb: +rssMb(node.proc.pid).toFixed(1),
       tick_p99_ms: tick === null ? null : tick * 1000,
-      restarts: Number(/^agora_media_worker_restarts_total (\d+)/m.exec(text)?.[1] ?? 0),
+      restarts: metricValue(text, "agora_media_worker_restarts_total"),
     });
     const s = samples.at(-1)!;
     console.log(

@@ -18,6 +18,7 @@ import { DATAGRAM_DROP_REASONS } from "../src/protocol";
 import { ROOT, startNode } from "../test/helpers/node-process";
 import { type ToneParticipant, toneParticipant } from "../test/helpers/tone-participant";
 import { positiveArg } from "./args";
+import { metricValue } from "./node-load";
 
 const rate = positiveArg("rate", 100_000);
 const seconds = positiveArg("seconds", 5);
@@ -26,10 +27,7 @@ const pairs = Math.round(positiveArg("pairs", 2));
 async function metrics(url: string): Promise<Record<string, number>> {
   const text = await (await fetch(url)).text();
   const out: Record<string, number> = {};
-  for (const reason of DATAGRAM_DROP_REASONS) {
-    const line = text.split("\n").find((l) => l.startsWith(`agora_audio_udp_dropped_total{reason="${reason}"}`));
-    out[reason] = line ? Number(line.split(" ").at(-1)) : 0;
-  }
+  for (const reason of DATAGRAM_DROP_REASONS) out[reason] = metricValue(text, "agora_audio_udp_dropped_total", `reason="${reason}"`);
   return out;
 }
 

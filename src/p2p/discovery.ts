@@ -280,21 +280,24 @@ async function evaluate(
     // Up to the query's deadline: only real nodes get here, and a busy moment must not drop them.
     if (proven) latency = await ping(ctx, provider.id, deadline, DEFAULT_DISCOVER_TIMEOUT_MS);
   }
+  // Ends the DHT copy's lookup when `s` fires (at once if it has).
+  const endLookupOn = (s: AbortSignal) =>
+    s.aborted ? noLookup.abort() : s.addEventListener("abort", () => noLookup.abort(), { once: true });
   let rec: NodeAdvertisement | null = null;
   if (latency !== null) {
     // A node that answered is real, however long its answer took (on a starved host the ping alone can use up
-    // the candidate's budget): its record, from the node itself over the connection the ping opened, else
-    // from the DHT, gets a budget of its own from now, within the deadline.
-    const recordSignal = AbortSignal.any([deadline, AbortSignal.timeout(CANDIDATE_TIMEOUT_MS)]);
-    recordSignal.addEventListener("abort", () => noLookup.abort(), { once: true });
-    rec = await directRecord(ctx, provider.id, recordSignal);
+    // the candidate's budget): its record gets a budget of its own from now, within the deadline. From the
+    // node itself over the connection the ping opened (a proven node's up to the deadline), else from the DHT.
+    const recordBudget = AbortSignal.any([deadline, AbortSignal.timeout(CANDIDATE_TIMEOUT_MS)]);
+    endLookupOn(recordBudget);
+    rec = await directRecord(ctx, provider.id, proven ? deadline : recordBudget);
     if (rec) noLookup.abort();
     else rec = await lookingUp;
   } else {
     // Unreachable: kept (ranked last) only if its DHT copy is already here. Waiting for it would let every
     // fake candidate cost a lookup on top of its reach timeout; a proven peer is worth the wait, within its budget.
-    if (proven && looked === undefined) signal.addEventListener("abort", () => noLookup.abort(), { once: true });
-    rec = looked ?? (proven && !signal.aborted ? await lookingUp : null);
+    if (proven) endLookupOn(signal);
+    rec = looked ?? (proven ? await lookingUp : null);
   }
   noLookup.abort();
   if (!rec || !matches(rec, q)) {

@@ -8,7 +8,8 @@ function usageError(message: string): never {
   process.exit(2);
 }
 
-function flagValue(name: string): string | undefined {
+/** The text after `--name`, if the flag is given. */
+export function flagValue(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? process.argv[i + 1] : undefined;
 }

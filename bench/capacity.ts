@@ -64,6 +64,7 @@ import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { type LatencySummary, type LoadgenReport, type LoadgenRoomSpec, lossPercent, summarize } from "../src/client";
 import { BINARY, freePort, startNode } from "../test/helpers/node-process";
+import { choiceArg, flagValue } from "./args";
 import type { LoadgenWorkerEvent, LoadgenWorkerSpec } from "./loadgen-worker";
 import { loopbackLoadLimits, metricValue } from "./node-load";
 
@@ -73,18 +74,14 @@ const ROOT = resolve(import.meta.dir, "..");
 const unrefDelay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 const WORKER = join(import.meta.dir, "loadgen-worker.ts");
 
-function flag(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : undefined;
-}
 function numberFlag(name: string, def: number, min: number): number {
-  const v = flag(name);
+  const v = flagValue(name);
   const n = v === undefined ? def : Number(v);
   if (!Number.isFinite(n) || n < min) throw new Error(`--${name}: expected a number ≥ ${min}, got ${v}`);
   return n;
 }
 function listFlag(name: string, def: number[]): number[] {
-  const v = flag(name);
+  const v = flagValue(name);
   if (v === undefined) return def;
   const xs = v.split(",").map(Number);
   if (xs.length === 0 || xs.some((x) => !Number.isInteger(x) || x < 1))
@@ -100,24 +97,18 @@ const warmupSec = numberFlag("warmup", 3, 0);
 const procs = Math.round(numberFlag("procs", 4, 1));
 const layouts = listFlag("layouts", [1, 10]);
 const talkers = Math.round(numberFlag("talkers", 3, 0));
-const connections = (flag("connections") ?? "per-participant") as LoadgenWorkerSpec["connections"];
-if (connections !== "per-participant" && connections !== "shared")
-  throw new Error(`--connections: per-participant or shared, got ${connections}`);
+const connections: LoadgenWorkerSpec["connections"] = choiceArg("connections", ["per-participant", "shared"]);
 const joinIntervalMs = numberFlag("join-interval", connections === "per-participant" ? 250 : 10, 0);
-const mixerMode = flag("mixer") ?? "run";
+const mixerMode = flagValue("mixer") ?? "run";
 export type CapacityTransport = "udp" | "stream";
-const transportFlag = flag("transport") ?? "stream";
-if (transportFlag !== "udp" && transportFlag !== "stream" && transportFlag !== "both")
-  throw new Error(`--transport: udp, stream or both, got ${transportFlag}`);
+const transportFlag = choiceArg("transport", ["stream", "udp", "both"]);
 const keepGoing = process.argv.includes("--keep-going");
-const vad = flag("vad") ?? "on";
-if (vad !== "on" && vad !== "off") throw new Error(`--vad: on or off, got ${vad}`);
-const udpSocket = flag("udp-socket") ?? "worker";
-if (udpSocket !== "worker" && udpSocket !== "shared") throw new Error(`--udp-socket: worker or shared, got ${udpSocket}`);
+const vad = choiceArg("vad", ["on", "off"]);
+const udpSocket = choiceArg("udp-socket", ["worker", "shared"]);
 const transports: CapacityTransport[] = transportFlag === "both" ? ["udp", "stream"] : [transportFlag];
-const profileDir = flag("profile");
+const profileDir = flagValue("profile");
 /** the same profiler on the first loadgen process (the one with the probe listener of room 0) */
-const profileLoadgenDir = flag("profile-loadgen");
+const profileLoadgenDir = flagValue("profile-loadgen");
 if (procs > 200) throw new Error("--procs: at most 200 (one loopback source address each)");
 
 // ---- /proc sampling ---------------------------------------------------------------------------------

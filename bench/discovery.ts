@@ -14,16 +14,13 @@
 import { silentLogger } from "../src/log";
 import { createDiscoveryClient, discoverOnce } from "../src/p2p";
 import { cleanupDirs, startTestNode, stopAll, type TestNode, waitFor } from "../test/p2p/helpers";
+import { positiveArg } from "./args";
 import { runFloodBench } from "./discovery-flood";
 
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-}
-const FAKES = arg("fake", 0);
+const FAKES = positiveArg("fake", 0, true);
 if (FAKES > 0) process.exit(await runFloodBench(FAKES));
-const QUERIES = arg("queries", 50);
-const JOINS = arg("joins", 5);
+const QUERIES = positiveArg("queries", 50);
+const JOINS = positiveArg("joins", 5);
 // The default heartbeat: joins are measured on a quiet network, not during everyone's re-publish burst.
 const HEARTBEAT = 30;
 /** known-peers.json at the production cadence, not the test helpers' 0.5 s. */

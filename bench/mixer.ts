@@ -31,18 +31,15 @@ import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { MediaCore, VadFlag } from "../src/audio";
 import { FRAME_SAMPLES } from "../src/protocol";
+import { flagValue } from "./args";
 
 const root = resolve(import.meta.dir, "..");
 const outDir = join(root, "bench", "output");
 const native = join(root, "wasm", "build", "native", "mixer-native");
 const flag = (name: string): boolean => process.argv.includes(`--${name}`);
-const argValue = (name: string): string | undefined => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : undefined;
-};
 const QUICK = flag("quick");
 const NO_NATIVE = flag("no-native");
-const BASELINE_REV = argValue("baseline-rev");
+const BASELINE_REV = flagValue("baseline-rev");
 const TICKS = QUICK ? 30 : 60;
 /**
  * What must stay within 20 ms: the slowest tick (real time, the default), the median tick (`--median`), or

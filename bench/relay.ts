@@ -48,30 +48,23 @@ import { multiaddr } from "@multiformats/multiaddr";
 import { netnsAvailable, TestNetwork } from "../test/helpers/netns";
 import { cleanupDirs, startTestNode, stopAll, type TestNode, waitFor } from "../test/p2p/helpers";
 import { echoRtt, sendBulk, serveBulk, voiceLoad } from "../test/relay/bulk";
+import { flagValue, positiveArg } from "./args";
 
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-}
-function strArg(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : undefined;
-}
-const MIB = arg("mib", 16);
-const ROUNDS = arg("rounds", 5);
-const PINGS = arg("pings", 200);
-const VOICE_STREAMS = arg("voice-streams", 20);
-const VOICE_SECONDS = arg("voice-seconds", 5);
+const MIB = positiveArg("mib", 16);
+const ROUNDS = positiveArg("rounds", 5);
+const PINGS = positiveArg("pings", 200);
+const VOICE_STREAMS = positiveArg("voice-streams", 20);
+const VOICE_SECONDS = positiveArg("voice-seconds", 5);
 const IN_PROCESS = process.argv.includes("--in-process");
-const LINK_MBIT = arg("link-mbit", 100);
+const LINK_MBIT = positiveArg("link-mbit", 100, true);
 /** Link capacity in MiB/s of payload-free bits (1 Mbit = 10^6 bit). */
 const linkMiBps = (mbit: number) => (mbit * 1e6) / 8 / 1048576;
 /** Default link transfer: about one second at link rate per transfer, 4–32 MiB. */
-const LINK_MIB = arg("link-mib", Math.min(32, Math.max(4, Math.round(linkMiBps(LINK_MBIT)))));
+const LINK_MIB = positiveArg("link-mib", Math.min(32, Math.max(4, Math.round(linkMiBps(LINK_MBIT)))));
 /** tbf queue bound (its `latency`): how long a packet may wait in a host's egress queue. */
-const LINK_QUEUE_MS = arg("link-queue-ms", 20);
+const LINK_QUEUE_MS = positiveArg("link-queue-ms", 20);
 /** tbf bucket: ≈ 2 ms at link rate, at least 32 KiB (≥ a 64 KiB GSO super-packet is segmented by tbf). */
-const LINK_BURST_KIB = arg("link-burst-kib", Math.max(32, Math.round((LINK_MBIT * 1e6) / 8 / 500 / 1024)));
+const LINK_BURST_KIB = positiveArg("link-burst-kib", Math.max(32, Math.round((LINK_MBIT * 1e6) / 8 / 500 / 1024)));
 /** Production cadence: the test helpers' 0.5 s heartbeat would charge DHT re-publishing to the relay path. */
 const QUIET = { heartbeat: 30, internal: { knownPeersSaveIntervalMs: 600_000 } } as const;
 const r1 = (x: number) => Math.round(x * 10) / 10;
@@ -156,9 +149,9 @@ interface LinkMeasureReply {
 // --listen-ip puts the node's TCP listener on that address (a test host's own IP inside its namespace)
 // instead of 127.0.0.1. Role "sender" is the link-limited caller: it runs the measurement on request.
 if (process.argv.includes("--role")) {
-  const role = strArg("role");
-  const relayAddr = strArg("relay");
-  const listenIp = strArg("listen-ip");
+  const role = flagValue("role");
+  const relayAddr = flagValue("relay");
+  const listenIp = flagValue("listen-ip");
   const listen = listenIp ? { listenAddrs: [`/ip4/${listenIp}/tcp/0`] } : {};
   const n =
     role === "relay"

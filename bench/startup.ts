@@ -6,9 +6,9 @@
  */
 import { readFileSync, rmSync, statSync } from "node:fs";
 import { BINARY, ensureBinary, freePort, tempDir } from "../test/helpers/node-process";
+import { positiveArg } from "./args";
 
-const runsArg = process.argv.indexOf("--runs");
-const RUNS = runsArg > 0 ? Number(process.argv[runsArg + 1]) : 7;
+const RUNS = positiveArg("runs", 7);
 ensureBinary();
 
 function rssOf(pid: number): number {

@@ -11,6 +11,7 @@
  * budget; it is still listed, its record fetched within a budget of its own.
  */
 import { describe, expect, test } from "bun:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import type { PeerId, PrivateKey } from "@libp2p/interface";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
@@ -68,7 +69,7 @@ function scriptedLibp2p(server: Peer, providers: Peer[], closer: Peer[], script:
           yield { name: "PROVIDER", from: server.id, providers: providers.map(info) };
         },
         async *get(key: Uint8Array, o: { signal: AbortSignal }) {
-          if (script.dhtDelayMs) await abortableSleep(script.dhtDelayMs, o.signal);
+          if (script.dhtDelayMs) await sleep(script.dhtDelayMs, undefined, { signal: o.signal });
           const v = byKey.get(new TextDecoder().decode(key));
           if (v) yield { name: "VALUE", from: server.id, value: v };
         },
@@ -95,20 +96,6 @@ function scriptedLibp2p(server: Peer, providers: Peer[], closer: Peer[], script:
   const getConnections = (p?: PeerId) => (p === undefined ? [{}] : []);
   libp2p.getConnections = getConnections as typeof libp2p.getConnections;
   return { libp2p, pings };
-}
-
-function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener(
-      "abort",
-      () => {
-        clearTimeout(t);
-        reject(new Error("aborted"));
-      },
-      { once: true },
-    );
-  });
 }
 
 describe("discovery by a fresh client in a region with more than K providers", () => {

@@ -101,6 +101,8 @@ const CANDIDATE_TIMEOUT_MS = 1_500;
  * (a whole DHT walk when only one server has the key) would buy little for a lot of time in a flood.
  */
 const QUORUM = 1;
+/** Record-lookup priority of a candidate that answered its ping (connected ones have 1, the rest 0). */
+const ANSWERED_PRIORITY = 2;
 const TOKEN = REGION_TOKEN_PATTERN;
 
 function checkQuery(q: DiscoverQuery): void {
@@ -259,7 +261,7 @@ async function evaluate(
     ? lookups
         .add(
           async () => (lookupSignal.aborted ? null : dhtRecord(ctx, advertisementKey(q.region!, provider.id.toString()), lookupSignal)),
-          { priority, signal: lookupSignal },
+          { priority, signal: lookupSignal, id: provider.id.toString() },
         )
         .then(
           (r) => r ?? null,
@@ -269,6 +271,7 @@ async function evaluate(
   let looked: NodeAdvertisement | null | undefined;
   void lookingUp.then((r) => (looked = r));
   let latency = await reaching;
+  const firstAnswerMs = performance.now() - began;
   let proven = false;
   if (latency === null && !signal.aborted) {
     // A node that answered the DHT walk, is connected, or was identified as an Agora DHT server on an earlier
@@ -286,11 +289,17 @@ async function evaluate(
   let rec: NodeAdvertisement | null = null;
   if (latency !== null) {
     // A node that answered is real, however long its answer took (on a starved host the ping alone can use up
-    // the candidate's budget): its record gets a budget of its own from now, within the deadline. From the
-    // node itself over the connection the ping opened (a proven node's up to the deadline), else from the DHT.
+    // the candidate's budget): its record gets a budget of its own from now, within the deadline, from the
+    // node itself over the connection the ping opened, else from the DHT. Its DHT lookup, if still queued
+    // (behind a flood of fakes' lookups, on a fresh client), goes first.
     const recordBudget = AbortSignal.any([deadline, AbortSignal.timeout(CANDIDATE_TIMEOUT_MS)]);
     endLookupOn(recordBudget);
-    rec = await directRecord(ctx, provider.id, proven ? deadline : recordBudget);
+    try {
+      lookups.setPriority(provider.id.toString(), ANSWERED_PRIORITY);
+    } catch {
+      // already running or done
+    }
+    rec = await directRecord(ctx, provider.id, recordBudget);
     if (rec) noLookup.abort();
     else rec = await lookingUp;
   } else {
@@ -306,6 +315,7 @@ async function evaluate(
         peer: provider.id.toString(),
         latency_ms: latency,
         proven,
+        first_ping_ms: Math.round(firstAnswerMs),
         record: rec ? "does not match the query" : latency === null ? "no DHT copy at hand" : "neither from the node nor from the DHT",
         ms: Math.round(performance.now() - began),
       },

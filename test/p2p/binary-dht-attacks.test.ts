@@ -171,7 +171,12 @@ describe("discovery in a region flooded with 200 fake nodes", () => {
       const ids = found.map((n) => n.advertisement.peer_id);
       if (ids[0] !== otherId)
         console.log(
-          `query ${i}: ${Math.round(ms)} ms, the other honest node at rank ${ids.indexOf(otherId)} of ${ids.length}; first: ${JSON.stringify(found.slice(0, 3))}; fake first: ${fakeIds.has(ids[0] ?? "")}`,
+          `query ${i}: ${Math.round(ms)} ms, the other honest node at rank ${ids.indexOf(otherId)} of ${ids.length}; first: ${JSON.stringify(found.slice(0, 3))}; fake first: ${fakeIds.has(ids[0] ?? "")}; the node's own account: ${honest[0]!
+            .logs()
+            .split("\n")
+            .filter((l) => l.includes('"discovery finished"') || l.includes(otherId) || l.includes("provider lookup"))
+            .slice(-6)
+            .join(" | ")}`,
         );
       // the other honest node first (the asking node does not list itself), reachable; fakes after it
       expect(ids[0]).toBe(otherId);
@@ -189,6 +194,7 @@ describe("discovery in a region flooded with 200 fake nodes", () => {
     const flooded = finished.slice(-runs.length);
     expect(flooded.length).toBe(runs.length);
     expect(flooded.every((e) => (e.providers ?? 0) > FAKES / 2)).toBe(true);
+    if (flooded.some((e) => e.timed_out)) console.log(`a flooded query ran out of time; the node's account: ${JSON.stringify(flooded)}`);
     expect(flooded.map((e) => e.timed_out)).toEqual(runs.map(() => false));
     // … and from a fresh `discover` client (new identity, only the bootstrap address): every honest node in the
     // top ranks, reachable, no fake among them.
